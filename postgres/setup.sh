@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Creates (once) and starts a PostgreSQL primary and a hot-standby replica fed by streaming
+# replication, under an ignored data folder of the repository.
+#
+#   postgres/setup.sh start   # create what is missing, start both, wait until the replica streams
+#   postgres/setup.sh stop    # fast shutdown of both
+#   postgres/setup.sh status
+#
+# Idempotent: existing clusters are reused; roles, database and schemas are (re)applied from
+# postgres/init.sql on every start. Runs the servers as the `postgres` OS user when invoked as
+# root (PostgreSQL refuses to run as root).
+#
+# Environment (defaults are for local use only):
+#   SWITCHBOARD_DATA        data folder               (<repo>/.data)
+#   PG_PRIMARY_PORT         primary port on 127.0.0.1 (55432)
+#   PG_REPLICA_PORT         replica port on 127.0.0.1 (55433)
+#   PG_DATABASE             database name             (switchboard)
+#   PG_SUPERUSER_PASSWORD   password of `postgres`    (postgres-dev)
+#   AUTH_DB_PASSWORD        role switchboard_auth     (auth-dev)
+#   MESSAGING_DB_PASSWORD   role switchboard_messaging(messaging-dev)
+#   REPLICATION_PASSWORD    role replicator           (replication-dev)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+data="${SWITCHBOARD_DATA:-$repo/.data}"
+pgroot="$data/pg"
+primary_port="${PG_PRIMARY_PORT:-55432}"
+replica_port="${PG_REPLICA_PORT:-55433}"
+db="${PG_DATABASE:-switchboard}"
+su_password="${PG_SUPERUSER_PASSWORD:-postgres-dev}"
+auth_password="${AUTH_DB_PASSWORD:-auth-dev}"
+messaging_password="${MESSAGING_DB_PASSWORD:-messaging-dev}"
+replication_password="${REPLICATION_PASSWORD:-replication-dev}"
+
+log() { printf '[postgres] %s\n' "$*" >&2; }
+
+bindir=""
+for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+  v="$(basename "$(dirname "$d")")"
+  if [ "${v%%.*}" -ge 15 ] 2>/dev/null; then bindir="$d"; break; fi
+done
+if [ -z "$bindir" ]; then
+  log "PostgreSQL 15 or newer not found under /usr/lib/postgresql (install: apt-get install postgresql)"
+  exit 1
+fi
+
+# Run a command as the OS user that owns the clusters.
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+sockdir() { echo "$pgroot/$1.sock"; }
+
+is_running() { as_pg "$bindir/pg_ctl" -D "$pgroot/$1" status >/dev/null 2>&1; }
+
+start_cluster() { # name port
+  local name="$1" port="$2"
+  # Our settings and access rules are copied in on every start so edits in postgres/ apply.
+  as_pg cp "$here/postgresql.conf" "$pgroot/$name/switchboard.conf"
+  as_pg cp "$here/pg_hba.conf" "$pgroot/$name/pg_hba.conf"
+  if is_running "$name"; then
+    log "$name already running on port $port"
+    return
+  fi
+  as_pg mkdir -p "$(sockdir "$name")"
+  as_pg "$bindir/pg_ctl" -D "$pgroot/$name" -l "$pgroot/$name.log" -w -t 60 \
+    -o "-p $port -k $(sockdir "$name")" start >/dev/null
+  log "$name started on 127.0.0.1:$port (log: $pgroot/$name.log)"
+}
+
+psql_su() { # name psql-args...
+  local name="$1"; shift
+  local port="$primary_port"
+  [ "$name" = replica ] && port="$replica_port"
+  as_pg "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$(sockdir "$name")" -p "$port" -U postgres "$@"
+}
+
+start() {
+  mkdir -p "$pgroot"
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || { log "OS user postgres is missing (apt-get install postgresql)"; exit 1; }
+    chown postgres: "$pgroot"
+    if ! runuser -u postgres -- test -w "$pgroot"; then
+      log "the postgres OS user cannot write $pgroot: set SWITCHBOARD_DATA to a folder it can reach"
+      exit 1
+    fi
+  fi
+
+  if [ ! -f "$pgroot/primary/PG_VERSION" ]; then
+    log "initialising primary in $pgroot/primary"
+    local pwfile
+    pwfile="$(as_pg mktemp "$pgroot/.pw.XXXXXX")"
+    printf '%s\n' "$su_password" | as_pg tee "$pwfile" >/dev/null
+    as_pg "$bindir/initdb" -D "$pgroot/primary" -U postgres --pwfile="$pwfile" \
+      --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+    as_pg rm -f "$pwfile"
+    echo "include_if_exists = 'switchboard.conf'" | as_pg tee -a "$pgroot/primary/postgresql.conf" >/dev/null
+  fi
+  start_cluster primary "$primary_port"
+
+  psql_su primary -d postgres \
+    -v db="$db" -v auth_password="$auth_password" -v messaging_password="$messaging_password" \
+    -v replication_password="$replication_password" -f "$here/init.sql"
+
+  if [ ! -f "$pgroot/replica/PG_VERSION" ]; then
+    log "cloning replica from the primary (pg_basebackup -R, slot replica_1)"
+    as_pg rm -rf "$pgroot/replica"
+    # A slot left by an interrupted earlier clone would make -C fail.
+    psql_su primary -d postgres -c \
+      "SELECT pg_drop_replication_slot('replica_1') FROM pg_replication_slots WHERE slot_name = 'replica_1' AND NOT active" >/dev/null
+    as_pg env PGPASSWORD="$replication_password" "$bindir/pg_basebackup" \
+      -h 127.0.0.1 -p "$primary_port" -U replicator -D "$pgroot/replica" \
+      -R -X stream -C -S replica_1 --checkpoint=fast
+  fi
+  start_cluster replica "$replica_port"
+
+  # Wait until the replica is a hot standby with a streaming WAL receiver.
+  local i state=""
+  for i in $(seq 1 300); do
+    state="$(psql_su replica -d postgres -At -c \
+      "SELECT pg_is_in_recovery()::text || ':' || coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')" 2>/dev/null || true)"
+    [ "$state" = "true:streaming" ] && break
+    sleep 0.2
+  done
+  if [ "$state" != "true:streaming" ]; then
+    log "replica is not streaming (state: ${state:-unreachable}); see $pgroot/replica.log"
+    exit 1
+  fi
+  log "replica streaming from primary"
+}
+
+stop() {
+  local name
+  for name in replica primary; do
+    if [ -f "$pgroot/$name/PG_VERSION" ] && is_running "$name"; then
+      as_pg "$bindir/pg_ctl" -D "$pgroot/$name" -m fast -w stop >/dev/null && log "$name stopped"
+    fi
+  done
+}
+
+status() {
+  local name
+  for name in primary replica; do
+    if [ -f "$pgroot/$name/PG_VERSION" ] && is_running "$name"; then echo "$name: running"; else echo "$name: stopped"; fi
+  done
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,131 @@
+# Shared by scripts/run.sh and scripts/test.sh. Defaults are for local use; every one can be
+# overridden from the environment.
+# shellcheck shell=bash
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export SWITCHBOARD_DATA="${SWITCHBOARD_DATA:-$REPO/.data}"
+export PG_PRIMARY_PORT="${PG_PRIMARY_PORT:-55432}"
+export PG_REPLICA_PORT="${PG_REPLICA_PORT:-55433}"
+export PG_DATABASE="${PG_DATABASE:-switchboard}"
+export PG_SUPERUSER_PASSWORD="${PG_SUPERUSER_PASSWORD:-postgres-dev}"
+export AUTH_DB_PASSWORD="${AUTH_DB_PASSWORD:-auth-dev}"
+export MESSAGING_DB_PASSWORD="${MESSAGING_DB_PASSWORD:-messaging-dev}"
+export REPLICATION_PASSWORD="${REPLICATION_PASSWORD:-replication-dev}"
+export AUTH_PORT="${AUTH_PORT:-8081}"
+export MESSAGING_PORT="${MESSAGING_PORT:-8082}"
+export NGINX_PORT="${NGINX_PORT:-8080}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+LOG_DIR="$SWITCHBOARD_DATA/logs"
+
+log() { printf '[switchboard] %s\n' "$*" >&2; }
+
+# Installs the Debian packages the stack needs when their commands are missing.
+ensure_packages() {
+  local missing=()
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  command -v envsubst >/dev/null 2>&1 || missing+=(gettext-base)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  ls -d /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || missing+=(postgresql postgresql-contrib)
+  [ ${#missing[@]} -eq 0 ] && return
+  log "installing: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts a system nginx/postgres on install; ours run on their own ports and
+  # folders, so those are left alone.
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 || {
+    log "cargo not found: install a Rust toolchain (rustup) first"
+    exit 1
+  }
+}
+
+build_services() {
+  local flag=()
+  [ "${PROFILE:-release}" = release ] && flag=(--release)
+  log "building services (${PROFILE:-release})"
+  (cd "$REPO" && cargo build --locked "${flag[@]}" --bin auth --bin messaging)
+  BIN_DIR="$CARGO_TARGET_DIR/${PROFILE:-release}"
+  [ "${PROFILE:-release}" = debug ] && BIN_DIR="$CARGO_TARGET_DIR/debug"
+  export BIN_DIR
+}
+
+# A development signing key, made once (PKCS#8 PEM Ed25519).
+ensure_signing_key() {
+  mkdir -p "$SWITCHBOARD_DATA/keys"
+  local key="$SWITCHBOARD_DATA/keys/signing-key.pem"
+  if [ ! -s "$key" ]; then
+    (umask 077 && openssl genpkey -algorithm ed25519 -out "$key")
+    log "generated signing key $key"
+  fi
+  export AUTH_SIGNING_KEY_FILES="${AUTH_SIGNING_KEY_FILES:-$key}"
+}
+
+# Starts one service in the background, logging to $LOG_DIR/<name>.log; $! is its pid.
+start_service() {
+  local name="$1"
+  mkdir -p "$LOG_DIR"
+  export COOKIE_SECURE="${COOKIE_SECURE:-false}"
+  export ALLOWED_ORIGINS="${ALLOWED_ORIGINS:-http://localhost:${NGINX_PORT},http://127.0.0.1:${NGINX_PORT}}"
+  case "$name" in
+    auth)
+      AUTH_BIND="127.0.0.1:${AUTH_PORT}" \
+      AUTH_DATABASE_URL="postgres://switchboard_auth:${AUTH_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}" \
+        "$BIN_DIR/auth" >>"$LOG_DIR/auth.log" 2>&1 &
+      ;;
+    messaging)
+      MESSAGING_BIND="127.0.0.1:${MESSAGING_PORT}" \
+      MESSAGING_DATABASE_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}" \
+      MESSAGING_REPLICA_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}" \
+      AUTH_JWKS_URL="http://127.0.0.1:${AUTH_PORT}/auth/.well-known/jwks.json" \
+        "$BIN_DIR/messaging" >>"$LOG_DIR/messaging.log" 2>&1 &
+      ;;
+  esac
+  log "$name starting on 127.0.0.1:$( [ "$name" = auth ] && echo "$AUTH_PORT" || echo "$MESSAGING_PORT" ) (log: $LOG_DIR/$name.log)"
+}
+
+# Renders the NGINX config into $SWITCHBOARD_DATA/nginx and starts it in the foreground of a
+# background job; $! is its pid.
+start_nginx() {
+  local runtime="$SWITCHBOARD_DATA/nginx"
+  mkdir -p "$runtime/tmp" "$LOG_DIR"
+  export NGINX_RUNTIME="$runtime"
+  export NGINX_ACCESS_LOG="$LOG_DIR/nginx-access.log"
+  export AUTH_SERVERS="server 127.0.0.1:${AUTH_PORT};"
+  export MESSAGING_SERVERS="${MESSAGING_SERVERS:-server 127.0.0.1:${MESSAGING_PORT};}"
+  if [ "$(id -u)" -eq 0 ]; then
+    export NGINX_USER="user nobody nogroup;"
+    chown -R nobody:nogroup "$runtime/tmp"
+  else
+    export NGINX_USER=""
+  fi
+  local vars='${NGINX_PORT} ${AUTH_SERVERS} ${MESSAGING_SERVERS} ${NGINX_RUNTIME} ${NGINX_ACCESS_LOG} ${NGINX_USER}'
+  envsubst "$vars" <"$REPO/nginx/switchboard.conf.template" >"$runtime/switchboard.conf"
+  envsubst "$vars" <"$REPO/nginx/nginx.local.conf.template" >"$runtime/nginx.conf"
+  local nginx_bin
+  nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+  "$nginx_bin" -t -q -p "$runtime" -c "$runtime/nginx.conf"
+  "$nginx_bin" -p "$runtime" -c "$runtime/nginx.conf" >>"$LOG_DIR/nginx.log" 2>&1 &
+  log "nginx starting on 127.0.0.1:${NGINX_PORT}"
+}
+
+# Waits up to 60 s for a URL to answer 200.
+wait_ready() {
+  local url="$1" name="$2" i
+  for i in $(seq 1 300); do
+    if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  log "$name did not become ready at $url; last log lines:"
+  tail -n 30 "$LOG_DIR/$name.log" >&2 2>/dev/null || true
+  return 1
+}

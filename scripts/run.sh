@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs the whole Switchboard stack in the foreground: PostgreSQL primary + streaming replica,
+# the auth and messaging services, and NGINX on http://localhost:8080. Ctrl-C or SIGTERM stops
+# every process it started. Installs what is missing (Debian packages) on first use.
+#
+#   scripts/run.sh                # release build
+#   PROFILE=debug scripts/run.sh  # faster build, slower service
+#
+# Every port and folder can be moved with the variables listed in README.md.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=scripts/common.sh
+source "$here/common.sh"
+
+ensure_packages
+ensure_rust
+export PROFILE="${PROFILE:-release}"
+build_services
+
+pids=()
+stopping=0
+stop_all() {
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  log "stopping"
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  "$REPO/postgres/setup.sh" stop || true
+}
+trap 'stop_all; exit 0' INT TERM
+trap 'stop_all' EXIT
+
+"$REPO/postgres/setup.sh" start
+ensure_signing_key
+
+start_service auth
+pids+=("$!")
+start_service messaging
+pids+=("$!")
+wait_ready "http://127.0.0.1:${AUTH_PORT}/auth/readyz" auth
+wait_ready "http://127.0.0.1:${MESSAGING_PORT}/api/readyz" messaging
+start_nginx
+pids+=("$!")
+wait_ready "http://127.0.0.1:${NGINX_PORT}/api/healthz" nginx
+
+cat <<MSG
+
+Switchboard is up:
+  API and WebSocket   http://localhost:${NGINX_PORT}   (/auth/*, /api/*, /ws)
+  primary             postgres://127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}
+  replica             postgres://127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}
+  logs                ${LOG_DIR}
+Press Ctrl-C to stop.
+
+MSG
+# Stay in the foreground until a child dies or we are told to stop.
+wait -n "${pids[@]}" || true
+log "a process of the stack exited; see ${LOG_DIR}"
+exit 1

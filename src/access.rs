@@ -1,0 +1,189 @@
+//! Access tokens (DESIGN.md §2): Ed25519-signed JWTs (`alg: EdDSA`, RFC 8037) with a `kid`,
+//! and the JSON Web Key Set (RFC 7517) that publishes the public keys.
+//!
+//! The auth service signs with [`crate::auth::keys::SigningKeys`]; the messaging service
+//! verifies with a [`Verifier`] fed from the auth service's JWKS.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+use uuid::Uuid;
+
+use crate::{config::TokenSettings, error::ApiError};
+
+/// Claims of an access token. Times are seconds since the Unix epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// User id.
+    pub sub: Uuid,
+    /// Session id: the refresh token family this token was issued from.
+    pub sid: Uuid,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    /// Unique token id.
+    pub jti: Uuid,
+}
+
+/// One public key in JWK form (RFC 8037 §2: `kty: OKP`, `crv: Ed25519`, `x` = base64url key).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Jwk {
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub kid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
+}
+
+/// A JSON Web Key Set: `{"keys": [Jwk, …]}`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// The verification rules: `EdDSA` only (the header's `alg` is never trusted to pick one),
+/// `iss`, `aud`, `exp` and `nbf` checked with 30 s of clock leeway.
+pub fn validation(settings: &TokenSettings) -> Validation {
+    let mut v = Validation::new(Algorithm::EdDSA);
+    v.set_issuer(&[settings.issuer.as_str()]);
+    v.set_audience(&[settings.audience.as_str()]);
+    v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    v.validate_nbf = true;
+    v.leeway = 30;
+    v
+}
+
+/// Verifies access tokens against the keys of a JWKS URL, refreshing the set when a token
+/// names a `kid` it does not know — at most once per `min_refresh` so a flood of made-up
+/// `kid`s cannot turn into a flood of JWKS requests.
+pub struct Verifier {
+    jwks_url: String,
+    validation: Validation,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    refresh: Mutex<Option<tokio::time::Instant>>,
+    min_refresh: Duration,
+    http: reqwest::Client,
+}
+
+impl Verifier {
+    /// A verifier with no keys yet; they are fetched on first use.
+    ///
+    /// Errors: the HTTP client cannot be built.
+    pub fn new(jwks_url: String, settings: &TokenSettings) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            jwks_url,
+            validation: validation(settings),
+            keys: RwLock::new(HashMap::new()),
+            refresh: Mutex::new(None),
+            min_refresh: Duration::from_secs(10),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()?,
+        }))
+    }
+
+    /// Fetches the JWKS and replaces the known keys. Keys that are not Ed25519 are skipped.
+    ///
+    /// Errors: the URL cannot be fetched or the body is not a JWKS.
+    pub async fn refresh(&self) -> anyhow::Result<usize> {
+        let jwks: Jwks = self
+            .http
+            .get(&self.jwks_url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let mut map = HashMap::new();
+        for k in jwks.keys {
+            if k.kty != "OKP" || k.crv != "Ed25519" {
+                continue;
+            }
+            match DecodingKey::from_ed_components(&k.x) {
+                Ok(key) => {
+                    map.insert(k.kid, key);
+                }
+                Err(e) => tracing::warn!(kid = %k.kid, error = %e, "skipping malformed JWK"),
+            }
+        }
+        let n = map.len();
+        *self.keys.write().await = map;
+        tracing::info!(keys = n, "JWKS refreshed");
+        Ok(n)
+    }
+
+    async fn key(&self, kid: &str) -> Option<DecodingKey> {
+        if let Some(k) = self.keys.read().await.get(kid) {
+            return Some(k.clone());
+        }
+        {
+            let mut last = self.refresh.lock().await;
+            // Another request may have refreshed while this one waited for the lock.
+            if let Some(k) = self.keys.read().await.get(kid) {
+                return Some(k.clone());
+            }
+            let due = last.is_none_or(|t| t.elapsed() >= self.min_refresh);
+            if due {
+                *last = Some(tokio::time::Instant::now());
+                if let Err(e) = self.refresh().await {
+                    tracing::warn!(error = %e, "JWKS refresh failed");
+                }
+            }
+        }
+        self.keys.read().await.get(kid).cloned()
+    }
+
+    /// Verifies a compact JWS access token.
+    ///
+    /// Errors: 401 (`invalid_token`) for a malformed token, an unknown `kid`, a bad signature,
+    /// a wrong `iss`/`aud`, or an expired or not-yet-valid token.
+    pub async fn verify(&self, token: &str) -> Result<AccessClaims, ApiError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| ApiError::bearer("malformed access token"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(ApiError::bearer("access token algorithm not accepted"));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| ApiError::bearer("access token has no kid"))?;
+        let key = self
+            .key(&kid)
+            .await
+            .ok_or_else(|| ApiError::bearer("access token signed by an unknown key"))?;
+        let data =
+            jsonwebtoken::decode::<AccessClaims>(token, &key, &self.validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                ApiError::bearer(match e.kind() {
+                    K::ExpiredSignature => "access token expired",
+                    K::ImmatureSignature => "access token not yet valid",
+                    K::InvalidAudience => "access token audience not accepted",
+                    K::InvalidIssuer => "access token issuer not accepted",
+                    K::InvalidSignature => "access token signature invalid",
+                    _ => "access token invalid",
+                })
+            })?;
+        Ok(data.claims)
+    }
+}
+
+/// The bearer token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1).
+pub fn bearer_token(req: &actix_web::HttpRequest) -> Option<&str> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+        Some(token.trim())
+    } else {
+        None
+    }
+}

@@ -1,0 +1,228 @@
+//! Configuration from environment variables (12-factor, DESIGN.md §6), with defaults that run
+//! the local stack started by `scripts/run.sh`.
+//!
+//! Every variable is optional; a present but unparsable value is a startup error naming the
+//! variable, never a silent fallback.
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::{anyhow, Context};
+
+/// Reads `name` from the environment, or `default` when it is unset or empty.
+pub fn var_or(name: &str, default: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => default.to_owned(),
+    }
+}
+
+/// Reads and parses `name`, or returns `default` when it is unset or empty.
+///
+/// Errors: the value is present but does not parse as `T`.
+pub fn parse_or<T>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<T>()
+            .map_err(|e| anyhow!("{name}={v:?} is not valid: {e}")),
+        _ => Ok(default),
+    }
+}
+
+/// Reads a boolean (`true/false/1/0/yes/no/on/off`), or `default` when unset.
+pub fn bool_or(name: &str, default: bool) -> anyhow::Result<bool> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(anyhow!("{name}={v:?} is not a boolean")),
+        },
+        _ => Ok(default),
+    }
+}
+
+/// Reads a comma-separated list, trimming blanks.
+pub fn list_or(name: &str, default: &str) -> Vec<String> {
+    var_or(name, default)
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Access-token validation settings shared by both services (DESIGN.md §2).
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    /// `iss` claim: `JWT_ISSUER`, default `switchboard-auth`.
+    pub issuer: String,
+    /// `aud` claim: `JWT_AUDIENCE`, default `switchboard`.
+    pub audience: String,
+}
+
+impl TokenSettings {
+    /// Reads `JWT_ISSUER` and `JWT_AUDIENCE`.
+    pub fn from_env() -> Self {
+        Self {
+            issuer: var_or("JWT_ISSUER", "switchboard-auth"),
+            audience: var_or("JWT_AUDIENCE", "switchboard"),
+        }
+    }
+}
+
+/// Database pool settings.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    /// Most connections per pool: `DB_POOL_SIZE`, default 16.
+    pub max_size: usize,
+    /// How long a request waits for a connection before answering 503:
+    /// `DB_POOL_TIMEOUT_MS`, default 2000 ms.
+    pub wait_timeout: Duration,
+    /// Per-statement limit applied on every connection: `DB_STATEMENT_TIMEOUT_MS`, default 5000 ms.
+    pub statement_timeout: Duration,
+}
+
+impl PoolSettings {
+    /// Reads `DB_POOL_SIZE`, `DB_POOL_TIMEOUT_MS` and `DB_STATEMENT_TIMEOUT_MS`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            max_size: parse_or("DB_POOL_SIZE", 16usize)?,
+            wait_timeout: Duration::from_millis(parse_or("DB_POOL_TIMEOUT_MS", 2000u64)?),
+            statement_timeout: Duration::from_millis(parse_or("DB_STATEMENT_TIMEOUT_MS", 5000u64)?),
+        })
+    }
+}
+
+/// Settings of the auth service.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// Listen address: `AUTH_BIND`, default `127.0.0.1:8081`.
+    pub bind: String,
+    /// Primary URL for the `switchboard_auth` role: `AUTH_DATABASE_URL`.
+    pub database_url: String,
+    pub pool: PoolSettings,
+    pub tokens: TokenSettings,
+    /// PEM files of Ed25519 private keys (PKCS#8), comma-separated: `AUTH_SIGNING_KEY_FILES`.
+    /// The first signs new tokens; all are published in the JWKS (key rotation).
+    pub signing_key_files: Vec<String>,
+    /// Inline PEM alternative to the files: `AUTH_SIGNING_KEY_PEM` (one key; signs if set).
+    pub signing_key_pem: Option<String>,
+    /// Access token lifetime: `ACCESS_TOKEN_TTL_SECS`, default 300 (5 minutes).
+    pub access_ttl: Duration,
+    /// Refresh token (session) absolute lifetime: `REFRESH_TOKEN_TTL_SECS`, default 30 days.
+    pub refresh_ttl: Duration,
+    /// `Secure` attribute on cookies: `COOKIE_SECURE`, default true. Turn off only for
+    /// plain-HTTP local use.
+    pub cookie_secure: bool,
+    /// bcrypt cost: `BCRYPT_COST`, default 12 (DESIGN.md §2: ≥ 12 in production).
+    pub bcrypt_cost: u32,
+    /// Origins allowed on cookie-authenticated endpoints: `ALLOWED_ORIGINS`, comma-separated,
+    /// default `http://localhost:8080,http://127.0.0.1:8080`.
+    pub allowed_origins: Vec<String>,
+}
+
+impl AuthConfig {
+    /// Reads the auth service's configuration from the environment.
+    ///
+    /// Errors: a variable that is set but invalid, or a bcrypt cost outside 4..=31.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let bcrypt_cost = parse_or("BCRYPT_COST", 12u32)?;
+        if !(4..=31).contains(&bcrypt_cost) {
+            return Err(anyhow!("BCRYPT_COST must be within 4..=31"));
+        }
+        Ok(Self {
+            bind: var_or("AUTH_BIND", "127.0.0.1:8081"),
+            database_url: var_or(
+                "AUTH_DATABASE_URL",
+                "postgres://switchboard_auth:auth-dev@127.0.0.1:55432/switchboard",
+            ),
+            pool: PoolSettings::from_env()?,
+            tokens: TokenSettings::from_env(),
+            signing_key_files: list_or("AUTH_SIGNING_KEY_FILES", ""),
+            signing_key_pem: std::env::var("AUTH_SIGNING_KEY_PEM")
+                .ok()
+                .filter(|s| !s.trim().is_empty()),
+            access_ttl: Duration::from_secs(parse_or("ACCESS_TOKEN_TTL_SECS", 300u64)?),
+            refresh_ttl: Duration::from_secs(parse_or(
+                "REFRESH_TOKEN_TTL_SECS",
+                30 * 24 * 3600u64,
+            )?),
+            cookie_secure: bool_or("COOKIE_SECURE", true)?,
+            bcrypt_cost,
+            allowed_origins: list_or(
+                "ALLOWED_ORIGINS",
+                "http://localhost:8080,http://127.0.0.1:8080",
+            ),
+        })
+    }
+}
+
+/// Settings of the messaging service.
+#[derive(Clone, Debug)]
+pub struct MessagingConfig {
+    /// Listen address: `MESSAGING_BIND`, default `127.0.0.1:8082`.
+    pub bind: String,
+    /// Primary URL for the `switchboard_messaging` role: `MESSAGING_DATABASE_URL`.
+    pub primary_url: String,
+    /// Replica URL (hot standby): `MESSAGING_REPLICA_URL`.
+    pub replica_url: String,
+    pub pool: PoolSettings,
+    pub tokens: TokenSettings,
+    /// Where the auth service publishes its public keys: `AUTH_JWKS_URL`.
+    pub jwks_url: String,
+    /// Longest wait for the replica to replay a client's consistency token before the read
+    /// goes to the primary: `RYW_WAIT_MS`, default 200 ms (DESIGN.md §5).
+    pub ryw_wait: Duration,
+    /// `Secure` attribute on the `ryw_lsn` cookie: `COOKIE_SECURE`, default true.
+    pub cookie_secure: bool,
+    /// WebSocket ticket lifetime: `WS_TICKET_TTL_SECS`, default 30.
+    pub ws_ticket_ttl: Duration,
+    /// Longest message content in Unicode scalar values: `MESSAGE_MAX_CHARS`, default 4000.
+    pub message_max_chars: usize,
+    /// Server ping interval on sockets: `WS_PING_INTERVAL_SECS`, default 20.
+    pub ws_ping_interval: Duration,
+    /// A socket silent (no frame, no pong) this long is closed: `WS_IDLE_TIMEOUT_SECS`, default 60.
+    pub ws_idle_timeout: Duration,
+}
+
+impl MessagingConfig {
+    /// Reads the messaging service's configuration from the environment.
+    ///
+    /// Errors: a variable that is set but invalid.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let cfg = Self {
+            bind: var_or("MESSAGING_BIND", "127.0.0.1:8082"),
+            primary_url: var_or(
+                "MESSAGING_DATABASE_URL",
+                "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55432/switchboard",
+            ),
+            replica_url: var_or(
+                "MESSAGING_REPLICA_URL",
+                "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55433/switchboard",
+            ),
+            pool: PoolSettings::from_env()?,
+            tokens: TokenSettings::from_env(),
+            jwks_url: var_or(
+                "AUTH_JWKS_URL",
+                "http://127.0.0.1:8081/auth/.well-known/jwks.json",
+            ),
+            ryw_wait: Duration::from_millis(parse_or("RYW_WAIT_MS", 200u64)?),
+            cookie_secure: bool_or("COOKIE_SECURE", true)?,
+            ws_ticket_ttl: Duration::from_secs(parse_or("WS_TICKET_TTL_SECS", 30u64)?),
+            message_max_chars: parse_or("MESSAGE_MAX_CHARS", 4000usize)?,
+            ws_ping_interval: Duration::from_secs(parse_or("WS_PING_INTERVAL_SECS", 20u64)?),
+            ws_idle_timeout: Duration::from_secs(parse_or("WS_IDLE_TIMEOUT_SECS", 60u64)?),
+        };
+        if cfg.ws_idle_timeout <= cfg.ws_ping_interval {
+            return Err(anyhow!(
+                "WS_IDLE_TIMEOUT_SECS must be longer than WS_PING_INTERVAL_SECS"
+            ))
+            .context("invalid WebSocket heartbeat settings");
+        }
+        Ok(cfg)
+    }
+}

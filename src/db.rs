@@ -1,0 +1,303 @@
+//! Database access: pools, migrations, and read/write routing with read-your-writes
+//! (DESIGN.md §5).
+//!
+//! Routing is explicit: a handler asks for [`Routing::primary`] to write (or to read what must
+//! be fresh) and [`Routing::read`] for everything else. `read` takes the caller's
+//! [`ConsistencyToken`] — the primary's WAL LSN after the caller's last write — and uses the
+//! replica only once that replica's `pg_last_wal_replay_lsn()` has reached it, waiting at most
+//! a configured bound before falling back to the primary.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
+use tokio_postgres::{types::PgLsn, NoTls};
+
+use crate::{config::PoolSettings, error::ApiError};
+
+/// Builds a connection pool for `url` (a libpq-style `postgres://` URL). Connections are made
+/// lazily, so a database that is down at start-up does not stop the service from starting.
+///
+/// Errors: the URL does not parse.
+pub fn pool(url: &str, settings: &PoolSettings, application_name: &str) -> anyhow::Result<Pool> {
+    let mut cfg = config(url, application_name)?;
+    cfg.options(format!(
+        "-c statement_timeout={}",
+        settings.statement_timeout.as_millis()
+    ));
+    let manager = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(settings.max_size)
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(settings.wait_timeout),
+            create: Some(Duration::from_secs(3)),
+            recycle: Some(Duration::from_secs(3)),
+        })
+        .build()
+        .context("building connection pool")
+}
+
+/// Parses a `postgres://` URL into a client config with our application name and a 3 s
+/// connect timeout.
+///
+/// Errors: the URL does not parse.
+pub fn config(url: &str, application_name: &str) -> anyhow::Result<tokio_postgres::Config> {
+    let mut cfg: tokio_postgres::Config = url.parse().context("invalid database URL")?;
+    cfg.application_name(application_name);
+    cfg.connect_timeout(Duration::from_secs(3));
+    Ok(cfg)
+}
+
+/// Opens one connection outside any pool (for migrations, LISTEN and NOTIFY), driving it on
+/// a background task. The returned future of that task ends when the connection closes.
+///
+/// Errors: the URL does not parse or the server cannot be reached.
+pub async fn connect(
+    url: &str,
+    application_name: &str,
+) -> anyhow::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    let (client, connection) = config(url, application_name)?
+        .connect(NoTls)
+        .await
+        .context("connecting to database")?;
+    let handle = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "database connection closed");
+        }
+    });
+    Ok((client, handle))
+}
+
+/// Applies embedded refinery migrations under a session-level advisory lock, so several
+/// instances starting at once apply each migration exactly once: the first holds the lock
+/// and migrates, the others wait, then find nothing left to do.
+///
+/// `schema` is both where refinery keeps its history table and the lock's name.
+///
+/// Errors: the database is unreachable or a migration fails (the lock is released when the
+/// connection closes).
+pub async fn migrate(url: &str, schema: &str, mut runner: refinery::Runner) -> anyhow::Result<()> {
+    let (mut client, conn) = connect(url, &format!("switchboard-migrate-{schema}")).await?;
+    client
+        .execute(
+            "SELECT pg_advisory_lock(hashtext($1))",
+            &[&format!("switchboard.migrate.{schema}")],
+        )
+        .await
+        .context("taking the migration lock")?;
+    client
+        .batch_execute(&format!("SET search_path TO {schema}"))
+        .await
+        .context("setting search_path")?;
+    runner.set_migration_table_name("refinery_schema_history");
+    let report = runner
+        .run_async(&mut client)
+        .await
+        .with_context(|| format!("applying {schema} migrations"))?;
+    for m in report.applied_migrations() {
+        tracing::info!(schema, migration = %m, "migration applied");
+    }
+    drop(client);
+    let _ = conn.await;
+    Ok(())
+}
+
+/// A position in the primary's write-ahead log (WAL LSN), as PostgreSQL prints it
+/// (`16/B374D848`: high and low 32 bits in hex), ordered as a 64-bit integer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Lsn(pub u64);
+
+impl FromStr for Lsn {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (hi, lo) = s.trim().split_once('/').ok_or("expected HIGH/LOW")?;
+        if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
+            return Err("expected 1-8 hex digits on each side of '/'");
+        }
+        let hi = u32::from_str_radix(hi, 16).map_err(|_| "not hexadecimal")?;
+        let lo = u32::from_str_radix(lo, 16).map_err(|_| "not hexadecimal")?;
+        Ok(Lsn((u64::from(hi) << 32) | u64::from(lo)))
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+impl From<PgLsn> for Lsn {
+    fn from(v: PgLsn) -> Self {
+        Lsn(u64::from(v))
+    }
+}
+
+/// The read-your-writes token: the primary's WAL LSN right after the caller's last write.
+pub type ConsistencyToken = Lsn;
+
+/// Which pool served a read, and why (recorded on the request span).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadRoute {
+    /// The replica, with no token or one it had already replayed.
+    Replica,
+    /// The primary, because the replica had not replayed the token in time.
+    PrimaryTokenNotReplayed,
+    /// The primary, because the replica could not be reached.
+    PrimaryReplicaUnavailable,
+}
+
+impl ReadRoute {
+    /// `(pool, reason)` labels.
+    pub fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Replica => ("replica", "default"),
+            Self::PrimaryTokenNotReplayed => ("primary", "token-not-replayed"),
+            Self::PrimaryReplicaUnavailable => ("primary", "replica-unhealthy"),
+        }
+    }
+}
+
+/// The two pools of the messaging service and the read-your-writes rule.
+#[derive(Clone)]
+pub struct Routing {
+    primary: Pool,
+    replica: Pool,
+    ryw_wait: Duration,
+}
+
+impl Routing {
+    /// `ryw_wait` bounds how long a read waits for the replica to replay a token.
+    pub fn new(primary: Pool, replica: Pool, ryw_wait: Duration) -> Self {
+        Self {
+            primary,
+            replica,
+            ryw_wait,
+        }
+    }
+
+    /// A primary connection: for writes and reads that must be fresh.
+    ///
+    /// Errors: 503 when no connection can be had within the pool's wait timeout.
+    pub async fn primary(&self) -> Result<Object, ApiError> {
+        let conn = self.primary.get().await?;
+        tracing::Span::current().record("db.pool", "primary");
+        Ok(conn)
+    }
+
+    /// The primary pool itself (for health checks and background tasks).
+    pub fn primary_pool(&self) -> &Pool {
+        &self.primary
+    }
+
+    /// The replica pool itself (for health checks).
+    pub fn replica_pool(&self) -> &Pool {
+        &self.replica
+    }
+
+    /// A connection for a read that must reflect every write up to `token`.
+    ///
+    /// Without a token: the replica. With one: the replica once its replay LSN (judged on the
+    /// very connection that will serve the read) reaches the token, polling for at most
+    /// `ryw_wait`; otherwise the primary. A replica that cannot be reached also sends the
+    /// read to the primary.
+    ///
+    /// Errors: 503 when neither pool gives a connection.
+    pub async fn read(
+        &self,
+        token: Option<ConsistencyToken>,
+    ) -> Result<(Object, ReadRoute), ApiError> {
+        let route = match self.replica.get().await {
+            Ok(conn) => match token {
+                None => return Ok(self.chosen(conn, ReadRoute::Replica)),
+                Some(token) => match self.replayed(&conn, token).await {
+                    Ok(true) => return Ok(self.chosen(conn, ReadRoute::Replica)),
+                    Ok(false) => ReadRoute::PrimaryTokenNotReplayed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replica replay check failed");
+                        ReadRoute::PrimaryReplicaUnavailable
+                    }
+                },
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "replica unavailable, reading from the primary");
+                ReadRoute::PrimaryReplicaUnavailable
+            }
+        };
+        let conn = self.primary.get().await?;
+        Ok(self.chosen(conn, route))
+    }
+
+    fn chosen(&self, conn: Object, route: ReadRoute) -> (Object, ReadRoute) {
+        let (pool, reason) = route.labels();
+        let span = tracing::Span::current();
+        span.record("db.pool", pool);
+        span.record("db.route_reason", reason);
+        (conn, route)
+    }
+
+    /// Polls `pg_last_wal_replay_lsn()` on `conn` until it reaches `token` or `ryw_wait` passes.
+    async fn replayed(&self, conn: &Object, token: Lsn) -> Result<bool, tokio_postgres::Error> {
+        let deadline = tokio::time::Instant::now() + self.ryw_wait;
+        let stmt = conn
+            .prepare_cached("SELECT pg_last_wal_replay_lsn()")
+            .await?;
+        loop {
+            let row = conn.query_one(&stmt, &[]).await?;
+            // NULL means the server is not a standby (e.g. pointed at the primary): it has
+            // every write, but we only trust it if it is really caught up, so treat as not.
+            let replayed: Option<PgLsn> = row.get(0);
+            if replayed.map(Lsn::from).is_some_and(|r| r >= token) {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The primary's current WAL LSN (`pg_current_wal_lsn()`): taken right after a write commits,
+/// it is the caller's next consistency token.
+///
+/// Errors: the query fails.
+pub async fn current_lsn(conn: &Object) -> Result<Lsn, ApiError> {
+    let stmt = conn.prepare_cached("SELECT pg_current_wal_lsn()").await?;
+    let row = conn.query_one(&stmt, &[]).await?;
+    let lsn: PgLsn = row.get(0);
+    Ok(lsn.into())
+}
+
+/// `true` if a trivial query succeeds on a connection from `pool` (readiness checks).
+pub async fn ping(pool: &Pool) -> bool {
+    match pool.get().await {
+        Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_round_trips_and_orders() {
+        let a: Lsn = "16/B374D848".parse().expect("valid");
+        assert_eq!(a.0, 0x16_B374_D848);
+        assert_eq!(a.to_string(), "16/B374D848");
+        let b: Lsn = "17/0".parse().expect("valid");
+        assert!(b > a);
+        assert!("16".parse::<Lsn>().is_err());
+        assert!("/1".parse::<Lsn>().is_err());
+        assert!("1/123456789".parse::<Lsn>().is_err());
+        assert!("G/1".parse::<Lsn>().is_err());
+    }
+}

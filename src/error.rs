@@ -1,0 +1,304 @@
+//! RFC 9457 problem details (`application/problem+json`) for every error answer.
+//!
+//! Handlers return [`ApiError`]; extractor failures (malformed JSON, bad path or query) are
+//! turned into the same shape by [`json_config`], [`path_config`] and [`query_config`], and
+//! unknown routes by [`not_found`]. Each body carries the request's `trace_id`
+//! (see [`crate::http::current_trace_id`]). Unexpected failures are logged with their cause
+//! chain and answered as a bare 500 without internals.
+
+use std::collections::BTreeMap;
+
+use actix_web::{
+    http::{header, StatusCode},
+    web, HttpRequest, HttpResponse, ResponseError,
+};
+use serde::Serialize;
+
+/// Field name → messages, as sent in the `errors` member of a 422 answer.
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+/// Every error a handler can answer with; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is not understood (malformed JSON, bad query parameter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: missing, invalid or expired credentials. Answers carry `WWW-Authenticate` when
+    /// `bearer` is set (RFC 6750 §3).
+    #[error("{detail}")]
+    Unauthorized { detail: String, bearer: bool },
+    /// 403: authenticated but not allowed (CSRF check, role).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such object, or one the caller may not know about.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: conflicts with existing state (username taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// 422: well-formed but invalid fields.
+    #[error("{detail}")]
+    Unprocessable { detail: String, errors: FieldErrors },
+    /// 503: a dependency (database) is unavailable; retry after the given seconds.
+    #[error("{detail}")]
+    Unavailable { detail: String, retry_after: u32 },
+    /// 500: a bug or an unexpected failure; the cause is logged, not sent.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 401 for a bearer-authenticated endpoint.
+    pub fn bearer(detail: impl Into<String>) -> Self {
+        Self::Unauthorized {
+            detail: detail.into(),
+            bearer: true,
+        }
+    }
+
+    /// A 401 for a cookie- or password-authenticated endpoint.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::Unauthorized {
+            detail: detail.into(),
+            bearer: false,
+        }
+    }
+
+    /// A 422 for a single field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        let mut errors = FieldErrors::new();
+        errors.insert(field.to_owned(), vec![message.into()]);
+        Self::Unprocessable {
+            detail: format!("invalid field: {field}"),
+            errors,
+        }
+    }
+
+    /// A 422 from collected field errors; `Ok(())` when there are none.
+    pub fn check(errors: FieldErrors) -> Result<(), Self> {
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<&str> = errors.keys().map(String::as_str).collect();
+        Err(Self::Unprocessable {
+            detail: format!("invalid fields: {}", fields.join(", ")),
+            errors,
+        })
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad-request",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not-found",
+            Self::Conflict(_) => "conflict",
+            Self::Unprocessable { .. } => "validation",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a FieldErrors>,
+    trace_id: Option<String>,
+}
+
+/// Media type of RFC 9457 problem details.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Builds a problem+json response. `type` is a tag URI (RFC 4151) naming the problem kind.
+pub fn problem_response(
+    status: StatusCode,
+    slug: &str,
+    detail: String,
+    errors: Option<&FieldErrors>,
+) -> HttpResponse {
+    let body = Problem {
+        kind: format!("tag:switchboard,2026:problem/{slug}"),
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+        errors,
+        trace_id: crate::http::current_trace_id(),
+    };
+    HttpResponse::build(status)
+        .content_type(PROBLEM_JSON)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body)
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let (detail, errors) = match self {
+            Self::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "request failed");
+                (
+                    "internal error; quote the trace_id when reporting it".to_owned(),
+                    None,
+                )
+            }
+            Self::Unprocessable { detail, errors } => (detail.clone(), Some(errors)),
+            other => (other.to_string(), None),
+        };
+        let mut res = problem_response(status, self.slug(), detail, errors);
+        match self {
+            Self::Unauthorized { bearer: true, .. } => {
+                if let Ok(v) = header::HeaderValue::from_str("Bearer error=\"invalid_token\"") {
+                    res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            Self::Unavailable { retry_after, .. } => {
+                if let Ok(v) = header::HeaderValue::from_str(&retry_after.to_string()) {
+                    res.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        tracing::warn!(error = %e, "database connection unavailable");
+        Self::Unavailable {
+            detail: "database unavailable, try again shortly".into(),
+            retry_after: 1,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.is_closed() || e.code().is_none() && e.as_db_error().is_none() {
+            tracing::warn!(error = %e, "database connection failed");
+            return Self::Unavailable {
+                detail: "database unavailable, try again shortly".into(),
+                retry_after: 1,
+            };
+        }
+        if let Some(code) = e.code() {
+            use tokio_postgres::error::SqlState;
+            if *code == SqlState::QUERY_CANCELED {
+                return Self::Unavailable {
+                    detail: "the database took too long, try again shortly".into(),
+                    retry_after: 1,
+                };
+            }
+            if *code == SqlState::READ_ONLY_SQL_TRANSACTION
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+            {
+                return Self::Unavailable {
+                    detail: "database unavailable for writes, try again shortly".into(),
+                    retry_after: 1,
+                };
+            }
+        }
+        Self::Internal(anyhow::Error::new(e).context("database query failed"))
+    }
+}
+
+/// The name of the constraint a unique violation (SQLSTATE 23505) hit, if that is what `e` is.
+pub fn unique_violation(e: &tokio_postgres::Error) -> Option<&str> {
+    let db = e.as_db_error()?;
+    if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+        db.constraint()
+    } else {
+        None
+    }
+}
+
+/// JSON body extractor settings: at most `limit` bytes; malformed JSON is a 400, a wrong
+/// content type a 415, a missing or mistyped field a 422, all as problem+json.
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|err, _req| {
+            use actix_web::error::JsonPayloadError as E;
+            let (status, slug, detail) = match &err {
+                E::ContentType => (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported-media-type",
+                    "expected Content-Type: application/json".to_owned(),
+                ),
+                E::OverflowKnownLength { .. } | E::Overflow { .. } => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "request body too large".to_owned(),
+                ),
+                E::Deserialize(de) if de.is_data() => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation",
+                    format!("invalid request body: {de}"),
+                ),
+                E::Deserialize(de) => (
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    format!("malformed JSON: {de}"),
+                ),
+                other => (
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    format!("unreadable request body: {other}"),
+                ),
+            };
+            let res = problem_response(status, slug, detail.clone(), None);
+            actix_web::error::InternalError::from_response(detail, res).into()
+        })
+}
+
+/// Path extractor settings: an id that does not parse is answered 404 (no such object).
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _req| {
+        let res = problem_response(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no such resource: {err}"),
+            None,
+        );
+        actix_web::error::InternalError::from_response(err.to_string(), res).into()
+    })
+}
+
+/// Query-string extractor settings: a bad parameter is a 400.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        let detail = format!("invalid query parameters: {err}");
+        let res = problem_response(StatusCode::BAD_REQUEST, "bad-request", detail.clone(), None);
+        actix_web::error::InternalError::from_response(detail, res).into()
+    })
+}
+
+/// Default service: unknown routes answer 404 as problem+json.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    problem_response(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        format!("no route for {} {}", req.method(), req.path()),
+        None,
+    )
+}

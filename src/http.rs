@@ -1,0 +1,160 @@
+//! HTTP plumbing shared by both services: request context (trace id, request id), the
+//! request log line, problem+json for bodiless errors, and health endpoints.
+
+use std::time::Instant;
+
+use actix_web::{
+    body::{BoxBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    http::{header, StatusCode},
+    middleware::Next,
+    HttpResponse,
+};
+use tracing::Instrument;
+
+tokio::task_local! {
+    static TRACE_ID: String;
+}
+
+/// The W3C trace id (32 lowercase hex digits) of the request being served, if any.
+pub fn current_trace_id() -> Option<String> {
+    TRACE_ID.try_with(Clone::clone).ok()
+}
+
+/// Extracts the trace id from a W3C `traceparent` header
+/// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, W3C Trace Context §3.2).
+/// Returns `None` for a malformed header or the all-zero (invalid) trace id.
+pub fn trace_id_from_traceparent(value: &str) -> Option<String> {
+    let mut parts = value.trim().split('-');
+    let version = parts.next()?;
+    let trace_id = parts.next()?;
+    let parent_id = parts.next()?;
+    let flags = parts.next()?;
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(version, 2) || version == "ff" || !hex(trace_id, 32) || !hex(parent_id, 16) {
+        return None;
+    }
+    if !hex(flags, 2) || trace_id.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(trace_id.to_ascii_lowercase())
+}
+
+fn new_trace_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Middleware: takes the trace id from `traceparent` (or makes one), runs the request in a
+/// span carrying it and NGINX's `X-Request-ID`, logs one line when the response is ready, and
+/// gives error answers that have no body a problem+json body.
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let trace_id = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(trace_id_from_traceparent)
+        .unwrap_or_else(new_trace_id);
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .unwrap_or("")
+        .to_owned();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!(
+        "http.request",
+        http.method = %req.method(),
+        http.route = %route,
+        trace_id = %trace_id,
+        request_id = %request_id,
+        http.status = tracing::field::Empty,
+        user.id = tracing::field::Empty,
+        db.pool = tracing::field::Empty,
+        db.route_reason = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let res = TRACE_ID
+        .scope(trace_id.clone(), next.call(req).instrument(span.clone()))
+        .await?;
+    let status = res.status();
+    span.record("http.status", status.as_u16());
+    let res = res.map_into_boxed_body();
+    let res =
+        if status.as_u16() >= 400 && res.response().headers().get(header::CONTENT_TYPE).is_none() {
+            let (req, old) = res.into_parts();
+            let mut new = TRACE_ID.sync_scope(trace_id, || {
+                crate::error::problem_response(
+                    status,
+                    "http",
+                    status.canonical_reason().unwrap_or("error").to_owned(),
+                    None,
+                )
+            });
+            for (name, value) in old.headers() {
+                if name != header::CONTENT_LENGTH {
+                    new.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            ServiceResponse::new(req, new)
+        } else {
+            res
+        };
+    let _enter = span.enter();
+    tracing::info!(
+        status = status.as_u16(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request served"
+    );
+    Ok(res)
+}
+
+/// `GET …/healthz`: 200 while the process serves requests.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({"status": "ok"}))
+}
+
+/// A readiness answer: 200 `{status:"ready", checks}` or 503 `{status:"unavailable", checks}`.
+pub fn readiness(ready: bool, checks: serde_json::Value) -> HttpResponse {
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "status": if ready { "ready" } else { "unavailable" },
+            "checks": checks,
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_parsed_per_w3c() {
+        assert_eq!(
+            trace_id_from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                .as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert!(trace_id_from_traceparent(
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+        )
+        .is_none());
+        assert!(trace_id_from_traceparent("00-xyz-00f067aa0ba902b7-01").is_none());
+        assert!(trace_id_from_traceparent(
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        )
+        .is_none());
+        assert!(trace_id_from_traceparent("").is_none());
+    }
+}

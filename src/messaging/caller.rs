@@ -1,0 +1,39 @@
+//! The authenticated caller of a messaging endpoint, from `Authorization: Bearer <access token>`.
+
+use std::{future::Future, pin::Pin};
+
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use uuid::Uuid;
+
+use super::State;
+use crate::{access::bearer_token, error::ApiError};
+
+/// A verified access token's user and session.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    /// Errors: 401 with `WWW-Authenticate: Bearer` when the header is missing or the token
+    /// does not verify (see [`crate::access::Verifier::verify`]).
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = bearer_token(req).map(str::to_owned);
+        let state = req.app_data::<web::Data<State>>().cloned();
+        Box::pin(async move {
+            let state =
+                state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("state missing")))?;
+            let token = token.ok_or_else(|| ApiError::bearer("missing bearer access token"))?;
+            let claims = state.verifier.verify(&token).await?;
+            tracing::Span::current().record("user.id", tracing::field::display(claims.sub));
+            Ok(Caller {
+                user_id: claims.sub,
+                session_id: claims.sid,
+            })
+        })
+    }
+}

@@ -1,0 +1,438 @@
+//! Conversations: create (direct or group), list with unread counts, details, read marker.
+
+use std::collections::BTreeSet;
+
+use actix_web::{
+    http::StatusCode,
+    web::{self, Json, Path, Query},
+    HttpResponse,
+};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{
+    caller::Caller,
+    consistency::{self, Consistency},
+    model::{self, ConversationSummary, Message, ServerFrame, MESSAGE_COLUMNS},
+    State,
+};
+use crate::{
+    db,
+    error::{ApiError, FieldErrors},
+    realtime::bus::BusEvent,
+};
+
+/// Most participants in one conversation.
+pub const MAX_PARTICIPANTS: usize = 256;
+/// Longest group name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// `POST /api/conversations` body.
+#[derive(Deserialize)]
+pub struct CreateConversation {
+    /// The other participants (the caller is added anyway).
+    pub participant_ids: Vec<Uuid>,
+    pub name: Option<String>,
+    /// Default: a group when there is a name or more than one other participant.
+    pub is_group: Option<bool>,
+}
+
+/// `POST /api/conversations`: 201 with the new conversation; for a direct conversation that
+/// already exists, 200 with it (one per pair, even under concurrent creation: the pair's
+/// `direct_key` is unique). 422 for unknown users or invalid fields.
+pub async fn create(
+    state: web::Data<State>,
+    caller: Caller,
+    body: Json<CreateConversation>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let others: BTreeSet<Uuid> = body
+        .participant_ids
+        .iter()
+        .copied()
+        .filter(|u| *u != caller.user_id)
+        .collect();
+    let name = body.name.map(|n| n.trim().to_owned());
+    let is_group = body.is_group.unwrap_or(name.is_some() || others.len() != 1);
+
+    let mut errors = FieldErrors::new();
+    let mut add = |f: &str, m: &str| errors.entry(f.into()).or_default().push(m.into());
+    if others.is_empty() {
+        add("participant_ids", "must name at least one other user");
+    }
+    if others.len() + 1 > MAX_PARTICIPANTS {
+        add(
+            "participant_ids",
+            "too many participants (at most 256 with the caller)",
+        );
+    }
+    if !is_group && others.len() > 1 {
+        add(
+            "participant_ids",
+            "a direct conversation has exactly one other participant",
+        );
+    }
+    if !is_group && name.is_some() {
+        add("name", "only a group conversation has a name");
+    }
+    if let Some(n) = &name {
+        let len = n.chars().count();
+        if len == 0 || len > MAX_NAME_CHARS {
+            add("name", "must be 1 to 100 characters");
+        }
+        if n.chars().any(char::is_control) {
+            add("name", "must not contain control characters");
+        }
+    }
+    ApiError::check(errors)?;
+
+    let mut conn = state.db.primary().await?;
+    let others: Vec<Uuid> = others.into_iter().collect();
+    let found = conn
+        .query(
+            "SELECT id FROM auth.public_profiles WHERE id = ANY($1) AND active",
+            &[&others],
+        )
+        .await?;
+    if found.len() != others.len() {
+        let found: BTreeSet<Uuid> = found.iter().map(|r| r.get(0)).collect();
+        let missing: Vec<String> = others
+            .iter()
+            .filter(|u| !found.contains(u))
+            .map(Uuid::to_string)
+            .collect();
+        return Err(ApiError::invalid_field(
+            "participant_ids",
+            format!("no such user: {}", missing.join(", ")),
+        ));
+    }
+
+    let tx = conn.transaction().await?;
+    let id = Uuid::now_v7();
+    let (id, created) = if is_group {
+        tx.execute(
+            "INSERT INTO messaging.conversations (id, is_group, name, created_by)
+             VALUES ($1, true, $2, $3)",
+            &[&id, &name, &caller.user_id],
+        )
+        .await?;
+        (id, true)
+    } else {
+        let (a, b) = (caller.user_id.min(others[0]), caller.user_id.max(others[0]));
+        let key = format!("{a}:{b}");
+        let inserted = tx
+            .query_opt(
+                "INSERT INTO messaging.conversations (id, is_group, direct_key, created_by)
+                 VALUES ($1, false, $2, $3)
+                 ON CONFLICT (direct_key) DO NOTHING RETURNING id",
+                &[&id, &key, &caller.user_id],
+            )
+            .await?;
+        match inserted {
+            Some(_) => (id, true),
+            None => {
+                let row = tx
+                    .query_one(
+                        "SELECT id FROM messaging.conversations WHERE direct_key = $1",
+                        &[&key],
+                    )
+                    .await?;
+                (row.get(0), false)
+            }
+        }
+    };
+    if created {
+        let caller_role = if is_group { "admin" } else { "member" };
+        tx.execute(
+            "INSERT INTO messaging.participants (conversation_id, user_id, role)
+             VALUES ($1, $2, $3)",
+            &[&id, &caller.user_id, &caller_role],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO messaging.participants (conversation_id, user_id, role)
+             SELECT $1, u, 'member' FROM unnest($2::uuid[]) AS u",
+            &[&id, &others],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    let lsn = db::current_lsn(&conn).await?;
+    let conversation = model::load_conversation(&conn, id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("conversation vanished after commit")))?;
+    if created {
+        let frame = ServerFrame {
+            kind: "participant.added",
+            conversation_id: Some(id),
+            seq: None,
+            data: serde_json::json!({
+                "user_ids": conversation.participants.iter().map(|p| p.user_id).collect::<Vec<_>>(),
+                "conversation": &conversation,
+            }),
+        };
+        publish_frame(&state, id, None, frame.to_json());
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut res = HttpResponse::build(status);
+    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    Ok(res.json(conversation))
+}
+
+/// Queues a frame for every participant of a conversation (after the write committed).
+pub fn publish_frame(
+    state: &State,
+    conversation_id: Uuid,
+    exclude_user: Option<Uuid>,
+    frame: String,
+) {
+    match serde_json::value::RawValue::from_string(frame) {
+        Ok(frame) => state.publisher.publish(BusEvent::Conversation {
+            conversation_id,
+            exclude_user,
+            frame,
+        }),
+        Err(e) => tracing::error!(error = %e, "server frame is not JSON"),
+    }
+}
+
+/// `GET /api/conversations` query.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    /// Opaque cursor from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1–100, default 50.
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct ConversationPage {
+    conversations: Vec<ConversationSummary>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    format!("{}_{}", at.timestamp_micros(), id)
+}
+
+fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let bad = || ApiError::BadRequest("cursor is not one this API returned".into());
+    let (micros, id) = s.split_once('_').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(bad)?;
+    Ok((at, id.parse().map_err(|_| bad())?))
+}
+
+/// Checks a page size: 1..=100, default 50.
+///
+/// Errors: 400 outside the range.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=100).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::BadRequest(
+            "limit must be between 1 and 100".into(),
+        )),
+    }
+}
+
+/// `GET /api/conversations?cursor=&limit=`: the caller's conversations by last activity,
+/// newest first, each with its last message and `unread_count`; keyset-paged. Served by the
+/// replica (read-your-writes).
+pub async fn list(
+    state: web::Data<State>,
+    caller: Caller,
+    consistency: Consistency,
+    query: Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (after_at, after_id) = match cursor {
+        Some((at, id)) => (Some(at), Some(id)),
+        None => (None, None),
+    };
+    let (conn, _) = state.db.read(consistency.0).await?;
+    let rows = conn
+        .query(
+            &format!(
+                "SELECT c.id AS conv_id, c.is_group, c.name, c.last_seq, c.last_activity_at,
+                        p.last_read_seq, lm.*
+                 FROM messaging.participants p
+                 JOIN messaging.conversations c ON c.id = p.conversation_id
+                 LEFT JOIN LATERAL (
+                     SELECT {MESSAGE_COLUMNS} FROM messaging.messages m
+                     WHERE m.conversation_id = c.id AND m.seq = c.last_seq
+                 ) lm ON true
+                 WHERE p.user_id = $1
+                   AND ($2::timestamptz IS NULL OR (c.last_activity_at, c.id) < ($2, $3))
+                 ORDER BY c.last_activity_at DESC, c.id DESC
+                 LIMIT $4"
+            ),
+            &[&caller.user_id, &after_at, &after_id, &(limit + 1)],
+        )
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let conversations: Vec<ConversationSummary> = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| {
+            let last_seq: i64 = r.get("last_seq");
+            let last_read_seq: i64 = r.get("last_read_seq");
+            let has_message: Option<Uuid> = r.get("id");
+            ConversationSummary {
+                id: r.get("conv_id"),
+                is_group: r.get("is_group"),
+                name: r.get("name"),
+                last_seq,
+                last_activity_at: r.get("last_activity_at"),
+                last_read_seq,
+                unread_count: (last_seq - last_read_seq).max(0),
+                last_message: has_message.map(|_| Message::from_row(r)),
+            }
+        })
+        .collect();
+    let next_cursor = if more {
+        conversations
+            .last()
+            .map(|c| encode_cursor(c.last_activity_at, c.id))
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(ConversationPage {
+        conversations,
+        next_cursor,
+    }))
+}
+
+/// `GET /api/conversations/{id}`: details with participants. 404 for a conversation the
+/// caller is not in (indistinguishable from one that does not exist).
+pub async fn get(
+    state: web::Data<State>,
+    caller: Caller,
+    consistency: Consistency,
+    id: Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let (conn, _) = state.db.read(consistency.0).await?;
+    if !model::is_participant(&conn, id, caller.user_id).await? {
+        return Err(not_found());
+    }
+    let conversation = model::load_conversation(&conn, id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(HttpResponse::Ok().json(conversation))
+}
+
+/// The answer for a conversation that does not exist or that the caller is not part of.
+pub fn not_found() -> ApiError {
+    ApiError::NotFound("conversation not found".into())
+}
+
+/// `POST /api/conversations/{id}/read` body.
+#[derive(Deserialize)]
+pub struct ReadRequest {
+    /// Everything up to this `seq` has been read.
+    pub seq: i64,
+}
+
+/// Answer of the read endpoints.
+#[derive(Serialize)]
+pub struct ReadMarker {
+    pub conversation_id: Uuid,
+    pub last_read_seq: i64,
+    pub unread_count: i64,
+}
+
+/// Moves the caller's read marker forward to `seq` (never back, never past `last_seq`), and
+/// announces a `read` event to the conversation when it moved.
+///
+/// Errors: 404 if the caller is not a participant.
+pub async fn mark_read(
+    state: &State,
+    conn: &deadpool_postgres::Object,
+    conversation_id: Uuid,
+    user_id: Uuid,
+    seq: i64,
+) -> Result<ReadMarker, ApiError> {
+    let row = conn
+        .query_opt(
+            "WITH old AS (
+                 SELECT last_read_seq FROM messaging.participants
+                 WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE
+             )
+             UPDATE messaging.participants p
+             SET last_read_seq = GREATEST(p.last_read_seq, LEAST($3, c.last_seq))
+             FROM messaging.conversations c, old
+             WHERE c.id = p.conversation_id AND p.conversation_id = $1 AND p.user_id = $2
+             RETURNING p.last_read_seq, c.last_seq, old.last_read_seq AS previous",
+            &[&conversation_id, &user_id, &seq],
+        )
+        .await?
+        .ok_or_else(not_found)?;
+    let last_read_seq: i64 = row.get("last_read_seq");
+    let last_seq: i64 = row.get("last_seq");
+    let previous: i64 = row.get("previous");
+    if last_read_seq > previous {
+        let frame = ServerFrame {
+            kind: "read",
+            conversation_id: Some(conversation_id),
+            seq: Some(last_read_seq),
+            data: serde_json::json!({"user_id": user_id, "last_read_seq": last_read_seq}),
+        };
+        publish_frame(state, conversation_id, None, frame.to_json());
+    }
+    Ok(ReadMarker {
+        conversation_id,
+        last_read_seq,
+        unread_count: (last_seq - last_read_seq).max(0),
+    })
+}
+
+/// `POST /api/conversations/{id}/read` `{seq}`: 200 with the read marker and unread count.
+/// 422 for a negative `seq`; 404 for a conversation the caller is not in.
+pub async fn read(
+    state: web::Data<State>,
+    caller: Caller,
+    id: Path<Uuid>,
+    body: Json<ReadRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if body.seq < 0 {
+        return Err(ApiError::invalid_field("seq", "must be zero or more"));
+    }
+    let conn = state.db.primary().await?;
+    let marker = mark_read(&state, &conn, id.into_inner(), caller.user_id, body.seq).await?;
+    let lsn = db::current_lsn(&conn).await?;
+    let mut res = HttpResponse::Ok();
+    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    Ok(res.json(marker))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let at = DateTime::<Utc>::from_timestamp_micros(1_700_000_000_123_456).expect("valid");
+        let id = Uuid::now_v7();
+        let (a, b) = decode_cursor(&encode_cursor(at, id)).expect("round trip");
+        assert_eq!((a, b), (at, id));
+        assert!(decode_cursor("nonsense").is_err());
+        assert!(decode_cursor("12_notauuid").is_err());
+    }
+
+    #[test]
+    fn page_limit_bounds() {
+        assert_eq!(page_limit(None).ok(), Some(50));
+        assert_eq!(page_limit(Some(100)).ok(), Some(100));
+        assert!(page_limit(Some(0)).is_err());
+        assert!(page_limit(Some(101)).is_err());
+    }
+}

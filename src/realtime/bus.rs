@@ -1,0 +1,204 @@
+//! The event bus between service instances: PostgreSQL `NOTIFY` on the primary
+//! (DESIGN.md §4; PostgreSQL docs, SQL command NOTIFY).
+//!
+//! Writers hand events to a [`Publisher`], which sends them after the write committed, from
+//! one dedicated connection, coalescing whatever is queued into one `NOTIFY` whose payload is
+//! a JSON array of [`BusEvent`]s kept under the 8000-byte payload limit. Every messaging
+//! instance runs one listener (see [`crate::realtime::listener`]). A notification that is
+//! lost (queue full, connection down) loses no data: clients see a `seq` gap and fetch.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// The NOTIFY channel.
+pub const CHANNEL: &str = "switchboard_events";
+
+/// Largest payload we send; PostgreSQL's limit is 8000 bytes in the default configuration.
+pub const MAX_PAYLOAD: usize = 7900;
+
+/// Events queued before the publisher drops new ones (and logs it).
+const QUEUE: usize = 10_000;
+
+/// One event on the bus.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "target", rename_all = "snake_case")]
+pub enum BusEvent {
+    /// Deliver `frame` (a server frame, already JSON) to the sockets of every participant of
+    /// the conversation, except `exclude_user`'s.
+    Conversation {
+        conversation_id: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exclude_user: Option<Uuid>,
+        frame: Box<RawValue>,
+    },
+    /// A `message.*` event whose frame is too large for NOTIFY: receivers load the message by
+    /// id and build the frame themselves.
+    MessageRef {
+        conversation_id: Uuid,
+        message_id: Uuid,
+        event: String,
+    },
+    /// A session ended (logout, refresh token reuse, revocation): close its sockets.
+    SessionRevoked { session_id: Uuid, reason: String },
+}
+
+/// Sends one NOTIFY carrying `events` on `client` (for callers without a publisher, such as
+/// the auth service, which announces ended sessions).
+///
+/// Errors: the query fails or the payload is over [`MAX_PAYLOAD`].
+pub async fn notify(client: &tokio_postgres::Client, events: &[BusEvent]) -> anyhow::Result<()> {
+    let payload = serde_json::to_string(events)?;
+    if payload.len() > MAX_PAYLOAD {
+        anyhow::bail!(
+            "NOTIFY payload of {} bytes is over the limit",
+            payload.len()
+        );
+    }
+    client
+        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+        .await?;
+    Ok(())
+}
+
+/// Queues events for NOTIFY; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    tx: mpsc::Sender<BusEvent>,
+}
+
+impl Publisher {
+    /// Starts the publishing task on its own connection to `primary_url` (reconnecting with
+    /// back-off while the primary is unreachable).
+    pub fn spawn(primary_url: String) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(primary_url, rx));
+        Self { tx }
+    }
+
+    /// Queues an event without waiting. Call only after the write it announces committed.
+    pub fn publish(&self, event: BusEvent) {
+        if let Err(e) = self.tx.try_send(event) {
+            tracing::warn!(error = %e, "event bus queue full or closed; event dropped");
+        }
+    }
+}
+
+/// Serializes `events` into payloads of at most [`MAX_PAYLOAD`] bytes (JSON arrays), dropping
+/// (and logging) any single event that cannot fit.
+pub fn batch_payloads(events: &[BusEvent]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::from("[");
+    for e in events {
+        let Ok(text) = serde_json::to_string(e) else {
+            continue;
+        };
+        if text.len() + 2 > MAX_PAYLOAD {
+            tracing::warn!(bytes = text.len(), "event too large for NOTIFY; dropped");
+            continue;
+        }
+        if cur.len() + text.len() + 2 > MAX_PAYLOAD {
+            cur.push(']');
+            out.push(std::mem::replace(&mut cur, String::from("[")));
+        }
+        if cur.len() > 1 {
+            cur.push(',');
+        }
+        cur.push_str(&text);
+    }
+    if cur.len() > 1 {
+        cur.push(']');
+        out.push(cur);
+    }
+    out
+}
+
+async fn run(url: String, mut rx: mpsc::Receiver<BusEvent>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut pending: Vec<BusEvent> = Vec::new();
+    loop {
+        let (client, conn) = match crate::db::connect(&url, "switchboard-publisher").await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "publisher cannot reach the primary; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let stmt = match client.prepare("SELECT pg_notify($1, $2)").await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "publisher prepare failed");
+                continue;
+            }
+        };
+        loop {
+            if pending.is_empty() {
+                match rx.recv().await {
+                    Some(e) => pending.push(e),
+                    None => return,
+                }
+            }
+            // Coalesce everything already queued into as few NOTIFYs as fit.
+            while pending.len() < 512 {
+                match rx.try_recv() {
+                    Ok(e) => pending.push(e),
+                    Err(_) => break,
+                }
+            }
+            let mut failed = false;
+            for payload in batch_payloads(&pending) {
+                if let Err(e) = client.execute(&stmt, &[&CHANNEL, &payload]).await {
+                    tracing::warn!(error = %e, "NOTIFY failed; reconnecting");
+                    failed = true;
+                    break;
+                }
+            }
+            pending.clear();
+            if failed || conn.is_finished() {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(n: usize) -> BusEvent {
+        let frame = serde_json::json!({"type": "typing", "pad": "x".repeat(n)});
+        BusEvent::Conversation {
+            conversation_id: Uuid::nil(),
+            exclude_user: None,
+            frame: RawValue::from_string(frame.to_string()).expect("valid JSON"),
+        }
+    }
+
+    #[test]
+    fn batches_stay_under_the_notify_limit_and_keep_every_event() {
+        let events: Vec<BusEvent> = (0..50).map(|_| ev(500)).collect();
+        let payloads = batch_payloads(&events);
+        assert!(payloads.len() > 1);
+        let mut total = 0;
+        for p in &payloads {
+            assert!(p.len() <= MAX_PAYLOAD, "{}", p.len());
+            let parsed: Vec<BusEvent> = serde_json::from_str(p).expect("valid batch");
+            total += parsed.len();
+        }
+        assert_eq!(total, 50);
+    }
+
+    #[test]
+    fn an_event_too_large_is_dropped_not_sent() {
+        let payloads = batch_payloads(&[ev(9000), ev(10)]);
+        assert_eq!(payloads.len(), 1);
+        let parsed: Vec<BusEvent> = serde_json::from_str(&payloads[0]).expect("valid batch");
+        assert_eq!(parsed.len(), 1);
+    }
+}

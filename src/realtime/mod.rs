@@ -1,0 +1,7 @@
+//! Live delivery (DESIGN.md §4): the NOTIFY bus between instances, the per-instance hub of
+//! sockets, the LISTEN side that feeds it, and the WebSocket endpoint.
+
+pub mod bus;
+pub mod hub;
+pub mod listener;
+pub mod ws;

@@ -1,0 +1,138 @@
+//! Building and running each service: the binaries call [`run_auth`] or [`run_messaging`]
+//! and nothing else.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::{middleware::from_fn, web, App, HttpServer};
+use anyhow::Context;
+
+use crate::{
+    access::Verifier,
+    auth::{keys::SigningKeys, AuthState},
+    config::{AuthConfig, MessagingConfig},
+    db::{self, Routing},
+    error,
+    http::request_context,
+    messaging::MessagingState,
+    realtime::{bus::Publisher, hub::Hub, listener},
+};
+
+mod migrations {
+    pub mod auth {
+        refinery::embed_migrations!("migrations/auth");
+    }
+    pub mod messaging {
+        refinery::embed_migrations!("migrations/messaging");
+    }
+}
+
+/// Largest JSON request body, in bytes.
+const JSON_LIMIT: usize = 64 * 1024;
+
+/// Runs migrations, retrying for up to a minute while the database is not reachable yet
+/// (containers starting together).
+async fn migrate_with_retry(
+    url: &str,
+    schema: &str,
+    runner: fn() -> refinery::Runner,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match db::migrate(url, schema, runner()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "migrations not applied yet; retrying"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Starts the auth service and serves until SIGINT/SIGTERM (graceful: in-flight requests
+/// finish).
+///
+/// Errors: invalid keys, migrations that fail, or an address that cannot be bound.
+pub async fn run_auth(cfg: AuthConfig) -> anyhow::Result<()> {
+    let keys = SigningKeys::load(cfg.signing_key_pem.as_deref(), &cfg.signing_key_files)?;
+    migrate_with_retry(
+        &cfg.database_url,
+        "auth",
+        migrations::auth::migrations::runner,
+    )
+    .await?;
+    let pool = db::pool(&cfg.database_url, &cfg.pool, "switchboard-auth")?;
+    let bind = cfg.bind.clone();
+    let state: crate::auth::State = Arc::new(AuthState {
+        db: pool,
+        keys,
+        cfg,
+    });
+    tracing::info!(%bind, "auth service listening");
+    HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(request_context))
+            .app_data(web::Data::new(state.clone()))
+            .app_data(error::json_config(JSON_LIMIT))
+            .app_data(error::path_config())
+            .app_data(error::query_config())
+            .configure(crate::auth::routes::configure)
+            .default_service(web::to(error::not_found))
+    })
+    .bind(&bind)
+    .with_context(|| format!("binding {bind}"))?
+    .shutdown_timeout(10)
+    .run()
+    .await?;
+    Ok(())
+}
+
+/// Starts the messaging service — pools, bus publisher, hub, LISTEN task — and serves until
+/// SIGINT/SIGTERM.
+///
+/// Errors: migrations that fail, bad URLs, or an address that cannot be bound.
+pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
+    migrate_with_retry(
+        &cfg.primary_url,
+        "messaging",
+        migrations::messaging::migrations::runner,
+    )
+    .await?;
+    let primary = db::pool(&cfg.primary_url, &cfg.pool, "switchboard-messaging")?;
+    let replica = db::pool(&cfg.replica_url, &cfg.pool, "switchboard-messaging")?;
+    let verifier = Verifier::new(cfg.jwks_url.clone(), &cfg.tokens)?;
+    if let Err(e) = verifier.refresh().await {
+        tracing::warn!(error = %e, "JWKS not available yet; will fetch on first token");
+    }
+    let hub = Hub::spawn();
+    let publisher = Publisher::spawn(cfg.primary_url.clone());
+    listener::spawn(cfg.primary_url.clone(), primary.clone(), hub.clone());
+    let bind = cfg.bind.clone();
+    let state: crate::messaging::State = Arc::new(MessagingState {
+        db: Routing::new(primary, replica, cfg.ryw_wait),
+        verifier,
+        publisher,
+        hub,
+        cfg,
+    });
+    tracing::info!(%bind, "messaging service listening");
+    HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(request_context))
+            .app_data(web::Data::new(state.clone()))
+            .app_data(error::json_config(JSON_LIMIT))
+            .app_data(error::path_config())
+            .app_data(error::query_config())
+            .configure(crate::messaging::configure)
+            .default_service(web::to(error::not_found))
+    })
+    .bind(&bind)
+    .with_context(|| format!("binding {bind}"))?
+    .shutdown_timeout(10)
+    .run()
+    .await?;
+    Ok(())
+}
