@@ -17,10 +17,13 @@ use crate::{
     realtime::{bus::Publisher, hub::Hub, listener},
 };
 
-mod migrations {
+/// The SQL migrations of both schemas, embedded at build time from `migrations/`.
+pub mod migrations {
+    /// `migrations/auth`: applied by the auth service as `switchboard_auth`.
     pub mod auth {
         refinery::embed_migrations!("migrations/auth");
     }
+    /// `migrations/messaging`: applied by the messaging service as `switchboard_messaging`.
     pub mod messaging {
         refinery::embed_migrations!("migrations/messaging");
     }

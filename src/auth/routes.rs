@@ -21,14 +21,15 @@ use crate::{
 /// Registers the auth routes under `/auth`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
+        // Resources (not bare routes) so a known path with the wrong method answers 405.
         web::scope("/auth")
-            .route("/register", web::post().to(register))
-            .route("/login", web::post().to(login))
-            .route("/refresh", web::post().to(refresh_session))
-            .route("/logout", web::post().to(logout))
-            .route("/.well-known/jwks.json", web::get().to(jwks))
-            .route("/healthz", web::get().to(crate::http::healthz))
-            .route("/readyz", web::get().to(readyz)),
+            .service(web::resource("/register").post(register))
+            .service(web::resource("/login").post(login))
+            .service(web::resource("/refresh").post(refresh_session))
+            .service(web::resource("/logout").post(logout))
+            .service(web::resource("/.well-known/jwks.json").get(jwks))
+            .service(web::resource("/healthz").get(crate::http::healthz))
+            .service(web::resource("/readyz").get(readyz)),
     );
 }
 

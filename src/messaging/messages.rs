@@ -78,7 +78,7 @@ pub async fn send(
     if let Some(existing) =
         by_client_id(&conn, conversation_id, caller.user_id, &body.client_id).await?
     {
-        return Ok(answer(&state, &conn, existing, StatusCode::OK).await?);
+        return answer(&state, &conn, existing, StatusCode::OK).await;
     }
     let tx = conn.transaction().await?;
     if !model::is_participant(&tx, conversation_id, caller.user_id).await? {
@@ -137,7 +137,7 @@ pub async fn send(
                 .ok_or_else(|| {
                     ApiError::Conflict("client_id is being used by another send".into())
                 })?;
-            return Ok(answer(&state, &conn, existing, StatusCode::OK).await?);
+            return answer(&state, &conn, existing, StatusCode::OK).await;
         }
         Err(e) => return Err(e.into()),
     };

@@ -23,9 +23,10 @@ pub const MAX_PAYLOAD: usize = 7900;
 /// Events queued before the publisher drops new ones (and logs it).
 const QUEUE: usize = 10_000;
 
-/// One event on the bus.
+/// One event on the bus, externally tagged (`{"conversation": {…}}`): an internally tagged
+/// enum would buffer the frame and cannot carry it as raw JSON.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "target", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum BusEvent {
     /// Deliver `frame` (a server frame, already JSON) to the sockets of every participant of
     /// the conversation, except `exclude_user`'s.

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, clippy, unit tests, and the integration suites
+# against a real stack (PostgreSQL primary + streaming replica, both services, NGINX) that
+# this script starts on its own ports and data folder (.data/test, recreated each run) and
+# stops at the end. Installs what is missing (Debian packages) on first use.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+
+# The test stack lives beside any running local stack, never on its ports.
+export SWITCHBOARD_DATA="${TEST_DATA:-$repo/.data/test}"
+export NGINX_PORT="${TEST_NGINX_PORT:-18080}"
+export AUTH_PORT="${TEST_AUTH_PORT:-18081}"
+export MESSAGING_PORT="${TEST_MESSAGING_PORT:-18082}"
+export PG_PRIMARY_PORT="${TEST_PG_PRIMARY_PORT:-56432}"
+export PG_REPLICA_PORT="${TEST_PG_REPLICA_PORT:-56433}"
+export PROFILE=debug
+# bcrypt's cost is a production setting; tests need speed, not resistance to cracking.
+export BCRYPT_COST=4
+# shellcheck source=scripts/common.sh
+source "$here/common.sh"
+
+ensure_packages
+ensure_rust
+cd "$repo"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+
+# A fresh stack for every run.
+"$repo/postgres/setup.sh" stop >/dev/null 2>&1 || true
+rm -rf "$SWITCHBOARD_DATA"
+mkdir -p "$SWITCHBOARD_DATA"
+cargo build --locked --all-targets
+
+"$here/run.sh" >"$SWITCHBOARD_DATA/stack.log" 2>&1 &
+stack=$!
+cleanup() {
+  kill -TERM "$stack" 2>/dev/null || true
+  wait "$stack" 2>/dev/null || true
+}
+trap cleanup EXIT
+for url in "/auth/readyz" "/api/readyz"; do
+  ok=0
+  for _ in $(seq 1 600); do
+    if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:${NGINX_PORT}${url}" 2>/dev/null; then ok=1; break; fi
+    if ! kill -0 "$stack" 2>/dev/null; then break; fi
+    sleep 0.2
+  done
+  if [ "$ok" != 1 ]; then
+    log "stack did not come up; its output:"
+    cat "$SWITCHBOARD_DATA/stack.log" >&2
+    tail -n 40 "$SWITCHBOARD_DATA"/logs/*.log >&2 2>/dev/null || true
+    exit 1
+  fi
+done
+log "stack is up on http://127.0.0.1:${NGINX_PORT}"
+
+export SWITCHBOARD_URL="http://127.0.0.1:${NGINX_PORT}"
+export SWITCHBOARD_PRIMARY_ADMIN_URL="postgres://postgres:${PG_SUPERUSER_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}"
+export SWITCHBOARD_REPLICA_ADMIN_URL="postgres://postgres:${PG_SUPERUSER_PASSWORD}@127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}"
+export AUTH_SIGNING_KEY_FILES="$SWITCHBOARD_DATA/keys/signing-key.pem"
+export SWITCHBOARD_MESSAGING_DB_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}"
+export SWITCHBOARD_AUTH_DB_URL="postgres://switchboard_auth:${AUTH_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}"
+
+status=0
+cargo test --locked --no-fail-fast --all-targets -- "$@" || status=$?
+if [ "$status" -ne 0 ]; then
+  log "tests failed; service logs are in $SWITCHBOARD_DATA/logs"
+  tail -n 30 "$SWITCHBOARD_DATA"/logs/{auth,messaging}.log >&2 2>/dev/null || true
+fi
+exit "$status"

@@ -1,0 +1,133 @@
+//! The database itself: least-privilege roles and migrations that several instances may
+//! apply at once.
+
+mod common;
+
+use common::*;
+use switchboard::startup::migrations;
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// The same URL with another database name (the last path segment).
+fn with_db(url: &str, db: &str) -> String {
+    let (server, _) = url.rsplit_once('/').expect("URL with a database");
+    format!("{server}/{db}")
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by scripts/test.sh"))
+}
+
+#[tokio::test]
+async fn the_messaging_role_reads_public_profiles_and_nothing_else_of_auth() {
+    let messaging = connect(&env("SWITCHBOARD_MESSAGING_DB_URL")).await;
+    assert!(messaging
+        .query(
+            "SELECT id, username, display_name, active FROM auth.public_profiles LIMIT 1",
+            &[]
+        )
+        .await
+        .is_ok());
+    for sql in [
+        "SELECT password_hash FROM auth.users LIMIT 1",
+        "SELECT email FROM auth.users LIMIT 1",
+        "SELECT token_hash FROM auth.refresh_tokens LIMIT 1",
+        "SELECT id FROM auth.sessions LIMIT 1",
+    ] {
+        let err = messaging.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+    let auth = connect(&env("SWITCHBOARD_AUTH_DB_URL")).await;
+    let err = auth
+        .query("SELECT content FROM messaging.messages LIMIT 1", &[])
+        .await
+        .expect_err("auth must not read messages");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+    // Neither service role can create objects outside its schema.
+    let err = messaging
+        .batch_execute("CREATE TABLE public.sneaky (id int)")
+        .await
+        .expect_err("no CREATE on public");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+}
+
+#[tokio::test]
+async fn migrations_applied_by_several_instances_at_once_run_exactly_once() {
+    let admin = admin(false).await;
+    let db = format!("migrate_{}", unique());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .expect("create db");
+    let primary = env("SWITCHBOARD_PRIMARY_ADMIN_URL");
+    let scratch_admin = connect(&with_db(&primary, &db)).await;
+    scratch_admin
+        .batch_execute(
+            "CREATE SCHEMA auth AUTHORIZATION switchboard_auth;
+             CREATE SCHEMA messaging AUTHORIZATION switchboard_messaging;",
+        )
+        .await
+        .expect("schemas");
+    let auth_url = with_db(&env("SWITCHBOARD_AUTH_DB_URL"), &db);
+    let messaging_url = with_db(&env("SWITCHBOARD_MESSAGING_DB_URL"), &db);
+
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = auth_url.clone();
+        tasks.push(tokio::spawn(async move {
+            switchboard::db::migrate(&url, "auth", migrations::auth::migrations::runner()).await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("auth migration");
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = messaging_url.clone();
+        tasks.push(tokio::spawn(async move {
+            switchboard::db::migrate(
+                &url,
+                "messaging",
+                migrations::messaging::migrations::runner(),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("messaging migration");
+    }
+    for schema in ["auth", "messaging"] {
+        let rows = scratch_admin
+            .query(
+                &format!("SELECT version FROM {schema}.refinery_schema_history"),
+                &[],
+            )
+            .await
+            .expect("history");
+        let files = std::fs::read_dir(format!("migrations/{schema}"))
+            .expect("dir")
+            .count();
+        assert_eq!(rows.len(), files, "{schema}: each migration recorded once");
+    }
+    drop(scratch_admin);
+    admin
+        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .await
+        .expect("drop db");
+}
