@@ -85,6 +85,16 @@ start() {
   if [ "$(id -u)" -eq 0 ]; then
     id postgres >/dev/null 2>&1 || { log "OS user postgres is missing (apt-get install postgresql)"; exit 1; }
     chown postgres: "$pgroot"
+    # A checkout under a private folder (mktemp -d is 0700) would hide the data folder from
+    # the server's OS user: let it traverse (x only, no read) each parent that blocks it.
+    local d="$pgroot"
+    while [ "$d" != "/" ]; do
+      d="$(dirname "$d")"
+      if ! runuser -u postgres -- test -x "$d"; then
+        log "allowing the postgres user to traverse $d (chmod o+x)"
+        chmod o+x "$d"
+      fi
+    done
     if ! runuser -u postgres -- test -w "$pgroot"; then
       log "the postgres OS user cannot write $pgroot: set SWITCHBOARD_DATA to a folder it can reach"
       exit 1

@@ -289,15 +289,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lsn_round_trips_and_orders() {
-        let a: Lsn = "16/B374D848".parse().expect("valid");
+    fn lsn_round_trips_and_orders() -> Result<(), &'static str> {
+        let a: Lsn = "16/B374D848".parse()?;
         assert_eq!(a.0, 0x16_B374_D848);
         assert_eq!(a.to_string(), "16/B374D848");
-        let b: Lsn = "17/0".parse().expect("valid");
+        let b: Lsn = "17/0".parse()?;
         assert!(b > a);
         assert!("16".parse::<Lsn>().is_err());
         assert!("/1".parse::<Lsn>().is_err());
         assert!("1/123456789".parse::<Lsn>().is_err());
         assert!("G/1".parse::<Lsn>().is_err());
+        Ok(())
     }
 }

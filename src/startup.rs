@@ -74,23 +74,7 @@ pub async fn run_auth(cfg: AuthConfig) -> anyhow::Result<()> {
         keys,
         cfg,
     });
-    tracing::info!(%bind, "auth service listening");
-    HttpServer::new(move || {
-        App::new()
-            .wrap(from_fn(request_context))
-            .app_data(web::Data::new(state.clone()))
-            .app_data(error::json_config(JSON_LIMIT))
-            .app_data(error::path_config())
-            .app_data(error::query_config())
-            .configure(crate::auth::routes::configure)
-            .default_service(web::to(error::not_found))
-    })
-    .bind(&bind)
-    .with_context(|| format!("binding {bind}"))?
-    .shutdown_timeout(10)
-    .run()
-    .await?;
-    Ok(())
+    serve("auth", &bind, state, crate::auth::routes::configure).await
 }
 
 /// Starts the messaging service — pools, bus publisher, hub, LISTEN task — and serves until
@@ -121,7 +105,18 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
         hub,
         cfg,
     });
-    tracing::info!(%bind, "messaging service listening");
+    serve("messaging", &bind, state, crate::messaging::configure).await
+}
+
+/// Serves `configure`'s routes with the shared plumbing — request context, problem+json
+/// extractor errors, 404 default — until SIGINT/SIGTERM; in-flight requests get 10 s.
+async fn serve<S: Clone + Send + 'static>(
+    service: &'static str,
+    bind: &str,
+    state: S,
+    configure: fn(&mut web::ServiceConfig),
+) -> anyhow::Result<()> {
+    tracing::info!(service, %bind, "listening");
     HttpServer::new(move || {
         App::new()
             .wrap(from_fn(request_context))
@@ -129,10 +124,10 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
             .app_data(error::json_config(JSON_LIMIT))
             .app_data(error::path_config())
             .app_data(error::query_config())
-            .configure(crate::messaging::configure)
+            .configure(configure)
             .default_service(web::to(error::not_found))
     })
-    .bind(&bind)
+    .bind(bind)
     .with_context(|| format!("binding {bind}"))?
     .shutdown_timeout(10)
     .run()

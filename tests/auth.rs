@@ -125,54 +125,46 @@ async fn refresh_and_logout_require_the_csrf_header_and_an_allowed_origin() {
     assert_eq!(s, StatusCode::OK, "{b}");
 }
 
+async fn logout(cookie: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let headers = [("cookie", cookie), ("x-csrf", "1")];
+    raw(Method::POST, "/auth/logout", &headers, None).await
+}
+
 #[tokio::test]
-async fn logout_clears_the_cookie_revokes_the_session_and_is_idempotent() {
+async fn logout_clears_the_cookie_revokes_the_session_closes_its_socket_and_is_idempotent() {
     let user = register("logout").await;
-    let (s, h, _) = raw(
-        Method::POST,
-        "/auth/logout",
-        &[("cookie", &user.refresh_cookie), ("x-csrf", "1")],
-        None,
-    )
-    .await;
+    let mut ws = user.socket().await;
+    let (s, h, _) = logout(&user.refresh_cookie).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, cleared) = set_cookie(&h, "refresh_token").expect("cleared cookie");
     assert!(
         cleared.to_ascii_lowercase().contains("max-age=0"),
         "{cleared}"
     );
-    let (s, _, _) = refresh(&user.refresh_cookie, &[]).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _, _) = raw(
-        Method::POST,
-        "/auth/logout",
-        &[("cookie", &user.refresh_cookie), ("x-csrf", "1")],
-        None,
+    // The session's socket is told and closed (within a second, DESIGN.md §4).
+    let revoked = next_event(
+        &mut ws,
+        "session.revoked",
+        std::time::Duration::from_secs(1),
     )
     .await;
+    assert!(revoked["data"]["session_id"].is_string(), "{revoked}");
+    let (s, _, _) = refresh(&user.refresh_cookie, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = logout(&user.refresh_cookie).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
 }
 
 #[tokio::test]
 async fn wrong_password_and_unknown_user_get_the_same_401() {
     let user = register("login").await;
-    let wrong = raw(
-        Method::POST,
-        "/auth/login",
-        &[("content-type", "application/json")],
-        Some(&json!({"login": user.username, "password": "not the password"}).to_string()),
-    )
-    .await;
-    let unknown = raw(
-        Method::POST,
-        "/auth/login",
-        &[("content-type", "application/json")],
-        Some(
-            &json!({"login": format!("nobody_{}", unique()), "password": "whatever123"})
-                .to_string(),
-        ),
-    )
-    .await;
+    let login = |login: String, password: &'static str| async move {
+        let body = json!({"login": login, "password": password}).to_string();
+        let ct = [("content-type", "application/json")];
+        raw(Method::POST, "/auth/login", &ct, Some(&body)).await
+    };
+    let wrong = login(user.username.clone(), "not the password").await;
+    let unknown = login(format!("nobody_{}", unique()), "whatever123").await;
     assert_problem(wrong.0, &wrong.1, &wrong.2, 401);
     assert_problem(unknown.0, &unknown.1, &unknown.2, 401);
     assert_eq!(wrong.2["detail"], unknown.2["detail"]);

@@ -77,6 +77,17 @@ async fn reads_come_from_the_replica_and_own_writes_stay_visible_while_replay_is
     assert_eq!(contents(&page).len(), 3);
 }
 
+/// The entry for `conv` in a conversation list page.
+fn listed(list: &Value, conv: &str) -> Value {
+    list["conversations"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["id"] == conv)
+        .cloned()
+        .expect("conversation listed")
+}
+
 async fn paused_checks(alice: User, bob: User, conv: String) {
     let path = format!("/api/conversations/{conv}/messages?limit=10");
     // Bob writes while the replica is frozen.
@@ -92,13 +103,7 @@ async fn paused_checks(alice: User, bob: User, conv: String) {
         "history from the replica"
     );
     let (_, list) = alice.get("/api/conversations").await;
-    let entry = list["conversations"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .find(|c| c["id"] == conv.as_str())
-        .cloned()
-        .expect("conversation listed");
+    let entry = listed(&list, &conv);
     assert_eq!(entry["last_seq"], 1, "list from the replica: {entry}");
 
     // Alice's own write answers with a consistency token...
@@ -144,13 +149,7 @@ async fn paused_checks(alice: User, bob: User, conv: String) {
             &[("x-consistency-token", &token)],
         )
         .await;
-    let entry = list["conversations"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .find(|c| c["id"] == conv.as_str())
-        .cloned()
-        .expect("conversation listed");
+    let entry = listed(&list, &conv);
     assert_eq!(entry["last_seq"], 3, "{entry}");
     assert_eq!(entry["last_message"]["content"], "mine, while paused");
 

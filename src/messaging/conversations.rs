@@ -420,10 +420,10 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
-        let at = DateTime::<Utc>::from_timestamp_micros(1_700_000_000_123_456).expect("valid");
+        let at = DateTime::<Utc>::from_timestamp_micros(1_700_000_000_123_456);
+        let at = at.unwrap_or_default();
         let id = Uuid::now_v7();
-        let (a, b) = decode_cursor(&encode_cursor(at, id)).expect("round trip");
-        assert_eq!((a, b), (at, id));
+        assert_eq!(decode_cursor(&encode_cursor(at, id)).ok(), Some((at, id)));
         assert!(decode_cursor("nonsense").is_err());
         assert!(decode_cursor("12_notauuid").is_err());
     }

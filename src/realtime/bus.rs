@@ -172,34 +172,38 @@ async fn run(url: String, mut rx: mpsc::Receiver<BusEvent>) {
 mod tests {
     use super::*;
 
-    fn ev(n: usize) -> BusEvent {
+    type R = Result<(), serde_json::Error>;
+
+    fn ev(n: usize) -> Result<BusEvent, serde_json::Error> {
         let frame = serde_json::json!({"type": "typing", "pad": "x".repeat(n)});
-        BusEvent::Conversation {
+        Ok(BusEvent::Conversation {
             conversation_id: Uuid::nil(),
             exclude_user: None,
-            frame: RawValue::from_string(frame.to_string()).expect("valid JSON"),
-        }
+            frame: RawValue::from_string(frame.to_string())?,
+        })
     }
 
     #[test]
-    fn batches_stay_under_the_notify_limit_and_keep_every_event() {
-        let events: Vec<BusEvent> = (0..50).map(|_| ev(500)).collect();
+    fn batches_stay_under_the_notify_limit_and_keep_every_event() -> R {
+        let events = (0..50).map(|_| ev(500)).collect::<Result<Vec<_>, _>>()?;
         let payloads = batch_payloads(&events);
         assert!(payloads.len() > 1);
         let mut total = 0;
         for p in &payloads {
             assert!(p.len() <= MAX_PAYLOAD, "{}", p.len());
-            let parsed: Vec<BusEvent> = serde_json::from_str(p).expect("valid batch");
+            let parsed: Vec<BusEvent> = serde_json::from_str(p)?;
             total += parsed.len();
         }
         assert_eq!(total, 50);
+        Ok(())
     }
 
     #[test]
-    fn an_event_too_large_is_dropped_not_sent() {
-        let payloads = batch_payloads(&[ev(9000), ev(10)]);
+    fn an_event_too_large_is_dropped_not_sent() -> R {
+        let payloads = batch_payloads(&[ev(9000)?, ev(10)?]);
         assert_eq!(payloads.len(), 1);
-        let parsed: Vec<BusEvent> = serde_json::from_str(&payloads[0]).expect("valid batch");
+        let parsed: Vec<BusEvent> = serde_json::from_str(&payloads[0])?;
         assert_eq!(parsed.len(), 1);
+        Ok(())
     }
 }
