@@ -60,59 +60,74 @@ pub fn validation(settings: &TokenSettings) -> Validation {
     v
 }
 
-/// Verifies access tokens against the keys of a JWKS URL, refreshing the set when a token
-/// names a `kid` it does not know — at most once per `min_refresh` so a flood of made-up
-/// `kid`s cannot turn into a flood of JWKS requests.
+/// Where a [`Verifier`] gets its keys from.
+struct RemoteJwks {
+    url: String,
+    http: reqwest::Client,
+    min_refresh: Duration,
+}
+
+/// Verifies access tokens. A remote verifier (messaging) fetches the auth service's JWKS and
+/// fetches it again when a token names a `kid` it does not know — at most once per
+/// `min_refresh`, so a flood of made-up `kid`s cannot turn into a flood of JWKS requests. A
+/// local verifier (auth) knows its own keys.
 pub struct Verifier {
-    jwks_url: String,
+    remote: Option<RemoteJwks>,
     validation: Validation,
     keys: RwLock<HashMap<String, DecodingKey>>,
     refresh: Mutex<Option<tokio::time::Instant>>,
-    min_refresh: Duration,
-    http: reqwest::Client,
 }
 
 impl Verifier {
-    /// A verifier with no keys yet; they are fetched on first use.
+    /// A verifier for the JWKS at `jwks_url`, with no keys yet: they are fetched on first use.
     ///
     /// Errors: the HTTP client cannot be built.
-    pub fn new(jwks_url: String, settings: &TokenSettings) -> anyhow::Result<Arc<Self>> {
+    pub fn remote(
+        jwks_url: String,
+        settings: &TokenSettings,
+        min_refresh: Duration,
+    ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
-            jwks_url,
+            remote: Some(RemoteJwks {
+                url: jwks_url,
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(3))
+                    .build()?,
+                min_refresh,
+            }),
             validation: validation(settings),
             keys: RwLock::new(HashMap::new()),
             refresh: Mutex::new(None),
-            min_refresh: Duration::from_secs(10),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
-                .build()?,
         }))
     }
 
-    /// Fetches the JWKS and replaces the known keys. Keys that are not Ed25519 are skipped.
+    /// A verifier for a fixed key set.
+    pub fn local(jwks: Jwks, settings: &TokenSettings) -> Arc<Self> {
+        Arc::new(Self {
+            remote: None,
+            validation: validation(settings),
+            keys: RwLock::new(decoding_keys(jwks)),
+            refresh: Mutex::new(None),
+        })
+    }
+
+    /// Fetches the JWKS and replaces the known keys; a local verifier keeps its keys.
+    /// Keys that are not Ed25519 are skipped.
     ///
     /// Errors: the URL cannot be fetched or the body is not a JWKS.
     pub async fn refresh(&self) -> anyhow::Result<usize> {
-        let jwks: Jwks = self
+        let Some(remote) = &self.remote else {
+            return Ok(self.keys.read().await.len());
+        };
+        let jwks: Jwks = remote
             .http
-            .get(&self.jwks_url)
+            .get(&remote.url)
             .send()
             .await?
             .error_for_status()?
             .json()
             .await?;
-        let mut map = HashMap::new();
-        for k in jwks.keys {
-            if k.kty != "OKP" || k.crv != "Ed25519" {
-                continue;
-            }
-            match DecodingKey::from_ed_components(&k.x) {
-                Ok(key) => {
-                    map.insert(k.kid, key);
-                }
-                Err(e) => tracing::warn!(kid = %k.kid, error = %e, "skipping malformed JWK"),
-            }
-        }
+        let map = decoding_keys(jwks);
         let n = map.len();
         *self.keys.write().await = map;
         tracing::info!(keys = n, "JWKS refreshed");
@@ -129,7 +144,10 @@ impl Verifier {
             if let Some(k) = self.keys.read().await.get(kid) {
                 return Some(k.clone());
             }
-            let due = last.is_none_or(|t| t.elapsed() >= self.min_refresh);
+            let Some(remote) = &self.remote else {
+                return None;
+            };
+            let due = last.is_none_or(|t| t.elapsed() >= remote.min_refresh);
             if due {
                 *last = Some(tokio::time::Instant::now());
                 if let Err(e) = self.refresh().await {
@@ -171,6 +189,23 @@ impl Verifier {
             })?;
         Ok(data.claims)
     }
+}
+
+/// Ed25519 keys of a JWKS by `kid`; other key types and malformed keys are skipped.
+fn decoding_keys(jwks: Jwks) -> HashMap<String, DecodingKey> {
+    let mut map = HashMap::new();
+    for k in jwks.keys {
+        if k.kty != "OKP" || k.crv != "Ed25519" {
+            continue;
+        }
+        match DecodingKey::from_ed_components(&k.x) {
+            Ok(key) => {
+                map.insert(k.kid, key);
+            }
+            Err(e) => tracing::warn!(kid = %k.kid, error = %e, "skipping malformed JWK"),
+        }
+    }
+    map
 }
 
 /// The bearer token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1).

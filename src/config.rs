@@ -74,6 +74,22 @@ impl TokenSettings {
     }
 }
 
+/// Browser origins allowed to call the API with credentials (CORS) and to use the
+/// cookie-authenticated endpoints (CSRF): `ALLOWED_ORIGINS`, comma-separated, default
+/// `http://localhost:8080,http://127.0.0.1:8080`. Never `*`.
+pub fn allowed_origins() -> anyhow::Result<Vec<String>> {
+    let origins = list_or(
+        "ALLOWED_ORIGINS",
+        "http://localhost:8080,http://127.0.0.1:8080",
+    );
+    if origins.iter().any(|o| o == "*" || o == "null") {
+        return Err(anyhow!(
+            "ALLOWED_ORIGINS must list origins; '*' and 'null' are refused"
+        ));
+    }
+    Ok(origins)
+}
+
 /// Database pool settings.
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
@@ -115,13 +131,29 @@ pub struct AuthConfig {
     pub access_ttl: Duration,
     /// Refresh token (session) absolute lifetime: `REFRESH_TOKEN_TTL_SECS`, default 30 days.
     pub refresh_ttl: Duration,
+    /// A session unused this long ends: `REFRESH_TOKEN_IDLE_SECS`, default 14 days.
+    pub refresh_idle: Duration,
+    /// How long the immediately previous refresh token still answers (with the same
+    /// successor) after a rotation, for two tabs refreshing at once:
+    /// `REFRESH_GRACE_SECS`, default 10.
+    pub refresh_grace: Duration,
+    /// Key that derives each refresh token's successor (HMAC-SHA256), so a grace-window
+    /// refresh can hand back the same successor without storing it: `REFRESH_TOKEN_SECRET`
+    /// (at least 32 characters). Unset: derived from the first signing key.
+    pub refresh_secret: Option<String>,
+    /// Failed logins for one login name within the window that lock it:
+    /// `LOGIN_MAX_FAILURES`, default 5.
+    pub login_max_failures: i32,
+    /// `LOGIN_FAILURE_WINDOW_SECS`, default 900.
+    pub login_failure_window: Duration,
+    /// How long a locked login name answers 429: `LOGIN_LOCKOUT_SECS`, default 300.
+    pub login_lockout: Duration,
     /// `Secure` attribute on cookies: `COOKIE_SECURE`, default true. Turn off only for
     /// plain-HTTP local use.
     pub cookie_secure: bool,
     /// bcrypt cost: `BCRYPT_COST`, default 12 (DESIGN.md §2: ≥ 12 in production).
     pub bcrypt_cost: u32,
-    /// Origins allowed on cookie-authenticated endpoints: `ALLOWED_ORIGINS`, comma-separated,
-    /// default `http://localhost:8080,http://127.0.0.1:8080`.
+    /// See [`allowed_origins`].
     pub allowed_origins: Vec<String>,
 }
 
@@ -151,12 +183,29 @@ impl AuthConfig {
                 "REFRESH_TOKEN_TTL_SECS",
                 30 * 24 * 3600u64,
             )?),
+            refresh_idle: Duration::from_secs(parse_or(
+                "REFRESH_TOKEN_IDLE_SECS",
+                14 * 24 * 3600u64,
+            )?),
+            refresh_grace: Duration::from_secs(parse_or("REFRESH_GRACE_SECS", 10u64)?),
+            refresh_secret: match std::env::var("REFRESH_TOKEN_SECRET") {
+                Ok(s) if s.len() >= 32 => Some(s),
+                Ok(s) if !s.is_empty() => {
+                    return Err(anyhow!(
+                        "REFRESH_TOKEN_SECRET must be at least 32 characters"
+                    ))
+                }
+                _ => None,
+            },
+            login_max_failures: parse_or("LOGIN_MAX_FAILURES", 5i32)?,
+            login_failure_window: Duration::from_secs(parse_or(
+                "LOGIN_FAILURE_WINDOW_SECS",
+                900u64,
+            )?),
+            login_lockout: Duration::from_secs(parse_or("LOGIN_LOCKOUT_SECS", 300u64)?),
             cookie_secure: bool_or("COOKIE_SECURE", true)?,
             bcrypt_cost,
-            allowed_origins: list_or(
-                "ALLOWED_ORIGINS",
-                "http://localhost:8080,http://127.0.0.1:8080",
-            ),
+            allowed_origins: allowed_origins()?,
         })
     }
 }
@@ -174,6 +223,11 @@ pub struct MessagingConfig {
     pub tokens: TokenSettings,
     /// Where the auth service publishes its public keys: `AUTH_JWKS_URL`.
     pub jwks_url: String,
+    /// Shortest gap between two JWKS fetches triggered by unknown `kid`s:
+    /// `JWKS_MIN_REFRESH_SECS`, default 10.
+    pub jwks_min_refresh: Duration,
+    /// See [`allowed_origins`].
+    pub allowed_origins: Vec<String>,
     /// Longest wait for the replica to replay a client's consistency token before the read
     /// goes to the primary: `RYW_WAIT_MS`, default 200 ms (DESIGN.md §5).
     pub ryw_wait: Duration,
@@ -210,6 +264,8 @@ impl MessagingConfig {
                 "AUTH_JWKS_URL",
                 "http://127.0.0.1:8081/auth/.well-known/jwks.json",
             ),
+            jwks_min_refresh: Duration::from_secs(parse_or("JWKS_MIN_REFRESH_SECS", 10u64)?),
+            allowed_origins: allowed_origins()?,
             ryw_wait: Duration::from_millis(parse_or("RYW_WAIT_MS", 200u64)?),
             cookie_secure: bool_or("COOKIE_SECURE", true)?,
             ws_ticket_ttl: Duration::from_secs(parse_or("WS_TICKET_TTL_SECS", 30u64)?),

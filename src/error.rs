@@ -39,6 +39,9 @@ pub enum ApiError {
     /// 422: well-formed but invalid fields.
     #[error("{detail}")]
     Unprocessable { detail: String, errors: FieldErrors },
+    /// 429: too many attempts; retry after the given seconds.
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after: u32 },
     /// 503: a dependency (database) is unavailable; retry after the given seconds.
     #[error("{detail}")]
     Unavailable { detail: String, retry_after: u32 },
@@ -94,6 +97,7 @@ impl ApiError {
             Self::NotFound(_) => "not-found",
             Self::Conflict(_) => "conflict",
             Self::Unprocessable { .. } => "validation",
+            Self::TooManyRequests { .. } => "rate-limited",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -145,6 +149,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -170,7 +175,7 @@ impl ResponseError for ApiError {
                     res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                 }
             }
-            Self::Unavailable { retry_after, .. } => {
+            Self::Unavailable { retry_after, .. } | Self::TooManyRequests { retry_after, .. } => {
                 if let Ok(v) = header::HeaderValue::from_str(&retry_after.to_string()) {
                     res.headers_mut().insert(header::RETRY_AFTER, v);
                 }

@@ -69,12 +69,16 @@ pub async fn run_auth(cfg: AuthConfig) -> anyhow::Result<()> {
     .await?;
     let pool = db::pool(&cfg.database_url, &cfg.pool, "switchboard-auth")?;
     let bind = cfg.bind.clone();
-    let state: crate::auth::State = Arc::new(AuthState {
-        db: pool,
-        keys,
-        cfg,
-    });
-    serve("auth", &bind, state, crate::auth::routes::configure).await
+    let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, cfg));
+    let origins = state.cfg.allowed_origins.clone();
+    serve(
+        "auth",
+        &bind,
+        origins,
+        state,
+        crate::auth::routes::configure,
+    )
+    .await
 }
 
 /// Starts the messaging service — pools, bus publisher, hub, LISTEN task — and serves until
@@ -90,7 +94,7 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
     .await?;
     let primary = db::pool(&cfg.primary_url, &cfg.pool, "switchboard-messaging")?;
     let replica = db::pool(&cfg.replica_url, &cfg.pool, "switchboard-messaging")?;
-    let verifier = Verifier::new(cfg.jwks_url.clone(), &cfg.tokens)?;
+    let verifier = Verifier::remote(cfg.jwks_url.clone(), &cfg.tokens, cfg.jwks_min_refresh)?;
     if let Err(e) = verifier.refresh().await {
         tracing::warn!(error = %e, "JWKS not available yet; will fetch on first token");
     }
@@ -105,20 +109,58 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
         hub,
         cfg,
     });
-    serve("messaging", &bind, state, crate::messaging::configure).await
+    let origins = state.cfg.allowed_origins.clone();
+    serve(
+        "messaging",
+        &bind,
+        origins,
+        state,
+        crate::messaging::configure,
+    )
+    .await
 }
 
-/// Serves `configure`'s routes with the shared plumbing — request context, problem+json
-/// extractor errors, 404 default — until SIGINT/SIGTERM; in-flight requests get 10 s.
+/// CORS (Fetch standard, "CORS protocol"): only the listed origins, with credentials, the
+/// headers the API uses; never `*`. A request from another origin is served without CORS
+/// headers (the browser then hides the answer), so the CSRF check can still answer 403.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::header;
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("x-csrf"),
+            header::HeaderName::from_static("x-consistency-token"),
+            header::HeaderName::from_static("traceparent"),
+        ])
+        .expose_headers([
+            header::HeaderName::from_static("x-consistency-token"),
+            header::RETRY_AFTER,
+        ])
+        .supports_credentials()
+        .block_on_origin_mismatch(false)
+        .max_age(600);
+    for o in origins {
+        cors = cors.allowed_origin(o);
+    }
+    cors
+}
+
+/// Serves `configure`'s routes with the shared plumbing — request context, CORS for the
+/// allowed origins, problem+json extractor errors, 404 default — until SIGINT/SIGTERM;
+/// in-flight requests get 10 s.
 async fn serve<S: Clone + Send + 'static>(
     service: &'static str,
     bind: &str,
+    origins: Vec<String>,
     state: S,
     configure: fn(&mut web::ServiceConfig),
 ) -> anyhow::Result<()> {
     tracing::info!(service, %bind, "listening");
     HttpServer::new(move || {
         App::new()
+            .wrap(cors(&origins))
             .wrap(from_fn(request_context))
             .app_data(web::Data::new(state.clone()))
             .app_data(error::json_config(JSON_LIMIT))

@@ -6,15 +6,6 @@ use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-async fn refresh(
-    cookie: &str,
-    extra: &[(&str, &str)],
-) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut headers = vec![("cookie", cookie), ("x-csrf", "1")];
-    headers.extend_from_slice(extra);
-    raw(Method::POST, "/auth/refresh", &headers, None).await
-}
-
 #[tokio::test]
 async fn register_and_login_set_the_refresh_cookie_with_the_right_attributes() {
     let user = register("cookie").await;

@@ -1,8 +1,9 @@
-//! Handlers of the auth service (`/auth/*`, DESIGN.md §3).
+//! Handlers of the auth service's sign-in flow (`/auth/*`, DESIGN.md §2–3) and the route
+//! table of the whole service.
 
 use actix_web::{
     cookie::Cookie,
-    http::header,
+    http::{header, StatusCode},
     web::{self, Json},
     HttpRequest, HttpResponse,
 };
@@ -11,12 +12,12 @@ use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{password, refresh, validate, State};
-use crate::{
-    access::AccessClaims,
-    error::{unique_violation, ApiError, FieldErrors},
-    realtime::bus::{self, BusEvent},
+use super::{
+    account, password, refresh,
+    session::{self, EndReason, Which},
+    sessions, validate, State,
 };
+use crate::error::{unique_violation, ApiError, FieldErrors};
 
 /// Registers the auth routes under `/auth`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -27,6 +28,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/login").post(login))
             .service(web::resource("/refresh").post(refresh_session))
             .service(web::resource("/logout").post(logout))
+            .service(
+                web::resource("/sessions")
+                    .get(sessions::list)
+                    .delete(sessions::revoke_others),
+            )
+            .service(web::resource("/sessions/{id}").delete(sessions::revoke))
+            .service(
+                web::resource("/me")
+                    .get(account::me)
+                    .patch(account::update)
+                    .delete(account::delete),
+            )
+            .service(web::resource("/me/password").post(account::change_password))
+            .service(web::resource("/users").get(account::search))
+            .service(web::resource("/users/{id}").get(account::profile))
             .service(web::resource("/.well-known/jwks.json").get(jwks))
             .service(web::resource("/healthz").get(crate::http::healthz))
             .service(web::resource("/readyz").get(readyz)),
@@ -43,8 +59,12 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
+/// Columns for [`User::from_row`].
+pub const USER_COLUMNS: &str = "id, username, email, display_name, created_at";
+
 impl User {
-    fn from_row(row: &tokio_postgres::Row) -> Self {
+    /// Reads a row selected with [`USER_COLUMNS`].
+    pub fn from_row(row: &tokio_postgres::Row) -> Self {
         Self {
             id: row.get("id"),
             username: row.get("username"),
@@ -55,7 +75,7 @@ impl User {
     }
 }
 
-/// Body of register and login answers.
+/// Body of register, login and refresh answers.
 #[derive(Serialize)]
 struct TokenResponse {
     user: User,
@@ -81,7 +101,14 @@ pub struct LoginRequest {
     pub password: String,
 }
 
-const USER_COLUMNS: &str = "id, username, email, display_name, created_at";
+/// Maps a unique violation on users to a 409 naming the field.
+pub fn taken(e: tokio_postgres::Error) -> ApiError {
+    match unique_violation(&e) {
+        Some("users_username_key") => ApiError::Conflict("username is taken".into()),
+        Some("users_email_key") => ApiError::Conflict("email is already registered".into()),
+        _ => e.into(),
+    }
+}
 
 /// `POST /auth/register`: 201 with tokens and the refresh cookie; 409 if the username or email
 /// is taken; 422 for invalid fields.
@@ -107,50 +134,54 @@ async fn register(
     let hash = password::hash(body.password, state.cfg.bcrypt_cost).await?;
     let mut db = state.db.get().await?;
     let tx = db.transaction().await?;
-    let id = Uuid::now_v7();
     let row = tx
         .query_one(
             &format!(
                 "INSERT INTO auth.users (id, username, email, display_name, password_hash)
                  VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
             ),
-            &[&id, &username, &email, &display_name, &hash],
+            &[&Uuid::now_v7(), &username, &email, &display_name, &hash],
         )
         .await
-        .map_err(|e| match unique_violation(&e) {
-            Some("users_username_key") => ApiError::Conflict("username is taken".into()),
-            Some("users_email_key") => ApiError::Conflict("email is already registered".into()),
-            _ => e.into(),
-        })?;
+        .map_err(taken)?;
     let user = User::from_row(&row);
-    let (session_id, token) = start_session(&tx, &state, &req, user.id).await?;
+    let (session_id, token) = session::start(&tx, &state, &req, user.id).await?;
     tx.commit().await?;
     tracing::info!(user.id = %user.id, "account registered");
-    signed_in(
-        &state,
-        user,
-        session_id,
-        token,
-        actix_web::http::StatusCode::CREATED,
-    )
+    signed_in(&state, user, session_id, token, StatusCode::CREATED)
 }
 
-/// `POST /auth/login`: 200 with tokens and the refresh cookie; 401 for an unknown login, a
-/// wrong password or a deleted account, all alike in answer and time.
+/// `POST /auth/login`: 200 with tokens and the refresh cookie. 401 alike — in answer and in
+/// time (a dummy bcrypt hash stands in) — for an unknown login, a wrong password or a deleted
+/// account. After `LOGIN_MAX_FAILURES` failures for one login name within the window, that
+/// name answers 429 with `Retry-After` until the lockout passes, whether or not it exists.
 async fn login(
     state: web::Data<State>,
     req: HttpRequest,
     body: Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let login = body.login.trim().to_owned();
+    let login = body.login.trim().to_lowercase();
     let mut db = state.db.get().await?;
+    let locked: Option<f64> = db
+        .query_opt(
+            "SELECT EXTRACT(EPOCH FROM locked_until - now())::float8 FROM auth.login_failures
+             WHERE login = $1 AND locked_until > now()",
+            &[&login],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if let Some(secs) = locked {
+        return Err(ApiError::TooManyRequests {
+            detail: "too many failed sign-ins; try again later".into(),
+            retry_after: secs.ceil().max(1.0) as u32,
+        });
+    }
     let row = db
         .query_opt(
             &format!(
                 "SELECT {USER_COLUMNS}, password_hash FROM auth.users
-                 WHERE (lower(username) = lower($1) OR lower(email) = lower($1))
-                   AND deleted_at IS NULL"
+                 WHERE (lower(username) = $1 OR lower(email) = $1) AND deleted_at IS NULL"
             ),
             &[&login],
         )
@@ -159,69 +190,51 @@ async fn login(
     let ok = password::verify(body.password, stored, state.cfg.bcrypt_cost).await?;
     let row = match row {
         Some(r) if ok => r,
-        _ => return Err(ApiError::unauthorized("invalid login or password")),
+        _ => {
+            record_failure(&db, &state, &login).await?;
+            return Err(ApiError::unauthorized("invalid login or password"));
+        }
     };
     let user = User::from_row(&row);
     let tx = db.transaction().await?;
-    let (session_id, token) = start_session(&tx, &state, &req, user.id).await?;
+    tx.execute(
+        "DELETE FROM auth.login_failures WHERE login = $1",
+        &[&login],
+    )
+    .await?;
+    let (session_id, token) = session::start(&tx, &state, &req, user.id).await?;
     tx.commit().await?;
     tracing::info!(user.id = %user.id, session.id = %session_id, "signed in");
-    signed_in(
-        &state,
-        user,
-        session_id,
-        token,
-        actix_web::http::StatusCode::OK,
-    )
+    signed_in(&state, user, session_id, token, StatusCode::OK)
 }
 
-/// Creates a session (refresh token family) and its first refresh token.
-async fn start_session(
-    tx: &impl GenericClient,
+/// Counts a failed login for `login`, starting a new window when the old one passed, and
+/// locks the name once the count reaches the limit.
+async fn record_failure(
+    db: &impl GenericClient,
     state: &State,
-    req: &HttpRequest,
-    user_id: Uuid,
-) -> Result<(Uuid, String), ApiError> {
-    let session_id = Uuid::now_v7();
-    let user_agent: Option<String> = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(512).collect());
-    let ip: Option<String> = req
-        .connection_info()
-        .realip_remote_addr()
-        .map(str::to_owned);
-    let ttl = i64::try_from(state.cfg.refresh_ttl.as_secs()).unwrap_or(i64::MAX);
-    tx.execute(
-        "INSERT INTO auth.sessions (id, user_id, expires_at, user_agent, ip)
-         VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5)",
-        &[&session_id, &user_id, &(ttl as f64), &user_agent, &ip],
+    login: &str,
+) -> Result<(), ApiError> {
+    db.execute(
+        "INSERT INTO auth.login_failures AS f (login, failures, first_failed_at)
+         VALUES ($1, 1, now())
+         ON CONFLICT (login) DO UPDATE SET
+             failures = CASE WHEN f.first_failed_at < now() - make_interval(secs => $2)
+                             THEN 1 ELSE f.failures + 1 END,
+             first_failed_at = CASE WHEN f.first_failed_at < now() - make_interval(secs => $2)
+                                    THEN now() ELSE f.first_failed_at END,
+             locked_until = CASE WHEN f.first_failed_at >= now() - make_interval(secs => $2)
+                                      AND f.failures + 1 >= $3
+                                 THEN now() + make_interval(secs => $4) END",
+        &[
+            &login,
+            &state.cfg.login_failure_window.as_secs_f64(),
+            &state.cfg.login_max_failures,
+            &state.cfg.login_lockout.as_secs_f64(),
+        ],
     )
     .await?;
-    let (token, hash) = refresh::generate();
-    tx.execute(
-        "INSERT INTO auth.refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
-        &[&hash, &session_id],
-    )
-    .await?;
-    Ok((session_id, token))
-}
-
-fn access_token(state: &State, user_id: Uuid, session_id: Uuid) -> Result<String, ApiError> {
-    let now = Utc::now().timestamp();
-    let ttl = i64::try_from(state.cfg.access_ttl.as_secs()).unwrap_or(300);
-    let claims = AccessClaims {
-        iss: state.cfg.tokens.issuer.clone(),
-        aud: state.cfg.tokens.audience.clone(),
-        sub: user_id,
-        sid: session_id,
-        iat: now,
-        nbf: now,
-        exp: now + ttl,
-        jti: Uuid::now_v7(),
-    };
-    Ok(state.keys.sign(&claims)?)
+    Ok(())
 }
 
 fn refresh_cookie(state: &State, token: String) -> Cookie<'static> {
@@ -234,9 +247,9 @@ fn signed_in(
     user: User,
     session_id: Uuid,
     refresh_token: String,
-    status: actix_web::http::StatusCode,
+    status: StatusCode,
 ) -> Result<HttpResponse, ApiError> {
-    let access_token = access_token(state, user.id, session_id)?;
+    let access_token = session::access_token(state, user.id, session_id)?;
     Ok(HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .cookie(refresh_cookie(state, refresh_token))
@@ -250,7 +263,9 @@ fn signed_in(
 
 /// CSRF defence for cookie-authenticated endpoints (DESIGN.md §2): the `X-CSRF: 1` header,
 /// which a cross-site form cannot set, and an `Origin`, when sent, from the allow-list.
-fn check_csrf(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
+///
+/// Errors: 403 naming what is missing or refused.
+pub fn check_csrf(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
     let csrf = req.headers().get("x-csrf").and_then(|v| v.to_str().ok());
     if csrf != Some("1") {
         return Err(ApiError::Forbidden("missing X-CSRF: 1 header".into()));
@@ -271,17 +286,11 @@ fn refresh_rejected(state: &State, detail: &str) -> HttpResponse {
     res
 }
 
-#[derive(Serialize)]
-struct RefreshResponse {
-    access_token: String,
-    token_type: &'static str,
-    expires_in: u64,
-    user: User,
-}
-
 /// `POST /auth/refresh` (cookie + `X-CSRF`): rotates the refresh token and returns a new
-/// access token. Presenting a token that was already rotated is reuse (RFC 9700 §4.14): the
-/// whole session is revoked and its sockets are closed. 401 clears the cookie.
+/// access token. A rotated token presented again is reuse (RFC 9700 §4.14) — the whole
+/// session is revoked and its sockets closed — except within the grace window, where the
+/// immediately previous token (its successor still unused) gets that same successor back, so
+/// two tabs refreshing at once do not sign the user out. 401 clears the cookie.
 async fn refresh_session(
     state: web::Data<State>,
     req: HttpRequest,
@@ -293,76 +302,101 @@ async fn refresh_session(
     else {
         return Ok(refresh_rejected(&state, "no refresh token"));
     };
-    let old_hash = refresh::hash(cookie.value());
+    let presented = cookie.value().to_owned();
+    let presented_hash = refresh::hash(&presented);
+    let successor = refresh::successor(&state.refresh_key, &presented)?;
+    let successor_hash = refresh::hash(&successor);
     let mut db = state.db.get().await?;
     let tx = db.transaction().await?;
     let row = tx
         .query_opt(
-            "SELECT rt.session_id, rt.rotated_at IS NOT NULL AS rotated,
-                    s.revoked_at IS NOT NULL AS revoked, s.expires_at <= now() AS expired,
-                    u.id, u.username, u.email, u.display_name, u.created_at,
-                    u.deleted_at IS NOT NULL AS deleted
-             FROM auth.refresh_tokens rt
-             JOIN auth.sessions s ON s.id = rt.session_id
-             JOIN auth.users u ON u.id = s.user_id
-             WHERE rt.token_hash = $1
-             FOR UPDATE OF rt, s",
-            &[&old_hash],
+            &format!(
+                "SELECT rt.session_id, rt.rotated_at IS NOT NULL AS rotated,
+                        rt.rotated_at > now() - make_interval(secs => $2) AS in_grace,
+                        rt.successor_hash,
+                        s.revoked_at IS NOT NULL AS revoked,
+                        s.expires_at <= now()
+                          OR s.last_used_at <= now() - make_interval(secs => $3) AS expired,
+                        u.deleted_at IS NOT NULL AS deleted,
+                        {}
+                 FROM auth.refresh_tokens rt
+                 JOIN auth.sessions s ON s.id = rt.session_id
+                 JOIN auth.users u ON u.id = s.user_id
+                 WHERE rt.token_hash = $1
+                 FOR UPDATE OF rt, s",
+                USER_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("u.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            &[
+                &presented_hash,
+                &state.cfg.refresh_grace.as_secs_f64(),
+                &state.cfg.refresh_idle.as_secs_f64(),
+            ],
         )
         .await?;
     let Some(row) = row else {
         return Ok(refresh_rejected(&state, "refresh token not recognised"));
     };
     let session_id: Uuid = row.get("session_id");
-    if row.get::<_, bool>("revoked")
-        || row.get::<_, bool>("expired")
-        || row.get::<_, bool>("deleted")
-    {
+    let user = User::from_row(&row);
+    if row.get::<_, bool>("revoked") || row.get::<_, bool>("deleted") {
         return Ok(refresh_rejected(&state, "session has ended"));
     }
-    if row.get::<_, bool>("rotated") {
-        tx.execute(
-            "UPDATE auth.sessions SET revoked_at = now(), revoked_reason = 'reuse'
-             WHERE id = $1 AND revoked_at IS NULL",
-            &[&session_id],
-        )
-        .await?;
+    if row.get::<_, bool>("expired") {
+        let ended = session::end(&tx, user.id, Which::Only(session_id), EndReason::Expired).await?;
         tx.commit().await?;
-        tracing::warn!(session.id = %session_id, "refresh token reuse; session revoked");
-        announce_session_end(&db, session_id, "reuse").await;
+        session::announce(&db, &ended, EndReason::Expired).await;
         return Ok(refresh_rejected(
             &state,
-            "refresh token reuse detected; session revoked",
+            "session has expired; sign in again",
         ));
     }
-    let (token, new_hash) = refresh::generate();
-    tx.execute(
-        "UPDATE auth.refresh_tokens SET rotated_at = now() WHERE token_hash = $1",
-        &[&old_hash],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO auth.refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
-        &[&new_hash, &session_id],
-    )
-    .await?;
+    if row.get::<_, bool>("rotated") {
+        let stored: Option<Vec<u8>> = row.get("successor_hash");
+        let in_grace = row.get::<_, bool>("in_grace") && stored.as_ref() == Some(&successor_hash);
+        let successor_unused = in_grace
+            && tx
+                .query_opt(
+                    "SELECT 1 FROM auth.refresh_tokens WHERE token_hash = $1 AND rotated_at IS NULL",
+                    &[&successor_hash],
+                )
+                .await?
+                .is_some();
+        if !successor_unused {
+            let ended =
+                session::end(&tx, user.id, Which::Only(session_id), EndReason::Reuse).await?;
+            tx.commit().await?;
+            tracing::warn!(session.id = %session_id, "refresh token reuse; session revoked");
+            session::announce(&db, &ended, EndReason::Reuse).await;
+            return Ok(refresh_rejected(
+                &state,
+                "refresh token reuse detected; session revoked",
+            ));
+        }
+        tracing::info!(session.id = %session_id, "concurrent refresh within the grace window");
+    } else {
+        tx.execute(
+            "UPDATE auth.refresh_tokens SET rotated_at = now(), successor_hash = $2
+             WHERE token_hash = $1",
+            &[&presented_hash, &successor_hash],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO auth.refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
+            &[&successor_hash, &session_id],
+        )
+        .await?;
+    }
     tx.execute(
         "UPDATE auth.sessions SET last_used_at = now() WHERE id = $1",
         &[&session_id],
     )
     .await?;
     tx.commit().await?;
-    let user = User::from_row(&row);
-    let access_token = access_token(&state, user.id, session_id)?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(refresh_cookie(&state, token))
-        .json(RefreshResponse {
-            access_token,
-            token_type: "Bearer",
-            expires_in: state.cfg.access_ttl.as_secs(),
-            user,
-        }))
+    signed_in(&state, user, session_id, successor, StatusCode::OK)
 }
 
 /// `POST /auth/logout` (cookie + `X-CSRF`): revokes the session, closes its sockets, clears the
@@ -374,36 +408,24 @@ async fn logout(state: web::Data<State>, req: HttpRequest) -> Result<HttpRespons
         .filter(|c| !c.value().is_empty())
     {
         let db = state.db.get().await?;
-        let revoked = db
+        let owner = db
             .query_opt(
-                "UPDATE auth.sessions s SET revoked_at = now(), revoked_reason = 'logout'
-                 FROM auth.refresh_tokens rt
-                 WHERE rt.token_hash = $1 AND s.id = rt.session_id AND s.revoked_at IS NULL
-                 RETURNING s.id",
+                "SELECT s.user_id, s.id FROM auth.refresh_tokens rt
+                 JOIN auth.sessions s ON s.id = rt.session_id WHERE rt.token_hash = $1",
                 &[&refresh::hash(cookie.value())],
             )
             .await?;
-        if let Some(row) = revoked {
-            let session_id: Uuid = row.get(0);
+        if let Some(row) = owner {
+            let (user_id, session_id): (Uuid, Uuid) = (row.get(0), row.get(1));
+            let ended =
+                session::end(&db, user_id, Which::Only(session_id), EndReason::Logout).await?;
             tracing::info!(session.id = %session_id, "signed out");
-            announce_session_end(&db, session_id, "logout").await;
+            session::announce(&db, &ended, EndReason::Logout).await;
         }
     }
     Ok(HttpResponse::NoContent()
         .cookie(refresh::clear_cookie(state.cfg.cookie_secure))
         .finish())
-}
-
-/// Tells every messaging instance (NOTIFY on the primary) that a session ended, so its
-/// sockets close. Access tokens already issued stay valid until they expire (5 minutes).
-async fn announce_session_end(db: &tokio_postgres::Client, session_id: Uuid, reason: &str) {
-    let event = BusEvent::SessionRevoked {
-        session_id,
-        reason: reason.to_owned(),
-    };
-    if let Err(e) = bus::notify(db, &[event]).await {
-        tracing::warn!(error = %e, "could not announce the end of a session");
-    }
 }
 
 /// `GET /auth/.well-known/jwks.json`: every published public key (RFC 7517).

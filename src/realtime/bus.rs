@@ -47,24 +47,6 @@ pub enum BusEvent {
     SessionRevoked { session_id: Uuid, reason: String },
 }
 
-/// Sends one NOTIFY carrying `events` on `client` (for callers without a publisher, such as
-/// the auth service, which announces ended sessions).
-///
-/// Errors: the query fails or the payload is over [`MAX_PAYLOAD`].
-pub async fn notify(client: &tokio_postgres::Client, events: &[BusEvent]) -> anyhow::Result<()> {
-    let payload = serde_json::to_string(events)?;
-    if payload.len() > MAX_PAYLOAD {
-        anyhow::bail!(
-            "NOTIFY payload of {} bytes is over the limit",
-            payload.len()
-        );
-    }
-    client
-        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
-        .await?;
-    Ok(())
-}
-
 /// Queues events for NOTIFY; cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {

@@ -21,11 +21,62 @@ pub fn base() -> String {
     env("SWITCHBOARD_URL", "http://127.0.0.1:18080")
 }
 
+/// A client connecting from a random loopback address (127.0.0.0/8), so NGINX's per-address
+/// limits on sign-in and sign-up see each test as its own client.
 pub fn http() -> reqwest::Client {
+    http_from(random_loopback())
+}
+
+/// A client connecting from `ip` (any 127.x.y.z reaches NGINX on the loopback interface).
+pub fn http_from(ip: std::net::IpAddr) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
+        .local_address(ip)
         .build()
         .expect("client")
+}
+
+/// A random address in 127.0.0.0/8 other than 127.0.0.1.
+pub fn random_loopback() -> std::net::IpAddr {
+    let [a, b, c]: [u8; 3] = rand::random();
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, a.max(1), b, c.clamp(2, 254)))
+}
+
+/// `POST /auth/login` from `client`.
+pub async fn login_from(
+    client: &reqwest::Client,
+    login: &str,
+    password: &str,
+) -> (StatusCode, HeaderMap, Value) {
+    let res = client
+        .post(format!("{}/auth/login", base()))
+        .json(&json!({"login": login, "password": password}))
+        .send()
+        .await
+        .expect("login");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+/// Signs in again as `user`: a second session (own access token and cookie).
+pub async fn second_session(user: &User) -> User {
+    let (s, h, body) = login_from(&http(), &user.username, &user.password).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (cookie, _) = set_cookie(&h, "refresh_token").expect("refresh cookie");
+    User {
+        access: body["access_token"].as_str().expect("token").to_owned(),
+        refresh_cookie: cookie,
+        ..user.clone()
+    }
+}
+
+/// `POST /auth/refresh` with a cookie and the CSRF header (plus `extra` headers).
+pub async fn refresh(cookie: &str, extra: &[(&str, &str)]) -> (StatusCode, HeaderMap, Value) {
+    let mut headers = vec![("cookie", cookie), ("x-csrf", "1")];
+    headers.extend_from_slice(extra);
+    raw(Method::POST, "/auth/refresh", &headers, None).await
 }
 
 /// A superuser connection to the primary or the replica.

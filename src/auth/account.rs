@@ -1,0 +1,283 @@
+//! The caller's account (profile, password, deletion) and other users' public profiles.
+
+use actix_web::{
+    web::{self, Json, Path, Query},
+    HttpResponse,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{
+    caller::AuthCaller,
+    password, refresh,
+    routes::{taken, User, USER_COLUMNS},
+    session::{self, EndReason, Which},
+    validate, State,
+};
+use crate::error::{ApiError, FieldErrors};
+
+async fn load_user(db: &deadpool_postgres::Object, id: Uuid) -> Result<User, ApiError> {
+    let row = db
+        .query_opt(
+            &format!("SELECT {USER_COLUMNS} FROM auth.users WHERE id = $1 AND deleted_at IS NULL"),
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user not found".into()))?;
+    Ok(User::from_row(&row))
+}
+
+/// `GET /auth/me`: 200 with the caller's account (`{id, username, email, display_name,
+/// created_at}`).
+pub async fn me(state: web::Data<State>, caller: AuthCaller) -> Result<HttpResponse, ApiError> {
+    let db = state.db.get().await?;
+    Ok(HttpResponse::Ok().json(load_user(&db, caller.user_id).await?))
+}
+
+/// `PATCH /auth/me` body: any of the fields.
+#[derive(Deserialize)]
+pub struct UpdateAccount {
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// `PATCH /auth/me`: 200 with the updated account; 422 for invalid fields; 409 if the email
+/// is registered to another account.
+pub async fn update(
+    state: web::Data<State>,
+    caller: AuthCaller,
+    body: Json<UpdateAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let display_name = body.display_name.map(|d| d.trim().to_owned());
+    let email = body.email.map(|e| e.trim().to_owned());
+    let mut errors = FieldErrors::new();
+    if let Some(d) = &display_name {
+        validate::display_name(d, &mut errors);
+    }
+    if let Some(e) = &email {
+        validate::email(e, &mut errors);
+    }
+    ApiError::check(errors)?;
+    let db = state.db.get().await?;
+    let row = db
+        .query_one(
+            &format!(
+                "UPDATE auth.users SET display_name = coalesce($2, display_name),
+                                       email = coalesce($3, email), updated_at = now()
+                 WHERE id = $1 RETURNING {USER_COLUMNS}"
+            ),
+            &[&caller.user_id, &display_name, &email],
+        )
+        .await
+        .map_err(taken)?;
+    Ok(HttpResponse::Ok().json(User::from_row(&row)))
+}
+
+/// Checks the caller's current password.
+///
+/// Errors: 403 when it does not match.
+async fn confirm_password(
+    state: &State,
+    db: &deadpool_postgres::Object,
+    user_id: Uuid,
+    password: String,
+) -> Result<(), ApiError> {
+    let hash: Option<String> = db
+        .query_opt(
+            "SELECT password_hash FROM auth.users WHERE id = $1 AND deleted_at IS NULL",
+            &[&user_id],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if password::verify(password, hash, state.cfg.bcrypt_cost).await? {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("current password is incorrect".into()))
+    }
+}
+
+/// `POST /auth/me/password` body.
+#[derive(Deserialize)]
+pub struct ChangePassword {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// `POST /auth/me/password`: 204; every other session ends (their sockets close), the
+/// current one goes on. 403 for a wrong current password; 422 for an invalid new one.
+pub async fn change_password(
+    state: web::Data<State>,
+    caller: AuthCaller,
+    body: Json<ChangePassword>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let mut errors = FieldErrors::new();
+    password::validate("new_password", &body.new_password, &mut errors);
+    ApiError::check(errors)?;
+    let mut db = state.db.get().await?;
+    confirm_password(&state, &db, caller.user_id, body.current_password).await?;
+    let hash = password::hash(body.new_password, state.cfg.bcrypt_cost).await?;
+    let tx = db.transaction().await?;
+    tx.execute(
+        "UPDATE auth.users SET password_hash = $2, updated_at = now() WHERE id = $1",
+        &[&caller.user_id, &hash],
+    )
+    .await?;
+    let ended = session::end(
+        &tx,
+        caller.user_id,
+        Which::AllBut(caller.session_id),
+        EndReason::Password,
+    )
+    .await?;
+    tx.commit().await?;
+    session::announce(&db, &ended, EndReason::Password).await;
+    tracing::info!(user.id = %caller.user_id, ended = ended.len(), "password changed");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `DELETE /auth/me` body: the password, confirming the deletion.
+#[derive(Deserialize)]
+pub struct DeleteAccount {
+    pub password: String,
+}
+
+/// `DELETE /auth/me`: soft-deletes the account. 204; every session ends (sockets close), the
+/// refresh cookie is cleared, the user can no longer sign in and leaves search; messages they
+/// sent stay in history. The username and email stay reserved. 403 for a wrong password.
+pub async fn delete(
+    state: web::Data<State>,
+    caller: AuthCaller,
+    body: Json<DeleteAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let mut db = state.db.get().await?;
+    confirm_password(&state, &db, caller.user_id, body.into_inner().password).await?;
+    let tx = db.transaction().await?;
+    tx.execute(
+        "UPDATE auth.users SET deleted_at = now(), updated_at = now() WHERE id = $1",
+        &[&caller.user_id],
+    )
+    .await?;
+    let ended = session::end(&tx, caller.user_id, Which::All, EndReason::Deleted).await?;
+    tx.commit().await?;
+    session::announce(&db, &ended, EndReason::Deleted).await;
+    tracing::info!(user.id = %caller.user_id, "account deleted");
+    Ok(HttpResponse::NoContent()
+        .cookie(refresh::clear_cookie(state.cfg.cookie_secure))
+        .finish())
+}
+
+/// A public profile: what any signed-in user may see of another.
+#[derive(Serialize)]
+pub struct PublicProfile {
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    /// False once the account is deleted.
+    pub active: bool,
+}
+
+/// `GET /auth/users` query.
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    /// Prefix of a username or display name, case-insensitive, 1–64 characters.
+    pub query: String,
+    /// 1–50, default 20.
+    pub limit: Option<i64>,
+}
+
+/// Escapes `%`, `_` and `\` for a LIKE pattern (PostgreSQL docs §9.7.1).
+fn like_prefix(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 1);
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// `GET /auth/users?query=&limit=`: 200 `{users: [PublicProfile]}` whose username or display
+/// name starts with `query` (case-insensitive), deleted accounts excluded, by username.
+/// 400 for an empty or overlong query or a limit outside 1–50.
+pub async fn search(
+    state: web::Data<State>,
+    _caller: AuthCaller,
+    query: Query<SearchQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.query.trim().to_lowercase();
+    let n = q.chars().count();
+    if n == 0 || n > 64 {
+        return Err(ApiError::BadRequest(
+            "query must be 1 to 64 characters".into(),
+        ));
+    }
+    let limit = match query.limit {
+        None => 20,
+        Some(l) if (1..=50).contains(&l) => l,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "limit must be between 1 and 50".into(),
+            ))
+        }
+    };
+    let pattern = like_prefix(&q);
+    let db = state.db.get().await?;
+    let rows = db
+        .query(
+            "SELECT id, username, display_name FROM auth.users
+             WHERE deleted_at IS NULL
+               AND (lower(username) LIKE $1 OR lower(display_name) LIKE $1)
+             ORDER BY lower(username)
+             LIMIT $2",
+            &[&pattern, &limit],
+        )
+        .await?;
+    let users: Vec<PublicProfile> = rows
+        .iter()
+        .map(|r| PublicProfile {
+            id: r.get(0),
+            username: r.get(1),
+            display_name: r.get(2),
+            active: true,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "users": users })))
+}
+
+/// `GET /auth/users/{id}`: 200 with the public profile (`active: false` for a deleted
+/// account, whose messages still name it); 404 if there is no such user.
+pub async fn profile(
+    state: web::Data<State>,
+    _caller: AuthCaller,
+    id: Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let db = state.db.get().await?;
+    let row = db
+        .query_opt(
+            "SELECT id, username, display_name, active FROM auth.public_profiles WHERE id = $1",
+            &[&id.into_inner()],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user not found".into()))?;
+    Ok(HttpResponse::Ok().json(PublicProfile {
+        id: row.get(0),
+        username: row.get(1),
+        display_name: row.get(2),
+        active: row.get(3),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_prefix;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_prefix("al"), "al%");
+        assert_eq!(like_prefix("a%_\\"), "a\\%\\_\\\\%");
+    }
+}

@@ -1,0 +1,163 @@
+//! Starting and ending sessions. A session is one sign-in on one device: the family of
+//! refresh tokens that descends from it. Every end is announced on the primary (NOTIFY) so
+//! messaging instances close the session's sockets; access tokens already issued stay valid
+//! until they expire (at most the access token lifetime, 5 minutes by default) — the price
+//! of verifying them without a database round trip.
+
+use actix_web::{http::header, HttpRequest};
+use chrono::Utc;
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::{refresh, State};
+use crate::{
+    access::AccessClaims,
+    error::ApiError,
+    realtime::bus::{self, BusEvent},
+};
+
+/// Why a session ended (the `revoked_reason` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Logout,
+    /// A rotated refresh token was presented again (RFC 9700 §4.14).
+    Reuse,
+    /// Revoked by its owner from another session.
+    Revoked,
+    /// The password changed.
+    Password,
+    /// The account was deleted.
+    Deleted,
+    /// Idle or absolute lifetime passed.
+    Expired,
+}
+
+impl EndReason {
+    /// The column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::Reuse => "reuse",
+            Self::Revoked => "revoked",
+            Self::Password => "password",
+            Self::Deleted => "deleted",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Creates a session and its first (random) refresh token; returns `(session id, token)`.
+///
+/// Errors: the inserts fail.
+pub async fn start(
+    db: &impl GenericClient,
+    state: &State,
+    req: &HttpRequest,
+    user_id: Uuid,
+) -> Result<(Uuid, String), ApiError> {
+    let session_id = Uuid::now_v7();
+    let user_agent: Option<String> = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(512).collect());
+    // NGINX sets X-Real-IP to the peer address; behind it that is the client.
+    let ip: Option<String> = req
+        .headers()
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.peer_addr().map(|a| a.ip().to_string()));
+    let ttl = state.cfg.refresh_ttl.as_secs_f64();
+    db.execute(
+        "INSERT INTO auth.sessions (id, user_id, expires_at, user_agent, ip)
+         VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5)",
+        &[&session_id, &user_id, &ttl, &user_agent, &ip],
+    )
+    .await?;
+    let (token, hash) = refresh::generate();
+    db.execute(
+        "INSERT INTO auth.refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
+        &[&hash, &session_id],
+    )
+    .await?;
+    Ok((session_id, token))
+}
+
+/// Signs an access token for a session.
+///
+/// Errors: signing fails.
+pub fn access_token(state: &State, user_id: Uuid, session_id: Uuid) -> Result<String, ApiError> {
+    let now = Utc::now().timestamp();
+    let ttl = i64::try_from(state.cfg.access_ttl.as_secs()).unwrap_or(300);
+    let claims = AccessClaims {
+        iss: state.cfg.tokens.issuer.clone(),
+        aud: state.cfg.tokens.audience.clone(),
+        sub: user_id,
+        sid: session_id,
+        iat: now,
+        nbf: now,
+        exp: now + ttl,
+        jti: Uuid::now_v7(),
+    };
+    Ok(state.keys.sign(&claims)?)
+}
+
+/// Ends the active sessions of `user_id` that `filter` selects — `Only(id)`, `AllBut(id)` or
+/// `All` — and returns their ids. Call [`announce`] with them after the transaction commits.
+///
+/// Errors: the update fails.
+pub async fn end(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    filter: Which,
+    reason: EndReason,
+) -> Result<Vec<Uuid>, ApiError> {
+    let (only, except) = match filter {
+        Which::Only(id) => (Some(id), None),
+        Which::AllBut(id) => (None, Some(id)),
+        Which::All => (None, None),
+    };
+    let rows = db
+        .query(
+            "UPDATE auth.sessions SET revoked_at = now(), revoked_reason = $4
+             WHERE user_id = $1 AND revoked_at IS NULL
+               AND ($2::uuid IS NULL OR id = $2)
+               AND ($3::uuid IS NULL OR id <> $3)
+             RETURNING id",
+            &[&user_id, &only, &except, &reason.as_str()],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Which of a user's sessions [`end`] ends.
+#[derive(Debug, Clone, Copy)]
+pub enum Which {
+    Only(Uuid),
+    AllBut(Uuid),
+    All,
+}
+
+/// Announces ended sessions to every messaging instance (one NOTIFY), which close their
+/// sockets. A failure is logged: the access tokens expire anyway.
+pub async fn announce(db: &tokio_postgres::Client, sessions: &[Uuid], reason: EndReason) {
+    if sessions.is_empty() {
+        return;
+    }
+    let events: Vec<BusEvent> = sessions
+        .iter()
+        .map(|&session_id| BusEvent::SessionRevoked {
+            session_id,
+            reason: reason.as_str().to_owned(),
+        })
+        .collect();
+    for payload in bus::batch_payloads(&events) {
+        if let Err(e) = db
+            .execute("SELECT pg_notify($1, $2)", &[&bus::CHANNEL, &payload])
+            .await
+        {
+            tracing::warn!(error = %e, "could not announce the end of sessions");
+        }
+    }
+}
