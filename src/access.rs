@@ -208,6 +208,20 @@ fn decoding_keys(jwks: Jwks) -> HashMap<String, DecodingKey> {
     map
 }
 
+/// Verifies the bearer token of a request (`token`, from [`bearer_token`]) and records the
+/// user on the request span.
+///
+/// Errors: 401 for a missing token and as [`Verifier::verify`].
+pub async fn verify_bearer(
+    verifier: &Verifier,
+    token: Option<String>,
+) -> Result<AccessClaims, ApiError> {
+    let token = token.ok_or_else(|| ApiError::bearer("missing bearer access token"))?;
+    let claims = verifier.verify(&token).await?;
+    tracing::Span::current().record("user.id", tracing::field::display(claims.sub));
+    Ok(claims)
+}
+
 /// The bearer token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1).
 pub fn bearer_token(req: &actix_web::HttpRequest) -> Option<&str> {
     let value = req

@@ -277,11 +277,16 @@ fn signing_key() -> (jsonwebtoken::EncodingKey, Vec<u8>) {
     )
 }
 
+/// Access token claims for `user`, valid from `iat` (also `nbf`) to `exp`.
+fn claims_for(user: &User, iat: i64, exp: i64, iss: &str, aud: &str) -> Value {
+    json!({"iss": iss, "aud": aud, "sub": user.id, "sid": uuid::Uuid::now_v7(),
+           "iat": iat, "nbf": iat, "exp": exp, "jti": uuid::Uuid::now_v7()})
+}
+
+/// Claims that pass every check.
 fn claims(user: &User) -> Value {
     let now = chrono::Utc::now().timestamp();
-    json!({"iss": "switchboard-auth", "aud": "switchboard", "sub": user.id,
-           "sid": uuid::Uuid::now_v7(), "iat": now, "nbf": now, "exp": now + 300,
-           "jti": uuid::Uuid::now_v7()})
+    claims_for(user, now, now + 300, "switchboard-auth", "switchboard")
 }
 
 async fn probe(token: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
@@ -349,4 +354,53 @@ async fn unknown_kids_trigger_one_jwks_refresh_not_one_per_request() {
         1,
         "20 unknown kids within the interval: one JWKS fetch"
     );
+}
+
+#[tokio::test]
+async fn bad_and_expired_access_tokens_are_refused_with_401() {
+    let alice = register("alice").await;
+    let kid = jsonwebtoken::decode_header(&alice.access)
+        .expect("header")
+        .kid;
+    let now = chrono::Utc::now().timestamp();
+    let (key, _) = signing_key();
+    let sign = |c: Value| {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        h.kid = kid.clone();
+        jsonwebtoken::encode(&h, &c, &key).expect("sign")
+    };
+    let (iss, aud) = ("switchboard-auth", "switchboard");
+    let valid = sign(claims(&alice));
+    let expired = sign(claims_for(&alice, now - 900, now - 600, iss, aud));
+    let not_yet = sign(claims_for(&alice, now + 600, now + 900, iss, aud));
+    let wrong_aud = sign(claims_for(&alice, now, now + 300, iss, "someone-else"));
+    let wrong_iss = sign(claims_for(&alice, now, now + 300, "evil", aud));
+    let alg_none = {
+        use base64::Engine;
+        let body =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims(&alice).to_string());
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{body}.")
+    };
+    let mut tampered = alice.access.clone();
+    tampered.push('x');
+
+    let (s, _, b) = probe(&valid).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a well-formed token signed by the real key passes: {b}"
+    );
+    for bad in [
+        expired,
+        not_yet,
+        wrong_aud,
+        wrong_iss,
+        alg_none,
+        tampered,
+        "garbage".into(),
+    ] {
+        let (s, h, b) = probe(&bad).await;
+        assert_problem(s, &h, &b, 401);
+        assert!(h.get("www-authenticate").is_some());
+    }
 }

@@ -8,7 +8,10 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use uuid::Uuid;
 
 use super::State;
-use crate::{access::bearer_token, error::ApiError};
+use crate::{
+    access::{bearer_token, verify_bearer},
+    error::ApiError,
+};
 
 /// A verified access token whose session and account are still active.
 #[derive(Debug, Clone, Copy)]
@@ -28,8 +31,7 @@ impl FromRequest for AuthCaller {
         Box::pin(async move {
             let state =
                 state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("state missing")))?;
-            let token = token.ok_or_else(|| ApiError::bearer("missing bearer access token"))?;
-            let claims = state.verifier.verify(&token).await?;
+            let claims = verify_bearer(&state.verifier, token).await?;
             let db = state.db.get().await?;
             let active = db
                 .query_opt(
@@ -42,7 +44,6 @@ impl FromRequest for AuthCaller {
             if active.is_none() {
                 return Err(ApiError::bearer("session has ended"));
             }
-            tracing::Span::current().record("user.id", tracing::field::display(claims.sub));
             Ok(AuthCaller {
                 user_id: claims.sub,
                 session_id: claims.sid,

@@ -6,7 +6,10 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use uuid::Uuid;
 
 use super::State;
-use crate::{access::bearer_token, error::ApiError};
+use crate::{
+    access::{bearer_token, verify_bearer},
+    error::ApiError,
+};
 
 /// A verified access token's user and session.
 #[derive(Debug, Clone, Copy)]
@@ -27,9 +30,7 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let state =
                 state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("state missing")))?;
-            let token = token.ok_or_else(|| ApiError::bearer("missing bearer access token"))?;
-            let claims = state.verifier.verify(&token).await?;
-            tracing::Span::current().record("user.id", tracing::field::display(claims.sub));
+            let claims = verify_bearer(&state.verifier, token).await?;
             Ok(Caller {
                 user_id: claims.sub,
                 session_id: claims.sid,
