@@ -237,6 +237,18 @@ pub struct MessagingConfig {
     pub ws_ticket_ttl: Duration,
     /// Longest message content in Unicode scalar values: `MESSAGE_MAX_CHARS`, default 4000.
     pub message_max_chars: usize,
+    /// How long after sending a message its sender may edit it: `MESSAGE_EDIT_WINDOW_SECS`,
+    /// default 900 (15 minutes).
+    pub edit_window: Duration,
+    /// Messages (text and files) one user may send per window, across all instances:
+    /// `SEND_RATE_LIMIT`, default 30.
+    pub send_rate_limit: i32,
+    /// `SEND_RATE_WINDOW_SECS`, default 10.
+    pub send_rate_window: Duration,
+    /// Largest attachment, in bytes: `ATTACHMENT_MAX_BYTES`, default 10 MiB.
+    pub attachment_max_bytes: u64,
+    /// Largest avatar image, in bytes: `AVATAR_MAX_BYTES`, default 1 MiB.
+    pub avatar_max_bytes: u64,
     /// Server ping interval on sockets: `WS_PING_INTERVAL_SECS`, default 20.
     pub ws_ping_interval: Duration,
     /// A socket silent (no frame, no pong) this long is closed: `WS_IDLE_TIMEOUT_SECS`, default 60.
@@ -270,6 +282,11 @@ impl MessagingConfig {
             cookie_secure: bool_or("COOKIE_SECURE", true)?,
             ws_ticket_ttl: Duration::from_secs(parse_or("WS_TICKET_TTL_SECS", 30u64)?),
             message_max_chars: parse_or("MESSAGE_MAX_CHARS", 4000usize)?,
+            edit_window: Duration::from_secs(parse_or("MESSAGE_EDIT_WINDOW_SECS", 900u64)?),
+            send_rate_limit: parse_or("SEND_RATE_LIMIT", 30i32)?,
+            send_rate_window: Duration::from_secs(parse_or("SEND_RATE_WINDOW_SECS", 10u64)?.max(1)),
+            attachment_max_bytes: parse_or("ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024u64)?,
+            avatar_max_bytes: parse_or("AVATAR_MAX_BYTES", 1024 * 1024u64)?,
             ws_ping_interval: Duration::from_secs(parse_or("WS_PING_INTERVAL_SECS", 20u64)?),
             ws_idle_timeout: Duration::from_secs(parse_or("WS_IDLE_TIMEOUT_SECS", 60u64)?),
         };

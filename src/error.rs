@@ -39,6 +39,12 @@ pub enum ApiError {
     /// 422: well-formed but invalid fields.
     #[error("{detail}")]
     Unprocessable { detail: String, errors: FieldErrors },
+    /// 413: the body (an upload) is larger than allowed.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: the body is not of a media type this endpoint takes.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 429: too many attempts; retry after the given seconds.
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after: u32 },
@@ -97,6 +103,8 @@ impl ApiError {
             Self::NotFound(_) => "not-found",
             Self::Conflict(_) => "conflict",
             Self::Unprocessable { .. } => "validation",
+            Self::PayloadTooLarge(_) => "payload-too-large",
+            Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::TooManyRequests { .. } => "rate-limited",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
@@ -149,6 +157,8 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -198,7 +208,8 @@ impl From<deadpool_postgres::PoolError> for ApiError {
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
-        if e.is_closed() || e.code().is_none() && e.as_db_error().is_none() {
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        if e.is_closed() || io {
             tracing::warn!(error = %e, "database connection failed");
             return Self::Unavailable {
                 detail: "database unavailable, try again shortly".into(),

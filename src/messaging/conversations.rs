@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency::{self, Consistency},
-    model::{self, ConversationSummary, Message, ServerFrame, MESSAGE_COLUMNS},
+    model::{self, ConversationSummary, Message, ServerFrame, MESSAGE_COLUMNS, MESSAGE_FROM},
     State,
 };
 use crate::{
@@ -202,6 +202,15 @@ pub fn publish_frame(
     }
 }
 
+/// Queues a frame for the listed users only (for example one just removed from the
+/// conversation, who no longer receives its events).
+pub fn publish_to_users(state: &State, user_ids: Vec<Uuid>, frame: String) {
+    match serde_json::value::RawValue::from_string(frame) {
+        Ok(frame) => state.publisher.publish(BusEvent::Users { user_ids, frame }),
+        Err(e) => tracing::error!(error = %e, "server frame is not JSON"),
+    }
+}
+
 /// `GET /api/conversations` query.
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -243,9 +252,13 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-/// `GET /api/conversations?cursor=&limit=`: the caller's conversations by last activity,
-/// newest first, each with its last message and `unread_count`; keyset-paged. Served by the
-/// replica (read-your-writes).
+/// A conversation's place in the caller's list: its last activity, or for a former
+/// participant the moment they left (nothing after it shows, not even its timing).
+const ACTIVITY: &str = "CASE WHEN p.left_at IS NULL THEN c.last_activity_at ELSE p.left_at END";
+
+/// `GET /api/conversations?cursor=&limit=`: the caller's conversations (current and former)
+/// by last activity, newest first, each with its last visible message and `unread_count`;
+/// keyset-paged. Served by the replica (read-your-writes).
 pub async fn list(
     state: web::Data<State>,
     caller: Caller,
@@ -262,17 +275,21 @@ pub async fn list(
     let rows = conn
         .query(
             &format!(
-                "SELECT c.id AS conv_id, c.is_group, c.name, c.last_seq, c.last_activity_at,
-                        p.last_read_seq, lm.*
+                "SELECT c.id AS conv_id, c.is_group, c.name,
+                        coalesce(p.visible_to_seq, c.last_seq) AS visible_last_seq,
+                        {ACTIVITY} AS activity_at,
+                        p.last_read_seq, p.left_at IS NOT NULL AS has_left, lm.*
                  FROM messaging.participants p
                  JOIN messaging.conversations c ON c.id = p.conversation_id
                  LEFT JOIN LATERAL (
-                     SELECT {MESSAGE_COLUMNS} FROM messaging.messages m
-                     WHERE m.conversation_id = c.id AND m.seq = c.last_seq
+                     SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}
+                     WHERE m.conversation_id = c.id
+                       AND m.seq = coalesce(p.visible_to_seq, c.last_seq)
+                       AND m.seq >= p.visible_from_seq
                  ) lm ON true
                  WHERE p.user_id = $1
-                   AND ($2::timestamptz IS NULL OR (c.last_activity_at, c.id) < ($2, $3))
-                 ORDER BY c.last_activity_at DESC, c.id DESC
+                   AND ($2::timestamptz IS NULL OR ({ACTIVITY}, c.id) < ($2, $3))
+                 ORDER BY {ACTIVITY} DESC, c.id DESC
                  LIMIT $4"
             ),
             &[&caller.user_id, &after_at, &after_id, &(limit + 1)],
@@ -283,7 +300,7 @@ pub async fn list(
         .iter()
         .take(limit as usize)
         .map(|r| {
-            let last_seq: i64 = r.get("last_seq");
+            let last_seq: i64 = r.get("visible_last_seq");
             let last_read_seq: i64 = r.get("last_read_seq");
             let has_message: Option<Uuid> = r.get("id");
             ConversationSummary {
@@ -291,9 +308,10 @@ pub async fn list(
                 is_group: r.get("is_group"),
                 name: r.get("name"),
                 last_seq,
-                last_activity_at: r.get("last_activity_at"),
+                last_activity_at: r.get("activity_at"),
                 last_read_seq,
                 unread_count: (last_seq - last_read_seq).max(0),
+                left: r.get("has_left"),
                 last_message: has_message.map(|_| Message::from_row(r)),
             }
         })
@@ -311,8 +329,8 @@ pub async fn list(
     }))
 }
 
-/// `GET /api/conversations/{id}`: details with participants. 404 for a conversation the
-/// caller is not in (indistinguishable from one that does not exist).
+/// `GET /api/conversations/{id}`: details with the current participants. 404 for a
+/// conversation the caller never was in (indistinguishable from one that does not exist).
 pub async fn get(
     state: web::Data<State>,
     caller: Caller,
@@ -321,19 +339,14 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let (conn, _) = state.db.read(consistency.0).await?;
-    if !model::is_participant(&conn, id, caller.user_id).await? {
-        return Err(not_found());
-    }
+    model::any_scope(&conn, id, caller.user_id).await?;
     let conversation = model::load_conversation(&conn, id)
         .await?
         .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(conversation))
 }
 
-/// The answer for a conversation that does not exist or that the caller is not part of.
-pub fn not_found() -> ApiError {
-    ApiError::NotFound("conversation not found".into())
-}
+use model::conversation_not_found as not_found;
 
 /// `POST /api/conversations/{id}/read` body.
 #[derive(Deserialize)]
@@ -350,8 +363,9 @@ pub struct ReadMarker {
     pub unread_count: i64,
 }
 
-/// Moves the caller's read marker forward to `seq` (never back, never past `last_seq`), and
-/// announces a `read` event to the conversation when it moved.
+/// Moves the caller's read marker forward to `seq` — never back, never past the last message
+/// they can see (a former participant: their departure) — and announces a `read` event to
+/// the conversation when a current participant's marker moved.
 ///
 /// Errors: 404 if the caller is not a participant.
 pub async fn mark_read(
@@ -368,10 +382,12 @@ pub async fn mark_read(
                  WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE
              )
              UPDATE messaging.participants p
-             SET last_read_seq = GREATEST(p.last_read_seq, LEAST($3, c.last_seq))
+             SET last_read_seq = GREATEST(p.last_read_seq,
+                                          LEAST($3, coalesce(p.visible_to_seq, c.last_seq)))
              FROM messaging.conversations c, old
              WHERE c.id = p.conversation_id AND p.conversation_id = $1 AND p.user_id = $2
-             RETURNING p.last_read_seq, c.last_seq, old.last_read_seq AS previous",
+             RETURNING p.last_read_seq, coalesce(p.visible_to_seq, c.last_seq) AS last_seq,
+                       old.last_read_seq AS previous, p.left_at IS NULL AS current",
             &[&conversation_id, &user_id, &seq],
         )
         .await?
@@ -379,7 +395,7 @@ pub async fn mark_read(
     let last_read_seq: i64 = row.get("last_read_seq");
     let last_seq: i64 = row.get("last_seq");
     let previous: i64 = row.get("previous");
-    if last_read_seq > previous {
+    if last_read_seq > previous && row.get::<_, bool>("current") {
         let frame = ServerFrame {
             kind: "read",
             conversation_id: Some(conversation_id),

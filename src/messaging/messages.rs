@@ -1,11 +1,12 @@
-//! Messages: send (primary, gapless per-conversation `seq`), history pages (replica), and the
-//! read marker by message id.
+//! Messages: appending to a conversation (gapless `seq`), send with idempotent retries,
+//! edit, delete, history pages, read markers by message, receipts, and the send rate limit.
 
 use actix_web::{
     http::StatusCode,
     web::{self, Json, Path, Query},
     HttpResponse,
 };
+use chrono::Utc;
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -13,8 +14,11 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency::{self, Consistency},
-    conversations::{mark_read, not_found, page_limit, publish_frame},
-    model::{self, Message, ServerFrame, MESSAGE_COLUMNS},
+    conversations::{mark_read, page_limit, publish_frame},
+    model::{
+        self, any_scope, current_scope, load_message, visible_message, Message, ServerFrame,
+        MESSAGE_COLUMNS, MESSAGE_FROM,
+    },
     State,
 };
 use crate::{
@@ -26,19 +30,82 @@ use crate::{
 /// Longest `client_id`, in characters.
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
 
-/// `POST /api/conversations/{id}/messages` body.
-#[derive(Deserialize)]
-pub struct SendMessage {
-    pub content: String,
+/// A message to append with [`append`].
+#[derive(Default)]
+pub struct NewMessage<'a> {
+    /// `text`, `file` or `system`.
+    pub kind: &'a str,
+    pub sender_id: Option<Uuid>,
+    pub content: Option<&'a str>,
     pub reply_to: Option<Uuid>,
-    /// Client-chosen idempotency key: a retry with the same one returns the same message.
-    pub client_id: Option<String>,
+    pub client_id: Option<&'a str>,
+    pub meta: Option<serde_json::Value>,
+    pub attachment_id: Option<Uuid>,
+}
+
+/// Appends a message inside the caller's transaction: takes the next `seq` (the row lock on
+/// the conversation serialises writers, and a rolled-back transaction rolls the increment
+/// back, so `seq` has no gaps or duplicates), inserts, and moves the sender's read marker
+/// to it (a sender has read their own message).
+///
+/// Errors: 409 for a `client_id` the sender already used here (a concurrent retry); the
+/// statements' own failures otherwise.
+pub async fn append(
+    tx: &impl GenericClient,
+    conversation_id: Uuid,
+    new: NewMessage<'_>,
+) -> Result<Message, ApiError> {
+    let seq: i64 = tx
+        .query_one(
+            "UPDATE messaging.conversations SET last_seq = last_seq + 1, last_activity_at = now()
+             WHERE id = $1 RETURNING last_seq",
+            &[&conversation_id],
+        )
+        .await?
+        .get(0);
+    let id = Uuid::now_v7();
+    tx.execute(
+        "INSERT INTO messaging.messages
+             (id, conversation_id, seq, sender_id, kind, content, reply_to, client_id, meta,
+              attachment_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            &id,
+            &conversation_id,
+            &seq,
+            &new.sender_id,
+            &new.kind,
+            &new.content,
+            &new.reply_to,
+            &new.client_id,
+            &new.meta,
+            &new.attachment_id,
+        ],
+    )
+    .await
+    .map_err(|e| match unique_violation(&e) {
+        Some("messages_client_id_key") => {
+            ApiError::Conflict("client_id was already used for another message".into())
+        }
+        _ => e.into(),
+    })?;
+    if let Some(sender) = new.sender_id {
+        tx.execute(
+            "UPDATE messaging.participants SET last_read_seq = GREATEST(last_read_seq, $3)
+             WHERE conversation_id = $1 AND user_id = $2",
+            &[&conversation_id, &sender, &seq],
+        )
+        .await?;
+    }
+    load_message(tx, id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("inserted message not visible")))
 }
 
 /// Content rules: not blank, at most `max_chars` Unicode scalar values, no NUL (JSON
 /// strings are already valid UTF-8 once parsed).
-pub fn validate_content(content: &str, max_chars: usize, errors: &mut FieldErrors) {
-    let mut add = |m: String| errors.entry("content".into()).or_default().push(m);
+pub fn validate_content(field: &str, content: &str, max_chars: usize, errors: &mut FieldErrors) {
+    let mut add = |m: String| errors.entry(field.into()).or_default().push(m);
     if content.trim().is_empty() {
         add("must not be empty".into());
     }
@@ -50,9 +117,73 @@ pub fn validate_content(content: &str, max_chars: usize, errors: &mut FieldError
     }
 }
 
+/// Counts one send against the caller's budget (`SEND_RATE_LIMIT` per
+/// `SEND_RATE_WINDOW_SECS`, one fixed window shared by every instance through an UNLOGGED
+/// table on the primary).
+///
+/// Errors: 429 with `Retry-After` (seconds to the next window) past the limit.
+pub async fn check_send_rate(
+    state: &State,
+    db: &impl GenericClient,
+    user_id: Uuid,
+) -> Result<(), ApiError> {
+    let window = state.cfg.send_rate_window.as_secs_f64();
+    let row = db
+        .query_one(
+            "INSERT INTO messaging.send_counters AS s (user_id, window_start, count)
+             VALUES ($1, to_timestamp(floor(extract(epoch FROM now())::float8 / $2::float8)
+                                      * $2::float8), 1)
+             ON CONFLICT (user_id) DO UPDATE SET
+                 count = CASE WHEN s.window_start = EXCLUDED.window_start
+                              THEN s.count + 1 ELSE 1 END,
+                 window_start = EXCLUDED.window_start
+             RETURNING count,
+                 extract(epoch FROM window_start + make_interval(secs => $2::float8)
+                                   - now())::float8",
+            &[&user_id, &window],
+        )
+        .await?;
+    let count: i32 = row.get(0);
+    let left: f64 = row.get(1);
+    if count > state.cfg.send_rate_limit {
+        return Err(ApiError::TooManyRequests {
+            detail: format!(
+                "at most {} messages per {} s; slow down",
+                state.cfg.send_rate_limit,
+                state.cfg.send_rate_window.as_secs()
+            ),
+            retry_after: left.ceil().max(1.0) as u32,
+        });
+    }
+    Ok(())
+}
+
+/// `POST /api/conversations/{id}/messages` body.
+#[derive(Deserialize)]
+pub struct SendMessage {
+    pub content: String,
+    pub reply_to: Option<Uuid>,
+    /// Client-chosen idempotency key: a retry with the same one returns the same message.
+    pub client_id: Option<String>,
+}
+
+/// Checks a `client_id`: 1–64 printable characters.
+pub fn validate_client_id(client_id: Option<&str>, errors: &mut FieldErrors) {
+    if let Some(c) = client_id {
+        let n = c.chars().count();
+        if n == 0 || n > MAX_CLIENT_ID_CHARS || c.chars().any(char::is_control) {
+            errors
+                .entry("client_id".into())
+                .or_default()
+                .push("must be 1 to 64 printable characters".into());
+        }
+    }
+}
+
 /// `POST /api/conversations/{id}/messages`: 201 with the message, committed on the primary;
 /// 200 with the original when `client_id` repeats an earlier send. 404 if the caller is not a
-/// participant; 422 for invalid content or a `reply_to` outside the conversation.
+/// participant; 422 for invalid content or a `reply_to` outside the conversation (or outside
+/// what the caller can see); 429 past the send rate limit.
 pub async fn send(
     state: web::Data<State>,
     caller: Caller,
@@ -62,102 +193,75 @@ pub async fn send(
     let conversation_id = id.into_inner();
     let body = body.into_inner();
     let mut errors = FieldErrors::new();
-    validate_content(&body.content, state.cfg.message_max_chars, &mut errors);
-    if let Some(c) = &body.client_id {
-        let n = c.chars().count();
-        if n == 0 || n > MAX_CLIENT_ID_CHARS || c.chars().any(char::is_control) {
-            errors
-                .entry("client_id".into())
-                .or_default()
-                .push("must be 1 to 64 printable characters".into());
-        }
-    }
+    validate_content(
+        "content",
+        &body.content,
+        state.cfg.message_max_chars,
+        &mut errors,
+    );
+    validate_client_id(body.client_id.as_deref(), &mut errors);
     ApiError::check(errors)?;
 
     let mut conn = state.db.primary().await?;
-    if let Some(existing) =
-        by_client_id(&conn, conversation_id, caller.user_id, &body.client_id).await?
+    let scope = current_scope(&conn, conversation_id, caller.user_id).await?;
+    if let Some(existing) = by_client_id(
+        &conn,
+        conversation_id,
+        caller.user_id,
+        body.client_id.as_deref(),
+    )
+    .await?
     {
-        return answer(&state, &conn, existing, StatusCode::OK).await;
+        return answer(&state, &conn, &existing, StatusCode::OK).await;
     }
-    let tx = conn.transaction().await?;
-    if !model::is_participant(&tx, conversation_id, caller.user_id).await? {
-        return Err(not_found());
-    }
+    check_send_rate(&state, &conn, caller.user_id).await?;
     if let Some(parent) = body.reply_to {
-        let same = tx
-            .query_opt(
-                "SELECT 1 FROM messaging.messages WHERE id = $1 AND conversation_id = $2",
-                &[&parent, &conversation_id],
-            )
-            .await?;
-        if same.is_none() {
+        let ok = load_message(&conn, parent)
+            .await?
+            .is_some_and(|p| p.conversation_id == conversation_id && scope.sees(p.seq));
+        if !ok {
             return Err(ApiError::invalid_field(
                 "reply_to",
                 "no such message in this conversation",
             ));
         }
     }
-    // The row lock on the conversation serialises senders, so seq has no gaps and no
-    // duplicates; a failed transaction rolls the increment back with the message.
-    let seq: i64 = tx
-        .query_one(
-            "UPDATE messaging.conversations SET last_seq = last_seq + 1, last_activity_at = now()
-             WHERE id = $1 RETURNING last_seq",
-            &[&conversation_id],
-        )
-        .await?
-        .get(0);
-    let inserted = tx
-        .query_one(
-            &format!(
-                "INSERT INTO messaging.messages AS m
-                     (id, conversation_id, seq, sender_id, kind, content, reply_to, client_id)
-                 VALUES ($1, $2, $3, $4, 'text', $5, $6, $7)
-                 RETURNING {MESSAGE_COLUMNS}"
-            ),
-            &[
-                &Uuid::now_v7(),
-                &conversation_id,
-                &seq,
-                &caller.user_id,
-                &body.content,
-                &body.reply_to,
-                &body.client_id,
-            ],
-        )
-        .await;
-    let message = match inserted {
-        Ok(row) => Message::from_row(&row),
-        Err(e) if unique_violation(&e) == Some("messages_client_id_key") => {
+    let tx = conn.transaction().await?;
+    let new = NewMessage {
+        kind: "text",
+        sender_id: Some(caller.user_id),
+        content: Some(&body.content),
+        reply_to: body.reply_to,
+        client_id: body.client_id.as_deref(),
+        ..NewMessage::default()
+    };
+    let message = match append(&tx, conversation_id, new).await {
+        Ok(m) => m,
+        Err(ApiError::Conflict(_)) => {
             // A concurrent retry with the same client_id won the race.
             drop(tx);
-            let existing = by_client_id(&conn, conversation_id, caller.user_id, &body.client_id)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::Conflict("client_id is being used by another send".into())
-                })?;
-            return answer(&state, &conn, existing, StatusCode::OK).await;
+            let existing = by_client_id(
+                &conn,
+                conversation_id,
+                caller.user_id,
+                body.client_id.as_deref(),
+            )
+            .await?
+            .ok_or_else(|| ApiError::Conflict("client_id is being used by another send".into()))?;
+            return answer(&state, &conn, &existing, StatusCode::OK).await;
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
-    // The sender has read their own message.
-    tx.execute(
-        "UPDATE messaging.participants SET last_read_seq = GREATEST(last_read_seq, $3)
-         WHERE conversation_id = $1 AND user_id = $2",
-        &[&conversation_id, &caller.user_id, &seq],
-    )
-    .await?;
     tx.commit().await?;
     publish_message(&state, "message.created", &message);
-    answer(&state, &conn, message, StatusCode::CREATED).await
+    answer(&state, &conn, &message, StatusCode::CREATED).await
 }
 
 async fn by_client_id(
     conn: &deadpool_postgres::Object,
     conversation_id: Uuid,
     sender: Uuid,
-    client_id: &Option<String>,
+    client_id: Option<&str>,
 ) -> Result<Option<Message>, ApiError> {
     let Some(client_id) = client_id else {
         return Ok(None);
@@ -165,19 +269,20 @@ async fn by_client_id(
     let row = conn
         .query_opt(
             &format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messaging.messages m
+                "SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}
                  WHERE m.conversation_id = $1 AND m.sender_id = $2 AND m.client_id = $3"
             ),
-            &[&conversation_id, &sender, client_id],
+            &[&conversation_id, &sender, &client_id],
         )
         .await?;
     Ok(row.as_ref().map(Message::from_row))
 }
 
-async fn answer(
+/// A write's answer: `status` with the message and the consistency token.
+pub async fn answer(
     state: &State,
     conn: &deadpool_postgres::Object,
-    message: Message,
+    message: &Message,
     status: StatusCode,
 ) -> Result<HttpResponse, ApiError> {
     let lsn = db::current_lsn(conn).await?;
@@ -189,13 +294,7 @@ async fn answer(
 /// Queues a `message.*` event for the conversation's sockets; a frame too large for NOTIFY
 /// goes by reference and receivers load it.
 pub fn publish_message(state: &State, kind: &str, message: &Message) {
-    let frame = ServerFrame {
-        kind,
-        conversation_id: Some(message.conversation_id),
-        seq: Some(message.seq),
-        data: message,
-    }
-    .to_json();
+    let frame = message_frame(kind, message);
     if frame.len() + 200 > MAX_PAYLOAD {
         state.publisher.publish(BusEvent::MessageRef {
             conversation_id: message.conversation_id,
@@ -205,6 +304,126 @@ pub fn publish_message(state: &State, kind: &str, message: &Message) {
     } else {
         publish_frame(state, message.conversation_id, None, frame);
     }
+}
+
+/// The server frame of a `message.*` event.
+pub fn message_frame(kind: &str, message: &Message) -> String {
+    ServerFrame {
+        kind,
+        conversation_id: Some(message.conversation_id),
+        seq: Some(message.seq),
+        data: message,
+    }
+    .to_json()
+}
+
+/// `PATCH /api/messages/{id}` body.
+#[derive(Deserialize)]
+pub struct EditMessage {
+    pub content: String,
+}
+
+/// `PATCH /api/messages/{id}`: the sender replaces the content (text, or a file's caption)
+/// within `MESSAGE_EDIT_WINDOW_SECS` of sending; `edited_at` is set and `message.edited` is
+/// announced. 200 with the message. 404 if the caller cannot see it; 403 for someone else's
+/// message, a system message, a sender no longer in the conversation, or a closed edit
+/// window; 409 for a deleted message; 422 for invalid content.
+pub async fn edit(
+    state: web::Data<State>,
+    caller: Caller,
+    id: Path<Uuid>,
+    body: Json<EditMessage>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errors = FieldErrors::new();
+    validate_content(
+        "content",
+        &body.content,
+        state.cfg.message_max_chars,
+        &mut errors,
+    );
+    ApiError::check(errors)?;
+    let conn = state.db.primary().await?;
+    let (message, scope) = visible_message(&conn, id.into_inner(), caller.user_id).await?;
+    if message.sender_id != Some(caller.user_id) || message.kind == "system" {
+        return Err(ApiError::Forbidden(
+            "only the sender can edit a message".into(),
+        ));
+    }
+    if !scope.current() {
+        return Err(ApiError::Forbidden(
+            "you are no longer in this conversation".into(),
+        ));
+    }
+    if message.deleted {
+        return Err(ApiError::Conflict("the message was deleted".into()));
+    }
+    let window = chrono::Duration::from_std(state.cfg.edit_window).unwrap_or_default();
+    if Utc::now() - message.created_at > window {
+        return Err(ApiError::Forbidden(format!(
+            "messages can be edited for {} s after sending",
+            state.cfg.edit_window.as_secs()
+        )));
+    }
+    let updated = conn
+        .execute(
+            "UPDATE messaging.messages SET content = $2, edited_at = now()
+             WHERE id = $1 AND deleted_at IS NULL",
+            &[&message.id, &body.content],
+        )
+        .await?;
+    if updated == 0 {
+        return Err(ApiError::Conflict("the message was deleted".into()));
+    }
+    let message = load_message(&conn, message.id)
+        .await?
+        .ok_or_else(model::message_not_found)?;
+    publish_message(&state, "message.edited", &message);
+    answer(&state, &conn, &message, StatusCode::OK).await
+}
+
+/// `DELETE /api/messages/{id}`: by the sender, or by a group admin. The content (and the
+/// file of a file message) is removed from storage and from search; the tombstone keeps its
+/// `seq`, with `deleted: true`. `message.deleted` is announced. 204, also when it was
+/// already deleted. 404 if the caller cannot see it; 403 otherwise not allowed.
+pub async fn delete(
+    state: web::Data<State>,
+    caller: Caller,
+    id: Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.db.primary().await?;
+    let (message, scope) = visible_message(&conn, id.into_inner(), caller.user_id).await?;
+    let own = message.sender_id == Some(caller.user_id) && message.kind != "system";
+    let as_admin = scope.is_group && scope.admin && scope.current();
+    if !(own || as_admin) || message.kind == "system" {
+        return Err(ApiError::Forbidden(
+            "only the sender or a group admin can delete a message".into(),
+        ));
+    }
+    if !message.deleted {
+        let tx = conn.transaction().await?;
+        let old_attachment: Option<Uuid> = tx
+            .query_one(
+                "WITH old AS (SELECT attachment_id FROM messaging.messages WHERE id = $1 FOR UPDATE)
+                 UPDATE messaging.messages m
+                 SET content = NULL, attachment_id = NULL, deleted_at = now()
+                 FROM old WHERE m.id = $1 RETURNING old.attachment_id",
+                &[&message.id],
+            )
+            .await?
+            .get(0);
+        if let Some(a) = old_attachment {
+            tx.execute("DELETE FROM messaging.attachments WHERE id = $1", &[&a])
+                .await?;
+        }
+        tx.commit().await?;
+        if let Some(tombstone) = load_message(&conn, message.id).await? {
+            publish_message(&state, "message.deleted", &tombstone);
+        }
+    }
+    let lsn = db::current_lsn(&conn).await?;
+    let mut res = HttpResponse::NoContent();
+    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    Ok(res.finish())
 }
 
 /// `GET /api/conversations/{id}/messages` query.
@@ -225,10 +444,11 @@ struct HistoryPage {
     has_more: bool,
 }
 
-/// `GET /api/conversations/{id}/messages?before=&after=&limit=`: a page of history by `seq`.
-/// Without `after`, newest first (below `before` if given); with `after`, oldest first.
-/// Served by the replica (read-your-writes). 404 if the caller is not a participant; 400 for
-/// a bad limit or a negative cursor.
+/// `GET /api/conversations/{id}/messages?before=&after=&limit=`: a page of the history the
+/// caller can see (for a former participant, up to their departure). Without `after`, newest
+/// first (below `before` if given); with `after`, oldest first. Served by the replica
+/// (read-your-writes). 404 if the caller never was a participant; 400 for a bad limit or a
+/// negative cursor.
 pub async fn history(
     state: web::Data<State>,
     caller: Caller,
@@ -244,22 +464,28 @@ pub async fn history(
         ));
     }
     let (conn, _) = state.db.read(consistency.0).await?;
-    if !model::is_participant(&conn, conversation_id, caller.user_id).await? {
-        return Err(not_found());
-    }
+    let scope = any_scope(&conn, conversation_id, caller.user_id).await?;
     let ascending = query.after.is_some();
     let order = if ascending { "ASC" } else { "DESC" };
     let rows = conn
         .query(
             &format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messaging.messages m
+                "SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}
                  WHERE m.conversation_id = $1
                    AND ($2::bigint IS NULL OR m.seq < $2)
                    AND ($3::bigint IS NULL OR m.seq > $3)
+                   AND m.seq >= $5 AND ($6::bigint IS NULL OR m.seq <= $6)
                  ORDER BY m.seq {order}
                  LIMIT $4"
             ),
-            &[&conversation_id, &query.before, &query.after, &(limit + 1)],
+            &[
+                &conversation_id,
+                &query.before,
+                &query.after,
+                &(limit + 1),
+                &scope.visible_from_seq,
+                &scope.visible_to_seq,
+            ],
         )
         .await?;
     let has_more = rows.len() as i64 > limit;
@@ -272,30 +498,76 @@ pub async fn history(
 }
 
 /// `POST /api/messages/{id}/read`: moves the read marker up to this message. 404 if the
-/// message does not exist or the caller is not in its conversation.
+/// message does not exist or the caller cannot see it.
 pub async fn read(
     state: web::Data<State>,
     caller: Caller,
     id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let conn = state.db.primary().await?;
-    let row = conn
-        .query_opt(
-            "SELECT conversation_id, seq FROM messaging.messages WHERE id = $1",
-            &[&id.into_inner()],
-        )
-        .await?
-        .ok_or_else(|| ApiError::NotFound("message not found".into()))?;
-    let conversation_id: Uuid = row.get(0);
-    let seq: i64 = row.get(1);
-    let marker = mark_read(&state, &conn, conversation_id, caller.user_id, seq)
-        .await
-        .map_err(|e| match e {
-            ApiError::NotFound(_) => ApiError::NotFound("message not found".into()),
-            other => other,
-        })?;
+    let (message, _) = visible_message(&conn, id.into_inner(), caller.user_id).await?;
+    let marker = mark_read(
+        &state,
+        &conn,
+        message.conversation_id,
+        caller.user_id,
+        message.seq,
+    )
+    .await?;
     let lsn = db::current_lsn(&conn).await?;
     let mut res = HttpResponse::Ok();
     consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
     Ok(res.json(marker))
+}
+
+/// One reader in a receipts answer.
+#[derive(Serialize)]
+struct Reader {
+    user_id: Uuid,
+    username: Option<String>,
+    display_name: Option<String>,
+}
+
+/// `GET /api/messages/{id}/receipts`: who among the current participants (the sender aside)
+/// has read the message — derived from read markers (everyone whose `last_read_seq` ≥ its
+/// `seq`), no per-message rows. 200 `{message_id, seq, read_by, not_read_by}`; 404 if the
+/// caller cannot see the message. Served by the replica.
+pub async fn receipts(
+    state: web::Data<State>,
+    caller: Caller,
+    consistency: Consistency,
+    id: Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let (conn, _) = state.db.read(consistency.0).await?;
+    let (message, _) = visible_message(&conn, id.into_inner(), caller.user_id).await?;
+    let rows = conn
+        .query(
+            "SELECT p.user_id, u.username, u.display_name, p.last_read_seq >= $2 AS has_read
+             FROM messaging.participants p
+             LEFT JOIN auth.public_profiles u ON u.id = p.user_id
+             WHERE p.conversation_id = $1 AND p.left_at IS NULL
+               AND p.user_id IS DISTINCT FROM $3
+             ORDER BY u.username",
+            &[&message.conversation_id, &message.seq, &message.sender_id],
+        )
+        .await?;
+    let (mut read_by, mut not_read_by) = (Vec::new(), Vec::new());
+    for r in &rows {
+        let reader = Reader {
+            user_id: r.get(0),
+            username: r.get(1),
+            display_name: r.get(2),
+        };
+        if r.get::<_, bool>(3) {
+            read_by.push(reader);
+        } else {
+            not_read_by.push(reader);
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "message_id": message.id,
+        "seq": message.seq,
+        "read_by": read_by,
+        "not_read_by": not_read_by,
+    })))
 }

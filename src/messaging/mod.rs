@@ -2,11 +2,14 @@
 //! markers, and the WebSocket entry point. Every handler names its pool through
 //! [`crate::db::Routing`]: writes on the primary, reads on the replica with read-your-writes.
 
+pub mod attachments;
 pub mod caller;
 pub mod consistency;
 pub mod conversations;
+pub mod groups;
 pub mod messages;
 pub mod model;
+pub mod search;
 
 use std::sync::Arc;
 

@@ -1,33 +1,81 @@
-//! Wire shapes of the messaging API (DESIGN.md §3) and their SQL column lists.
+//! Wire shapes of the messaging API (DESIGN.md §3), their SQL, and the rules of who sees
+//! what: a participant sees the history within their membership period ([`Scope`]).
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use uuid::Uuid;
 
-/// A message: `{id, conversation_id, seq, sender_id, kind, content, reply_to, created_at,
-/// edited_at, deleted}`. `seq` is per conversation, gapless, from 1. `content` is null once
-/// deleted; `sender_id` is null for `system` messages.
+use crate::error::ApiError;
+
+/// A message: `{id, conversation_id, seq, sender_id, kind, content, reply_to, quote?,
+/// attachment?, system?, created_at, edited_at, deleted}`. `seq` is per conversation,
+/// gapless, from 1. `content` is null once deleted; `sender_id` is the actor of a `system`
+/// message.
 #[derive(Debug, Clone, Serialize)]
 pub struct Message {
     pub id: Uuid,
     pub conversation_id: Uuid,
     pub seq: i64,
     pub sender_id: Option<Uuid>,
+    /// `text`, `file` or `system`.
     pub kind: String,
     pub content: Option<String>,
     pub reply_to: Option<Uuid>,
+    /// A short quote of the parent when `reply_to` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quote: Option<Quote>,
+    /// The file of a `file` message (gone once the message is deleted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<AttachmentInfo>,
+    /// What a `system` message records: `{action, actor_id, user_ids?, name?, role?}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted: bool,
 }
 
-/// Columns to select for [`Message::from_row`] (table alias `m`).
+/// The start of a replied-to message: at most [`QUOTE_CHARS`] characters.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quote {
+    pub id: Uuid,
+    pub sender_id: Option<Uuid>,
+    pub excerpt: Option<String>,
+    pub deleted: bool,
+}
+
+/// Length of a reply's quote, in characters.
+pub const QUOTE_CHARS: i32 = 140;
+
+/// An attachment's metadata. `sha256` is hex; `size` in bytes.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachmentInfo {
+    pub id: Uuid,
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// Columns for [`Message::from_row`]; select them `FROM` [`MESSAGE_FROM`].
 pub const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.sender_id, m.kind, \
-     m.content, m.reply_to, m.created_at, m.edited_at, m.deleted_at IS NOT NULL AS deleted";
+     m.content, m.reply_to, m.created_at, m.edited_at, m.deleted_at IS NOT NULL AS deleted, \
+     m.meta, pm.id AS quote_id, pm.sender_id AS quote_sender_id, \
+     left(pm.content, 140) AS quote_excerpt, pm.deleted_at IS NOT NULL AS quote_deleted, \
+     a.id AS att_id, a.filename AS att_filename, a.content_type AS att_content_type, \
+     a.size AS att_size, encode(a.sha256, 'hex') AS att_sha256";
+
+/// The join [`MESSAGE_COLUMNS`] reads from: the message `m`, its parent `pm`, its file `a`.
+pub const MESSAGE_FROM: &str = "messaging.messages m \
+     LEFT JOIN messaging.messages pm ON pm.id = m.reply_to \
+     LEFT JOIN messaging.attachments a ON a.id = m.attachment_id";
 
 impl Message {
     /// Reads a row selected with [`MESSAGE_COLUMNS`].
     pub fn from_row(row: &tokio_postgres::Row) -> Self {
+        let quote_id: Option<Uuid> = row.get("quote_id");
+        let att_id: Option<Uuid> = row.get("att_id");
         Self {
             id: row.get("id"),
             conversation_id: row.get("conversation_id"),
@@ -36,11 +84,41 @@ impl Message {
             kind: row.get("kind"),
             content: row.get("content"),
             reply_to: row.get("reply_to"),
+            quote: quote_id.map(|id| Quote {
+                id,
+                sender_id: row.get("quote_sender_id"),
+                excerpt: row.get("quote_excerpt"),
+                deleted: row.get("quote_deleted"),
+            }),
+            attachment: att_id.map(|id| AttachmentInfo {
+                id,
+                filename: row.get("att_filename"),
+                content_type: row.get("att_content_type"),
+                size: row.get("att_size"),
+                sha256: row.get("att_sha256"),
+            }),
+            system: row.get("meta"),
             created_at: row.get("created_at"),
             edited_at: row.get("edited_at"),
             deleted: row.get("deleted"),
         }
     }
+}
+
+/// Loads one message by id.
+///
+/// Errors: the query fails.
+pub async fn load_message(
+    db: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<Message>, tokio_postgres::Error> {
+    let row = db
+        .query_opt(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.id = $1"),
+            &[&id],
+        )
+        .await?;
+    Ok(row.as_ref().map(Message::from_row))
 }
 
 /// A participant with their public profile.
@@ -49,13 +127,14 @@ pub struct Participant {
     pub user_id: Uuid,
     pub username: Option<String>,
     pub display_name: Option<String>,
+    /// `admin` or `member`.
     pub role: String,
     pub joined_at: DateTime<Utc>,
     /// Read marker: every `seq` up to this one has been read.
     pub last_read_seq: i64,
 }
 
-/// A conversation with its participants.
+/// A conversation with its current participants.
 #[derive(Debug, Clone, Serialize)]
 pub struct Conversation {
     pub id: Uuid,
@@ -74,12 +153,15 @@ pub struct ConversationSummary {
     pub id: Uuid,
     pub is_group: bool,
     pub name: Option<String>,
+    /// The last `seq` the caller can see (the conversation's, or their departure's).
     pub last_seq: i64,
     pub last_activity_at: DateTime<Utc>,
     /// The caller's read marker.
     pub last_read_seq: i64,
     /// `last_seq - last_read_seq`.
     pub unread_count: i64,
+    /// True once the caller has left or been removed: history up to then stays readable.
+    pub left: bool,
     pub last_message: Option<Message>,
 }
 
@@ -102,11 +184,11 @@ impl<T: Serialize> ServerFrame<'_, T> {
     }
 }
 
-/// Loads a conversation with its participants, or `None` if it does not exist.
+/// Loads a conversation with its current participants, or `None` if it does not exist.
 ///
 /// Errors: the queries fail.
 pub async fn load_conversation(
-    db: &impl deadpool_postgres::GenericClient,
+    db: &impl GenericClient,
     id: Uuid,
 ) -> Result<Option<Conversation>, tokio_postgres::Error> {
     let Some(c) = db
@@ -124,7 +206,7 @@ pub async fn load_conversation(
             "SELECT p.user_id, u.username, u.display_name, p.role, p.joined_at, p.last_read_seq
              FROM messaging.participants p
              LEFT JOIN auth.public_profiles u ON u.id = p.user_id
-             WHERE p.conversation_id = $1
+             WHERE p.conversation_id = $1 AND p.left_at IS NULL
              ORDER BY p.joined_at, p.user_id",
             &[&id],
         )
@@ -151,19 +233,117 @@ pub async fn load_conversation(
     }))
 }
 
-/// `true` if `user_id` is a participant of `conversation_id`.
+/// What one user may see of one conversation: the seq range of their membership, whether it
+/// is still going on, their role, and whether the conversation is a group.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope {
+    pub visible_from_seq: i64,
+    /// `None` while still a participant.
+    pub visible_to_seq: Option<i64>,
+    pub admin: bool,
+    pub is_group: bool,
+}
+
+impl Scope {
+    /// Still a participant (may send, read, act).
+    pub fn current(&self) -> bool {
+        self.visible_to_seq.is_none()
+    }
+
+    /// `seq` lies within the visible range.
+    pub fn sees(&self, seq: i64) -> bool {
+        seq >= self.visible_from_seq && self.visible_to_seq.is_none_or(|to| seq <= to)
+    }
+}
+
+/// The caller's [`Scope`] in a conversation; `None` if they never were in it.
+///
+/// Errors: the query fails.
+pub async fn scope(
+    db: &impl GenericClient,
+    conversation_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<Scope>, tokio_postgres::Error> {
+    let row = db
+        .query_opt(
+            "SELECT p.visible_from_seq, p.visible_to_seq, p.role = 'admin' AS admin, c.is_group
+             FROM messaging.participants p
+             JOIN messaging.conversations c ON c.id = p.conversation_id
+             WHERE p.conversation_id = $1 AND p.user_id = $2",
+            &[&conversation_id, &user_id],
+        )
+        .await?;
+    Ok(row.map(|r| Scope {
+        visible_from_seq: r.get(0),
+        visible_to_seq: r.get(1),
+        admin: r.get(2),
+        is_group: r.get(3),
+    }))
+}
+
+/// The caller's scope if they are a current participant.
+///
+/// Errors: 404 (as for a conversation that does not exist) otherwise.
+pub async fn current_scope(
+    db: &impl GenericClient,
+    conversation_id: Uuid,
+    user_id: Uuid,
+) -> Result<Scope, ApiError> {
+    match scope(db, conversation_id, user_id).await? {
+        Some(s) if s.current() => Ok(s),
+        _ => Err(conversation_not_found()),
+    }
+}
+
+/// The caller's scope if they are or were a participant (history reads).
+///
+/// Errors: 404 otherwise.
+pub async fn any_scope(
+    db: &impl GenericClient,
+    conversation_id: Uuid,
+    user_id: Uuid,
+) -> Result<Scope, ApiError> {
+    scope(db, conversation_id, user_id)
+        .await?
+        .ok_or_else(conversation_not_found)
+}
+
+/// `true` if `user_id` is a current participant of `conversation_id`.
 ///
 /// Errors: the query fails.
 pub async fn is_participant(
-    db: &impl deadpool_postgres::GenericClient,
+    db: &impl GenericClient,
     conversation_id: Uuid,
     user_id: Uuid,
 ) -> Result<bool, tokio_postgres::Error> {
-    Ok(db
-        .query_opt(
-            "SELECT 1 FROM messaging.participants WHERE conversation_id = $1 AND user_id = $2",
-            &[&conversation_id, &user_id],
-        )
+    Ok(scope(db, conversation_id, user_id)
         .await?
-        .is_some())
+        .is_some_and(|s| s.current()))
+}
+
+/// The answer for a conversation that does not exist or that the caller is not part of.
+pub fn conversation_not_found() -> ApiError {
+    ApiError::NotFound("conversation not found".into())
+}
+
+/// The answer for a message that does not exist or that the caller cannot see.
+pub fn message_not_found() -> ApiError {
+    ApiError::NotFound("message not found".into())
+}
+
+/// Loads a message the caller can see, with the caller's scope in its conversation.
+///
+/// Errors: 404 if it does not exist or lies outside the caller's visible range.
+pub async fn visible_message(
+    db: &impl GenericClient,
+    message_id: Uuid,
+    user_id: Uuid,
+) -> Result<(Message, Scope), ApiError> {
+    let message = load_message(db, message_id)
+        .await?
+        .ok_or_else(message_not_found)?;
+    match scope(db, message.conversation_id, user_id).await? {
+        Some(s) if s.sees(message.seq) => Ok((message, s)),
+        _ => Err(message_not_found()),
+    }
 }

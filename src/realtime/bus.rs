@@ -36,6 +36,12 @@ pub enum BusEvent {
         exclude_user: Option<Uuid>,
         frame: Box<RawValue>,
     },
+    /// Deliver `frame` to the sockets of the listed users (for example a participant who was
+    /// just removed, and so no longer receives the conversation's events).
+    Users {
+        user_ids: Vec<Uuid>,
+        frame: Box<RawValue>,
+    },
     /// A `message.*` event whose frame is too large for NOTIFY: receivers load the message by
     /// id and build the frame themselves.
     MessageRef {

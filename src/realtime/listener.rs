@@ -13,7 +13,7 @@ use super::{
     bus::{BusEvent, CHANNEL},
     hub::{Command, Hub},
 };
-use crate::messaging::model::{Message, ServerFrame, MESSAGE_COLUMNS};
+use crate::messaging::model::{load_message, ServerFrame};
 
 /// Starts the listener task. `primary` is used to resolve a conversation's participants and
 /// to load messages sent by reference.
@@ -93,22 +93,21 @@ async fn dispatch(event: BusEvent, primary: &Pool, hub: &Hub) -> anyhow::Result<
                 frame: Arc::from(frame.get()),
             });
         }
+        BusEvent::Users { user_ids, frame } => {
+            hub.send(Command::Deliver {
+                users: user_ids,
+                frame: Arc::from(frame.get()),
+            });
+        }
         BusEvent::MessageRef {
             conversation_id,
             message_id,
             event,
         } => {
             let conn = primary.get().await?;
-            let Some(row) = conn
-                .query_opt(
-                    &format!("SELECT {MESSAGE_COLUMNS} FROM messaging.messages m WHERE m.id = $1"),
-                    &[&message_id],
-                )
-                .await?
-            else {
+            let Some(message) = load_message(&conn, message_id).await? else {
                 return Ok(());
             };
-            let message = Message::from_row(&row);
             let frame = ServerFrame {
                 kind: &event,
                 conversation_id: Some(conversation_id),
@@ -135,7 +134,10 @@ async fn participants(
 ) -> anyhow::Result<Vec<Uuid>> {
     let conn = primary.get().await?;
     let stmt = conn
-        .prepare_cached("SELECT user_id FROM messaging.participants WHERE conversation_id = $1")
+        .prepare_cached(
+            "SELECT user_id FROM messaging.participants
+             WHERE conversation_id = $1 AND left_at IS NULL",
+        )
         .await?;
     Ok(conn
         .query(&stmt, &[&conversation_id])

@@ -1,0 +1,524 @@
+//! Attachments and avatars, stored in PostgreSQL (so they replicate) as 256 KiB chunks.
+//!
+//! Uploads are `multipart/form-data` (RFC 7578) with a `file` part and, for messages, an
+//! optional `caption`. The size limit is enforced while the body streams in: an upload over
+//! it is refused with 413 as soon as it crosses the limit, never read to the end. The type
+//! is sniffed from the bytes (the client's `Content-Type` is not trusted) and the SHA-256 is
+//! kept. Downloads answer with `Content-Disposition: attachment` (RFC 6266),
+//! `X-Content-Type-Options: nosniff`, a sandboxing CSP, and single byte ranges
+//! (RFC 9110 §14) read from just the chunks they need.
+
+use actix_multipart::Multipart;
+use actix_web::{
+    http::{
+        header::{self, ContentDisposition, DispositionParam, DispositionType, ExtendedValue},
+        StatusCode,
+    },
+    web::{self, Path},
+    HttpRequest, HttpResponse,
+};
+use deadpool_postgres::GenericClient;
+use futures_util::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{
+    caller::Caller,
+    consistency::Consistency,
+    messages::{answer, append, check_send_rate, publish_message, validate_content, NewMessage},
+    model::{self, current_scope},
+    State,
+};
+use crate::error::{ApiError, FieldErrors};
+
+/// Bytes per stored chunk.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+/// Longest caption part, in bytes, before it is refused.
+const CAPTION_BYTES: usize = 64 * 1024;
+/// Image types accepted as avatars.
+pub const AVATAR_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+/// A fully received upload.
+pub struct Upload {
+    pub filename: String,
+    /// Sniffed from the content.
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: Vec<u8>,
+    pub chunks: Vec<Vec<u8>>,
+    pub caption: Option<String>,
+}
+
+fn multipart_error(e: actix_multipart::MultipartError) -> ApiError {
+    use actix_multipart::MultipartError as E;
+    match e {
+        E::ContentTypeMissing | E::ContentTypeParse | E::ContentTypeIncompatible => {
+            ApiError::UnsupportedMediaType("expected multipart/form-data".into())
+        }
+        other => ApiError::BadRequest(format!("unreadable multipart body: {other}")),
+    }
+}
+
+/// A safe download name: the last path segment, no control characters or quotes, at most
+/// 255 characters; `file` when nothing is left.
+pub fn clean_filename(raw: Option<&str>) -> String {
+    let base = raw.unwrap_or("").rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control() && *c != '"')
+        .take(255)
+        .collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').to_owned();
+    if cleaned.is_empty() {
+        "file".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+/// The media type of `head` (the first bytes of a file) by its magic numbers; valid UTF-8
+/// text is `text/plain`; anything else `application/octet-stream`.
+pub fn sniff(head: &[u8]) -> String {
+    if let Some(kind) = infer::get(head) {
+        return kind.mime_type().to_owned();
+    }
+    let text = match std::str::from_utf8(head) {
+        Ok(_) => !head.is_empty(),
+        // A multi-byte character cut at the end of the sniffed prefix is still text.
+        Err(e) => e.error_len().is_none(),
+    };
+    if text && !head.contains(&0) {
+        "text/plain; charset=utf-8".to_owned()
+    } else {
+        "application/octet-stream".to_owned()
+    }
+}
+
+/// Reads a multipart body: one `file` part (required) of at most `limit` bytes, and a
+/// `caption` part when `with_caption`.
+///
+/// Errors: 413 as soon as the file passes `limit`; 415 for a body that is not multipart;
+/// 400 for a malformed one; 422 for a missing file, a repeated or unknown part, or a caption
+/// that is not UTF-8 or too long.
+pub async fn read_upload(
+    mut body: Multipart,
+    limit: u64,
+    with_caption: bool,
+) -> Result<Upload, ApiError> {
+    let mut file: Option<Upload> = None;
+    let mut caption: Option<String> = None;
+    while let Some(field) = body.next().await {
+        let mut field = field.map_err(multipart_error)?;
+        let name = field.name().unwrap_or("").to_owned();
+        match name.as_str() {
+            "file" if file.is_none() => {
+                let filename =
+                    clean_filename(field.content_disposition().and_then(|cd| cd.get_filename()));
+                let mut hasher = Sha256::new();
+                let mut chunks: Vec<Vec<u8>> = Vec::new();
+                let mut size: u64 = 0;
+                while let Some(bytes) = field.next().await {
+                    let bytes = bytes.map_err(multipart_error)?;
+                    size += bytes.len() as u64;
+                    if size > limit {
+                        return Err(ApiError::PayloadTooLarge(format!(
+                            "the file is larger than {limit} bytes"
+                        )));
+                    }
+                    hasher.update(&bytes);
+                    let mut rest: &[u8] = &bytes;
+                    while !rest.is_empty() {
+                        if chunks.last().is_none_or(|c| c.len() == CHUNK_BYTES) {
+                            chunks.push(Vec::with_capacity(CHUNK_BYTES.min(rest.len())));
+                        }
+                        if let Some(last) = chunks.last_mut() {
+                            let take = (CHUNK_BYTES - last.len()).min(rest.len());
+                            last.extend_from_slice(&rest[..take]);
+                            rest = &rest[take..];
+                        }
+                    }
+                }
+                let head = chunks
+                    .first()
+                    .map(|c| &c[..c.len().min(8192)])
+                    .unwrap_or(&[]);
+                file = Some(Upload {
+                    filename,
+                    content_type: sniff(head),
+                    size,
+                    sha256: hasher.finalize().to_vec(),
+                    chunks,
+                    caption: None,
+                });
+            }
+            "caption" if with_caption && caption.is_none() => {
+                let mut bytes = Vec::new();
+                while let Some(b) = field.next().await {
+                    let b = b.map_err(multipart_error)?;
+                    if bytes.len() + b.len() > CAPTION_BYTES {
+                        return Err(ApiError::invalid_field("caption", "is too long"));
+                    }
+                    bytes.extend_from_slice(&b);
+                }
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| ApiError::invalid_field("caption", "must be UTF-8 text"))?;
+                caption = Some(text);
+            }
+            other => {
+                let expected = if with_caption {
+                    "file and caption"
+                } else {
+                    "file"
+                };
+                return Err(ApiError::invalid_field(
+                    if other.is_empty() { "part" } else { other },
+                    format!("unexpected or repeated part; expected {expected}"),
+                ));
+            }
+        }
+    }
+    let mut upload = file.ok_or_else(|| ApiError::invalid_field("file", "is required"))?;
+    upload.caption = caption.filter(|c| !c.trim().is_empty());
+    Ok(upload)
+}
+
+/// Stores an upload; returns the attachment id.
+///
+/// Errors: the inserts fail.
+pub async fn store(
+    tx: &impl GenericClient,
+    conversation_id: Option<Uuid>,
+    uploader: Uuid,
+    upload: &Upload,
+) -> Result<Uuid, ApiError> {
+    let id = Uuid::now_v7();
+    tx.execute(
+        "INSERT INTO messaging.attachments
+             (id, conversation_id, uploader_id, filename, content_type, size, sha256, chunk_size)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &id,
+            &conversation_id,
+            &uploader,
+            &upload.filename,
+            &upload.content_type,
+            &(upload.size as i64),
+            &upload.sha256,
+            &(CHUNK_BYTES as i32),
+        ],
+    )
+    .await?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO messaging.attachment_chunks (attachment_id, n, data) VALUES ($1, $2, $3)",
+        )
+        .await?;
+    for (n, chunk) in upload.chunks.iter().enumerate() {
+        tx.execute(&stmt, &[&id, &(n as i32), chunk]).await?;
+    }
+    Ok(id)
+}
+
+/// `POST /api/conversations/{id}/attachments` (multipart: `file`, `caption?`): sends a `file`
+/// message carrying the upload. 201 with the message. 404 if the caller is not a
+/// participant; 413 past `ATTACHMENT_MAX_BYTES`; 415/400/422 for a bad body; 429 past the
+/// send rate limit.
+pub async fn upload(
+    state: web::Data<State>,
+    caller: Caller,
+    id: Path<Uuid>,
+    body: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    let conversation_id = id.into_inner();
+    {
+        // Check before reading the body, and hold no connection while it streams in.
+        let conn = state.db.primary().await?;
+        current_scope(&conn, conversation_id, caller.user_id).await?;
+        check_send_rate(&state, &conn, caller.user_id).await?;
+    }
+    let upload = read_upload(body, state.cfg.attachment_max_bytes, true).await?;
+    if let Some(c) = &upload.caption {
+        let mut errors = FieldErrors::new();
+        validate_content("caption", c, state.cfg.message_max_chars, &mut errors);
+        ApiError::check(errors)?;
+    }
+    let mut conn = state.db.primary().await?;
+    let tx = conn.transaction().await?;
+    // Membership may have ended while the file streamed in.
+    current_scope(&tx, conversation_id, caller.user_id).await?;
+    let attachment_id = store(&tx, Some(conversation_id), caller.user_id, &upload).await?;
+    let message = append(
+        &tx,
+        conversation_id,
+        NewMessage {
+            kind: "file",
+            sender_id: Some(caller.user_id),
+            content: upload.caption.as_deref(),
+            attachment_id: Some(attachment_id),
+            ..NewMessage::default()
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(attachment.id = %attachment_id, bytes = upload.size, "attachment stored");
+    publish_message(&state, "message.created", &message);
+    answer(&state, &conn, &message, StatusCode::CREATED).await
+}
+
+/// What a download needs to know about a stored file.
+struct Stored {
+    id: Uuid,
+    filename: String,
+    content_type: String,
+    size: u64,
+    sha256: String,
+    chunk_size: u64,
+}
+
+impl Stored {
+    fn from_row(r: &tokio_postgres::Row) -> Self {
+        Self {
+            id: r.get("id"),
+            filename: r.get("filename"),
+            content_type: r.get("content_type"),
+            size: r.get::<_, i64>("size").max(0) as u64,
+            sha256: r.get("sha256"),
+            chunk_size: r.get::<_, i32>("chunk_size").max(1) as u64,
+        }
+    }
+}
+
+const STORED_COLUMNS: &str = "a.id, a.filename, a.content_type, a.size, \
+     encode(a.sha256, 'hex') AS sha256, a.chunk_size";
+
+/// `GET /api/attachments/{id}`: the file, to participants who can see its message. `Range:
+/// bytes=…` with one range answers 206 with `Content-Range`; an unsatisfiable range 416.
+/// 404 for an unknown attachment, a deleted message, or a caller who cannot see it. Served
+/// by the replica (read-your-writes).
+pub async fn download(
+    state: web::Data<State>,
+    caller: Caller,
+    consistency: Consistency,
+    id: Path<Uuid>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (conn, _) = state.db.read(consistency.0).await?;
+    let row = conn
+        .query_opt(
+            &format!(
+                "SELECT {STORED_COLUMNS}, m.conversation_id, m.seq
+                 FROM messaging.attachments a
+                 JOIN messaging.messages m ON m.attachment_id = a.id
+                 WHERE a.id = $1"
+            ),
+            &[&id.into_inner()],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound("attachment not found".into()))?;
+    let scope = model::scope(&conn, row.get("conversation_id"), caller.user_id).await?;
+    if !scope.is_some_and(|s| s.sees(row.get("seq"))) {
+        return Err(ApiError::NotFound("attachment not found".into()));
+    }
+    serve(&conn, &Stored::from_row(&row), &req).await
+}
+
+async fn serve(
+    conn: &deadpool_postgres::Object,
+    file: &Stored,
+    req: &HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let mut status = StatusCode::OK;
+    let (mut start, mut end) = (0u64, file.size.saturating_sub(1));
+    if let Some(r) = range {
+        let parsed = http_range_header::parse_range_header(r).and_then(|p| p.validate(file.size));
+        match parsed {
+            Ok(ranges) if ranges.len() == 1 && file.size > 0 => {
+                status = StatusCode::PARTIAL_CONTENT;
+                (start, end) = (*ranges[0].start(), *ranges[0].end());
+            }
+            // Several ranges: RFC 9110 §14.2 lets a server answer with the whole file.
+            Ok(ranges) if ranges.len() > 1 => {}
+            _ => {
+                return Ok(HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .insert_header((header::CONTENT_RANGE, format!("bytes */{}", file.size)))
+                    .content_type(crate::error::PROBLEM_JSON)
+                    .json(serde_json::json!({
+                        "type": "tag:switchboard,2026:problem/range-not-satisfiable",
+                        "title": "Range Not Satisfiable",
+                        "status": 416,
+                        "detail": format!("the file has {} bytes", file.size),
+                        "trace_id": crate::http::current_trace_id(),
+                    })));
+            }
+        }
+    }
+    let body: Vec<u8> = if file.size == 0 {
+        Vec::new()
+    } else {
+        let (first, last) = (start / file.chunk_size, end / file.chunk_size);
+        let rows = conn
+            .query(
+                "SELECT data FROM messaging.attachment_chunks
+                 WHERE attachment_id = $1 AND n BETWEEN $2 AND $3 ORDER BY n",
+                &[&file.id, &(first as i32), &(last as i32)],
+            )
+            .await?;
+        let mut joined = Vec::with_capacity((end - start + 1) as usize);
+        for r in &rows {
+            joined.extend_from_slice(r.get::<_, &[u8]>(0));
+        }
+        let offset = (start - first * file.chunk_size) as usize;
+        let len = (end - start + 1) as usize;
+        joined
+            .get(offset..offset + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("attachment chunks missing")))?
+    };
+    let disposition = ContentDisposition {
+        disposition: DispositionType::Attachment,
+        parameters: vec![
+            DispositionParam::Filename(file.filename.replace(|c: char| !c.is_ascii(), "_")),
+            DispositionParam::FilenameExt(ExtendedValue {
+                charset: header::Charset::Ext("UTF-8".into()),
+                language_tag: None,
+                value: file.filename.clone().into_bytes(),
+            }),
+        ],
+    };
+    let mut res = HttpResponse::build(status);
+    res.insert_header((header::CONTENT_TYPE, file.content_type.clone()))
+        .insert_header(disposition)
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; sandbox",
+        ))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::ETAG, format!("\"{}\"", file.sha256)))
+        .insert_header((header::CACHE_CONTROL, "private, max-age=3600"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        res.insert_header((
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{end}/{}", file.size),
+        ));
+    }
+    Ok(res.body(body))
+}
+
+/// An avatar's metadata.
+#[derive(Serialize)]
+struct AvatarInfo {
+    attachment_id: Uuid,
+    content_type: String,
+    size: u64,
+}
+
+/// `PUT /api/users/me/avatar` (multipart: `file`): sets the caller's avatar. 200
+/// `{attachment_id, content_type, size}`. 413 past `AVATAR_MAX_BYTES`; 422 unless the bytes
+/// are a PNG, JPEG, GIF or WebP image.
+pub async fn put_avatar(
+    state: web::Data<State>,
+    caller: Caller,
+    body: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    let upload = read_upload(body, state.cfg.avatar_max_bytes, false).await?;
+    if !AVATAR_TYPES.contains(&upload.content_type.as_str()) {
+        return Err(ApiError::invalid_field(
+            "file",
+            "an avatar must be a PNG, JPEG, GIF or WebP image",
+        ));
+    }
+    let mut conn = state.db.primary().await?;
+    let tx = conn.transaction().await?;
+    let attachment_id = store(&tx, None, caller.user_id, &upload).await?;
+    let old: Option<Uuid> = tx
+        .query_opt(
+            "WITH old AS (SELECT attachment_id FROM messaging.avatars WHERE user_id = $1)
+             INSERT INTO messaging.avatars (user_id, attachment_id) VALUES ($1, $2)
+             ON CONFLICT (user_id) DO UPDATE SET attachment_id = $2, updated_at = now()
+             RETURNING (SELECT attachment_id FROM old)",
+            &[&caller.user_id, &attachment_id],
+        )
+        .await?
+        .and_then(|r| r.get(0));
+    if let Some(old) = old {
+        tx.execute("DELETE FROM messaging.attachments WHERE id = $1", &[&old])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(AvatarInfo {
+        attachment_id,
+        content_type: upload.content_type,
+        size: upload.size,
+    }))
+}
+
+/// `DELETE /api/users/me/avatar`: removes the caller's avatar. 204.
+pub async fn delete_avatar(
+    state: web::Data<State>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let conn = state.db.primary().await?;
+    conn.execute(
+        "DELETE FROM messaging.attachments
+         WHERE id = (SELECT attachment_id FROM messaging.avatars WHERE user_id = $1)",
+        &[&caller.user_id],
+    )
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /api/users/{id}/avatar`: the user's avatar image, to any signed-in user. 404 when
+/// there is none. Served by the replica.
+pub async fn get_avatar(
+    state: web::Data<State>,
+    _caller: Caller,
+    consistency: Consistency,
+    id: Path<Uuid>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (conn, _) = state.db.read(consistency.0).await?;
+    let row = conn
+        .query_opt(
+            &format!(
+                "SELECT {STORED_COLUMNS} FROM messaging.avatars v
+                 JOIN messaging.attachments a ON a.id = v.attachment_id
+                 WHERE v.user_id = $1"
+            ),
+            &[&id.into_inner()],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no avatar".into()))?;
+    serve(&conn, &Stored::from_row(&row), &req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_are_cleaned() {
+        assert_eq!(clean_filename(Some("../../etc/passwd")), "passwd");
+        assert_eq!(
+            clean_filename(Some("C:\\x\\report \"q\".pdf")),
+            "report q.pdf"
+        );
+        assert_eq!(clean_filename(Some(".hidden")), "hidden");
+        assert_eq!(clean_filename(None), "file");
+        assert_eq!(clean_filename(Some("a\u{0}b\nc.txt")), "abc.txt");
+    }
+
+    #[test]
+    fn types_are_sniffed_from_bytes() {
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), "image/png");
+        assert_eq!(sniff("héllo".as_bytes()), "text/plain; charset=utf-8");
+        assert_eq!(sniff(&"é".as_bytes()[..1]), "text/plain; charset=utf-8");
+        assert_eq!(sniff(&[0, 159, 146, 150]), "application/octet-stream");
+        assert_eq!(sniff(b""), "application/octet-stream");
+    }
+}

@@ -1,0 +1,546 @@
+//! Group management (DESIGN.md §3): add and remove participants, promote and demote, rename,
+//! leave. Every change is a `system` message in history, so it has a `seq` like everything
+//! else, and is announced live. Admin-only actions answer 403 to members; all answer 404 to
+//! non-participants and 422 on a direct conversation.
+
+use std::collections::{BTreeSet, HashMap};
+
+use actix_web::{
+    web::{self, Json, Path},
+    HttpResponse,
+};
+use deadpool_postgres::{GenericClient, Transaction};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{
+    caller::Caller,
+    consistency,
+    conversations::{publish_frame, publish_to_users, MAX_NAME_CHARS, MAX_PARTICIPANTS},
+    messages::{append, message_frame, publish_message, NewMessage},
+    model::{self, load_conversation, Message, Scope, ServerFrame},
+    State,
+};
+use crate::{
+    db,
+    error::{ApiError, FieldErrors},
+};
+
+/// Locks the conversation row (serialising membership changes, so two admins cannot demote
+/// each other into a group with none) and returns the caller's scope as of now.
+async fn lock(
+    tx: &Transaction<'_>,
+    conversation_id: Uuid,
+    user_id: Uuid,
+) -> Result<Scope, ApiError> {
+    tx.execute(
+        "SELECT 1 FROM messaging.conversations WHERE id = $1 FOR UPDATE",
+        &[&conversation_id],
+    )
+    .await?;
+    let scope = model::current_scope(tx, conversation_id, user_id).await?;
+    if !scope.is_group {
+        return Err(ApiError::invalid_field(
+            "conversation",
+            "a direct conversation has exactly two participants and no name or roles",
+        ));
+    }
+    Ok(scope)
+}
+
+fn require_admin(scope: &Scope) -> Result<(), ApiError> {
+    if scope.admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("only a group admin can do that".into()))
+    }
+}
+
+async fn usernames(
+    db: &impl GenericClient,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, String>, ApiError> {
+    let rows = db
+        .query(
+            "SELECT id, username FROM auth.public_profiles WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+fn name_of(names: &HashMap<Uuid, String>, id: Uuid) -> String {
+    names
+        .get(&id)
+        .cloned()
+        .unwrap_or_else(|| "someone".to_owned())
+}
+
+/// Appends a system message recording `action` by `actor` (`None` for the service itself).
+async fn system(
+    tx: &Transaction<'_>,
+    conversation_id: Uuid,
+    actor: Option<Uuid>,
+    text: &str,
+    meta: serde_json::Value,
+) -> Result<Message, ApiError> {
+    append(
+        tx,
+        conversation_id,
+        NewMessage {
+            kind: "system",
+            sender_id: actor,
+            content: Some(text),
+            meta: Some(meta),
+            ..NewMessage::default()
+        },
+    )
+    .await
+}
+
+/// After commit: announce the system messages and an extra event to the conversation, and
+/// the same to `also` (users who just left it and so are no longer reached through it).
+fn announce(
+    state: &State,
+    conversation_id: Uuid,
+    messages: &[Message],
+    event: &str,
+    data: serde_json::Value,
+    also: Vec<Uuid>,
+) {
+    let frame = ServerFrame {
+        kind: event,
+        conversation_id: Some(conversation_id),
+        seq: messages.last().map(|m| m.seq),
+        data,
+    }
+    .to_json();
+    for m in messages {
+        publish_message(state, "message.created", m);
+        if !also.is_empty() {
+            publish_to_users(state, also.clone(), message_frame("message.created", m));
+        }
+    }
+    publish_frame(state, conversation_id, None, frame.clone());
+    if !also.is_empty() {
+        publish_to_users(state, also, frame);
+    }
+}
+
+/// The conversation's details as the answer to a change, with the consistency token.
+async fn respond(
+    state: &State,
+    conn: &deadpool_postgres::Object,
+    conversation_id: Uuid,
+) -> Result<HttpResponse, ApiError> {
+    let lsn = db::current_lsn(conn).await?;
+    let conversation = load_conversation(conn, conversation_id)
+        .await?
+        .ok_or_else(model::conversation_not_found)?;
+    let mut res = HttpResponse::Ok();
+    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    Ok(res.json(conversation))
+}
+
+/// `POST /api/conversations/{id}/participants` body.
+#[derive(Deserialize)]
+pub struct AddParticipants {
+    pub user_ids: Vec<Uuid>,
+}
+
+/// `POST …/participants` `{user_ids}` (admin): adds users, who see history from their
+/// addition on (a former participant starts a new visible range). 200 with the conversation;
+/// users already in it are skipped. 422 for unknown users or more than 256 participants.
+pub async fn add(
+    state: web::Data<State>,
+    caller: Caller,
+    id: Path<Uuid>,
+    body: Json<AddParticipants>,
+) -> Result<HttpResponse, ApiError> {
+    let conversation_id = id.into_inner();
+    let wanted: BTreeSet<Uuid> = body.user_ids.iter().copied().collect();
+    if wanted.is_empty() || wanted.len() > MAX_PARTICIPANTS {
+        return Err(ApiError::invalid_field(
+            "user_ids",
+            "must name 1 to 256 users",
+        ));
+    }
+    let wanted: Vec<Uuid> = wanted.into_iter().collect();
+    let mut conn = state.db.primary().await?;
+    let tx = conn.transaction().await?;
+    let scope = lock(&tx, conversation_id, caller.user_id).await?;
+    require_admin(&scope)?;
+    let active: BTreeSet<Uuid> = tx
+        .query(
+            "SELECT id FROM auth.public_profiles WHERE id = ANY($1) AND active",
+            &[&wanted],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|u| !active.contains(u))
+        .map(Uuid::to_string)
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::invalid_field(
+            "user_ids",
+            format!("no such user: {}", missing.join(", ")),
+        ));
+    }
+    let current: BTreeSet<Uuid> = tx
+        .query(
+            "SELECT user_id FROM messaging.participants
+             WHERE conversation_id = $1 AND left_at IS NULL",
+            &[&conversation_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let new: Vec<Uuid> = wanted
+        .into_iter()
+        .filter(|u| !current.contains(u))
+        .collect();
+    if new.is_empty() {
+        drop(tx);
+        return respond(&state, &conn, conversation_id).await;
+    }
+    if current.len() + new.len() > MAX_PARTICIPANTS {
+        return Err(ApiError::invalid_field(
+            "user_ids",
+            "a conversation has at most 256 participants",
+        ));
+    }
+    let mut ids = new.clone();
+    ids.push(caller.user_id);
+    let names = usernames(&tx, &ids).await?;
+    let added: Vec<String> = new.iter().map(|u| name_of(&names, *u)).collect();
+    let text = format!(
+        "{} added {}",
+        name_of(&names, caller.user_id),
+        added.join(", ")
+    );
+    let message = system(
+        &tx,
+        conversation_id,
+        Some(caller.user_id),
+        &text,
+        json!({"action": "participant.added", "actor_id": caller.user_id, "user_ids": new}),
+    )
+    .await?;
+    // New members see history from their addition on and have read up to it.
+    tx.execute(
+        "INSERT INTO messaging.participants
+             (conversation_id, user_id, role, last_read_seq, visible_from_seq)
+         SELECT $1, u, 'member', $3, $3 FROM unnest($2::uuid[]) AS u
+         ON CONFLICT (conversation_id, user_id) DO UPDATE SET
+             role = 'member', joined_at = now(), last_read_seq = $3,
+             visible_from_seq = $3, visible_to_seq = NULL, left_at = NULL",
+        &[&conversation_id, &new, &message.seq],
+    )
+    .await?;
+    tx.commit().await?;
+    let conversation = load_conversation(&conn, conversation_id).await?;
+    announce(
+        &state,
+        conversation_id,
+        &[message],
+        "participant.added",
+        json!({"user_ids": new, "conversation": conversation}),
+        Vec::new(),
+    );
+    respond(&state, &conn, conversation_id).await
+}
+
+/// Ends `user_id`'s membership at `seq` (they keep history up to and including it).
+async fn end_membership(
+    tx: &Transaction<'_>,
+    conversation_id: Uuid,
+    user_id: Uuid,
+    seq: i64,
+) -> Result<(), ApiError> {
+    tx.execute(
+        "UPDATE messaging.participants
+         SET left_at = now(), visible_to_seq = $3, role = 'member'
+         WHERE conversation_id = $1 AND user_id = $2",
+        &[&conversation_id, &user_id, &seq],
+    )
+    .await?;
+    Ok(())
+}
+
+/// `DELETE …/participants/{user_id}` (admin): removes a participant, who keeps history up
+/// to the removal and sees nothing after. 204. 404 if that user is not a participant; 422
+/// for oneself (use `…/leave`).
+pub async fn remove(
+    state: web::Data<State>,
+    caller: Caller,
+    path: Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (conversation_id, target) = path.into_inner();
+    if target == caller.user_id {
+        return Err(ApiError::invalid_field(
+            "user_id",
+            "to leave a group, POST /api/conversations/{id}/leave",
+        ));
+    }
+    let mut conn = state.db.primary().await?;
+    let tx = conn.transaction().await?;
+    let scope = lock(&tx, conversation_id, caller.user_id).await?;
+    require_admin(&scope)?;
+    if !model::is_participant(&tx, conversation_id, target).await? {
+        return Err(ApiError::NotFound("no such participant".into()));
+    }
+    let names = usernames(&tx, &[caller.user_id, target]).await?;
+    let text = format!(
+        "{} removed {}",
+        name_of(&names, caller.user_id),
+        name_of(&names, target)
+    );
+    let message = system(
+        &tx,
+        conversation_id,
+        Some(caller.user_id),
+        &text,
+        json!({"action": "participant.removed", "actor_id": caller.user_id, "user_ids": [target]}),
+    )
+    .await?;
+    end_membership(&tx, conversation_id, target, message.seq).await?;
+    tx.commit().await?;
+    announce(
+        &state,
+        conversation_id,
+        &[message],
+        "participant.removed",
+        json!({"user_ids": [target]}),
+        vec![target],
+    );
+    let lsn = db::current_lsn(&conn).await?;
+    let mut res = HttpResponse::NoContent();
+    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    Ok(res.finish())
+}
+
+/// `PATCH …/participants/{user_id}` body: `role` is `admin` or `member`.
+#[derive(Deserialize)]
+pub struct SetRole {
+    pub role: String,
+}
+
+/// `PATCH …/participants/{user_id}` `{role}` (admin): promotes or demotes. 200 with the
+/// conversation. 404 if that user is not a participant; 422 for an unknown role or for
+/// demoting the last admin.
+pub async fn set_role(
+    state: web::Data<State>,
+    caller: Caller,
+    path: Path<(Uuid, Uuid)>,
+    body: Json<SetRole>,
+) -> Result<HttpResponse, ApiError> {
+    let (conversation_id, target) = path.into_inner();
+    let role = body.role.as_str();
+    if role != "admin" && role != "member" {
+        return Err(ApiError::invalid_field("role", "must be admin or member"));
+    }
+    let mut conn = state.db.primary().await?;
+    let tx = conn.transaction().await?;
+    let scope = lock(&tx, conversation_id, caller.user_id).await?;
+    require_admin(&scope)?;
+    let target_scope = match model::scope(&tx, conversation_id, target).await? {
+        Some(s) if s.current() => s,
+        _ => return Err(ApiError::NotFound("no such participant".into())),
+    };
+    if target_scope.admin == (role == "admin") {
+        drop(tx);
+        return respond(&state, &conn, conversation_id).await;
+    }
+    if role == "member" {
+        let admins: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM messaging.participants
+                 WHERE conversation_id = $1 AND left_at IS NULL AND role = 'admin'",
+                &[&conversation_id],
+            )
+            .await?
+            .get(0);
+        if admins <= 1 {
+            return Err(ApiError::invalid_field(
+                "role",
+                "a group needs an admin: promote someone else first",
+            ));
+        }
+    }
+    tx.execute(
+        "UPDATE messaging.participants SET role = $3 WHERE conversation_id = $1 AND user_id = $2",
+        &[&conversation_id, &target, &role],
+    )
+    .await?;
+    let names = usernames(&tx, &[caller.user_id, target]).await?;
+    let text = format!(
+        "{} made {} {}",
+        name_of(&names, caller.user_id),
+        name_of(&names, target),
+        if role == "admin" {
+            "an admin"
+        } else {
+            "a member"
+        }
+    );
+    let message = system(
+        &tx,
+        conversation_id,
+        Some(caller.user_id),
+        &text,
+        json!({"action": "participant.role", "actor_id": caller.user_id,
+               "user_ids": [target], "role": role}),
+    )
+    .await?;
+    tx.commit().await?;
+    let conversation = load_conversation(&conn, conversation_id).await?;
+    announce(
+        &state,
+        conversation_id,
+        &[message],
+        "conversation.updated",
+        json!({"conversation": conversation}),
+        Vec::new(),
+    );
+    respond(&state, &conn, conversation_id).await
+}
+
+/// `PATCH /api/conversations/{id}` body.
+#[derive(Deserialize)]
+pub struct Rename {
+    pub name: String,
+}
+
+/// `PATCH /api/conversations/{id}` `{name}` (admin): renames a group. 200 with the
+/// conversation; 422 for an invalid name or a direct conversation.
+pub async fn rename(
+    state: web::Data<State>,
+    caller: Caller,
+    id: Path<Uuid>,
+    body: Json<Rename>,
+) -> Result<HttpResponse, ApiError> {
+    let conversation_id = id.into_inner();
+    let name = body.name.trim().to_owned();
+    let mut errors = FieldErrors::new();
+    let len = name.chars().count();
+    if len == 0 || len > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        errors
+            .entry("name".into())
+            .or_default()
+            .push("must be 1 to 100 printable characters".into());
+    }
+    ApiError::check(errors)?;
+    let mut conn = state.db.primary().await?;
+    let tx = conn.transaction().await?;
+    let scope = lock(&tx, conversation_id, caller.user_id).await?;
+    require_admin(&scope)?;
+    tx.execute(
+        "UPDATE messaging.conversations SET name = $2 WHERE id = $1",
+        &[&conversation_id, &name],
+    )
+    .await?;
+    let names = usernames(&tx, &[caller.user_id]).await?;
+    let text = format!(
+        "{} renamed the group to {name}",
+        name_of(&names, caller.user_id)
+    );
+    let message = system(
+        &tx,
+        conversation_id,
+        Some(caller.user_id),
+        &text,
+        json!({"action": "conversation.renamed", "actor_id": caller.user_id, "name": name}),
+    )
+    .await?;
+    tx.commit().await?;
+    let conversation = load_conversation(&conn, conversation_id).await?;
+    announce(
+        &state,
+        conversation_id,
+        &[message],
+        "conversation.updated",
+        json!({"conversation": conversation}),
+        Vec::new(),
+    );
+    respond(&state, &conn, conversation_id).await
+}
+
+/// `POST /api/conversations/{id}/leave`: the caller leaves a group, keeping history up to
+/// their departure. If they were its last admin, the longest-standing member becomes admin
+/// (a second system message says so). 204; 422 for a direct conversation.
+pub async fn leave(
+    state: web::Data<State>,
+    caller: Caller,
+    id: Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let conversation_id = id.into_inner();
+    let mut conn = state.db.primary().await?;
+    let tx = conn.transaction().await?;
+    let scope = lock(&tx, conversation_id, caller.user_id).await?;
+    let names = usernames(&tx, &[caller.user_id]).await?;
+    let mut messages = vec![
+        system(
+            &tx,
+            conversation_id,
+            Some(caller.user_id),
+            &format!("{} left", name_of(&names, caller.user_id)),
+            json!({"action": "participant.left", "actor_id": caller.user_id,
+                   "user_ids": [caller.user_id]}),
+        )
+        .await?,
+    ];
+    end_membership(&tx, conversation_id, caller.user_id, messages[0].seq).await?;
+    if scope.admin {
+        let successor = tx
+            .query_opt(
+                "SELECT user_id FROM messaging.participants p
+                 WHERE conversation_id = $1 AND left_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM messaging.participants a
+                                   WHERE a.conversation_id = $1 AND a.left_at IS NULL
+                                     AND a.role = 'admin')
+                 ORDER BY joined_at, user_id LIMIT 1",
+                &[&conversation_id],
+            )
+            .await?;
+        if let Some(row) = successor {
+            let heir: Uuid = row.get(0);
+            tx.execute(
+                "UPDATE messaging.participants SET role = 'admin'
+                 WHERE conversation_id = $1 AND user_id = $2",
+                &[&conversation_id, &heir],
+            )
+            .await?;
+            let names = usernames(&tx, &[heir]).await?;
+            messages.push(
+                system(
+                    &tx,
+                    conversation_id,
+                    None,
+                    &format!("{} is now an admin", name_of(&names, heir)),
+                    json!({"action": "participant.role", "actor_id": null,
+                           "user_ids": [heir], "role": "admin"}),
+                )
+                .await?,
+            );
+        }
+    }
+    tx.commit().await?;
+    announce(
+        &state,
+        conversation_id,
+        &messages,
+        "participant.removed",
+        json!({"user_ids": [caller.user_id]}),
+        vec![caller.user_id],
+    );
+    let lsn = db::current_lsn(&conn).await?;
+    let mut res = HttpResponse::NoContent();
+    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    Ok(res.finish())
+}

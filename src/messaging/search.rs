@@ -1,0 +1,120 @@
+//! Full-text search over the messages a caller can see (PostgreSQL docs ch. 12, "Full Text
+//! Search"): a GIN index on a generated `tsvector`, `websearch_to_tsquery` for the query
+//! syntax people type (words, "phrases", -exclusions, or), ranked by `ts_rank`.
+
+use actix_web::{
+    web::{self, Query},
+    HttpResponse,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{
+    caller::Caller,
+    consistency::Consistency,
+    model::{any_scope, Message, MESSAGE_COLUMNS, MESSAGE_FROM},
+    State,
+};
+use crate::error::ApiError;
+
+/// `GET /api/search` query.
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    /// Search text, 1–200 characters.
+    pub q: String,
+    /// Only this conversation.
+    pub conversation_id: Option<Uuid>,
+    /// Page size 1–50, default 20.
+    pub limit: Option<i64>,
+    /// Results to skip (from a previous page's `next_offset`), at most 1000.
+    pub offset: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Hit {
+    message: Message,
+    rank: f32,
+    /// The matching passage with matches between `<b>` and `</b>`; the rest is the
+    /// message text as sent (escape it before rendering as HTML).
+    highlight: Option<String>,
+}
+
+/// `GET /api/search?q=&conversation_id=&limit=&offset=`: 200 `{results: [{message, rank,
+/// highlight}], next_offset}` — best first — among text and file messages in conversations
+/// the caller is or was in, limited to the part of history they could see; deleted messages
+/// are not indexed. Served by the replica (read-your-writes). 400 for a bad `q`, `limit` or
+/// `offset`; 404 for a `conversation_id` the caller never was in.
+pub async fn search(
+    state: web::Data<State>,
+    caller: Caller,
+    consistency: Consistency,
+    query: Query<SearchQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.q.trim();
+    let n = q.chars().count();
+    if n == 0 || n > 200 || q.contains('\0') {
+        return Err(ApiError::BadRequest("q must be 1 to 200 characters".into()));
+    }
+    let limit = match query.limit {
+        None => 20,
+        Some(l) if (1..=50).contains(&l) => l,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "limit must be between 1 and 50".into(),
+            ))
+        }
+    };
+    let offset = match query.offset {
+        None => 0,
+        Some(o) if (0..=1000).contains(&o) => o,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "offset must be between 0 and 1000".into(),
+            ))
+        }
+    };
+    let (conn, _) = state.db.read(consistency.0).await?;
+    if let Some(c) = query.conversation_id {
+        any_scope(&conn, c, caller.user_id).await?;
+    }
+    let rows = conn
+        .query(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS}, ts_rank(m.search, q) AS rank,
+                        ts_headline('simple', m.content, q,
+                                    'MaxFragments=1, MaxWords=24, MinWords=8') AS highlight
+                 FROM {MESSAGE_FROM}
+                 JOIN messaging.participants p
+                   ON p.conversation_id = m.conversation_id AND p.user_id = $1
+                 CROSS JOIN websearch_to_tsquery('simple', $2) AS q
+                 WHERE m.search @@ q AND m.kind <> 'system' AND m.deleted_at IS NULL
+                   AND m.seq >= p.visible_from_seq
+                   AND (p.visible_to_seq IS NULL OR m.seq <= p.visible_to_seq)
+                   AND ($3::uuid IS NULL OR m.conversation_id = $3)
+                 ORDER BY rank DESC, m.created_at DESC, m.id DESC
+                 LIMIT $4 OFFSET $5"
+            ),
+            &[
+                &caller.user_id,
+                &q,
+                &query.conversation_id,
+                &(limit + 1),
+                &offset,
+            ],
+        )
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let results: Vec<Hit> = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| Hit {
+            message: Message::from_row(r),
+            rank: r.get("rank"),
+            highlight: r.get("highlight"),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "results": results,
+        "next_offset": more.then_some(offset + limit),
+    })))
+}
