@@ -22,6 +22,9 @@ export BCRYPT_COST=8
 # test need not wait long.
 export LOG_FORMAT=json
 export JWKS_MIN_REFRESH_SECS=1
+# Small upload limits keep the over-limit tests quick; the defaults are 10 MiB and 1 MiB.
+export ATTACHMENT_MAX_BYTES=1048576
+export AVATAR_MAX_BYTES=65536
 # shellcheck source=scripts/common.sh
 source "$here/common.sh"
 

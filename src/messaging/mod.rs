@@ -34,31 +34,56 @@ pub struct MessagingState {
 /// `web::Data` payload type.
 pub type State = Arc<MessagingState>;
 
-/// Registers `/api/*` and `/ws`.
+/// Registers `/api/*` and `/ws`. Resources (not bare routes), so a known path with the
+/// wrong method answers 405.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    use web::resource;
     cfg.service(
         web::scope("/api")
-            .route("/healthz", web::get().to(crate::http::healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/conversations", web::post().to(conversations::create))
-            .route("/conversations", web::get().to(conversations::list))
-            .route("/conversations/{id}", web::get().to(conversations::get))
-            .route(
-                "/conversations/{id}/messages",
-                web::post().to(messages::send),
+            .service(resource("/healthz").get(crate::http::healthz))
+            .service(resource("/readyz").get(readyz))
+            .service(
+                resource("/conversations")
+                    .post(conversations::create)
+                    .get(conversations::list),
             )
-            .route(
-                "/conversations/{id}/messages",
-                web::get().to(messages::history),
+            .service(
+                resource("/conversations/{id}")
+                    .get(conversations::get)
+                    .patch(groups::rename),
             )
-            .route(
-                "/conversations/{id}/read",
-                web::post().to(conversations::read),
+            .service(
+                resource("/conversations/{id}/messages")
+                    .post(messages::send)
+                    .get(messages::history),
             )
-            .route("/messages/{id}/read", web::post().to(messages::read))
-            .route("/ws-ticket", web::post().to(crate::realtime::ws::ticket)),
+            .service(resource("/conversations/{id}/read").post(conversations::read))
+            .service(resource("/conversations/{id}/participants").post(groups::add))
+            .service(
+                resource("/conversations/{id}/participants/{user_id}")
+                    .delete(groups::remove)
+                    .patch(groups::set_role),
+            )
+            .service(resource("/conversations/{id}/leave").post(groups::leave))
+            .service(resource("/conversations/{id}/attachments").post(attachments::upload))
+            .service(
+                resource("/messages/{id}")
+                    .patch(messages::edit)
+                    .delete(messages::delete),
+            )
+            .service(resource("/messages/{id}/read").post(messages::read))
+            .service(resource("/messages/{id}/receipts").get(messages::receipts))
+            .service(resource("/attachments/{id}").get(attachments::download))
+            .service(
+                resource("/users/me/avatar")
+                    .put(attachments::put_avatar)
+                    .delete(attachments::delete_avatar),
+            )
+            .service(resource("/users/{id}/avatar").get(attachments::get_avatar))
+            .service(resource("/search").get(search::search))
+            .service(resource("/ws-ticket").post(crate::realtime::ws::ticket)),
     )
-    .route("/ws", web::get().to(crate::realtime::ws::connect));
+    .service(resource("/ws").get(crate::realtime::ws::connect));
 }
 
 /// `GET /api/readyz`: 200 while reads can be served (primary or replica up); `read_only`
