@@ -431,6 +431,12 @@ async fn bad_messaging_input_is_a_clear_4xx() {
         )
         .await;
     assert_problem(s, &h, &b, 400);
+    let (s, h, b) = alice.call(Method::GET, "/api/ws-ticket", None).await;
+    assert_eq!(s.as_u16(), 405, "{b}");
+    assert_eq!(
+        h.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
     let (s, h, b) = alice
         .call(
             Method::POST,
