@@ -13,6 +13,8 @@ export MESSAGING_DB_PASSWORD="${MESSAGING_DB_PASSWORD:-messaging-dev}"
 export REPLICATION_PASSWORD="${REPLICATION_PASSWORD:-replication-dev}"
 export AUTH_PORT="${AUTH_PORT:-8081}"
 export MESSAGING_PORT="${MESSAGING_PORT:-8082}"
+# Messaging instances behind NGINX (ports MESSAGING_PORT, MESSAGING_PORT + 1, …).
+export MESSAGING_INSTANCES="${MESSAGING_INSTANCES:-2}"
 export NGINX_PORT="${NGINX_PORT:-8080}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 LOG_DIR="$SWITCHBOARD_DATA/logs"
@@ -68,27 +70,60 @@ ensure_signing_key() {
   export AUTH_SIGNING_KEY_FILES="${AUTH_SIGNING_KEY_FILES:-$key}"
 }
 
-# Starts one service in the background, logging to $LOG_DIR/<name>.log; $! is its pid.
+# Starts one service in the background, logging to $LOG_DIR/<name>.log and recording its pid
+# in $SWITCHBOARD_DATA/pids/<name>.pid; $! is its pid. `start_service messaging N` starts
+# messaging instance N (1-based) on port MESSAGING_PORT + N - 1, named messaging-N.
 start_service() {
-  local name="$1"
-  mkdir -p "$LOG_DIR"
+  local kind="$1" n="${2:-1}" name port
+  mkdir -p "$LOG_DIR" "$SWITCHBOARD_DATA/pids"
   export COOKIE_SECURE="${COOKIE_SECURE:-false}"
   export ALLOWED_ORIGINS="${ALLOWED_ORIGINS:-http://localhost:${NGINX_PORT},http://127.0.0.1:${NGINX_PORT}}"
-  case "$name" in
+  case "$kind" in
     auth)
-      AUTH_BIND="127.0.0.1:${AUTH_PORT}" \
+      name=auth
+      port="$AUTH_PORT"
+      AUTH_BIND="127.0.0.1:${port}" \
       AUTH_DATABASE_URL="postgres://switchboard_auth:${AUTH_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}" \
         "$BIN_DIR/auth" >>"$LOG_DIR/auth.log" 2>&1 &
       ;;
     messaging)
-      MESSAGING_BIND="127.0.0.1:${MESSAGING_PORT}" \
+      name="messaging-$n"
+      port=$((MESSAGING_PORT + n - 1))
+      INSTANCE_ID="$name" \
+      MESSAGING_BIND="127.0.0.1:${port}" \
       MESSAGING_DATABASE_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}" \
       MESSAGING_REPLICA_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}" \
       AUTH_JWKS_URL="http://127.0.0.1:${AUTH_PORT}/auth/.well-known/jwks.json" \
-        "$BIN_DIR/messaging" >>"$LOG_DIR/messaging.log" 2>&1 &
+        "$BIN_DIR/messaging" >>"$LOG_DIR/$name.log" 2>&1 &
       ;;
   esac
-  log "$name starting on 127.0.0.1:$( [ "$name" = auth ] && echo "$AUTH_PORT" || echo "$MESSAGING_PORT" ) (log: $LOG_DIR/$name.log)"
+  echo "$!" >"$SWITCHBOARD_DATA/pids/$name.pid"
+  log "$name starting on 127.0.0.1:$port (log: $LOG_DIR/$name.log)"
+}
+
+# The NGINX upstream lines for every messaging instance.
+messaging_servers() {
+  local n
+  for n in $(seq 1 "$MESSAGING_INSTANCES"); do
+    printf 'server 127.0.0.1:%s; ' $((MESSAGING_PORT + n - 1))
+  done
+}
+
+# Stops every process recorded in $SWITCHBOARD_DATA/pids (including ones a test restarted).
+stop_recorded() {
+  local f pid
+  for f in "$SWITCHBOARD_DATA"/pids/*.pid; do
+    [ -f "$f" ] || continue
+    pid="$(cat "$f")"
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for f in "$SWITCHBOARD_DATA"/pids/*.pid; do
+    [ -f "$f" ] || continue
+    pid="$(cat "$f")"
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
 }
 
 # Renders the NGINX config into $SWITCHBOARD_DATA/nginx and starts it in the foreground of a
@@ -99,7 +134,8 @@ start_nginx() {
   export NGINX_RUNTIME="$runtime"
   export NGINX_ACCESS_LOG="$LOG_DIR/nginx-access.log"
   export AUTH_SERVERS="server 127.0.0.1:${AUTH_PORT};"
-  export MESSAGING_SERVERS="${MESSAGING_SERVERS:-server 127.0.0.1:${MESSAGING_PORT};}"
+  MESSAGING_SERVERS="$(messaging_servers)"
+  export MESSAGING_SERVERS
   if [ "$(id -u)" -eq 0 ]; then
     export NGINX_USER="user nobody nogroup;"
     chown -R nobody:nogroup "$runtime/tmp"
@@ -113,6 +149,7 @@ start_nginx() {
   nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
   "$nginx_bin" -t -q -p "$runtime" -c "$runtime/nginx.conf"
   "$nginx_bin" -p "$runtime" -c "$runtime/nginx.conf" >>"$LOG_DIR/nginx.log" 2>&1 &
+  echo "$!" >"$SWITCHBOARD_DATA/pids/nginx.pid"
   log "nginx starting on 127.0.0.1:${NGINX_PORT}"
 }
 

@@ -26,6 +26,7 @@ stop_all() {
   local p
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  stop_recorded
   "$REPO/postgres/setup.sh" stop || true
 }
 trap 'stop_all; exit 0' INT TERM
@@ -36,10 +37,14 @@ ensure_signing_key
 
 start_service auth
 pids+=("$!")
-start_service messaging
-pids+=("$!")
+for n in $(seq 1 "$MESSAGING_INSTANCES"); do
+  start_service messaging "$n"
+  pids+=("$!")
+done
 wait_ready "http://127.0.0.1:${AUTH_PORT}/auth/readyz" auth
-wait_ready "http://127.0.0.1:${MESSAGING_PORT}/api/readyz" messaging
+for n in $(seq 1 "$MESSAGING_INSTANCES"); do
+  wait_ready "http://127.0.0.1:$((MESSAGING_PORT + n - 1))/api/readyz" "messaging-$n"
+done
 start_nginx
 pids+=("$!")
 wait_ready "http://127.0.0.1:${NGINX_PORT}/api/healthz" nginx
@@ -48,13 +53,15 @@ cat <<MSG
 
 Switchboard is up:
   API and WebSocket   http://localhost:${NGINX_PORT}   (/auth/*, /api/*, /ws)
+  messaging           ${MESSAGING_INSTANCES} instance(s) from 127.0.0.1:${MESSAGING_PORT}
   primary             postgres://127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}
   replica             postgres://127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}
   logs                ${LOG_DIR}
 Press Ctrl-C to stop.
 
 MSG
-# Stay in the foreground until a child dies or we are told to stop.
-wait -n "${pids[@]}" || true
+# Stay in the foreground until we are told to stop. A messaging instance may die and be
+# restarted (the failover tests do exactly that); the stack ends with NGINX, auth or signal.
+wait -n "${pids[0]}" "${pids[-1]}" || true
 log "a process of the stack exited; see ${LOG_DIR}"
 exit 1

@@ -12,6 +12,7 @@ export SWITCHBOARD_DATA="${TEST_DATA:-$repo/.data/test}"
 export NGINX_PORT="${TEST_NGINX_PORT:-18080}"
 export AUTH_PORT="${TEST_AUTH_PORT:-18081}"
 export MESSAGING_PORT="${TEST_MESSAGING_PORT:-18082}"
+export MESSAGING_INSTANCES=2
 export PG_PRIMARY_PORT="${TEST_PG_PRIMARY_PORT:-56432}"
 export PG_REPLICA_PORT="${TEST_PG_REPLICA_PORT:-56433}"
 export PROFILE=debug
@@ -25,6 +26,14 @@ export JWKS_MIN_REFRESH_SECS=1
 # Small upload limits keep the over-limit tests quick; the defaults are 10 MiB and 1 MiB.
 export ATTACHMENT_MAX_BYTES=1048576
 export AVATAR_MAX_BYTES=65536
+# Short real-time timings so tests wait on events, not on defaults meant for people.
+export PRESENCE_GRACE_SECS=1
+export TYPING_TTL_SECS=1
+export RESUME_MAX_EVENTS=50
+# A send budget large enough for the flood a slow-consumer test needs; the rate-limit test
+# reads these two and sends past them.
+export SEND_RATE_LIMIT=500
+export SEND_RATE_WINDOW_SECS=60
 # shellcheck source=scripts/common.sh
 source "$here/common.sh"
 
@@ -48,6 +57,7 @@ stack=$!
 cleanup() {
   kill -TERM "$stack" 2>/dev/null || true
   wait "$stack" 2>/dev/null || true
+  stop_recorded
 }
 trap cleanup EXIT
 for url in "/auth/readyz" "/api/readyz"; do
@@ -67,6 +77,8 @@ done
 log "stack is up on http://127.0.0.1:${NGINX_PORT}"
 
 export SWITCHBOARD_URL="http://127.0.0.1:${NGINX_PORT}"
+SWITCHBOARD_MESSAGING_INSTANCES="$(for n in $(seq 1 "$MESSAGING_INSTANCES"); do printf 'messaging-%s=http://127.0.0.1:%s,' "$n" $((MESSAGING_PORT + n - 1)); done)"
+export SWITCHBOARD_MESSAGING_INSTANCES="${SWITCHBOARD_MESSAGING_INSTANCES%,}"
 export SWITCHBOARD_PRIMARY_ADMIN_URL="postgres://postgres:${PG_SUPERUSER_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}"
 export SWITCHBOARD_REPLICA_ADMIN_URL="postgres://postgres:${PG_SUPERUSER_PASSWORD}@127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}"
 export AUTH_SIGNING_KEY_FILES="$SWITCHBOARD_DATA/keys/signing-key.pem"

@@ -249,6 +249,21 @@ pub struct MessagingConfig {
     pub attachment_max_bytes: u64,
     /// Largest avatar image, in bytes: `AVATAR_MAX_BYTES`, default 1 MiB.
     pub avatar_max_bytes: u64,
+    /// This instance's name in presence bookkeeping and the `hello` frame: `INSTANCE_ID`,
+    /// default `$HOSTNAME` (the pod name in Kubernetes) or `messaging-<pid>`.
+    pub instance_id: String,
+    /// How long a user with no socket left stays `online` (suppresses flapping on
+    /// reconnects): `PRESENCE_GRACE_SECS`, default 5.
+    pub presence_grace: Duration,
+    /// A `typing` state expires this long after its last refresh: `TYPING_TTL_SECS`,
+    /// default 5.
+    pub typing_ttl: Duration,
+    /// Most events one `resume` replays per conversation before answering `resume.reload`:
+    /// `RESUME_MAX_EVENTS`, default 1000.
+    pub resume_max_events: i64,
+    /// Client frames a socket may send per second before it is closed (1008):
+    /// `WS_MAX_FRAMES_PER_SEC`, default 20.
+    pub ws_max_frames_per_sec: u32,
     /// Server ping interval on sockets: `WS_PING_INTERVAL_SECS`, default 20.
     pub ws_ping_interval: Duration,
     /// A socket silent (no frame, no pong) this long is closed: `WS_IDLE_TIMEOUT_SECS`, default 60.
@@ -287,6 +302,19 @@ impl MessagingConfig {
             send_rate_window: Duration::from_secs(parse_or("SEND_RATE_WINDOW_SECS", 10u64)?.max(1)),
             attachment_max_bytes: parse_or("ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024u64)?,
             avatar_max_bytes: parse_or("AVATAR_MAX_BYTES", 1024 * 1024u64)?,
+            instance_id: var_or(
+                "INSTANCE_ID",
+                &std::env::var("HOSTNAME")
+                    .unwrap_or_else(|_| format!("messaging-{}", std::process::id())),
+            ),
+            presence_grace: Duration::from_millis(
+                (parse_or("PRESENCE_GRACE_SECS", 5.0f64)?.max(0.0) * 1000.0) as u64,
+            ),
+            typing_ttl: Duration::from_millis(
+                (parse_or("TYPING_TTL_SECS", 5.0f64)?.max(0.5) * 1000.0) as u64,
+            ),
+            resume_max_events: parse_or("RESUME_MAX_EVENTS", 1000i64)?,
+            ws_max_frames_per_sec: parse_or("WS_MAX_FRAMES_PER_SEC", 20u32)?,
             ws_ping_interval: Duration::from_secs(parse_or("WS_PING_INTERVAL_SECS", 20u64)?),
             ws_idle_timeout: Duration::from_secs(parse_or("WS_IDLE_TIMEOUT_SECS", 60u64)?),
         };

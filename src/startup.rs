@@ -14,7 +14,12 @@ use crate::{
     error,
     http::request_context,
     messaging::MessagingState,
-    realtime::{bus::Publisher, hub::Hub, listener},
+    realtime::{
+        bus::Publisher,
+        hub::{Command, Hub},
+        listener,
+        presence::Presence,
+    },
 };
 
 /// The SQL migrations of both schemas, embedded at build time from `migrations/`.
@@ -77,6 +82,7 @@ pub async fn run_auth(cfg: AuthConfig) -> anyhow::Result<()> {
         origins,
         state,
         crate::auth::routes::configure,
+        Box::pin(async {}),
     )
     .await
 }
@@ -101,21 +107,35 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
     let hub = Hub::spawn();
     let publisher = Publisher::spawn(cfg.primary_url.clone());
     listener::spawn(cfg.primary_url.clone(), primary.clone(), hub.clone());
+    let presence = Presence::spawn(
+        cfg.instance_id.clone(),
+        primary.clone(),
+        publisher.clone(),
+        cfg.presence_grace,
+    );
     let bind = cfg.bind.clone();
     let state: crate::messaging::State = Arc::new(MessagingState {
         db: Routing::new(primary, replica, cfg.ryw_wait),
         verifier,
         publisher,
-        hub,
+        hub: hub.clone(),
+        presence: presence.clone(),
         cfg,
     });
     let origins = state.cfg.allowed_origins.clone();
+    // Graceful shutdown (DESIGN.md §4): every socket closes with 1001 so its client
+    // reconnects to another instance and resumes; this instance's presence rows go.
+    let goodbye = Box::pin(async move {
+        hub.send(Command::Shutdown);
+        presence.shutdown().await;
+    });
     serve(
         "messaging",
         &bind,
         origins,
         state,
         crate::messaging::configure,
+        goodbye,
     )
     .await
 }
@@ -156,9 +176,10 @@ async fn serve<S: Clone + Send + 'static>(
     origins: Vec<String>,
     state: S,
     configure: fn(&mut web::ServiceConfig),
+    on_shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 ) -> anyhow::Result<()> {
     tracing::info!(service, %bind, "listening");
-    HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .wrap(cors(&origins))
             .wrap(from_fn(request_context))
@@ -172,7 +193,34 @@ async fn serve<S: Clone + Send + 'static>(
     .bind(bind)
     .with_context(|| format!("binding {bind}"))?
     .shutdown_timeout(10)
-    .run()
-    .await?;
+    .disable_signals()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!(service, "shutting down");
+        on_shutdown.await;
+        handle.stop(true).await;
+    });
+    server.await?;
     Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd, the run script).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }

@@ -126,7 +126,7 @@ async fn a_deleted_account_cannot_sign_in_and_leaves_search() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, cleared) = set_cookie(&h, "refresh_token").expect("cleared cookie");
     assert!(cleared.to_ascii_lowercase().contains("max-age=0"));
-    next_event(&mut ws, "session.revoked", Duration::from_secs(1)).await;
+    assert_revoked(&mut ws).await;
 
     let (s, _, deleted) = login_from(&http(), &gone.username, &gone.password).await;
     let (_, _, unknown) =
@@ -349,10 +349,14 @@ async fn unknown_kids_trigger_one_jwks_refresh_not_one_per_request() {
         assert_eq!(t.await.expect("task"), StatusCode::UNAUTHORIZED);
     }
     let after = jwks_fetches();
-    assert_eq!(
-        after - before,
-        1,
-        "20 unknown kids within the interval: one JWKS fetch"
+    // One fetch per messaging instance that saw an unknown kid, however many it saw.
+    let instances = std::env::var("SWITCHBOARD_MESSAGING_INSTANCES")
+        .map(|v| v.split(',').count())
+        .unwrap_or(1);
+    let fetches = after - before;
+    assert!(
+        (1..=instances).contains(&fetches),
+        "20 unknown kids within the interval: {fetches} JWKS fetches for {instances} instance(s)"
     );
 }
 

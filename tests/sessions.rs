@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -94,7 +92,7 @@ async fn sessions_are_listed_with_the_current_one_flagged_and_can_be_revoked() {
         .call(Method::DELETE, &format!("/auth/sessions/{b_id}"), None)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    next_event(&mut b_ws, "session.revoked", Duration::from_secs(1)).await;
+    assert_revoked(&mut b_ws).await;
     let (s, _, _) = refresh(&b.refresh_cookie, &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
@@ -142,7 +140,7 @@ async fn a_password_change_ends_every_other_session() {
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
 
-    next_event(&mut b_ws, "session.revoked", Duration::from_secs(1)).await;
+    assert_revoked(&mut b_ws).await;
     let (s, _, _) = refresh(&b.refresh_cookie, &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _, _) = refresh(&a.refresh_cookie, &[]).await;

@@ -30,7 +30,10 @@ use super::{
     model::{self, current_scope},
     State,
 };
-use crate::error::{ApiError, FieldErrors};
+use crate::{
+    error::{ApiError, FieldErrors},
+    realtime::protocol::ServerEvent,
+};
 
 /// Bytes per stored chunk.
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -262,7 +265,7 @@ pub async fn upload(
     .await?;
     tx.commit().await?;
     tracing::info!(attachment.id = %attachment_id, bytes = upload.size, "attachment stored");
-    publish_message(&state, "message.created", &message);
+    publish_message(&state, ServerEvent::MessageCreated, &message);
     answer(&state, &conn, &message, StatusCode::CREATED).await
 }
 

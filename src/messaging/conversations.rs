@@ -22,6 +22,7 @@ use crate::{
     db,
     error::{ApiError, FieldErrors},
     realtime::bus::BusEvent,
+    realtime::protocol::ServerEvent,
 };
 
 /// Most participants in one conversation.
@@ -164,15 +165,15 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("conversation vanished after commit")))?;
     if created {
-        let frame = ServerFrame {
-            kind: "participant.added",
-            conversation_id: Some(id),
-            seq: None,
-            data: serde_json::json!({
+        let frame = ServerFrame::new(
+            ServerEvent::ParticipantAdded,
+            Some(id),
+            None,
+            serde_json::json!({
                 "user_ids": conversation.participants.iter().map(|p| p.user_id).collect::<Vec<_>>(),
                 "conversation": &conversation,
             }),
-        };
+        );
         publish_frame(&state, id, None, frame.to_json());
     }
     let status = if created {
@@ -185,17 +186,41 @@ pub async fn create(
     Ok(res.json(conversation))
 }
 
-/// Queues a frame for every participant of a conversation (after the write committed).
+/// Queues a frame for every current participant of a conversation (after the write
+/// committed), except `exclude_user`.
 pub fn publish_frame(
     state: &State,
     conversation_id: Uuid,
     exclude_user: Option<Uuid>,
     frame: String,
 ) {
+    publish(state, conversation_id, exclude_user, None, frame);
+}
+
+/// Queues the frame of a stored change to message `seq` at revision `rev`: delivered only
+/// to participants who can see that message, in revision order on each socket.
+pub fn publish_frame_at(
+    state: &State,
+    conversation_id: Uuid,
+    at: Option<(i64, i64)>,
+    frame: String,
+) {
+    publish(state, conversation_id, None, at, frame);
+}
+
+fn publish(
+    state: &State,
+    conversation_id: Uuid,
+    exclude_user: Option<Uuid>,
+    at: Option<(i64, i64)>,
+    frame: String,
+) {
     match serde_json::value::RawValue::from_string(frame) {
         Ok(frame) => state.publisher.publish(BusEvent::Conversation {
             conversation_id,
             exclude_user,
+            message_seq: at.map(|a| a.0),
+            rev: at.map(|a| a.1),
             frame,
         }),
         Err(e) => tracing::error!(error = %e, "server frame is not JSON"),
@@ -396,12 +421,12 @@ pub async fn mark_read(
     let last_seq: i64 = row.get("last_seq");
     let previous: i64 = row.get("previous");
     if last_read_seq > previous && row.get::<_, bool>("current") {
-        let frame = ServerFrame {
-            kind: "read",
-            conversation_id: Some(conversation_id),
-            seq: Some(last_read_seq),
-            data: serde_json::json!({"user_id": user_id, "last_read_seq": last_read_seq}),
-        };
+        let frame = ServerFrame::new(
+            ServerEvent::Read,
+            Some(conversation_id),
+            Some(last_read_seq),
+            serde_json::json!({"user_id": user_id, "last_read_seq": last_read_seq}),
+        );
         publish_frame(state, conversation_id, None, frame.to_json());
     }
     Ok(ReadMarker {

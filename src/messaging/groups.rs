@@ -25,6 +25,7 @@ use super::{
 use crate::{
     db,
     error::{ApiError, FieldErrors},
+    realtime::protocol::ServerEvent,
 };
 
 /// Locks the conversation row (serialising membership changes, so two admins cannot demote
@@ -105,21 +106,25 @@ fn announce(
     state: &State,
     conversation_id: Uuid,
     messages: &[Message],
-    event: &str,
+    event: ServerEvent,
     data: serde_json::Value,
     also: Vec<Uuid>,
 ) {
-    let frame = ServerFrame {
-        kind: event,
-        conversation_id: Some(conversation_id),
-        seq: messages.last().map(|m| m.seq),
+    let frame = ServerFrame::new(
+        event,
+        Some(conversation_id),
+        messages.last().map(|m| m.seq),
         data,
-    }
+    )
     .to_json();
     for m in messages {
-        publish_message(state, "message.created", m);
+        publish_message(state, ServerEvent::MessageCreated, m);
         if !also.is_empty() {
-            publish_to_users(state, also.clone(), message_frame("message.created", m));
+            publish_to_users(
+                state,
+                also.clone(),
+                message_frame(ServerEvent::MessageCreated, m),
+            );
         }
     }
     publish_frame(state, conversation_id, None, frame.clone());
@@ -229,7 +234,7 @@ pub async fn add(
         conversation_id,
         Some(caller.user_id),
         &text,
-        json!({"action": "participant.added", "actor_id": caller.user_id, "user_ids": new}),
+        json!({"action": ServerEvent::ParticipantAdded, "actor_id": caller.user_id, "user_ids": new}),
     )
     .await?;
     // New members see history from their addition on and have read up to it.
@@ -249,7 +254,7 @@ pub async fn add(
         &state,
         conversation_id,
         &[message],
-        "participant.added",
+        ServerEvent::ParticipantAdded,
         json!({"user_ids": new, "conversation": conversation}),
         Vec::new(),
     );
@@ -306,7 +311,7 @@ pub async fn remove(
         conversation_id,
         Some(caller.user_id),
         &text,
-        json!({"action": "participant.removed", "actor_id": caller.user_id, "user_ids": [target]}),
+        json!({"action": ServerEvent::ParticipantRemoved, "actor_id": caller.user_id, "user_ids": [target]}),
     )
     .await?;
     end_membership(&tx, conversation_id, target, message.seq).await?;
@@ -315,7 +320,7 @@ pub async fn remove(
         &state,
         conversation_id,
         &[message],
-        "participant.removed",
+        ServerEvent::ParticipantRemoved,
         json!({"user_ids": [target]}),
         vec![target],
     );
@@ -404,7 +409,7 @@ pub async fn set_role(
         &state,
         conversation_id,
         &[message],
-        "conversation.updated",
+        ServerEvent::ConversationUpdated,
         json!({"conversation": conversation}),
         Vec::new(),
     );
@@ -464,7 +469,7 @@ pub async fn rename(
         &state,
         conversation_id,
         &[message],
-        "conversation.updated",
+        ServerEvent::ConversationUpdated,
         json!({"conversation": conversation}),
         Vec::new(),
     );
@@ -535,7 +540,7 @@ pub async fn leave(
         &state,
         conversation_id,
         &messages,
-        "participant.removed",
+        ServerEvent::ParticipantRemoved,
         json!({"user_ids": [caller.user_id]}),
         vec![caller.user_id],
     );

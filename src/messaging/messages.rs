@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency::{self, Consistency},
-    conversations::{mark_read, page_limit, publish_frame},
+    conversations::{mark_read, page_limit, publish_frame_at},
     model::{
         self, any_scope, current_scope, load_message, visible_message, Message, ServerFrame,
         MESSAGE_COLUMNS, MESSAGE_FROM,
@@ -24,7 +24,10 @@ use super::{
 use crate::{
     db,
     error::{unique_violation, ApiError, FieldErrors},
-    realtime::bus::{BusEvent, MAX_PAYLOAD},
+    realtime::{
+        bus::{BusEvent, MAX_PAYLOAD},
+        protocol::ServerEvent,
+    },
 };
 
 /// Longest `client_id`, in characters.
@@ -43,7 +46,7 @@ pub struct NewMessage<'a> {
     pub attachment_id: Option<Uuid>,
 }
 
-/// Appends a message inside the caller's transaction: takes the next `seq` (the row lock on
+/// Appends a message inside the caller's transaction: takes the next `seq` and `rev` (the row lock on
 /// the conversation serialises writers, and a rolled-back transaction rolls the increment
 /// back, so `seq` has no gaps or duplicates), inserts, and moves the sender's read marker
 /// to it (a sender has read their own message).
@@ -55,20 +58,21 @@ pub async fn append(
     conversation_id: Uuid,
     new: NewMessage<'_>,
 ) -> Result<Message, ApiError> {
-    let seq: i64 = tx
+    let row = tx
         .query_one(
-            "UPDATE messaging.conversations SET last_seq = last_seq + 1, last_activity_at = now()
-             WHERE id = $1 RETURNING last_seq",
+            "UPDATE messaging.conversations
+             SET last_seq = last_seq + 1, last_rev = last_rev + 1, last_activity_at = now()
+             WHERE id = $1 RETURNING last_seq, last_rev",
             &[&conversation_id],
         )
-        .await?
-        .get(0);
+        .await?;
+    let (seq, rev): (i64, i64) = (row.get(0), row.get(1));
     let id = Uuid::now_v7();
     tx.execute(
         "INSERT INTO messaging.messages
              (id, conversation_id, seq, sender_id, kind, content, reply_to, client_id, meta,
-              attachment_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+              attachment_id, rev, created_rev)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
         &[
             &id,
             &conversation_id,
@@ -80,6 +84,7 @@ pub async fn append(
             &new.client_id,
             &new.meta,
             &new.attachment_id,
+            &rev,
         ],
     )
     .await
@@ -100,6 +105,21 @@ pub async fn append(
     load_message(tx, id)
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("inserted message not visible")))
+}
+
+/// Takes the conversation's next revision for a change to an existing message (edit,
+/// delete), under the conversation's row lock like [`append`].
+///
+/// Errors: the update fails.
+pub async fn next_rev(tx: &impl GenericClient, conversation_id: Uuid) -> Result<i64, ApiError> {
+    Ok(tx
+        .query_one(
+            "UPDATE messaging.conversations SET last_rev = last_rev + 1
+             WHERE id = $1 RETURNING last_rev",
+            &[&conversation_id],
+        )
+        .await?
+        .get(0))
 }
 
 /// Content rules: not blank, at most `max_chars` Unicode scalar values, no NUL (JSON
@@ -253,7 +273,7 @@ pub async fn send(
         Err(e) => return Err(e),
     };
     tx.commit().await?;
-    publish_message(&state, "message.created", &message);
+    publish_message(&state, ServerEvent::MessageCreated, &message);
     answer(&state, &conn, &message, StatusCode::CREATED).await
 }
 
@@ -293,25 +313,31 @@ pub async fn answer(
 
 /// Queues a `message.*` event for the conversation's sockets; a frame too large for NOTIFY
 /// goes by reference and receivers load it.
-pub fn publish_message(state: &State, kind: &str, message: &Message) {
+pub fn publish_message(state: &State, kind: ServerEvent, message: &Message) {
     let frame = message_frame(kind, message);
     if frame.len() + 200 > MAX_PAYLOAD {
         state.publisher.publish(BusEvent::MessageRef {
             conversation_id: message.conversation_id,
             message_id: message.id,
-            event: kind.to_owned(),
+            event: kind,
         });
     } else {
-        publish_frame(state, message.conversation_id, None, frame);
+        publish_frame_at(
+            state,
+            message.conversation_id,
+            Some((message.seq, message.rev)),
+            frame,
+        );
     }
 }
 
 /// The server frame of a `message.*` event.
-pub fn message_frame(kind: &str, message: &Message) -> String {
+pub fn message_frame(kind: ServerEvent, message: &Message) -> String {
     ServerFrame {
         kind,
         conversation_id: Some(message.conversation_id),
         seq: Some(message.seq),
+        rev: Some(message.rev),
         data: message,
     }
     .to_json()
@@ -342,7 +368,7 @@ pub async fn edit(
         &mut errors,
     );
     ApiError::check(errors)?;
-    let conn = state.db.primary().await?;
+    let mut conn = state.db.primary().await?;
     let (message, scope) = visible_message(&conn, id.into_inner(), caller.user_id).await?;
     if message.sender_id != Some(caller.user_id) || message.kind == "system" {
         return Err(ApiError::Forbidden(
@@ -364,20 +390,23 @@ pub async fn edit(
             state.cfg.edit_window.as_secs()
         )));
     }
-    let updated = conn
+    let tx = conn.transaction().await?;
+    let rev = next_rev(&tx, message.conversation_id).await?;
+    let updated = tx
         .execute(
-            "UPDATE messaging.messages SET content = $2, edited_at = now()
+            "UPDATE messaging.messages SET content = $2, edited_at = now(), rev = $3
              WHERE id = $1 AND deleted_at IS NULL",
-            &[&message.id, &body.content],
+            &[&message.id, &body.content, &rev],
         )
         .await?;
     if updated == 0 {
         return Err(ApiError::Conflict("the message was deleted".into()));
     }
+    tx.commit().await?;
     let message = load_message(&conn, message.id)
         .await?
         .ok_or_else(model::message_not_found)?;
-    publish_message(&state, "message.edited", &message);
+    publish_message(&state, ServerEvent::MessageEdited, &message);
     answer(&state, &conn, &message, StatusCode::OK).await
 }
 
@@ -401,13 +430,14 @@ pub async fn delete(
     }
     if !message.deleted {
         let tx = conn.transaction().await?;
+        let rev = next_rev(&tx, message.conversation_id).await?;
         let old_attachment: Option<Uuid> = tx
             .query_one(
                 "WITH old AS (SELECT attachment_id FROM messaging.messages WHERE id = $1 FOR UPDATE)
                  UPDATE messaging.messages m
-                 SET content = NULL, attachment_id = NULL, deleted_at = now()
+                 SET content = NULL, attachment_id = NULL, deleted_at = now(), rev = $2
                  FROM old WHERE m.id = $1 RETURNING old.attachment_id",
-                &[&message.id],
+                &[&message.id, &rev],
             )
             .await?
             .get(0);
@@ -417,7 +447,7 @@ pub async fn delete(
         }
         tx.commit().await?;
         if let Some(tombstone) = load_message(&conn, message.id).await? {
-            publish_message(&state, "message.deleted", &tombstone);
+            publish_message(&state, ServerEvent::MessageDeleted, &tombstone);
         }
     }
     let lsn = db::current_lsn(&conn).await?;

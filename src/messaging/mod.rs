@@ -19,7 +19,7 @@ use crate::{
     access::Verifier,
     config::MessagingConfig,
     db::Routing,
-    realtime::{bus::Publisher, hub::Hub},
+    realtime::{bus::Publisher, hub::Hub, presence::Presence},
 };
 
 /// Shared state of the messaging service's handlers.
@@ -28,6 +28,7 @@ pub struct MessagingState {
     pub verifier: Arc<Verifier>,
     pub publisher: Publisher,
     pub hub: Hub,
+    pub presence: Arc<Presence>,
     pub cfg: MessagingConfig,
 }
 

@@ -6,7 +6,7 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::{error::ApiError, realtime::protocol::ServerEvent};
 
 /// A message: `{id, conversation_id, seq, sender_id, kind, content, reply_to, quote?,
 /// attachment?, system?, created_at, edited_at, deleted}`. `seq` is per conversation,
@@ -17,6 +17,9 @@ pub struct Message {
     pub id: Uuid,
     pub conversation_id: Uuid,
     pub seq: i64,
+    /// Revision of the latest change to this message (its append, edit or delete); see
+    /// `migrations/messaging/V3`. Orders live delivery and `resume`.
+    pub rev: i64,
     pub sender_id: Option<Uuid>,
     /// `text`, `file` or `system`.
     pub kind: String,
@@ -59,7 +62,7 @@ pub struct AttachmentInfo {
 }
 
 /// Columns for [`Message::from_row`]; select them `FROM` [`MESSAGE_FROM`].
-pub const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.sender_id, m.kind, \
+pub const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.rev, m.sender_id, m.kind, \
      m.content, m.reply_to, m.created_at, m.edited_at, m.deleted_at IS NOT NULL AS deleted, \
      m.meta, pm.id AS quote_id, pm.sender_id AS quote_sender_id, \
      left(pm.content, 140) AS quote_excerpt, pm.deleted_at IS NOT NULL AS quote_deleted, \
@@ -80,6 +83,7 @@ impl Message {
             id: row.get("id"),
             conversation_id: row.get("conversation_id"),
             seq: row.get("seq"),
+            rev: row.get("rev"),
             sender_id: row.get("sender_id"),
             kind: row.get("kind"),
             content: row.get("content"),
@@ -132,6 +136,10 @@ pub struct Participant {
     pub joined_at: DateTime<Utc>,
     /// Read marker: every `seq` up to this one has been read.
     pub last_read_seq: i64,
+    /// Connected right now (any device, any instance).
+    pub online: bool,
+    /// When they were last connected, if ever and not now.
+    pub last_seen_at: Option<DateTime<Utc>>,
 }
 
 /// A conversation with its current participants.
@@ -165,19 +173,39 @@ pub struct ConversationSummary {
     pub last_message: Option<Message>,
 }
 
-/// A server frame on the WebSocket (DESIGN.md §4): `{type, conversation_id, seq?, data}`.
+/// A server frame on the WebSocket (DESIGN.md §4): `{type, conversation_id?, seq?, rev?,
+/// data}`. The protocol's single definition is [`crate::realtime::protocol`].
 #[derive(Debug, Serialize)]
-pub struct ServerFrame<'a, T: Serialize> {
+pub struct ServerFrame<T: Serialize> {
     #[serde(rename = "type")]
-    pub kind: &'a str,
+    pub kind: ServerEvent,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<i64>,
+    /// The conversation revision of a stored change (`message.*` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rev: Option<i64>,
     pub data: T,
 }
 
-impl<T: Serialize> ServerFrame<'_, T> {
+impl<T: Serialize> ServerFrame<T> {
+    /// A frame without a revision.
+    pub fn new(
+        kind: ServerEvent,
+        conversation_id: Option<Uuid>,
+        seq: Option<i64>,
+        data: T,
+    ) -> Self {
+        Self {
+            kind,
+            conversation_id,
+            seq,
+            rev: None,
+            data,
+        }
+    }
+
     /// The frame as JSON text.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
@@ -203,9 +231,11 @@ pub async fn load_conversation(
     };
     let participants = db
         .query(
-            "SELECT p.user_id, u.username, u.display_name, p.role, p.joined_at, p.last_read_seq
+            "SELECT p.user_id, u.username, u.display_name, p.role, p.joined_at, p.last_read_seq,
+                    coalesce(pr.online, false) AS online, pr.last_seen_at
              FROM messaging.participants p
              LEFT JOIN auth.public_profiles u ON u.id = p.user_id
+             LEFT JOIN messaging.presence pr ON pr.user_id = p.user_id
              WHERE p.conversation_id = $1 AND p.left_at IS NULL
              ORDER BY p.joined_at, p.user_id",
             &[&id],
@@ -219,6 +249,8 @@ pub async fn load_conversation(
             role: r.get("role"),
             joined_at: r.get("joined_at"),
             last_read_seq: r.get("last_read_seq"),
+            online: r.get("online"),
+            last_seen_at: r.get("last_seen_at"),
         })
         .collect();
     Ok(Some(Conversation {

@@ -34,8 +34,18 @@ pub enum BusEvent {
         conversation_id: Uuid,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exclude_user: Option<Uuid>,
+        /// For a stored change to a message: its `seq` (only participants who can see it get
+        /// the frame) …
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_seq: Option<i64>,
+        /// … and the conversation revision of the change (orders delivery per socket).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rev: Option<i64>,
         frame: Box<RawValue>,
     },
+    /// A user went online or offline: deliver `frame` to everyone who shares a conversation
+    /// with them, and to their own other sockets.
+    Presence { user_id: Uuid, frame: Box<RawValue> },
     /// Deliver `frame` to the sockets of the listed users (for example a participant who was
     /// just removed, and so no longer receives the conversation's events).
     Users {
@@ -47,7 +57,7 @@ pub enum BusEvent {
     MessageRef {
         conversation_id: Uuid,
         message_id: Uuid,
-        event: String,
+        event: crate::realtime::protocol::ServerEvent,
     },
     /// A session ended (logout, refresh token reuse, revocation): close its sockets.
     SessionRevoked { session_id: Uuid, reason: String },
@@ -167,6 +177,8 @@ mod tests {
         Ok(BusEvent::Conversation {
             conversation_id: Uuid::nil(),
             exclude_user: None,
+            message_seq: None,
+            rev: None,
             frame: RawValue::from_string(frame.to_string())?,
         })
     }

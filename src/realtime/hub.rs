@@ -3,12 +3,13 @@
 //! One task owns the map (user id → sockets) and takes [`Command`]s over a channel, so the
 //! hot path takes no lock. Delivery never waits on a socket: each socket has a bounded queue,
 //! and a socket whose queue is full is dropped from the hub and told to close (slow consumer,
-//! DESIGN.md §4); it reconnects and resumes.
+//! DESIGN.md §4); it reconnects and resumes. A frame's JSON text is built once per event and
+//! shared by every socket it goes to.
 
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
 };
@@ -16,11 +17,34 @@ use std::{
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-/// A server frame (JSON text), shared by every socket it goes to.
-pub type Frame = Arc<str>;
+/// A server frame on its way to sockets.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The JSON text, shared.
+    pub text: Arc<str>,
+    /// For a stored change: its conversation and revision, which each socket uses to deliver
+    /// changes in order, once, and to fetch any it missed.
+    pub at: Option<(Uuid, i64)>,
+}
+
+/// What the hub hands a socket task.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Frame(Frame),
+    /// Events may have been missed (the LISTEN connection was re-established): catch up
+    /// every conversation from the database.
+    Resync,
+}
 
 /// Why the hub wants a socket closed: a WebSocket close code (RFC 6455 §7.4) and reason.
 pub type CloseReason = Option<(u16, &'static str)>;
+
+/// Close code and reason sent to a slow consumer (1008, policy violation).
+pub const SLOW_CONSUMER: (u16, &str) = (1008, "slow consumer: reconnect and resume");
+/// Close code and reason when the session ended (application range 4000–4999).
+pub const SESSION_REVOKED: (u16, &str) = (4001, "session revoked");
+/// Close code and reason on shutdown (1001, going away): reconnect elsewhere.
+pub const GOING_AWAY: (u16, &str) = (1001, "server going away: reconnect and resume");
 
 /// Frames queued per socket before it counts as a slow consumer.
 pub const SOCKET_QUEUE: usize = 256;
@@ -30,7 +54,7 @@ pub struct Connection {
     pub id: u64,
     pub user_id: Uuid,
     pub session_id: Uuid,
-    pub tx: mpsc::Sender<Frame>,
+    pub tx: mpsc::Sender<Outbound>,
     /// Set to `Some` to make the socket task close, even while it is stuck writing.
     pub close: watch::Sender<CloseReason>,
 }
@@ -45,12 +69,16 @@ pub enum Command {
     /// Send `frame` to every local socket of `users`.
     Deliver {
         users: Vec<Uuid>,
-        frame: Arc<str>,
+        frame: Frame,
     },
     /// Close every local socket of a session (logout, reuse, revocation).
     CloseSession {
         session_id: Uuid,
     },
+    /// Tell every socket to catch up from the database.
+    Resync,
+    /// Close every socket with 1001 (graceful shutdown).
+    Shutdown,
 }
 
 /// Handle to the hub task; cheap to clone.
@@ -58,26 +86,29 @@ pub enum Command {
 pub struct Hub {
     tx: mpsc::UnboundedSender<Command>,
     next_id: Arc<AtomicU64>,
+    sockets: Arc<AtomicUsize>,
 }
 
 impl Hub {
     /// Starts the hub task.
     pub fn spawn() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx));
+        let sockets = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(rx, sockets.clone()));
         Self {
             tx,
             next_id: Arc::new(AtomicU64::new(1)),
+            sockets,
         }
     }
 
-    /// Registers a socket and returns its id, the receiving end of its frame queue, and the
-    /// close signal it must watch.
+    /// Registers a socket and returns its id, the receiving end of its queue, and the close
+    /// signal it must watch.
     pub fn register(
         &self,
         user_id: Uuid,
         session_id: Uuid,
-    ) -> (u64, mpsc::Receiver<Frame>, watch::Receiver<CloseReason>) {
+    ) -> (u64, mpsc::Receiver<Outbound>, watch::Receiver<CloseReason>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
         let (close, close_rx) = watch::channel(None);
@@ -95,9 +126,14 @@ impl Hub {
     pub fn send(&self, cmd: Command) {
         let _ = self.tx.send(cmd);
     }
+
+    /// Sockets registered on this instance right now.
+    pub fn sockets(&self) -> usize {
+        self.sockets.load(Ordering::Relaxed)
+    }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Command>) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Command>, count: Arc<AtomicUsize>) {
     let mut by_user: HashMap<Uuid, Vec<Connection>> = HashMap::new();
     while let Some(cmd) = rx.recv().await {
         match cmd {
@@ -115,16 +151,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>) {
                     let Some(list) = by_user.get_mut(&u) else {
                         continue;
                     };
-                    list.retain(|c| match c.tx.try_send(frame.clone()) {
-                        Ok(()) => true,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            tracing::info!(conn = c.id, user.id = %c.user_id, "slow consumer; closing socket");
-                            // 1008 policy violation: the client did not keep up.
-                            let _ = c.close.send(Some((1008, "slow consumer: reconnect and resume")));
-                            false
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => false,
-                    });
+                    list.retain(|c| offer(c, Outbound::Frame(frame.clone())));
                     if list.is_empty() {
                         by_user.remove(&u);
                     }
@@ -134,7 +161,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>) {
                 for list in by_user.values_mut() {
                     list.retain(|c| {
                         if c.session_id == session_id {
-                            let _ = c.close.send(Some((4001, "session revoked")));
+                            let _ = c.close.send(Some(SESSION_REVOKED));
                             false
                         } else {
                             true
@@ -143,6 +170,33 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>) {
                 }
                 by_user.retain(|_, l| !l.is_empty());
             }
+            Command::Resync => {
+                for list in by_user.values_mut() {
+                    list.retain(|c| offer(c, Outbound::Resync));
+                }
+                by_user.retain(|_, l| !l.is_empty());
+            }
+            Command::Shutdown => {
+                for c in by_user.values().flatten() {
+                    let _ = c.close.send(Some(GOING_AWAY));
+                }
+                by_user.clear();
+            }
         }
+        count.store(by_user.values().map(Vec::len).sum(), Ordering::Relaxed);
+    }
+}
+
+/// Queues `out` for one socket; a full queue closes it as a slow consumer. Returns whether
+/// the socket stays registered.
+fn offer(c: &Connection, out: Outbound) -> bool {
+    match c.tx.try_send(out) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::info!(conn = c.id, user.id = %c.user_id, "slow consumer; closing socket");
+            let _ = c.close.send(Some(SLOW_CONSUMER));
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }

@@ -1,5 +1,7 @@
 //! The LISTEN side of the bus: one dedicated primary connection per messaging instance (LISTEN
-//! is refused on a hot standby), reconnecting by itself, feeding the local [`Hub`].
+//! is refused on a hot standby), reconnecting by itself, feeding the local [`Hub`]. After a
+//! reconnect, notifications sent while it was down are lost, so every local socket is told
+//! to catch up from the database ([`Command::Resync`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,17 +13,18 @@ use uuid::Uuid;
 
 use super::{
     bus::{BusEvent, CHANNEL},
-    hub::{Command, Hub},
+    hub::{Command, Frame, Hub},
 };
-use crate::messaging::model::{load_message, ServerFrame};
+use crate::messaging::{messages::message_frame, model::load_message};
 
-/// Starts the listener task. `primary` is used to resolve a conversation's participants and
-/// to load messages sent by reference.
+/// Starts the listener task. `primary` is used to resolve who receives an event and to load
+/// messages sent by reference.
 pub fn spawn(primary_url: String, primary: Pool, hub: Hub) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
+        let mut connected_before = false;
         loop {
-            match listen(&primary_url, &primary, &hub).await {
+            match listen(&primary_url, &primary, &hub, &mut connected_before).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
@@ -33,7 +36,12 @@ pub fn spawn(primary_url: String, primary: Pool, hub: Hub) {
     });
 }
 
-async fn listen(url: &str, primary: &Pool, hub: &Hub) -> anyhow::Result<()> {
+async fn listen(
+    url: &str,
+    primary: &Pool,
+    hub: &Hub,
+    connected_before: &mut bool,
+) -> anyhow::Result<()> {
     let cfg = crate::db::config(url, "switchboard-listener")?;
     let (client, mut connection) = cfg.connect(NoTls).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -56,6 +64,10 @@ async fn listen(url: &str, primary: &Pool, hub: &Hub) -> anyhow::Result<()> {
     });
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     tracing::info!(channel = CHANNEL, "listening for events");
+    if *connected_before {
+        hub.send(Command::Resync);
+    }
+    *connected_before = true;
     while let Some(payload) = rx.recv().await {
         let events: Vec<BusEvent> = match serde_json::from_str(&payload) {
             Ok(e) => e,
@@ -66,7 +78,7 @@ async fn listen(url: &str, primary: &Pool, hub: &Hub) -> anyhow::Result<()> {
         };
         for event in events {
             if let Err(e) = dispatch(event, primary, hub).await {
-                tracing::warn!(error = %e, "event not delivered; clients will see a seq gap");
+                tracing::warn!(error = %e, "event not delivered; sockets will catch up");
             }
         }
     }
@@ -83,20 +95,38 @@ async fn dispatch(event: BusEvent, primary: &Pool, hub: &Hub) -> anyhow::Result<
         BusEvent::Conversation {
             conversation_id,
             exclude_user,
+            message_seq,
+            rev,
             frame,
         } => {
             let span = tracing::info_span!("realtime.fan_out", conversation.id = %conversation_id);
             let _g = span.enter();
-            let users = participants(primary, conversation_id, exclude_user).await?;
+            let users = recipients(primary, conversation_id, message_seq, exclude_user).await?;
             hub.send(Command::Deliver {
                 users,
-                frame: Arc::from(frame.get()),
+                frame: Frame {
+                    text: Arc::from(frame.get()),
+                    at: rev.map(|r| (conversation_id, r)),
+                },
             });
         }
         BusEvent::Users { user_ids, frame } => {
             hub.send(Command::Deliver {
                 users: user_ids,
-                frame: Arc::from(frame.get()),
+                frame: Frame {
+                    text: Arc::from(frame.get()),
+                    at: None,
+                },
+            });
+        }
+        BusEvent::Presence { user_id, frame } => {
+            let users = contacts(primary, user_id).await?;
+            hub.send(Command::Deliver {
+                users,
+                frame: Frame {
+                    text: Arc::from(frame.get()),
+                    at: None,
+                },
             });
         }
         BusEvent::MessageRef {
@@ -108,42 +138,63 @@ async fn dispatch(event: BusEvent, primary: &Pool, hub: &Hub) -> anyhow::Result<
             let Some(message) = load_message(&conn, message_id).await? else {
                 return Ok(());
             };
-            let frame = ServerFrame {
-                kind: &event,
-                conversation_id: Some(conversation_id),
-                seq: Some(message.seq),
-                data: &message,
-            }
-            .to_json();
-            let users = participants(primary, conversation_id, None).await?;
+            drop(conn);
+            let users = recipients(primary, conversation_id, Some(message.seq), None).await?;
             hub.send(Command::Deliver {
                 users,
-                frame: Arc::from(frame),
+                frame: Frame {
+                    text: Arc::from(message_frame(event, &message)),
+                    at: Some((conversation_id, message.rev)),
+                },
             });
         }
     }
     Ok(())
 }
 
-/// Current participants of a conversation, read on the primary so that a removal takes
-/// effect for the very next event.
-async fn participants(
+/// Current participants of a conversation who can see message `seq` (all of them when
+/// `None`), read on the primary so that a removal takes effect for the very next event.
+async fn recipients(
     primary: &Pool,
     conversation_id: Uuid,
+    seq: Option<i64>,
     exclude: Option<Uuid>,
 ) -> anyhow::Result<Vec<Uuid>> {
     let conn = primary.get().await?;
     let stmt = conn
         .prepare_cached(
             "SELECT user_id FROM messaging.participants
-             WHERE conversation_id = $1 AND left_at IS NULL",
+             WHERE conversation_id = $1 AND left_at IS NULL
+               AND ($2::bigint IS NULL OR visible_from_seq <= $2)",
         )
         .await?;
     Ok(conn
-        .query(&stmt, &[&conversation_id])
+        .query(&stmt, &[&conversation_id, &seq])
         .await?
         .iter()
         .map(|r| r.get::<_, Uuid>(0))
         .filter(|u| Some(*u) != exclude)
         .collect())
+}
+
+/// Everyone who shares a current conversation with `user_id`, and the user.
+async fn contacts(primary: &Pool, user_id: Uuid) -> anyhow::Result<Vec<Uuid>> {
+    let conn = primary.get().await?;
+    let stmt = conn
+        .prepare_cached(
+            "SELECT DISTINCT o.user_id FROM messaging.participants p
+             JOIN messaging.participants o ON o.conversation_id = p.conversation_id
+             WHERE p.user_id = $1 AND p.left_at IS NULL AND o.left_at IS NULL",
+        )
+        .await?;
+    let mut users: Vec<Uuid> = conn
+        .query(&stmt, &[&user_id])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !users.contains(&user_id) {
+        users.push(user_id);
+    }
+    Ok(users)
 }

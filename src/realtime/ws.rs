@@ -1,13 +1,18 @@
 //! The WebSocket endpoint (DESIGN.md §4): `POST /api/ws-ticket` issues a single-use ticket,
 //! `GET /ws?ticket=…` redeems it and upgrades. One socket carries the events of all the
-//! user's conversations.
+//! user's conversations; the frames are defined in [`super::protocol`].
 //!
-//! Client frames: `{type:"ping"}` → `{type:"pong"}`; `{type:"typing", conversation_id,
-//! is_typing}` → a `typing` event to the other participants (ephemeral, never stored);
-//! `{type:"read", conversation_id, seq}` → moves the read marker like the HTTP endpoint.
-//! Anything else gets `{type:"error", data:{detail}}` and the socket stays open.
+//! Delivery is gapless and in order per conversation: every stored change carries the
+//! conversation's revision (`rev`); each socket remembers the last revision it delivered per
+//! conversation, drops anything not newer, and when a revision is skipped (a notification
+//! lost or reordered between instances) fetches what it missed from the primary before going
+//! on. `resume` replays from a client's cursors the same way, inside one repeatable-read
+//! snapshot, so events committed while it runs are neither lost nor doubled.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use actix_web::{
     web::{self, Query},
@@ -16,24 +21,30 @@ use actix_web::{
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde::Deserialize;
+use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::hub::{Command, Frame};
+use super::{
+    hub::{self, Command, Frame, Outbound},
+    protocol::{ClientFrame, ServerEvent, MAX_RESUME_CONVERSATIONS},
+};
 use crate::{
     error::ApiError,
     messaging::{
         caller::Caller,
         conversations::{mark_read, publish_frame},
-        model::{is_participant, ServerFrame},
+        messages::message_frame,
+        model::{is_participant, scope, Message, ServerFrame, MESSAGE_COLUMNS, MESSAGE_FROM},
         State,
     },
 };
 
 /// Largest client frame, in bytes; a larger one closes the socket with 1009 (RFC 6455 §7.4.1).
 pub const MAX_FRAME_BYTES: usize = 16 * 1024;
-/// Shortest gap between two typing events a socket may send; faster ones are dropped.
-const TYPING_MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// A refreshed `typing: true` is re-announced at most this often.
+const TYPING_REANNOUNCE: Duration = Duration::from_secs(2);
 
 fn ticket_hash(ticket: &str) -> Vec<u8> {
     Sha256::digest(ticket.as_bytes()).to_vec()
@@ -55,7 +66,7 @@ pub async fn ticket(state: web::Data<State>, caller: Caller) -> Result<HttpRespo
     .await?;
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({
+        .json(json!({
             "ticket": ticket,
             "expires_in": state.cfg.ws_ticket_ttl.as_secs(),
         })))
@@ -90,7 +101,6 @@ pub async fn connect(
             &[&ticket_hash(ticket)],
         )
         .await?;
-    drop(conn);
     let (user_id, session_id) = match row {
         Some(r) if r.get::<_, bool>("valid") => {
             (r.get::<_, Uuid>("user_id"), r.get::<_, Uuid>("session_id"))
@@ -101,6 +111,20 @@ pub async fn connect(
             ))
         }
     };
+    // Where each conversation's live delivery starts: the revision as of now. Anything
+    // earlier is history (fetched over HTTP or replayed by `resume`).
+    let synced: HashMap<Uuid, i64> = conn
+        .query(
+            "SELECT c.id, c.last_rev FROM messaging.participants p
+             JOIN messaging.conversations c ON c.id = p.conversation_id
+             WHERE p.user_id = $1 AND p.left_at IS NULL",
+            &[&user_id],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    drop(conn);
     let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let stream = stream
@@ -112,22 +136,9 @@ pub async fn connect(
         session_id,
     };
     tracing::info!(user.id = %user_id, "socket opened");
-    actix_web::rt::spawn(run_socket(state.get_ref().clone(), caller, session, stream));
+    let socket = Socket::new(state.get_ref().clone(), caller, session, synced);
+    actix_web::rt::spawn(socket.run(stream));
     Ok(response)
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ClientFrame {
-    Ping,
-    Typing {
-        conversation_id: Uuid,
-        is_typing: bool,
-    },
-    Read {
-        conversation_id: Uuid,
-        seq: i64,
-    },
 }
 
 fn close_reason(code: u16, text: &str) -> Option<CloseReason> {
@@ -138,181 +149,542 @@ fn close_reason(code: u16, text: &str) -> Option<CloseReason> {
 }
 
 fn error_frame(detail: &str) -> String {
-    ServerFrame {
-        kind: "error",
-        conversation_id: None,
-        seq: None,
-        data: serde_json::json!({ "detail": detail }),
-    }
-    .to_json()
+    ServerFrame::new(ServerEvent::Error, None, None, json!({ "detail": detail })).to_json()
 }
 
-async fn run_socket(
+/// Why the socket loop ended.
+enum End {
+    /// The client closed or vanished: nothing to send.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// One socket's task state.
+struct Socket {
     state: State,
     caller: Caller,
-    mut session: Session,
-    mut stream: actix_ws::AggregatedMessageStream,
-) {
-    let (conn_id, mut frames, mut close_rx) = state.hub.register(caller.user_id, caller.session_id);
-    let mut ping = tokio::time::interval(state.cfg.ws_ping_interval);
-    ping.tick().await;
-    let mut last_heard = Instant::now();
-    let mut last_typing: Option<Instant> = None;
-
-    let reason = loop {
-        tokio::select! {
-            biased;
-            changed = close_rx.changed() => {
-                let wanted = *close_rx.borrow();
-                match (changed, wanted) {
-                    (Ok(()), Some((code, text))) => {
-                        if code == 4001 {
-                            let frame = ServerFrame {
-                                kind: "session.revoked",
-                                conversation_id: None,
-                                seq: None,
-                                data: serde_json::json!({"session_id": caller.session_id}),
-                            };
-                            let _ = tokio::time::timeout(Duration::from_secs(1), session.text(frame.to_json())).await;
-                        }
-                        break close_reason(code, text);
-                    }
-                    (Ok(()), None) => continue,
-                    (Err(_), _) => break close_reason(1011, "hub stopped"),
-                }
-            }
-            frame = frames.recv() => {
-                let Some(frame) = frame else { break close_reason(1011, "hub stopped") };
-                if !write(&mut session, &mut close_rx, frame).await {
-                    break close_reason(1008, "slow consumer: reconnect and resume");
-                }
-            }
-            msg = stream.recv() => {
-                last_heard = Instant::now();
-                match msg {
-                    None => break None,
-                    Some(Err(ProtocolError::Overflow)) => break close_reason(1009, "frame too large"),
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "WebSocket protocol error");
-                        break close_reason(1002, "protocol error");
-                    }
-                    Some(Ok(AggregatedMessage::Close(_))) => break None,
-                    Some(Ok(AggregatedMessage::Ping(b))) => {
-                        if session.pong(&b).await.is_err() { break None; }
-                    }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
-                        if session.text(error_frame("binary frames are not supported; send JSON text")).await.is_err() { break None; }
-                    }
-                    Some(Ok(AggregatedMessage::Text(text))) => {
-                        let reply = handle_client_frame(&state, caller, &text, &mut last_typing).await;
-                        if let Some(reply) = reply {
-                            if session.text(reply).await.is_err() { break None; }
-                        }
-                    }
-                }
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > state.cfg.ws_idle_timeout {
-                    break close_reason(1001, "heartbeat timeout");
-                }
-                if session.ping(b"").await.is_err() { break None; }
-            }
-        }
-    };
-    state.hub.send(Command::Unregister {
-        id: conn_id,
-        user_id: caller.user_id,
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(1), session.close(reason)).await;
-    tracing::info!(user.id = %caller.user_id, "socket closed");
+    session: Session,
+    close_rx: watch::Receiver<hub::CloseReason>,
+    conn_id: u64,
+    frames: tokio::sync::mpsc::Receiver<Outbound>,
+    /// Last revision delivered per conversation.
+    synced: HashMap<Uuid, i64>,
+    /// Conversations this socket is typing in: when the state expires, and when it was last
+    /// announced.
+    typing: HashMap<Uuid, (Instant, Instant)>,
+    /// Client frames in the current one-second window.
+    window: (Instant, u32),
 }
 
-/// Writes a frame unless the hub asks for the socket to close first (a client that does not
-/// read blocks the write). Returns false if the socket must close.
-async fn write(
-    session: &mut Session,
-    close_rx: &mut tokio::sync::watch::Receiver<super::hub::CloseReason>,
-    frame: Frame,
-) -> bool {
-    tokio::select! {
-        r = session.text(frame.to_string()) => r.is_ok(),
-        _ = close_rx.changed() => false,
+impl Socket {
+    fn new(state: State, caller: Caller, session: Session, synced: HashMap<Uuid, i64>) -> Self {
+        let (conn_id, frames, close_rx) = state.hub.register(caller.user_id, caller.session_id);
+        Self {
+            state,
+            caller,
+            session,
+            close_rx,
+            conn_id,
+            frames,
+            synced,
+            typing: HashMap::new(),
+            window: (Instant::now(), 0),
+        }
+    }
+
+    async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) {
+        self.state
+            .presence
+            .connected(self.caller.user_id, self.conn_id)
+            .await;
+        let hello = ServerFrame::new(
+            ServerEvent::Hello,
+            None,
+            None,
+            json!({
+                "instance": self.state.presence.instance(),
+                "user_id": self.caller.user_id,
+                "session_id": self.caller.session_id,
+                "ping_interval_secs": self.state.cfg.ws_ping_interval.as_secs(),
+            }),
+        );
+        let end = if self.send(hello.to_json()).await {
+            self.serve(&mut stream).await
+        } else {
+            self.closing().await
+        };
+        for conversation_id in self.typing.keys().copied().collect::<Vec<_>>() {
+            self.announce_typing(conversation_id, false);
+        }
+        self.state.hub.send(Command::Unregister {
+            id: self.conn_id,
+            user_id: self.caller.user_id,
+        });
+        self.state
+            .presence
+            .disconnected(self.caller.user_id, self.conn_id);
+        let reason = match end {
+            End::Gone => None,
+            End::Close(code, text) => close_reason(code, text),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.session.close(reason)).await;
+        tracing::info!(user.id = %self.caller.user_id, "socket closed");
+    }
+
+    async fn serve(&mut self, stream: &mut actix_ws::AggregatedMessageStream) -> End {
+        let mut ping = tokio::time::interval(self.state.cfg.ws_ping_interval);
+        ping.tick().await;
+        let mut last_heard = Instant::now();
+        loop {
+            let typing_due = self.typing.values().map(|t| t.0).min();
+            tokio::select! {
+                biased;
+                changed = self.close_rx.changed() => {
+                    if changed.is_err() {
+                        return End::Close(1011, "hub stopped");
+                    }
+                    if self.close_rx.borrow().is_some() {
+                        return self.closing().await;
+                    }
+                }
+                out = self.frames.recv() => {
+                    let ok = match out {
+                        None => return End::Close(1011, "hub stopped"),
+                        Some(Outbound::Frame(frame)) => self.deliver(frame).await,
+                        Some(Outbound::Resync) => self.resync().await,
+                    };
+                    if !ok {
+                        return self.closing().await;
+                    }
+                }
+                msg = stream.recv() => {
+                    last_heard = Instant::now();
+                    match msg {
+                        None | Some(Ok(AggregatedMessage::Close(_))) => return End::Gone,
+                        Some(Err(ProtocolError::Overflow)) => return End::Close(1009, "frame too large"),
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "WebSocket protocol error");
+                            return End::Close(1002, "protocol error");
+                        }
+                        Some(Ok(AggregatedMessage::Ping(b))) => {
+                            if self.session.pong(&b).await.is_err() {
+                                return End::Gone;
+                            }
+                        }
+                        Some(Ok(AggregatedMessage::Pong(_))) => {}
+                        Some(Ok(AggregatedMessage::Binary(_))) => {
+                            if !self.send(error_frame("binary frames are not supported; send JSON text")).await {
+                                return self.closing().await;
+                            }
+                        }
+                        Some(Ok(AggregatedMessage::Text(text))) => {
+                            if !self.count_frame() {
+                                return End::Close(1008, "too many frames: slow down");
+                            }
+                            if !self.client_frame(&text).await {
+                                return self.closing().await;
+                            }
+                        }
+                    }
+                }
+                _ = sleep_until(typing_due) => self.expire_typing(),
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > self.state.cfg.ws_idle_timeout {
+                        return End::Close(1001, "heartbeat timeout");
+                    }
+                    if self.session.ping(b"").await.is_err() {
+                        return End::Gone;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a frame unless the hub asks for the socket to close first (a client that does
+    /// not read blocks the write). Returns false if the socket must close; then
+    /// [`Self::closing`] says how.
+    async fn send(&mut self, text: String) -> bool {
+        if self.close_rx.borrow().is_some() {
+            return false;
+        }
+        tokio::select! {
+            biased;
+            r = self.session.text(text) => r.is_ok(),
+            _ = self.close_rx.changed() => false,
+        }
+    }
+
+    /// How the socket ends once it must: as the hub asked (after a `session.revoked` frame
+    /// when the session ended), or quietly when the client is gone.
+    async fn closing(&mut self) -> End {
+        let wanted = *self.close_rx.borrow();
+        match wanted {
+            Some(reason) => {
+                if reason == hub::SESSION_REVOKED {
+                    let frame = ServerFrame::new(
+                        ServerEvent::SessionRevoked,
+                        None,
+                        None,
+                        json!({"session_id": self.caller.session_id}),
+                    );
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        self.session.text(frame.to_json()),
+                    )
+                    .await;
+                }
+                End::Close(reason.0, reason.1)
+            }
+            None => End::Gone,
+        }
+    }
+
+    /// Delivers a live frame; stored changes only in revision order, once, catching up from
+    /// the database over any revision skipped.
+    async fn deliver(&mut self, frame: Frame) -> bool {
+        let Some((conversation_id, rev)) = frame.at else {
+            return self.send(frame.text.to_string()).await;
+        };
+        match self.synced.get(&conversation_id).copied() {
+            // First change seen in a conversation joined since the socket opened.
+            None => {
+                self.synced.insert(conversation_id, rev);
+                self.send(frame.text.to_string()).await
+            }
+            Some(last) if rev <= last => true,
+            Some(last) if rev == last + 1 => {
+                self.synced.insert(conversation_id, rev);
+                self.send(frame.text.to_string()).await
+            }
+            Some(last) => {
+                tracing::debug!(conversation.id = %conversation_id, last, rev, "revision gap; catching up");
+                match self.catch_up(conversation_id, last, None).await {
+                    Ok(true) => true,
+                    Ok(false) => false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "catch-up failed; delivering live");
+                        self.synced.insert(conversation_id, rev);
+                        self.send(frame.text.to_string()).await
+                    }
+                }
+            }
+        }
+    }
+
+    /// After the LISTEN connection came back: catch up every conversation this socket follows.
+    async fn resync(&mut self) -> bool {
+        let convs: Vec<(Uuid, i64)> = self.synced.iter().map(|(c, r)| (*c, *r)).collect();
+        for (conversation_id, last) in convs {
+            match self.catch_up(conversation_id, last, None).await {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(e) => tracing::warn!(error = %e, "resync failed"),
+            }
+        }
+        true
+    }
+
+    /// Sends every change after revision `after_rev` that the user can see, in revision
+    /// order — `message.created` for messages appended after it, `message.edited` or
+    /// `message.deleted` (current state) for older ones — from one repeatable-read snapshot
+    /// of the primary, then remembers the snapshot's revision. With `resume_seq`, ends with a
+    /// `resumed` frame, or answers `resume.reload` when there are more than
+    /// `RESUME_MAX_EVENTS`. Returns false if the socket must close.
+    async fn catch_up(
+        &mut self,
+        conversation_id: Uuid,
+        after_rev: i64,
+        resume_seq: Option<i64>,
+    ) -> anyhow::Result<bool> {
+        let mut conn = self.state.db.primary().await?;
+        let tx = conn
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let Some(scope) = scope(&tx, conversation_id, self.caller.user_id).await? else {
+            self.synced.remove(&conversation_id);
+            return Ok(true);
+        };
+        let head = tx
+            .query_one(
+                "SELECT last_rev, last_seq FROM messaging.conversations WHERE id = $1",
+                &[&conversation_id],
+            )
+            .await?;
+        let (last_rev, last_seq): (i64, i64) = (head.get(0), head.get(1));
+        let max = self.state.cfg.resume_max_events;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS}, m.created_rev FROM {MESSAGE_FROM}
+                     WHERE m.conversation_id = $1 AND m.rev > $2
+                       AND m.seq >= $3 AND ($4::bigint IS NULL OR m.seq <= $4)
+                     ORDER BY m.rev
+                     LIMIT $5"
+                ),
+                &[
+                    &conversation_id,
+                    &after_rev,
+                    &scope.visible_from_seq,
+                    &scope.visible_to_seq,
+                    &(max + 1),
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+        drop(conn);
+        self.synced.insert(conversation_id, last_rev);
+        if rows.len() as i64 > max {
+            let frame = ServerFrame::new(
+                ServerEvent::ResumeReload,
+                Some(conversation_id),
+                None,
+                json!({"detail": format!(
+                    "more than {max} changes to replay; fetch history over HTTP and resume from its newest seq"
+                )}),
+            );
+            return Ok(self.send(frame.to_json()).await);
+        }
+        for row in &rows {
+            let message = Message::from_row(row);
+            let created_rev: i64 = row.get("created_rev");
+            let kind = if created_rev > after_rev {
+                ServerEvent::MessageCreated
+            } else if message.deleted {
+                ServerEvent::MessageDeleted
+            } else {
+                ServerEvent::MessageEdited
+            };
+            if !self.send(message_frame(kind, &message)).await {
+                return Ok(false);
+            }
+        }
+        if resume_seq.is_some() {
+            let visible_last = scope.visible_to_seq.unwrap_or(last_seq);
+            let frame = ServerFrame {
+                kind: ServerEvent::Resumed,
+                conversation_id: Some(conversation_id),
+                seq: Some(visible_last),
+                rev: Some(last_rev),
+                data: json!({"last_seq": visible_last}),
+            };
+            return Ok(self.send(frame.to_json()).await);
+        }
+        Ok(true)
+    }
+
+    /// `resume`: replays each conversation from its cursor (the last message `seq` the client
+    /// has; 0 for none).
+    async fn resume(&mut self, cursors: HashMap<Uuid, i64>) -> bool {
+        if cursors.len() > MAX_RESUME_CONVERSATIONS {
+            return self
+                .send(error_frame(&format!(
+                    "resume names at most {MAX_RESUME_CONVERSATIONS} conversations"
+                )))
+                .await;
+        }
+        for (conversation_id, seq) in cursors {
+            let base = self.cursor_rev(conversation_id, seq).await;
+            let ok = match base {
+                Ok(Ok(rev)) => match self.catch_up(conversation_id, rev, Some(seq)).await {
+                    Ok(ok) => ok,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "resume failed");
+                        self.send(error_frame("resume failed; try again")).await
+                    }
+                },
+                Ok(Err(detail)) => {
+                    let frame = ServerFrame::new(
+                        ServerEvent::Error,
+                        Some(conversation_id),
+                        None,
+                        json!({"detail": detail}),
+                    );
+                    self.send(frame.to_json()).await
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "resume failed");
+                    self.send(error_frame("resume failed; try again")).await
+                }
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The revision at which message `seq` was appended (0 for seq 0), or why the cursor is
+    /// refused.
+    async fn cursor_rev(
+        &self,
+        conversation_id: Uuid,
+        seq: i64,
+    ) -> anyhow::Result<Result<i64, &'static str>> {
+        if seq < 0 {
+            return Ok(Err("a resume cursor is a seq, zero or more"));
+        }
+        let conn = self.state.db.primary().await?;
+        if scope(&conn, conversation_id, self.caller.user_id)
+            .await?
+            .is_none()
+        {
+            return Ok(Err("conversation not found"));
+        }
+        if seq == 0 {
+            return Ok(Ok(0));
+        }
+        let row = conn
+            .query_opt(
+                "SELECT created_rev FROM messaging.messages WHERE conversation_id = $1 AND seq = $2",
+                &[&conversation_id, &seq],
+            )
+            .await?;
+        Ok(row
+            .map(|r| r.get(0))
+            .ok_or("the cursor is past the conversation's last seq"))
+    }
+
+    /// Counts a client frame; false once the per-second budget is spent.
+    fn count_frame(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window.0) >= Duration::from_secs(1) {
+            self.window = (now, 0);
+        }
+        self.window.1 += 1;
+        self.window.1 <= self.state.cfg.ws_max_frames_per_sec
+    }
+
+    /// Handles one client frame; false if the socket must close.
+    async fn client_frame(&mut self, text: &str) -> bool {
+        let frame: ClientFrame = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                return self
+                    .send(error_frame(&format!(
+                        "unreadable frame ({e}); expected type ping, typing, read or resume"
+                    )))
+                    .await
+            }
+        };
+        match frame {
+            ClientFrame::Ping => {
+                self.send(ServerFrame::new(ServerEvent::Pong, None, None, json!({})).to_json())
+                    .await
+            }
+            ClientFrame::Typing {
+                conversation_id,
+                is_typing,
+            } => match self.typing(conversation_id, is_typing).await {
+                Ok(()) => true,
+                Err(detail) => self.send(error_frame(detail)).await,
+            },
+            ClientFrame::Read {
+                conversation_id,
+                seq,
+            } => {
+                if seq < 0 {
+                    return self.send(error_frame("seq must be zero or more")).await;
+                }
+                let result = match self.state.db.primary().await {
+                    Ok(conn) => {
+                        mark_read(
+                            &self.state,
+                            &conn,
+                            conversation_id,
+                            self.caller.user_id,
+                            seq,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(_) => true,
+                    Err(ApiError::NotFound(_)) => {
+                        self.send(error_frame("conversation not found")).await
+                    }
+                    Err(_) => {
+                        self.send(error_frame("service unavailable; try again"))
+                            .await
+                    }
+                }
+            }
+            ClientFrame::Resume { cursors } => self.resume(cursors).await,
+        }
+    }
+
+    /// Typing: ephemeral and never stored. `true` is announced, then re-announced at most
+    /// every couple of seconds while refreshed; it expires `TYPING_TTL_SECS` after the last
+    /// refresh (announced as `is_typing: false`), as does an explicit `false`.
+    async fn typing(&mut self, conversation_id: Uuid, is_typing: bool) -> Result<(), &'static str> {
+        let now = Instant::now();
+        if !is_typing {
+            if self.typing.remove(&conversation_id).is_some() {
+                self.announce_typing(conversation_id, false);
+            }
+            return Ok(());
+        }
+        let ttl = self.state.cfg.typing_ttl;
+        if let Some(state) = self.typing.get_mut(&conversation_id) {
+            state.0 = now + ttl;
+            if now.duration_since(state.1) < TYPING_REANNOUNCE {
+                return Ok(());
+            }
+            state.1 = now;
+            self.announce_typing(conversation_id, true);
+            return Ok(());
+        }
+        let member = match self.state.db.read(None).await {
+            Ok((conn, _)) => is_participant(&conn, conversation_id, self.caller.user_id).await,
+            Err(_) => return Err("service unavailable; try again"),
+        };
+        match member {
+            Ok(true) => {
+                self.typing.insert(conversation_id, (now + ttl, now));
+                self.announce_typing(conversation_id, true);
+                Ok(())
+            }
+            Ok(false) => Err("conversation not found"),
+            Err(_) => Err("service unavailable; try again"),
+        }
+    }
+
+    fn expire_typing(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<Uuid> = self
+            .typing
+            .iter()
+            .filter(|(_, t)| t.0 <= now)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in expired {
+            self.typing.remove(&c);
+            self.announce_typing(c, false);
+        }
+    }
+
+    fn announce_typing(&self, conversation_id: Uuid, is_typing: bool) {
+        let mut data = json!({"user_id": self.caller.user_id, "is_typing": is_typing});
+        if is_typing {
+            data["expires_in"] = json!(self.state.cfg.typing_ttl.as_secs_f64());
+        }
+        let frame = ServerFrame::new(ServerEvent::Typing, Some(conversation_id), None, data);
+        publish_frame(
+            &self.state,
+            conversation_id,
+            Some(self.caller.user_id),
+            frame.to_json(),
+        );
     }
 }
 
-async fn handle_client_frame(
-    state: &State,
-    caller: Caller,
-    text: &str,
-    last_typing: &mut Option<Instant>,
-) -> Option<String> {
-    let frame: ClientFrame = match serde_json::from_str(text) {
-        Ok(f) => f,
-        Err(e) => {
-            return Some(error_frame(&format!(
-                "unreadable frame ({e}); expected type ping, typing or read"
-            )))
-        }
-    };
-    match frame {
-        ClientFrame::Ping => Some(
-            ServerFrame {
-                kind: "pong",
-                conversation_id: None,
-                seq: None,
-                data: serde_json::json!({}),
-            }
-            .to_json(),
-        ),
-        ClientFrame::Typing {
-            conversation_id,
-            is_typing,
-        } => {
-            if last_typing.is_some_and(|t| t.elapsed() < TYPING_MIN_INTERVAL) {
-                return None;
-            }
-            *last_typing = Some(Instant::now());
-            let member = match state.db.read(None).await {
-                Ok((conn, _)) => is_participant(&conn, conversation_id, caller.user_id).await,
-                Err(_) => return Some(error_frame("service unavailable; try again")),
-            };
-            match member {
-                Ok(true) => {
-                    let frame = ServerFrame {
-                        kind: "typing",
-                        conversation_id: Some(conversation_id),
-                        seq: None,
-                        data: serde_json::json!({"user_id": caller.user_id, "is_typing": is_typing}),
-                    };
-                    publish_frame(
-                        state,
-                        conversation_id,
-                        Some(caller.user_id),
-                        frame.to_json(),
-                    );
-                    None
-                }
-                Ok(false) => Some(error_frame("conversation not found")),
-                Err(_) => Some(error_frame("service unavailable; try again")),
-            }
-        }
-        ClientFrame::Read {
-            conversation_id,
-            seq,
-        } => {
-            if seq < 0 {
-                return Some(error_frame("seq must be zero or more"));
-            }
-            let conn = match state.db.primary().await {
-                Ok(c) => c,
-                Err(_) => return Some(error_frame("service unavailable; try again")),
-            };
-            match mark_read(state, &conn, conversation_id, caller.user_id, seq).await {
-                Ok(_) => None,
-                Err(ApiError::NotFound(_)) => Some(error_frame("conversation not found")),
-                Err(_) => Some(error_frame("service unavailable; try again")),
-            }
-        }
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
     }
 }

@@ -345,3 +345,164 @@ pub async fn raw(
     let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, headers, json)
 }
+
+/// The messaging instances behind NGINX: `(name, direct URL)`.
+pub fn instances() -> Vec<(String, String)> {
+    env("SWITCHBOARD_MESSAGING_INSTANCES", "")
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Opens a socket and returns it with its `hello` frame (which names the instance).
+pub async fn socket_hello(user: &User) -> (Ws, Value) {
+    let mut ws = user.socket().await;
+    let hello = next_event(&mut ws, "hello", Duration::from_secs(5)).await;
+    (ws, hello)
+}
+
+/// Opens a socket through NGINX that lands on `instance` (NGINX balances, so it retries).
+pub async fn socket_on(user: &User, instance: &str) -> Ws {
+    // NGINX skips an instance for 10 s after failing to reach it (max_fails=1), so after a
+    // restart this may take a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        let mut ws = user.socket().await;
+        let hello = next_event(&mut ws, "hello", Duration::from_secs(5)).await;
+        if hello["data"]["instance"] == instance {
+            return ws;
+        }
+        drop(ws);
+        // Round-robin pairs every ticket request with the next upgrade; one extra request
+        // shifts the phase so the next socket lands on the other instance.
+        let _ = http().get(format!("{}/api/healthz", base())).send().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no socket landed on {instance}");
+}
+
+/// A socket straight to `server` (NGINX's URL, or one instance's) whose TCP receive buffer is
+/// 4 KiB: a client that stops reading backs up into the server within a few frames.
+pub async fn small_buffer_socket_at(user: &User, server: &str) -> Ws {
+    let (s, body) = user.post("/api/ws-ticket", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let url = format!(
+        "{}/ws?ticket={}",
+        server.replacen("http", "ws", 1),
+        body["ticket"].as_str().expect("ticket")
+    );
+    let addr = server
+        .trim_start_matches("http://")
+        .parse::<std::net::SocketAddr>()
+        .expect("http://ip:port");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket.connect(addr).await.expect("connect");
+    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .expect("ws handshake");
+    ws
+}
+
+/// A socket straight to one instance (bypassing NGINX, which would add its own buffers).
+pub async fn socket_at(user: &User, server: &str) -> Ws {
+    let (s, body) = user.post("/api/ws-ticket", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let url = format!(
+        "{}/ws?ticket={}",
+        server.replacen("http", "ws", 1),
+        body["ticket"].as_str().expect("ticket")
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
+    ws
+}
+
+/// The next frame of `kind` whose `data.user_id` is `user_id`.
+pub async fn next_event_of(ws: &mut Ws, kind: &str, user_id: &str, timeout: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let e = next_event(
+            ws,
+            kind,
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+        )
+        .await;
+        if e["data"]["user_id"] == user_id {
+            return e;
+        }
+    }
+}
+
+/// Reads until the server closes the socket; returns the close code (None when the
+/// connection just ended) and the frames received before it.
+pub async fn until_closed(ws: &mut Ws, timeout: Duration) -> (Option<u16>, Vec<Value>) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut frames = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Err(_) => panic!("socket not closed within {timeout:?}"),
+            Ok(None) | Ok(Some(Err(_))) => return (None, frames),
+            Ok(Some(Ok(WsMessage::Close(frame)))) => {
+                return (frame.map(|f| u16::from(f.code)), frames)
+            }
+            Ok(Some(Ok(WsMessage::Text(t)))) => {
+                frames.push(serde_json::from_str(&t).unwrap_or(Value::Null))
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// Every frame of `kinds` that arrives within `window`.
+pub async fn frames_within(ws: &mut Ws, kinds: &[&str], window: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(
+        deadline.saturating_duration_since(tokio::time::Instant::now()),
+        ws.next(),
+    )
+    .await
+    {
+        if let WsMessage::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).expect("JSON frame");
+            if kinds.iter().any(|k| v["type"] == *k) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// A bearer request straight to one instance (bypassing NGINX's balancing).
+pub async fn call_instance(
+    user: &User,
+    instance_url: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = http()
+        .request(method, format!("{instance_url}{path}"))
+        .bearer_auth(&user.access);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Asserts the socket is told its session ended and is closed with 4001, within a second of
+/// the call (DESIGN.md §4).
+pub async fn assert_revoked(ws: &mut Ws) {
+    let (code, frames) = until_closed(ws, Duration::from_secs(1)).await;
+    assert!(
+        frames.iter().any(|f| f["type"] == "session.revoked"),
+        "no session.revoked before the close ({code:?}): {frames:?}"
+    );
+    assert_eq!(code, Some(4001), "{frames:?}");
+}
