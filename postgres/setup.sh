@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Creates (once) and starts a PostgreSQL primary and a hot-standby replica fed by streaming
+# Creates (once) and starts a PostgreSQL primary and hot-standby replicas fed by streaming
 # replication, under an ignored data folder of the repository.
 #
-#   postgres/setup.sh start   # create what is missing, start both, wait until the replica streams
-#   postgres/setup.sh stop    # fast shutdown of both
+#   postgres/setup.sh start        # create what is missing, start all, wait until replicas stream
+#   postgres/setup.sh stop         # fast shutdown of all
+#   postgres/setup.sh stop NAME    # stop one: primary, replica1, replica2, …
 #   postgres/setup.sh status
 #
 # Idempotent: existing clusters are reused; roles, database and schemas are (re)applied from
@@ -13,7 +14,8 @@
 # Environment (defaults are for local use only):
 #   SWITCHBOARD_DATA        data folder               (<repo>/.data)
 #   PG_PRIMARY_PORT         primary port on 127.0.0.1 (55432)
-#   PG_REPLICA_PORT         replica port on 127.0.0.1 (55433)
+#   PG_REPLICA_PORT         first replica's port on 127.0.0.1 (55433); replica N uses +N-1
+#   PG_REPLICAS             how many replicas (2)
 #   PG_DATABASE             database name             (switchboard)
 #   PG_SUPERUSER_PASSWORD   password of `postgres`    (postgres-dev)
 #   AUTH_DB_PASSWORD        role switchboard_auth     (auth-dev)
@@ -27,6 +29,7 @@ data="${SWITCHBOARD_DATA:-$repo/.data}"
 pgroot="$data/pg"
 primary_port="${PG_PRIMARY_PORT:-55432}"
 replica_port="${PG_REPLICA_PORT:-55433}"
+replicas="${PG_REPLICAS:-2}"
 db="${PG_DATABASE:-switchboard}"
 su_password="${PG_SUPERUSER_PASSWORD:-postgres-dev}"
 auth_password="${AUTH_DB_PASSWORD:-auth-dev}"
@@ -73,10 +76,17 @@ start_cluster() { # name port
   log "$name started on 127.0.0.1:$port (log: $pgroot/$name.log)"
 }
 
+port_of() { # name
+  case "$1" in
+    primary) echo "$primary_port" ;;
+    replica*) echo $((replica_port + ${1#replica} - 1)) ;;
+  esac
+}
+
 psql_su() { # name psql-args...
   local name="$1"; shift
-  local port="$primary_port"
-  [ "$name" = replica ] && port="$replica_port"
+  local port
+  port="$(port_of "$name")"
   as_pg "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$(sockdir "$name")" -p "$port" -U postgres "$@"
 }
 
@@ -117,36 +127,52 @@ start() {
     -v db="$db" -v auth_password="$auth_password" -v messaging_password="$messaging_password" \
     -v replication_password="$replication_password" -f "$here/init.sql"
 
-  if [ ! -f "$pgroot/replica/PG_VERSION" ]; then
-    log "cloning replica from the primary (pg_basebackup -R, slot replica_1)"
-    as_pg rm -rf "$pgroot/replica"
+  local n
+  for n in $(seq 1 "$replicas"); do
+    start_replica "$n"
+  done
+}
+
+start_replica() { # n
+  local n="$1" name="replica$1" slot="replica_$1"
+  local port
+  port="$(port_of "$name")"
+  if [ ! -f "$pgroot/$name/PG_VERSION" ]; then
+    log "cloning $name from the primary (pg_basebackup -R, slot $slot)"
+    as_pg rm -rf "$pgroot/$name"
     # A slot left by an interrupted earlier clone would make -C fail.
     psql_su primary -d postgres -c \
-      "SELECT pg_drop_replication_slot('replica_1') FROM pg_replication_slots WHERE slot_name = 'replica_1' AND NOT active" >/dev/null
+      "SELECT pg_drop_replication_slot('$slot') FROM pg_replication_slots WHERE slot_name = '$slot' AND NOT active" >/dev/null
     as_pg env PGPASSWORD="$replication_password" "$bindir/pg_basebackup" \
-      -h 127.0.0.1 -p "$primary_port" -U replicator -D "$pgroot/replica" \
-      -R -X stream -C -S replica_1 --checkpoint=fast
+      -h 127.0.0.1 -p "$primary_port" -U replicator -D "$pgroot/$name" \
+      -R -X stream -C -S "$slot" --checkpoint=fast
   fi
-  start_cluster replica "$replica_port"
+  start_cluster "$name" "$port"
 
   # Wait until the replica is a hot standby with a streaming WAL receiver.
   local i state=""
   for i in $(seq 1 300); do
-    state="$(psql_su replica -d postgres -At -c \
+    state="$(psql_su "$name" -d postgres -At -c \
       "SELECT pg_is_in_recovery()::text || ':' || coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')" 2>/dev/null || true)"
     [ "$state" = "true:streaming" ] && break
     sleep 0.2
   done
   if [ "$state" != "true:streaming" ]; then
-    log "replica is not streaming (state: ${state:-unreachable}); see $pgroot/replica.log"
+    log "$name is not streaming (state: ${state:-unreachable}); see $pgroot/$name.log"
     exit 1
   fi
-  log "replica streaming from primary"
+  log "$name streaming from primary on 127.0.0.1:$port"
 }
 
-stop() {
-  local name
-  for name in replica primary; do
+all_names() {
+  echo primary
+  seq 1 "$replicas" | sed 's/^/replica/'
+}
+
+stop() { # [name]
+  local name names
+  names="${1:-$(all_names | sort -r)}"
+  for name in $names; do
     if [ -f "$pgroot/$name/PG_VERSION" ] && is_running "$name"; then
       as_pg "$bindir/pg_ctl" -D "$pgroot/$name" -m fast -w stop >/dev/null && log "$name stopped"
     fi
@@ -155,14 +181,14 @@ stop() {
 
 status() {
   local name
-  for name in primary replica; do
+  for name in $(all_names); do
     if [ -f "$pgroot/$name/PG_VERSION" ] && is_running "$name"; then echo "$name: running"; else echo "$name: stopped"; fi
   done
 }
 
 case "${1:-start}" in
   start) start ;;
-  stop) stop ;;
+  stop) stop "${2:-}" ;;
   status) status ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

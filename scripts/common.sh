@@ -6,6 +6,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export SWITCHBOARD_DATA="${SWITCHBOARD_DATA:-$REPO/.data}"
 export PG_PRIMARY_PORT="${PG_PRIMARY_PORT:-55432}"
 export PG_REPLICA_PORT="${PG_REPLICA_PORT:-55433}"
+export PG_REPLICAS="${PG_REPLICAS:-2}"
 export PG_DATABASE="${PG_DATABASE:-switchboard}"
 export PG_SUPERUSER_PASSWORD="${PG_SUPERUSER_PASSWORD:-postgres-dev}"
 export AUTH_DB_PASSWORD="${AUTH_DB_PASSWORD:-auth-dev}"
@@ -92,13 +93,22 @@ start_service() {
       INSTANCE_ID="$name" \
       MESSAGING_BIND="127.0.0.1:${port}" \
       MESSAGING_DATABASE_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}" \
-      MESSAGING_REPLICA_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}" \
+      REPLICA_URLS="$(replica_urls)" \
       AUTH_JWKS_URL="http://127.0.0.1:${AUTH_PORT}/auth/.well-known/jwks.json" \
         "$BIN_DIR/messaging" >>"$LOG_DIR/$name.log" 2>&1 &
       ;;
   esac
   echo "$!" >"$SWITCHBOARD_DATA/pids/$name.pid"
   log "$name starting on 127.0.0.1:$port (log: $LOG_DIR/$name.log)"
+}
+
+# Comma-separated URLs of every replica, for the messaging role.
+replica_urls() {
+  local n out=""
+  for n in $(seq 1 "$PG_REPLICAS"); do
+    out="${out:+$out,}postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:$((PG_REPLICA_PORT + n - 1))/${PG_DATABASE}"
+  done
+  echo "$out"
 }
 
 # The NGINX upstream lines for every messaging instance.

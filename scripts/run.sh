@@ -55,7 +55,7 @@ Switchboard is up:
   API and WebSocket   http://localhost:${NGINX_PORT}   (/auth/*, /api/*, /ws)
   messaging           ${MESSAGING_INSTANCES} instance(s) from 127.0.0.1:${MESSAGING_PORT}
   primary             postgres://127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}
-  replica             postgres://127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}
+  replicas            ${PG_REPLICAS} from postgres://127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}
   logs                ${LOG_DIR}
 Press Ctrl-C to stop.
 

@@ -15,6 +15,7 @@ export MESSAGING_PORT="${TEST_MESSAGING_PORT:-18082}"
 export MESSAGING_INSTANCES=2
 export PG_PRIMARY_PORT="${TEST_PG_PRIMARY_PORT:-56432}"
 export PG_REPLICA_PORT="${TEST_PG_REPLICA_PORT:-56433}"
+export PG_REPLICAS=2
 export PROFILE=debug
 # bcrypt's cost is a production setting (12); 8 keeps the suite fast while a hash still
 # takes long enough (~15 ms) that the login timing test measures something real.
@@ -34,6 +35,11 @@ export RESUME_MAX_EVENTS=50
 # reads these two and sends past them.
 export SEND_RATE_LIMIT=500
 export SEND_RATE_WINDOW_SECS=60
+# Replica health: checked every 250 ms; lagging past 3 s of replay or 1 MiB of WAL.
+export REPLICA_CHECK_INTERVAL_MS=250
+export REPLICA_MAX_LAG_SECS=3
+export REPLICA_MAX_LAG_BYTES=1048576
+export CONSISTENCY_TOKEN_SECRET=test-consistency-secret
 # shellcheck source=scripts/common.sh
 source "$here/common.sh"
 
@@ -81,6 +87,7 @@ SWITCHBOARD_MESSAGING_INSTANCES="$(for n in $(seq 1 "$MESSAGING_INSTANCES"); do 
 export SWITCHBOARD_MESSAGING_INSTANCES="${SWITCHBOARD_MESSAGING_INSTANCES%,}"
 export SWITCHBOARD_PRIMARY_ADMIN_URL="postgres://postgres:${PG_SUPERUSER_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}"
 export SWITCHBOARD_REPLICA_ADMIN_URL="postgres://postgres:${PG_SUPERUSER_PASSWORD}@127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}"
+export SWITCHBOARD_REPLICA2_ADMIN_URL="postgres://postgres:${PG_SUPERUSER_PASSWORD}@127.0.0.1:$((PG_REPLICA_PORT + 1))/${PG_DATABASE}"
 export AUTH_SIGNING_KEY_FILES="$SWITCHBOARD_DATA/keys/signing-key.pem"
 export SWITCHBOARD_MESSAGING_DB_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}"
 export SWITCHBOARD_AUTH_DB_URL="postgres://switchboard_auth:${AUTH_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}"

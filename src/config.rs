@@ -217,8 +217,21 @@ pub struct MessagingConfig {
     pub bind: String,
     /// Primary URL for the `switchboard_messaging` role: `MESSAGING_DATABASE_URL`.
     pub primary_url: String,
-    /// Replica URL (hot standby): `MESSAGING_REPLICA_URL`.
-    pub replica_url: String,
+    /// Replica URLs (hot standbys), comma-separated: `REPLICA_URLS` (or a single
+    /// `MESSAGING_REPLICA_URL`). Behind a Kubernetes `-ro` Service this is one URL whose
+    /// connections land on different replicas.
+    pub replica_urls: Vec<String>,
+    /// When a replica counts as lagging, and is skipped: `REPLICA_MAX_LAG_BYTES` behind the
+    /// primary's WAL (default 16 MiB) or `REPLICA_MAX_LAG_SECS` behind in replay time
+    /// (default 5 s).
+    pub replica_max_lag_bytes: u64,
+    pub replica_max_lag: Duration,
+    /// How often replicas are checked: `REPLICA_CHECK_INTERVAL_MS`, default 1000.
+    pub replica_check_interval: Duration,
+    /// Key that signs consistency tokens (HMAC-SHA256), so a client cannot forge a WAL
+    /// position that would send its reads to the primary: `CONSISTENCY_TOKEN_SECRET`, at least
+    /// 16 characters; the same on every instance.
+    pub consistency_secret: String,
     pub pool: PoolSettings,
     pub tokens: TokenSettings,
     /// Where the auth service publishes its public keys: `AUTH_JWKS_URL`.
@@ -281,10 +294,34 @@ impl MessagingConfig {
                 "MESSAGING_DATABASE_URL",
                 "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55432/switchboard",
             ),
-            replica_url: var_or(
-                "MESSAGING_REPLICA_URL",
-                "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55433/switchboard",
+            replica_urls: {
+                let single = var_or(
+                    "MESSAGING_REPLICA_URL",
+                    "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55433/switchboard",
+                );
+                let list = list_or("REPLICA_URLS", "");
+                if list.is_empty() {
+                    vec![single]
+                } else {
+                    list
+                }
+            },
+            replica_max_lag_bytes: parse_or("REPLICA_MAX_LAG_BYTES", 16 * 1024 * 1024u64)?,
+            replica_max_lag: Duration::from_millis(
+                (parse_or("REPLICA_MAX_LAG_SECS", 5.0f64)?.max(0.1) * 1000.0) as u64,
             ),
+            replica_check_interval: Duration::from_millis(
+                parse_or("REPLICA_CHECK_INTERVAL_MS", 1000u64)?.max(100),
+            ),
+            consistency_secret: {
+                let secret = var_or("CONSISTENCY_TOKEN_SECRET", "switchboard-dev-consistency");
+                if secret.len() < 16 {
+                    return Err(anyhow!(
+                        "CONSISTENCY_TOKEN_SECRET must be at least 16 characters"
+                    ));
+                }
+                secret
+            },
             pool: PoolSettings::from_env()?,
             tokens: TokenSettings::from_env(),
             jwks_url: var_or(

@@ -48,6 +48,9 @@ pub enum ApiError {
     /// 429: too many attempts; retry after the given seconds.
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after: u32 },
+    /// 503: a read on a replica was cancelled by a recovery conflict, and so was its retry.
+    #[error("the read conflicted with replication; try again")]
+    RecoveryConflict,
     /// 503: a dependency (database) is unavailable; retry after the given seconds.
     #[error("{detail}")]
     Unavailable { detail: String, retry_after: u32 },
@@ -106,7 +109,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::TooManyRequests { .. } => "rate-limited",
-            Self::Unavailable { .. } => "unavailable",
+            Self::Unavailable { .. } | Self::RecoveryConflict => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -160,7 +163,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::RecoveryConflict => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -184,6 +187,10 @@ impl ResponseError for ApiError {
                 if let Ok(v) = header::HeaderValue::from_str("Bearer error=\"invalid_token\"") {
                     res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                 }
+            }
+            Self::RecoveryConflict => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             }
             Self::Unavailable { retry_after, .. } | Self::TooManyRequests { retry_after, .. } => {
                 if let Ok(v) = header::HeaderValue::from_str(&retry_after.to_string()) {
@@ -218,6 +225,11 @@ impl From<tokio_postgres::Error> for ApiError {
         }
         if let Some(code) = e.code() {
             use tokio_postgres::error::SqlState;
+            // On a hot standby, queries cancelled by replay report serialization_failure
+            // (PostgreSQL docs §27.4.2); the router retries them elsewhere.
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE {
+                return Self::RecoveryConflict;
+            }
             if *code == SqlState::QUERY_CANCELED {
                 return Self::Unavailable {
                     detail: "the database took too long, try again shortly".into(),

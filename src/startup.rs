@@ -10,7 +10,10 @@ use crate::{
     access::Verifier,
     auth::{keys::SigningKeys, AuthState},
     config::{AuthConfig, MessagingConfig},
-    db::{self, Routing},
+    db::{
+        self,
+        routing::{ReplicaPolicy, Routing},
+    },
     error,
     http::request_context,
     messaging::MessagingState,
@@ -99,7 +102,33 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
     )
     .await?;
     let primary = db::pool(&cfg.primary_url, &cfg.pool, "switchboard-messaging")?;
-    let replica = db::pool(&cfg.replica_url, &cfg.pool, "switchboard-messaging")?;
+    let replicas = cfg
+        .replica_urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let pool = db::pool(url, &cfg.pool, "switchboard-messaging")?;
+            let host = url
+                .parse::<tokio_postgres::Config>()
+                .ok()
+                .map(|c| format!("{:?}:{:?}", c.get_hosts().first(), c.get_ports().first()))
+                .unwrap_or_default();
+            tracing::info!(replica = i + 1, %host, "replica configured");
+            anyhow::Ok((format!("replica-{}", i + 1), pool))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let routing = Routing::new(
+        primary.clone(),
+        replicas,
+        ReplicaPolicy {
+            max_lag_bytes: cfg.replica_max_lag_bytes,
+            max_lag: cfg.replica_max_lag,
+            check_interval: cfg.replica_check_interval,
+            ryw_wait: cfg.ryw_wait,
+        },
+        cfg.consistency_secret.as_bytes(),
+    );
+    routing.spawn_monitor();
     let verifier = Verifier::remote(cfg.jwks_url.clone(), &cfg.tokens, cfg.jwks_min_refresh)?;
     if let Err(e) = verifier.refresh().await {
         tracing::warn!(error = %e, "JWKS not available yet; will fetch on first token");
@@ -115,7 +144,7 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
     );
     let bind = cfg.bind.clone();
     let state: crate::messaging::State = Arc::new(MessagingState {
-        db: Routing::new(primary, replica, cfg.ryw_wait),
+        db: routing,
         verifier,
         publisher,
         hub: hub.clone(),

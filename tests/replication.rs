@@ -10,26 +10,47 @@ use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-/// Waits until the replica has replayed everything the primary has written so far.
+/// Superuser connections to every replica of the test stack.
+async fn replicas() -> Vec<tokio_postgres::Client> {
+    let mut out = vec![admin(true).await];
+    if let Ok(url) = std::env::var("SWITCHBOARD_REPLICA2_ADMIN_URL") {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("replica 2");
+        tokio::spawn(conn);
+        out.push(client);
+    }
+    out
+}
+
+/// Runs `sql` on every replica.
+async fn on_replicas(sql: &str) {
+    for r in replicas().await {
+        r.execute(sql, &[]).await.expect(sql);
+    }
+}
+
+/// Waits until every replica has replayed everything the primary has written so far.
 async fn replica_caught_up() {
     let primary = admin(false).await;
-    let replica = admin(true).await;
     let target: String = primary
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await
         .expect("lsn")
         .get(0);
-    eventually(Duration::from_secs(10), || async {
-        let row = replica
-            .query_one(
-                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
-                &[&target],
-            )
-            .await
-            .expect("replay lsn");
-        row.get::<_, bool>(0).then_some(())
-    })
-    .await;
+    for replica in replicas().await {
+        eventually(Duration::from_secs(10), || async {
+            let row = replica
+                .query_one(
+                    "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                    &[&target],
+                )
+                .await
+                .expect("replay lsn");
+            row.get::<_, bool>(0).then_some(())
+        })
+        .await;
+    }
 }
 
 fn contents(page: &Value) -> Vec<String> {
@@ -49,18 +70,11 @@ async fn reads_come_from_the_replica_and_own_writes_stay_visible_while_replay_is
     alice.send(&conv, "before pause").await;
     replica_caught_up().await;
 
-    let replica = admin(true).await;
-    replica
-        .execute("SELECT pg_wal_replay_pause()", &[])
-        .await
-        .expect("pause");
+    on_replicas("SELECT pg_wal_replay_pause()").await;
     // Run the checks in a task so replay is resumed even if an assertion fails.
     let (a, b, c) = (alice.clone(), bob.clone(), conv.clone());
     let outcome = tokio::spawn(async move { paused_checks(a, b, c).await }).await;
-    replica
-        .execute("SELECT pg_wal_replay_resume()", &[])
-        .await
-        .expect("resume");
+    on_replicas("SELECT pg_wal_replay_resume()").await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }

@@ -306,35 +306,46 @@ pub async fn download(
     id: Path<Uuid>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (conn, _) = state.db.read(consistency.0).await?;
-    let row = conn
-        .query_opt(
-            &format!(
-                "SELECT {STORED_COLUMNS}, m.conversation_id, m.seq
-                 FROM messaging.attachments a
-                 JOIN messaging.messages m ON m.attachment_id = a.id
-                 WHERE a.id = $1"
-            ),
-            &[&id.into_inner()],
-        )
-        .await?
-        .ok_or_else(|| ApiError::NotFound("attachment not found".into()))?;
-    let scope = model::scope(&conn, row.get("conversation_id"), caller.user_id).await?;
-    if !scope.is_some_and(|s| s.sees(row.get("seq"))) {
-        return Err(ApiError::NotFound("attachment not found".into()));
-    }
-    serve(&conn, &Stored::from_row(&row), &req).await
+    let (id, user, range) = (id.into_inner(), caller.user_id, range_of(&req));
+    state
+        .db
+        .reading(consistency.0, move |conn| {
+            let range = range.clone();
+            Box::pin(async move {
+                let row = conn
+                    .query_opt(
+                        &format!(
+                            "SELECT {STORED_COLUMNS}, m.conversation_id, m.seq
+                             FROM messaging.attachments a
+                             JOIN messaging.messages m ON m.attachment_id = a.id
+                             WHERE a.id = $1"
+                        ),
+                        &[&id],
+                    )
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound("attachment not found".into()))?;
+                let scope = model::scope(conn, row.get("conversation_id"), user).await?;
+                if !scope.is_some_and(|s| s.sees(row.get("seq"))) {
+                    return Err(ApiError::NotFound("attachment not found".into()));
+                }
+                serve(conn, &Stored::from_row(&row), range.as_deref()).await
+            })
+        })
+        .await
+}
+
+fn range_of(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 async fn serve(
     conn: &deadpool_postgres::Object,
     file: &Stored,
-    req: &HttpRequest,
+    range: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
     let mut status = StatusCode::OK;
     let (mut start, mut end) = (0u64, file.size.saturating_sub(1));
     if let Some(r) = range {
@@ -485,19 +496,27 @@ pub async fn get_avatar(
     id: Path<Uuid>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (conn, _) = state.db.read(consistency.0).await?;
-    let row = conn
-        .query_opt(
-            &format!(
-                "SELECT {STORED_COLUMNS} FROM messaging.avatars v
-                 JOIN messaging.attachments a ON a.id = v.attachment_id
-                 WHERE v.user_id = $1"
-            ),
-            &[&id.into_inner()],
-        )
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no avatar".into()))?;
-    serve(&conn, &Stored::from_row(&row), &req).await
+    let (id, range) = (id.into_inner(), range_of(&req));
+    state
+        .db
+        .reading(consistency.0, move |conn| {
+            let range = range.clone();
+            Box::pin(async move {
+                let row = conn
+                    .query_opt(
+                        &format!(
+                            "SELECT {STORED_COLUMNS} FROM messaging.avatars v
+                             JOIN messaging.attachments a ON a.id = v.attachment_id
+                             WHERE v.user_id = $1"
+                        ),
+                        &[&id],
+                    )
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound("no avatar".into()))?;
+                serve(conn, &Stored::from_row(&row), range.as_deref()).await
+            })
+        })
+        .await
 }
 
 #[cfg(test)]

@@ -1,15 +1,19 @@
 //! The read-your-writes token on the wire (DESIGN.md §5): every write answers with the
-//! primary's WAL LSN in the `X-Consistency-Token` header and the `ryw_lsn` cookie
-//! (HttpOnly, Path=/api); reads take the newer of the two.
+//! primary's WAL LSN after commit, signed (`<LSN>.<MAC>`, see
+//! [`crate::db::Routing::sign`]), in the `X-Consistency-Token` header and the `ryw_lsn`
+//! cookie (HttpOnly, Path=/api); reads take the newer of the two. A token that is not one we
+//! signed is refused (header) or ignored (cookie), so nobody can make their reads wait for a
+//! WAL position that does not exist.
 
 use std::future::{ready, Ready};
 
 use actix_web::{
     cookie::{time::Duration as CookieDuration, Cookie, SameSite},
     dev::Payload,
-    FromRequest, HttpRequest, HttpResponseBuilder,
+    web, FromRequest, HttpRequest, HttpResponseBuilder,
 };
 
+use super::State;
 use crate::{db::Lsn, error::ApiError};
 
 /// Response and request header carrying the token.
@@ -19,7 +23,7 @@ pub const COOKIE: &str = "ryw_lsn";
 /// The cookie outlives any sane replica lag; after that the replica has the write anyway.
 const COOKIE_MAX_AGE_SECS: i64 = 300;
 
-/// The caller's consistency token, if any.
+/// The caller's verified consistency token, if any.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Consistency(pub Option<Lsn>);
 
@@ -27,42 +31,38 @@ impl FromRequest for Consistency {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
-    /// Errors: 400 for a header that is not an LSN (`HIGH/LOW` in hex). A malformed cookie
-    /// is ignored: the browser sends it without the client's say.
+    /// Errors: 400 for a header that is not a token this service signed. A bad cookie is
+    /// ignored: the browser sends it without the client's say.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let header = match req.headers().get(HEADER).map(|v| v.to_str()) {
+        let Some(state) = req.app_data::<web::Data<State>>() else {
+            return ready(Ok(Consistency(None)));
+        };
+        let header = match req.headers().get(HEADER) {
             None => None,
-            Some(Ok(v)) => match v.parse::<Lsn>() {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    return ready(Err(ApiError::BadRequest(format!(
-                        "X-Consistency-Token is not a WAL LSN: {e}"
-                    ))))
+            Some(v) => match v.to_str().ok().and_then(|t| state.db.verify(t)) {
+                Some(l) => Some(l),
+                None => {
+                    return ready(Err(ApiError::BadRequest(
+                        "X-Consistency-Token is not a token this service issued".into(),
+                    )))
                 }
             },
-            Some(Err(_)) => {
-                return ready(Err(ApiError::BadRequest(
-                    "X-Consistency-Token is not a WAL LSN".into(),
-                )))
-            }
         };
-        let cookie = req
-            .cookie(COOKIE)
-            .and_then(|c| c.value().parse::<Lsn>().ok());
+        let cookie = req.cookie(COOKIE).and_then(|c| state.db.verify(c.value()));
         ready(Ok(Consistency(header.max(cookie))))
     }
 }
 
-/// Adds the token to a write's answer, as header and cookie.
-pub fn attach(res: &mut HttpResponseBuilder, lsn: Lsn, secure: bool) {
-    let value = lsn.to_string();
+/// Adds the signed token to a write's answer, as header and cookie.
+pub fn attach(state: &State, res: &mut HttpResponseBuilder, lsn: Lsn) {
+    let value = state.db.sign(lsn);
     res.insert_header((HEADER, value.clone()));
     res.cookie(
         Cookie::build(COOKIE, value)
             .http_only(true)
             .same_site(SameSite::Strict)
             .path("/api")
-            .secure(secure)
+            .secure(state.cfg.cookie_secure)
             .max_age(CookieDuration::seconds(COOKIE_MAX_AGE_SECS))
             .finish(),
     );

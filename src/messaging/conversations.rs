@@ -182,7 +182,7 @@ pub async fn create(
         StatusCode::OK
     };
     let mut res = HttpResponse::build(status);
-    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    consistency::attach(&state, &mut res, lsn);
     Ok(res.json(conversation))
 }
 
@@ -296,11 +296,15 @@ pub async fn list(
         Some((at, id)) => (Some(at), Some(id)),
         None => (None, None),
     };
-    let (conn, _) = state.db.read(consistency.0).await?;
-    let rows = conn
-        .query(
-            &format!(
-                "SELECT c.id AS conv_id, c.is_group, c.name,
+    let user = caller.user_id;
+    let rows = state
+        .db
+        .reading(consistency.0, move |conn| {
+            Box::pin(async move {
+                Ok(conn
+                    .query(
+                        &format!(
+                            "SELECT c.id AS conv_id, c.is_group, c.name,
                         coalesce(p.visible_to_seq, c.last_seq) AS visible_last_seq,
                         {ACTIVITY} AS activity_at,
                         p.last_read_seq, p.left_at IS NOT NULL AS has_left, lm.*
@@ -316,9 +320,12 @@ pub async fn list(
                    AND ($2::timestamptz IS NULL OR ({ACTIVITY}, c.id) < ($2, $3))
                  ORDER BY {ACTIVITY} DESC, c.id DESC
                  LIMIT $4"
-            ),
-            &[&caller.user_id, &after_at, &after_id, &(limit + 1)],
-        )
+                        ),
+                        &[&user, &after_at, &after_id, &(limit + 1)],
+                    )
+                    .await?)
+            })
+        })
         .await?;
     let more = rows.len() as i64 > limit;
     let conversations: Vec<ConversationSummary> = rows
@@ -362,12 +369,18 @@ pub async fn get(
     consistency: Consistency,
     id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let (conn, _) = state.db.read(consistency.0).await?;
-    model::any_scope(&conn, id, caller.user_id).await?;
-    let conversation = model::load_conversation(&conn, id)
-        .await?
-        .ok_or_else(not_found)?;
+    let (id, user) = (id.into_inner(), caller.user_id);
+    let conversation = state
+        .db
+        .reading(consistency.0, move |conn| {
+            Box::pin(async move {
+                model::any_scope(conn, id, user).await?;
+                model::load_conversation(conn, id)
+                    .await?
+                    .ok_or_else(not_found)
+            })
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(conversation))
 }
 
@@ -451,7 +464,7 @@ pub async fn read(
     let marker = mark_read(&state, &conn, id.into_inner(), caller.user_id, body.seq).await?;
     let lsn = db::current_lsn(&conn).await?;
     let mut res = HttpResponse::Ok();
-    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    consistency::attach(&state, &mut res, lsn);
     Ok(res.json(marker))
 }
 

@@ -144,7 +144,7 @@ async fn respond(
         .await?
         .ok_or_else(model::conversation_not_found)?;
     let mut res = HttpResponse::Ok();
-    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    consistency::attach(state, &mut res, lsn);
     Ok(res.json(conversation))
 }
 
@@ -326,7 +326,7 @@ pub async fn remove(
     );
     let lsn = db::current_lsn(&conn).await?;
     let mut res = HttpResponse::NoContent();
-    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    consistency::attach(&state, &mut res, lsn);
     Ok(res.finish())
 }
 
@@ -546,6 +546,6 @@ pub async fn leave(
     );
     let lsn = db::current_lsn(&conn).await?;
     let mut res = HttpResponse::NoContent();
-    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    consistency::attach(&state, &mut res, lsn);
     Ok(res.finish())
 }

@@ -307,7 +307,7 @@ pub async fn answer(
 ) -> Result<HttpResponse, ApiError> {
     let lsn = db::current_lsn(conn).await?;
     let mut res = HttpResponse::build(status);
-    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    consistency::attach(state, &mut res, lsn);
     Ok(res.json(message))
 }
 
@@ -452,7 +452,7 @@ pub async fn delete(
     }
     let lsn = db::current_lsn(&conn).await?;
     let mut res = HttpResponse::NoContent();
-    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    consistency::attach(&state, &mut res, lsn);
     Ok(res.finish())
 }
 
@@ -493,30 +493,37 @@ pub async fn history(
             "before and after must be zero or more".into(),
         ));
     }
-    let (conn, _) = state.db.read(consistency.0).await?;
-    let scope = any_scope(&conn, conversation_id, caller.user_id).await?;
     let ascending = query.after.is_some();
     let order = if ascending { "ASC" } else { "DESC" };
-    let rows = conn
-        .query(
-            &format!(
-                "SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}
+    let (before, after, user) = (query.before, query.after, caller.user_id);
+    let rows = state
+        .db
+        .reading(consistency.0, move |conn| {
+            Box::pin(async move {
+                let scope = any_scope(conn, conversation_id, user).await?;
+                Ok(conn
+                    .query(
+                        &format!(
+                            "SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}
                  WHERE m.conversation_id = $1
                    AND ($2::bigint IS NULL OR m.seq < $2)
                    AND ($3::bigint IS NULL OR m.seq > $3)
                    AND m.seq >= $5 AND ($6::bigint IS NULL OR m.seq <= $6)
                  ORDER BY m.seq {order}
                  LIMIT $4"
-            ),
-            &[
-                &conversation_id,
-                &query.before,
-                &query.after,
-                &(limit + 1),
-                &scope.visible_from_seq,
-                &scope.visible_to_seq,
-            ],
-        )
+                        ),
+                        &[
+                            &conversation_id,
+                            &before,
+                            &after,
+                            &(limit + 1),
+                            &scope.visible_from_seq,
+                            &scope.visible_to_seq,
+                        ],
+                    )
+                    .await?)
+            })
+        })
         .await?;
     let has_more = rows.len() as i64 > limit;
     let messages = rows
@@ -546,7 +553,7 @@ pub async fn read(
     .await?;
     let lsn = db::current_lsn(&conn).await?;
     let mut res = HttpResponse::Ok();
-    consistency::attach(&mut res, lsn, state.cfg.cookie_secure);
+    consistency::attach(&state, &mut res, lsn);
     Ok(res.json(marker))
 }
 
@@ -568,9 +575,13 @@ pub async fn receipts(
     consistency: Consistency,
     id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let (conn, _) = state.db.read(consistency.0).await?;
-    let (message, _) = visible_message(&conn, id.into_inner(), caller.user_id).await?;
-    let rows = conn
+    let (id, user) = (id.into_inner(), caller.user_id);
+    let (message, rows) = state
+        .db
+        .reading(consistency.0, move |conn| {
+            Box::pin(async move {
+                let (message, _) = visible_message(conn, id, user).await?;
+                let rows = conn
         .query(
             "SELECT p.user_id, u.username, u.display_name, p.last_read_seq >= $2 AS has_read
              FROM messaging.participants p
@@ -580,6 +591,10 @@ pub async fn receipts(
              ORDER BY u.username",
             &[&message.conversation_id, &message.seq, &message.sender_id],
         )
+        .await?;
+                Ok((message, rows))
+            })
+        })
         .await?;
     let (mut read_by, mut not_read_by) = (Vec::new(), Vec::new());
     for r in &rows {

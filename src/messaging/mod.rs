@@ -24,7 +24,7 @@ use crate::{
 
 /// Shared state of the messaging service's handlers.
 pub struct MessagingState {
-    pub db: Routing,
+    pub db: Arc<Routing>,
     pub verifier: Arc<Verifier>,
     pub publisher: Publisher,
     pub hub: Hub,
@@ -87,15 +87,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/ws").get(crate::realtime::ws::connect));
 }
 
-/// `GET /api/readyz`: 200 while reads can be served (primary or replica up); `read_only`
-/// when only the replica answers.
+/// `GET /api/readyz`: 200 while reads can be served (the primary or a healthy replica);
+/// `read_only` when only replicas are up. Each replica's last health is reported.
 async fn readyz(state: web::Data<State>) -> actix_web::HttpResponse {
-    let (primary, replica) = tokio::join!(
-        crate::db::ping(state.db.primary_pool()),
-        crate::db::ping(state.db.replica_pool())
-    );
+    let primary = crate::db::ping(state.db.primary_pool()).await;
+    let replicas: Vec<serde_json::Value> = state
+        .db
+        .replicas()
+        .iter()
+        .map(|r| serde_json::json!({"name": r.name, "health": r.health()}))
+        .collect();
+    let any_replica = state.db.replicas().iter().any(|r| r.health().healthy);
     crate::http::readiness(
-        primary || replica,
-        serde_json::json!({"primary": primary, "replica": replica, "read_only": !primary && replica}),
+        primary || any_replica,
+        serde_json::json!({
+            "primary": primary,
+            "replicas": replicas,
+            "read_only": !primary && any_replica,
+        }),
     )
 }

@@ -73,14 +73,19 @@ pub async fn search(
             ))
         }
     };
-    let (conn, _) = state.db.read(consistency.0).await?;
-    if let Some(c) = query.conversation_id {
-        any_scope(&conn, c, caller.user_id).await?;
-    }
-    let rows = conn
-        .query(
-            &format!(
-                "SELECT {MESSAGE_COLUMNS}, ts_rank(m.search, q) AS rank,
+    let (user, only, q) = (caller.user_id, query.conversation_id, q.to_owned());
+    let rows = state
+        .db
+        .reading(consistency.0, move |conn| {
+            let q = q.clone();
+            Box::pin(async move {
+                if let Some(c) = only {
+                    any_scope(conn, c, user).await?;
+                }
+                Ok(conn
+                    .query(
+                        &format!(
+                            "SELECT {MESSAGE_COLUMNS}, ts_rank(m.search, q) AS rank,
                         ts_headline('simple', m.content, q,
                                     'MaxFragments=1, MaxWords=24, MinWords=8') AS highlight
                  FROM {MESSAGE_FROM}
@@ -93,15 +98,12 @@ pub async fn search(
                    AND ($3::uuid IS NULL OR m.conversation_id = $3)
                  ORDER BY rank DESC, m.created_at DESC, m.id DESC
                  LIMIT $4 OFFSET $5"
-            ),
-            &[
-                &caller.user_id,
-                &q,
-                &query.conversation_id,
-                &(limit + 1),
-                &offset,
-            ],
-        )
+                        ),
+                        &[&user, &q, &only, &(limit + 1), &offset],
+                    )
+                    .await?)
+            })
+        })
         .await?;
     let more = rows.len() as i64 > limit;
     let results: Vec<Hit> = rows

@@ -1,11 +1,9 @@
-//! Database access: pools, migrations, and read/write routing with read-your-writes
-//! (DESIGN.md §5).
-//!
-//! Routing is explicit: a handler asks for [`Routing::primary`] to write (or to read what must
-//! be fresh) and [`Routing::read`] for everything else. `read` takes the caller's
-//! [`ConsistencyToken`] — the primary's WAL LSN after the caller's last write — and uses the
-//! replica only once that replica's `pg_last_wal_replay_lsn()` has reached it, waiting at most
-//! a configured bound before falling back to the primary.
+//! Database access: pools, migrations, WAL positions, and (in [`routing`]) read/write routing
+//! with read-your-writes across replicas (DESIGN.md §5).
+
+pub mod routing;
+
+pub use routing::{ReadRoute, Routing};
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -37,8 +35,8 @@ pub fn pool(url: &str, settings: &PoolSettings, application_name: &str) -> anyho
         .runtime(Runtime::Tokio1)
         .timeouts(Timeouts {
             wait: Some(settings.wait_timeout),
-            create: Some(Duration::from_secs(3)),
-            recycle: Some(Duration::from_secs(3)),
+            create: Some(Duration::from_secs(2)),
+            recycle: Some(Duration::from_secs(2)),
         })
         .build()
         .context("building connection pool")
@@ -51,7 +49,8 @@ pub fn pool(url: &str, settings: &PoolSettings, application_name: &str) -> anyho
 pub fn config(url: &str, application_name: &str) -> anyhow::Result<tokio_postgres::Config> {
     let mut cfg: tokio_postgres::Config = url.parse().context("invalid database URL")?;
     cfg.application_name(application_name);
-    cfg.connect_timeout(Duration::from_secs(3));
+    // Short: a primary that does not answer must turn into a quick 503, not a hang.
+    cfg.connect_timeout(Duration::from_secs(2));
     Ok(cfg)
 }
 
@@ -111,7 +110,7 @@ pub async fn migrate(url: &str, schema: &str, mut runner: refinery::Runner) -> a
 
 /// A position in the primary's write-ahead log (WAL LSN), as PostgreSQL prints it
 /// (`16/B374D848`: high and low 32 bits in hex), ordered as a 64-bit integer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Lsn(pub u64);
 
 impl FromStr for Lsn {
@@ -137,131 +136,6 @@ impl fmt::Display for Lsn {
 impl From<PgLsn> for Lsn {
     fn from(v: PgLsn) -> Self {
         Lsn(u64::from(v))
-    }
-}
-
-/// The read-your-writes token: the primary's WAL LSN right after the caller's last write.
-pub type ConsistencyToken = Lsn;
-
-/// Which pool served a read, and why (recorded on the request span).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadRoute {
-    /// The replica, with no token or one it had already replayed.
-    Replica,
-    /// The primary, because the replica had not replayed the token in time.
-    PrimaryTokenNotReplayed,
-    /// The primary, because the replica could not be reached.
-    PrimaryReplicaUnavailable,
-}
-
-impl ReadRoute {
-    /// `(pool, reason)` labels.
-    pub fn labels(self) -> (&'static str, &'static str) {
-        match self {
-            Self::Replica => ("replica", "default"),
-            Self::PrimaryTokenNotReplayed => ("primary", "token-not-replayed"),
-            Self::PrimaryReplicaUnavailable => ("primary", "replica-unhealthy"),
-        }
-    }
-}
-
-/// The two pools of the messaging service and the read-your-writes rule.
-#[derive(Clone)]
-pub struct Routing {
-    primary: Pool,
-    replica: Pool,
-    ryw_wait: Duration,
-}
-
-impl Routing {
-    /// `ryw_wait` bounds how long a read waits for the replica to replay a token.
-    pub fn new(primary: Pool, replica: Pool, ryw_wait: Duration) -> Self {
-        Self {
-            primary,
-            replica,
-            ryw_wait,
-        }
-    }
-
-    /// A primary connection: for writes and reads that must be fresh.
-    ///
-    /// Errors: 503 when no connection can be had within the pool's wait timeout.
-    pub async fn primary(&self) -> Result<Object, ApiError> {
-        let conn = self.primary.get().await?;
-        tracing::Span::current().record("db.pool", "primary");
-        Ok(conn)
-    }
-
-    /// The primary pool itself (for health checks and background tasks).
-    pub fn primary_pool(&self) -> &Pool {
-        &self.primary
-    }
-
-    /// The replica pool itself (for health checks).
-    pub fn replica_pool(&self) -> &Pool {
-        &self.replica
-    }
-
-    /// A connection for a read that must reflect every write up to `token`.
-    ///
-    /// Without a token: the replica. With one: the replica once its replay LSN (judged on the
-    /// very connection that will serve the read) reaches the token, polling for at most
-    /// `ryw_wait`; otherwise the primary. A replica that cannot be reached also sends the
-    /// read to the primary.
-    ///
-    /// Errors: 503 when neither pool gives a connection.
-    pub async fn read(
-        &self,
-        token: Option<ConsistencyToken>,
-    ) -> Result<(Object, ReadRoute), ApiError> {
-        let route = match self.replica.get().await {
-            Ok(conn) => match token {
-                None => return Ok(self.chosen(conn, ReadRoute::Replica)),
-                Some(token) => match self.replayed(&conn, token).await {
-                    Ok(true) => return Ok(self.chosen(conn, ReadRoute::Replica)),
-                    Ok(false) => ReadRoute::PrimaryTokenNotReplayed,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "replica replay check failed");
-                        ReadRoute::PrimaryReplicaUnavailable
-                    }
-                },
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "replica unavailable, reading from the primary");
-                ReadRoute::PrimaryReplicaUnavailable
-            }
-        };
-        let conn = self.primary.get().await?;
-        Ok(self.chosen(conn, route))
-    }
-
-    fn chosen(&self, conn: Object, route: ReadRoute) -> (Object, ReadRoute) {
-        let (pool, reason) = route.labels();
-        let span = tracing::Span::current();
-        span.record("db.pool", pool);
-        span.record("db.route_reason", reason);
-        (conn, route)
-    }
-
-    /// Polls `pg_last_wal_replay_lsn()` on `conn` until it reaches `token` or `ryw_wait` passes.
-    async fn replayed(&self, conn: &Object, token: Lsn) -> Result<bool, tokio_postgres::Error> {
-        let deadline = tokio::time::Instant::now() + self.ryw_wait;
-        let stmt = conn
-            .prepare_cached("SELECT pg_last_wal_replay_lsn()")
-            .await?;
-        loop {
-            let row = conn.query_one(&stmt, &[]).await?;
-            // NULL means the server is not a standby (e.g. pointed at the primary): it has
-            // every write, but we only trust it if it is really caught up, so treat as not.
-            let replayed: Option<PgLsn> = row.get(0);
-            if replayed.map(Lsn::from).is_some_and(|r| r >= token) {
-                return Ok(true);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
     }
 }
 

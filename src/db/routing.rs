@@ -1,0 +1,497 @@
+//! Read/write routing across a primary and replicas (DESIGN.md §5).
+//!
+//! Routing is explicit: a handler asks for [`Routing::primary`] to write (or to read what must
+//! be fresh) and [`Routing::reading`] for everything else. Replicas are checked continuously
+//! ([`Routing::spawn_monitor`]): reachable, in recovery, and lag in bytes (the primary's
+//! `pg_current_wal_lsn()` minus the replica's `pg_last_wal_replay_lsn()`) and in seconds
+//! (how long ago the primary wrote the oldest WAL the replica has not replayed, from the
+//! primary positions the monitor samples — unlike `now() - pg_last_xact_replay_timestamp()`,
+//! this does not count an idle primary as lag). Reads go round-robin to the healthy ones;
+//! with none, to the primary.
+//!
+//! Read-your-writes: a read carrying the caller's consistency token (the primary's WAL LSN
+//! after their last write, signed so it cannot be forged) uses a replica only once that
+//! replica — judged on the very connection that serves the read — has replayed it, waiting
+//! at most `RYW_WAIT_MS` in all; otherwise the primary. A read cancelled on a replica by a
+//! recovery conflict (PostgreSQL docs §27.4.2, "Handling Query Conflicts") is tried once
+//! more elsewhere.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, RwLock,
+    },
+    time::{Duration, Instant},
+};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use deadpool_postgres::{Object, Pool};
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+use tokio_postgres::types::PgLsn;
+
+use super::Lsn;
+use crate::error::ApiError;
+
+/// Which pool served a read, and why (recorded on the request span as `db.pool` and
+/// `db.route_reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadRoute {
+    /// A healthy replica, with no token or one it had replayed.
+    Replica,
+    /// The primary: no replica had replayed the caller's token in time.
+    PrimaryTokenNotReplayed,
+    /// The primary: no replica healthy.
+    PrimaryReplicaUnhealthy,
+    /// Another server after a recovery conflict cancelled the read.
+    ConflictRetry,
+}
+
+impl ReadRoute {
+    /// `(pool, reason)` labels.
+    pub fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Replica => ("replica", "default"),
+            Self::PrimaryTokenNotReplayed => ("primary", "token-not-replayed"),
+            Self::PrimaryReplicaUnhealthy => ("primary", "replica-unhealthy"),
+            Self::ConflictRetry => ("replica-or-primary", "conflict-retry"),
+        }
+    }
+}
+
+/// What the monitor last saw of a replica.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Health {
+    pub reachable: bool,
+    pub in_recovery: bool,
+    /// Bytes of WAL the replica has yet to replay (unknown while the primary is down).
+    pub lag_bytes: Option<u64>,
+    /// Seconds of replay delay.
+    pub lag_seconds: Option<f64>,
+    /// The replica's replay position.
+    #[serde(skip)]
+    pub replay: Option<Lsn>,
+    /// Used for reads.
+    pub healthy: bool,
+}
+
+/// One replica: its pool and last health.
+pub struct Replica {
+    pub name: String,
+    pub pool: Pool,
+    health: RwLock<Health>,
+}
+
+impl Replica {
+    /// The last health seen.
+    pub fn health(&self) -> Health {
+        self.health.read().map(|h| *h).unwrap_or_default()
+    }
+
+    fn set(&self, h: Health) {
+        if let Ok(mut g) = self.health.write() {
+            *g = h;
+        }
+    }
+}
+
+/// Lag thresholds and timing of the replica monitor.
+#[derive(Clone, Debug)]
+pub struct ReplicaPolicy {
+    pub max_lag_bytes: u64,
+    pub max_lag: Duration,
+    pub check_interval: Duration,
+    /// Longest total wait for a replica to replay a consistency token.
+    pub ryw_wait: Duration,
+}
+
+/// The primary, the replicas, and the rules between them.
+pub struct Routing {
+    primary: Pool,
+    replicas: Vec<Arc<Replica>>,
+    policy: ReplicaPolicy,
+    next: AtomicUsize,
+    primary_up: AtomicBool,
+    token_key: Vec<u8>,
+    /// The primary's WAL position at each check, oldest first (bounded).
+    samples: std::sync::Mutex<std::collections::VecDeque<(Lsn, Instant)>>,
+    /// Reads by route, for metrics: replica, token-not-replayed, replica-unhealthy,
+    /// conflict-retry.
+    counts: [AtomicU64; 4],
+}
+
+type Check<'c, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + 'c>>;
+
+impl Routing {
+    /// `replicas` are `(name, pool)`; `token_key` signs consistency tokens.
+    pub fn new(
+        primary: Pool,
+        replicas: Vec<(String, Pool)>,
+        policy: ReplicaPolicy,
+        token_key: &[u8],
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            primary,
+            replicas: replicas
+                .into_iter()
+                .map(|(name, pool)| {
+                    Arc::new(Replica {
+                        name,
+                        pool,
+                        // Optimistic until the first check, a second away.
+                        health: RwLock::new(Health {
+                            reachable: true,
+                            in_recovery: true,
+                            healthy: true,
+                            ..Health::default()
+                        }),
+                    })
+                })
+                .collect(),
+            policy,
+            next: AtomicUsize::new(0),
+            primary_up: AtomicBool::new(true),
+            token_key: token_key.to_vec(),
+            samples: Default::default(),
+            counts: Default::default(),
+        })
+    }
+
+    /// A primary connection: for writes and reads that must be fresh.
+    ///
+    /// Errors: 503 with `Retry-After` when no connection can be had (primary down or pool
+    /// exhausted within `DB_POOL_TIMEOUT_MS`).
+    pub async fn primary(&self) -> Result<Object, ApiError> {
+        let conn = self.primary.get().await?;
+        tracing::Span::current().record("db.pool", "primary");
+        Ok(conn)
+    }
+
+    /// The primary pool itself (for background tasks).
+    pub fn primary_pool(&self) -> &Pool {
+        &self.primary
+    }
+
+    /// The replicas and their last health.
+    pub fn replicas(&self) -> &[Arc<Replica>] {
+        &self.replicas
+    }
+
+    /// Whether the last check reached the primary.
+    pub fn primary_up(&self) -> bool {
+        self.primary_up.load(Ordering::Relaxed)
+    }
+
+    /// Reads so far by route: `(reason, count)`.
+    pub fn route_counts(&self) -> [(&'static str, u64); 4] {
+        let c = |i: usize| self.counts[i].load(Ordering::Relaxed);
+        [
+            ("default", c(0)),
+            ("token-not-replayed", c(1)),
+            ("replica-unhealthy", c(2)),
+            ("conflict-retry", c(3)),
+        ]
+    }
+
+    fn count(&self, route: ReadRoute) {
+        let i = match route {
+            ReadRoute::Replica => 0,
+            ReadRoute::PrimaryTokenNotReplayed => 1,
+            ReadRoute::PrimaryReplicaUnhealthy => 2,
+            ReadRoute::ConflictRetry => 3,
+        };
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Healthy replicas, starting from the next in round-robin order.
+    fn candidates(&self) -> Vec<Arc<Replica>> {
+        let healthy: Vec<Arc<Replica>> = self
+            .replicas
+            .iter()
+            .filter(|r| r.health().healthy)
+            .cloned()
+            .collect();
+        if healthy.is_empty() {
+            return healthy;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % healthy.len();
+        healthy[start..]
+            .iter()
+            .chain(healthy[..start].iter())
+            .cloned()
+            .collect()
+    }
+
+    /// A connection for a read that must reflect every write up to `token`, and how it was
+    /// chosen. Prefer [`Self::reading`], which also survives recovery conflicts.
+    ///
+    /// Errors: 503 when neither a replica nor the primary gives a connection.
+    pub async fn read(&self, token: Option<Lsn>) -> Result<(Object, ReadRoute), ApiError> {
+        let deadline = tokio::time::Instant::now() + self.policy.ryw_wait;
+        let candidates = self.candidates();
+        let mut route = if candidates.is_empty() {
+            ReadRoute::PrimaryReplicaUnhealthy
+        } else {
+            ReadRoute::PrimaryTokenNotReplayed
+        };
+        for replica in &candidates {
+            let conn = match replica.pool.get().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(replica = %replica.name, error = %e, "replica unavailable");
+                    route = ReadRoute::PrimaryReplicaUnhealthy;
+                    continue;
+                }
+            };
+            match token {
+                None => return Ok(self.chosen(conn, ReadRoute::Replica)),
+                Some(t) => match replayed(&conn, t, deadline).await {
+                    Ok(true) => return Ok(self.chosen(conn, ReadRoute::Replica)),
+                    Ok(false) => route = ReadRoute::PrimaryTokenNotReplayed,
+                    Err(e) => {
+                        tracing::warn!(replica = %replica.name, error = %e, "replay check failed");
+                    }
+                },
+            }
+        }
+        let conn = self.primary.get().await?;
+        Ok(self.chosen(conn, route))
+    }
+
+    fn chosen(&self, conn: Object, route: ReadRoute) -> (Object, ReadRoute) {
+        let (pool, reason) = route.labels();
+        let span = tracing::Span::current();
+        span.record("db.pool", pool);
+        span.record("db.route_reason", reason);
+        self.count(route);
+        (conn, route)
+    }
+
+    /// Runs the read `f` on a connection chosen by [`Self::read`]. If a replica cancels it
+    /// for a recovery conflict (SQLSTATE 40001 on a standby), runs it once more on another
+    /// healthy replica or the primary; a second conflict is a 503, never a 500.
+    ///
+    /// Errors: as `f`, and 503 when no server is available.
+    pub async fn reading<T, F>(&self, token: Option<Lsn>, f: F) -> Result<T, ApiError>
+    where
+        F: for<'c> Fn(&'c Object) -> Check<'c, T>,
+    {
+        let (conn, route) = self.read(token).await?;
+        match f(&conn).await {
+            Err(ApiError::RecoveryConflict) if route == ReadRoute::Replica => {
+                drop(conn);
+                tracing::info!("read cancelled by a recovery conflict; retrying once");
+                let retry = self.candidates().into_iter().next();
+                let conn = match retry {
+                    Some(r) => match r.pool.get().await {
+                        Ok(c) => c,
+                        Err(_) => self.primary.get().await?,
+                    },
+                    None => self.primary.get().await?,
+                };
+                let (conn, _) = self.chosen(conn, ReadRoute::ConflictRetry);
+                f(&conn).await
+            }
+            other => other,
+        }
+    }
+
+    /// Starts the health monitor: every `check_interval`, each replica is checked with a
+    /// short statement timeout and marked healthy or not.
+    pub fn spawn_monitor(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(this.policy.check_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                this.check().await;
+            }
+        });
+    }
+
+    async fn check(&self) {
+        let timeout = self.policy.check_interval.min(Duration::from_millis(800));
+        let primary_lsn = tokio::time::timeout(timeout, async {
+            let conn = self.primary.get().await.ok()?;
+            let row = conn
+                .query_one("SELECT pg_current_wal_lsn()", &[])
+                .await
+                .ok()?;
+            Some(Lsn::from(row.get::<_, PgLsn>(0)))
+        })
+        .await
+        .ok()
+        .flatten();
+        if let (Some(lsn), Ok(mut samples)) = (primary_lsn, self.samples.lock()) {
+            samples.push_back((lsn, Instant::now()));
+            while samples.len() > 1200 {
+                samples.pop_front();
+            }
+        }
+        let was_up = self
+            .primary_up
+            .swap(primary_lsn.is_some(), Ordering::Relaxed);
+        if was_up != primary_lsn.is_some() {
+            tracing::warn!(up = primary_lsn.is_some(), "primary reachability changed");
+        }
+        for replica in &self.replicas {
+            let mut health = tokio::time::timeout(timeout, probe(replica, primary_lsn))
+                .await
+                .unwrap_or_default();
+            health.lag_seconds = health.replay.map(|r| self.lag_seconds(r));
+            let healthy = health.reachable
+                && health.in_recovery
+                && health
+                    .lag_bytes
+                    .is_none_or(|b| b <= self.policy.max_lag_bytes)
+                && health
+                    .lag_seconds
+                    .is_none_or(|s| s <= self.policy.max_lag.as_secs_f64());
+            let before = replica.health();
+            let health = Health { healthy, ..health };
+            if before.healthy != healthy {
+                tracing::warn!(replica = %replica.name, ?health, "replica health changed");
+            }
+            replica.set(health);
+        }
+    }
+
+    /// Seconds since the primary wrote the oldest WAL a replica at `replay` lacks: 0 when it
+    /// has everything sampled; otherwise the age of the first sample past `replay`.
+    fn lag_seconds(&self, replay: Lsn) -> f64 {
+        let Ok(samples) = self.samples.lock() else {
+            return 0.0;
+        };
+        samples
+            .iter()
+            .find(|(lsn, _)| *lsn > replay)
+            .map(|(_, at)| at.elapsed().as_secs_f64())
+            .unwrap_or(0.0)
+    }
+
+    /// The signed form of a token: `<LSN>.<base64url HMAC-SHA256(key, LSN), 16 bytes>`.
+    pub fn sign(&self, lsn: Lsn) -> String {
+        let text = lsn.to_string();
+        format!("{text}.{}", self.mac(&text))
+    }
+
+    /// The LSN of a token this service signed; `None` for anything else.
+    pub fn verify(&self, token: &str) -> Option<Lsn> {
+        let (text, mac) = token.trim().rsplit_once('.')?;
+        let expected = self.mac(text);
+        // Constant-time comparison of equal-length ASCII strings.
+        if mac.len() != expected.len()
+            || mac
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                != 0
+        {
+            return None;
+        }
+        text.parse().ok()
+    }
+
+    fn mac(&self, text: &str) -> String {
+        match <Hmac<Sha256> as Mac>::new_from_slice(&self.token_key) {
+            Ok(mut m) => {
+                m.update(text.as_bytes());
+                URL_SAFE_NO_PAD.encode(&m.finalize().into_bytes()[..16])
+            }
+            Err(_) => String::new(),
+        }
+    }
+}
+
+/// Health of one replica (unreachable if anything fails); `lag_seconds` is filled in by the
+/// caller from the primary's sampled positions.
+async fn probe(replica: &Replica, primary_lsn: Option<Lsn>) -> Health {
+    let Ok(conn) = replica.pool.get().await else {
+        return Health::default();
+    };
+    let row = conn
+        .query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()", &[])
+        .await;
+    let Ok(row) = row else {
+        return Health::default();
+    };
+    let in_recovery: bool = row.get(0);
+    let replay: Option<Lsn> = row.get::<_, Option<PgLsn>>(1).map(Lsn::from);
+    let lag_bytes = match (primary_lsn, replay) {
+        (Some(p), Some(r)) => Some(p.0.saturating_sub(r.0)),
+        _ => None,
+    };
+    Health {
+        reachable: true,
+        in_recovery,
+        lag_bytes,
+        lag_seconds: None,
+        replay,
+        healthy: false,
+    }
+}
+
+/// Polls `pg_last_wal_replay_lsn()` on `conn` until it reaches `token` or `deadline` passes.
+async fn replayed(
+    conn: &Object,
+    token: Lsn,
+    deadline: tokio::time::Instant,
+) -> Result<bool, tokio_postgres::Error> {
+    let stmt = conn
+        .prepare_cached("SELECT pg_last_wal_replay_lsn()")
+        .await?;
+    let started = Instant::now();
+    loop {
+        let row = conn.query_one(&stmt, &[]).await?;
+        let replayed: Option<PgLsn> = row.get(0);
+        if replayed.map(Lsn::from).is_some_and(|r| r >= token) {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::debug!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                "token not replayed"
+            );
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing() -> Arc<Routing> {
+        let cfg: tokio_postgres::Config = "postgres://u@127.0.0.1:1/db".parse().unwrap_or_default();
+        let mgr = deadpool_postgres::Manager::new(cfg, tokio_postgres::NoTls);
+        let pool = Pool::builder(mgr).max_size(1).build();
+        let policy = ReplicaPolicy {
+            max_lag_bytes: 1,
+            max_lag: Duration::from_secs(1),
+            check_interval: Duration::from_secs(1),
+            ryw_wait: Duration::from_millis(1),
+        };
+        match pool {
+            Ok(p) => Routing::new(p, Vec::new(), policy, b"0123456789abcdef"),
+            Err(e) => panic!("pool: {e}"),
+        }
+    }
+
+    #[test]
+    fn tokens_verify_only_when_signed_by_us() {
+        let r = routing();
+        let t = r.sign(Lsn(0x16_B374_D848));
+        assert_eq!(r.verify(&t), Some(Lsn(0x16_B374_D848)));
+        assert!(r.verify("16/B374D848").is_none());
+        assert!(r
+            .verify("FFFFFFFF/FFFFFFFF.AAAAAAAAAAAAAAAAAAAAAA")
+            .is_none());
+        let forged = t.replace("16/", "17/");
+        assert!(r.verify(&forged).is_none());
+    }
+}
