@@ -17,6 +17,9 @@ export MESSAGING_PORT="${MESSAGING_PORT:-8082}"
 # Messaging instances behind NGINX (ports MESSAGING_PORT, MESSAGING_PORT + 1, …).
 export MESSAGING_INSTANCES="${MESSAGING_INSTANCES:-2}"
 export NGINX_PORT="${NGINX_PORT:-8080}"
+# Internal Prometheus endpoints (not behind NGINX): auth, then one per messaging instance.
+export AUTH_METRICS_PORT="${AUTH_METRICS_PORT:-9181}"
+export MESSAGING_METRICS_PORT="${MESSAGING_METRICS_PORT:-9182}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 LOG_DIR="$SWITCHBOARD_DATA/logs"
 
@@ -84,6 +87,7 @@ start_service() {
       name=auth
       port="$AUTH_PORT"
       AUTH_BIND="127.0.0.1:${port}" \
+      METRICS_BIND="127.0.0.1:${AUTH_METRICS_PORT}" \
       AUTH_DATABASE_URL="postgres://switchboard_auth:${AUTH_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}" \
         "$BIN_DIR/auth" >>"$LOG_DIR/auth.log" 2>&1 &
       ;;
@@ -92,6 +96,7 @@ start_service() {
       port=$((MESSAGING_PORT + n - 1))
       INSTANCE_ID="$name" \
       MESSAGING_BIND="127.0.0.1:${port}" \
+      METRICS_BIND="127.0.0.1:$((MESSAGING_METRICS_PORT + n - 1))" \
       MESSAGING_DATABASE_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}" \
       REPLICA_URLS="$(replica_urls)" \
       AUTH_JWKS_URL="http://127.0.0.1:${AUTH_PORT}/auth/.well-known/jwks.json" \

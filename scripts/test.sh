@@ -16,6 +16,13 @@ export MESSAGING_INSTANCES=2
 export PG_PRIMARY_PORT="${TEST_PG_PRIMARY_PORT:-56432}"
 export PG_REPLICA_PORT="${TEST_PG_REPLICA_PORT:-56433}"
 export PG_REPLICAS=2
+export AUTH_METRICS_PORT=19181
+export MESSAGING_METRICS_PORT=19182
+# Traces go to the OTLP receiver tests/telemetry.rs runs on this port (nothing listens
+# otherwise; the exporter drops its batches quietly). Small batches, sent at once.
+export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18318
+export OTEL_BSP_SCHEDULE_DELAY=100
+export OTEL_EXPORTER_OTLP_TIMEOUT=1000
 export PROFILE=debug
 # bcrypt's cost is a production setting (12); 8 keeps the suite fast while a hash still
 # takes long enough (~15 ms) that the login timing test measures something real.

@@ -118,6 +118,9 @@ impl PoolSettings {
 pub struct AuthConfig {
     /// Listen address: `AUTH_BIND`, default `127.0.0.1:8081`.
     pub bind: String,
+    /// Internal Prometheus endpoint (`/metrics`), not routed by NGINX: `METRICS_BIND`,
+    /// default `127.0.0.1:9181`.
+    pub metrics_bind: String,
     /// Primary URL for the `switchboard_auth` role: `AUTH_DATABASE_URL`.
     pub database_url: String,
     pub pool: PoolSettings,
@@ -168,6 +171,7 @@ impl AuthConfig {
         }
         Ok(Self {
             bind: var_or("AUTH_BIND", "127.0.0.1:8081"),
+            metrics_bind: var_or("METRICS_BIND", "127.0.0.1:9181"),
             database_url: var_or(
                 "AUTH_DATABASE_URL",
                 "postgres://switchboard_auth:auth-dev@127.0.0.1:55432/switchboard",
@@ -215,6 +219,9 @@ impl AuthConfig {
 pub struct MessagingConfig {
     /// Listen address: `MESSAGING_BIND`, default `127.0.0.1:8082`.
     pub bind: String,
+    /// Internal Prometheus endpoint (`/metrics`), not routed by NGINX: `METRICS_BIND`,
+    /// default `127.0.0.1:9182`.
+    pub metrics_bind: String,
     /// Primary URL for the `switchboard_messaging` role: `MESSAGING_DATABASE_URL`.
     pub primary_url: String,
     /// Replica URLs (hot standbys), comma-separated: `REPLICA_URLS` (or a single
@@ -290,6 +297,7 @@ impl MessagingConfig {
     pub fn from_env() -> anyhow::Result<Self> {
         let cfg = Self {
             bind: var_or("MESSAGING_BIND", "127.0.0.1:8082"),
+            metrics_bind: var_or("METRICS_BIND", "127.0.0.1:9182"),
             primary_url: var_or(
                 "MESSAGING_DATABASE_URL",
                 "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55432/switchboard",

@@ -14,11 +14,26 @@ use tracing::Instrument;
 
 tokio::task_local! {
     static TRACE_ID: String;
+    /// The pool (and reason) the request's database work goes to, for DB spans and metrics.
+    static ROUTE: std::cell::Cell<(&'static str, &'static str)>;
 }
 
 /// The W3C trace id (32 lowercase hex digits) of the request being served, if any.
 pub fn current_trace_id() -> Option<String> {
     TRACE_ID.try_with(Clone::clone).ok()
+}
+
+/// Remembers which pool the current request's database work uses (see [`current_route`]).
+pub fn set_route(pool: &'static str, reason: &'static str) {
+    let _ = ROUTE.try_with(|r| r.set((pool, reason)));
+}
+
+/// `(pool, reason)` of the current request's database work; background tasks use the
+/// primary.
+pub fn current_route() -> (&'static str, &'static str) {
+    ROUTE
+        .try_with(std::cell::Cell::get)
+        .unwrap_or(("primary", "background"))
 }
 
 /// Extracts the trace id from a W3C `traceparent` header
@@ -45,19 +60,30 @@ fn new_trace_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Middleware: takes the trace id from `traceparent` (or makes one), runs the request in a
-/// span carrying it and NGINX's `X-Request-ID`, logs one line when the response is ready, and
-/// gives error answers that have no body a problem+json body.
+struct HeaderExtractor<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Middleware: one server span per request, continuing the caller's W3C trace
+/// (`traceparent`, as NGINX passes it on) with NGINX's `X-Request-ID`; the trace id goes into
+/// every problem answer and log line of the request. Records the route template, status and
+/// user on the span and the duration in `http_request_duration_seconds`, logs one line when
+/// the response is ready, and gives error answers that have no body a problem+json body.
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let trace_id = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(trace_id_from_traceparent)
-        .unwrap_or_else(new_trace_id);
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -66,23 +92,68 @@ pub async fn request_context(
         .unwrap_or("")
         .to_owned();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
     let span = tracing::info_span!(
         "http.request",
-        http.method = %req.method(),
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
         http.route = %route,
-        trace_id = %trace_id,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         request_id = %request_id,
-        http.status = tracing::field::Empty,
         user.id = tracing::field::Empty,
         db.pool = tracing::field::Empty,
         db.route_reason = tracing::field::Empty,
     );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(req.headers()))
+    });
+    let _ = span.set_parent(parent);
+    // With OTLP export on, the span's own context has the ids; otherwise keep the caller's
+    // trace id (or make one) so logs and problems still join up.
+    let otel_cx = span.context();
+    let span_cx = otel_cx.span().span_context().clone();
+    let (trace_id, span_id) = if span_cx.is_valid() {
+        (
+            span_cx.trace_id().to_string(),
+            span_cx.span_id().to_string(),
+        )
+    } else {
+        let t = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(trace_id_from_traceparent)
+            .unwrap_or_else(new_trace_id);
+        (t, String::new())
+    };
+    span.record("trace_id", trace_id.as_str());
+    if !span_id.is_empty() {
+        span.record("span_id", span_id.as_str());
+    }
     let started = Instant::now();
     let res = TRACE_ID
-        .scope(trace_id.clone(), next.call(req).instrument(span.clone()))
+        .scope(
+            trace_id.clone(),
+            ROUTE.scope(
+                std::cell::Cell::new(("primary", "default")),
+                next.call(req).instrument(span.clone()),
+            ),
+        )
         .await?;
     let status = res.status();
-    span.record("http.status", status.as_u16());
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Some(m) = crate::metrics::metrics() {
+        m.http_duration
+            .with_label_values(&[&route, &method, status.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
     let res = res.map_into_boxed_body();
     let res =
         if status.as_u16() >= 400 && res.response().headers().get(header::CONTENT_TYPE).is_none() {

@@ -16,6 +16,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod messaging;
+pub mod metrics;
 pub mod realtime;
 pub mod startup;
 pub mod telemetry;

@@ -76,6 +76,10 @@ pub async fn run_auth(cfg: AuthConfig) -> anyhow::Result<()> {
     )
     .await?;
     let pool = db::pool(&cfg.database_url, &cfg.pool, "switchboard-auth")?;
+    let scraped = pool.clone();
+    crate::metrics::serve(&cfg.metrics_bind, move || {
+        crate::metrics::record_pool("primary", scraped.status());
+    })?;
     let bind = cfg.bind.clone();
     let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, cfg));
     let origins = state.cfg.allowed_origins.clone();
@@ -129,6 +133,13 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
         cfg.consistency_secret.as_bytes(),
     );
     routing.spawn_monitor();
+    let scraped = routing.clone();
+    crate::metrics::serve(&cfg.metrics_bind, move || {
+        crate::metrics::record_pool("primary", scraped.primary_pool().status());
+        for r in scraped.replicas() {
+            crate::metrics::record_pool(&r.name, r.pool.status());
+        }
+    })?;
     let verifier = Verifier::remote(cfg.jwks_url.clone(), &cfg.tokens, cfg.jwks_min_refresh)?;
     if let Err(e) = verifier.refresh().await {
         tracing::warn!(error = %e, "JWKS not available yet; will fetch on first token");

@@ -1,29 +1,109 @@
-//! Log setup shared by both binaries.
+//! Logs and traces, set up once by each binary.
 //!
-//! `LOG_FORMAT=json` writes one JSON object per line (timestamp, level, target, fields,
-//! and the current spans, which carry `trace_id` and `request_id`); anything else writes the
-//! human format. The filter is `RUST_LOG` (default `info`). Tokens, passwords and message
-//! content are never put in fields.
+//! Logs: `LOG_FORMAT=json` writes one JSON object per line (timestamp, level, target, fields,
+//! and the current spans, which carry `trace_id`, `span_id` and `request_id`); anything else
+//! writes the human format. The filter is `RUST_LOG` (default `info`). Tokens, passwords and
+//! message content are never put in fields.
+//!
+//! Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set,
+//! spans are exported with OTLP over HTTP/protobuf in batches; the SDK reads the other
+//! standard variables itself (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+//! `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*`). W3C trace context
+//! (`traceparent`) is the propagator. Unset: no exporter, nothing leaves the process.
 
-use tracing_subscriber::{fmt, EnvFilter};
+use opentelemetry::{global, trace::TracerProvider as _, KeyValue};
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
+use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
-/// Installs the global subscriber. Call once, first thing in `main`.
-pub fn init(service: &'static str) {
+/// Keeps the trace pipeline alive; [`Telemetry::shutdown`] flushes what is buffered.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops the exporter (call when the service stops).
+    pub fn shutdown(self) {
+        if let Some(p) = self.provider {
+            if let Err(e) = p.shutdown() {
+                eprintln!("trace exporter shutdown: {e}");
+            }
+        }
+    }
+}
+
+fn exporting() -> bool {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+fn provider(service: &'static str) -> Option<SdkTracerProvider> {
+    if !exporting() {
+        return None;
+    }
+    let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_default();
+    if !protocol.is_empty() && protocol != "http/protobuf" {
+        eprintln!("OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not built in; using http/protobuf");
+    }
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("OTLP exporter not started: {e}");
+            return None;
+        }
+    };
+    let resource = Resource::builder()
+        .with_service_name(format!("switchboard-{service}"))
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    )
+}
+
+/// Installs the global subscriber and, when configured, the OTLP trace pipeline. Call once,
+/// first thing in `main`.
+pub fn init(service: &'static str) -> Telemetry {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = provider(service);
+    let otel = provider.as_ref().map(|p| {
+        global::set_tracer_provider(p.clone());
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service))
+            .boxed()
+    });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = crate::config::var_or("LOG_FORMAT", "pretty") == "json";
-    if json {
-        fmt()
+    let logs = if json {
+        fmt::layer()
             .json()
-            .with_env_filter(filter)
             .with_current_span(true)
-            .with_span_list(true)
-            .init();
+            .with_span_list(false)
+            .boxed()
     } else {
-        fmt()
-            .with_env_filter(filter)
+        fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .compact()
-            .init();
-    }
-    tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
+            .boxed()
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(otel)
+        .init();
+    tracing::info!(
+        service,
+        version = env!("CARGO_PKG_VERSION"),
+        otlp = provider.is_some(),
+        "starting"
+    );
+    Telemetry { provider }
 }

@@ -1,5 +1,6 @@
 //! The caller's account (profile, password, deletion) and other users' public profiles.
 
+use crate::db::Traced;
 use actix_web::{
     web::{self, Json, Path, Query},
     HttpResponse,
@@ -18,7 +19,7 @@ use crate::error::{ApiError, FieldErrors};
 
 async fn load_user(db: &deadpool_postgres::Object, id: Uuid) -> Result<User, ApiError> {
     let row = db
-        .query_opt(
+        .query_opt_t(
             &format!("SELECT {USER_COLUMNS} FROM auth.users WHERE id = $1 AND deleted_at IS NULL"),
             &[&id],
         )
@@ -61,7 +62,7 @@ pub async fn update(
     ApiError::check(errors)?;
     let db = state.db.get().await?;
     let row = db
-        .query_one(
+        .query_one_t(
             &format!(
                 "UPDATE auth.users SET display_name = coalesce($2, display_name),
                                        email = coalesce($3, email), updated_at = now()
@@ -84,7 +85,7 @@ async fn confirm_password(
     password: String,
 ) -> Result<(), ApiError> {
     let hash: Option<String> = db
-        .query_opt(
+        .query_opt_t(
             "SELECT password_hash FROM auth.users WHERE id = $1 AND deleted_at IS NULL",
             &[&user_id],
         )
@@ -119,7 +120,7 @@ pub async fn change_password(
     confirm_password(&state, &db, caller.user_id, body.current_password).await?;
     let hash = password::hash(body.new_password, state.cfg.bcrypt_cost).await?;
     let tx = db.transaction().await?;
-    tx.execute(
+    tx.execute_t(
         "UPDATE auth.users SET password_hash = $2, updated_at = now() WHERE id = $1",
         &[&caller.user_id, &hash],
     )
@@ -154,7 +155,7 @@ pub async fn delete(
     let mut db = state.db.get().await?;
     confirm_password(&state, &db, caller.user_id, body.into_inner().password).await?;
     let tx = db.transaction().await?;
-    tx.execute(
+    tx.execute_t(
         "UPDATE auth.users SET deleted_at = now(), updated_at = now() WHERE id = $1",
         &[&caller.user_id],
     )
@@ -227,7 +228,7 @@ pub async fn search(
     let pattern = like_prefix(&q);
     let db = state.db.get().await?;
     let rows = db
-        .query(
+        .query_t(
             "SELECT id, username, display_name FROM auth.users
              WHERE deleted_at IS NULL
                AND (lower(username) LIKE $1 OR lower(display_name) LIKE $1)
@@ -257,7 +258,7 @@ pub async fn profile(
 ) -> Result<HttpResponse, ApiError> {
     let db = state.db.get().await?;
     let row = db
-        .query_opt(
+        .query_opt_t(
             "SELECT id, username, display_name, active FROM auth.public_profiles WHERE id = $1",
             &[&id.into_inner()],
         )

@@ -2,6 +2,7 @@
 //! service, auth also checks that the token's session is still active (it has the database
 //! at hand), so a revoked session cannot manage the account for the token's remaining minutes.
 
+use crate::db::Traced;
 use std::{future::Future, pin::Pin};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
@@ -34,7 +35,7 @@ impl FromRequest for AuthCaller {
             let claims = verify_bearer(&state.verifier, token).await?;
             let db = state.db.get().await?;
             let active = db
-                .query_opt(
+                .query_opt_t(
                     "SELECT 1 FROM auth.sessions s JOIN auth.users u ON u.id = s.user_id
                      WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL
                        AND u.deleted_at IS NULL",

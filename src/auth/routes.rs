@@ -1,6 +1,7 @@
 //! Handlers of the auth service's sign-in flow (`/auth/*`, DESIGN.md §2–3) and the route
 //! table of the whole service.
 
+use crate::db::Traced;
 use actix_web::{
     cookie::Cookie,
     http::{header, StatusCode},
@@ -135,7 +136,7 @@ async fn register(
     let mut db = state.db.get().await?;
     let tx = db.transaction().await?;
     let row = tx
-        .query_one(
+        .query_one_t(
             &format!(
                 "INSERT INTO auth.users (id, username, email, display_name, password_hash)
                  VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
@@ -164,7 +165,7 @@ async fn login(
     let login = body.login.trim().to_lowercase();
     let mut db = state.db.get().await?;
     let locked: Option<f64> = db
-        .query_opt(
+        .query_opt_t(
             "SELECT EXTRACT(EPOCH FROM locked_until - now())::float8 FROM auth.login_failures
              WHERE login = $1 AND locked_until > now()",
             &[&login],
@@ -178,7 +179,7 @@ async fn login(
         });
     }
     let row = db
-        .query_opt(
+        .query_opt_t(
             &format!(
                 "SELECT {USER_COLUMNS}, password_hash FROM auth.users
                  WHERE (lower(username) = $1 OR lower(email) = $1) AND deleted_at IS NULL"
@@ -197,7 +198,7 @@ async fn login(
     };
     let user = User::from_row(&row);
     let tx = db.transaction().await?;
-    tx.execute(
+    tx.execute_t(
         "DELETE FROM auth.login_failures WHERE login = $1",
         &[&login],
     )
@@ -215,7 +216,7 @@ async fn record_failure(
     state: &State,
     login: &str,
 ) -> Result<(), ApiError> {
-    db.execute(
+    db.execute_t(
         "INSERT INTO auth.login_failures AS f (login, failures, first_failed_at)
          VALUES ($1, 1, now())
          ON CONFLICT (login) DO UPDATE SET
@@ -309,7 +310,7 @@ async fn refresh_session(
     let mut db = state.db.get().await?;
     let tx = db.transaction().await?;
     let row = tx
-        .query_opt(
+        .query_opt_t(
             &format!(
                 "SELECT rt.session_id, rt.rotated_at IS NOT NULL AS rotated,
                         rt.rotated_at > now() - make_interval(secs => $2) AS in_grace,
@@ -359,7 +360,7 @@ async fn refresh_session(
         let in_grace = row.get::<_, bool>("in_grace") && stored.as_ref() == Some(&successor_hash);
         let successor_unused = in_grace
             && tx
-                .query_opt(
+                .query_opt_t(
                     "SELECT 1 FROM auth.refresh_tokens WHERE token_hash = $1 AND rotated_at IS NULL",
                     &[&successor_hash],
                 )
@@ -378,19 +379,19 @@ async fn refresh_session(
         }
         tracing::info!(session.id = %session_id, "concurrent refresh within the grace window");
     } else {
-        tx.execute(
+        tx.execute_t(
             "UPDATE auth.refresh_tokens SET rotated_at = now(), successor_hash = $2
              WHERE token_hash = $1",
             &[&presented_hash, &successor_hash],
         )
         .await?;
-        tx.execute(
+        tx.execute_t(
             "INSERT INTO auth.refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
             &[&successor_hash, &session_id],
         )
         .await?;
     }
-    tx.execute(
+    tx.execute_t(
         "UPDATE auth.sessions SET last_used_at = now() WHERE id = $1",
         &[&session_id],
     )
@@ -409,7 +410,7 @@ async fn logout(state: web::Data<State>, req: HttpRequest) -> Result<HttpRespons
     {
         let db = state.db.get().await?;
         let owner = db
-            .query_opt(
+            .query_opt_t(
                 "SELECT s.user_id, s.id FROM auth.refresh_tokens rt
                  JOIN auth.sessions s ON s.id = rt.session_id WHERE rt.token_hash = $1",
                 &[&refresh::hash(cookie.value())],

@@ -4,6 +4,7 @@
 //! until they expire (at most the access token lifetime, 5 minutes by default) — the price
 //! of verifying them without a database round trip.
 
+use crate::db::Traced;
 use actix_web::{http::header, HttpRequest};
 use chrono::Utc;
 use deadpool_postgres::GenericClient;
@@ -69,14 +70,14 @@ pub async fn start(
         .map(str::to_owned)
         .or_else(|| req.peer_addr().map(|a| a.ip().to_string()));
     let ttl = state.cfg.refresh_ttl.as_secs_f64();
-    db.execute(
+    db.execute_t(
         "INSERT INTO auth.sessions (id, user_id, expires_at, user_agent, ip)
          VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5)",
         &[&session_id, &user_id, &ttl, &user_agent, &ip],
     )
     .await?;
     let (token, hash) = refresh::generate();
-    db.execute(
+    db.execute_t(
         "INSERT INTO auth.refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
         &[&hash, &session_id],
     )
@@ -119,7 +120,7 @@ pub async fn end(
         Which::All => (None, None),
     };
     let rows = db
-        .query(
+        .query_t(
             "UPDATE auth.sessions SET revoked_at = now(), revoked_reason = $4
              WHERE user_id = $1 AND revoked_at IS NULL
                AND ($2::uuid IS NULL OR id = $2)

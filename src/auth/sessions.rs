@@ -1,5 +1,6 @@
 //! The caller's sessions: list them, end one, end all but the current one.
 
+use crate::db::Traced;
 use actix_web::{
     web::{self, Path},
     HttpResponse,
@@ -33,7 +34,7 @@ pub struct SessionInfo {
 pub async fn list(state: web::Data<State>, caller: AuthCaller) -> Result<HttpResponse, ApiError> {
     let db = state.db.get().await?;
     let rows = db
-        .query(
+        .query_t(
             "SELECT id, created_at, last_used_at, expires_at, user_agent, ip
              FROM auth.sessions
              WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()

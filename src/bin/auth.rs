@@ -2,7 +2,14 @@
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    switchboard::telemetry::init("auth");
-    let cfg = switchboard::config::AuthConfig::from_env()?;
-    switchboard::startup::run_auth(cfg).await
+    let telemetry = switchboard::telemetry::init("auth");
+    let result = match switchboard::config::AuthConfig::from_env() {
+        Ok(cfg) => switchboard::startup::run_auth(cfg).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "auth service stopped");
+    }
+    telemetry.shutdown();
+    result
 }

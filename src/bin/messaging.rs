@@ -2,7 +2,14 @@
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    switchboard::telemetry::init("messaging");
-    let cfg = switchboard::config::MessagingConfig::from_env()?;
-    switchboard::startup::run_messaging(cfg).await
+    let telemetry = switchboard::telemetry::init("messaging");
+    let result = match switchboard::config::MessagingConfig::from_env() {
+        Ok(cfg) => switchboard::startup::run_messaging(cfg).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "messaging service stopped");
+    }
+    telemetry.shutdown();
+    result
 }

@@ -158,6 +158,88 @@ pub async fn ping(pool: &Pool) -> bool {
     }
 }
 
+/// Queries with a client span each (OpenTelemetry database semantic conventions):
+/// `db.system=postgresql`, `db.operation` (the statement's first keyword), `db.statement`
+/// (the SQL text; values travel as bind parameters and never appear), and `db.pool` /
+/// `db.route_reason` of the request. Each query's duration goes to
+/// `db_query_duration_seconds{pool, operation}`. Use these instead of the plain methods.
+#[allow(async_fn_in_trait)]
+pub trait Traced: deadpool_postgres::GenericClient {
+    /// [`deadpool_postgres::GenericClient::query`], traced.
+    async fn query_t(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        traced(sql, self.query(sql, params)).await
+    }
+
+    /// [`deadpool_postgres::GenericClient::query_one`], traced.
+    async fn query_one_t(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        traced(sql, self.query_one(sql, params)).await
+    }
+
+    /// [`deadpool_postgres::GenericClient::query_opt`], traced.
+    async fn query_opt_t(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+        traced(sql, self.query_opt(sql, params)).await
+    }
+
+    /// [`deadpool_postgres::GenericClient::execute`], traced.
+    async fn execute_t(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        traced(sql, self.execute(sql, params)).await
+    }
+}
+
+impl<T: deadpool_postgres::GenericClient> Traced for T {}
+
+async fn traced<T>(
+    sql: &str,
+    query: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, tokio_postgres::Error> {
+    use tracing::Instrument;
+    let operation = sql
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    let (pool, reason) = crate::http::current_route();
+    let statement: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    let span = tracing::info_span!(
+        "db.query",
+        otel.name = %format!("{operation} {pool}"),
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation = %operation,
+        db.statement = %statement.chars().take(1000).collect::<String>(),
+        db.pool = pool,
+        db.route_reason = reason,
+        otel.status_code = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let result = query.instrument(span.clone()).await;
+    if result.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Some(m) = crate::metrics::metrics() {
+        m.db_query_duration
+            .with_label_values(&[pool, &operation])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, RwLock,
     },
     time::{Duration, Instant},
@@ -118,9 +118,6 @@ pub struct Routing {
     token_key: Vec<u8>,
     /// The primary's WAL position at each check, oldest first (bounded).
     samples: std::sync::Mutex<std::collections::VecDeque<(Lsn, Instant)>>,
-    /// Reads by route, for metrics: replica, token-not-replayed, replica-unhealthy,
-    /// conflict-retry.
-    counts: [AtomicU64; 4],
 }
 
 type Check<'c, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + 'c>>;
@@ -156,7 +153,6 @@ impl Routing {
             primary_up: AtomicBool::new(true),
             token_key: token_key.to_vec(),
             samples: Default::default(),
-            counts: Default::default(),
         })
     }
 
@@ -167,6 +163,7 @@ impl Routing {
     pub async fn primary(&self) -> Result<Object, ApiError> {
         let conn = self.primary.get().await?;
         tracing::Span::current().record("db.pool", "primary");
+        crate::http::set_route("primary", "write");
         Ok(conn)
     }
 
@@ -183,27 +180,6 @@ impl Routing {
     /// Whether the last check reached the primary.
     pub fn primary_up(&self) -> bool {
         self.primary_up.load(Ordering::Relaxed)
-    }
-
-    /// Reads so far by route: `(reason, count)`.
-    pub fn route_counts(&self) -> [(&'static str, u64); 4] {
-        let c = |i: usize| self.counts[i].load(Ordering::Relaxed);
-        [
-            ("default", c(0)),
-            ("token-not-replayed", c(1)),
-            ("replica-unhealthy", c(2)),
-            ("conflict-retry", c(3)),
-        ]
-    }
-
-    fn count(&self, route: ReadRoute) {
-        let i = match route {
-            ReadRoute::Replica => 0,
-            ReadRoute::PrimaryTokenNotReplayed => 1,
-            ReadRoute::PrimaryReplicaUnhealthy => 2,
-            ReadRoute::ConflictRetry => 3,
-        };
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Healthy replicas, starting from the next in round-robin order.
@@ -266,7 +242,10 @@ impl Routing {
         let span = tracing::Span::current();
         span.record("db.pool", pool);
         span.record("db.route_reason", reason);
-        self.count(route);
+        crate::http::set_route(pool, reason);
+        if let Some(m) = crate::metrics::metrics() {
+            m.routing.with_label_values(&[pool, reason]).inc();
+        }
         (conn, route)
     }
 
@@ -318,9 +297,15 @@ impl Routing {
         let primary_lsn = tokio::time::timeout(timeout, async {
             let conn = self.primary.get().await.ok()?;
             let row = conn
-                .query_one("SELECT pg_current_wal_lsn()", &[])
+                .query_one(
+                    "SELECT pg_current_wal_lsn(), pg_notification_queue_usage()",
+                    &[],
+                )
                 .await
                 .ok()?;
+            if let Some(m) = crate::metrics::metrics() {
+                m.notify_queue_usage.set(row.get::<_, f64>(1));
+            }
             Some(Lsn::from(row.get::<_, PgLsn>(0)))
         })
         .await
@@ -357,6 +342,18 @@ impl Routing {
                 tracing::warn!(replica = %replica.name, ?health, "replica health changed");
             }
             replica.set(health);
+            if let Some(m) = crate::metrics::metrics() {
+                let name = [replica.name.as_str()];
+                m.replica_healthy
+                    .with_label_values(&name)
+                    .set(i64::from(healthy));
+                m.replica_lag_bytes
+                    .with_label_values(&name)
+                    .set(health.lag_bytes.unwrap_or(0) as f64);
+                m.replica_lag_seconds
+                    .with_label_values(&name)
+                    .set(health.lag_seconds.unwrap_or(0.0));
+            }
         }
     }
 

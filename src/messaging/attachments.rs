@@ -8,6 +8,7 @@
 //! `X-Content-Type-Options: nosniff`, a sandboxing CSP, and single byte ranges
 //! (RFC 9110 §14) read from just the chunks they need.
 
+use crate::db::Traced;
 use actix_multipart::Multipart;
 use actix_web::{
     http::{
@@ -196,7 +197,7 @@ pub async fn store(
     upload: &Upload,
 ) -> Result<Uuid, ApiError> {
     let id = Uuid::now_v7();
-    tx.execute(
+    tx.execute_t(
         "INSERT INTO messaging.attachments
              (id, conversation_id, uploader_id, filename, content_type, size, sha256, chunk_size)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -212,13 +213,12 @@ pub async fn store(
         ],
     )
     .await?;
-    let stmt = tx
-        .prepare_cached(
+    for (n, chunk) in upload.chunks.iter().enumerate() {
+        tx.execute_t(
             "INSERT INTO messaging.attachment_chunks (attachment_id, n, data) VALUES ($1, $2, $3)",
+            &[&id, &(n as i32), chunk],
         )
         .await?;
-    for (n, chunk) in upload.chunks.iter().enumerate() {
-        tx.execute(&stmt, &[&id, &(n as i32), chunk]).await?;
     }
     Ok(id)
 }
@@ -313,7 +313,7 @@ pub async fn download(
             let range = range.clone();
             Box::pin(async move {
                 let row = conn
-                    .query_opt(
+                    .query_opt_t(
                         &format!(
                             "SELECT {STORED_COLUMNS}, m.conversation_id, m.seq
                              FROM messaging.attachments a
@@ -376,7 +376,7 @@ async fn serve(
     } else {
         let (first, last) = (start / file.chunk_size, end / file.chunk_size);
         let rows = conn
-            .query(
+            .query_t(
                 "SELECT data FROM messaging.attachment_chunks
                  WHERE attachment_id = $1 AND n BETWEEN $2 AND $3 ORDER BY n",
                 &[&file.id, &(first as i32), &(last as i32)],
@@ -451,7 +451,7 @@ pub async fn put_avatar(
     let tx = conn.transaction().await?;
     let attachment_id = store(&tx, None, caller.user_id, &upload).await?;
     let old: Option<Uuid> = tx
-        .query_opt(
+        .query_opt_t(
             "WITH old AS (SELECT attachment_id FROM messaging.avatars WHERE user_id = $1)
              INSERT INTO messaging.avatars (user_id, attachment_id) VALUES ($1, $2)
              ON CONFLICT (user_id) DO UPDATE SET attachment_id = $2, updated_at = now()
@@ -461,7 +461,7 @@ pub async fn put_avatar(
         .await?
         .and_then(|r| r.get(0));
     if let Some(old) = old {
-        tx.execute("DELETE FROM messaging.attachments WHERE id = $1", &[&old])
+        tx.execute_t("DELETE FROM messaging.attachments WHERE id = $1", &[&old])
             .await?;
     }
     tx.commit().await?;
@@ -478,7 +478,7 @@ pub async fn delete_avatar(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let conn = state.db.primary().await?;
-    conn.execute(
+    conn.execute_t(
         "DELETE FROM messaging.attachments
          WHERE id = (SELECT attachment_id FROM messaging.avatars WHERE user_id = $1)",
         &[&caller.user_id],
@@ -503,7 +503,7 @@ pub async fn get_avatar(
             let range = range.clone();
             Box::pin(async move {
                 let row = conn
-                    .query_opt(
+                    .query_opt_t(
                         &format!(
                             "SELECT {STORED_COLUMNS} FROM messaging.avatars v
                              JOIN messaging.attachments a ON a.id = v.attachment_id

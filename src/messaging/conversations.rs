@@ -1,5 +1,6 @@
 //! Conversations: create (direct or group), list with unread counts, details, read marker.
 
+use crate::db::Traced;
 use std::collections::BTreeSet;
 
 use actix_web::{
@@ -92,7 +93,7 @@ pub async fn create(
     let mut conn = state.db.primary().await?;
     let others: Vec<Uuid> = others.into_iter().collect();
     let found = conn
-        .query(
+        .query_t(
             "SELECT id FROM auth.public_profiles WHERE id = ANY($1) AND active",
             &[&others],
         )
@@ -113,7 +114,7 @@ pub async fn create(
     let tx = conn.transaction().await?;
     let id = Uuid::now_v7();
     let (id, created) = if is_group {
-        tx.execute(
+        tx.execute_t(
             "INSERT INTO messaging.conversations (id, is_group, name, created_by)
              VALUES ($1, true, $2, $3)",
             &[&id, &name, &caller.user_id],
@@ -124,7 +125,7 @@ pub async fn create(
         let (a, b) = (caller.user_id.min(others[0]), caller.user_id.max(others[0]));
         let key = format!("{a}:{b}");
         let inserted = tx
-            .query_opt(
+            .query_opt_t(
                 "INSERT INTO messaging.conversations (id, is_group, direct_key, created_by)
                  VALUES ($1, false, $2, $3)
                  ON CONFLICT (direct_key) DO NOTHING RETURNING id",
@@ -135,7 +136,7 @@ pub async fn create(
             Some(_) => (id, true),
             None => {
                 let row = tx
-                    .query_one(
+                    .query_one_t(
                         "SELECT id FROM messaging.conversations WHERE direct_key = $1",
                         &[&key],
                     )
@@ -146,13 +147,13 @@ pub async fn create(
     };
     if created {
         let caller_role = if is_group { "admin" } else { "member" };
-        tx.execute(
+        tx.execute_t(
             "INSERT INTO messaging.participants (conversation_id, user_id, role)
              VALUES ($1, $2, $3)",
             &[&id, &caller.user_id, &caller_role],
         )
         .await?;
-        tx.execute(
+        tx.execute_t(
             "INSERT INTO messaging.participants (conversation_id, user_id, role)
              SELECT $1, u, 'member' FROM unnest($2::uuid[]) AS u",
             &[&id, &others],
@@ -221,6 +222,8 @@ fn publish(
             exclude_user,
             message_seq: at.map(|a| a.0),
             rev: at.map(|a| a.1),
+            trace: crate::realtime::bus::current_traceparent(),
+            at_us: Some(chrono::Utc::now().timestamp_micros()),
             frame,
         }),
         Err(e) => tracing::error!(error = %e, "server frame is not JSON"),
@@ -302,7 +305,7 @@ pub async fn list(
         .reading(consistency.0, move |conn| {
             Box::pin(async move {
                 Ok(conn
-                    .query(
+                    .query_t(
                         &format!(
                             "SELECT c.id AS conv_id, c.is_group, c.name,
                         coalesce(p.visible_to_seq, c.last_seq) AS visible_last_seq,
@@ -414,7 +417,7 @@ pub async fn mark_read(
     seq: i64,
 ) -> Result<ReadMarker, ApiError> {
     let row = conn
-        .query_opt(
+        .query_opt_t(
             "WITH old AS (
                  SELECT last_read_seq FROM messaging.participants
                  WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE

@@ -3,6 +3,7 @@
 //! else, and is announced live. Admin-only actions answer 403 to members; all answer 404 to
 //! non-participants and 422 on a direct conversation.
 
+use crate::db::Traced;
 use std::collections::{BTreeSet, HashMap};
 
 use actix_web::{
@@ -35,7 +36,7 @@ async fn lock(
     conversation_id: Uuid,
     user_id: Uuid,
 ) -> Result<Scope, ApiError> {
-    tx.execute(
+    tx.execute_t(
         "SELECT 1 FROM messaging.conversations WHERE id = $1 FOR UPDATE",
         &[&conversation_id],
     )
@@ -63,7 +64,7 @@ async fn usernames(
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, String>, ApiError> {
     let rows = db
-        .query(
+        .query_t(
             "SELECT id, username FROM auth.public_profiles WHERE id = ANY($1)",
             &[&ids],
         )
@@ -177,7 +178,7 @@ pub async fn add(
     let scope = lock(&tx, conversation_id, caller.user_id).await?;
     require_admin(&scope)?;
     let active: BTreeSet<Uuid> = tx
-        .query(
+        .query_t(
             "SELECT id FROM auth.public_profiles WHERE id = ANY($1) AND active",
             &[&wanted],
         )
@@ -197,7 +198,7 @@ pub async fn add(
         ));
     }
     let current: BTreeSet<Uuid> = tx
-        .query(
+        .query_t(
             "SELECT user_id FROM messaging.participants
              WHERE conversation_id = $1 AND left_at IS NULL",
             &[&conversation_id],
@@ -238,7 +239,7 @@ pub async fn add(
     )
     .await?;
     // New members see history from their addition on and have read up to it.
-    tx.execute(
+    tx.execute_t(
         "INSERT INTO messaging.participants
              (conversation_id, user_id, role, last_read_seq, visible_from_seq)
          SELECT $1, u, 'member', $3, $3 FROM unnest($2::uuid[]) AS u
@@ -268,7 +269,7 @@ async fn end_membership(
     user_id: Uuid,
     seq: i64,
 ) -> Result<(), ApiError> {
-    tx.execute(
+    tx.execute_t(
         "UPDATE messaging.participants
          SET left_at = now(), visible_to_seq = $3, role = 'member'
          WHERE conversation_id = $1 AND user_id = $2",
@@ -364,7 +365,7 @@ pub async fn set_role(
     }
     if role == "member" {
         let admins: i64 = tx
-            .query_one(
+            .query_one_t(
                 "SELECT count(*) FROM messaging.participants
                  WHERE conversation_id = $1 AND left_at IS NULL AND role = 'admin'",
                 &[&conversation_id],
@@ -378,7 +379,7 @@ pub async fn set_role(
             ));
         }
     }
-    tx.execute(
+    tx.execute_t(
         "UPDATE messaging.participants SET role = $3 WHERE conversation_id = $1 AND user_id = $2",
         &[&conversation_id, &target, &role],
     )
@@ -445,7 +446,7 @@ pub async fn rename(
     let tx = conn.transaction().await?;
     let scope = lock(&tx, conversation_id, caller.user_id).await?;
     require_admin(&scope)?;
-    tx.execute(
+    tx.execute_t(
         "UPDATE messaging.conversations SET name = $2 WHERE id = $1",
         &[&conversation_id, &name],
     )
@@ -503,7 +504,7 @@ pub async fn leave(
     end_membership(&tx, conversation_id, caller.user_id, messages[0].seq).await?;
     if scope.admin {
         let successor = tx
-            .query_opt(
+            .query_opt_t(
                 "SELECT user_id FROM messaging.participants p
                  WHERE conversation_id = $1 AND left_at IS NULL
                    AND NOT EXISTS (SELECT 1 FROM messaging.participants a
@@ -515,7 +516,7 @@ pub async fn leave(
             .await?;
         if let Some(row) = successor {
             let heir: Uuid = row.get(0);
-            tx.execute(
+            tx.execute_t(
                 "UPDATE messaging.participants SET role = 'admin'
                  WHERE conversation_id = $1 AND user_id = $2",
                 &[&conversation_id, &heir],

@@ -1,6 +1,7 @@
 //! Messages: appending to a conversation (gapless `seq`), send with idempotent retries,
 //! edit, delete, history pages, read markers by message, receipts, and the send rate limit.
 
+use crate::db::Traced;
 use actix_web::{
     http::StatusCode,
     web::{self, Json, Path, Query},
@@ -59,7 +60,7 @@ pub async fn append(
     new: NewMessage<'_>,
 ) -> Result<Message, ApiError> {
     let row = tx
-        .query_one(
+        .query_one_t(
             "UPDATE messaging.conversations
              SET last_seq = last_seq + 1, last_rev = last_rev + 1, last_activity_at = now()
              WHERE id = $1 RETURNING last_seq, last_rev",
@@ -68,7 +69,7 @@ pub async fn append(
         .await?;
     let (seq, rev): (i64, i64) = (row.get(0), row.get(1));
     let id = Uuid::now_v7();
-    tx.execute(
+    tx.execute_t(
         "INSERT INTO messaging.messages
              (id, conversation_id, seq, sender_id, kind, content, reply_to, client_id, meta,
               attachment_id, rev, created_rev)
@@ -95,7 +96,7 @@ pub async fn append(
         _ => e.into(),
     })?;
     if let Some(sender) = new.sender_id {
-        tx.execute(
+        tx.execute_t(
             "UPDATE messaging.participants SET last_read_seq = GREATEST(last_read_seq, $3)
              WHERE conversation_id = $1 AND user_id = $2",
             &[&conversation_id, &sender, &seq],
@@ -113,7 +114,7 @@ pub async fn append(
 /// Errors: the update fails.
 pub async fn next_rev(tx: &impl GenericClient, conversation_id: Uuid) -> Result<i64, ApiError> {
     Ok(tx
-        .query_one(
+        .query_one_t(
             "UPDATE messaging.conversations SET last_rev = last_rev + 1
              WHERE id = $1 RETURNING last_rev",
             &[&conversation_id],
@@ -149,7 +150,7 @@ pub async fn check_send_rate(
 ) -> Result<(), ApiError> {
     let window = state.cfg.send_rate_window.as_secs_f64();
     let row = db
-        .query_one(
+        .query_one_t(
             "INSERT INTO messaging.send_counters AS s (user_id, window_start, count)
              VALUES ($1, to_timestamp(floor(extract(epoch FROM now())::float8 / $2::float8)
                                       * $2::float8), 1)
@@ -287,7 +288,7 @@ async fn by_client_id(
         return Ok(None);
     };
     let row = conn
-        .query_opt(
+        .query_opt_t(
             &format!(
                 "SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}
                  WHERE m.conversation_id = $1 AND m.sender_id = $2 AND m.client_id = $3"
@@ -393,7 +394,7 @@ pub async fn edit(
     let tx = conn.transaction().await?;
     let rev = next_rev(&tx, message.conversation_id).await?;
     let updated = tx
-        .execute(
+        .execute_t(
             "UPDATE messaging.messages SET content = $2, edited_at = now(), rev = $3
              WHERE id = $1 AND deleted_at IS NULL",
             &[&message.id, &body.content, &rev],
@@ -432,7 +433,7 @@ pub async fn delete(
         let tx = conn.transaction().await?;
         let rev = next_rev(&tx, message.conversation_id).await?;
         let old_attachment: Option<Uuid> = tx
-            .query_one(
+            .query_one_t(
                 "WITH old AS (SELECT attachment_id FROM messaging.messages WHERE id = $1 FOR UPDATE)
                  UPDATE messaging.messages m
                  SET content = NULL, attachment_id = NULL, deleted_at = now(), rev = $2
@@ -442,7 +443,7 @@ pub async fn delete(
             .await?
             .get(0);
         if let Some(a) = old_attachment {
-            tx.execute("DELETE FROM messaging.attachments WHERE id = $1", &[&a])
+            tx.execute_t("DELETE FROM messaging.attachments WHERE id = $1", &[&a])
                 .await?;
         }
         tx.commit().await?;
@@ -502,7 +503,7 @@ pub async fn history(
             Box::pin(async move {
                 let scope = any_scope(conn, conversation_id, user).await?;
                 Ok(conn
-                    .query(
+                    .query_t(
                         &format!(
                             "SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}
                  WHERE m.conversation_id = $1
@@ -582,7 +583,7 @@ pub async fn receipts(
             Box::pin(async move {
                 let (message, _) = visible_message(conn, id, user).await?;
                 let rows = conn
-        .query(
+        .query_t(
             "SELECT p.user_id, u.username, u.display_name, p.last_read_seq >= $2 AS has_read
              FROM messaging.participants p
              LEFT JOIN auth.public_profiles u ON u.id = p.user_id

@@ -1,6 +1,7 @@
 //! Wire shapes of the messaging API (DESIGN.md §3), their SQL, and the rules of who sees
 //! what: a participant sees the history within their membership period ([`Scope`]).
 
+use crate::db::Traced;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
@@ -117,7 +118,7 @@ pub async fn load_message(
     id: Uuid,
 ) -> Result<Option<Message>, tokio_postgres::Error> {
     let row = db
-        .query_opt(
+        .query_opt_t(
             &format!("SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.id = $1"),
             &[&id],
         )
@@ -220,7 +221,7 @@ pub async fn load_conversation(
     id: Uuid,
 ) -> Result<Option<Conversation>, tokio_postgres::Error> {
     let Some(c) = db
-        .query_opt(
+        .query_opt_t(
             "SELECT id, is_group, name, created_by, created_at, last_seq, last_activity_at
              FROM messaging.conversations WHERE id = $1",
             &[&id],
@@ -230,7 +231,7 @@ pub async fn load_conversation(
         return Ok(None);
     };
     let participants = db
-        .query(
+        .query_t(
             "SELECT p.user_id, u.username, u.display_name, p.role, p.joined_at, p.last_read_seq,
                     coalesce(pr.online, false) AS online, pr.last_seen_at
              FROM messaging.participants p
@@ -297,7 +298,7 @@ pub async fn scope(
     user_id: Uuid,
 ) -> Result<Option<Scope>, tokio_postgres::Error> {
     let row = db
-        .query_opt(
+        .query_opt_t(
             "SELECT p.visible_from_seq, p.visible_to_seq, p.role = 'admin' AS admin, c.is_group
              FROM messaging.participants p
              JOIN messaging.conversations c ON c.id = p.conversation_id

@@ -2,6 +2,7 @@
 //! Search"): a GIN index on a generated `tsvector`, `websearch_to_tsquery` for the query
 //! syntax people type (words, "phrases", -exclusions, or), ranked by `ts_rank`.
 
+use crate::db::Traced;
 use actix_web::{
     web::{self, Query},
     HttpResponse,
@@ -83,7 +84,7 @@ pub async fn search(
                     any_scope(conn, c, user).await?;
                 }
                 Ok(conn
-                    .query(
+                    .query_t(
                         &format!(
                             "SELECT {MESSAGE_COLUMNS}, ts_rank(m.search, q) AS rank,
                         ts_headline('simple', m.content, q,

@@ -41,6 +41,14 @@ pub enum BusEvent {
         /// … and the conversation revision of the change (orders delivery per socket).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rev: Option<i64>,
+        /// W3C `traceparent` of the request that made the change: the fan-out span links
+        /// to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<String>,
+        /// When the change was committed, in microseconds since the Unix epoch (for
+        /// `fanout_delay_seconds`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_us: Option<i64>,
         frame: Box<RawValue>,
     },
     /// A user went online or offline: deliver `frame` to everyone who shares a conversation
@@ -61,6 +69,27 @@ pub enum BusEvent {
     },
     /// A session ended (logout, refresh token reuse, revocation): close its sockets.
     SessionRevoked { session_id: Uuid, reason: String },
+}
+
+/// The W3C `traceparent` of the current span (empty when tracing is off), to carry a trace
+/// across the bus.
+pub fn current_traceparent() -> Option<String> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// The span context a `traceparent` names, for linking to it.
+pub fn span_context_of(traceparent: &str) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
+    let mut carrier = std::collections::HashMap::new();
+    carrier.insert("traceparent".to_owned(), traceparent.to_owned());
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then_some(sc)
 }
 
 /// Queues events for NOTIFY; cheap to clone.
@@ -179,6 +208,8 @@ mod tests {
             exclude_user: None,
             message_seq: None,
             rev: None,
+            trace: None,
+            at_us: None,
             frame: RawValue::from_string(frame.to_string())?,
         })
     }

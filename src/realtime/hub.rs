@@ -25,6 +25,8 @@ pub struct Frame {
     /// For a stored change: its conversation and revision, which each socket uses to deliver
     /// changes in order, once, and to fetch any it missed.
     pub at: Option<(Uuid, i64)>,
+    /// When the change was committed (Unix microseconds), for `fanout_delay_seconds`.
+    pub committed_us: Option<i64>,
 }
 
 /// What the hub hands a socket task.
@@ -183,7 +185,11 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>, count: Arc<AtomicUsize>) 
                 by_user.clear();
             }
         }
-        count.store(by_user.values().map(Vec::len).sum(), Ordering::Relaxed);
+        let n = by_user.values().map(Vec::len).sum();
+        count.store(n, Ordering::Relaxed);
+        if let Some(m) = crate::metrics::metrics() {
+            m.sockets.set(n as i64);
+        }
     }
 }
 

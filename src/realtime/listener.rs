@@ -97,16 +97,33 @@ async fn dispatch(event: BusEvent, primary: &Pool, hub: &Hub) -> anyhow::Result<
             exclude_user,
             message_seq,
             rev,
+            trace,
+            at_us,
             frame,
         } => {
-            let span = tracing::info_span!("realtime.fan_out", conversation.id = %conversation_id);
-            let _g = span.enter();
-            let users = recipients(primary, conversation_id, message_seq, exclude_user).await?;
+            use tracing::Instrument;
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            // A new trace per fan-out, linked to the request that made the change.
+            let span = tracing::info_span!(
+                parent: None,
+                "realtime.fan_out",
+                otel.kind = "consumer",
+                conversation.id = %conversation_id,
+                recipients = tracing::field::Empty,
+            );
+            if let Some(sc) = trace.as_deref().and_then(super::bus::span_context_of) {
+                span.add_link(sc);
+            }
+            let users = recipients(primary, conversation_id, message_seq, exclude_user)
+                .instrument(span.clone())
+                .await?;
+            span.record("recipients", users.len());
             hub.send(Command::Deliver {
                 users,
                 frame: Frame {
                     text: Arc::from(frame.get()),
                     at: rev.map(|r| (conversation_id, r)),
+                    committed_us: at_us,
                 },
             });
         }
@@ -116,6 +133,7 @@ async fn dispatch(event: BusEvent, primary: &Pool, hub: &Hub) -> anyhow::Result<
                 frame: Frame {
                     text: Arc::from(frame.get()),
                     at: None,
+                    committed_us: None,
                 },
             });
         }
@@ -126,6 +144,7 @@ async fn dispatch(event: BusEvent, primary: &Pool, hub: &Hub) -> anyhow::Result<
                 frame: Frame {
                     text: Arc::from(frame.get()),
                     at: None,
+                    committed_us: None,
                 },
             });
         }
@@ -145,6 +164,7 @@ async fn dispatch(event: BusEvent, primary: &Pool, hub: &Hub) -> anyhow::Result<
                 frame: Frame {
                     text: Arc::from(message_frame(event, &message)),
                     at: Some((conversation_id, message.rev)),
+                    committed_us: None,
                 },
             });
         }

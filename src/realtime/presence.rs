@@ -6,6 +6,7 @@
 //! flap. A sweeper on every instance turns users offline whose sockets were on an instance
 //! that stopped beating (crashed).
 
+use crate::db::Traced;
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -71,7 +72,7 @@ impl Presence {
 
     async fn heartbeat(&self) -> anyhow::Result<()> {
         let conn = self.db.get().await?;
-        conn.execute(
+        conn.execute_t(
             "INSERT INTO messaging.instances (id, heartbeat_at) VALUES ($1, now())
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
             &[&self.instance],
@@ -89,7 +90,7 @@ impl Presence {
 
     async fn try_connected(&self, user_id: Uuid, conn_id: u64) -> anyhow::Result<()> {
         let conn = self.db.get().await?;
-        conn.execute(
+        conn.execute_t(
             "WITH beat AS (
                  INSERT INTO messaging.instances (id, heartbeat_at) VALUES ($1, now())
                  ON CONFLICT (id) DO UPDATE SET heartbeat_at = now())
@@ -99,7 +100,7 @@ impl Presence {
         )
         .await?;
         let went_online = conn
-            .query_opt(
+            .query_opt_t(
                 "INSERT INTO messaging.presence AS p (user_id, online, changed_at)
                  VALUES ($1, true, now())
                  ON CONFLICT (user_id) DO UPDATE SET online = true, changed_at = now()
@@ -131,7 +132,7 @@ impl Presence {
 
     async fn forget(&self, conn_id: u64) -> anyhow::Result<()> {
         let conn = self.db.get().await?;
-        conn.execute(
+        conn.execute_t(
             "DELETE FROM messaging.presence_sockets WHERE instance_id = $1 AND conn_id = $2",
             &[&self.instance, &(conn_id as i64)],
         )
@@ -144,7 +145,7 @@ impl Presence {
     async fn sweep(&self, user: Option<Uuid>) -> anyhow::Result<()> {
         let conn = self.db.get().await?;
         let rows = conn
-            .query(
+            .query_t(
                 "UPDATE messaging.presence p
                  SET online = false, last_seen_at = now(), changed_at = now()
                  WHERE p.online AND ($1::uuid IS NULL OR p.user_id = $1)
@@ -162,7 +163,7 @@ impl Presence {
             self.announce(r.get(0), false, r.get(1));
         }
         if user.is_none() {
-            conn.execute(
+            conn.execute_t(
                 "DELETE FROM messaging.presence_sockets s USING messaging.instances i
                  WHERE i.id = s.instance_id
                    AND i.heartbeat_at <= now() - make_interval(secs => $1)",
@@ -178,12 +179,12 @@ impl Presence {
     pub async fn shutdown(&self) {
         let result = async {
             let conn = self.db.get().await?;
-            conn.execute(
+            conn.execute_t(
                 "DELETE FROM messaging.presence_sockets WHERE instance_id = $1",
                 &[&self.instance],
             )
             .await?;
-            conn.execute(
+            conn.execute_t(
                 "DELETE FROM messaging.instances WHERE id = $1",
                 &[&self.instance],
             )

@@ -9,6 +9,7 @@
 //! on. `resume` replays from a client's cursors the same way, inside one repeatable-read
 //! snapshot, so events committed while it runs are neither lost nor doubled.
 
+use crate::db::Traced;
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -57,7 +58,7 @@ pub async fn ticket(state: web::Data<State>, caller: Caller) -> Result<HttpRespo
     let ticket = URL_SAFE_NO_PAD.encode(bytes);
     let ttl = state.cfg.ws_ticket_ttl.as_secs_f64();
     let conn = state.db.primary().await?;
-    conn.execute(
+    conn.execute_t(
         "WITH expired AS (DELETE FROM messaging.ws_tickets WHERE expires_at < now() - interval '1 minute')
          INSERT INTO messaging.ws_tickets (ticket_hash, user_id, session_id, expires_at)
          VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
@@ -95,7 +96,7 @@ pub async fn connect(
         })?;
     let conn = state.db.primary().await?;
     let row = conn
-        .query_opt(
+        .query_opt_t(
             "DELETE FROM messaging.ws_tickets WHERE ticket_hash = $1
              RETURNING user_id, session_id, expires_at > now() AS valid",
             &[&ticket_hash(ticket)],
@@ -114,7 +115,7 @@ pub async fn connect(
     // Where each conversation's live delivery starts: the revision as of now. Anything
     // earlier is history (fetched over HTTP or replayed by `resume`).
     let synced: HashMap<Uuid, i64> = conn
-        .query(
+        .query_t(
             "SELECT c.id, c.last_rev FROM messaging.participants p
              JOIN messaging.conversations c ON c.id = p.conversation_id
              WHERE p.user_id = $1 AND p.left_at IS NULL",
@@ -343,6 +344,10 @@ impl Socket {
     /// Delivers a live frame; stored changes only in revision order, once, catching up from
     /// the database over any revision skipped.
     async fn deliver(&mut self, frame: Frame) -> bool {
+        if let (Some(m), Some(at)) = (crate::metrics::metrics(), frame.committed_us) {
+            let delay = chrono::Utc::now().timestamp_micros() - at;
+            m.fanout_delay.observe(delay.max(0) as f64 / 1e6);
+        }
         let Some((conversation_id, rev)) = frame.at else {
             return self.send(frame.text.to_string()).await;
         };
@@ -409,7 +414,7 @@ impl Socket {
             return Ok(true);
         };
         let head = tx
-            .query_one(
+            .query_one_t(
                 "SELECT last_rev, last_seq FROM messaging.conversations WHERE id = $1",
                 &[&conversation_id],
             )
@@ -417,7 +422,7 @@ impl Socket {
         let (last_rev, last_seq): (i64, i64) = (head.get(0), head.get(1));
         let max = self.state.cfg.resume_max_events;
         let rows = tx
-            .query(
+            .query_t(
                 &format!(
                     "SELECT {MESSAGE_COLUMNS}, m.created_rev FROM {MESSAGE_FROM}
                      WHERE m.conversation_id = $1 AND m.rev > $2
@@ -538,7 +543,7 @@ impl Socket {
             return Ok(Ok(0));
         }
         let row = conn
-            .query_opt(
+            .query_opt_t(
                 "SELECT created_rev FROM messaging.messages WHERE conversation_id = $1 AND seq = $2",
                 &[&conversation_id, &seq],
             )
