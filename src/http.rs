@@ -184,6 +184,23 @@ pub async fn request_context(
     Ok(res)
 }
 
+/// A `limit` query parameter: `default` when absent, else 1..=`max`.
+///
+/// Errors: 400 outside the range.
+pub fn page_size(
+    limit: Option<i64>,
+    default: i64,
+    max: i64,
+) -> Result<i64, crate::error::ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(crate::error::ApiError::BadRequest(format!(
+            "limit must be between 1 and {max}"
+        ))),
+    }
+}
+
 /// `GET …/healthz`: 200 while the process serves requests.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok()

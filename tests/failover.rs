@@ -141,23 +141,9 @@ async fn a_dead_instance_loses_no_events_and_a_stopping_one_says_going_away() {
 
 async fn next_of(ws: &mut Ws, kinds: &[&str]) -> serde_json::Value {
     loop {
-        let frames = frames_first(ws).await;
-        if kinds.iter().any(|k| frames["type"] == *k) {
-            return frames;
-        }
-    }
-}
-
-async fn frames_first(ws: &mut Ws) -> serde_json::Value {
-    use futures_util::StreamExt;
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a frame")
-            .expect("open")
-            .expect("frame");
-        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-            return serde_json::from_str(&t).expect("JSON");
+        let frame = next_frame(ws).await;
+        if kinds.iter().any(|k| frame["type"] == *k) {
+            return frame;
         }
     }
 }

@@ -366,17 +366,3 @@ async fn resume_replays_exactly_what_was_missed_and_says_reload_when_too_far_beh
     let e = next_event(&mut ws, "resume.reload", WAIT).await;
     assert_eq!(e["conversation_id"], conv.as_str());
 }
-
-async fn next_frame(ws: &mut Ws) -> Value {
-    use futures_util::StreamExt;
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a frame")
-            .expect("open")
-            .expect("frame");
-        if let WsMessage::Text(t) = msg {
-            return serde_json::from_str(&t).expect("JSON");
-        }
-    }
-}

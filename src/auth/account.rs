@@ -216,15 +216,7 @@ pub async fn search(
             "query must be 1 to 64 characters".into(),
         ));
     }
-    let limit = match query.limit {
-        None => 20,
-        Some(l) if (1..=50).contains(&l) => l,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "limit must be between 1 and 50".into(),
-            ))
-        }
-    };
+    let limit = crate::http::page_size(query.limit, 20, 50)?;
     let pattern = like_prefix(&q);
     let db = state.db.get().await?;
     let rows = db

@@ -271,13 +271,7 @@ fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
 ///
 /// Errors: 400 outside the range.
 pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
-    match limit {
-        None => Ok(50),
-        Some(n) if (1..=100).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::BadRequest(
-            "limit must be between 1 and 100".into(),
-        )),
-    }
+    crate::http::page_size(limit, 50, 100)
 }
 
 /// A conversation's place in the caller's list: its last activity, or for a former

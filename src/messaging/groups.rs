@@ -134,6 +134,26 @@ fn announce(
     }
 }
 
+/// After a committed rename or role change: announces the system message and
+/// `conversation.updated`, and answers with the conversation.
+async fn updated(
+    state: &State,
+    conn: &deadpool_postgres::Object,
+    message: Message,
+) -> Result<HttpResponse, ApiError> {
+    let conversation_id = message.conversation_id;
+    let conversation = load_conversation(conn, conversation_id).await?;
+    announce(
+        state,
+        conversation_id,
+        &[message],
+        ServerEvent::ConversationUpdated,
+        json!({"conversation": conversation}),
+        Vec::new(),
+    );
+    respond(state, conn, conversation_id).await
+}
+
 /// The conversation's details as the answer to a change, with the consistency token.
 async fn respond(
     state: &State,
@@ -405,16 +425,7 @@ pub async fn set_role(
     )
     .await?;
     tx.commit().await?;
-    let conversation = load_conversation(&conn, conversation_id).await?;
-    announce(
-        &state,
-        conversation_id,
-        &[message],
-        ServerEvent::ConversationUpdated,
-        json!({"conversation": conversation}),
-        Vec::new(),
-    );
-    respond(&state, &conn, conversation_id).await
+    updated(&state, &conn, message).await
 }
 
 /// `PATCH /api/conversations/{id}` body.
@@ -465,16 +476,7 @@ pub async fn rename(
     )
     .await?;
     tx.commit().await?;
-    let conversation = load_conversation(&conn, conversation_id).await?;
-    announce(
-        &state,
-        conversation_id,
-        &[message],
-        ServerEvent::ConversationUpdated,
-        json!({"conversation": conversation}),
-        Vec::new(),
-    );
-    respond(&state, &conn, conversation_id).await
+    updated(&state, &conn, message).await
 }
 
 /// `POST /api/conversations/{id}/leave`: the caller leaves a group, keeping history up to

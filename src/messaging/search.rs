@@ -56,15 +56,7 @@ pub async fn search(
     if n == 0 || n > 200 || q.contains('\0') {
         return Err(ApiError::BadRequest("q must be 1 to 200 characters".into()));
     }
-    let limit = match query.limit {
-        None => 20,
-        Some(l) if (1..=50).contains(&l) => l,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "limit must be between 1 and 50".into(),
-            ))
-        }
-    };
+    let limit = crate::http::page_size(query.limit, 20, 50)?;
     let offset = match query.offset {
         None => 0,
         Some(o) if (0..=1000).contains(&o) => o,

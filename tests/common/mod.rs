@@ -385,13 +385,7 @@ pub async fn socket_on(user: &User, instance: &str) -> Ws {
 /// A socket straight to `server` (NGINX's URL, or one instance's) whose TCP receive buffer is
 /// 4 KiB: a client that stops reading backs up into the server within a few frames.
 pub async fn small_buffer_socket_at(user: &User, server: &str) -> Ws {
-    let (s, body) = user.post("/api/ws-ticket", json!({})).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
-    let url = format!(
-        "{}/ws?ticket={}",
-        server.replacen("http", "ws", 1),
-        body["ticket"].as_str().expect("ticket")
-    );
+    let url = ws_url(user, server).await;
     let addr = server
         .trim_start_matches("http://")
         .parse::<std::net::SocketAddr>()
@@ -405,15 +399,34 @@ pub async fn small_buffer_socket_at(user: &User, server: &str) -> Ws {
     ws
 }
 
-/// A socket straight to one instance (bypassing NGINX, which would add its own buffers).
-pub async fn socket_at(user: &User, server: &str) -> Ws {
+/// A fresh ticket's socket URL on `server` (NGINX's URL or one instance's).
+async fn ws_url(user: &User, server: &str) -> String {
     let (s, body) = user.post("/api/ws-ticket", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    let url = format!(
+    format!(
         "{}/ws?ticket={}",
         server.replacen("http", "ws", 1),
         body["ticket"].as_str().expect("ticket")
-    );
+    )
+}
+
+/// The next text frame, whatever its type; panics after 10 s.
+pub async fn next_frame(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame")
+            .expect("open")
+            .expect("frame");
+        if let WsMessage::Text(t) = msg {
+            return serde_json::from_str(&t).expect("JSON");
+        }
+    }
+}
+
+/// A socket straight to one instance (bypassing NGINX, which would add its own buffers).
+pub async fn socket_at(user: &User, server: &str) -> Ws {
+    let url = ws_url(user, server).await;
     let (ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("ws connect");
