@@ -32,6 +32,8 @@ ensure_packages() {
   command -v envsubst >/dev/null 2>&1 || missing+=(gettext-base)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   ls -d /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || missing+=(postgresql postgresql-contrib)
   [ ${#missing[@]} -eq 0 ] && return
   log "installing: ${missing[*]}"

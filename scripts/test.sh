@@ -58,6 +58,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+log "deployment files (docker-compose, k8s, nginx, env names)"
+"$here/validate-deploy.sh"
 
 # A fresh stack for every run.
 "$repo/postgres/setup.sh" stop >/dev/null 2>&1 || true

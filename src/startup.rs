@@ -63,6 +63,29 @@ async fn migrate_with_retry(
     }
 }
 
+/// Applies both schemas' migrations, each as its own role (`AUTH_DATABASE_URL`,
+/// `MESSAGING_DATABASE_URL`), retrying for up to a minute while the database starts.
+///
+/// Errors: a URL that does not parse or a migration that fails.
+pub async fn migrate_all() -> anyhow::Result<()> {
+    let auth = AuthConfig::from_env()?;
+    migrate_with_retry(
+        &auth.database_url,
+        "auth",
+        migrations::auth::migrations::runner,
+    )
+    .await?;
+    let messaging = MessagingConfig::from_env()?;
+    migrate_with_retry(
+        &messaging.primary_url,
+        "messaging",
+        migrations::messaging::migrations::runner,
+    )
+    .await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
 /// Starts the auth service and serves until SIGINT/SIGTERM (graceful: in-flight requests
 /// finish).
 ///

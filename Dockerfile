@@ -1,0 +1,29 @@
+# Switchboard: one image, every binary; the command picks the part.
+#   auth | messaging | migrate | healthcheck URL
+# Build:  docker build -t switchboard .
+
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY migrations ./migrations
+RUN cargo build --release --locked --bins \
+ && mkdir /out \
+ && cp target/release/auth target/release/messaging target/release/migrate \
+       target/release/healthcheck /out/
+
+# distroless/cc: glibc and libgcc only, no shell; runs as uid 65532 ("nonroot").
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/ /usr/local/bin/
+# Migrations are compiled into the binaries (refinery); the SQL ships for reference.
+COPY migrations /usr/share/switchboard/migrations
+USER 65532:65532
+ENV LOG_FORMAT=json
+EXPOSE 8081 8082 9181 9182
+HEALTHCHECK --interval=10s --timeout=4s --retries=3 \
+  CMD ["/usr/local/bin/healthcheck", "http://127.0.0.1:8082/api/healthz"]
+ENTRYPOINT []
+CMD ["/usr/local/bin/messaging"]

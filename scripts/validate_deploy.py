@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""Offline validation of the deployment files: docker-compose.yml, every k8s overlay, the
+CloudNativePG Cluster against its CRD schema, NGINX configs, and the environment variable
+names given to each binary against the names its code reads. Then proves each validator
+catches a deliberate error. Exits non-zero on the first failure.
+
+Tools (installed by scripts/validate-deploy.sh): docker-compose, kubectl (kustomize),
+kubernetes-validate, check-jsonschema, nginx.
+"""
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA = os.path.join(REPO, "..", "shared", "schemas", "cloudnative-pg-cluster-v1.schema.json")
+K8S_VERSION = "1.37.0"
+TOOLS = os.environ.get("TOOLS_BIN", "")
+
+
+def tool(name):
+    path = os.path.join(TOOLS, name) if TOOLS else name
+    return path if os.path.exists(path) else name
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def fail(msg):
+    print(f"validate-deploy: FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def ok(msg):
+    print(f"validate-deploy: ok: {msg}")
+
+
+# --- what the code reads ---------------------------------------------------------------
+
+ENV_CALL = re.compile(r'(?:var_or|parse_or|bool_or|list_or|env::var)\(\s*"([A-Z0-9_]+)"')
+
+
+def block(src, start):
+    """The text of the brace block that follows `start`."""
+    i = src.index(start)
+    j = src.index("{", i)
+    depth = 0
+    for k in range(j, len(src)):
+        depth += {"{": 1, "}": -1}.get(src[k], 0)
+        if depth == 0:
+            return src[j:k]
+    return src[j:]
+
+
+def read_names():
+    src = open(os.path.join(REPO, "src", "config.rs")).read()
+    shared = set(ENV_CALL.findall(block(src, "impl TokenSettings")))
+    shared |= set(ENV_CALL.findall(block(src, "impl PoolSettings")))
+    shared |= set(ENV_CALL.findall(block(src, "pub fn allowed_origins")))
+    telemetry = open(os.path.join(REPO, "src", "telemetry.rs")).read()
+    shared |= set(ENV_CALL.findall(telemetry)) | {"RUST_LOG", "LOG_FORMAT"}
+    auth = shared | set(ENV_CALL.findall(block(src, "impl AuthConfig")))
+    messaging = shared | set(ENV_CALL.findall(block(src, "impl MessagingConfig")))
+    if len(auth) < 15 or len(messaging) < 20:
+        fail(f"could not read the env names from src/config.rs ({len(auth)}, {len(messaging)})")
+    return {"auth": auth, "messaging": messaging, "migrate": auth | messaging}
+
+
+def allowed(binary, name, names):
+    # The OpenTelemetry SDK reads every standard OTEL_* variable itself.
+    return name in names[binary] or name.startswith("OTEL_")
+
+
+REQUIRED = {
+    "auth": [{"AUTH_DATABASE_URL"}, {"AUTH_SIGNING_KEY_FILES", "AUTH_SIGNING_KEY_PEM"}],
+    "messaging": [{"MESSAGING_DATABASE_URL"}, {"REPLICA_URLS", "MESSAGING_REPLICA_URL"},
+                  {"AUTH_JWKS_URL"}, {"CONSISTENCY_TOKEN_SECRET"}],
+    "migrate": [{"AUTH_DATABASE_URL"}, {"MESSAGING_DATABASE_URL"}],
+}
+
+
+def check_env(where, binary, env, helpers, names):
+    """env: names given to the binary; helpers: names only used to build other values."""
+    errors = []
+    for n in sorted(env - helpers):
+        if not allowed(binary, n, names):
+            errors.append(f"{where}: {binary} is given {n}, which it does not read")
+    for one_of in REQUIRED[binary]:
+        if not one_of & env:
+            errors.append(f"{where}: {binary} lacks {' or '.join(sorted(one_of))}")
+    return errors
+
+
+def binary_of(command):
+    cmd = command if isinstance(command, list) else str(command).split()
+    for b in ("auth", "messaging", "migrate"):
+        if any(c.endswith("/" + b) or c == b for c in cmd):
+            return b
+    return None
+
+
+def compose_env_errors(doc, names):
+    errors = []
+    for svc, spec in doc.get("services", {}).items():
+        b = binary_of(spec.get("command", []))
+        if not b:
+            continue
+        env = spec.get("environment", {}) or {}
+        if isinstance(env, list):
+            env = dict(e.split("=", 1) for e in env)
+        errors += check_env(f"docker-compose {svc}", b, set(env), set(), names)
+    return errors
+
+
+def k8s_env_errors(docs, names):
+    errors = []
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    for d in docs:
+        if d["kind"] not in ("Deployment", "Job"):
+            continue
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            b = binary_of(c.get("command", []))
+            if not b:
+                continue
+            env = {e["name"] for e in c.get("env", [])}
+            for ef in c.get("envFrom", []):
+                ref = ef.get("configMapRef", {}).get("name")
+                env |= set(configmaps.get(ref, {}))
+            values = " ".join(e.get("value", "") for e in c.get("env", []))
+            helpers = {n for n in env if f"$({n})" in values}
+            errors += check_env(f"k8s {d['kind']} {d['metadata']['name']}", b, env, helpers, names)
+    return errors
+
+
+# --- validators ------------------------------------------------------------------------
+
+def compose_config(path):
+    r = run([tool("docker-compose"), "--env-file", os.path.join(REPO, ".env.example"),
+             "-f", path, "config", "-q"], cwd=REPO)
+    return r.returncode == 0, r.stderr
+
+
+def kube_validate(path):
+    r = run([tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSION, path])
+    bad = r.returncode != 0 or "ERROR" in r.stdout or "ERROR" in r.stderr
+    return not bad, r.stdout + r.stderr
+
+
+def strict(schema):
+    """Rejects unknown properties wherever the schema lists them (as kubeconform -strict)."""
+    if isinstance(schema, dict):
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+        for v in schema.values():
+            strict(v)
+    elif isinstance(schema, list):
+        for v in schema:
+            strict(v)
+    return schema
+
+
+def cluster_validate(cluster, workdir):
+    schema_path = os.path.join(workdir, "cluster.strict.schema.json")
+    if not os.path.exists(schema_path):
+        schema = strict(json.load(open(SCHEMA)))
+        # metadata is validated by the API server, not the CRD schema.
+        schema["properties"]["metadata"].pop("additionalProperties", None)
+        json.dump(schema, open(schema_path, "w"))
+    doc = os.path.join(workdir, "cluster.json")
+    json.dump(cluster, open(doc, "w"))
+    r = run([tool("check-jsonschema"), "--schemafile", schema_path, doc])
+    return r.returncode == 0, r.stdout + r.stderr
+
+
+def nginx_test(template_text, workdir, name):
+    conf_dir = os.path.join(workdir, name)
+    os.makedirs(os.path.join(conf_dir, "tmp"), exist_ok=True)
+    values = {
+        "NGINX_PORT": "18999",
+        "AUTH_SERVERS": "server 127.0.0.1:8081;",
+        "MESSAGING_SERVERS": "server 127.0.0.1:8082; server 127.0.0.1:8083;",
+        "NGINX_RUNTIME": conf_dir,
+        "NGINX_ACCESS_LOG": "/dev/stdout",
+        "NGINX_USER": "",
+    }
+    def render(text):
+        return re.sub(r"\$\{([A-Z_]+)\}", lambda m: values.get(m.group(1), m.group(0)), text)
+    open(os.path.join(conf_dir, "switchboard.conf"), "w").write(render(template_text))
+    main = open(os.path.join(REPO, "nginx", "nginx.local.conf.template")).read()
+    open(os.path.join(conf_dir, "nginx.conf"), "w").write(render(main))
+    r = run([tool("nginx"), "-t", "-q", "-p", conf_dir, "-c", os.path.join(conf_dir, "nginx.conf")])
+    return r.returncode == 0, r.stderr
+
+
+def kustomize(overlay):
+    r = run([tool("kubectl"), "kustomize", os.path.join(REPO, "k8s", "overlays", overlay)])
+    if r.returncode != 0:
+        fail(f"kubectl kustomize {overlay}: {r.stderr}")
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def main():
+    names = read_names()
+    work = tempfile.mkdtemp(prefix="validate-deploy-")
+
+    # docker-compose
+    compose = os.path.join(REPO, "docker-compose.yml")
+    good, out = compose_config(compose)
+    if not good:
+        fail(f"docker-compose config: {out}")
+    doc = yaml.safe_load(run([tool("docker-compose"), "--env-file", os.path.join(REPO, ".env.example"),
+                              "-f", compose, "config"], cwd=REPO).stdout)
+    errors = compose_env_errors(doc, names)
+    ok("docker-compose.yml renders")
+
+    # kubernetes
+    for overlay in ("dev", "production"):
+        docs = kustomize(overlay)
+        path = os.path.join(work, f"{overlay}.yaml")
+        yaml.safe_dump_all([d for d in docs if d["kind"] != "Cluster"], open(path, "w"))
+        good, out = kube_validate(path)
+        if not good:
+            fail(f"{overlay}: kubernetes-validate: {out}")
+        clusters = [d for d in docs if d["kind"] == "Cluster"]
+        if len(clusters) != 1:
+            fail(f"{overlay}: expected one CloudNativePG Cluster")
+        good, out = cluster_validate(clusters[0], work)
+        if not good:
+            fail(f"{overlay}: Cluster against the CRD schema: {out}")
+        errors += k8s_env_errors(docs, names)
+        ok(f"k8s overlay {overlay}: {len(docs)} objects valid (Kubernetes {K8S_VERSION}, strict)")
+    good, out = kube_validate(os.path.join(REPO, "k8s", "secrets.example.yaml"))
+    if not good:
+        fail(f"k8s/secrets.example.yaml: {out}")
+
+    # nginx: one template for the local stack, compose and Kubernetes
+    template = open(os.path.join(REPO, "nginx", "switchboard.conf.template")).read()
+    if open(os.path.join(REPO, "k8s", "base", "nginx", "switchboard.conf.template")).read() != template:
+        fail("k8s/base/nginx/switchboard.conf.template differs from nginx/switchboard.conf.template")
+    good, out = nginx_test(template, work, "nginx-good")
+    if not good:
+        fail(f"nginx -t: {out}")
+    ok("nginx config passes nginx -t")
+
+    if errors:
+        fail("environment names:\n  " + "\n  ".join(errors))
+    ok("every env name given to auth, messaging and migrate is one its code reads")
+
+    # Each validator must catch a deliberate error.
+    broken = copy.deepcopy(docs)
+    dep = next(d for d in broken if d["kind"] == "Deployment")
+    dep["spec"]["replicaz"] = 2
+    path = os.path.join(work, "broken.yaml")
+    yaml.safe_dump_all([d for d in broken if d["kind"] != "Cluster"], open(path, "w"))
+    if kube_validate(path)[0]:
+        fail("kubernetes-validate accepted a Deployment with an unknown field")
+    bad_cluster = copy.deepcopy(clusters[0])
+    bad_cluster["spec"]["instancez"] = 3
+    if cluster_validate(bad_cluster, work)[0]:
+        fail("the Cluster schema check accepted an unknown field")
+    bad_cluster = copy.deepcopy(clusters[0])
+    bad_cluster["spec"]["instances"] = "three"
+    if cluster_validate(bad_cluster, work)[0]:
+        fail("the Cluster schema check accepted a string for instances")
+    bad_compose = os.path.join(work, "compose.broken.yml")
+    bc = yaml.safe_load(open(compose))
+    bc["services"]["auth"]["depends_on"]["migrate"]["condition"] = "whenever"
+    yaml.safe_dump(bc, open(bad_compose, "w"))
+    if compose_config(bad_compose)[0]:
+        fail("docker-compose config accepted an invalid depends_on condition")
+    if nginx_test(template.replace("proxy_pass", "proxy_passs", 1), work, "nginx-bad")[0]:
+        fail("nginx -t accepted an unknown directive")
+    bc = yaml.safe_load(open(compose))
+    bc["services"]["auth"]["environment"]["AUTH_DATABSE_URL"] = "x"
+    if not compose_env_errors(bc, names):
+        fail("the env-name check accepted a misspelled variable")
+    ok("every validator rejects a deliberately broken input")
+    print("validate-deploy: 0 errors")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+//! One-shot migrations for deployments (docker-compose's `migrate` service, the Kubernetes
+//! migration Job): applies the auth schema's migrations as `AUTH_DATABASE_URL`'s role and
+//! the messaging schema's as `MESSAGING_DATABASE_URL`'s, under the same advisory locks the
+//! services take, then exits. The services also migrate at start, so this is for ordering
+//! rollouts, not a requirement.
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let telemetry = switchboard::telemetry::init("migrate");
+    let result = switchboard::startup::migrate_all().await;
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "migrations failed");
+    }
+    telemetry.shutdown();
+    result
+}
