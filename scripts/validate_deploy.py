@@ -18,7 +18,8 @@ import tempfile
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEMA = os.path.join(REPO, "..", "shared", "schemas", "cloudnative-pg-cluster-v1.schema.json")
+SCHEMA = os.path.join(os.environ.get("SHARED_DIR", os.path.join(REPO, "..", "shared")),
+                      "schemas", "cloudnative-pg-cluster-v1.schema.json")
 K8S_VERSION = "1.37.0"
 TOOLS = os.environ.get("TOOLS_BIN", "")
 
@@ -207,6 +208,8 @@ def kustomize(overlay):
 
 
 def main():
+    if not os.path.exists(SCHEMA):
+        fail(f"the CloudNativePG Cluster schema is missing: {SCHEMA} (shared/ beside the repository, or SHARED_DIR)")
     names = read_names()
     work = tempfile.mkdtemp(prefix="validate-deploy-")
 
