@@ -95,8 +95,9 @@ pub fn allowed_origins() -> anyhow::Result<Vec<String>> {
 pub struct PoolSettings {
     /// Most connections per pool: `DB_POOL_SIZE`, default 16.
     pub max_size: usize,
-    /// How long a request waits for a connection before answering 503:
-    /// `DB_POOL_TIMEOUT_MS`, default 2000 ms.
+    /// How long a request waits for a free connection before answering 503:
+    /// `DB_POOL_TIMEOUT_MS`, default 800 ms (plus at most 1 s to open one: a failed write
+    /// answers within 2 s).
     pub wait_timeout: Duration,
     /// Per-statement limit applied on every connection: `DB_STATEMENT_TIMEOUT_MS`, default 5000 ms.
     pub statement_timeout: Duration,
@@ -107,7 +108,7 @@ impl PoolSettings {
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
             max_size: parse_or("DB_POOL_SIZE", 16usize)?,
-            wait_timeout: Duration::from_millis(parse_or("DB_POOL_TIMEOUT_MS", 2000u64)?),
+            wait_timeout: Duration::from_millis(parse_or("DB_POOL_TIMEOUT_MS", 800u64)?),
             statement_timeout: Duration::from_millis(parse_or("DB_STATEMENT_TIMEOUT_MS", 5000u64)?),
         })
     }

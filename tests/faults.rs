@@ -101,6 +101,8 @@ struct Stats {
     slow_failures: AtomicU64,
     /// 503s without Retry-After.
     no_retry_after: AtomicU64,
+    /// Slowest failed write, in milliseconds.
+    slowest_failure_ms: AtomicU64,
     acked: Mutex<Vec<String>>,
 }
 
@@ -193,6 +195,9 @@ fn traffic(
                     }
                 } else {
                     stats.fail(s.as_u16());
+                    stats
+                        .slowest_failure_ms
+                        .fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                     if started.elapsed() >= Duration::from_secs(2) {
                         stats.slow_failures.fetch_add(1, Ordering::Relaxed);
                     }
@@ -261,7 +266,7 @@ where
         .get(0);
     let lost = acked.len() as u64 - found as u64;
     println!(
-        "{name:<28} requests {:>5}  reads ok {:>5}  writes ok {:>4}  failures {:?}  stale own-reads {}  lost {}  slow failures {}",
+        "{name:<28} requests {:>5}  reads ok {:>5}  writes ok {:>4}  failures {:?}  stale own-reads {}  lost {}  slow failures {}  slowest failure {} ms",
         stats.requests.load(Ordering::Relaxed),
         stats.reads_ok.load(Ordering::Relaxed),
         stats.writes_ok.load(Ordering::Relaxed),
@@ -269,6 +274,7 @@ where
         stats.stale_own_reads.load(Ordering::Relaxed),
         lost,
         stats.slow_failures.load(Ordering::Relaxed),
+        stats.slowest_failure_ms.load(Ordering::Relaxed),
     );
     (stats, lost)
 }

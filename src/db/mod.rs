@@ -35,8 +35,8 @@ pub fn pool(url: &str, settings: &PoolSettings, application_name: &str) -> anyho
         .runtime(Runtime::Tokio1)
         .timeouts(Timeouts {
             wait: Some(settings.wait_timeout),
-            create: Some(Duration::from_secs(2)),
-            recycle: Some(Duration::from_secs(2)),
+            create: Some(Duration::from_secs(1)),
+            recycle: Some(Duration::from_secs(1)),
         })
         .build()
         .context("building connection pool")
@@ -50,7 +50,7 @@ pub fn config(url: &str, application_name: &str) -> anyhow::Result<tokio_postgre
     let mut cfg: tokio_postgres::Config = url.parse().context("invalid database URL")?;
     cfg.application_name(application_name);
     // Short: a primary that does not answer must turn into a quick 503, not a hang.
-    cfg.connect_timeout(Duration::from_secs(2));
+    cfg.connect_timeout(Duration::from_secs(1));
     Ok(cfg)
 }
 

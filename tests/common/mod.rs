@@ -261,22 +261,7 @@ pub async fn next_event(ws: &mut Ws, kind: &str, timeout: Duration) -> Value {
 
 /// Every `message.created` frame that arrives within `window`.
 pub async fn messages_within(ws: &mut Ws, window: Duration) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + window;
-    let mut out = Vec::new();
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(
-        deadline.saturating_duration_since(tokio::time::Instant::now()),
-        ws.next(),
-    )
-    .await
-    {
-        if let WsMessage::Text(t) = msg {
-            let v: Value = serde_json::from_str(&t).expect("JSON frame");
-            if v["type"] == "message.created" {
-                out.push(v);
-            }
-        }
-    }
-    out
+    frames_within(ws, &["message.created"], window).await
 }
 
 pub async fn send_frame(ws: &mut Ws, v: Value) {
