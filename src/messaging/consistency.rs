@@ -53,6 +53,21 @@ impl FromRequest for Consistency {
     }
 }
 
+/// The answer to a committed write: `status` with the signed token of the primary's WAL
+/// position now (read on `conn`, after the commit), as header and cookie.
+///
+/// Errors: the position cannot be read (503 when the primary went away).
+pub async fn written(
+    state: &State,
+    conn: &deadpool_postgres::Object,
+    status: actix_web::http::StatusCode,
+) -> Result<HttpResponseBuilder, ApiError> {
+    let lsn = crate::db::current_lsn(conn).await?;
+    let mut res = actix_web::HttpResponse::build(status);
+    attach(state, &mut res, lsn);
+    Ok(res)
+}
+
 /// Adds the signed token to a write's answer, as header and cookie.
 pub fn attach(state: &State, res: &mut HttpResponseBuilder, lsn: Lsn) {
     let value = state.db.sign(lsn);

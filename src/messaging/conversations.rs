@@ -20,7 +20,6 @@ use super::{
     State,
 };
 use crate::{
-    db,
     error::{ApiError, FieldErrors},
     realtime::bus::BusEvent,
     realtime::protocol::ServerEvent,
@@ -161,7 +160,6 @@ pub async fn create(
         .await?;
     }
     tx.commit().await?;
-    let lsn = db::current_lsn(&conn).await?;
     let conversation = model::load_conversation(&conn, id)
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("conversation vanished after commit")))?;
@@ -182,9 +180,9 @@ pub async fn create(
     } else {
         StatusCode::OK
     };
-    let mut res = HttpResponse::build(status);
-    consistency::attach(&state, &mut res, lsn);
-    Ok(res.json(conversation))
+    Ok(consistency::written(&state, &conn, status)
+        .await?
+        .json(conversation))
 }
 
 /// Queues a frame for every current participant of a conversation (after the write
@@ -459,10 +457,9 @@ pub async fn read(
     }
     let conn = state.db.primary().await?;
     let marker = mark_read(&state, &conn, id.into_inner(), caller.user_id, body.seq).await?;
-    let lsn = db::current_lsn(&conn).await?;
-    let mut res = HttpResponse::Ok();
-    consistency::attach(&state, &mut res, lsn);
-    Ok(res.json(marker))
+    Ok(consistency::written(&state, &conn, StatusCode::OK)
+        .await?
+        .json(marker))
 }
 
 #[cfg(test)]

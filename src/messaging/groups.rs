@@ -7,6 +7,7 @@ use crate::db::Traced;
 use std::collections::{BTreeSet, HashMap};
 
 use actix_web::{
+    http::StatusCode,
     web::{self, Json, Path},
     HttpResponse,
 };
@@ -24,7 +25,6 @@ use super::{
     State,
 };
 use crate::{
-    db,
     error::{ApiError, FieldErrors},
     realtime::protocol::ServerEvent,
 };
@@ -160,13 +160,12 @@ async fn respond(
     conn: &deadpool_postgres::Object,
     conversation_id: Uuid,
 ) -> Result<HttpResponse, ApiError> {
-    let lsn = db::current_lsn(conn).await?;
     let conversation = load_conversation(conn, conversation_id)
         .await?
         .ok_or_else(model::conversation_not_found)?;
-    let mut res = HttpResponse::Ok();
-    consistency::attach(state, &mut res, lsn);
-    Ok(res.json(conversation))
+    Ok(consistency::written(state, conn, StatusCode::OK)
+        .await?
+        .json(conversation))
 }
 
 /// `POST /api/conversations/{id}/participants` body.
@@ -345,10 +344,9 @@ pub async fn remove(
         json!({"user_ids": [target]}),
         vec![target],
     );
-    let lsn = db::current_lsn(&conn).await?;
-    let mut res = HttpResponse::NoContent();
-    consistency::attach(&state, &mut res, lsn);
-    Ok(res.finish())
+    Ok(consistency::written(&state, &conn, StatusCode::NO_CONTENT)
+        .await?
+        .finish())
 }
 
 /// `PATCH …/participants/{user_id}` body: `role` is `admin` or `member`.
@@ -547,8 +545,7 @@ pub async fn leave(
         json!({"user_ids": [caller.user_id]}),
         vec![caller.user_id],
     );
-    let lsn = db::current_lsn(&conn).await?;
-    let mut res = HttpResponse::NoContent();
-    consistency::attach(&state, &mut res, lsn);
-    Ok(res.finish())
+    Ok(consistency::written(&state, &conn, StatusCode::NO_CONTENT)
+        .await?
+        .finish())
 }

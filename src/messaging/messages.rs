@@ -23,7 +23,6 @@ use super::{
     State,
 };
 use crate::{
-    db,
     error::{unique_violation, ApiError, FieldErrors},
     realtime::{
         bus::{BusEvent, MAX_PAYLOAD},
@@ -306,10 +305,9 @@ pub async fn answer(
     message: &Message,
     status: StatusCode,
 ) -> Result<HttpResponse, ApiError> {
-    let lsn = db::current_lsn(conn).await?;
-    let mut res = HttpResponse::build(status);
-    consistency::attach(state, &mut res, lsn);
-    Ok(res.json(message))
+    Ok(consistency::written(state, conn, status)
+        .await?
+        .json(message))
 }
 
 /// Queues a `message.*` event for the conversation's sockets; a frame too large for NOTIFY
@@ -451,10 +449,9 @@ pub async fn delete(
             publish_message(&state, ServerEvent::MessageDeleted, &tombstone);
         }
     }
-    let lsn = db::current_lsn(&conn).await?;
-    let mut res = HttpResponse::NoContent();
-    consistency::attach(&state, &mut res, lsn);
-    Ok(res.finish())
+    Ok(consistency::written(&state, &conn, StatusCode::NO_CONTENT)
+        .await?
+        .finish())
 }
 
 /// `GET /api/conversations/{id}/messages` query.
@@ -552,10 +549,9 @@ pub async fn read(
         message.seq,
     )
     .await?;
-    let lsn = db::current_lsn(&conn).await?;
-    let mut res = HttpResponse::Ok();
-    consistency::attach(&state, &mut res, lsn);
-    Ok(res.json(marker))
+    Ok(consistency::written(&state, &conn, StatusCode::OK)
+        .await?
+        .json(marker))
 }
 
 /// One reader in a receipts answer.
