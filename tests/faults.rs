@@ -23,15 +23,23 @@ use serde_json::{json, Value};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn setup(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/postgres/setup.sh");
-    let status = std::process::Command::new("bash")
-        .arg(script)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("setup.sh");
-    assert!(status.success(), "postgres/setup.sh {args:?}");
+/// Runs `postgres/setup.sh` on the blocking pool: `pg_ctl -w` waits seconds, and blocking
+/// the test's runtime would stall the traffic tasks and count that stall as slow answers.
+async fn setup(args: &[&str]) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let shown = args.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/postgres/setup.sh");
+        std::process::Command::new("bash")
+            .arg(script)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .status()
+    })
+    .await
+    .expect("setup task")
+    .expect("setup.sh");
+    assert!(status.success(), "postgres/setup.sh {shown:?}");
 }
 
 async fn replica_admin(n: usize) -> tokio_postgres::Client {
@@ -318,10 +326,10 @@ async fn no_stale_own_read_and_no_lost_message_through_replica_and_primary_fault
     wait_replica("replica-2", true).await;
 
     let (s, lost) = case("1 replica stopped+started", &pairs(4).await, || async {
-        setup(&["stop", "replica1"]);
+        setup(&["stop", "replica1"]).await;
         wait_replica("replica-1", false).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        setup(&["start"]);
+        setup(&["start"]).await;
         wait_replica("replica-1", true).await;
     })
     .await;
@@ -345,9 +353,9 @@ async fn no_stale_own_read_and_no_lost_message_through_replica_and_primary_fault
     assert_clean("replay paused", &s, lost, false);
 
     let (s, lost) = case("3 primary stopped 10 s", &pairs(4).await, || async {
-        setup(&["stop", "primary"]);
+        setup(&["stop", "primary"]).await;
         tokio::time::sleep(Duration::from_secs(10)).await;
-        setup(&["start"]);
+        setup(&["start"]).await;
     })
     .await;
     assert_clean("primary stopped", &s, lost, true);
@@ -408,7 +416,7 @@ async fn reads_are_shared_by_the_replicas_and_a_stopped_one_is_skipped() {
     })
     .await;
 
-    setup(&["stop", "replica2"]);
+    setup(&["stop", "replica2"]).await;
     wait_replica("replica-2", false).await;
     let b1 = xacts(1).await;
     reads(&user, 40).await;
@@ -417,7 +425,7 @@ async fn reads_are_shared_by_the_replicas_and_a_stopped_one_is_skipped() {
     })
     .await;
 
-    setup(&["start"]);
+    setup(&["start"]).await;
     wait_replica("replica-2", true).await;
     let c2 = xacts(2).await;
     reads(&user, 40).await;
