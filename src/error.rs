@@ -51,6 +51,11 @@ pub enum ApiError {
     /// 503: a read on a replica was cancelled by a recovery conflict, and so was its retry.
     #[error("the read conflicted with replication; try again")]
     RecoveryConflict,
+    /// 503: the database connection broke mid-request (closed, server shutting down or not
+    /// yet accepting connections: SQLSTATE 57P01/57P03). A read on a replica is retried once
+    /// elsewhere by the router before this reaches a client.
+    #[error("database unavailable, try again shortly")]
+    ConnectionLost,
     /// 503: a dependency (database) is unavailable; retry after the given seconds.
     #[error("{detail}")]
     Unavailable { detail: String, retry_after: u32 },
@@ -109,7 +114,9 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::TooManyRequests { .. } => "rate-limited",
-            Self::Unavailable { .. } | Self::RecoveryConflict => "unavailable",
+            Self::Unavailable { .. } | Self::RecoveryConflict | Self::ConnectionLost => {
+                "unavailable"
+            }
             Self::Internal(_) => "internal",
         }
     }
@@ -163,7 +170,9 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } | Self::RecoveryConflict => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::RecoveryConflict | Self::ConnectionLost => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -188,7 +197,7 @@ impl ResponseError for ApiError {
                     res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                 }
             }
-            Self::RecoveryConflict => {
+            Self::RecoveryConflict | Self::ConnectionLost => {
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             }
@@ -218,10 +227,7 @@ impl From<tokio_postgres::Error> for ApiError {
         let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
         if e.is_closed() || io {
             tracing::warn!(error = %e, "database connection failed");
-            return Self::Unavailable {
-                detail: "database unavailable, try again shortly".into(),
-                retry_after: 1,
-            };
+            return Self::ConnectionLost;
         }
         if let Some(code) = e.code() {
             use tokio_postgres::error::SqlState;
@@ -236,10 +242,11 @@ impl From<tokio_postgres::Error> for ApiError {
                     retry_after: 1,
                 };
             }
-            if *code == SqlState::READ_ONLY_SQL_TRANSACTION
-                || *code == SqlState::ADMIN_SHUTDOWN
-                || *code == SqlState::CANNOT_CONNECT_NOW
-            {
+            if *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CANNOT_CONNECT_NOW {
+                tracing::warn!(error = %e, "database server shutting down or starting");
+                return Self::ConnectionLost;
+            }
+            if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
                 return Self::Unavailable {
                     detail: "database unavailable for writes, try again shortly".into(),
                     retry_after: 1,

@@ -206,6 +206,15 @@ impl Routing {
     ///
     /// Errors: 503 when neither a replica nor the primary gives a connection.
     pub async fn read(&self, token: Option<Lsn>) -> Result<(Object, ReadRoute), ApiError> {
+        let (conn, route, _) = self.pick(token).await?;
+        Ok((conn, route))
+    }
+
+    /// [`Self::read`], also naming the replica chosen (None for the primary).
+    async fn pick(
+        &self,
+        token: Option<Lsn>,
+    ) -> Result<(Object, ReadRoute, Option<Arc<Replica>>), ApiError> {
         let deadline = tokio::time::Instant::now() + self.policy.ryw_wait;
         let candidates = self.candidates();
         let mut route = if candidates.is_empty() {
@@ -223,9 +232,9 @@ impl Routing {
                 }
             };
             match token {
-                None => return Ok(self.chosen(conn, ReadRoute::Replica)),
+                None => return Ok(self.on_replica(conn, replica)),
                 Some(t) => match replayed(&conn, t, deadline).await {
-                    Ok(true) => return Ok(self.chosen(conn, ReadRoute::Replica)),
+                    Ok(true) => return Ok(self.on_replica(conn, replica)),
                     Ok(false) => route = ReadRoute::PrimaryTokenNotReplayed,
                     Err(e) => {
                         tracing::warn!(replica = %replica.name, error = %e, "replay check failed");
@@ -234,7 +243,17 @@ impl Routing {
             }
         }
         let conn = self.primary.get().await?;
-        Ok(self.chosen(conn, route))
+        let (conn, route) = self.chosen(conn, route);
+        Ok((conn, route, None))
+    }
+
+    fn on_replica(
+        &self,
+        conn: Object,
+        replica: &Arc<Replica>,
+    ) -> (Object, ReadRoute, Option<Arc<Replica>>) {
+        let (conn, route) = self.chosen(conn, ReadRoute::Replica);
+        (conn, route, Some(replica.clone()))
     }
 
     fn chosen(&self, conn: Object, route: ReadRoute) -> (Object, ReadRoute) {
@@ -250,20 +269,30 @@ impl Routing {
     }
 
     /// Runs the read `f` on a connection chosen by [`Self::read`]. If a replica cancels it
-    /// for a recovery conflict (SQLSTATE 40001 on a standby), runs it once more on another
-    /// healthy replica or the primary; a second conflict is a 503, never a 500.
+    /// for a recovery conflict (SQLSTATE 40001 on a standby, PostgreSQL docs §27.4.2) or its
+    /// connection breaks (server stopped, 57P01), runs it once more elsewhere: on another
+    /// healthy replica, or on the primary when the read carries a consistency token (the
+    /// other replica was never checked against it). A second failure is a 503, never a 500.
     ///
     /// Errors: as `f`, and 503 when no server is available.
     pub async fn reading<T, F>(&self, token: Option<Lsn>, f: F) -> Result<T, ApiError>
     where
         F: for<'c> Fn(&'c Object) -> Check<'c, T>,
     {
-        let (conn, route) = self.read(token).await?;
-        match f(&conn).await {
-            Err(ApiError::RecoveryConflict) if route == ReadRoute::Replica => {
+        let (conn, _, replica) = self.pick(token).await?;
+        match (f(&conn).await, replica) {
+            (Err(e @ (ApiError::RecoveryConflict | ApiError::ConnectionLost)), Some(failed)) => {
                 drop(conn);
-                tracing::info!("read cancelled by a recovery conflict; retrying once");
-                let retry = self.candidates().into_iter().next();
+                tracing::info!(replica = %failed.name, error = %e, "read failed on a replica; retrying once elsewhere");
+                // Another healthy replica, else the primary. A token-bound read on a replica
+                // that was never checked against the token goes to the primary instead.
+                let retry = match token {
+                    None => self
+                        .candidates()
+                        .into_iter()
+                        .find(|r| !Arc::ptr_eq(r, &failed)),
+                    Some(_) => None,
+                };
                 let conn = match retry {
                     Some(r) => match r.pool.get().await {
                         Ok(c) => c,
@@ -274,7 +303,7 @@ impl Routing {
                 let (conn, _) = self.chosen(conn, ReadRoute::ConflictRetry);
                 f(&conn).await
             }
-            other => other,
+            (other, _) => other,
         }
     }
 
