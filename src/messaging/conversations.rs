@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency::{self, Consistency},
-    model::{self, ConversationSummary, Message, ServerFrame, MESSAGE_COLUMNS, MESSAGE_FROM},
+    model::{self, ConversationSummary, Message, Peer, ServerFrame, MESSAGE_COLUMNS, MESSAGE_FROM},
     State,
 };
 use crate::{
@@ -302,9 +302,18 @@ pub async fn list(
                             "SELECT c.id AS conv_id, c.is_group, c.name,
                         coalesce(p.visible_to_seq, c.last_seq) AS visible_last_seq,
                         {ACTIVITY} AS activity_at,
-                        p.last_read_seq, p.left_at IS NOT NULL AS has_left, lm.*
+                        p.last_read_seq, p.left_at IS NOT NULL AS has_left,
+                        peer.id AS peer_id, peer.username AS peer_username,
+                        peer.display_name AS peer_display_name, lm.*
                  FROM messaging.participants p
                  JOIN messaging.conversations c ON c.id = p.conversation_id
+                 LEFT JOIN LATERAL (
+                     SELECT u.id, u.username, u.display_name
+                     FROM messaging.participants o
+                     JOIN auth.public_profiles u ON u.id = o.user_id
+                     WHERE NOT c.is_group AND o.conversation_id = c.id AND o.user_id <> $1
+                     LIMIT 1
+                 ) peer ON true
                  LEFT JOIN LATERAL (
                      SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}
                      WHERE m.conversation_id = c.id
@@ -330,6 +339,7 @@ pub async fn list(
             let last_seq: i64 = r.get("visible_last_seq");
             let last_read_seq: i64 = r.get("last_read_seq");
             let has_message: Option<Uuid> = r.get("id");
+            let peer_id: Option<Uuid> = r.get("peer_id");
             ConversationSummary {
                 id: r.get("conv_id"),
                 is_group: r.get("is_group"),
@@ -339,6 +349,11 @@ pub async fn list(
                 last_read_seq,
                 unread_count: (last_seq - last_read_seq).max(0),
                 left: r.get("has_left"),
+                peer: peer_id.map(|user_id| Peer {
+                    user_id,
+                    username: r.get("peer_username"),
+                    display_name: r.get("peer_display_name"),
+                }),
                 last_message: has_message.map(|_| Message::from_row(r)),
             }
         })

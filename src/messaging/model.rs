@@ -171,7 +171,19 @@ pub struct ConversationSummary {
     pub unread_count: i64,
     /// True once the caller has left or been removed: history up to then stays readable.
     pub left: bool,
+    /// The other participant of a direct conversation (absent for groups), so a client can
+    /// title it without loading the details.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<Peer>,
     pub last_message: Option<Message>,
+}
+
+/// The other person in a direct conversation: `{user_id, username, display_name}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    pub user_id: Uuid,
+    pub username: String,
+    pub display_name: String,
 }
 
 /// A server frame on the WebSocket (DESIGN.md §4): `{type, conversation_id?, seq?, rev?,
