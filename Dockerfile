@@ -15,7 +15,22 @@ RUN cargo build --release --locked --bins \
  && cp target/release/auth target/release/messaging target/release/migrate \
        target/release/healthcheck /out/
 
-# distroless/cc: glibc and libgcc only, no shell; runs as uid 65532 ("nonroot").
+# The NGINX front with the web client built in (content-hashed assets, scripts/build-web.sh);
+# the nginx/ template is mounted (compose) or comes from a ConfigMap (k8s).
+#   docker build --target web -t switchboard-web .
+FROM nginxinc/nginx-unprivileged:1.27-bookworm AS web
+USER root
+COPY web/index.html /src/web/index.html
+COPY web/assets /src/web/assets
+COPY scripts/build-web.sh /src/scripts/build-web.sh
+# default.conf also listens on 8080 and would take requests first: only ours is served.
+RUN bash /src/scripts/build-web.sh /usr/share/switchboard/web \
+ && rm -rf /src /etc/nginx/conf.d/default.conf
+USER 101
+ENV WEB_ROOT=/usr/share/switchboard/web
+
+# The services (the default target, last). distroless/cc: glibc and libgcc only, no shell;
+# runs as uid 65532 ("nonroot").
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/ /usr/local/bin/
 # Migrations are compiled into the binaries (refinery); the SQL ships for reference.

@@ -36,6 +36,21 @@ ensure_packages() {
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   ls -d /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || missing+=(postgresql postgresql-contrib)
   [ ${#missing[@]} -eq 0 ] && return
+  apt_install "${missing[@]}"
+}
+
+# The browser test's tools: Debian's Chromium, and Node.js with npm for playwright-core.
+ensure_browser_tools() {
+  local missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  [ ${#missing[@]} -eq 0 ] && return
+  apt_install "${missing[@]}"
+}
+
+apt_install() {
+  local missing=("$@")
   log "installing: ${missing[*]}"
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -159,7 +174,9 @@ start_nginx() {
   else
     export NGINX_USER=""
   fi
-  local vars='${NGINX_PORT} ${AUTH_SERVERS} ${MESSAGING_SERVERS} ${NGINX_RUNTIME} ${NGINX_ACCESS_LOG} ${NGINX_USER}'
+  export WEB_ROOT="$SWITCHBOARD_DATA/web"
+  log "web client version $("$REPO/scripts/build-web.sh" "$WEB_ROOT")"
+  local vars='${NGINX_PORT} ${AUTH_SERVERS} ${MESSAGING_SERVERS} ${NGINX_RUNTIME} ${NGINX_ACCESS_LOG} ${NGINX_USER} ${WEB_ROOT}'
   envsubst "$vars" <"$REPO/nginx/switchboard.conf.template" >"$runtime/switchboard.conf"
   envsubst "$vars" <"$REPO/nginx/nginx.local.conf.template" >"$runtime/nginx.conf"
   local nginx_bin

@@ -103,8 +103,26 @@ export SWITCHBOARD_AUTH_DB_URL="postgres://switchboard_auth:${AUTH_DB_PASSWORD}@
 
 status=0
 cargo test --locked --no-fail-fast --all-targets -- "$@" || status=$?
-if [ "$status" -ne 0 ]; then
+
+# The browser test (web/tests): the web client in Debian's Chromium, driven by
+# playwright-core, against this same stack. Auth restarts first with a short access-token
+# lifetime, so the test can watch a session outlive its token. Skipped when the arguments
+# filter the Rust tests, unless the filter is "e2e".
+e2e_status=0
+if [ "$#" -eq 0 ] || [ "$*" = e2e ]; then
+  ensure_browser_tools
+  (cd "$repo/web" && npm ci --no-audit --no-fund --loglevel=error)
+  export ACCESS_TOKEN_TTL_SECS=15
+  kill -TERM "$(cat "$SWITCHBOARD_DATA/pids/auth.pid")" 2>/dev/null || true
+  while kill -0 "$(cat "$SWITCHBOARD_DATA/pids/auth.pid")" 2>/dev/null; do sleep 0.1; done
+  BIN_DIR="$CARGO_TARGET_DIR/debug" start_service auth
+  wait_ready "http://127.0.0.1:${AUTH_PORT}/auth/readyz" auth
+  log "browser test (Chromium, access tokens of ${ACCESS_TOKEN_TTL_SECS} s); screenshots in target/e2e"
+  (cd "$repo/web" && E2E_ARTIFACTS="$CARGO_TARGET_DIR/e2e" node --test --test-reporter=spec tests/) || e2e_status=$?
+fi
+
+if [ "$status" -ne 0 ] || [ "$e2e_status" -ne 0 ]; then
   log "tests failed; service logs are in $SWITCHBOARD_DATA/logs"
   tail -n 30 "$SWITCHBOARD_DATA"/logs/{auth,messaging}.log >&2 2>/dev/null || true
+  exit 1
 fi
-exit "$status"

@@ -190,6 +190,7 @@ def nginx_test(template_text, workdir, name):
         "NGINX_RUNTIME": conf_dir,
         "NGINX_ACCESS_LOG": "/dev/stdout",
         "NGINX_USER": "",
+        "WEB_ROOT": os.path.join(conf_dir, "web"),
     }
     def render(text):
         return re.sub(r"\$\{([A-Z_]+)\}", lambda m: values.get(m.group(1), m.group(0)), text)
@@ -251,6 +252,16 @@ def main():
     if not good:
         fail(f"nginx -t: {out}")
     ok("nginx config passes nginx -t")
+    # Every ${VAR} of the template must be set where the image renders it (compose, k8s):
+    # the official image's envsubst leaves an unset one in place and nginx then fails.
+    wanted = set(re.findall(r"\$\{([A-Z_]+)\}", template))
+    given = {"compose": set(doc["services"]["nginx"].get("environment", {}))}
+    for overlay in ("dev", "production"):
+        dep = next(d for d in kustomize(overlay) if d["kind"] == "Deployment" and d["metadata"]["name"] == "nginx")
+        given[f"k8s {overlay}"] = {e["name"] for c in dep["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+    for where, names_given in given.items():
+        if wanted - names_given:
+            errors.append(f"{where}: nginx template needs {sorted(wanted - names_given)}")
 
     if errors:
         fail("environment names:\n  " + "\n  ".join(errors))

@@ -59,7 +59,11 @@ async fn two_users_converse_live_and_unread_counts_follow_the_read_marker() {
     assert_eq!(entry["last_message"]["content"], "second");
     // A direct conversation names the other person, so a list can title it.
     assert_eq!(entry["peer"]["user_id"], alice.id.as_str(), "{entry}");
-    assert_eq!(entry["peer"]["username"], alice.username.as_str(), "{entry}");
+    assert_eq!(
+        entry["peer"]["username"],
+        alice.username.as_str(),
+        "{entry}"
+    );
     let entry = summary_at(&alice, &conv, 2).await;
     assert_eq!(entry["unread_count"], 0, "{entry}");
     assert_eq!(entry["peer"]["user_id"], bob.id.as_str(), "{entry}");

@@ -1,0 +1,388 @@
+// End-to-end: the web client in Debian's Chromium (headless, playwright-core), against the
+// real stack through NGINX. Two browser contexts (two people, two cookie jars) sign up, chat
+// live, see typing and read receipts, reply, edit, delete, upload, build a group; one reloads
+// and is still signed in (cookie refresh), both outlive the access token's lifetime, a
+// forced WebSocket drop recovers with every message, and sign-out closes the socket.
+//
+// Run by scripts/test.sh, which starts the stack with a short ACCESS_TOKEN_TTL_SECS.
+// Screenshots of the main views go to E2E_ARTIFACTS (default target/e2e).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.SWITCHBOARD_URL ?? 'http://127.0.0.1:18080';
+const TTL = Number(process.env.ACCESS_TOKEN_TTL_SECS ?? 20);
+const SHOTS = process.env.E2E_ARTIFACTS ?? join(process.cwd(), '..', 'target', 'e2e');
+const WAIT = 15_000;
+mkdirSync(SHOTS, { recursive: true });
+
+const tag = Math.random().toString(36).slice(2, 8);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a truthy value; fails with `what` after `ms`. */
+async function until(what, fn, ms = WAIT) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(100);
+  }
+  assert.fail(`timed out waiting for ${what} (last: ${last})`);
+}
+
+let browser;
+const people = {};
+
+/** A person: their own browser context (cookie jar), one page, and what it saw. */
+async function person(name, { routeSocket = false } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const page = await context.newPage();
+  const p = {
+    name,
+    username: `${name}_${tag}`,
+    password: `correct horse ${name}`,
+    context,
+    page,
+    problems: [],
+    refreshes: [],
+    sockets: [],
+    routes: [],
+    blockSocket: false,
+  };
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) p.problems.push(m.text());
+  });
+  page.on('pageerror', (e) => p.problems.push(`page error: ${e.message}`));
+  page.on('response', (r) => {
+    if (r.url().endsWith('/auth/refresh')) p.refreshes.push(r.status());
+  });
+  page.on('websocket', (ws) => p.sockets.push(ws));
+  page.on('dialog', (d) => d.accept());
+  if (routeSocket) {
+    // Every socket of this page goes through Playwright, so the test can cut it like a
+    // network failure would, and refuse reconnects for a while.
+    await page.routeWebSocket(/\/ws\?ticket=/, (ws) => {
+      if (p.blockSocket) {
+        ws.close({ code: 1011, reason: 'network down (test)' });
+        return;
+      }
+      const server = ws.connectToServer();
+      p.routes.push({ ws, server });
+    });
+  }
+  people[name] = p;
+  return p;
+}
+
+async function signUp(p) {
+  const { page } = p;
+  await page.goto(BASE);
+  await page.getByRole('tab', { name: 'Sign up' }).click();
+  const form = page.getByRole('tabpanel', { name: 'Sign up' });
+  await form.getByLabel('Username').fill(p.username);
+  await form.getByLabel('Display name').fill(display(p));
+  await form.getByLabel('Email').fill(`${p.username}@example.test`);
+  await form.getByLabel('Password').fill(p.password);
+  await form.getByRole('button', { name: 'Create account' }).click();
+  await page.locator('#app-view').waitFor();
+  await until(`${p.name} connected`, async () => (await page.locator('body').getAttribute('data-connection')) === 'live');
+}
+
+const display = (p) => p.name[0].toUpperCase() + p.name.slice(1);
+const conversation = (p, title) => p.page.locator('#conversation-list button', { hasText: title });
+const messages = (p) => p.page.locator('#messages li');
+
+async function send(p, text) {
+  const box = p.page.getByLabel('Message', { exact: true });
+  await box.fill(text);
+  await box.press('Enter');
+}
+
+/** Seqs and texts of the open thread, in order. */
+async function thread(p) {
+  return p.page.locator('#messages li[data-seq]').evaluateAll((lis) =>
+    lis.map((li) => ({ seq: Number(li.dataset.seq), text: li.querySelector('.bubble, span')?.textContent ?? '' })));
+}
+
+async function shot(p, file) {
+  await p.page.screenshot({ path: join(SHOTS, file) });
+}
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test('two people chat live in Chromium on cookie refresh', async (top) => {
+  // Steps build on each other: after a failure the rest are skipped, not failed again.
+  let broken = false;
+  const t = {
+    test: (name, fn) =>
+      top.test(name, async (st) => {
+        if (broken) return st.skip('an earlier step failed');
+        try {
+          await fn(st);
+        } catch (e) {
+          broken = true;
+          throw e;
+        }
+      }),
+  };
+  const alice = await person('alice');
+  const bob = await person('bob', { routeSocket: true });
+
+  await t.test('both sign up; the sign-in page is a strict-CSP page', async () => {
+    const res = await alice.page.goto(BASE);
+    const csp = res.headers()['content-security-policy'];
+    assert.match(csp, /script-src 'self'/);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+    await alice.page.getByRole('button', { name: 'Sign in' }).waitFor();
+    await shot(alice, 'sign-in.png');
+    await signUp(alice);
+    await signUp(bob);
+  });
+
+  await t.test('alice finds bob and they exchange messages live', async () => {
+    await alice.page.getByLabel('Find people to chat with').fill(bob.username);
+    await alice.page.locator('#people-results button', { hasText: bob.username }).click();
+    await alice.page.locator('#thread-title', { hasText: display(bob) }).waitFor();
+    await send(alice, 'Hello Bob');
+    // Optimistic first, then confirmed with its seq.
+    await alice.page.locator('#messages li[data-seq="1"]', { hasText: 'Hello Bob' }).waitFor();
+
+    // Bob's list gets the conversation live, with an unread badge and the last message.
+    const entry = conversation(bob, display(alice));
+    await entry.locator('.badge', { hasText: '1' }).waitFor({ timeout: WAIT });
+    await entry.locator('.last', { hasText: 'Hello Bob' }).waitFor();
+    await shot(bob, 'conversation-list.png');
+    await entry.click();
+    await bob.page.locator('#messages li', { hasText: 'Hello Bob' }).waitFor();
+    await until('the badge to clear', async () => (await entry.locator('.badge').count()) === 0);
+
+    // Alice sees "Seen" under her message once bob's read marker passes it.
+    await alice.page.locator('#messages li[data-seq="1"] .receipt', { hasText: 'Seen' }).waitFor();
+  });
+
+  await t.test('typing shows on the other side and goes away', async () => {
+    await bob.page.getByLabel('Message', { exact: true }).pressSequentially('Hi Al', { delay: 30 });
+    await alice.page.locator('#typing', { hasText: `${display(bob)} is typing` }).waitFor();
+    await bob.page.getByLabel('Message', { exact: true }).press('Control+a');
+    await bob.page.getByLabel('Message', { exact: true }).pressSequentially('Hi Alice');
+    await bob.page.getByLabel('Message', { exact: true }).press('Enter');
+    await alice.page.locator('#messages li', { hasText: 'Hi Alice' }).waitFor();
+    await until('typing to clear', async () => (await alice.page.locator('#typing').textContent()) === '');
+  });
+
+  await t.test('reply, edit, delete and a file arrive on the other side', async () => {
+    // Alice replies to bob's message.
+    await alice.page.locator('#messages li', { hasText: 'Hi Alice' }).getByRole('button', { name: 'Reply' }).click();
+    await send(alice, 'Glad you are here');
+    await bob.page.locator('#messages li', { hasText: 'Glad you are here' }).locator('.quote', { hasText: 'Hi Alice' }).waitFor();
+
+    // Alice edits, then deletes, a message of hers.
+    await send(alice, 'Tpyo here');
+    const typo = alice.page.locator('#messages li[data-seq]', { hasText: 'Tpyo here' });
+    await typo.waitFor();
+    await typo.getByRole('button', { name: 'Edit' }).click();
+    const edit = alice.page.getByLabel('Edit message');
+    await edit.fill('Typo fixed');
+    await edit.press('Enter');
+    await bob.page.locator('#messages li', { hasText: 'Typo fixed' }).locator('text=edited').waitFor();
+    await send(alice, 'Delete me');
+    const doomed = alice.page.locator('#messages li[data-seq]', { hasText: 'Delete me' });
+    await doomed.waitFor();
+    await bob.page.locator('#messages li', { hasText: 'Delete me' }).waitFor();
+    await doomed.getByRole('button', { name: 'Delete' }).click();
+    await bob.page.locator('#messages li.deleted', { hasText: 'This message was deleted' }).waitFor();
+    assert.equal(await bob.page.locator('#messages li', { hasText: 'Delete me' }).count(), 0);
+
+    // A file, with upload progress and the name on the other side.
+    const png = Buffer.from(
+      'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==',
+      'base64',
+    );
+    await alice.page.locator('#file-input').setInputFiles({ name: 'dot.png', mimeType: 'image/png', buffer: png });
+    await bob.page.locator('#messages li .file', { hasText: 'dot.png' }).waitFor();
+    await bob.page.locator('#messages li .file img').waitFor();
+    await shot(alice, 'thread.png');
+  });
+
+  await t.test('a group is created, gains and loses people, live for everyone', async () => {
+    // A third person, registered over the API (no browser needed).
+    const carol = { username: `carol_${tag}` };
+    const res = await fetch(`${BASE}/auth/register`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username: carol.username, email: `${carol.username}@example.test`, password: 'carol password', display_name: 'Carol' }),
+    });
+    assert.equal(res.status, 201, await res.text());
+
+    await alice.page.getByRole('button', { name: 'New group' }).click();
+    await alice.page.getByLabel('Group name').fill(`Plans ${tag}`);
+    for (const who of [bob.username, carol.username]) {
+      await alice.page.getByLabel('Add people').first().fill(who);
+      await alice.page.locator('#group-results button', { hasText: who }).click();
+    }
+    await alice.page.getByRole('button', { name: 'Create group' }).click();
+    await alice.page.locator('#thread-title', { hasText: `Plans ${tag}` }).waitFor();
+    await conversation(bob, `Plans ${tag}`).waitFor();
+
+    await alice.page.getByRole('button', { name: 'Members' }).click();
+    await alice.page.locator('#members-list li', { hasText: 'Carol' }).waitFor();
+    await shot(alice, 'group-members.png');
+    await alice.page.getByRole('button', { name: 'Remove Carol' }).click();
+    await until('carol to leave the member list', async () =>
+      (await alice.page.locator('#members-list li', { hasText: 'Carol' }).count()) === 0);
+    await alice.page.locator('#members-dialog').getByRole('button', { name: 'Close' }).click();
+
+    await conversation(bob, `Plans ${tag}`).click();
+    await bob.page.locator('#messages li.system', { hasText: 'removed' }).waitFor();
+    await send(bob, 'Group hello');
+    await alice.page.locator('#messages li', { hasText: 'Group hello' }).waitFor();
+  });
+
+  await t.test('a reload stays signed in through the refresh cookie', async () => {
+    const before = bob.refreshes.length;
+    await bob.page.reload();
+    await bob.page.locator('#app-view').waitFor();
+    await conversation(bob, display(alice)).waitFor();
+    assert.ok(bob.refreshes.length > before, 'the reload restored the session with /auth/refresh');
+    assert.equal(bob.refreshes.at(-1), 200);
+    await until('bob live again', async () => (await bob.page.locator('body').getAttribute('data-connection')) === 'live');
+  });
+
+  await t.test('two tabs refreshing at once take turns and share one rotation', async () => {
+    // Both tabs find their token wanting at the same moment and ask session.js to refresh.
+    // The Web Lock serializes them: never two refreshes in flight (each presents the cookie
+    // the previous one set), all 200, and the session stays alive. The first tab hands its
+    // token to the other over the BroadcastChannel, so usually one refresh serves both; if
+    // the second tab gets the lock before that message lands, it refreshes once more, in turn.
+    const tab2 = await bob.context.newPage();
+    const spans = [];
+    for (const page of [bob.page, tab2]) {
+      page.on('requestfinished', async (r) => {
+        if (!r.url().endsWith('/auth/refresh')) return;
+        const tm = r.timing();
+        const res = await r.response();
+        spans.push({ start: tm.startTime + tm.requestStart, end: tm.startTime + tm.responseEnd, status: res?.status() });
+      });
+    }
+    await tab2.goto(BASE);
+    await tab2.locator('#app-view').waitFor();
+    await until('both tabs live', async () =>
+      (await tab2.locator('body').getAttribute('data-connection')) === 'live');
+    // The page's own session module (same URL, so the same instance the app uses).
+    const session = (page, what) => page.evaluate(async (what) => {
+      const src = document.querySelector('script[type=module]').src.replace(/app\.js$/, 'session.js');
+      const m = await import(src);
+      return what === 'refresh' ? m.refresh(m.token()) : m.token();
+    }, what);
+    for (let round = 1; round <= 3; round++) {
+      spans.length = 0;
+      const results = await Promise.all([session(bob.page, 'refresh'), session(tab2, 'refresh')]);
+      assert.deepEqual(results, [true, true]);
+      await sleep(300);
+      const seen = JSON.stringify(spans);
+      assert.ok(spans.length >= 1 && spans.length <= 2, `round ${round}: ${seen}`);
+      assert.ok(spans.every((x) => x.status === 200), `round ${round}: ${seen}`);
+      spans.sort((a, b) => a.start - b.start);
+      if (spans.length === 2) assert.ok(spans[1].start >= spans[0].end, `round ${round}: overlapping refreshes ${seen}`);
+      await until('both tabs to hold the same token', async () =>
+        (await session(bob.page, 'token')) === (await session(tab2, 'token')));
+    }
+    await tab2.close();
+    await conversation(bob, display(alice)).click();
+    await conversation(alice, display(bob)).click();
+    await send(bob, 'Still signed in after three shared refreshes');
+    await alice.page.locator('#messages li', { hasText: 'Still signed in after three shared refreshes' }).waitFor();
+  });
+
+  await t.test('the session outlives the access token', async () => {
+    const seen = alice.refreshes.length;
+    await sleep((TTL + 3) * 1000);
+    assert.ok(alice.refreshes.length > seen, `alice refreshed before her ${TTL} s token expired`);
+    const since = alice.refreshes.slice(seen);
+    assert.ok(since.every((s) => s === 200), `refreshes since: ${since}`);
+    await conversation(alice, display(bob)).click();
+    await conversation(bob, display(alice)).click();
+    await send(alice, 'Still here after the token expired');
+    await bob.page.locator('#messages li', { hasText: 'Still here after the token expired' }).waitFor();
+    await send(bob, 'Me too');
+    await alice.page.locator('#messages li', { hasText: 'Me too' }).waitFor();
+  });
+
+  await t.test('a forced WebSocket drop recovers with no missing message', async () => {
+    assert.ok(bob.routes.length > 0, 'bob has a routed socket');
+    bob.blockSocket = true;
+    const { ws, server } = bob.routes.at(-1);
+    ws.close({ code: 1011, reason: 'network down (test)' });
+    server.close();
+    await until('bob to see the connection drop', async () =>
+      (await bob.page.locator('body').getAttribute('data-connection')) === 'reconnecting');
+    await shot(bob, 'reconnecting.png');
+    const missed = ['while away 1', 'while away 2', 'while away 3'];
+    for (const text of missed) {
+      await send(alice, text);
+      await alice.page.locator('#messages li[data-seq]', { hasText: text }).waitFor();
+    }
+    bob.blockSocket = false;
+    await until('bob live again', async () => (await bob.page.locator('body').getAttribute('data-connection')) === 'live', 30_000);
+    for (const text of missed) await bob.page.locator('#messages li', { hasText: text }).waitFor();
+    const seen = await thread(bob);
+    const seqs = seen.map((m) => m.seq);
+    for (let i = 1; i < seqs.length; i++) assert.equal(seqs[i], seqs[i - 1] + 1, `gapless: ${seqs}`);
+    for (const text of missed) {
+      assert.equal(seen.filter((m) => m.text.includes(text)).length, 1, `${text} exactly once`);
+    }
+  });
+
+  await t.test('a narrow screen shows one pane at a time, keyboard first', async () => {
+    const { page } = bob;
+    await page.setViewportSize({ width: 390, height: 780 });
+    assert.equal(await page.locator('.sidebar').isVisible(), false, 'the open thread takes the screen');
+    await page.getByRole('button', { name: 'Back to conversations' }).click();
+    await page.locator('#conversation-list').waitFor();
+    // Keyboard only: the focused list entry opens with Enter, focus lands in the composer.
+    await page.locator('#conversation-list button', { hasText: display(alice) }).focus();
+    await page.keyboard.press('Enter');
+    await until('focus in the message box', () => page.evaluate(() => document.activeElement?.id === 'composer-input'));
+    await page.keyboard.type('Sent from the keyboard');
+    await page.keyboard.press('Enter');
+    await alice.page.locator('#messages li', { hasText: 'Sent from the keyboard' }).waitFor();
+    await shot(bob, 'narrow-thread.png');
+    await page.setViewportSize({ width: 1100, height: 720 });
+  });
+
+  await t.test('sign-out closes the socket and a reload lands on sign-in', async () => {
+    const socket = alice.sockets.at(-1);
+    assert.ok(socket && !socket.isClosed(), 'alice has an open socket');
+    const closed = socket.waitForEvent('close', { timeout: WAIT });
+    await alice.page.getByRole('button', { name: 'Sign out' }).click();
+    await closed;
+    await alice.page.locator('#auth-view').waitFor();
+    await alice.page.reload();
+    await alice.page.getByRole('button', { name: 'Sign in' }).waitFor();
+    assert.equal(await alice.page.locator('#app-view').isVisible(), false);
+    assert.equal(alice.refreshes.at(-1), 401, 'the reload tried the cleared cookie and was refused');
+  });
+
+  await t.test('no CSP violation or page error in either browser', () => {
+    assert.deepEqual([...alice.problems, ...bob.problems], []);
+  });
+});
