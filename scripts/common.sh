@@ -176,7 +176,9 @@ start_nginx() {
   fi
   export WEB_ROOT="$SWITCHBOARD_DATA/web"
   log "web client version $("$REPO/scripts/build-web.sh" "$WEB_ROOT")"
-  local vars='${NGINX_PORT} ${AUTH_SERVERS} ${MESSAGING_SERVERS} ${NGINX_RUNTIME} ${NGINX_ACCESS_LOG} ${NGINX_USER} ${WEB_ROOT}'
+  export NGINX_WORKERS="${NGINX_WORKERS:-1}"
+  export NGINX_WORKER_CONNECTIONS="${NGINX_WORKER_CONNECTIONS:-4096}"
+  local vars='${NGINX_PORT} ${AUTH_SERVERS} ${MESSAGING_SERVERS} ${NGINX_RUNTIME} ${NGINX_ACCESS_LOG} ${NGINX_USER} ${WEB_ROOT} ${NGINX_WORKERS} ${NGINX_WORKER_CONNECTIONS}'
   envsubst "$vars" <"$REPO/nginx/switchboard.conf.template" >"$runtime/switchboard.conf"
   envsubst "$vars" <"$REPO/nginx/nginx.local.conf.template" >"$runtime/nginx.conf"
   local nginx_bin
@@ -199,4 +201,38 @@ wait_ready() {
   log "$name did not become ready at $url; last log lines:"
   tail -n 30 "$LOG_DIR/$name.log" >&2 2>/dev/null || true
   return 1
+}
+
+# Starts a fresh stack (data folder recreated) with scripts/run.sh in the background, stops
+# it when the calling script exits, and waits until NGINX answers both readiness checks.
+# Used by test.sh and bench.sh, each with its own ports and data folder.
+start_stack_background() {
+  "$REPO/postgres/setup.sh" stop >/dev/null 2>&1 || true
+  rm -rf "$SWITCHBOARD_DATA"
+  mkdir -p "$SWITCHBOARD_DATA"
+  "$REPO/scripts/run.sh" >"$SWITCHBOARD_DATA/stack.log" 2>&1 &
+  STACK_PID=$!
+  trap stop_stack_background EXIT
+  local url ok
+  for url in "/auth/readyz" "/api/readyz"; do
+    ok=0
+    for _ in $(seq 1 1500); do
+      if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:${NGINX_PORT}${url}" 2>/dev/null; then ok=1; break; fi
+      if ! kill -0 "$STACK_PID" 2>/dev/null; then break; fi
+      sleep 0.2
+    done
+    if [ "$ok" != 1 ]; then
+      log "stack did not come up; its output:"
+      cat "$SWITCHBOARD_DATA/stack.log" >&2
+      tail -n 40 "$SWITCHBOARD_DATA"/logs/*.log >&2 2>/dev/null || true
+      exit 1
+    fi
+  done
+  log "stack is up on http://127.0.0.1:${NGINX_PORT}"
+}
+
+stop_stack_background() {
+  kill -TERM "$STACK_PID" 2>/dev/null || true
+  wait "$STACK_PID" 2>/dev/null || true
+  stop_recorded
 }

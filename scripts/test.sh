@@ -61,35 +61,8 @@ cargo clippy --locked --all-targets -- -D warnings
 log "deployment files (docker-compose, k8s, nginx, env names)"
 "$here/validate-deploy.sh"
 
-# A fresh stack for every run.
-"$repo/postgres/setup.sh" stop >/dev/null 2>&1 || true
-rm -rf "$SWITCHBOARD_DATA"
-mkdir -p "$SWITCHBOARD_DATA"
 cargo build --locked --all-targets
-
-"$here/run.sh" >"$SWITCHBOARD_DATA/stack.log" 2>&1 &
-stack=$!
-cleanup() {
-  kill -TERM "$stack" 2>/dev/null || true
-  wait "$stack" 2>/dev/null || true
-  stop_recorded
-}
-trap cleanup EXIT
-for url in "/auth/readyz" "/api/readyz"; do
-  ok=0
-  for _ in $(seq 1 600); do
-    if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:${NGINX_PORT}${url}" 2>/dev/null; then ok=1; break; fi
-    if ! kill -0 "$stack" 2>/dev/null; then break; fi
-    sleep 0.2
-  done
-  if [ "$ok" != 1 ]; then
-    log "stack did not come up; its output:"
-    cat "$SWITCHBOARD_DATA/stack.log" >&2
-    tail -n 40 "$SWITCHBOARD_DATA"/logs/*.log >&2 2>/dev/null || true
-    exit 1
-  fi
-done
-log "stack is up on http://127.0.0.1:${NGINX_PORT}"
+start_stack_background
 
 export SWITCHBOARD_URL="http://127.0.0.1:${NGINX_PORT}"
 SWITCHBOARD_MESSAGING_INSTANCES="$(for n in $(seq 1 "$MESSAGING_INSTANCES"); do printf 'messaging-%s=http://127.0.0.1:%s,' "$n" $((MESSAGING_PORT + n - 1)); done)"

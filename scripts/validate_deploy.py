@@ -191,6 +191,8 @@ def nginx_test(template_text, workdir, name):
         "NGINX_ACCESS_LOG": "/dev/stdout",
         "NGINX_USER": "",
         "WEB_ROOT": os.path.join(conf_dir, "web"),
+        "NGINX_WORKERS": "1",
+        "NGINX_WORKER_CONNECTIONS": "1024",
     }
     def render(text):
         return re.sub(r"\$\{([A-Z_]+)\}", lambda m: values.get(m.group(1), m.group(0)), text)

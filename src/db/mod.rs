@@ -163,6 +163,11 @@ pub async fn ping(pool: &Pool) -> bool {
 /// (the SQL text; values travel as bind parameters and never appear), and `db.pool` /
 /// `db.route_reason` of the request. Each query's duration goes to
 /// `db_query_duration_seconds{pool, operation}`. Use these instead of the plain methods.
+///
+/// Statements are prepared once per connection and cached by their text (deadpool's
+/// `prepare_cached`), so a query is one round trip (Bind/Execute) instead of two
+/// (Parse/Describe, then Bind/Execute). SQL texts must therefore be drawn from a bounded
+/// set: values always go in as parameters, never formatted into the text.
 #[allow(async_fn_in_trait)]
 pub trait Traced: deadpool_postgres::GenericClient {
     /// [`deadpool_postgres::GenericClient::query`], traced.
@@ -171,7 +176,11 @@ pub trait Traced: deadpool_postgres::GenericClient {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-        traced(sql, self.query(sql, params)).await
+        traced(sql, async {
+            let statement = self.prepare_cached(sql).await?;
+            self.query(&statement, params).await
+        })
+        .await
     }
 
     /// [`deadpool_postgres::GenericClient::query_one`], traced.
@@ -180,7 +189,11 @@ pub trait Traced: deadpool_postgres::GenericClient {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
-        traced(sql, self.query_one(sql, params)).await
+        traced(sql, async {
+            let statement = self.prepare_cached(sql).await?;
+            self.query_one(&statement, params).await
+        })
+        .await
     }
 
     /// [`deadpool_postgres::GenericClient::query_opt`], traced.
@@ -189,7 +202,11 @@ pub trait Traced: deadpool_postgres::GenericClient {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
-        traced(sql, self.query_opt(sql, params)).await
+        traced(sql, async {
+            let statement = self.prepare_cached(sql).await?;
+            self.query_opt(&statement, params).await
+        })
+        .await
     }
 
     /// [`deadpool_postgres::GenericClient::execute`], traced.
@@ -198,7 +215,11 @@ pub trait Traced: deadpool_postgres::GenericClient {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
-        traced(sql, self.execute(sql, params)).await
+        traced(sql, async {
+            let statement = self.prepare_cached(sql).await?;
+            self.execute(&statement, params).await
+        })
+        .await
     }
 }
 

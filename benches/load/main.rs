@@ -1,0 +1,983 @@
+//! Switchboard's load generator: drives a running stack through NGINX with real users,
+//! tokens and sockets, measures the raw PostgreSQL limits with `pgbench` in the same run, and
+//! writes a report (Markdown, JSON, PNG charts). `scripts/bench.sh [short|full]` starts a
+//! stack of its own and runs this; see README "Benchmark".
+//!
+//! Scenarios, each reported as a ratio to its limit where one exists:
+//! 1. send: N users post to their own conversations as fast as answers come back (closed
+//!    loop), then at fixed offered loads of 25/50/75 % of that maximum (open loop, latency
+//!    measured from each request's scheduled start, so a stall is not hidden);
+//! 2. history: the same N users read newest-50 pages (served by the replica);
+//! 3. fan-out: K sockets in groups of `GROUP` members, M messages/s into the groups; latency
+//!    from the message's `created_at` (taken inside its transaction, before commit) to its
+//!    arrival at each receiving socket;
+//! 4. sockets: idle authenticated sockets opened straight on one messaging instance, and the
+//!    growth of that process's RSS per socket.
+//!
+//! Raw limits: `pgbench -M prepared` with N clients: a one-row insert into a copy of
+//! `messaging.messages` (same columns, generated search vector and indexes) on the primary,
+//! and a newest-50 page select on the replica.
+
+mod report;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Run sizes. `short` fits CI (well under two minutes of load); `full` is the published run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub mode: String,
+    /// Concurrent users for send and history, and pgbench clients.
+    pub clients: usize,
+    pub send_secs: u64,
+    pub step_secs: u64,
+    pub history_secs: u64,
+    pub fanout_sockets: usize,
+    pub fanout_rate: u64,
+    pub fanout_secs: u64,
+    pub idle_sockets: usize,
+    pub raw_secs: u64,
+}
+
+/// Members per fan-out group (one sender, the rest receive).
+const GROUP: usize = 10;
+
+impl Plan {
+    fn new(mode: &str) -> Self {
+        match mode {
+            "full" => Self {
+                mode: mode.into(),
+                clients: 32,
+                send_secs: 30,
+                step_secs: 15,
+                history_secs: 30,
+                fanout_sockets: 10_000,
+                fanout_rate: 1_000,
+                fanout_secs: 30,
+                idle_sockets: 18_000,
+                raw_secs: 30,
+            },
+            _ => Self {
+                mode: "short".into(),
+                clients: 32,
+                send_secs: 8,
+                step_secs: 4,
+                history_secs: 8,
+                fanout_sockets: 1_000,
+                fanout_rate: 200,
+                fanout_secs: 8,
+                idle_sockets: 2_000,
+                raw_secs: 8,
+            },
+        }
+    }
+}
+
+struct Env {
+    base: String,
+    direct: String,
+    messaging_pid: u32,
+    primary_admin: String,
+    replica_admin: String,
+    out: std::path::PathBuf,
+}
+
+fn env(name: &str) -> Res<String> {
+    std::env::var(name).map_err(|_| format!("{name} is not set (scripts/bench.sh sets it)").into())
+}
+
+/// A loopback source address of its own (127.x.y.z): NGINX limits sign-ups per address.
+fn random_loopback() -> IpAddr {
+    let n: u32 = rand::random::<u32>() & 0x00ff_ffff;
+    IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | n.max(2)))
+}
+
+#[derive(Clone)]
+struct User {
+    id: String,
+    token: String,
+}
+
+fn client() -> Res<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// Registers `n` users, `parallel` at a time, each from its own loopback address.
+async fn register(base: &str, prefix: &str, n: usize, parallel: usize) -> Res<Vec<User>> {
+    let run = rand::random::<u32>();
+    let users = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let base = base.to_owned();
+            let prefix = prefix.to_owned();
+            async move {
+                let c = reqwest::Client::builder()
+                    .local_address(random_loopback())
+                    .build()?;
+                let name = format!("{prefix}{run:x}_{i}");
+                let res = c
+                    .post(format!("{base}/auth/register"))
+                    .json(&json!({"username": name, "email": format!("{name}@bench.test"), "password": "bench password"}))
+                    .send()
+                    .await?;
+                let status = res.status();
+                let body: Value = res.json().await?;
+                if status.as_u16() != 201 {
+                    return Err(format!("register: {status} {body}").into());
+                }
+                Ok::<User, Box<dyn std::error::Error + Send + Sync>>(User {
+                    id: body["user"]["id"].as_str().unwrap_or_default().to_owned(),
+                    token: body["access_token"].as_str().unwrap_or_default().to_owned(),
+                })
+            }
+        })
+        .buffer_unordered(parallel)
+        .collect::<Vec<_>>()
+        .await;
+    users.into_iter().collect()
+}
+
+async fn post(c: &reqwest::Client, base: &str, user: &User, path: &str, body: Value) -> Res<Value> {
+    let res = c
+        .post(format!("{base}{path}"))
+        .bearer_auth(&user.token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = res.status();
+    let body: Value = res.json().await?;
+    if !status.is_success() {
+        return Err(format!("POST {path}: {status} {body}").into());
+    }
+    Ok(body)
+}
+
+fn hist() -> Histogram<u64> {
+    // 1 µs to 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Latency figures of one measurement, in milliseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Lat {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Lat {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |v: u64| v as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+/// One throughput measurement: requests per second, latency, and failures.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Run {
+    pub label: String,
+    pub offered_per_sec: Option<f64>,
+    pub per_sec: f64,
+    pub errors: u64,
+    pub latency: Lat,
+}
+
+/// Closed loop: each user repeats `op` back to back for `secs`.
+async fn closed_loop<F, Fut>(label: &str, users: &[(User, String)], secs: u64, op: F) -> Run
+where
+    F: Fn(reqwest::Client, User, String, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let Ok(c) = client() else {
+        return Run::default();
+    };
+    let total = Arc::new(Mutex::new(hist()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for (user, conv) in users {
+        let (c, op, total, errors) = (c.clone(), op.clone(), total.clone(), errors.clone());
+        let (user, conv) = (user.clone(), conv.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = hist();
+            let mut n = 0;
+            while Instant::now() < end {
+                n += 1;
+                let t = Instant::now();
+                if op(c.clone(), user.clone(), conv.clone(), n).await {
+                    let _ = h.record(t.elapsed().as_micros() as u64);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Ok(mut all) = total.lock() {
+                let _ = all.add(&h);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let h = total.lock().map(|h| h.clone()).unwrap_or_else(|_| hist());
+    Run {
+        label: label.into(),
+        offered_per_sec: None,
+        per_sec: h.len() as f64 / elapsed,
+        errors: errors.load(Ordering::Relaxed),
+        latency: Lat::of(&h),
+    }
+}
+
+/// Open loop: `rate` requests a second for `secs`, spread over the users; latency from the
+/// scheduled start (no coordinated omission).
+async fn open_loop<F, Fut>(
+    label: &str,
+    users: &[(User, String)],
+    rate: f64,
+    secs: u64,
+    op: F,
+) -> Run
+where
+    F: Fn(reqwest::Client, User, String, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let Ok(c) = client() else {
+        return Run::default();
+    };
+    let total = Arc::new(Mutex::new(hist()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = tokio::time::Instant::now();
+    let n = (rate * secs as f64) as u64;
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let at = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(at).await;
+        let (user, conv) = users[i as usize % users.len()].clone();
+        let (c, op, total, errors) = (c.clone(), op.clone(), total.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            if op(c, user, conv, i).await {
+                if let Ok(mut h) = total.lock() {
+                    let _ = h.record(at.elapsed().as_micros() as u64);
+                }
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let h = total.lock().map(|h| h.clone()).unwrap_or_else(|_| hist());
+    Run {
+        label: label.into(),
+        offered_per_sec: Some(rate),
+        per_sec: h.len() as f64 / elapsed,
+        errors: errors.load(Ordering::Relaxed),
+        latency: Lat::of(&h),
+    }
+}
+
+fn sender(
+    base: String,
+) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, bool> + Clone
+{
+    move |c, user, conv, n| {
+        let base = base.clone();
+        Box::pin(async move {
+            let res = c
+                .post(format!("{base}/api/conversations/{conv}/messages"))
+                .bearer_auth(&user.token)
+                .json(&json!({"content": format!("bench message {n} with some ordinary words in it")}))
+                .send()
+                .await;
+            matches!(res, Ok(r) if r.status().as_u16() == 201)
+        })
+    }
+}
+
+fn reader(
+    base: String,
+) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, bool> + Clone
+{
+    move |c, user, conv, _| {
+        let base = base.clone();
+        Box::pin(async move {
+            let res = c
+                .get(format!("{base}/api/conversations/{conv}/messages?limit=50"))
+                .bearer_auth(&user.token)
+                .send()
+                .await;
+            match res {
+                Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                _ => false,
+            }
+        })
+    }
+}
+
+/// What pgbench measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Raw {
+    pub tps: f64,
+    pub latency_avg_ms: f64,
+    pub clients: usize,
+    pub script: String,
+}
+
+fn pgbench_path() -> String {
+    if let Ok(p) = std::env::var("PGBENCH") {
+        return p;
+    }
+    for v in ["17", "16", "15"] {
+        let p = format!("/usr/lib/postgresql/{v}/bin/pgbench");
+        if std::path::Path::new(&p).exists() {
+            return p;
+        }
+    }
+    "pgbench".into()
+}
+
+/// Runs pgbench with `script` against `url` (a postgres:// URL) and parses its figures.
+fn pgbench(url: &str, script: &str, clients: usize, secs: u64) -> Res<Raw> {
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("script.sql");
+    std::fs::write(&file, script)?;
+    let out = std::process::Command::new(pgbench_path())
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &secs.to_string(),
+            "-f",
+        ])
+        .arg(&file)
+        .arg(url)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        return Err(format!("pgbench: {} {}", text, String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let number = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l[prefix.len()..].split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(Raw {
+        tps: number("tps = "),
+        latency_avg_ms: number("latency average = "),
+        clients,
+        script: script.trim().into(),
+    })
+}
+
+async fn admin(url: &str) -> Res<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+const RAW_INSERT: &str = "\
+\\set seq random(1, 1000000000000)
+INSERT INTO bench.messages (id, conversation_id, seq, sender_id, kind, content, client_id, rev, created_rev)
+VALUES (gen_random_uuid(), md5(:client_id::text)::uuid, :seq, md5(:client_id::text)::uuid, 'text',
+        'bench message with some ordinary words in it', NULL, :seq, :seq)
+ON CONFLICT DO NOTHING;
+";
+
+fn raw_select(conversations: usize) -> String {
+    format!(
+        "\\set n random(1, {conversations})
+SELECT m.* FROM messaging.messages m
+WHERE m.conversation_id = (SELECT id FROM bench.conversations WHERE n = :n)
+ORDER BY m.seq DESC LIMIT 50;
+"
+    )
+}
+
+// ---- sockets ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct FrameHead<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(borrow)]
+    data: Option<FrameData<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FrameData<'a> {
+    #[serde(borrow)]
+    created_at: Option<&'a str>,
+    #[serde(borrow)]
+    sender_id: Option<&'a str>,
+}
+
+async fn ticket(c: &reqwest::Client, base: &str, user: &User) -> Res<String> {
+    let body = post(c, base, user, "/api/ws-ticket", json!({})).await?;
+    Ok(body["ticket"].as_str().unwrap_or_default().to_owned())
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Opens a socket to `http_base` (NGINX or one instance) from `local`, waits for `hello`.
+async fn open_socket(http_base: &str, ticket: &str, local: Option<IpAddr>) -> Res<Ws> {
+    let addr: SocketAddr = http_base
+        .trim_start_matches("http://")
+        .parse()
+        .map_err(|e| format!("{http_base}: {e}"))?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if let Some(ip) = local {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    let url = format!("ws://{addr}/ws?ticket={ticket}");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+        Ok(Some(Ok(m))) if m.to_text().is_ok_and(|t| t.contains("\"hello\"")) => Ok(ws),
+        other => Err(format!("no hello: {other:?}").into()),
+    }
+}
+
+/// Fan-out result: deliveries and their latency.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Fanout {
+    pub sockets: usize,
+    pub groups: usize,
+    pub offered_per_sec: u64,
+    pub sent_per_sec: f64,
+    pub send_errors: u64,
+    pub expected_deliveries: u64,
+    pub deliveries: u64,
+    pub latency: Lat,
+    /// (upper bound ms, count) buckets of the delivery latency, for the chart.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+async fn fanout(env: &Env, plan: &Plan) -> Res<Fanout> {
+    let groups = plan.fanout_sockets / GROUP;
+    eprintln!("fan-out: registering {} users", groups * GROUP);
+    let users = register(&env.base, "f", groups * GROUP, 64).await?;
+    let c = client()?;
+    let mut convs = Vec::new();
+    for g in 0..groups {
+        let members = &users[g * GROUP..(g + 1) * GROUP];
+        let ids: Vec<&str> = members[1..].iter().map(|u| u.id.as_str()).collect();
+        let conv = post(
+            &c,
+            &env.base,
+            &members[0],
+            "/api/conversations",
+            json!({"participant_ids": ids, "name": format!("fan-out {g}"), "is_group": true}),
+        )
+        .await?;
+        convs.push((
+            members[0].clone(),
+            conv["id"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    eprintln!("fan-out: opening {} sockets", users.len());
+    let recorded = Arc::new(Mutex::new(hist()));
+    let deliveries = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let base = env.base.clone();
+    let opened = futures_util::stream::iter(users.clone())
+        .map(|u| {
+            let base = base.clone();
+            let c = c.clone();
+            async move {
+                let t = ticket(&c, &base, &u).await?;
+                let ws = open_socket(&base, &t, Some(random_loopback())).await?;
+                Ok::<(User, Ws), Box<dyn std::error::Error + Send + Sync>>((u, ws))
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    let mut readers = Vec::new();
+    let mut open = 0;
+    for s in opened {
+        let Ok((user, mut ws)) = s else { continue };
+        open += 1;
+        let (recorded, deliveries, stop) = (recorded.clone(), deliveries.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut h = hist();
+            while !stop.load(Ordering::Relaxed) {
+                let msg = match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(_) => break,
+                    Err(_) => continue,
+                };
+                let now = chrono::Utc::now();
+                let Ok(text) = msg.to_text() else { continue };
+                let Ok(f) = serde_json::from_str::<FrameHead>(text) else {
+                    continue;
+                };
+                if f.kind != "message.created" {
+                    continue;
+                }
+                let Some(d) = f.data else { continue };
+                if d.sender_id == Some(user.id.as_str()) {
+                    continue;
+                }
+                if let Some(at) = d
+                    .created_at
+                    .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
+                {
+                    let us = (now - at.with_timezone(&chrono::Utc))
+                        .num_microseconds()
+                        .unwrap_or(0)
+                        .max(1);
+                    let _ = h.record(us as u64);
+                    deliveries.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Ok(mut all) = recorded.lock() {
+                let _ = all.add(&h);
+            }
+            let _ = ws.close(None).await;
+        }));
+    }
+    eprintln!(
+        "fan-out: {open} sockets open; sending {} messages/s for {} s",
+        plan.fanout_rate, plan.fanout_secs
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let send = open_loop(
+        "fan-out send",
+        &convs,
+        plan.fanout_rate as f64,
+        plan.fanout_secs,
+        sender(env.base.clone()),
+    )
+    .await;
+    // Let the last deliveries land.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let _ = r.await;
+    }
+    let h = recorded
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| hist());
+    let mut buckets = Vec::new();
+    let top = h.value_at_quantile(0.999).max(1000);
+    let step = (top / 40).max(100);
+    let mut lo = 0;
+    while lo < top {
+        let hi = lo + step;
+        buckets.push((
+            hi as f64 / 1000.0,
+            h.count_between(lo, hi.saturating_sub(1)),
+        ));
+        lo = hi;
+    }
+    Ok(Fanout {
+        sockets: open,
+        groups,
+        offered_per_sec: plan.fanout_rate,
+        sent_per_sec: send.per_sec,
+        send_errors: send.errors,
+        expected_deliveries: send.latency.count * (GROUP as u64 - 1),
+        deliveries: deliveries.load(Ordering::Relaxed),
+        latency: Lat::of(&h),
+        buckets,
+    })
+}
+
+/// Idle sockets result.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Idle {
+    pub target: usize,
+    pub opened: usize,
+    pub failed: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub kib_per_socket: f64,
+    pub open_files_limit: u64,
+    pub first_error: Option<String>,
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn open_files_limit(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn idle(env: &Env, plan: &Plan) -> Res<Idle> {
+    let per_user = 100;
+    let users = register(&env.base, "i", plan.idle_sockets.div_ceil(per_user), 32).await?;
+    let c = client()?;
+    let limit = open_files_limit(env.messaging_pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(env.messaging_pid);
+    eprintln!(
+        "sockets: opening {} idle sockets on one instance ({} KiB RSS before)",
+        plan.idle_sockets, before
+    );
+    let first_error = Arc::new(Mutex::new(None::<String>));
+    let direct = env.direct.clone();
+    let opened = futures_util::stream::iter(0..plan.idle_sockets)
+        .map(|i| {
+            let user = users[i / per_user].clone();
+            let (c, base, direct, first_error) = (
+                c.clone(),
+                env.base.clone(),
+                direct.clone(),
+                first_error.clone(),
+            );
+            async move {
+                // Spread source addresses: one loopback address has ~28k ephemeral ports.
+                let local = IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (i / 20_000) as u8, 1));
+                let r = async {
+                    let t = ticket(&c, &base, &user).await?;
+                    open_socket(&direct, &t, Some(local)).await
+                }
+                .await;
+                if let Err(e) = &r {
+                    if let Ok(mut f) = first_error.lock() {
+                        f.get_or_insert_with(|| e.to_string());
+                    }
+                }
+                r.ok()
+            }
+        })
+        .buffer_unordered(128)
+        .collect::<Vec<_>>()
+        .await;
+    let sockets: Vec<Ws> = opened.into_iter().flatten().collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(env.messaging_pid);
+    let n = sockets.len();
+    eprintln!("sockets: {n} open, {after} KiB RSS");
+    drop(sockets);
+    Ok(Idle {
+        target: plan.idle_sockets,
+        opened: n,
+        failed: plan.idle_sockets - n,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        kib_per_socket: if n > 0 {
+            after.saturating_sub(before) as f64 / n as f64
+        } else {
+            0.0
+        },
+        open_files_limit: limit,
+        first_error: first_error.lock().ok().and_then(|f| f.clone()),
+    })
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Results {
+    pub plan: Option<Plan>,
+    pub machine: Value,
+    pub send_max: Run,
+    pub send_steps: Vec<Run>,
+    pub raw_insert: Raw,
+    pub history: Run,
+    pub raw_select: Raw,
+    pub fanout: Fanout,
+    pub idle: Idle,
+}
+
+async fn machine(env: &Env) -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
+        .and_then(|k| k.parse::<u64>().ok())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let pg = match admin(&env.primary_admin).await {
+        Ok(c) => c
+            .query_one("SHOW server_version", &[])
+            .await
+            .ok()
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "memory_gib": (mem as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "kernel": kernel.trim(),
+        "postgresql": pg,
+        "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "stack": "everything on this machine: PostgreSQL primary + 1 streaming replica, auth, 2 messaging instances, NGINX, and the load generator",
+    })
+}
+
+/// Whether scenario `name` runs: all by default, or those listed in `BENCH_ONLY`
+/// (comma-separated: send, history, fanout, sockets), for profiling one path.
+fn wanted(name: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
+
+type Pairs = Vec<(User, String)>;
+
+/// Users with a direct conversation each (with a partner who never sends).
+async fn pairs(env: &Env, plan: &Plan) -> Res<Pairs> {
+    eprintln!("setup: {} senders with a conversation each", plan.clients);
+    let senders = register(&env.base, "s", plan.clients, 16).await?;
+    let partners = register(&env.base, "p", plan.clients, 16).await?;
+    let c = client()?;
+    let mut pairs = Vec::new();
+    for (s, p) in senders.iter().zip(&partners) {
+        let conv = post(
+            &c,
+            &env.base,
+            s,
+            "/api/conversations",
+            json!({"participant_ids": [p.id]}),
+        )
+        .await?;
+        pairs.push((
+            s.clone(),
+            conv["id"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    Ok(pairs)
+}
+
+/// Scenario 1 and its limit: sends at the maximum and at fixed loads, then pgbench inserts.
+async fn send(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<()> {
+    eprintln!(
+        "send: closed loop, {} users, {} s",
+        plan.clients, plan.send_secs
+    );
+    r.send_max = closed_loop(
+        "send, closed loop",
+        pairs,
+        plan.send_secs,
+        sender(env.base.clone()),
+    )
+    .await;
+    eprintln!(
+        "  {:.0} messages/s, p99 {:.1} ms",
+        r.send_max.per_sec, r.send_max.latency.p99
+    );
+    for pct in [25.0, 50.0, 75.0] {
+        let rate = (r.send_max.per_sec * pct / 100.0).max(1.0);
+        let run = open_loop(
+            &format!("send at {pct:.0}%"),
+            pairs,
+            rate,
+            plan.step_secs,
+            sender(env.base.clone()),
+        )
+        .await;
+        eprintln!(
+            "  at {rate:.0}/s: p50 {:.1} p99 {:.1} ms",
+            run.latency.p50, run.latency.p99
+        );
+        r.send_steps.push(run);
+    }
+    eprintln!(
+        "raw insert: pgbench, {} clients, {} s",
+        plan.clients, plan.raw_secs
+    );
+    let primary = admin(&env.primary_admin).await?;
+    primary
+        .batch_execute(
+            "DROP SCHEMA IF EXISTS bench CASCADE;
+             CREATE SCHEMA bench;
+             CREATE TABLE bench.messages (LIKE messaging.messages INCLUDING ALL);",
+        )
+        .await?;
+    r.raw_insert = pgbench(&env.primary_admin, RAW_INSERT, plan.clients, plan.raw_secs)?;
+    primary.batch_execute("DROP SCHEMA bench CASCADE").await?;
+    eprintln!("  {:.0} inserts/s", r.raw_insert.tps);
+    Ok(())
+}
+
+/// Scenario 2 and its limit: newest-50 pages through the stack, then pgbench on the replica.
+async fn history(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<()> {
+    if !wanted("send") {
+        // Pages to read: fill the conversations first.
+        closed_loop("fill", pairs, 3, sender(env.base.clone())).await;
+    }
+    eprintln!(
+        "history: newest-50 pages, {} users, {} s",
+        plan.clients, plan.history_secs
+    );
+    r.history = closed_loop(
+        "history, pages of 50",
+        pairs,
+        plan.history_secs,
+        reader(env.base.clone()),
+    )
+    .await;
+    eprintln!(
+        "  {:.0} pages/s, p99 {:.1} ms",
+        r.history.per_sec, r.history.latency.p99
+    );
+
+    eprintln!("raw select: pgbench on the replica");
+    let primary = admin(&env.primary_admin).await?;
+    primary
+        .batch_execute(
+            "DROP SCHEMA IF EXISTS bench CASCADE;
+             CREATE SCHEMA bench;
+             CREATE TABLE bench.conversations (n int PRIMARY KEY, id uuid NOT NULL);",
+        )
+        .await?;
+    for (i, (_, conv)) in pairs.iter().enumerate() {
+        let id: uuid::Uuid = conv.parse()?;
+        primary
+            .execute(
+                "INSERT INTO bench.conversations VALUES ($1, $2)",
+                &[&(i as i32 + 1), &id],
+            )
+            .await?;
+    }
+    // The replica must have the lookup table before pgbench starts.
+    let replica = admin(&env.replica_admin).await?;
+    for _ in 0..100 {
+        let n: i64 = replica
+            .query_one("SELECT count(*) FROM bench.conversations", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if n as usize == pairs.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    r.raw_select = pgbench(
+        &env.replica_admin,
+        &raw_select(pairs.len()),
+        plan.clients,
+        plan.raw_secs,
+    )?;
+    primary.batch_execute("DROP SCHEMA bench CASCADE").await?;
+    eprintln!("  {:.0} selects/s", r.raw_select.tps);
+    Ok(())
+}
+
+async fn run(env: Env, plan: Plan) -> Res<Results> {
+    let mut r = Results {
+        plan: Some(plan.clone()),
+        machine: machine(&env).await,
+        ..Default::default()
+    };
+    if wanted("send") || wanted("history") {
+        let pairs = pairs(&env, &plan).await?;
+        if wanted("send") {
+            send(&env, &plan, &pairs, &mut r).await?;
+        }
+        if wanted("history") {
+            history(&env, &plan, &pairs, &mut r).await?;
+        }
+    }
+    if wanted("fanout") {
+        r.fanout = fanout(&env, &plan).await?;
+        eprintln!(
+            "  {} deliveries of {} expected, p50 {:.1} p99 {:.1} max {:.1} ms",
+            r.fanout.deliveries,
+            r.fanout.expected_deliveries,
+            r.fanout.latency.p50,
+            r.fanout.latency.p99,
+            r.fanout.latency.max
+        );
+    }
+    if wanted("sockets") {
+        r.idle = idle(&env, &plan).await?;
+    }
+    Ok(r)
+}
+
+fn main() -> Res<()> {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
+    // it, and then there is nothing to do (the load needs the stack scripts/bench.sh starts).
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load: a benchmark, run by scripts/bench.sh; nothing to do under cargo test");
+        return Ok(());
+    }
+    let mode = std::env::var("BENCH_MODE").unwrap_or_else(|_| "short".into());
+    let plan = Plan::new(&mode);
+    let env = Env {
+        base: env("SWITCHBOARD_URL")?,
+        direct: env("BENCH_MESSAGING_DIRECT")?,
+        messaging_pid: env("BENCH_MESSAGING_PID")?.trim().parse()?,
+        primary_admin: env("SWITCHBOARD_PRIMARY_ADMIN_URL")?,
+        replica_admin: env("SWITCHBOARD_REPLICA_ADMIN_URL")?,
+        out: env("BENCH_OUT")?.into(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let out = env.out.clone();
+    let results = rt.block_on(run(env, plan))?;
+    std::fs::create_dir_all(&out)?;
+    report::write(&out, &results)?;
+    println!("{}", report::markdown(&results));
+    eprintln!("report: {}", out.display());
+    Ok(())
+}

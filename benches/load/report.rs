@@ -1,0 +1,264 @@
+//! The benchmark report: `report.md` (tables, ratios to the raw limits, targets),
+//! `results.json` (everything measured), and two PNG charts (send latency percentiles against
+//! offered load; fan-out delivery latency distribution).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::{Res, Results};
+
+/// Targets from the benchmark issue, on a 2-core machine with everything on it.
+const SEND_RATIO: f64 = 0.40;
+const HISTORY_RATIO: f64 = 0.50;
+const FANOUT_P99_MS: f64 = 15.0;
+const FANOUT_SOCKETS: usize = 10_000;
+const FANOUT_RATE: u64 = 1_000;
+const IDLE_SOCKETS: usize = 50_000;
+const IDLE_KIB: f64 = 20.0;
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "missed"
+    }
+}
+
+/// The report as Markdown.
+pub fn markdown(r: &Results) -> String {
+    let mut md = String::new();
+    let plan = r.plan.clone().unwrap_or_else(|| super::Plan::new("short"));
+    let m = &r.machine;
+    md.push_str(&format!(
+        "# Switchboard benchmark ({} mode)\n\nMachine: {} × {} cores, {} GiB, Linux {}, PostgreSQL {}; {}. Run {}.\n\n",
+        plan.mode, m["cpu"].as_str().unwrap_or("?"), m["cores"], m["memory_gib"], m["kernel"].as_str().unwrap_or("?"),
+        m["postgresql"].as_str().unwrap_or("?"), m["stack"].as_str().unwrap_or(""), m["date"].as_str().unwrap_or("")
+    ));
+    let send_ratio = ratio(r.send_max.per_sec, r.raw_insert.tps);
+    let history_ratio = ratio(r.history.per_sec, r.raw_select.tps);
+    let f = &r.fanout;
+    let i = &r.idle;
+    md.push_str(
+        "| scenario | result | raw limit (pgbench) | ratio | target |\n|---|---|---|---|---|\n",
+    );
+    md.push_str(&format!(
+        "| send: {} users, closed loop, {} s | {:.0} messages/s, p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms, {} errors | {:.0} inserts/s ({} clients) | {:.2} | ≥ {SEND_RATIO:.2}: {} |\n",
+        plan.clients, plan.send_secs, r.send_max.per_sec, r.send_max.latency.p50, r.send_max.latency.p90, r.send_max.latency.p99,
+        r.send_max.latency.max, r.send_max.errors, r.raw_insert.tps, r.raw_insert.clients, send_ratio, verdict(send_ratio >= SEND_RATIO)
+    ));
+    md.push_str(&format!(
+        "| history: pages of 50, {} users, {} s | {:.0} pages/s, p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms, {} errors | {:.0} selects/s on the replica | {:.2} | ≥ {HISTORY_RATIO:.2}: {} |\n",
+        plan.clients, plan.history_secs, r.history.per_sec, r.history.latency.p50, r.history.latency.p90, r.history.latency.p99,
+        r.history.latency.max, r.history.errors, r.raw_select.tps, history_ratio, verdict(history_ratio >= HISTORY_RATIO)
+    ));
+    let fanout_ok = f.latency.p99 <= FANOUT_P99_MS
+        && f.sockets >= FANOUT_SOCKETS
+        && f.offered_per_sec >= FANOUT_RATE;
+    md.push_str(&format!(
+        "| fan-out: {} sockets in {} groups of 10, {} messages/s offered ({:.0} sent), {} s | {} of {} deliveries, p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1} ms (created_at → socket) | — | — | p99 ≤ {FANOUT_P99_MS} ms at {FANOUT_SOCKETS} sockets, {FANOUT_RATE}/s: {} |\n",
+        f.sockets, f.groups, f.offered_per_sec, f.sent_per_sec, plan.fanout_secs, f.deliveries, f.expected_deliveries,
+        f.latency.p50, f.latency.p99, f.latency.p999, f.latency.max, verdict(fanout_ok)
+    ));
+    let idle_ok = i.opened >= IDLE_SOCKETS && i.kib_per_socket <= IDLE_KIB;
+    md.push_str(&format!(
+        "| sockets: idle, authenticated, on one instance | {} of {} open; RSS {} → {} KiB: {:.1} KiB per socket | — | — | ≥ {IDLE_SOCKETS} at ≤ {IDLE_KIB} KiB: {} |\n\n",
+        i.opened, i.target, i.rss_before_kib, i.rss_after_kib, i.kib_per_socket, verdict(idle_ok)
+    ));
+
+    md.push_str("## Send latency against offered load\n\n![send latency](send-latency.png)\n\n| offered | achieved | p50 | p90 | p99 | max | errors |\n|---|---|---|---|---|---|---|\n");
+    for s in r.send_steps.iter().chain(std::iter::once(&r.send_max)) {
+        md.push_str(&format!(
+            "| {} | {:.0}/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n",
+            s.offered_per_sec
+                .map(|o| format!("{o:.0}/s"))
+                .unwrap_or_else(|| "max (closed loop)".into()),
+            s.per_sec,
+            s.latency.p50,
+            s.latency.p90,
+            s.latency.p99,
+            s.latency.max,
+            s.errors
+        ));
+    }
+    md.push_str("\n## Fan-out delivery latency\n\n![fan-out latency](fanout-latency.png)\n\n");
+
+    md.push_str("## Where targets are missed, and why\n\n");
+    let mut notes = Vec::new();
+    if send_ratio < SEND_RATIO {
+        notes.push(format!("- send: {send_ratio:.2} of the raw insert rate, {:.0}% short of {SEND_RATIO:.2}. A send is an HTTP request through NGINX to a messaging instance that checks the JWT, the caller's membership and rate limit, then runs a transaction (conversation row lock for the next gapless `seq`, insert with the full-text vector, read-marker update, commit), reads the WAL position for the consistency token and publishes the event with NOTIFY; pgbench does the insert alone over a local socket, and on 2 cores the services, NGINX and the load generator take CPU from PostgreSQL.", (1.0 - send_ratio / SEND_RATIO) * 100.0));
+    }
+    if history_ratio < HISTORY_RATIO {
+        notes.push(format!("- history: {history_ratio:.2} of the raw select rate, {:.0}% short of {HISTORY_RATIO:.2}: each page is also a JWT check, a visibility-scope query and JSON encoding of 50 messages, through NGINX, on the same 2 cores as the replica.", (1.0 - history_ratio / HISTORY_RATIO) * 100.0));
+    }
+    if !fanout_ok {
+        notes.push(format!("- fan-out: measured with {} sockets at {} messages/s; p99 {:.1} ms against ≤ {FANOUT_P99_MS} ms at {FANOUT_SOCKETS} sockets and {FANOUT_RATE}/s{}.", f.sockets, f.offered_per_sec, f.latency.p99,
+            if f.sockets < FANOUT_SOCKETS { " (the short mode runs a smaller load; the full report has the target load)" } else { "" }));
+    }
+    if !idle_ok {
+        let why = if i.open_files_limit > 0 && (i.open_files_limit as usize) < IDLE_SOCKETS + 100 {
+            format!("this machine's hard open-files limit is {} per process (RLIMIT_NOFILE, not raisable here), so one instance cannot hold {IDLE_SOCKETS} sockets", i.open_files_limit)
+        } else {
+            format!("the run asked for {} sockets", i.target)
+        };
+        notes.push(format!(
+            "- sockets: {} open ({:.0}% of {IDLE_SOCKETS}) at {:.1} KiB each: {why}{}.",
+            i.opened,
+            i.opened as f64 * 100.0 / IDLE_SOCKETS as f64,
+            i.kib_per_socket,
+            if i.kib_per_socket <= IDLE_KIB {
+                "; memory per socket is within the target, so 50k would need about ".to_owned()
+                    + &format!("{:.0} MiB", i.kib_per_socket * IDLE_SOCKETS as f64 / 1024.0)
+            } else {
+                String::new()
+            }
+        ));
+        if let Some(e) = &i.first_error {
+            notes.push(format!("  First failure: `{e}`."));
+        }
+    }
+    if notes.is_empty() {
+        notes.push("- none: every target is met.".into());
+    }
+    md.push_str(&notes.join("\n"));
+    md.push_str(&format!(
+        "\n\n## Raw limits\n\nBoth with `pgbench -n -M prepared -c {} -j 2 -T {}` as the superuser over TCP on loopback.\n\nInsert (primary, into a copy of `messaging.messages` with the same indexes and generated search vector):\n\n```sql\n{}\n```\n\nPage select (replica):\n\n```sql\n{}\n```\n",
+        r.raw_insert.clients, plan.raw_secs, r.raw_insert.script, r.raw_select.script
+    ));
+    md
+}
+
+fn font() {
+    // plotters draws text with ab_glyph from a font we hand it (no fontconfig).
+    for path in [
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    ] {
+        if let Ok(bytes) = std::fs::read(path) {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, bytes);
+            return;
+        }
+    }
+}
+
+type Plot = Result<(), Box<dyn std::error::Error>>;
+
+fn send_chart(path: &Path, r: &Results) -> Plot {
+    let mut points: Vec<(f64, &super::Run)> = r
+        .send_steps
+        .iter()
+        .map(|s| (s.offered_per_sec.unwrap_or(s.per_sec), s))
+        .collect();
+    points.push((r.send_max.per_sec, &r.send_max));
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let x_max = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
+    let y_max = points.iter().map(|p| p.1.latency.p99).fold(1.0, f64::max) * 1.2;
+    let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "send: latency percentiles against offered load",
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("offered load (messages/s; the last point is the closed-loop maximum)")
+        .y_desc("latency (ms)")
+        .draw()?;
+    type Pick = fn(&super::Lat) -> f64;
+    let series: [(&str, RGBColor, Pick); 3] = [
+        ("p50", BLUE, |l| l.p50),
+        ("p90", GREEN, |l| l.p90),
+        ("p99", RED, |l| l.p99),
+    ];
+    for (name, color, pick) in series {
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|(x, s)| (*x, pick(&s.latency))),
+                color.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            points
+                .iter()
+                .map(|(x, s)| Circle::new((*x, pick(&s.latency)), 4, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn fanout_chart(path: &Path, r: &Results) -> Plot {
+    let f = &r.fanout;
+    let x_max = f.buckets.last().map(|b| b.0).unwrap_or(1.0);
+    let y_max = f.buckets.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64 * 1.1;
+    let width = f.buckets.first().map(|b| b.0).unwrap_or(1.0);
+    let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "fan-out: {} sockets, {}/s — p50 {:.1} ms, p99 {:.1} ms",
+                f.sockets, f.offered_per_sec, f.latency.p50, f.latency.p99
+            ),
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("created_at → received at the socket (ms), up to p99.9")
+        .y_desc("deliveries")
+        .draw()?;
+    chart.draw_series(f.buckets.iter().map(|(hi, n)| {
+        Rectangle::new(
+            [(hi - width, 0.0), (*hi, *n as f64)],
+            BLUE.mix(0.6).filled(),
+        )
+    }))?;
+    for (q, color) in [(f.latency.p50, GREEN), (f.latency.p99, RED)] {
+        chart.draw_series(LineSeries::new(
+            vec![(q, 0.0), (q, y_max)],
+            color.stroke_width(2),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Writes `report.md`, `results.json` and the charts into `out`.
+pub fn write(out: &Path, r: &Results) -> Res<()> {
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(r)?)?;
+    std::fs::write(out.join("report.md"), markdown(r))?;
+    font();
+    if let Err(e) = send_chart(&out.join("send-latency.png"), r) {
+        eprintln!("send chart: {e}");
+    }
+    if let Err(e) = fanout_chart(&out.join("fanout-latency.png"), r) {
+        eprintln!("fan-out chart: {e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The benchmark: starts a stack of its own (release build, ports 28080…, data in
+# .data/bench, recreated), then runs the load generator (benches/load) against it through
+# NGINX, with pgbench's raw limits measured in the same run.
+#
+#   scripts/bench.sh          # short mode (CI): about a minute and a half of load
+#   scripts/bench.sh full     # the published run: report in docs/benchmarks/
+#
+# The short report goes to target/bench/. Figures are printed, never asserted.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+mode="${1:-short}"
+case "$mode" in short|full) ;; *) echo "usage: scripts/bench.sh [short|full]" >&2; exit 2 ;; esac
+
+export SWITCHBOARD_DATA="${BENCH_DATA:-$repo/.data/bench}"
+export NGINX_PORT=28080 AUTH_PORT=28081 MESSAGING_PORT=28082 MESSAGING_INSTANCES=2
+export PG_PRIMARY_PORT=57432 PG_REPLICA_PORT=57433 PG_REPLICAS=1
+export AUTH_METRICS_PORT=29181 MESSAGING_METRICS_PORT=29182
+export PROFILE=release
+# Bench config: sends limited by the stack, not by the per-user budget; cheap sign-ups (the
+# bench registers thousands of users; bcrypt's cost is not what is measured); tokens that
+# outlive the run; warnings only in the logs; no trace export.
+export SEND_RATE_LIMIT=1000000000 SEND_RATE_WINDOW_SECS=1
+export BCRYPT_COST=4 ACCESS_TOKEN_TTL_SECS=7200
+export RUST_LOG=warn LOG_FORMAT=json
+export CONSISTENCY_TOKEN_SECRET=bench-consistency-secret
+unset OTEL_EXPORTER_OTLP_ENDPOINT
+# Thousands of sockets: every process may open as many files as this machine allows, and
+# NGINX runs a worker per core.
+ulimit -n "$(ulimit -Hn)"
+export NGINX_WORKERS=auto NGINX_WORKER_CONNECTIONS=32768
+# shellcheck source=scripts/common.sh
+source "$here/common.sh"
+
+ensure_packages
+ensure_rust
+cd "$repo"
+log "building (release)"
+cargo build --locked --release --bin auth --bin messaging
+cargo bench --locked --bench load --no-run
+start_stack_background
+
+out="$repo/target/bench"
+[ "$mode" = full ] && out="$repo/docs/benchmarks"
+mkdir -p "$out"
+export BENCH_MODE="$mode" BENCH_OUT="$out"
+export SWITCHBOARD_URL="http://127.0.0.1:${NGINX_PORT}"
+export BENCH_MESSAGING_DIRECT="http://127.0.0.1:${MESSAGING_PORT}"
+BENCH_MESSAGING_PID="$(cat "$SWITCHBOARD_DATA/pids/messaging-1.pid")"
+export BENCH_MESSAGING_PID
+export SWITCHBOARD_PRIMARY_ADMIN_URL="postgres://postgres:${PG_SUPERUSER_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}"
+export SWITCHBOARD_REPLICA_ADMIN_URL="postgres://postgres:${PG_SUPERUSER_PASSWORD}@127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}"
+log "benchmark ($mode) → $out"
+cargo bench --locked --bench load
