@@ -60,13 +60,17 @@ pub fn markdown(r: &Results) -> String {
         plan.clients, plan.history_secs, r.history.per_sec, r.history.latency.p50, r.history.latency.p90, r.history.latency.p99,
         r.history.latency.max, r.history.errors, r.raw_select.tps, history_ratio, verdict(history_ratio >= HISTORY_RATIO)
     ));
-    let fanout_ok = f.latency.p99 <= FANOUT_P99_MS
-        && f.sockets >= FANOUT_SOCKETS
-        && f.offered_per_sec >= FANOUT_RATE;
+    let at_target = f.sockets >= FANOUT_SOCKETS && f.offered_per_sec >= FANOUT_RATE;
+    let fanout_ok = f.latency.p99 <= FANOUT_P99_MS && at_target;
+    let fanout_verdict = if at_target {
+        verdict(fanout_ok)
+    } else {
+        "not measured at the target load in this mode"
+    };
     md.push_str(&format!(
         "| fan-out: {} sockets in {} groups of 10, {} messages/s offered ({:.0} sent), {} s | {} of {} deliveries, p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1} ms (created_at → socket) | — | — | p99 ≤ {FANOUT_P99_MS} ms at {FANOUT_SOCKETS} sockets, {FANOUT_RATE}/s: {} |\n",
         f.sockets, f.groups, f.offered_per_sec, f.sent_per_sec, plan.fanout_secs, f.deliveries, f.expected_deliveries,
-        f.latency.p50, f.latency.p99, f.latency.p999, f.latency.max, verdict(fanout_ok)
+        f.latency.p50, f.latency.p99, f.latency.p999, f.latency.max, fanout_verdict
     ));
     let idle_ok = i.opened >= IDLE_SOCKETS && i.kib_per_socket <= IDLE_KIB;
     md.push_str(&format!(

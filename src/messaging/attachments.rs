@@ -27,7 +27,9 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency::Consistency,
-    messages::{answer, append, check_send_rate, publish_message, validate_content, NewMessage},
+    messages::{
+        answer, append_for, check_send_rate, publish_message_to, validate_content, NewMessage,
+    },
     model::{self, current_scope},
     State,
 };
@@ -251,7 +253,7 @@ pub async fn upload(
     // Membership may have ended while the file streamed in.
     current_scope(&tx, conversation_id, caller.user_id).await?;
     let attachment_id = store(&tx, Some(conversation_id), caller.user_id, &upload).await?;
-    let message = append(
+    let (message, recipients) = append_for(
         &tx,
         conversation_id,
         NewMessage {
@@ -265,7 +267,7 @@ pub async fn upload(
     .await?;
     tx.commit().await?;
     tracing::info!(attachment.id = %attachment_id, bytes = upload.size, "attachment stored");
-    publish_message(&state, ServerEvent::MessageCreated, &message);
+    publish_message_to(&state, ServerEvent::MessageCreated, &message, recipients);
     answer(&state, &conn, &message, StatusCode::CREATED).await
 }
 

@@ -193,7 +193,7 @@ pub fn publish_frame(
     exclude_user: Option<Uuid>,
     frame: String,
 ) {
-    publish(state, conversation_id, exclude_user, None, frame);
+    publish(state, conversation_id, exclude_user, None, None, frame);
 }
 
 /// Queues the frame of a stored change to message `seq` at revision `rev`: delivered only
@@ -204,7 +204,19 @@ pub fn publish_frame_at(
     at: Option<(i64, i64)>,
     frame: String,
 ) {
-    publish(state, conversation_id, None, at, frame);
+    publish(state, conversation_id, None, at, None, frame);
+}
+
+/// [`publish_frame_at`] for a new message whose recipients the appending statement
+/// returned: the listeners deliver to them without looking membership up.
+pub fn publish_message_frame(
+    state: &State,
+    conversation_id: Uuid,
+    at: (i64, i64),
+    recipients: Option<Vec<Uuid>>,
+    frame: String,
+) {
+    publish(state, conversation_id, None, Some(at), recipients, frame);
 }
 
 fn publish(
@@ -212,6 +224,7 @@ fn publish(
     conversation_id: Uuid,
     exclude_user: Option<Uuid>,
     at: Option<(i64, i64)>,
+    recipients: Option<Vec<Uuid>>,
     frame: String,
 ) {
     match serde_json::value::RawValue::from_string(frame) {
@@ -220,6 +233,7 @@ fn publish(
             exclude_user,
             message_seq: at.map(|a| a.0),
             rev: at.map(|a| a.1),
+            recipients,
             trace: crate::realtime::bus::current_traceparent(),
             at_us: Some(chrono::Utc::now().timestamp_micros()),
             frame,

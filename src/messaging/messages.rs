@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency::{self, Consistency},
-    conversations::{mark_read, page_limit, publish_frame_at},
+    conversations::{mark_read, page_limit},
     model::{
         self, conversation_not_found, current_scope, load_message, visible_message, Message,
         ServerFrame, MESSAGE_COLUMNS, MESSAGE_FROM,
@@ -61,6 +61,22 @@ pub async fn append(
     conversation_id: Uuid,
     new: NewMessage<'_>,
 ) -> Result<Message, ApiError> {
+    Ok(append_for(db, conversation_id, new).await?.0)
+}
+
+/// Most recipients an event carries in its notification; past this the listeners look
+/// them up (a NOTIFY payload stays under 8000 bytes).
+pub const MAX_CARRIED_RECIPIENTS: usize = 64;
+
+/// [`append`], also returning who may see the new message: the current participants
+/// whose visible range includes it, as of the statement that appended it. The listeners
+/// deliver to exactly these (none of them needs to look membership up again), or `None`
+/// when there are more than [`MAX_CARRIED_RECIPIENTS`].
+pub async fn append_for(
+    db: &impl GenericClient,
+    conversation_id: Uuid,
+    new: NewMessage<'_>,
+) -> Result<(Message, Option<Vec<Uuid>>), ApiError> {
     static APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "WITH c AS (
@@ -79,9 +95,15 @@ pub async fn append(
                  UPDATE messaging.participants p SET last_read_seq = GREATEST(p.last_read_seq, m.seq)
                  FROM m WHERE p.conversation_id = m.conversation_id AND p.user_id = m.sender_id
              )
-             SELECT {MESSAGE_COLUMNS} FROM m
+             SELECT {MESSAGE_COLUMNS},
+                    ARRAY(SELECT rp.user_id FROM messaging.participants rp
+                          WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
+                            AND rp.visible_from_seq <= m.seq
+                          LIMIT {limit}) AS recipients
+             FROM m
                  LEFT JOIN messaging.messages pm ON pm.id = m.reply_to
-                 LEFT JOIN messaging.attachments a ON a.id = m.attachment_id"
+                 LEFT JOIN messaging.attachments a ON a.id = m.attachment_id",
+            limit = MAX_CARRIED_RECIPIENTS + 1
         )
     });
     let row = db
@@ -106,8 +128,11 @@ pub async fn append(
             }
             _ => e.into(),
         })?;
-    row.map(|r| Message::from_row(&r))
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("append: no such conversation")))
+    let row =
+        row.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("append: no such conversation")))?;
+    let recipients: Vec<Uuid> = row.get("recipients");
+    let recipients = (recipients.len() <= MAX_CARRIED_RECIPIENTS).then_some(recipients);
+    Ok((Message::from_row(&row), recipients))
 }
 
 /// Takes the conversation's next revision for a change to an existing message (edit,
@@ -257,7 +282,7 @@ pub async fn send(
         client_id: body.client_id.as_deref(),
         ..NewMessage::default()
     };
-    let message = match append(&conn, conversation_id, new).await {
+    let (message, recipients) = match append_for(&conn, conversation_id, new).await {
         Ok(m) => m,
         Err(ApiError::Conflict(_)) => {
             // A concurrent retry with the same client_id won the race.
@@ -273,7 +298,7 @@ pub async fn send(
         }
         Err(e) => return Err(e),
     };
-    publish_message(&state, ServerEvent::MessageCreated, &message);
+    publish_message_to(&state, ServerEvent::MessageCreated, &message, recipients);
     answer(&state, &conn, &message, StatusCode::CREATED).await
 }
 
@@ -313,6 +338,16 @@ pub async fn answer(
 /// Queues a `message.*` event for the conversation's sockets; a frame too large for NOTIFY
 /// goes by reference and receivers load it.
 pub fn publish_message(state: &State, kind: ServerEvent, message: &Message) {
+    publish_message_to(state, kind, message, None);
+}
+
+/// [`publish_message`] for a message whose recipients are known (from [`append_for`]).
+pub fn publish_message_to(
+    state: &State,
+    kind: ServerEvent,
+    message: &Message,
+    recipients: Option<Vec<Uuid>>,
+) {
     let frame = message_frame(kind, message);
     if frame.len() + 200 > MAX_PAYLOAD {
         state.publisher.publish(BusEvent::MessageRef {
@@ -321,10 +356,11 @@ pub fn publish_message(state: &State, kind: ServerEvent, message: &Message) {
             event: kind,
         });
     } else {
-        publish_frame_at(
+        super::conversations::publish_message_frame(
             state,
             message.conversation_id,
-            Some((message.seq, message.rev)),
+            (message.seq, message.rev),
+            recipients,
             frame,
         );
     }

@@ -41,6 +41,10 @@ pub enum BusEvent {
         /// … and the conversation revision of the change (orders delivery per socket).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rev: Option<i64>,
+        /// The users who may see it, when the writer knew them at commit (a new message:
+        /// the appending statement returns them); otherwise each listener looks them up.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recipients: Option<Vec<Uuid>>,
         /// W3C `traceparent` of the request that made the change: the fan-out span links
         /// to it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,6 +212,7 @@ mod tests {
             exclude_user: None,
             message_seq: None,
             rev: None,
+            recipients: None,
             trace: None,
             at_us: None,
             frame: RawValue::from_string(frame.to_string())?,

@@ -97,6 +97,7 @@ async fn dispatch(event: BusEvent, primary: &Pool, hub: &Hub) -> anyhow::Result<
             exclude_user,
             message_seq,
             rev,
+            recipients: carried,
             trace,
             at_us,
             frame,
@@ -114,9 +115,17 @@ async fn dispatch(event: BusEvent, primary: &Pool, hub: &Hub) -> anyhow::Result<
             if let Some(sc) = trace.as_deref().and_then(super::bus::span_context_of) {
                 span.add_link(sc);
             }
-            let users = recipients(primary, conversation_id, message_seq, exclude_user)
-                .instrument(span.clone())
-                .await?;
+            let users = match carried {
+                Some(users) => users
+                    .into_iter()
+                    .filter(|u| Some(*u) != exclude_user)
+                    .collect(),
+                None => {
+                    recipients(primary, conversation_id, message_seq, exclude_user)
+                        .instrument(span.clone())
+                        .await?
+                }
+            };
             span.record("recipients", users.len());
             hub.send(Command::Deliver {
                 users,
