@@ -77,24 +77,39 @@ export SWITCHBOARD_AUTH_DB_URL="postgres://switchboard_auth:${AUTH_DB_PASSWORD}@
 status=0
 cargo test --locked --no-fail-fast --all-targets -- "$@" || status=$?
 
-# The browser test (web/tests): the web client in Debian's Chromium, driven by
-# playwright-core, against this same stack. Auth restarts first with a short access-token
-# lifetime, so the test can watch a session outlive its token. Skipped when the arguments
-# filter the Rust tests, unless the filter is "e2e".
-e2e_status=0
-if [ "$#" -eq 0 ] || [ "$*" = e2e ]; then
-  ensure_browser_tools
-  (cd "$repo/web" && npm ci --no-audit --no-fund --loglevel=error)
-  export ACCESS_TOKEN_TTL_SECS=15
+# Restarts the auth service with the current environment (same binary, same ports).
+restart_auth() {
   kill -TERM "$(cat "$SWITCHBOARD_DATA/pids/auth.pid")" 2>/dev/null || true
   while kill -0 "$(cat "$SWITCHBOARD_DATA/pids/auth.pid")" 2>/dev/null; do sleep 0.1; done
   BIN_DIR="$CARGO_TARGET_DIR/debug" start_service auth
   wait_ready "http://127.0.0.1:${AUTH_PORT}/auth/readyz" auth
-  log "browser test (Chromium, access tokens of ${ACCESS_TOKEN_TTL_SECS} s); screenshots in target/e2e"
-  (cd "$repo/web" && E2E_ARTIFACTS="$CARGO_TARGET_DIR/e2e" node --test --test-reporter=spec tests/) || e2e_status=$?
+}
+
+# The browser test (web/tests): the web client in Debian's Chromium, driven by
+# playwright-core, against this same stack. Auth restarts first with a short access-token
+# lifetime, so the test can watch a session outlive its token. Skipped when the arguments
+# filter the Rust tests, unless the filter is "e2e". It runs before the fuzzer, whose
+# sign-up attempts use up NGINX's per-address sign-up allowance for a minute.
+e2e_status=0
+if [ "$#" -eq 0 ] || [ "$*" = e2e ]; then
+  ensure_browser_tools
+  (cd "$repo/web" && npm ci --no-audit --no-fund --loglevel=error)
+  ACCESS_TOKEN_TTL_SECS=15 restart_auth
+  log "browser test (Chromium, access tokens of 15 s); screenshots in target/e2e"
+  (cd "$repo/web" && ACCESS_TOKEN_TTL_SECS=15 E2E_ARTIFACTS="$CARGO_TARGET_DIR/e2e" \
+    node --test --test-reporter=spec tests/) || e2e_status=$?
+  restart_auth
 fi
 
-if [ "$status" -ne 0 ] || [ "$e2e_status" -ne 0 ]; then
+# The API fuzzer: Schemathesis against both OpenAPI documents through NGINX, bounded.
+# Skipped, like the browser test, when the arguments filter the Rust tests (unless "fuzz").
+fuzz_status=0
+if [ "$#" -eq 0 ] || [ "$*" = fuzz ]; then
+  log "API fuzzing (Schemathesis, bounded)"
+  AUTH_DIRECT_URL="http://127.0.0.1:${AUTH_PORT}" "$here/fuzz.sh" bounded || fuzz_status=$?
+fi
+
+if [ "$status" -ne 0 ] || [ "$fuzz_status" -ne 0 ] || [ "$e2e_status" -ne 0 ]; then
   log "tests failed; service logs are in $SWITCHBOARD_DATA/logs"
   tail -n 30 "$SWITCHBOARD_DATA"/logs/{auth,messaging}.log >&2 2>/dev/null || true
   exit 1

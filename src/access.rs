@@ -30,7 +30,7 @@ pub struct AccessClaims {
 }
 
 /// One public key in JWK form (RFC 8037 §2: `kty: OKP`, `crv: Ed25519`, `x` = base64url key).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Jwk {
     pub kty: String,
     pub crv: String,
@@ -43,7 +43,7 @@ pub struct Jwk {
 }
 
 /// A JSON Web Key Set: `{"keys": [Jwk, …]}`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct Jwks {
     pub keys: Vec<Jwk>,
 }

@@ -201,11 +201,28 @@ pub fn page_size(
     }
 }
 
+/// `GET …/healthz` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    #[schema(value_type = String, example = "ok")]
+    pub status: &'static str,
+}
+
 /// `GET …/healthz`: 200 while the process serves requests.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({"status": "ok"}))
+        .json(Health { status: "ok" })
+}
+
+/// A readiness answer: `status` is `ready` or `unavailable`; `checks` says what was checked
+/// (for messaging: `primary`, `replicas` with each one's health, `read_only`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    #[schema(value_type = String, example = "ready")]
+    pub status: &'static str,
+    #[schema(value_type = Object)]
+    pub checks: serde_json::Value,
 }
 
 /// A readiness answer: 200 `{status:"ready", checks}` or 503 `{status:"unavailable", checks}`.
@@ -217,10 +234,10 @@ pub fn readiness(ready: bool, checks: serde_json::Value) -> HttpResponse {
     };
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({
-            "status": if ready { "ready" } else { "unavailable" },
-            "checks": checks,
-        }))
+        .json(Readiness {
+            status: if ready { "ready" } else { "unavailable" },
+            checks,
+        })
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod messaging;
 pub mod metrics;
+pub mod openapi;
 pub mod realtime;
 pub mod startup;
 pub mod telemetry;

@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Run sizes. `short` fits CI (well under two minutes of load); `full` is the published run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub mode: String,
     /// Concurrent users for send and history, and pgbench clients.
@@ -53,7 +53,7 @@ pub struct Plan {
 }
 
 /// Members per fan-out group (one sender, the rest receive).
-const GROUP: usize = 10;
+pub const GROUP: usize = 10;
 
 impl Plan {
     fn new(mode: &str) -> Self {
@@ -173,7 +173,7 @@ fn hist() -> Histogram<u64> {
 }
 
 /// Latency figures of one measurement, in milliseconds.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Lat {
     pub count: u64,
     pub p50: f64,
@@ -198,7 +198,7 @@ impl Lat {
 }
 
 /// One throughput measurement: requests per second, latency, and failures.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Run {
     pub label: String,
     pub offered_per_sec: Option<f64>,
@@ -344,7 +344,7 @@ fn reader(
 }
 
 /// What pgbench measured.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Raw {
     pub tps: f64,
     pub latency_avg_ms: f64,
@@ -475,7 +475,7 @@ async fn open_socket(http_base: &str, ticket: &str, local: Option<IpAddr>) -> Re
 }
 
 /// Fan-out result: deliveries and their latency.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Fanout {
     pub sockets: usize,
     pub groups: usize,
@@ -622,7 +622,7 @@ async fn fanout(env: &Env, plan: &Plan) -> Res<Fanout> {
 }
 
 /// Idle sockets result.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Idle {
     pub target: usize,
     pub opened: usize,
@@ -722,7 +722,7 @@ async fn idle(env: &Env, plan: &Plan) -> Res<Idle> {
 }
 
 /// Everything one run measured.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Results {
     pub plan: Option<Plan>,
     pub machine: Value,
@@ -958,6 +958,17 @@ fn main() -> Res<()> {
     // it, and then there is nothing to do (the load needs the stack scripts/bench.sh starts).
     if !std::env::args().any(|a| a == "--bench") {
         println!("load: a benchmark, run by scripts/bench.sh; nothing to do under cargo test");
+        return Ok(());
+    }
+    // BENCH_REPORT_FROM=results.json: write the report of an earlier run again (its text
+    // or charts changed), without running anything.
+    if let Ok(from) = std::env::var("BENCH_REPORT_FROM") {
+        let results: Results = serde_json::from_str(&std::fs::read_to_string(&from)?)?;
+        let out = std::path::Path::new(&from)
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        report::write(out, &results)?;
+        println!("{}", report::markdown(&results));
         return Ok(());
     }
     let mode = std::env::var("BENCH_MODE").unwrap_or_else(|_| "short".into());

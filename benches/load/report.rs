@@ -98,14 +98,23 @@ pub fn markdown(r: &Results) -> String {
     md.push_str("## Where targets are missed, and why\n\n");
     let mut notes = Vec::new();
     if send_ratio < SEND_RATIO {
-        notes.push(format!("- send: {send_ratio:.2} of the raw insert rate, {:.0}% short of {SEND_RATIO:.2}. A send is an HTTP request through NGINX to a messaging instance that checks the JWT, the caller's membership and rate limit, then runs a transaction (conversation row lock for the next gapless `seq`, insert with the full-text vector, read-marker update, commit), reads the WAL position for the consistency token and publishes the event with NOTIFY; pgbench does the insert alone over a local socket, and on 2 cores the services, NGINX and the load generator take CPU from PostgreSQL.", (1.0 - send_ratio / SEND_RATIO) * 100.0));
+        notes.push(format!("- send: {send_ratio:.2} of the raw insert rate, {:.0}% short of {SEND_RATIO:.2}. A send is an HTTP request through NGINX to a messaging instance that verifies the JWT, then runs four statements on the primary where pgbench runs one: the caller's membership, the send-rate counter, the append (one statement: the conversation's row lock for the next gapless `seq`, the insert with its full-text vector, the sender's read marker; committed with a WAL flush), and the WAL position for the consistency token; then it publishes the event with NOTIFY, which both instances' listeners receive. On 2 cores the services, NGINX and the load generator also take CPU from PostgreSQL. Folding the membership and rate checks into the append statement is the next step.", (1.0 - send_ratio / SEND_RATIO) * 100.0));
     }
     if history_ratio < HISTORY_RATIO {
         notes.push(format!("- history: {history_ratio:.2} of the raw select rate, {:.0}% short of {HISTORY_RATIO:.2}: each page is also a JWT check, a visibility-scope query and JSON encoding of 50 messages, through NGINX, on the same 2 cores as the replica.", (1.0 - history_ratio / HISTORY_RATIO) * 100.0));
     }
-    if !fanout_ok {
-        notes.push(format!("- fan-out: measured with {} sockets at {} messages/s; p99 {:.1} ms against ≤ {FANOUT_P99_MS} ms at {FANOUT_SOCKETS} sockets and {FANOUT_RATE}/s{}.", f.sockets, f.offered_per_sec, f.latency.p99,
-            if f.sockets < FANOUT_SOCKETS { " (the short mode runs a smaller load; the full report has the target load)" } else { "" }));
+    if !fanout_ok && !at_target {
+        notes.push(format!(
+            "- fan-out: this mode runs a smaller load ({} sockets, {} messages/s: p99 {:.1} ms); the target is for {FANOUT_SOCKETS} sockets at {FANOUT_RATE}/s, which the full mode measures.",
+            f.sockets, f.offered_per_sec, f.latency.p99
+        ));
+    } else if !fanout_ok {
+        let share = ratio(f.offered_per_sec as f64, r.send_max.per_sec);
+        notes.push(format!(
+            "- fan-out: {} sockets at {} messages/s: p50 {:.1} ms, p99 {:.1} ms against ≤ {FANOUT_P99_MS} ms. {} messages/s is {:.0}% of the most this machine sends at all ({:.0}/s, above), and each one is also {} socket deliveries, plus the load generator's own {} sockets parsing every frame, all on the same 2 cores: the stack runs near saturation and the delivery queues grow for the length of the run (most deliveries arrive within tens of ms, the tail waits seconds behind them). Unsaturated, the fan-out path is fast: the short mode (1000 sockets, 200 messages/s) measures p99 in single-digit milliseconds. Reaching the target needs a cheaper send path first (see send) and the load generator on another machine.",
+            f.sockets, f.offered_per_sec, f.latency.p50, f.latency.p99,
+            f.offered_per_sec, share * 100.0, r.send_max.per_sec, super::GROUP - 1, f.sockets
+        ));
     }
     if !idle_ok {
         let why = if i.open_files_limit > 0 && (i.open_files_limit as usize) < IDLE_SOCKETS + 100 {

@@ -30,20 +30,28 @@ async fn load_user(db: &deadpool_postgres::Object, id: Uuid) -> Result<User, Api
 
 /// `GET /auth/me`: 200 with the caller's account (`{id, username, email, display_name,
 /// created_at}`).
+#[utoipa::path(get, path = "/auth/me", tag = "account",
+    responses((status = 200, description = "The caller's account.", body = crate::auth::routes::User)))]
 pub async fn me(state: web::Data<State>, caller: AuthCaller) -> Result<HttpResponse, ApiError> {
     let db = state.db.get().await?;
     Ok(HttpResponse::Ok().json(load_user(&db, caller.user_id).await?))
 }
 
 /// `PATCH /auth/me` body: any of the fields.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct UpdateAccount {
+    /// 1–64 characters.
+    #[schema(min_length = 1, max_length = 64)]
     pub display_name: Option<String>,
+    /// Up to 254 characters; unique, case-insensitive.
+    #[schema(max_length = 254)]
     pub email: Option<String>,
 }
 
 /// `PATCH /auth/me`: 200 with the updated account; 422 for invalid fields; 409 if the email
 /// is registered to another account.
+#[utoipa::path(patch, path = "/auth/me", tag = "account", request_body = UpdateAccount,
+    responses((status = 200, description = "The updated account.", body = crate::auth::routes::User)))]
 pub async fn update(
     state: web::Data<State>,
     caller: AuthCaller,
@@ -99,14 +107,18 @@ async fn confirm_password(
 }
 
 /// `POST /auth/me/password` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ChangePassword {
     pub current_password: String,
+    /// 8 characters to 72 bytes.
+    #[schema(min_length = 8)]
     pub new_password: String,
 }
 
 /// `POST /auth/me/password`: 204; every other session ends (their sockets close), the
 /// current one goes on. 403 for a wrong current password; 422 for an invalid new one.
+#[utoipa::path(post, path = "/auth/me/password", tag = "account", request_body = ChangePassword,
+    responses((status = 204, description = "Changed; every other session ended.")))]
 pub async fn change_password(
     state: web::Data<State>,
     caller: AuthCaller,
@@ -139,7 +151,7 @@ pub async fn change_password(
 }
 
 /// `DELETE /auth/me` body: the password, confirming the deletion.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct DeleteAccount {
     pub password: String,
 }
@@ -147,6 +159,8 @@ pub struct DeleteAccount {
 /// `DELETE /auth/me`: soft-deletes the account. 204; every session ends (sockets close), the
 /// refresh cookie is cleared, the user can no longer sign in and leaves search; messages they
 /// sent stay in history. The username and email stay reserved. 403 for a wrong password.
+#[utoipa::path(delete, path = "/auth/me", tag = "account", request_body = DeleteAccount,
+    responses((status = 204, description = "Deleted (soft): every session ended, the cookie cleared.")))]
 pub async fn delete(
     state: web::Data<State>,
     caller: AuthCaller,
@@ -170,7 +184,7 @@ pub async fn delete(
 }
 
 /// A public profile: what any signed-in user may see of another.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PublicProfile {
     pub id: Uuid,
     pub username: String,
@@ -180,11 +194,14 @@ pub struct PublicProfile {
 }
 
 /// `GET /auth/users` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Prefix of a username or display name, case-insensitive, 1–64 characters.
+    #[param(min_length = 1, max_length = 64)]
     pub query: String,
     /// 1–50, default 20.
+    #[param(minimum = 1, maximum = 50)]
     pub limit: Option<i64>,
 }
 
@@ -204,6 +221,8 @@ fn like_prefix(s: &str) -> String {
 /// `GET /auth/users?query=&limit=`: 200 `{users: [PublicProfile]}` whose username or display
 /// name starts with `query` (case-insensitive), deleted accounts excluded, by username.
 /// 400 for an empty or overlong query or a limit outside 1–50.
+#[utoipa::path(get, path = "/auth/users", tag = "users", params(SearchQuery),
+    responses((status = 200, description = "Matching active users, by username.", body = UserList)))]
 pub async fn search(
     state: web::Data<State>,
     _caller: AuthCaller,
@@ -238,11 +257,19 @@ pub async fn search(
             active: true,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "users": users })))
+    Ok(HttpResponse::Ok().json(UserList { users }))
+}
+
+/// `GET /auth/users` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserList {
+    pub users: Vec<PublicProfile>,
 }
 
 /// `GET /auth/users/{id}`: 200 with the public profile (`active: false` for a deleted
 /// account, whose messages still name it); 404 if there is no such user.
+#[utoipa::path(get, path = "/auth/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, description = "The public profile.", body = PublicProfile)))]
 pub async fn profile(
     state: web::Data<State>,
     _caller: AuthCaller,

@@ -45,13 +45,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/users").get(account::search))
             .service(web::resource("/users/{id}").get(account::profile))
             .service(web::resource("/.well-known/jwks.json").get(jwks))
-            .service(web::resource("/healthz").get(crate::http::healthz))
-            .service(web::resource("/readyz").get(readyz)),
+            .service(web::resource("/healthz").get(crate::openapi::auth_healthz))
+            .service(web::resource("/readyz").get(readyz))
+            .service(web::resource("/openapi.json").get(openapi)),
     );
 }
 
 /// A user as the account owner sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub username: String,
@@ -77,28 +78,41 @@ impl User {
 }
 
 /// Body of register, login and refresh answers.
-#[derive(Serialize)]
-struct TokenResponse {
-    user: User,
-    access_token: String,
-    token_type: &'static str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    pub user: User,
+    /// The access token (a JWT signed with Ed25519): keep it in memory only.
+    pub access_token: String,
+    #[schema(value_type = String, example = "Bearer")]
+    pub token_type: &'static str,
     /// Seconds until the access token expires.
-    expires_in: u64,
+    #[schema(example = 300)]
+    pub expires_in: u64,
 }
 
 /// `POST /auth/register` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct RegisterRequest {
+    /// 3–32 of `A–Z a–z 0–9 _ . -`, starting with a letter or digit; unique, case-insensitive.
+    #[schema(example = "alice")]
     pub username: String,
+    /// Up to 254 characters; unique, case-insensitive.
+    #[schema(example = "alice@example.com")]
     pub email: String,
+    /// 8 characters to 72 bytes (bcrypt's limit, enforced rather than truncated).
+    #[schema(example = "correct horse battery")]
     pub password: String,
+    /// 1–64 characters; the username when absent.
+    #[schema(example = "Alice")]
     pub display_name: Option<String>,
 }
 
 /// `POST /auth/login` body: `login` is a username or an email address.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginRequest {
+    #[schema(example = "alice")]
     pub login: String,
+    #[schema(example = "correct horse battery")]
     pub password: String,
 }
 
@@ -113,7 +127,10 @@ pub fn taken(e: tokio_postgres::Error) -> ApiError {
 
 /// `POST /auth/register`: 201 with tokens and the refresh cookie; 409 if the username or email
 /// is taken; 422 for invalid fields.
-async fn register(
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest, security(()),
+    responses((status = 201, description = "Registered and signed in: the access token in the body, the refresh token in the `refresh_token` cookie (HttpOnly, SameSite=Strict, Path=/auth).",
+        body = TokenResponse, headers(("Set-Cookie" = String, description = "refresh_token=…; HttpOnly; SameSite=Strict; Path=/auth")))))]
+pub(crate) async fn register(
     state: web::Data<State>,
     req: HttpRequest,
     body: Json<RegisterRequest>,
@@ -156,7 +173,10 @@ async fn register(
 /// time (a dummy bcrypt hash stands in) — for an unknown login, a wrong password or a deleted
 /// account. After `LOGIN_MAX_FAILURES` failures for one login name within the window, that
 /// name answers 429 with `Retry-After` until the lockout passes, whether or not it exists.
-async fn login(
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest, security(()),
+    responses((status = 200, description = "Signed in: a new session.", body = TokenResponse,
+        headers(("Set-Cookie" = String, description = "refresh_token=…; HttpOnly; SameSite=Strict; Path=/auth")))))]
+pub(crate) async fn login(
     state: web::Data<State>,
     req: HttpRequest,
     body: Json<LoginRequest>,
@@ -292,7 +312,11 @@ fn refresh_rejected(state: &State, detail: &str) -> HttpResponse {
 /// session is revoked and its sockets closed — except within the grace window, where the
 /// immediately previous token (its successor still unused) gets that same successor back, so
 /// two tabs refreshing at once do not sign the user out. 401 clears the cookie.
-async fn refresh_session(
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth",
+    security(("refresh_cookie" = [], "csrf" = [])),
+    responses((status = 200, description = "A new access token; the refresh cookie is rotated.", body = TokenResponse,
+        headers(("Set-Cookie" = String, description = "the successor refresh_token")))))]
+pub(crate) async fn refresh_session(
     state: web::Data<State>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -402,7 +426,14 @@ async fn refresh_session(
 
 /// `POST /auth/logout` (cookie + `X-CSRF`): revokes the session, closes its sockets, clears the
 /// cookie. 204 even when the cookie is missing or already invalid, so logout is idempotent.
-async fn logout(state: web::Data<State>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(post, path = "/auth/logout", tag = "auth",
+    security(("refresh_cookie" = [], "csrf" = [])),
+    responses((status = 204, description = "Signed out: the session is revoked and the cookie cleared.",
+        headers(("Set-Cookie" = String, description = "refresh_token=; Max-Age=0")))))]
+pub(crate) async fn logout(
+    state: web::Data<State>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     check_csrf(&state, &req)?;
     if let Some(cookie) = req
         .cookie(refresh::COOKIE)
@@ -430,14 +461,25 @@ async fn logout(state: web::Data<State>, req: HttpRequest) -> Result<HttpRespons
 }
 
 /// `GET /auth/.well-known/jwks.json`: every published public key (RFC 7517).
-async fn jwks(state: web::Data<State>) -> HttpResponse {
+#[utoipa::path(get, path = "/auth/.well-known/jwks.json", tag = "auth", security(()),
+    responses((status = 200, description = "The public signing keys (RFC 7517).", body = crate::access::Jwks)))]
+pub(crate) async fn jwks(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(state.keys.jwks())
 }
 
+/// `GET /auth/openapi.json`: this service's OpenAPI 3.1 document.
+async fn openapi() -> HttpResponse {
+    static DOC: std::sync::LazyLock<String> = std::sync::LazyLock::new(crate::openapi::auth_json);
+    crate::openapi::document(DOC.as_str())
+}
+
 /// `GET /auth/readyz`: 200 when the primary answers.
-async fn readyz(state: web::Data<State>) -> HttpResponse {
+#[utoipa::path(get, path = "/auth/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "Ready: the primary answers.", body = crate::http::Readiness),
+        (status = 503, description = "Not ready.", body = crate::http::Readiness)))]
+pub(crate) async fn readyz(state: web::Data<State>) -> HttpResponse {
     let primary = crate::db::ping(&state.db).await;
     crate::http::readiness(primary, serde_json::json!({ "primary": primary }))
 }

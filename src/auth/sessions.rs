@@ -17,7 +17,7 @@ use super::{
 use crate::error::ApiError;
 
 /// One active session.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SessionInfo {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
@@ -31,6 +31,8 @@ pub struct SessionInfo {
 }
 
 /// `GET /auth/sessions`: 200 `{sessions: [SessionInfo]}`, most recently used first.
+#[utoipa::path(get, path = "/auth/sessions", tag = "sessions",
+    responses((status = 200, description = "The caller's active sessions, most recently used first.", body = SessionList)))]
 pub async fn list(state: web::Data<State>, caller: AuthCaller) -> Result<HttpResponse, ApiError> {
     let db = state.db.get().await?;
     let rows = db
@@ -58,11 +60,25 @@ pub async fn list(state: web::Data<State>, caller: AuthCaller) -> Result<HttpRes
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": sessions })))
+    Ok(HttpResponse::Ok().json(SessionList { sessions }))
+}
+
+/// `GET /auth/sessions` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// `DELETE /auth/sessions` answer: how many sessions ended.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Revoked {
+    pub revoked: usize,
 }
 
 /// `DELETE /auth/sessions/{id}`: ends one of the caller's sessions (its refresh tokens stop
 /// working and its sockets close). 204; 404 if it is not the caller's or already ended.
+#[utoipa::path(delete, path = "/auth/sessions/{id}", tag = "sessions", params(("id" = Uuid, Path, description = "session id")),
+    responses((status = 204, description = "The session ended.")))]
 pub async fn revoke(
     state: web::Data<State>,
     caller: AuthCaller,
@@ -85,6 +101,8 @@ pub async fn revoke(
 
 /// `DELETE /auth/sessions`: ends every session of the caller but the current one.
 /// 200 `{revoked: <count>}`.
+#[utoipa::path(delete, path = "/auth/sessions", tag = "sessions",
+    responses((status = 200, description = "Every other session ended.", body = Revoked)))]
 pub async fn revoke_others(
     state: web::Data<State>,
     caller: AuthCaller,
@@ -98,5 +116,7 @@ pub async fn revoke_others(
     )
     .await?;
     session::announce(&db, &ended, EndReason::Revoked).await;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "revoked": ended.len() })))
+    Ok(HttpResponse::Ok().json(Revoked {
+        revoked: ended.len(),
+    }))
 }

@@ -229,6 +229,9 @@ pub async fn store(
 /// message carrying the upload. 201 with the message. 404 if the caller is not a
 /// participant; 413 past `ATTACHMENT_MAX_BYTES`; 415/400/422 for a bad body; 429 past the
 /// send rate limit.
+#[utoipa::path(post, path = "/api/conversations/{id}/attachments", tag = "attachments", params(("id" = Uuid, Path, description = "conversation id")),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 201, description = "Sent: a `file` message carrying the upload.", body = crate::messaging::model::Message)))]
 pub async fn upload(
     state: web::Data<State>,
     caller: Caller,
@@ -301,6 +304,10 @@ const STORED_COLUMNS: &str = "a.id, a.filename, a.content_type, a.size, \
 /// bytes=…` with one range answers 206 with `Content-Range`; an unsatisfiable range 416.
 /// 404 for an unknown attachment, a deleted message, or a caller who cannot see it. Served
 /// by the replica (read-your-writes).
+#[utoipa::path(get, path = "/api/attachments/{id}", tag = "attachments", params(("id" = Uuid, Path, description = "attachment id"),
+        ("Range" = Option<String>, Header, description = "one byte range, RFC 9110 §14.2")),
+    responses((status = 200, description = "The file (`Content-Disposition: attachment`), with its sniffed type.", content_type = "*/*", body = Vec<u8>),
+        (status = 206, description = "The requested range, with `Content-Range`.", content_type = "*/*", body = Vec<u8>)))]
 pub async fn download(
     state: web::Data<State>,
     caller: Caller,
@@ -427,16 +434,29 @@ async fn serve(
 }
 
 /// An avatar's metadata.
-#[derive(Serialize)]
-struct AvatarInfo {
-    attachment_id: Uuid,
-    content_type: String,
-    size: u64,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AvatarInfo {
+    pub attachment_id: Uuid,
+    pub content_type: String,
+    pub size: u64,
+}
+
+/// A multipart upload: the `file` part (its bytes; the type is sniffed from them, the
+/// filename kept) and, for a message, an optional `caption`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    caption: Option<String>,
 }
 
 /// `PUT /api/users/me/avatar` (multipart: `file`): sets the caller's avatar. 200
 /// `{attachment_id, content_type, size}`. 413 past `AVATAR_MAX_BYTES`; 422 unless the bytes
 /// are a PNG, JPEG, GIF or WebP image.
+#[utoipa::path(put, path = "/api/users/me/avatar", tag = "attachments",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The new avatar.", body = AvatarInfo)))]
 pub async fn put_avatar(
     state: web::Data<State>,
     caller: Caller,
@@ -475,6 +495,8 @@ pub async fn put_avatar(
 }
 
 /// `DELETE /api/users/me/avatar`: removes the caller's avatar. 204.
+#[utoipa::path(delete, path = "/api/users/me/avatar", tag = "attachments",
+    responses((status = 204, description = "Removed (or there was none).")))]
 pub async fn delete_avatar(
     state: web::Data<State>,
     caller: Caller,
@@ -491,6 +513,8 @@ pub async fn delete_avatar(
 
 /// `GET /api/users/{id}/avatar`: the user's avatar image, to any signed-in user. 404 when
 /// there is none. Served by the replica.
+#[utoipa::path(get, path = "/api/users/{id}/avatar", tag = "attachments", params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, description = "The avatar image (PNG, JPEG, GIF or WebP).", content_type = "image/*", body = Vec<u8>)))]
 pub async fn get_avatar(
     state: web::Data<State>,
     _caller: Caller,

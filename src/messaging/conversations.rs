@@ -31,10 +31,13 @@ pub const MAX_PARTICIPANTS: usize = 256;
 pub const MAX_NAME_CHARS: usize = 100;
 
 /// `POST /api/conversations` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateConversation {
-    /// The other participants (the caller is added anyway).
+    /// The other participants (the caller is added anyway), at most 256.
+    #[schema(min_items = 1, max_items = 256)]
     pub participant_ids: Vec<Uuid>,
+    /// A group's name, 1–64 characters.
+    #[schema(min_length = 1, max_length = 64)]
     pub name: Option<String>,
     /// Default: a group when there is a name or more than one other participant.
     pub is_group: Option<bool>,
@@ -43,6 +46,9 @@ pub struct CreateConversation {
 /// `POST /api/conversations`: 201 with the new conversation; for a direct conversation that
 /// already exists, 200 with it (one per pair, even under concurrent creation: the pair's
 /// `direct_key` is unique). 422 for unknown users or invalid fields.
+#[utoipa::path(post, path = "/api/conversations", tag = "conversations", request_body = CreateConversation,
+    responses((status = 201, description = "Created, with its participants.", body = model::Conversation),
+        (status = 200, description = "The direct conversation with these two people already exists: here it is.", body = model::Conversation)))]
 pub async fn create(
     state: web::Data<State>,
     caller: Caller,
@@ -252,19 +258,22 @@ pub fn publish_to_users(state: &State, user_ids: Vec<Uuid>, frame: String) {
 }
 
 /// `GET /api/conversations` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Opaque cursor from a previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Page size, 1–100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct ConversationPage {
-    conversations: Vec<ConversationSummary>,
+/// `GET /api/conversations` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConversationPage {
+    pub conversations: Vec<ConversationSummary>,
     /// Pass as `cursor` for the next page; null on the last page.
-    next_cursor: Option<String>,
+    pub next_cursor: Option<String>,
 }
 
 fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
@@ -293,6 +302,8 @@ const ACTIVITY: &str = "CASE WHEN p.left_at IS NULL THEN c.last_activity_at ELSE
 /// `GET /api/conversations?cursor=&limit=`: the caller's conversations (current and former)
 /// by last activity, newest first, each with its last visible message and `unread_count`;
 /// keyset-paged. Served by the replica (read-your-writes).
+#[utoipa::path(get, path = "/api/conversations", tag = "conversations", params(ListQuery),
+    responses((status = 200, description = "The caller's conversations, by last activity, newest first.", body = ConversationPage)))]
 pub async fn list(
     state: web::Data<State>,
     caller: Caller,
@@ -387,6 +398,8 @@ pub async fn list(
 
 /// `GET /api/conversations/{id}`: details with the current participants. 404 for a
 /// conversation the caller never was in (indistinguishable from one that does not exist).
+#[utoipa::path(get, path = "/api/conversations/{id}", tag = "conversations", params(("id" = Uuid, Path, description = "conversation id")),
+    responses((status = 200, description = "The conversation with its current participants.", body = model::Conversation)))]
 pub async fn get(
     state: web::Data<State>,
     caller: Caller,
@@ -411,14 +424,15 @@ pub async fn get(
 use model::conversation_not_found as not_found;
 
 /// `POST /api/conversations/{id}/read` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ReadRequest {
     /// Everything up to this `seq` has been read.
+    #[schema(minimum = 0)]
     pub seq: i64,
 }
 
 /// Answer of the read endpoints.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ReadMarker {
     pub conversation_id: Uuid,
     pub last_read_seq: i64,
@@ -475,6 +489,9 @@ pub async fn mark_read(
 
 /// `POST /api/conversations/{id}/read` `{seq}`: 200 with the read marker and unread count.
 /// 422 for a negative `seq`; 404 for a conversation the caller is not in.
+#[utoipa::path(post, path = "/api/conversations/{id}/read", tag = "messages", params(("id" = Uuid, Path, description = "conversation id")),
+    request_body = ReadRequest,
+    responses((status = 200, description = "The caller's read marker (moved forward only).", body = ReadMarker)))]
 pub async fn read(
     state: web::Data<State>,
     caller: Caller,

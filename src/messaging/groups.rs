@@ -169,14 +169,18 @@ async fn respond(
 }
 
 /// `POST /api/conversations/{id}/participants` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct AddParticipants {
+    #[schema(min_items = 1, max_items = 256)]
     pub user_ids: Vec<Uuid>,
 }
 
 /// `POST …/participants` `{user_ids}` (admin): adds users, who see history from their
 /// addition on (a former participant starts a new visible range). 200 with the conversation;
 /// users already in it are skipped. 422 for unknown users or more than 256 participants.
+#[utoipa::path(post, path = "/api/conversations/{id}/participants", tag = "groups", params(("id" = Uuid, Path, description = "conversation id")),
+    request_body = AddParticipants,
+    responses((status = 200, description = "The group with its participants.", body = crate::messaging::model::Conversation)))]
 pub async fn add(
     state: web::Data<State>,
     caller: Caller,
@@ -301,6 +305,9 @@ async fn end_membership(
 /// `DELETE …/participants/{user_id}` (admin): removes a participant, who keeps history up
 /// to the removal and sees nothing after. 204. 404 if that user is not a participant; 422
 /// for oneself (use `…/leave`).
+#[utoipa::path(delete, path = "/api/conversations/{id}/participants/{user_id}", tag = "groups",
+    params(("id" = Uuid, Path, description = "conversation id"), ("user_id" = Uuid, Path, description = "participant to remove")),
+    responses((status = 204, description = "Removed.")))]
 pub async fn remove(
     state: web::Data<State>,
     caller: Caller,
@@ -350,14 +357,20 @@ pub async fn remove(
 }
 
 /// `PATCH …/participants/{user_id}` body: `role` is `admin` or `member`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct SetRole {
+    /// `admin` or `member`.
+    #[schema(example = "admin", pattern = "^(admin|member)$")]
     pub role: String,
 }
 
 /// `PATCH …/participants/{user_id}` `{role}` (admin): promotes or demotes. 200 with the
 /// conversation. 404 if that user is not a participant; 422 for an unknown role or for
 /// demoting the last admin.
+#[utoipa::path(patch, path = "/api/conversations/{id}/participants/{user_id}", tag = "groups",
+    params(("id" = Uuid, Path, description = "conversation id"), ("user_id" = Uuid, Path, description = "participant")),
+    request_body = SetRole,
+    responses((status = 200, description = "The group with its participants.", body = crate::messaging::model::Conversation)))]
 pub async fn set_role(
     state: web::Data<State>,
     caller: Caller,
@@ -427,13 +440,18 @@ pub async fn set_role(
 }
 
 /// `PATCH /api/conversations/{id}` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Rename {
+    /// 1–64 characters.
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
 }
 
 /// `PATCH /api/conversations/{id}` `{name}` (admin): renames a group. 200 with the
 /// conversation; 422 for an invalid name or a direct conversation.
+#[utoipa::path(patch, path = "/api/conversations/{id}", tag = "groups", params(("id" = Uuid, Path, description = "conversation id")),
+    request_body = Rename,
+    responses((status = 200, description = "The renamed group.", body = crate::messaging::model::Conversation)))]
 pub async fn rename(
     state: web::Data<State>,
     caller: Caller,
@@ -480,6 +498,8 @@ pub async fn rename(
 /// `POST /api/conversations/{id}/leave`: the caller leaves a group, keeping history up to
 /// their departure. If they were its last admin, the longest-standing member becomes admin
 /// (a second system message says so). 204; 422 for a direct conversation.
+#[utoipa::path(post, path = "/api/conversations/{id}/leave", tag = "groups", params(("id" = Uuid, Path, description = "conversation id")),
+    responses((status = 204, description = "Left the group.")))]
 pub async fn leave(
     state: web::Data<State>,
     caller: Caller,

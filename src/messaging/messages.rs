@@ -207,11 +207,16 @@ pub async fn check_send_rate(
 }
 
 /// `POST /api/conversations/{id}/messages` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct SendMessage {
+    /// 1 to `MESSAGE_MAX_CHARS` (4000) characters, not blank, no NUL.
+    #[schema(min_length = 1, max_length = 4000, example = "hello")]
     pub content: String,
+    /// A message of the same conversation that the caller can see.
     pub reply_to: Option<Uuid>,
-    /// Client-chosen idempotency key: a retry with the same one returns the same message.
+    /// Client-chosen idempotency key, 1–64 characters: a retry with the same one returns
+    /// the same message.
+    #[schema(min_length = 1, max_length = 64)]
     pub client_id: Option<String>,
 }
 
@@ -232,6 +237,11 @@ pub fn validate_client_id(client_id: Option<&str>, errors: &mut FieldErrors) {
 /// 200 with the original when `client_id` repeats an earlier send. 404 if the caller is not a
 /// participant; 422 for invalid content or a `reply_to` outside the conversation (or outside
 /// what the caller can see); 429 past the send rate limit.
+#[utoipa::path(post, path = "/api/conversations/{id}/messages", tag = "messages", params(("id" = Uuid, Path, description = "conversation id")),
+    request_body = SendMessage,
+    responses((status = 201, description = "Sent (committed on the primary).", body = Message,
+            headers(("X-Consistency-Token" = String, description = "read-your-writes token: echo it on reads (browsers get the ryw_lsn cookie)"))),
+        (status = 200, description = "A retry with a client_id already used here: the original message.", body = Message)))]
 pub async fn send(
     state: web::Data<State>,
     caller: Caller,
@@ -379,8 +389,10 @@ pub fn message_frame(kind: ServerEvent, message: &Message) -> String {
 }
 
 /// `PATCH /api/messages/{id}` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EditMessage {
+    /// 1 to `MESSAGE_MAX_CHARS` (4000) characters, not blank, no NUL.
+    #[schema(min_length = 1, max_length = 4000)]
     pub content: String,
 }
 
@@ -389,6 +401,9 @@ pub struct EditMessage {
 /// announced. 200 with the message. 404 if the caller cannot see it; 403 for someone else's
 /// message, a system message, a sender no longer in the conversation, or a closed edit
 /// window; 409 for a deleted message; 422 for invalid content.
+#[utoipa::path(patch, path = "/api/messages/{id}", tag = "messages", params(("id" = Uuid, Path, description = "message id")),
+    request_body = EditMessage,
+    responses((status = 200, description = "The edited message.", body = Message)))]
 pub async fn edit(
     state: web::Data<State>,
     caller: Caller,
@@ -449,6 +464,8 @@ pub async fn edit(
 /// file of a file message) is removed from storage and from search; the tombstone keeps its
 /// `seq`, with `deleted: true`. `message.deleted` is announced. 204, also when it was
 /// already deleted. 404 if the caller cannot see it; 403 otherwise not allowed.
+#[utoipa::path(delete, path = "/api/messages/{id}", tag = "messages", params(("id" = Uuid, Path, description = "message id")),
+    responses((status = 204, description = "Deleted: the content is gone, the tombstone keeps its seq.")))]
 pub async fn delete(
     state: web::Data<State>,
     caller: Caller,
@@ -491,21 +508,26 @@ pub async fn delete(
 }
 
 /// `GET /api/conversations/{id}/messages` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Only messages with a smaller `seq`.
+    #[param(minimum = 0)]
     pub before: Option<i64>,
     /// Only messages with a larger `seq`; the page is then oldest first.
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// Page size, 1–100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct HistoryPage {
-    messages: Vec<Message>,
+/// A page of history.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
     /// More messages exist beyond this page in the direction read.
-    has_more: bool,
+    pub has_more: bool,
 }
 
 /// `GET /api/conversations/{id}/messages?before=&after=&limit=`: a page of the history the
@@ -513,6 +535,9 @@ struct HistoryPage {
 /// first (below `before` if given); with `after`, oldest first. Served by the replica
 /// (read-your-writes). 404 if the caller never was a participant; 400 for a bad limit or a
 /// negative cursor.
+#[utoipa::path(get, path = "/api/conversations/{id}/messages", tag = "messages",
+    params(("id" = Uuid, Path, description = "conversation id"), HistoryQuery),
+    responses((status = 200, description = "A page of the history the caller can see.", body = HistoryPage)))]
 pub async fn history(
     state: web::Data<State>,
     caller: Caller,
@@ -580,6 +605,8 @@ pub async fn history(
 
 /// `POST /api/messages/{id}/read`: moves the read marker up to this message. 404 if the
 /// message does not exist or the caller cannot see it.
+#[utoipa::path(post, path = "/api/messages/{id}/read", tag = "messages", params(("id" = Uuid, Path, description = "message id")),
+    responses((status = 200, description = "The caller's read marker.", body = super::conversations::ReadMarker)))]
 pub async fn read(
     state: web::Data<State>,
     caller: Caller,
@@ -601,17 +628,28 @@ pub async fn read(
 }
 
 /// One reader in a receipts answer.
-#[derive(Serialize)]
-struct Reader {
-    user_id: Uuid,
-    username: Option<String>,
-    display_name: Option<String>,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Reader {
+    pub user_id: Uuid,
+    pub username: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// `GET /api/messages/{id}/receipts` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Receipts {
+    pub message_id: Uuid,
+    pub seq: i64,
+    pub read_by: Vec<Reader>,
+    pub not_read_by: Vec<Reader>,
 }
 
 /// `GET /api/messages/{id}/receipts`: who among the current participants (the sender aside)
 /// has read the message — derived from read markers (everyone whose `last_read_seq` ≥ its
 /// `seq`), no per-message rows. 200 `{message_id, seq, read_by, not_read_by}`; 404 if the
 /// caller cannot see the message. Served by the replica.
+#[utoipa::path(get, path = "/api/messages/{id}/receipts", tag = "messages", params(("id" = Uuid, Path, description = "message id")),
+    responses((status = 200, description = "Who has and has not read it.", body = Receipts)))]
 pub async fn receipts(
     state: web::Data<State>,
     caller: Caller,
@@ -652,10 +690,10 @@ pub async fn receipts(
             not_read_by.push(reader);
         }
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "message_id": message.id,
-        "seq": message.seq,
-        "read_by": read_by,
-        "not_read_by": not_read_by,
-    })))
+    Ok(HttpResponse::Ok().json(Receipts {
+        message_id: message.id,
+        seq: message.seq,
+        read_by,
+        not_read_by,
+    }))
 }

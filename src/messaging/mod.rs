@@ -39,10 +39,18 @@ pub type State = Arc<MessagingState>;
 /// wrong method answers 405.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use web::resource;
+    // Before the /api scope, which would otherwise answer 404 for these paths.
+    cfg.service(
+        utoipa_swagger_ui::SwaggerUi::new("/api/docs/{_:.*}").config(
+            utoipa_swagger_ui::Config::new(["/api/openapi.json", "/auth/openapi.json"]),
+        ),
+    );
     cfg.service(
         web::scope("/api")
-            .service(resource("/healthz").get(crate::http::healthz))
+            .service(resource("/healthz").get(crate::openapi::api_healthz))
             .service(resource("/readyz").get(readyz))
+            .service(resource("/openapi.json").get(openapi))
+            .service(resource("/asyncapi.json").get(asyncapi))
             .service(
                 resource("/conversations")
                     .post(conversations::create)
@@ -87,9 +95,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/ws").get(crate::realtime::ws::connect));
 }
 
+/// `GET /api/openapi.json`: this service's OpenAPI 3.1 document.
+async fn openapi() -> actix_web::HttpResponse {
+    static DOC: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(crate::openapi::messaging_json);
+    crate::openapi::document(DOC.as_str())
+}
+
+/// `GET /api/asyncapi.json`: the WebSocket protocol as an AsyncAPI 3.0 document.
+async fn asyncapi() -> actix_web::HttpResponse {
+    static DOC: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(crate::openapi::asyncapi_json);
+    crate::openapi::document(DOC.as_str())
+}
+
 /// `GET /api/readyz`: 200 while reads can be served (the primary or a healthy replica);
 /// `read_only` when only replicas are up. Each replica's last health is reported.
-async fn readyz(state: web::Data<State>) -> actix_web::HttpResponse {
+#[utoipa::path(get, path = "/api/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "Ready (perhaps read-only: only replicas answer).", body = crate::http::Readiness),
+        (status = 503, description = "Neither the primary nor a replica answers.", body = crate::http::Readiness)))]
+pub(crate) async fn readyz(state: web::Data<State>) -> actix_web::HttpResponse {
     let primary = crate::db::ping(state.db.primary_pool()).await;
     let replicas: Vec<serde_json::Value> = state
         .db

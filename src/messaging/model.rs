@@ -13,7 +13,7 @@ use crate::{error::ApiError, realtime::protocol::ServerEvent};
 /// attachment?, system?, created_at, edited_at, deleted}`. `seq` is per conversation,
 /// gapless, from 1. `content` is null once deleted; `sender_id` is the actor of a `system`
 /// message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -23,6 +23,7 @@ pub struct Message {
     pub rev: i64,
     pub sender_id: Option<Uuid>,
     /// `text`, `file` or `system`.
+    #[schema(example = "text")]
     pub kind: String,
     pub content: Option<String>,
     pub reply_to: Option<Uuid>,
@@ -34,6 +35,7 @@ pub struct Message {
     pub attachment: Option<AttachmentInfo>,
     /// What a `system` message records: `{action, actor_id, user_ids?, name?, role?}`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub system: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
@@ -41,7 +43,7 @@ pub struct Message {
 }
 
 /// The start of a replied-to message: at most [`QUOTE_CHARS`] characters.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Quote {
     pub id: Uuid,
     pub sender_id: Option<Uuid>,
@@ -53,7 +55,7 @@ pub struct Quote {
 pub const QUOTE_CHARS: i32 = 140;
 
 /// An attachment's metadata. `sha256` is hex; `size` in bytes.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttachmentInfo {
     pub id: Uuid,
     pub filename: String,
@@ -127,7 +129,7 @@ pub async fn load_message(
 }
 
 /// A participant with their public profile.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Participant {
     pub user_id: Uuid,
     pub username: Option<String>,
@@ -144,7 +146,7 @@ pub struct Participant {
 }
 
 /// A conversation with its current participants.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Conversation {
     pub id: Uuid,
     pub is_group: bool,
@@ -157,7 +159,7 @@ pub struct Conversation {
 }
 
 /// One entry of the caller's conversation list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConversationSummary {
     pub id: Uuid,
     pub is_group: bool,
@@ -179,7 +181,7 @@ pub struct ConversationSummary {
 }
 
 /// The other person in a direct conversation: `{user_id, username, display_name}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Peer {
     pub user_id: Uuid,
     pub username: String,

@@ -19,25 +19,38 @@ use super::{
 use crate::error::ApiError;
 
 /// `GET /api/search` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
-    /// Search text, 1–200 characters.
+    /// Search text, 1–200 characters (`websearch_to_tsquery` syntax).
+    #[param(min_length = 1, max_length = 200)]
     pub q: String,
     /// Only this conversation.
     pub conversation_id: Option<Uuid>,
     /// Page size 1–50, default 20.
+    #[param(minimum = 1, maximum = 50)]
     pub limit: Option<i64>,
     /// Results to skip (from a previous page's `next_offset`), at most 1000.
+    #[param(minimum = 0, maximum = 1000)]
     pub offset: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct Hit {
-    message: Message,
-    rank: f32,
+/// One search result.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Hit {
+    pub message: Message,
+    pub rank: f32,
     /// The matching passage with matches between `<b>` and `</b>`; the rest is the
     /// message text as sent (escape it before rendering as HTML).
-    highlight: Option<String>,
+    pub highlight: Option<String>,
+}
+
+/// `GET /api/search` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SearchResults {
+    pub results: Vec<Hit>,
+    /// Pass as `offset` for the next page; null on the last.
+    pub next_offset: Option<i64>,
 }
 
 /// `GET /api/search?q=&conversation_id=&limit=&offset=`: 200 `{results: [{message, rank,
@@ -45,6 +58,8 @@ struct Hit {
 /// the caller is or was in, limited to the part of history they could see; deleted messages
 /// are not indexed. Served by the replica (read-your-writes). 400 for a bad `q`, `limit` or
 /// `offset`; 404 for a `conversation_id` the caller never was in.
+#[utoipa::path(get, path = "/api/search", tag = "messages", params(SearchQuery),
+    responses((status = 200, description = "Matching messages the caller can see, best first.", body = SearchResults)))]
 pub async fn search(
     state: web::Data<State>,
     caller: Caller,
@@ -108,8 +123,8 @@ pub async fn search(
             highlight: r.get("highlight"),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "results": results,
-        "next_offset": more.then_some(offset + limit),
-    })))
+    Ok(HttpResponse::Ok().json(SearchResults {
+        results,
+        next_offset: more.then_some(offset + limit),
+    }))
 }

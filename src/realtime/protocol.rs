@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The `type` of a server frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ServerEvent {
     /// First frame on every socket: `{instance, user_id, session_id, ping_interval_secs}`.
     #[serde(rename = "hello")]
@@ -65,7 +65,7 @@ pub enum ServerEvent {
 }
 
 /// A frame from the client.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
     /// `{type:"ping"}` → `pong`.
@@ -81,6 +81,26 @@ pub enum ClientFrame {
     /// `{type:"resume", cursors:{conversation_id: seq}}`: replay every stored change after
     /// each cursor (the last message `seq` the client has), then continue live.
     Resume { cursors: HashMap<Uuid, i64> },
+}
+
+/// A server frame as it travels (the documented shape of
+/// [`crate::messaging::model::ServerFrame`]): `data` depends on `type`, as each
+/// [`ServerEvent`] variant says.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(title = "ServerFrame")]
+pub struct WireServerFrame {
+    #[serde(rename = "type")]
+    pub kind: ServerEvent,
+    /// The conversation it concerns (absent for `hello`, `pong`, `error`, `presence`,
+    /// `session.revoked`).
+    pub conversation_id: Option<Uuid>,
+    /// The message's `seq` (`message.*`, membership events), or the read marker (`read`).
+    pub seq: Option<i64>,
+    /// The conversation revision of a stored change (`message.*`).
+    pub rev: Option<i64>,
+    /// The message for `message.*`; an object as listed under [`ServerEvent`] otherwise.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
 }
 
 /// Most conversations one `resume` may name.

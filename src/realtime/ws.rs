@@ -53,6 +53,8 @@ fn ticket_hash(ticket: &str) -> Vec<u8> {
 
 /// `POST /api/ws-ticket`: 200 `{ticket, expires_in}`; the ticket opens one socket, once,
 /// within `expires_in` seconds, for the caller's user and session.
+#[utoipa::path(post, path = "/api/ws-ticket", tag = "realtime",
+    responses((status = 200, description = "A single-use ticket for `GET /ws?ticket=…`.", body = Ticket)))]
 pub async fn ticket(state: web::Data<State>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let bytes: [u8; 32] = rand::random();
     let ticket = URL_SAFE_NO_PAD.encode(bytes);
@@ -67,10 +69,19 @@ pub async fn ticket(state: web::Data<State>, caller: Caller) -> Result<HttpRespo
     .await?;
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(json!({
-            "ticket": ticket,
-            "expires_in": state.cfg.ws_ticket_ttl.as_secs(),
-        })))
+        .json(Ticket {
+            ticket,
+            expires_in: state.cfg.ws_ticket_ttl.as_secs(),
+        }))
+}
+
+/// `POST /api/ws-ticket` answer: a single-use ticket (256 random bits, base64url) for
+/// opening the WebSocket, valid `expires_in` seconds.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Ticket {
+    pub ticket: String,
+    #[schema(example = 30)]
+    pub expires_in: u64,
 }
 
 /// `GET /ws` query.

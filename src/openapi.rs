@@ -1,0 +1,516 @@
+//! The API contract as OpenAPI 3.1 documents generated from the handlers and types (utoipa):
+//! one per service, served at `/auth/openapi.json` and `/api/openapi.json`, with Swagger UI
+//! at `/api/docs/`; and the WebSocket protocol as an AsyncAPI 3.0 document
+//! (`/api/asyncapi.json`) built from the same schemas. The committed copies under `openapi/`
+//! must equal what the code generates (a unit test below; `UPDATE_OPENAPI=1 cargo test
+//! openapi` rewrites them).
+//!
+//! Handlers declare their success answers, parameters and bodies; [`Problems`] adds the
+//! error answers every operation can give (problem+json, RFC 9457, with an example each):
+//! 401 where a credential is required, 400/413/415/422 where there is a body or query, 404
+//! where there is a path id, 503 everywhere, and the operation's own (403, 409, 416, 429)
+//! from [`OWN_ERRORS`].
+
+use utoipa::{
+    openapi::{
+        path::{Operation, Parameter, ParameterIn},
+        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+        Content, OpenApi as Doc, RefOr, Response,
+    },
+    Modify, OpenApi, ToSchema,
+};
+
+use crate::{auth, http, messaging, realtime};
+
+/// An error answer (RFC 9457 problem details), as every error of both services has it.
+#[derive(serde::Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "tag:switchboard,2026:problem/not-found",
+    "title": "Not Found",
+    "status": 404,
+    "detail": "conversation not found",
+    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
+}))]
+pub struct Problem {
+    /// A tag URI (RFC 4151) naming the problem kind.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The HTTP status text.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// On 422: field name → messages.
+    pub errors: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// The W3C trace id of the request: quote it when reporting a problem.
+    pub trace_id: Option<String>,
+}
+
+/// `GET /auth/healthz`: 200 while the process serves requests.
+#[utoipa::path(get, path = "/auth/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "Alive.", body = http::Health)))]
+pub async fn auth_healthz() -> actix_web::HttpResponse {
+    http::healthz().await
+}
+
+/// `GET /api/healthz`: 200 while the process serves requests.
+#[utoipa::path(get, path = "/api/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "Alive.", body = http::Health)))]
+pub async fn api_healthz() -> actix_web::HttpResponse {
+    http::healthz().await
+}
+
+/// The auth service's API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchboard auth", version = env!("CARGO_PKG_VERSION"),
+        description = "Accounts, sessions and tokens. Access tokens are Ed25519 JWTs (5 minutes) sent as `Authorization: Bearer`; the refresh token is the HttpOnly `refresh_token` cookie, rotated on every refresh (RFC 9700 §4.14), usable only with `X-CSRF: 1`. Errors are RFC 9457 problem details."),
+    paths(
+        auth::routes::register, auth::routes::login, auth::routes::refresh_session,
+        auth::routes::logout, auth::sessions::list, auth::sessions::revoke_others,
+        auth::sessions::revoke, auth::account::me, auth::account::update,
+        auth::account::delete, auth::account::change_password, auth::account::search,
+        auth::account::profile, auth::routes::jwks, auth_healthz, auth::routes::readyz,
+    ),
+    components(schemas(Problem)),
+    security(("bearer" = [])),
+    modifiers(&Security, &Problems),
+    tags((name = "auth", description = "Sign up, sign in, refresh, sign out, keys"),
+        (name = "sessions", description = "The caller's sessions (refresh token families)"),
+        (name = "account", description = "The caller's account"),
+        (name = "users", description = "Public profiles"),
+        (name = "operations", description = "Health and readiness")),
+)]
+pub struct AuthApi;
+
+/// The messaging service's API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchboard messaging", version = env!("CARGO_PKG_VERSION"),
+        description = "Conversations, messages, receipts, attachments and search, with `Authorization: Bearer <access token>` from the auth service. Writes answer `X-Consistency-Token` (and the `ryw_lsn` cookie): send it back on reads to see your own writes. Live events come over the WebSocket `GET /ws?ticket=…` (see `/api/asyncapi.json`). Errors are RFC 9457 problem details."),
+    paths(
+        messaging::conversations::create, messaging::conversations::list,
+        messaging::conversations::get, messaging::groups::rename,
+        messaging::messages::send, messaging::messages::history,
+        messaging::conversations::read, messaging::groups::add, messaging::groups::remove,
+        messaging::groups::set_role, messaging::groups::leave,
+        messaging::attachments::upload, messaging::messages::edit,
+        messaging::messages::delete, messaging::messages::read,
+        messaging::messages::receipts, messaging::attachments::download,
+        messaging::attachments::put_avatar, messaging::attachments::delete_avatar,
+        messaging::attachments::get_avatar, messaging::search::search,
+        realtime::ws::ticket, api_healthz, messaging::readyz,
+    ),
+    components(schemas(Problem)),
+    security(("bearer" = [])),
+    modifiers(&Security, &Problems),
+    tags((name = "conversations", description = "Direct and group conversations"),
+        (name = "groups", description = "Group membership, roles and names (admins)"),
+        (name = "messages", description = "History, sending, edits, deletes, read markers, receipts, search"),
+        (name = "attachments", description = "Files and avatars"),
+        (name = "realtime", description = "Tickets for the WebSocket"),
+        (name = "operations", description = "Health and readiness")),
+)]
+pub struct MessagingApi;
+
+/// The security schemes: the bearer access token, and the refresh cookie with its CSRF
+/// header (both required on /auth/refresh and /auth/logout).
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut Doc) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token from /auth/login, /auth/register or /auth/refresh (EdDSA JWT, 5 minutes)."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "refresh_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "refresh_token",
+                "The HttpOnly refresh token cookie (Path=/auth), set by register, login and refresh.",
+            ))),
+        );
+        components.add_security_scheme(
+            "csrf",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-CSRF",
+                "Must be `1`: a cross-site form cannot set it. Cookie-authenticated endpoints also check `Origin` against the allowed origins.",
+            ))),
+        );
+    }
+}
+
+/// `(method, path, [(status, when)])`: error answers an operation has besides the common ones.
+pub type OwnErrors = (&'static str, &'static str, &'static [(u16, &'static str)]);
+
+/// Error answers an operation has besides the common ones.
+pub const OWN_ERRORS: &[OwnErrors] = &[
+    (
+        "post",
+        "/auth/register",
+        &[
+            (409, "the username or email is taken"),
+            (429, "too many sign-ups from this address (NGINX)"),
+        ],
+    ),
+    (
+        "post",
+        "/auth/login",
+        &[
+            (
+                401,
+                "unknown login, wrong password or deleted account (the same answer for each)",
+            ),
+            (
+                429,
+                "too many failed sign-ins for this login, or from this address",
+            ),
+        ],
+    ),
+    (
+        "post",
+        "/auth/refresh",
+        &[(403, "missing `X-CSRF: 1` or an Origin not allowed")],
+    ),
+    (
+        "post",
+        "/auth/logout",
+        &[(403, "missing `X-CSRF: 1` or an Origin not allowed")],
+    ),
+    (
+        "patch",
+        "/auth/me",
+        &[(409, "the email is registered to another account")],
+    ),
+    ("delete", "/auth/me", &[(403, "wrong password")]),
+    (
+        "post",
+        "/auth/me/password",
+        &[(403, "wrong current password")],
+    ),
+    (
+        "patch",
+        "/api/conversations/{id}",
+        &[(403, "not an admin of this group")],
+    ),
+    (
+        "post",
+        "/api/conversations/{id}/participants",
+        &[(403, "not an admin of this group")],
+    ),
+    (
+        "delete",
+        "/api/conversations/{id}/participants/{user_id}",
+        &[(403, "not an admin of this group")],
+    ),
+    (
+        "patch",
+        "/api/conversations/{id}/participants/{user_id}",
+        &[(403, "not an admin of this group")],
+    ),
+    (
+        "post",
+        "/api/conversations/{id}/messages",
+        &[
+            (409, "the client_id is being used by a concurrent send"),
+            (429, "past the send rate limit"),
+        ],
+    ),
+    (
+        "post",
+        "/api/conversations/{id}/attachments",
+        &[(429, "past the send rate limit")],
+    ),
+    (
+        "patch",
+        "/api/messages/{id}",
+        &[
+            (403, "not the sender, or past the edit window"),
+            (409, "the message is deleted"),
+        ],
+    ),
+    (
+        "delete",
+        "/api/messages/{id}",
+        &[(403, "neither the sender nor a group admin")],
+    ),
+    (
+        "get",
+        "/api/attachments/{id}",
+        &[(416, "the range is not satisfiable")],
+    ),
+    (
+        "get",
+        "/api/search",
+        &[(404, "a conversation_id the caller never was in")],
+    ),
+];
+
+/// Adds the problem+json error answers to every operation (see the module docs).
+struct Problems;
+
+fn problem(status: u16, description: &str) -> RefOr<Response> {
+    let (slug, title) = match status {
+        400 => ("bad-request", "Bad Request"),
+        401 => ("unauthorized", "Unauthorized"),
+        403 => ("forbidden", "Forbidden"),
+        404 => ("not-found", "Not Found"),
+        409 => ("conflict", "Conflict"),
+        413 => ("payload-too-large", "Payload Too Large"),
+        415 => ("unsupported-media-type", "Unsupported Media Type"),
+        416 => ("range-not-satisfiable", "Range Not Satisfiable"),
+        422 => ("validation", "Unprocessable Entity"),
+        429 => ("rate-limited", "Too Many Requests"),
+        _ => ("unavailable", "Service Unavailable"),
+    };
+    let mut example = serde_json::json!({
+        "type": format!("tag:switchboard,2026:problem/{slug}"),
+        "title": title,
+        "status": status,
+        "detail": description,
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    });
+    if status == 422 {
+        example["errors"] = serde_json::json!({"username": ["must be 3 to 32 characters"]});
+    }
+    let content = Content::builder()
+        .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+            "Problem",
+        ))))
+        .example(Some(example))
+        .build();
+    let mut response = Response::builder()
+        .description(description)
+        .content(crate::error::PROBLEM_JSON, content);
+    if status == 429 || status == 503 {
+        response = response.header(
+            "Retry-After",
+            utoipa::openapi::header::Header::new(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::Integer),
+            ),
+        );
+    }
+    RefOr::T(response.build())
+}
+
+fn has(op: &Operation, place: ParameterIn) -> bool {
+    op.parameters
+        .iter()
+        .flatten()
+        .any(|p: &Parameter| p.parameter_in == place)
+}
+
+impl Modify for Problems {
+    fn modify(&self, doc: &mut Doc) {
+        let global_security = doc.security.clone().unwrap_or_default();
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let ops = [
+                ("get", &mut item.get),
+                ("post", &mut item.post),
+                ("put", &mut item.put),
+                ("patch", &mut item.patch),
+                ("delete", &mut item.delete),
+            ];
+            for (method, op) in ops {
+                let Some(op) = op.as_mut() else { continue };
+                let secured = match &op.security {
+                    Some(s) => !s.is_empty() && s.iter().all(|r| !requirement_is_empty(r)),
+                    None => !global_security.is_empty(),
+                };
+                let body = op.request_body.is_some();
+                let multipart = op
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.contains_key("multipart/form-data"));
+                let query = has(op, ParameterIn::Query);
+                let path_id = has(op, ParameterIn::Path);
+                let mut extra: Vec<(u16, String)> = Vec::new();
+                if secured {
+                    extra.push((401, "no valid credential: a missing, malformed or expired access token (or refresh cookie)".into()));
+                }
+                if body {
+                    extra.push((400, "malformed body".into()));
+                    extra.push((413, "the body is larger than allowed".into()));
+                    extra.push((
+                        415,
+                        if multipart {
+                            "expected multipart/form-data"
+                        } else {
+                            "expected Content-Type: application/json"
+                        }
+                        .into(),
+                    ));
+                    extra.push((422, "invalid fields: `errors` names each".into()));
+                }
+                if query {
+                    extra.push((400, "an invalid query parameter".into()));
+                }
+                if path_id {
+                    extra.push((404, "no such object, or not one the caller may see".into()));
+                }
+                for (m, p, own) in OWN_ERRORS {
+                    if *m == method && *p == path.as_str() {
+                        extra.extend(own.iter().map(|(s, d)| (*s, (*d).to_owned())));
+                    }
+                }
+                if !path.ends_with("/readyz") {
+                    extra.push((
+                        503,
+                        "the database is unavailable; retry after Retry-After seconds".into(),
+                    ));
+                }
+                for (status, description) in extra {
+                    op_response(op, status, &description);
+                }
+            }
+        }
+    }
+}
+
+/// `{}` in a `security` list: the operation may be called without credentials.
+fn requirement_is_empty(r: &utoipa::openapi::security::SecurityRequirement) -> bool {
+    serde_json::to_value(r)
+        .ok()
+        .and_then(|v| v.as_object().map(|o| o.is_empty()))
+        .unwrap_or(false)
+}
+
+fn op_response(op: &mut Operation, status: u16, description: &str) {
+    let key = status.to_string();
+    op.responses
+        .responses
+        .entry(key)
+        .or_insert_with(|| problem(status, description));
+}
+
+/// The WebSocket protocol's schemas, gathered by utoipa for the AsyncAPI document.
+#[derive(OpenApi)]
+#[openapi(components(schemas(
+    realtime::protocol::WireServerFrame,
+    realtime::protocol::ServerEvent,
+    realtime::protocol::ClientFrame,
+    messaging::model::Message,
+)))]
+struct WebSocketSchemas;
+
+/// The WebSocket protocol as an AsyncAPI 3.0 document (the frames' schemas come from the
+/// same types the server uses).
+pub fn asyncapi() -> serde_json::Value {
+    let schemas = WebSocketSchemas::openapi()
+        .components
+        .map(|c| serde_json::to_value(c.schemas).unwrap_or_default())
+        .unwrap_or_default();
+    serde_json::json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Switchboard WebSocket",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "One socket per client carries the events of all the user's conversations. Get a single-use ticket with POST /api/ws-ticket (30 s), then open GET /ws?ticket=…; the first frame is `hello`. After a reconnect send `resume` with the last seq held per conversation: every stored change after it is replayed, then `resumed`, then live delivery goes on with no gap and no duplicate. Close codes: 1001 going away (reconnect and resume), 1008 slow consumer or too many frames, 1009 frame too large, 4001 session ended."
+        },
+        "servers": {
+            "nginx": {"host": "localhost:8080", "protocol": "ws", "description": "the local stack (wss behind TLS in production)"}
+        },
+        "channels": {
+            "socket": {
+                "address": "/ws?ticket={ticket}",
+                "parameters": {"ticket": {"description": "from POST /api/ws-ticket; single use, 30 s"}},
+                "messages": {
+                    "serverFrame": {"name": "ServerFrame", "contentType": "application/json", "payload": {"$ref": "#/components/schemas/ServerFrame"}},
+                    "clientFrame": {"name": "ClientFrame", "contentType": "application/json", "payload": {"$ref": "#/components/schemas/ClientFrame"}}
+                }
+            }
+        },
+        "operations": {
+            "receiveEvents": {"action": "receive", "channel": {"$ref": "#/channels/socket"}, "summary": "Server frames: hello, message.*, read, typing, presence, participant.*, conversation.updated, session.revoked, resumed, resume.reload, pong, error", "messages": [{"$ref": "#/channels/socket/messages/serverFrame"}]},
+            "sendFrames": {"action": "send", "channel": {"$ref": "#/channels/socket"}, "summary": "Client frames: ping, typing, read, resume", "messages": [{"$ref": "#/channels/socket/messages/clientFrame"}]}
+        },
+        "components": {"schemas": schemas}
+    })
+}
+
+fn pretty(v: &impl serde::Serialize) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The auth service's OpenAPI document, as served and committed (pretty JSON).
+pub fn auth_json() -> String {
+    pretty(&AuthApi::openapi())
+}
+
+/// The messaging service's OpenAPI document, as served and committed (pretty JSON).
+pub fn messaging_json() -> String {
+    pretty(&MessagingApi::openapi())
+}
+
+/// The AsyncAPI document of the WebSocket, as served and committed (pretty JSON).
+pub fn asyncapi_json() -> String {
+    pretty(&asyncapi())
+}
+
+/// Serves a generated document (computed once) as JSON.
+pub fn document(json: &'static str) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed documents equal the generated ones, so API changes show in review.
+    /// `UPDATE_OPENAPI=1 cargo test openapi` writes them.
+    #[test]
+    fn committed_openapi_documents_match_the_code() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi");
+        let update = std::env::var_os("UPDATE_OPENAPI").is_some();
+        for (file, generated) in [
+            ("auth.json", auth_json()),
+            ("messaging.json", messaging_json()),
+            ("asyncapi.json", asyncapi_json()),
+        ] {
+            let path = dir.join(file);
+            if update {
+                std::fs::write(&path, &generated).expect("write the document");
+                continue;
+            }
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == generated,
+                "openapi/{file} differs from what the code generates: run `UPDATE_OPENAPI=1 cargo test openapi` and commit it"
+            );
+        }
+    }
+
+    #[test]
+    fn every_operation_documents_its_errors_as_problems() {
+        for doc in [AuthApi::openapi(), MessagingApi::openapi()] {
+            for (path, item) in &doc.paths.paths {
+                for op in [&item.get, &item.post, &item.put, &item.patch, &item.delete]
+                    .into_iter()
+                    .flatten()
+                {
+                    if !path.ends_with("/readyz") {
+                        assert!(op.responses.responses.contains_key("503"), "{path}");
+                    }
+                    assert!(
+                        op.responses.responses.keys().any(|k| k.starts_with('2')),
+                        "{path} has a success answer"
+                    );
+                }
+            }
+        }
+    }
+}
