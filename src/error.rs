@@ -236,6 +236,12 @@ impl From<tokio_postgres::Error> for ApiError {
             if *code == SqlState::T_R_SERIALIZATION_FAILURE {
                 return Self::RecoveryConflict;
             }
+            // Text with NUL characters (or bytes the server encoding cannot hold) that a
+            // handler let through to a query: PostgreSQL refuses it (SQLSTATE 22021), and it
+            // was bad input, never a server error.
+            if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE {
+                return Self::BadRequest("text must not contain NUL characters".into());
+            }
             if *code == SqlState::QUERY_CANCELED {
                 return Self::Unavailable {
                     detail: "the database took too long, try again shortly".into(),

@@ -86,6 +86,8 @@ async fn search_is_a_case_insensitive_prefix_match_with_bounded_input() {
         "/auth/users?query=",
         "/auth/users?query=a&limit=0",
         "/auth/users?query=a&limit=51",
+        // A NUL byte (found by the fuzzer: it used to reach PostgreSQL, a 500).
+        "/auth/users?query=a%00b",
     ] {
         let (s, h, b) = seeker.call(Method::GET, q, None).await;
         assert_problem(s, &h, &b, 400);

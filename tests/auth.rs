@@ -171,6 +171,10 @@ async fn bad_registration_input_is_a_clear_4xx() {
     assert_problem(s, &h, &b, 422);
     let (s, h, b) = raw(Method::POST, "/auth/register", &[], Some(r#"{}"#)).await;
     assert_problem(s, &h, &b, 415);
+    // A NUL in a sign-in name is bad input, never a server error.
+    let nul = json!({"login": "a\u{0}b", "password": "whatever123"}).to_string();
+    let (s, h, b) = raw(Method::POST, "/auth/login", &json_ct, Some(&nul)).await;
+    assert_problem(s, &h, &b, 400);
     let bad = json!({"username": "a b", "email": "nope", "password": "short"}).to_string();
     let (s, h, b) = raw(Method::POST, "/auth/register", &json_ct, Some(&bad)).await;
     assert_problem(s, &h, &b, 422);

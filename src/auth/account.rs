@@ -230,9 +230,9 @@ pub async fn search(
 ) -> Result<HttpResponse, ApiError> {
     let q = query.query.trim().to_lowercase();
     let n = q.chars().count();
-    if n == 0 || n > 64 {
+    if n == 0 || n > 64 || q.contains('\0') {
         return Err(ApiError::BadRequest(
-            "query must be 1 to 64 characters".into(),
+            "query must be 1 to 64 characters, without NUL".into(),
         ));
     }
     let limit = crate::http::page_size(query.limit, 20, 50)?;
