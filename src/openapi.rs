@@ -11,6 +11,8 @@
 //! where there is a path id, 503 everywhere, and the operation's own (403, 409, 416, 429)
 //! from [`OWN_ERRORS`].
 
+use std::sync::LazyLock;
+
 use utoipa::{
     openapi::{
         path::{Operation, Parameter, ParameterIn},
@@ -458,12 +460,31 @@ pub fn asyncapi_json() -> String {
     pretty(&asyncapi())
 }
 
-/// Serves a generated document (computed once) as JSON.
-pub fn document(json: &'static str) -> actix_web::HttpResponse {
+/// A generated document, computed on first use, served as JSON.
+fn document(doc: &'static LazyLock<String>) -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok()
         .content_type("application/json")
         .insert_header(("Cache-Control", "no-cache"))
-        .body(json)
+        .body(doc.as_str())
+}
+
+static AUTH_DOC: LazyLock<String> = LazyLock::new(auth_json);
+static MESSAGING_DOC: LazyLock<String> = LazyLock::new(messaging_json);
+static ASYNCAPI_DOC: LazyLock<String> = LazyLock::new(asyncapi_json);
+
+/// `GET /auth/openapi.json`: the auth service's OpenAPI 3.1 document.
+pub async fn serve_auth() -> actix_web::HttpResponse {
+    document(&AUTH_DOC)
+}
+
+/// `GET /api/openapi.json`: the messaging service's OpenAPI 3.1 document.
+pub async fn serve_messaging() -> actix_web::HttpResponse {
+    document(&MESSAGING_DOC)
+}
+
+/// `GET /api/asyncapi.json`: the WebSocket protocol as an AsyncAPI 3.0 document.
+pub async fn serve_asyncapi() -> actix_web::HttpResponse {
+    document(&ASYNCAPI_DOC)
 }
 
 #[cfg(test)]
@@ -473,7 +494,7 @@ mod tests {
     /// The committed documents equal the generated ones, so API changes show in review.
     /// `UPDATE_OPENAPI=1 cargo test openapi` writes them.
     #[test]
-    fn committed_openapi_documents_match_the_code() {
+    fn committed_openapi_documents_match_the_code() -> std::io::Result<()> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi");
         let update = std::env::var_os("UPDATE_OPENAPI").is_some();
         for (file, generated) in [
@@ -483,7 +504,7 @@ mod tests {
         ] {
             let path = dir.join(file);
             if update {
-                std::fs::write(&path, &generated).expect("write the document");
+                std::fs::write(&path, &generated)?;
                 continue;
             }
             let committed = std::fs::read_to_string(&path).unwrap_or_default();
@@ -492,6 +513,7 @@ mod tests {
                 "openapi/{file} differs from what the code generates: run `UPDATE_OPENAPI=1 cargo test openapi` and commit it"
             );
         }
+        Ok(())
     }
 
     #[test]

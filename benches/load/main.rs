@@ -241,18 +241,7 @@ where
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let h = total.lock().map(|h| h.clone()).unwrap_or_else(|_| hist());
-    Run {
-        label: label.into(),
-        offered_per_sec: None,
-        per_sec: h.len() as f64 / elapsed,
-        errors: errors.load(Ordering::Relaxed),
-        latency: Lat::of(&h),
-    }
+    finish(label, None, start, tasks, &total, &errors).await
 }
 
 /// Open loop: `rate` requests a second for `secs`, spread over the users; latency from the
@@ -291,6 +280,19 @@ where
             }
         }));
     }
+    finish(label, Some(rate), start.into_std(), tasks, &total, &errors).await
+}
+
+/// Waits for a run's tasks and sums it up: successes per second since `start`, failures,
+/// and the latency of the successes.
+async fn finish(
+    label: &str,
+    offered_per_sec: Option<f64>,
+    start: Instant,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    total: &Mutex<Histogram<u64>>,
+    errors: &AtomicU64,
+) -> Run {
     for t in tasks {
         let _ = t.await;
     }
@@ -298,7 +300,7 @@ where
     let h = total.lock().map(|h| h.clone()).unwrap_or_else(|_| hist());
     Run {
         label: label.into(),
-        offered_per_sec: Some(rate),
+        offered_per_sec,
         per_sec: h.len() as f64 / elapsed,
         errors: errors.load(Ordering::Relaxed),
         latency: Lat::of(&h),

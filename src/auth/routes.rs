@@ -47,7 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/.well-known/jwks.json").get(jwks))
             .service(web::resource("/healthz").get(crate::openapi::auth_healthz))
             .service(web::resource("/readyz").get(readyz))
-            .service(web::resource("/openapi.json").get(openapi)),
+            .service(web::resource("/openapi.json").get(crate::openapi::serve_auth)),
     );
 }
 
@@ -467,12 +467,6 @@ pub(crate) async fn jwks(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(state.keys.jwks())
-}
-
-/// `GET /auth/openapi.json`: this service's OpenAPI 3.1 document.
-async fn openapi() -> HttpResponse {
-    static DOC: std::sync::LazyLock<String> = std::sync::LazyLock::new(crate::openapi::auth_json);
-    crate::openapi::document(DOC.as_str())
 }
 
 /// `GET /auth/readyz`: 200 when the primary answers.

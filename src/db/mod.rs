@@ -236,14 +236,15 @@ async fn traced<T>(
         .unwrap_or("")
         .to_ascii_uppercase();
     let (pool, reason) = crate::http::current_route();
-    let statement: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Field values are evaluated only when the span is enabled: a query pays for the
+    // statement text only when something records it.
     let span = tracing::info_span!(
         "db.query",
         otel.name = %format!("{operation} {pool}"),
         otel.kind = "client",
         db.system = "postgresql",
         db.operation = %operation,
-        db.statement = %statement.chars().take(1000).collect::<String>(),
+        db.statement = %statement_text(sql),
         db.pool = pool,
         db.route_reason = reason,
         otel.status_code = tracing::field::Empty,
@@ -259,6 +260,22 @@ async fn traced<T>(
             .observe(started.elapsed().as_secs_f64());
     }
     result
+}
+
+/// The SQL text for `db.statement`: whitespace runs folded to one space, at most 1000
+/// characters.
+fn statement_text(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len().min(1000));
+    for word in sql.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.len() >= 1000 {
+            break;
+        }
+    }
+    out.chars().take(1000).collect()
 }
 
 #[cfg(test)]

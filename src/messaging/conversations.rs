@@ -202,19 +202,9 @@ pub fn publish_frame(
     publish(state, conversation_id, exclude_user, None, None, frame);
 }
 
-/// Queues the frame of a stored change to message `seq` at revision `rev`: delivered only
-/// to participants who can see that message, in revision order on each socket.
-pub fn publish_frame_at(
-    state: &State,
-    conversation_id: Uuid,
-    at: Option<(i64, i64)>,
-    frame: String,
-) {
-    publish(state, conversation_id, None, at, None, frame);
-}
-
-/// [`publish_frame_at`] for a new message whose recipients the appending statement
-/// returned: the listeners deliver to them without looking membership up.
+/// Queues the frame of a stored change to a message at `(seq, rev)`: delivered only to
+/// participants who can see that message, in revision order on each socket. `recipients`,
+/// when the appending statement returned them, spares the listeners a membership lookup.
 pub fn publish_message_frame(
     state: &State,
     conversation_id: Uuid,

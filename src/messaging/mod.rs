@@ -49,8 +49,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api")
             .service(resource("/healthz").get(crate::openapi::api_healthz))
             .service(resource("/readyz").get(readyz))
-            .service(resource("/openapi.json").get(openapi))
-            .service(resource("/asyncapi.json").get(asyncapi))
+            .service(resource("/openapi.json").get(crate::openapi::serve_messaging))
+            .service(resource("/asyncapi.json").get(crate::openapi::serve_asyncapi))
             .service(
                 resource("/conversations")
                     .post(conversations::create)
@@ -93,20 +93,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/ws-ticket").post(crate::realtime::ws::ticket)),
     )
     .service(resource("/ws").get(crate::realtime::ws::connect));
-}
-
-/// `GET /api/openapi.json`: this service's OpenAPI 3.1 document.
-async fn openapi() -> actix_web::HttpResponse {
-    static DOC: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(crate::openapi::messaging_json);
-    crate::openapi::document(DOC.as_str())
-}
-
-/// `GET /api/asyncapi.json`: the WebSocket protocol as an AsyncAPI 3.0 document.
-async fn asyncapi() -> actix_web::HttpResponse {
-    static DOC: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(crate::openapi::asyncapi_json);
-    crate::openapi::document(DOC.as_str())
 }
 
 /// `GET /api/readyz`: 200 while reads can be served (the primary or a healthy replica);

@@ -39,43 +39,45 @@ async function parse(res) {
 }
 
 /**
+ * Runs `attempt(headers)` (one HTTP call with these auth headers, answering something with
+ * a `status`) and, on a 401 for a token we sent, refreshes once and runs it again.
+ */
+async function authorized(attempt) {
+  const sent = session.token();
+  const first = await attempt(authHeaders());
+  if (first.status === 401 && sent && (await session.refresh(sent).catch(() => false))) {
+    return attempt(authHeaders());
+  }
+  return first;
+}
+
+/**
  * `method path` with an optional JSON body; resolves to the parsed JSON (null for 204).
  * Throws ApiError (status 0 for a network failure).
  */
 export async function api(method, path, body) {
-  for (let attempt = 0; ; attempt++) {
-    const sent = session.token();
-    const headers = authHeaders();
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
-    let res;
-    try {
-      res = await fetch(path, {
+  let res;
+  try {
+    res = await authorized((headers) => {
+      if (body !== undefined) headers['Content-Type'] = 'application/json';
+      return fetch(path, {
         method,
         headers,
         credentials: 'same-origin',
         body: body === undefined ? undefined : JSON.stringify(body),
       });
-    } catch (e) {
-      throw new ApiError(0, { detail: 'network unavailable' });
-    }
-    if (res.status === 401 && attempt === 0 && sent && (await session.refresh(sent).catch(() => false))) {
-      continue;
-    }
-    return parse(res);
+    });
+  } catch {
+    throw new ApiError(0, { detail: 'network unavailable' });
   }
+  return parse(res);
 }
 
 /** Fetches a protected file (attachments need the bearer token) as a Blob. */
 export async function blob(path) {
-  for (let attempt = 0; ; attempt++) {
-    const sent = session.token();
-    const res = await fetch(path, { headers: authHeaders(), credentials: 'same-origin' });
-    if (res.status === 401 && attempt === 0 && sent && (await session.refresh(sent).catch(() => false))) {
-      continue;
-    }
-    if (!res.ok) await parse(res);
-    return res.blob();
-  }
+  const res = await authorized((headers) => fetch(path, { headers, credentials: 'same-origin' }));
+  if (!res.ok) await parse(res);
+  return res.blob();
 }
 
 /**
@@ -83,28 +85,25 @@ export async function blob(path) {
  * `onProgress(fraction)` gets 0…1. Resolves to the parsed JSON; throws ApiError.
  */
 export async function upload(path, form, onProgress) {
-  for (let attempt = 0; ; attempt++) {
-    const sent = session.token();
-    const { status, text, retryAfter } = await new Promise((resolve) => {
-      const xhr = new XMLHttpRequest();
-      xhr.open('POST', path);
-      for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
-      xhr.upload.onprogress = (e) => e.lengthComputable && onProgress?.(e.loaded / e.total);
-      xhr.onload = () =>
-        resolve({ status: xhr.status, text: xhr.responseText, retryAfter: xhr.getResponseHeader('Retry-After') });
-      xhr.onerror = () => resolve({ status: 0, text: '' });
-      xhr.send(form);
-    });
-    if (status === 401 && attempt === 0 && sent && (await session.refresh(sent).catch(() => false))) {
-      continue;
-    }
-    let data = null;
-    try {
-      data = text ? JSON.parse(text) : null;
-    } catch {
-      data = { detail: text };
-    }
-    if (status >= 200 && status < 300) return data;
-    throw new ApiError(status, data ?? { detail: 'network unavailable' }, Number(retryAfter) || undefined);
+  const { status, text, retryAfter } = await authorized(
+    (headers) =>
+      new Promise((resolve) => {
+        const xhr = new XMLHttpRequest();
+        xhr.open('POST', path);
+        for (const [k, v] of Object.entries(headers)) xhr.setRequestHeader(k, v);
+        xhr.upload.onprogress = (e) => e.lengthComputable && onProgress?.(e.loaded / e.total);
+        xhr.onload = () =>
+          resolve({ status: xhr.status, text: xhr.responseText, retryAfter: xhr.getResponseHeader('Retry-After') });
+        xhr.onerror = () => resolve({ status: 0, text: '' });
+        xhr.send(form);
+      }),
+  );
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = { detail: text };
   }
+  if (status >= 200 && status < 300) return data;
+  throw new ApiError(status, data ?? { detail: 'network unavailable' }, Number(retryAfter) || undefined);
 }

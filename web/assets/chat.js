@@ -237,9 +237,8 @@ export class Messenger {
   }
 
   title(c) {
-    const d = this.details.get(c.id);
-    if (c.is_group) return c.name || d?.name || 'Group';
-    const peer = c.peer?.user_id ?? d?.participants?.find((p) => p.user_id !== this.me.id)?.user_id;
+    if (c.is_group) return c.name || this.details.get(c.id)?.name || 'Group';
+    const peer = this.peerOf(c);
     return peer ? this.name(peer) : 'Direct conversation';
   }
 
@@ -345,8 +344,7 @@ export class Messenger {
     for (const m of messages) t.messages.set(m.seq, m);
     const seqs = messages.map((m) => m.seq);
     if (seqs.length) t.oldest = Math.min(t.oldest ?? Infinity, ...seqs);
-    if (!before || !seqs.length) t.hasMore = has_more;
-    else t.hasMore = has_more;
+    t.hasMore = has_more;
     t.loaded = true;
     return messages;
   }
@@ -412,10 +410,8 @@ export class Messenger {
   renderThread(all = false) {
     const id = this.active;
     if (!id) return;
-    if (this.editing) {
-      this.stale = true;
-      return;
-    }
+    // Ending the edit renders everything again (renderThread(true)).
+    if (this.editing) return;
     if (all || this.renderedFor !== id) {
       this.rendered = new Map();
       this.renderedFor = id;
