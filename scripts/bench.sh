@@ -24,7 +24,7 @@ export PROFILE=release
 export SEND_RATE_LIMIT=1000000000 SEND_RATE_WINDOW_SECS=1
 export BCRYPT_COST=4 ACCESS_TOKEN_TTL_SECS=7200
 export RUST_LOG=warn LOG_FORMAT=json
-export CONSISTENCY_TOKEN_SECRET=bench-consistency-secret
+export CONSISTENCY_TOKEN_SECRET=bench-consistency-token-secret-0123456789
 unset OTEL_EXPORTER_OTLP_ENDPOINT
 # Thousands of sockets: every process may open as many files as this machine allows, and
 # NGINX runs a worker per core.

@@ -46,7 +46,7 @@ export SEND_RATE_WINDOW_SECS=60
 export REPLICA_CHECK_INTERVAL_MS=250
 export REPLICA_MAX_LAG_SECS=3
 export REPLICA_MAX_LAG_BYTES=1048576
-export CONSISTENCY_TOKEN_SECRET=test-consistency-secret
+export CONSISTENCY_TOKEN_SECRET=test-consistency-token-secret-0123456789
 # shellcheck source=scripts/common.sh
 source "$here/common.sh"
 

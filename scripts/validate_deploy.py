@@ -44,7 +44,7 @@ def ok(msg):
 
 # --- what the code reads ---------------------------------------------------------------
 
-ENV_CALL = re.compile(r'(?:var_or|parse_or|bool_or|list_or|env::var)\(\s*"([A-Z0-9_]+)"')
+ENV_CALL = re.compile(r'(?:var_or|parse_or|bool_or|list_or|env::var|secrets::load|secrets::database_url)\(\s*"([A-Z0-9_]+)"')
 
 
 def block(src, start):
@@ -66,8 +66,11 @@ def read_names():
     shared |= set(ENV_CALL.findall(block(src, "pub fn allowed_origins")))
     telemetry = open(os.path.join(REPO, "src", "telemetry.rs")).read()
     shared |= set(ENV_CALL.findall(telemetry)) | {"RUST_LOG", "LOG_FORMAT"}
+    shared |= {"ALLOW_INSECURE_DEV_SECRETS"}
     auth = shared | set(ENV_CALL.findall(block(src, "impl AuthConfig")))
+    auth |= set(ENV_CALL.findall(block(src, "pub fn auth_database_url")))
     messaging = shared | set(ENV_CALL.findall(block(src, "impl MessagingConfig")))
+    messaging |= set(ENV_CALL.findall(block(src, "pub fn messaging_database_url")))
     if len(auth) < 15 or len(messaging) < 20:
         fail(f"could not read the env names from src/config.rs ({len(auth)}, {len(messaging)})")
     return {"auth": auth, "messaging": messaging, "migrate": auth | messaging}
@@ -79,7 +82,8 @@ def allowed(binary, name, names):
 
 
 REQUIRED = {
-    "auth": [{"AUTH_DATABASE_URL"}, {"AUTH_SIGNING_KEY_FILES", "AUTH_SIGNING_KEY_PEM"}],
+    "auth": [{"AUTH_DATABASE_URL"}, {"AUTH_SIGNING_KEY_FILES", "AUTH_SIGNING_KEY_PEM"},
+             {"REFRESH_TOKEN_SECRET"}],
     "messaging": [{"MESSAGING_DATABASE_URL"}, {"REPLICA_URLS", "MESSAGING_REPLICA_URL"},
                   {"AUTH_JWKS_URL"}, {"CONSISTENCY_TOKEN_SECRET"}],
     "migrate": [{"AUTH_DATABASE_URL"}, {"MESSAGING_DATABASE_URL"}],

@@ -8,6 +8,8 @@ use std::{str::FromStr, time::Duration};
 
 use anyhow::{anyhow, Context};
 
+use crate::secrets::{self, KeyRing};
+
 /// Reads `name` from the environment, or `default` when it is unset or empty.
 pub fn var_or(name: &str, default: &str) -> String {
     match std::env::var(name) {
@@ -141,11 +143,14 @@ pub struct AuthConfig {
     /// successor) after a rotation, for two tabs refreshing at once:
     /// `REFRESH_GRACE_SECS`, default 10.
     pub refresh_grace: Duration,
-    /// Key that derives each refresh token's successor (HMAC-SHA256), so a grace-window
-    /// refresh can hand back the same successor without storing it: `REFRESH_TOKEN_SECRET`
-    /// (at least 32 characters). Unset: derived from the first signing key.
-    pub refresh_secret: Option<String>,
-    /// Failed logins for one login name within the window that lock it:
+    /// Keys that derive each refresh token's successor (HMAC-SHA256), so a grace-window
+    /// refresh can hand back the same successor without storing it: `REFRESH_TOKEN_SECRET`,
+    /// secrets of at least 32 bytes separated by commas — the first derives new successors,
+    /// all are tried for a grace-window refresh, so the key rotates without errors. Required
+    /// (see [`crate::secrets`]); never derived from the signing key.
+    pub refresh_keys: KeyRing,
+    /// Password attempts for one account (or one unknown login name) within the window that
+    /// lock it, counted before bcrypt runs, on every endpoint that checks a password:
     /// `LOGIN_MAX_FAILURES`, default 5.
     pub login_max_failures: i32,
     /// `LOGIN_FAILURE_WINDOW_SECS`, default 900.
@@ -173,10 +178,7 @@ impl AuthConfig {
         Ok(Self {
             bind: var_or("AUTH_BIND", "127.0.0.1:8081"),
             metrics_bind: var_or("METRICS_BIND", "127.0.0.1:9181"),
-            database_url: var_or(
-                "AUTH_DATABASE_URL",
-                "postgres://switchboard_auth:auth-dev@127.0.0.1:55432/switchboard",
-            ),
+            database_url: auth_database_url()?,
             pool: PoolSettings::from_env()?,
             tokens: TokenSettings::from_env(),
             signing_key_files: list_or("AUTH_SIGNING_KEY_FILES", ""),
@@ -193,15 +195,10 @@ impl AuthConfig {
                 14 * 24 * 3600u64,
             )?),
             refresh_grace: Duration::from_secs(parse_or("REFRESH_GRACE_SECS", 10u64)?),
-            refresh_secret: match std::env::var("REFRESH_TOKEN_SECRET") {
-                Ok(s) if s.len() >= 32 => Some(s),
-                Ok(s) if !s.is_empty() => {
-                    return Err(anyhow!(
-                        "REFRESH_TOKEN_SECRET must be at least 32 characters"
-                    ))
-                }
-                _ => None,
-            },
+            refresh_keys: secrets::load(
+                "REFRESH_TOKEN_SECRET",
+                "switchboard-dev-refresh-successor-key",
+            )?,
             login_max_failures: parse_or("LOGIN_MAX_FAILURES", 5i32)?,
             login_failure_window: Duration::from_secs(parse_or(
                 "LOGIN_FAILURE_WINDOW_SECS",
@@ -236,10 +233,11 @@ pub struct MessagingConfig {
     pub replica_max_lag: Duration,
     /// How often replicas are checked: `REPLICA_CHECK_INTERVAL_MS`, default 1000.
     pub replica_check_interval: Duration,
-    /// Key that signs consistency tokens (HMAC-SHA256), so a client cannot forge a WAL
-    /// position that would send its reads to the primary: `CONSISTENCY_TOKEN_SECRET`, at least
-    /// 16 characters; the same on every instance.
-    pub consistency_secret: String,
+    /// Keys that sign consistency tokens (HMAC-SHA256), so a client cannot forge a WAL
+    /// position that would send its reads to the primary: `CONSISTENCY_TOKEN_SECRET`,
+    /// secrets of at least 32 bytes separated by commas — the first signs, all verify; the
+    /// same on every instance. Required (see [`crate::secrets`]).
+    pub consistency_keys: KeyRing,
     pub pool: PoolSettings,
     pub tokens: TokenSettings,
     /// Where the auth service publishes its public keys: `AUTH_JWKS_URL`.
@@ -282,6 +280,29 @@ pub struct MessagingConfig {
     /// Most events one `resume` replays per conversation before answering `resume.reload`:
     /// `RESUME_MAX_EVENTS`, default 1000.
     pub resume_max_events: i64,
+    /// How long every instance remembers a session that ended (from its NOTIFY, and loaded
+    /// at start and after a LISTEN reconnect) and refuses its still-valid access tokens:
+    /// `SESSION_END_MEMORY_SECS`, default 330 — at least the access token lifetime (300 s)
+    /// plus the 30 s verification leeway.
+    pub session_end_memory: Duration,
+    /// WebSocket tickets one user may get per minute, across instances (429 past it):
+    /// `WS_TICKETS_PER_MINUTE`, default 30.
+    pub ws_tickets_per_minute: i64,
+    /// `resume` frames one socket may send per minute (an error frame past it):
+    /// `WS_RESUMES_PER_MINUTE`, default 10.
+    pub ws_resumes_per_minute: u32,
+    /// Most events one `resume` frame replays across all its conversations; the
+    /// conversations past the budget are answered `resume.reload`:
+    /// `RESUME_MAX_EVENTS_PER_FRAME`, default 5000.
+    pub resume_max_events_per_frame: i64,
+    /// Bytes one user may upload (attachments and avatars) per quota window, across
+    /// instances: `UPLOAD_QUOTA_WINDOW_BYTES`, default 200 MiB per `UPLOAD_QUOTA_WINDOW_SECS`
+    /// (default 3600). Past it: 429 with `Retry-After`.
+    pub upload_quota_window_bytes: i64,
+    pub upload_quota_window: Duration,
+    /// Bytes one user may keep stored in attachments and avatars: `UPLOAD_QUOTA_TOTAL_BYTES`,
+    /// default 2 GiB. Past it: 413.
+    pub upload_quota_total_bytes: i64,
     /// Client frames a socket may send per second before it is closed (1008):
     /// `WS_MAX_FRAMES_PER_SEC`, default 20.
     pub ws_max_frames_per_sec: u32,
@@ -299,18 +320,14 @@ impl MessagingConfig {
         let cfg = Self {
             bind: var_or("MESSAGING_BIND", "127.0.0.1:8082"),
             metrics_bind: var_or("METRICS_BIND", "127.0.0.1:9182"),
-            primary_url: var_or(
-                "MESSAGING_DATABASE_URL",
-                "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55432/switchboard",
-            ),
+            primary_url: messaging_database_url()?,
             replica_urls: {
-                let single = var_or(
-                    "MESSAGING_REPLICA_URL",
-                    "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55433/switchboard",
-                );
                 let list = list_or("REPLICA_URLS", "");
                 if list.is_empty() {
-                    vec![single]
+                    vec![secrets::database_url(
+                        "MESSAGING_REPLICA_URL",
+                        "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55433/switchboard",
+                    )?]
                 } else {
                     list
                 }
@@ -322,15 +339,10 @@ impl MessagingConfig {
             replica_check_interval: Duration::from_millis(
                 parse_or("REPLICA_CHECK_INTERVAL_MS", 1000u64)?.max(100),
             ),
-            consistency_secret: {
-                let secret = var_or("CONSISTENCY_TOKEN_SECRET", "switchboard-dev-consistency");
-                if secret.len() < 16 {
-                    return Err(anyhow!(
-                        "CONSISTENCY_TOKEN_SECRET must be at least 16 characters"
-                    ));
-                }
-                secret
-            },
+            consistency_keys: secrets::load(
+                "CONSISTENCY_TOKEN_SECRET",
+                "switchboard-dev-consistency-token-key",
+            )?,
             pool: PoolSettings::from_env()?,
             tokens: TokenSettings::from_env(),
             jwks_url: var_or(
@@ -360,6 +372,18 @@ impl MessagingConfig {
                 (parse_or("TYPING_TTL_SECS", 5.0f64)?.max(0.5) * 1000.0) as u64,
             ),
             resume_max_events: parse_or("RESUME_MAX_EVENTS", 1000i64)?,
+            session_end_memory: Duration::from_secs(parse_or("SESSION_END_MEMORY_SECS", 330u64)?),
+            ws_tickets_per_minute: parse_or("WS_TICKETS_PER_MINUTE", 30i64)?,
+            ws_resumes_per_minute: parse_or("WS_RESUMES_PER_MINUTE", 10u32)?,
+            resume_max_events_per_frame: parse_or("RESUME_MAX_EVENTS_PER_FRAME", 5000i64)?,
+            upload_quota_window_bytes: parse_or("UPLOAD_QUOTA_WINDOW_BYTES", 200 * 1024 * 1024i64)?,
+            upload_quota_window: Duration::from_secs(
+                parse_or("UPLOAD_QUOTA_WINDOW_SECS", 3600u64)?.max(1),
+            ),
+            upload_quota_total_bytes: parse_or(
+                "UPLOAD_QUOTA_TOTAL_BYTES",
+                2 * 1024 * 1024 * 1024i64,
+            )?,
             ws_max_frames_per_sec: parse_or("WS_MAX_FRAMES_PER_SEC", 20u32)?,
             ws_ping_interval: Duration::from_secs(parse_or("WS_PING_INTERVAL_SECS", 20u64)?),
             ws_idle_timeout: Duration::from_secs(parse_or("WS_IDLE_TIMEOUT_SECS", 60u64)?),
@@ -372,4 +396,26 @@ impl MessagingConfig {
         }
         Ok(cfg)
     }
+}
+
+/// The auth role's primary URL: `AUTH_DATABASE_URL` (the local stack's under the development
+/// switch).
+///
+/// Errors: see [`secrets::database_url`].
+pub fn auth_database_url() -> anyhow::Result<String> {
+    secrets::database_url(
+        "AUTH_DATABASE_URL",
+        "postgres://switchboard_auth:auth-dev@127.0.0.1:55432/switchboard",
+    )
+}
+
+/// The messaging role's primary URL: `MESSAGING_DATABASE_URL` (the local stack's under the
+/// development switch).
+///
+/// Errors: see [`secrets::database_url`].
+pub fn messaging_database_url() -> anyhow::Result<String> {
+    secrets::database_url(
+        "MESSAGING_DATABASE_URL",
+        "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55432/switchboard",
+    )
 }

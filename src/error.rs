@@ -23,6 +23,11 @@ pub enum ApiError {
     /// 400: the request is not understood (malformed JSON, bad query parameter).
     #[error("{0}")]
     BadRequest(String),
+    /// 400: a consistency token for a WAL position the primary has not reached (DESIGN.md
+    /// §5): not issued by this cluster. The answer also clears the `ryw_lsn` cookie, so a
+    /// browser holding such a token recovers on its next request.
+    #[error("the consistency token is ahead of the primary's WAL: it was not issued by this database; drop it")]
+    TokenAhead,
     /// 401: missing, invalid or expired credentials. Answers carry `WWW-Authenticate` when
     /// `bearer` is set (RFC 6750 §3).
     #[error("{detail}")]
@@ -106,6 +111,7 @@ impl ApiError {
     fn slug(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad-request",
+            Self::TokenAhead => "consistency-token-ahead",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
@@ -161,7 +167,7 @@ pub fn problem_response(
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::TokenAhead => StatusCode::BAD_REQUEST,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -200,6 +206,12 @@ impl ResponseError for ApiError {
             Self::RecoveryConflict | Self::ConnectionLost => {
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            Self::TokenAhead => {
+                let mut gone = actix_web::cookie::Cookie::new("ryw_lsn", "");
+                gone.set_path("/api");
+                gone.make_removal();
+                let _ = res.add_cookie(&gone);
             }
             Self::Unavailable { retry_after, .. } | Self::TooManyRequests { retry_after, .. } => {
                 if let Ok(v) = header::HeaderValue::from_str(&retry_after.to_string()) {
@@ -241,6 +253,15 @@ impl From<tokio_postgres::Error> for ApiError {
             // was bad input, never a server error.
             if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE {
                 return Self::BadRequest("text must not contain NUL characters".into());
+            }
+            // Any other data exception (SQLSTATE class 22: a value out of range, a datetime
+            // overflow, a bad cast; PostgreSQL docs, Appendix A) that got past the edge's own
+            // checks came from the request's values: bad input, never a server error.
+            if code.code().starts_with("22") {
+                tracing::info!(sqlstate = code.code(), "data exception from request values");
+                return Self::BadRequest(
+                    "a value in the request is out of the range the service accepts".into(),
+                );
             }
             if *code == SqlState::QUERY_CANCELED {
                 return Self::Unavailable {

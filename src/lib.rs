@@ -19,5 +19,6 @@ pub mod messaging;
 pub mod metrics;
 pub mod openapi;
 pub mod realtime;
+pub mod secrets;
 pub mod startup;
 pub mod telemetry;

@@ -173,7 +173,7 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
             ),
             (
                 429,
-                "too many failed sign-ins for this login, or from this address",
+                "too many password attempts for this account (or login name), or sign-ins from this address",
             ),
         ],
     ),
@@ -188,15 +188,20 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
         &[(403, "missing `X-CSRF: 1` or an Origin not allowed")],
     ),
     (
-        "patch",
+        "delete",
         "/auth/me",
-        &[(409, "the email is registered to another account")],
+        &[
+            (403, "wrong password"),
+            (429, "too many password attempts for this account"),
+        ],
     ),
-    ("delete", "/auth/me", &[(403, "wrong password")]),
     (
         "post",
         "/auth/me/password",
-        &[(403, "wrong current password")],
+        &[
+            (403, "wrong current password"),
+            (429, "too many password attempts for this account"),
+        ],
     ),
     (
         "patch",
@@ -229,7 +234,23 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
     (
         "post",
         "/api/conversations/{id}/attachments",
-        &[(429, "past the send rate limit")],
+        &[
+            (413, "past the upload size limit or the stored-bytes quota"),
+            (429, "past the send rate limit or the upload quota"),
+        ],
+    ),
+    (
+        "put",
+        "/api/users/me/avatar",
+        &[
+            (413, "past the avatar size limit or the stored-bytes quota"),
+            (429, "past the upload quota"),
+        ],
+    ),
+    (
+        "post",
+        "/api/ws-ticket",
+        &[(429, "past WS_TICKETS_PER_MINUTE")],
     ),
     (
         "patch",

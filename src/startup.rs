@@ -16,6 +16,7 @@ use crate::{
     },
     error,
     http::request_context,
+    messaging::ended_sessions::EndedSessions,
     messaging::MessagingState,
     realtime::{
         bus::Publisher,
@@ -68,16 +69,14 @@ async fn migrate_with_retry(
 ///
 /// Errors: a URL that does not parse or a migration that fails.
 pub async fn migrate_all() -> anyhow::Result<()> {
-    let auth = AuthConfig::from_env()?;
     migrate_with_retry(
-        &auth.database_url,
+        &crate::config::auth_database_url()?,
         "auth",
         migrations::auth::migrations::runner,
     )
     .await?;
-    let messaging = MessagingConfig::from_env()?;
     migrate_with_retry(
-        &messaging.primary_url,
+        &crate::config::messaging_database_url()?,
         "messaging",
         migrations::messaging::migrations::runner,
     )
@@ -153,7 +152,7 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
             check_interval: cfg.replica_check_interval,
             ryw_wait: cfg.ryw_wait,
         },
-        cfg.consistency_secret.as_bytes(),
+        cfg.consistency_keys.clone(),
     );
     routing.spawn_monitor();
     let scraped = routing.clone();
@@ -169,7 +168,13 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
     }
     let hub = Hub::spawn();
     let publisher = Publisher::spawn(cfg.primary_url.clone());
-    listener::spawn(cfg.primary_url.clone(), primary.clone(), hub.clone());
+    let ended = Arc::new(EndedSessions::new(cfg.session_end_memory));
+    listener::spawn(
+        cfg.primary_url.clone(),
+        primary.clone(),
+        hub.clone(),
+        ended.clone(),
+    );
     let presence = Presence::spawn(
         cfg.instance_id.clone(),
         primary.clone(),
@@ -179,6 +184,7 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
     let bind = cfg.bind.clone();
     let state: crate::messaging::State = Arc::new(MessagingState {
         db: routing,
+        ended,
         verifier,
         publisher,
         hub: hub.clone(),

@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
+    attempts,
     caller::AuthCaller,
     password, refresh,
-    routes::{taken, User, USER_COLUMNS},
+    routes::{User, USER_COLUMNS},
     session::{self, EndReason, Which},
     validate, State,
 };
@@ -48,10 +49,23 @@ pub struct UpdateAccount {
     pub email: Option<String>,
 }
 
-/// `PATCH /auth/me`: 200 with the updated account; 422 for invalid fields; 409 if the email
-/// is registered to another account.
+/// `PATCH /auth/me` answer when a new email was asked for: the same whether or not another
+/// account has that address, so the endpoint tells nobody which addresses are registered.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EmailChangeRequested {
+    /// The address asked for.
+    pub pending_email: String,
+    pub detail: String,
+}
+
+/// `PATCH /auth/me`: 200 with the updated account; 422 for invalid fields. With a new
+/// `email`, 202 `{pending_email, detail}` instead — the same answer whether the address is
+/// free or registered to another account (issue 14): a free address is taken at once, a
+/// registered one is left alone. (Proof of the address by a mailed link comes with the
+/// account lifecycle work; until then `GET /auth/me` shows whether it took effect.)
 #[utoipa::path(patch, path = "/auth/me", tag = "account", request_body = UpdateAccount,
-    responses((status = 200, description = "The updated account.", body = crate::auth::routes::User)))]
+    responses((status = 200, description = "The updated account (no new email asked for).", body = crate::auth::routes::User),
+        (status = 202, description = "A new email was asked for: the same answer whether or not the address is free.", body = EmailChangeRequested)))]
 pub async fn update(
     state: web::Data<State>,
     caller: AuthCaller,
@@ -72,26 +86,49 @@ pub async fn update(
     let row = db
         .query_one_t(
             &format!(
-                "UPDATE auth.users SET display_name = coalesce($2, display_name),
-                                       email = coalesce($3, email), updated_at = now()
+                "UPDATE auth.users SET display_name = coalesce($2, display_name), updated_at = now()
                  WHERE id = $1 RETURNING {USER_COLUMNS}"
             ),
-            &[&caller.user_id, &display_name, &email],
+            &[&caller.user_id, &display_name],
         )
-        .await
-        .map_err(taken)?;
-    Ok(HttpResponse::Ok().json(User::from_row(&row)))
+        .await?;
+    let user = User::from_row(&row);
+    let Some(email) = email.filter(|e| !e.eq_ignore_ascii_case(&user.email)) else {
+        return Ok(HttpResponse::Ok().json(user));
+    };
+    // Taken only when no other account has it; a concurrent registration of the same
+    // address (the unique index) is the same silent refusal.
+    let changed = db
+        .execute_t(
+            "UPDATE auth.users SET email = $2, updated_at = now()
+             WHERE id = $1 AND NOT EXISTS (
+                 SELECT 1 FROM auth.users o WHERE lower(o.email) = lower($2) AND o.id <> $1)",
+            &[&caller.user_id, &email],
+        )
+        .await;
+    match changed {
+        Ok(_) => {}
+        Err(e) if crate::error::unique_violation(&e) == Some("users_email_key") => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(HttpResponse::Accepted().json(EmailChangeRequested {
+        pending_email: email,
+        detail: "email change requested; it takes effect unless the address cannot be used".into(),
+    }))
 }
 
-/// Checks the caller's current password.
+/// Checks the caller's current password, counted against the account's password attempts
+/// like a sign-in ([`attempts`]), so a stolen access token is no password oracle.
 ///
-/// Errors: 403 when it does not match.
+/// Errors: 403 when it does not match; 429 with `Retry-After` past the attempt limit.
 async fn confirm_password(
     state: &State,
     db: &deadpool_postgres::Object,
     user_id: Uuid,
     password: String,
 ) -> Result<(), ApiError> {
+    let key = attempts::Key::Account(user_id);
+    attempts::begin(db, state, &key).await?;
     let hash: Option<String> = db
         .query_opt_t(
             "SELECT password_hash FROM auth.users WHERE id = $1 AND deleted_at IS NULL",
@@ -100,7 +137,7 @@ async fn confirm_password(
         .await?
         .map(|r| r.get(0));
     if password::verify(password, hash, state.cfg.bcrypt_cost).await? {
-        Ok(())
+        attempts::succeeded(db, &key).await
     } else {
         Err(ApiError::Forbidden("current password is incorrect".into()))
     }

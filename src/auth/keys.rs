@@ -18,7 +18,6 @@ pub struct KeyPair {
     pub kid: String,
     encoding: EncodingKey,
     pub jwk: Jwk,
-    seed: [u8; 32],
 }
 
 impl KeyPair {
@@ -42,7 +41,6 @@ impl KeyPair {
             },
             kid,
             encoding,
-            seed: signing.to_bytes(),
         })
     }
 }
@@ -88,19 +86,6 @@ impl SigningKeys {
         Jwks {
             keys: self.keys.iter().map(|k| k.jwk.clone()).collect(),
         }
-    }
-
-    /// A 32-byte secret for `purpose`, derived from the active key's private seed
-    /// (SHA-256 of a domain-separated label and the seed), for services that need a
-    /// server secret and were given none of their own.
-    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
-        let seed = self.keys.first().map(|k| k.seed).unwrap_or_default();
-        let mut h = Sha256::new();
-        h.update(b"switchboard/derived-secret/v1/");
-        h.update(purpose.as_bytes());
-        h.update([0u8]);
-        h.update(seed);
-        h.finalize().into()
     }
 
     /// Signs `claims` with the active key, `kid` in the header.

@@ -8,6 +8,7 @@
 //! - [`keys`], [`refresh`], [`password`], [`validate`], [`caller`]: the pieces.
 
 pub mod account;
+pub mod attempts;
 pub mod caller;
 pub mod keys;
 pub mod password;
@@ -30,8 +31,6 @@ pub struct AuthState {
     pub keys: keys::SigningKeys,
     /// Verifies this service's own access tokens (bearer endpoints under `/auth`).
     pub verifier: Arc<Verifier>,
-    /// Derives refresh token successors ([`refresh::successor`]).
-    pub refresh_key: [u8; 32],
     pub cfg: AuthConfig,
 }
 
@@ -39,20 +38,13 @@ pub struct AuthState {
 pub type State = Arc<AuthState>;
 
 impl AuthState {
-    /// Builds the state; the refresh key comes from `REFRESH_TOKEN_SECRET` or, without one,
-    /// from the active signing key.
+    /// Builds the state.
     pub fn new(db: Pool, keys: keys::SigningKeys, cfg: AuthConfig) -> Self {
-        use sha2::{Digest, Sha256};
-        let refresh_key = match &cfg.refresh_secret {
-            Some(secret) => Sha256::digest(secret.as_bytes()).into(),
-            None => keys.derive_secret("refresh-successor"),
-        };
         let verifier = Verifier::local(keys.jwks(), &cfg.tokens);
         Self {
             db,
             keys,
             verifier,
-            refresh_key,
             cfg,
         }
     }

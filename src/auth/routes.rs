@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    account, password, refresh,
+    account, attempts, password, refresh,
     session::{self, EndReason, Which},
     sessions, validate, State,
 };
@@ -171,8 +171,10 @@ pub(crate) async fn register(
 
 /// `POST /auth/login`: 200 with tokens and the refresh cookie. 401 alike — in answer and in
 /// time (a dummy bcrypt hash stands in) — for an unknown login, a wrong password or a deleted
-/// account. After `LOGIN_MAX_FAILURES` failures for one login name within the window, that
-/// name answers 429 with `Retry-After` until the lockout passes, whether or not it exists.
+/// account. Attempts are counted before the password is checked, per account (its username
+/// and email alike) or per unknown login name: past `LOGIN_MAX_FAILURES` within the window
+/// the account (or name) answers 429 with `Retry-After` until the lockout passes, whether or
+/// not it exists (see [`attempts`]).
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest, security(()),
     responses((status = 200, description = "Signed in: a new session.", body = TokenResponse,
         headers(("Set-Cookie" = String, description = "refresh_token=…; HttpOnly; SameSite=Strict; Path=/auth")))))]
@@ -184,20 +186,6 @@ pub(crate) async fn login(
     let body = body.into_inner();
     let login = body.login.trim().to_lowercase();
     let mut db = state.db.get().await?;
-    let locked: Option<f64> = db
-        .query_opt_t(
-            "SELECT EXTRACT(EPOCH FROM locked_until - now())::float8 FROM auth.login_failures
-             WHERE login = $1 AND locked_until > now()",
-            &[&login],
-        )
-        .await?
-        .map(|r| r.get(0));
-    if let Some(secs) = locked {
-        return Err(ApiError::TooManyRequests {
-            detail: "too many failed sign-ins; try again later".into(),
-            retry_after: secs.ceil().max(1.0) as u32,
-        });
-    }
     let row = db
         .query_opt_t(
             &format!(
@@ -207,55 +195,25 @@ pub(crate) async fn login(
             &[&login],
         )
         .await?;
+    // Counted before bcrypt, on the account whichever of its names was given.
+    let key = match &row {
+        Some(r) => attempts::Key::Account(r.get("id")),
+        None => attempts::Key::Login(login.clone()),
+    };
+    attempts::begin(&db, &state, &key).await?;
     let stored: Option<String> = row.as_ref().map(|r| r.get("password_hash"));
     let ok = password::verify(body.password, stored, state.cfg.bcrypt_cost).await?;
     let row = match row {
         Some(r) if ok => r,
-        _ => {
-            record_failure(&db, &state, &login).await?;
-            return Err(ApiError::unauthorized("invalid login or password"));
-        }
+        _ => return Err(ApiError::unauthorized("invalid login or password")),
     };
     let user = User::from_row(&row);
     let tx = db.transaction().await?;
-    tx.execute_t(
-        "DELETE FROM auth.login_failures WHERE login = $1",
-        &[&login],
-    )
-    .await?;
+    attempts::succeeded(&tx, &key).await?;
     let (session_id, token) = session::start(&tx, &state, &req, user.id).await?;
     tx.commit().await?;
     tracing::info!(user.id = %user.id, session.id = %session_id, "signed in");
     signed_in(&state, user, session_id, token, StatusCode::OK)
-}
-
-/// Counts a failed login for `login`, starting a new window when the old one passed, and
-/// locks the name once the count reaches the limit.
-async fn record_failure(
-    db: &impl GenericClient,
-    state: &State,
-    login: &str,
-) -> Result<(), ApiError> {
-    db.execute_t(
-        "INSERT INTO auth.login_failures AS f (login, failures, first_failed_at)
-         VALUES ($1, 1, now())
-         ON CONFLICT (login) DO UPDATE SET
-             failures = CASE WHEN f.first_failed_at < now() - make_interval(secs => $2)
-                             THEN 1 ELSE f.failures + 1 END,
-             first_failed_at = CASE WHEN f.first_failed_at < now() - make_interval(secs => $2)
-                                    THEN now() ELSE f.first_failed_at END,
-             locked_until = CASE WHEN f.first_failed_at >= now() - make_interval(secs => $2)
-                                      AND f.failures + 1 >= $3
-                                 THEN now() + make_interval(secs => $4) END",
-        &[
-            &login,
-            &state.cfg.login_failure_window.as_secs_f64(),
-            &state.cfg.login_max_failures,
-            &state.cfg.login_lockout.as_secs_f64(),
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 fn refresh_cookie(state: &State, token: String) -> Cookie<'static> {
@@ -329,8 +287,23 @@ pub(crate) async fn refresh_session(
     };
     let presented = cookie.value().to_owned();
     let presented_hash = refresh::hash(&presented);
-    let successor = refresh::successor(&state.refresh_key, &presented)?;
-    let successor_hash = refresh::hash(&successor);
+    // The successor under each refresh key, the signing key's first: a new rotation uses
+    // that one; a grace-window refresh hands back whichever one the rotation stored, so the
+    // key can rotate between two tabs' refreshes.
+    let successors: Vec<(String, Vec<u8>)> = state
+        .cfg
+        .refresh_keys
+        .keys()
+        .iter()
+        .map(|k| {
+            let s = refresh::successor(k, &presented);
+            let h = refresh::hash(&s);
+            (s, h)
+        })
+        .collect();
+    let Some((mut successor, mut successor_hash)) = successors.first().cloned() else {
+        return Err(ApiError::Internal(anyhow::anyhow!("no refresh key")));
+    };
     let mut db = state.db.get().await?;
     let tx = db.transaction().await?;
     let row = tx
@@ -381,7 +354,13 @@ pub(crate) async fn refresh_session(
     }
     if row.get::<_, bool>("rotated") {
         let stored: Option<Vec<u8>> = row.get("successor_hash");
-        let in_grace = row.get::<_, bool>("in_grace") && stored.as_ref() == Some(&successor_hash);
+        let issued = successors
+            .into_iter()
+            .find(|(_, h)| stored.as_ref() == Some(h));
+        let in_grace = row.get::<_, bool>("in_grace") && issued.is_some();
+        if let Some((s, h)) = issued {
+            (successor, successor_hash) = (s, h);
+        }
         let successor_unused = in_grace
             && tx
                 .query_opt_t(

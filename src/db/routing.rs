@@ -28,13 +28,11 @@ use std::{
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use deadpool_postgres::{Object, Pool};
-use hmac::{Hmac, Mac};
 use serde::Serialize;
-use sha2::Sha256;
 use tokio_postgres::types::PgLsn;
 
 use super::Lsn;
-use crate::error::ApiError;
+use crate::{error::ApiError, secrets::KeyRing};
 
 /// Which pool served a read, and why (recorded on the request span as `db.pool` and
 /// `db.route_reason`).
@@ -115,7 +113,7 @@ pub struct Routing {
     policy: ReplicaPolicy,
     next: AtomicUsize,
     primary_up: AtomicBool,
-    token_key: Vec<u8>,
+    token_keys: KeyRing,
     /// The primary's WAL position at each check, oldest first (bounded).
     samples: std::sync::Mutex<std::collections::VecDeque<(Lsn, Instant)>>,
 }
@@ -123,12 +121,13 @@ pub struct Routing {
 type Check<'c, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + 'c>>;
 
 impl Routing {
-    /// `replicas` are `(name, pool)`; `token_key` signs consistency tokens.
+    /// `replicas` are `(name, pool)`; `token_keys` sign (the first) and verify (all)
+    /// consistency tokens.
     pub fn new(
         primary: Pool,
         replicas: Vec<(String, Pool)>,
         policy: ReplicaPolicy,
-        token_key: &[u8],
+        token_keys: KeyRing,
     ) -> Arc<Self> {
         Arc::new(Self {
             primary,
@@ -151,7 +150,7 @@ impl Routing {
             policy,
             next: AtomicUsize::new(0),
             primary_up: AtomicBool::new(true),
-            token_key: token_key.to_vec(),
+            token_keys,
             samples: Default::default(),
         })
     }
@@ -243,6 +242,9 @@ impl Routing {
             }
         }
         let conn = self.primary.get().await?;
+        if let (Some(t), ReadRoute::PrimaryTokenNotReplayed) = (token, route) {
+            self.check_not_ahead(&conn, t).await?;
+        }
         let (conn, route) = self.chosen(conn, route);
         Ok((conn, route, None))
     }
@@ -399,37 +401,39 @@ impl Routing {
             .unwrap_or(0.0)
     }
 
-    /// The signed form of a token: `<LSN>.<base64url HMAC-SHA256(key, LSN), 16 bytes>`.
+    /// The signed form of a token: `<LSN>.<base64url of the first 16 bytes of
+    /// HMAC-SHA256(signing key, LSN)>` (a left-truncated MAC, RFC 2104 §5).
     pub fn sign(&self, lsn: Lsn) -> String {
         let text = lsn.to_string();
-        format!("{text}.{}", self.mac(&text))
+        let tag = self.token_keys.sign(text.as_bytes());
+        format!("{text}.{}", URL_SAFE_NO_PAD.encode(&tag[..16]))
     }
 
-    /// The LSN of a token this service signed; `None` for anything else.
+    /// The LSN of a token signed with any of the service's token keys (so tokens stay valid
+    /// across a key rotation); `None` for anything else. Compared in constant time.
     pub fn verify(&self, token: &str) -> Option<Lsn> {
         let (text, mac) = token.trim().rsplit_once('.')?;
-        let expected = self.mac(text);
-        // Constant-time comparison of equal-length ASCII strings.
-        if mac.len() != expected.len()
-            || mac
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                != 0
-        {
+        let tag = URL_SAFE_NO_PAD.decode(mac).ok()?;
+        if tag.len() != 16 || !self.token_keys.verify(text.as_bytes(), &tag) {
             return None;
         }
         text.parse().ok()
     }
 
-    fn mac(&self, text: &str) -> String {
-        match <Hmac<Sha256> as Mac>::new_from_slice(&self.token_key) {
-            Ok(mut m) => {
-                m.update(text.as_bytes());
-                URL_SAFE_NO_PAD.encode(&m.finalize().into_bytes()[..16])
-            }
-            Err(_) => String::new(),
+    /// Refuses a token for a WAL position the primary has not reached: no token this
+    /// cluster issued can be ahead of it (one from another cluster, a restored backup or a
+    /// leaked key can). Asked on `conn`, a primary connection, only after no replica
+    /// replayed the token in time — the path such a token always ends on.
+    ///
+    /// Errors: [`ApiError::TokenAhead`] (400, which also clears the `ryw_lsn` cookie).
+    async fn check_not_ahead(&self, conn: &Object, token: Lsn) -> Result<(), ApiError> {
+        let row = conn.query_one("SELECT pg_current_wal_lsn()", &[]).await?;
+        let current = Lsn::from(row.get::<_, PgLsn>(0));
+        if token > current {
+            tracing::warn!(token = %token, primary = %current, "consistency token ahead of the primary");
+            return Err(ApiError::TokenAhead);
         }
+        Ok(())
     }
 }
 
@@ -492,7 +496,7 @@ async fn replayed(
 mod tests {
     use super::*;
 
-    fn routing() -> Arc<Routing> {
+    fn routing(secrets: &[&str]) -> Arc<Routing> {
         let cfg: tokio_postgres::Config = "postgres://u@127.0.0.1:1/db".parse().unwrap_or_default();
         let mgr = deadpool_postgres::Manager::new(cfg, tokio_postgres::NoTls);
         let pool = Pool::builder(mgr).max_size(1).build();
@@ -503,14 +507,14 @@ mod tests {
             ryw_wait: Duration::from_millis(1),
         };
         match pool {
-            Ok(p) => Routing::new(p, Vec::new(), policy, b"0123456789abcdef"),
+            Ok(p) => Routing::new(p, Vec::new(), policy, KeyRing::from_secrets(secrets)),
             Err(e) => panic!("pool: {e}"),
         }
     }
 
     #[test]
     fn tokens_verify_only_when_signed_by_us() {
-        let r = routing();
+        let r = routing(&["0123456789abcdef"]);
         let t = r.sign(Lsn(0x16_B374_D848));
         assert_eq!(r.verify(&t), Some(Lsn(0x16_B374_D848)));
         assert!(r.verify("16/B374D848").is_none());
@@ -519,5 +523,15 @@ mod tests {
             .is_none());
         let forged = t.replace("16/", "17/");
         assert!(r.verify(&forged).is_none());
+    }
+
+    #[test]
+    fn tokens_survive_a_key_rotation() {
+        let old = routing(&["old-key"]);
+        let rotated = routing(&["new-key", "old-key"]);
+        let t = old.sign(Lsn(42));
+        assert_eq!(rotated.verify(&t), Some(Lsn(42)), "old tokens verify");
+        assert_eq!(old.verify(&rotated.sign(Lsn(7))), None, "new key signs");
+        assert_eq!(routing(&["new-key"]).verify(&t), None, "retired key");
     }
 }

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
+    budget::{self, Budget},
     caller::Caller,
     consistency::Consistency,
     messages::{
@@ -225,10 +226,57 @@ pub async fn store(
     Ok(id)
 }
 
+/// Charges an upload of `size` bytes to the uploader's quotas (issue 14): the bytes they keep
+/// stored (`UPLOAD_QUOTA_TOTAL_BYTES`) and the bytes per window (`UPLOAD_QUOTA_WINDOW_BYTES`
+/// per `UPLOAD_QUOTA_WINDOW_SECS`, see [`super::budget`]). Called with 0 before a body is
+/// read (refusing at once a user already over either), then with the real size in the
+/// transaction that stores it.
+///
+/// Errors: 413 past the stored total; 429 with `Retry-After` past the window's bytes.
+pub async fn charge_upload(
+    state: &State,
+    db: &impl GenericClient,
+    user_id: Uuid,
+    size: u64,
+) -> Result<(), ApiError> {
+    let size = i64::try_from(size).unwrap_or(i64::MAX);
+    let stored: i64 = db
+        .query_one_t(
+            "SELECT coalesce(sum(size), 0)::bigint FROM messaging.attachments WHERE uploader_id = $1",
+            &[&user_id],
+        )
+        .await?
+        .get(0);
+    let total = state.cfg.upload_quota_total_bytes;
+    if stored.saturating_add(size) > total {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "storage quota reached: at most {total} bytes of files per user ({stored} stored); \
+             delete some first"
+        )));
+    }
+    let cfg = &state.cfg;
+    budget::spend(
+        db,
+        user_id,
+        Budget::UploadBytes,
+        size,
+        cfg.upload_quota_window_bytes,
+        cfg.upload_quota_window,
+        || {
+            format!(
+                "upload quota reached: at most {} bytes per {} s",
+                cfg.upload_quota_window_bytes,
+                cfg.upload_quota_window.as_secs()
+            )
+        },
+    )
+    .await
+}
+
 /// `POST /api/conversations/{id}/attachments` (multipart: `file`, `caption?`): sends a `file`
 /// message carrying the upload. 201 with the message. 404 if the caller is not a
-/// participant; 413 past `ATTACHMENT_MAX_BYTES`; 415/400/422 for a bad body; 429 past the
-/// send rate limit.
+/// participant; 413 past `ATTACHMENT_MAX_BYTES` or the stored-bytes quota; 415/400/422 for a
+/// bad body; 429 past the send rate limit or the upload quota ([`charge_upload`]).
 #[utoipa::path(post, path = "/api/conversations/{id}/attachments", tag = "attachments", params(("id" = Uuid, Path, description = "conversation id")),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 201, description = "Sent: a `file` message carrying the upload.", body = crate::messaging::model::Message)))]
@@ -243,6 +291,7 @@ pub async fn upload(
         // Check before reading the body, and hold no connection while it streams in.
         let conn = state.db.primary().await?;
         current_scope(&conn, conversation_id, caller.user_id).await?;
+        charge_upload(&state, &conn, caller.user_id, 0).await?;
         check_send_rate(&state, &conn, caller.user_id).await?;
     }
     let upload = read_upload(body, state.cfg.attachment_max_bytes, true).await?;
@@ -255,6 +304,7 @@ pub async fn upload(
     let tx = conn.transaction().await?;
     // Membership may have ended while the file streamed in.
     current_scope(&tx, conversation_id, caller.user_id).await?;
+    charge_upload(&state, &tx, caller.user_id, upload.size).await?;
     let attachment_id = store(&tx, Some(conversation_id), caller.user_id, &upload).await?;
     let (message, recipients) = append_for(
         &tx,
@@ -397,10 +447,13 @@ async fn serve(
         }
         let offset = (start - first * file.chunk_size) as usize;
         let len = (end - start + 1) as usize;
+        // The chunks come from one statement (one snapshot) and a delete removes them all in
+        // one transaction, so they are either all there or the file was deleted after its
+        // metadata was read: then it is gone, a 404 like any deleted file.
         joined
             .get(offset..offset + len)
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("attachment chunks missing")))?
+            .ok_or_else(|| ApiError::NotFound("attachment not found".into()))?
     };
     let disposition = ContentDisposition {
         disposition: DispositionType::Attachment,
@@ -452,8 +505,9 @@ pub struct UploadForm {
 }
 
 /// `PUT /api/users/me/avatar` (multipart: `file`): sets the caller's avatar. 200
-/// `{attachment_id, content_type, size}`. 413 past `AVATAR_MAX_BYTES`; 422 unless the bytes
-/// are a PNG, JPEG, GIF or WebP image.
+/// `{attachment_id, content_type, size}`. 413 past `AVATAR_MAX_BYTES` or the stored-bytes
+/// quota; 429 past the upload quota ([`charge_upload`]); 422 unless the bytes are a PNG,
+/// JPEG, GIF or WebP image.
 #[utoipa::path(put, path = "/api/users/me/avatar", tag = "attachments",
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 200, description = "The new avatar.", body = AvatarInfo)))]
@@ -462,6 +516,7 @@ pub async fn put_avatar(
     caller: Caller,
     body: Multipart,
 ) -> Result<HttpResponse, ApiError> {
+    charge_upload(&state, &state.db.primary().await?, caller.user_id, 0).await?;
     let upload = read_upload(body, state.cfg.avatar_max_bytes, false).await?;
     if !AVATAR_TYPES.contains(&upload.content_type.as_str()) {
         return Err(ApiError::invalid_field(
@@ -471,6 +526,7 @@ pub async fn put_avatar(
     }
     let mut conn = state.db.primary().await?;
     let tx = conn.transaction().await?;
+    charge_upload(&state, &tx, caller.user_id, upload.size).await?;
     let attachment_id = store(&tx, None, caller.user_id, &upload).await?;
     let old: Option<Uuid> = tx
         .query_opt_t(

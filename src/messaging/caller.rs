@@ -11,19 +11,22 @@ use crate::{
     error::ApiError,
 };
 
-/// A verified access token's user and session.
+/// A verified access token's user and session, and when the token expires.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
     pub user_id: Uuid,
     pub session_id: Uuid,
+    /// The token's `exp`, seconds since the Unix epoch.
+    pub expires_at: i64,
 }
 
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
-    /// Errors: 401 with `WWW-Authenticate: Bearer` when the header is missing or the token
-    /// does not verify (see [`crate::access::Verifier::verify`]).
+    /// Errors: 401 with `WWW-Authenticate: Bearer` when the header is missing, the token
+    /// does not verify (see [`crate::access::Verifier::verify`]), or its session ended
+    /// recently ([`super::ended_sessions`]).
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer_token(req).map(str::to_owned);
         let state = req.app_data::<web::Data<State>>().cloned();
@@ -31,9 +34,13 @@ impl FromRequest for Caller {
             let state =
                 state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("state missing")))?;
             let claims = verify_bearer(&state.verifier, token).await?;
+            if state.ended.contains(claims.sid) {
+                return Err(ApiError::bearer("session has ended"));
+            }
             Ok(Caller {
                 user_id: claims.sub,
                 session_id: claims.sid,
+                expires_at: claims.exp,
             })
         })
     }

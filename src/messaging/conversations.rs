@@ -16,7 +16,10 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency::{self, Consistency},
-    model::{self, ConversationSummary, Message, Peer, ServerFrame, MESSAGE_COLUMNS, MESSAGE_FROM},
+    model::{
+        self, message_from_seen_from, ConversationSummary, Message, Peer, ServerFrame,
+        MESSAGE_COLUMNS,
+    },
     State,
 };
 use crate::{
@@ -199,7 +202,15 @@ pub fn publish_frame(
     exclude_user: Option<Uuid>,
     frame: String,
 ) {
-    publish(state, conversation_id, exclude_user, None, None, frame);
+    publish(
+        state,
+        conversation_id,
+        exclude_user,
+        None,
+        None,
+        None,
+        frame,
+    );
 }
 
 /// Queues the frame of a stored change to a message at `(seq, rev)`: delivered only to
@@ -212,7 +223,46 @@ pub fn publish_message_frame(
     recipients: Option<Vec<Uuid>>,
     frame: String,
 ) {
-    publish(state, conversation_id, None, Some(at), recipients, frame);
+    publish(
+        state,
+        conversation_id,
+        None,
+        Some(at),
+        None,
+        recipients,
+        frame,
+    );
+}
+
+/// Queues the frames of a change to a reply at `(seq, rev)` whose recipients the listeners
+/// look up: `frame` (with the quote) to those who can see the parent at `parent_seq`,
+/// `blind_frame` (without it) to those who joined after the parent.
+pub fn publish_split_frames(
+    state: &State,
+    conversation_id: Uuid,
+    at: (i64, i64),
+    parent_seq: i64,
+    frame: String,
+    blind_frame: String,
+) {
+    publish(
+        state,
+        conversation_id,
+        None,
+        Some((parent_seq, at.1)),
+        None,
+        None,
+        frame,
+    );
+    publish(
+        state,
+        conversation_id,
+        None,
+        Some(at),
+        Some(parent_seq),
+        None,
+        blind_frame,
+    );
 }
 
 fn publish(
@@ -220,6 +270,7 @@ fn publish(
     conversation_id: Uuid,
     exclude_user: Option<Uuid>,
     at: Option<(i64, i64)>,
+    joined_after: Option<i64>,
     recipients: Option<Vec<Uuid>>,
     frame: String,
 ) {
@@ -228,6 +279,7 @@ fn publish(
             conversation_id,
             exclude_user,
             message_seq: at.map(|a| a.0),
+            joined_after,
             rev: at.map(|a| a.1),
             recipients,
             trace: crate::realtime::bus::current_traceparent(),
@@ -266,6 +318,9 @@ pub struct ConversationPage {
     pub next_cursor: Option<String>,
 }
 
+/// 9999-12-31T23:59:59.999999Z in microseconds since the Unix epoch.
+const MAX_CURSOR_MICROS: i64 = 253_402_300_799_999_999;
+
 fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
     format!("{}_{}", at.timestamp_micros(), id)
 }
@@ -274,6 +329,11 @@ fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     let bad = || ApiError::BadRequest("cursor is not one this API returned".into());
     let (micros, id) = s.split_once('_').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
+    // Activity times lie between the Unix epoch and year 10000; anything else was never
+    // issued, and PostgreSQL's timestamptz would refuse part of it (SQLSTATE 22008).
+    if !(0..=MAX_CURSOR_MICROS).contains(&micros) {
+        return Err(bad());
+    }
     let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(bad)?;
     Ok((at, id.parse().map_err(|_| bad())?))
 }
@@ -314,7 +374,8 @@ pub async fn list(
                 Ok(conn
                     .query_t(
                         &format!(
-                            "SELECT c.id AS conv_id, c.is_group, c.name,
+                            "SELECT c.id AS conv_id, c.is_group,
+                        CASE WHEN p.left_at IS NULL THEN c.name ELSE p.left_name END AS name,
                         coalesce(p.visible_to_seq, c.last_seq) AS visible_last_seq,
                         {ACTIVITY} AS activity_at,
                         p.last_read_seq, p.left_at IS NOT NULL AS has_left,
@@ -330,7 +391,7 @@ pub async fn list(
                      LIMIT 1
                  ) peer ON true
                  LEFT JOIN LATERAL (
-                     SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}
+                     SELECT {MESSAGE_COLUMNS} FROM {seen}
                      WHERE m.conversation_id = c.id
                        AND m.seq = coalesce(p.visible_to_seq, c.last_seq)
                        AND m.seq >= p.visible_from_seq
@@ -338,7 +399,8 @@ pub async fn list(
                  WHERE p.user_id = $1
                    AND ($2::timestamptz IS NULL OR ({ACTIVITY}, c.id) < ($2, $3))
                  ORDER BY {ACTIVITY} DESC, c.id DESC
-                 LIMIT $4"
+                 LIMIT $4",
+                            seen = message_from_seen_from("p.visible_from_seq"),
                         ),
                         &[&user, &after_at, &after_id, &(limit + 1)],
                     )
@@ -386,8 +448,11 @@ pub async fn list(
     }))
 }
 
-/// `GET /api/conversations/{id}`: details with the current participants. 404 for a
-/// conversation the caller never was in (indistinguishable from one that does not exist).
+/// `GET /api/conversations/{id}`: details with the current participants. A former
+/// participant gets the conversation as it was when they left: its name, roster and read
+/// markers then, `last_seq` of their departure, no presence ([`model::load_as_left`]). 404
+/// for a conversation the caller never was in (indistinguishable from one that does not
+/// exist).
 #[utoipa::path(get, path = "/api/conversations/{id}", tag = "conversations", params(("id" = Uuid, Path, description = "conversation id")),
     responses((status = 200, description = "The conversation with its current participants.", body = model::Conversation)))]
 pub async fn get(
@@ -401,10 +466,13 @@ pub async fn get(
         .db
         .reading(consistency.0, move |conn| {
             Box::pin(async move {
-                model::any_scope(conn, id, user).await?;
-                model::load_conversation(conn, id)
-                    .await?
-                    .ok_or_else(not_found)
+                let scope = model::any_scope(conn, id, user).await?;
+                if scope.current() {
+                    model::load_conversation(conn, id).await?
+                } else {
+                    model::load_as_left(conn, id, user).await?
+                }
+                .ok_or_else(not_found)
             })
         })
         .await?;
@@ -510,6 +578,9 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(at, id)).ok(), Some((at, id)));
         assert!(decode_cursor("nonsense").is_err());
         assert!(decode_cursor("12_notauuid").is_err());
+        let id = Uuid::nil();
+        assert!(decode_cursor(&format!("-300000000000000000_{id}")).is_err());
+        assert!(decode_cursor(&format!("{}_{id}", i64::MAX)).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     error::{ApiError, FieldErrors},
-    realtime::protocol::ServerEvent,
+    realtime::{bus::BusEvent, protocol::ServerEvent},
 };
 
 /// Locks the conversation row (serialising membership changes, so two admins cannot demote
@@ -102,7 +102,9 @@ async fn system(
 }
 
 /// After commit: announce the system messages and an extra event to the conversation, and
-/// the same to `also` (users who just left it and so are no longer reached through it).
+/// to `also` (users whose membership just ended, no longer reached through it) the first
+/// message only — their departure, the last thing they may see — and the extra event. Their
+/// sockets are told the membership ended, so they drop its typing state at once.
 fn announce(
     state: &State,
     conversation_id: Uuid,
@@ -111,26 +113,26 @@ fn announce(
     data: serde_json::Value,
     also: Vec<Uuid>,
 ) {
-    let frame = ServerFrame::new(
-        event,
-        Some(conversation_id),
-        messages.last().map(|m| m.seq),
-        data,
-    )
-    .to_json();
+    if !also.is_empty() {
+        state.publisher.publish(BusEvent::MembershipEnded {
+            conversation_id,
+            user_ids: also.clone(),
+        });
+    }
+    let frame = |last: Option<&Message>| {
+        ServerFrame::new(event, Some(conversation_id), last.map(|m| m.seq), &data).to_json()
+    };
     for m in messages {
         publish_message(state, ServerEvent::MessageCreated, m);
-        if !also.is_empty() {
-            publish_to_users(
-                state,
-                also.clone(),
-                message_frame(ServerEvent::MessageCreated, m),
-            );
-        }
     }
-    publish_frame(state, conversation_id, None, frame.clone());
-    if !also.is_empty() {
-        publish_to_users(state, also, frame);
+    publish_frame(state, conversation_id, None, frame(messages.last()));
+    if let (false, Some(departure)) = (also.is_empty(), messages.first()) {
+        publish_to_users(
+            state,
+            also.clone(),
+            message_frame(ServerEvent::MessageCreated, departure),
+        );
+        publish_to_users(state, also, frame(Some(departure)));
     }
 }
 
@@ -268,7 +270,8 @@ pub async fn add(
          SELECT $1, u, 'member', $3, $3 FROM unnest($2::uuid[]) AS u
          ON CONFLICT (conversation_id, user_id) DO UPDATE SET
              role = 'member', joined_at = now(), last_read_seq = $3,
-             visible_from_seq = $3, visible_to_seq = NULL, left_at = NULL",
+             visible_from_seq = $3, visible_to_seq = NULL, left_at = NULL,
+             left_name = NULL, left_roster = NULL",
         &[&conversation_id, &new, &message.seq],
     )
     .await?;
@@ -285,7 +288,9 @@ pub async fn add(
     respond(&state, &conn, conversation_id).await
 }
 
-/// Ends `user_id`'s membership at `seq` (they keep history up to and including it).
+/// Ends `user_id`'s membership at `seq` (they keep history up to and including it), keeping
+/// what they saw then — the group's name and the others' roles, joining times and read
+/// markers — as the conversation a former participant is shown ([`model::load_as_left`]).
 async fn end_membership(
     tx: &Transaction<'_>,
     conversation_id: Uuid,
@@ -294,7 +299,15 @@ async fn end_membership(
 ) -> Result<(), ApiError> {
     tx.execute_t(
         "UPDATE messaging.participants
-         SET left_at = now(), visible_to_seq = $3, role = 'member'
+         SET left_at = now(), visible_to_seq = $3, role = 'member',
+             left_name = (SELECT name FROM messaging.conversations WHERE id = $1),
+             left_roster = (
+                 SELECT coalesce(jsonb_agg(jsonb_build_object(
+                            'user_id', o.user_id, 'role', o.role, 'joined_at', o.joined_at,
+                            'last_read_seq', o.last_read_seq)
+                            ORDER BY o.joined_at, o.user_id), '[]'::jsonb)
+                 FROM messaging.participants o
+                 WHERE o.conversation_id = $1 AND o.left_at IS NULL AND o.user_id <> $2)
          WHERE conversation_id = $1 AND user_id = $2",
         &[&conversation_id, &user_id, &seq],
     )

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
+    budget::{self, Budget},
     caller::Caller,
     consistency::{self, Consistency},
     conversations::{mark_read, page_limit},
@@ -54,8 +55,14 @@ pub struct NewMessage<'a> {
 /// data-modifying CTEs (PostgreSQL docs §7.8.4), so a send holds the row lock for one
 /// statement instead of a transaction's worth of round trips.
 ///
-/// Errors: 409 for a `client_id` the sender already used here (a concurrent retry); the
-/// statement's own failures otherwise.
+/// Membership is checked by that same statement, under the row lock
+/// (`messaging.is_current_participant`, migrations/messaging/V4): a sender removed while the
+/// send waited for the lock appends nothing. System messages (the service's own record of
+/// a change, made under the lock by the change itself) are not checked.
+///
+/// Errors: 404 when the sender is not (or no longer) a current participant; 409 for a
+/// `client_id` the sender already used here (a concurrent retry); the statement's own
+/// failures otherwise.
 pub async fn append(
     db: &impl GenericClient,
     conversation_id: Uuid,
@@ -68,21 +75,31 @@ pub async fn append(
 /// them up (a NOTIFY payload stays under 8000 bytes).
 pub const MAX_CARRIED_RECIPIENTS: usize = 64;
 
-/// [`append`], also returning who may see the new message: the current participants
-/// whose visible range includes it, as of the statement that appended it. The listeners
-/// deliver to exactly these (none of them needs to look membership up again), or `None`
-/// when there are more than [`MAX_CARRIED_RECIPIENTS`].
+/// Who may see a newly appended message, as of the statement that appended it: the current
+/// participants whose visible range includes it, and among them those who joined after the
+/// parent it quotes (they get it without the quote).
+#[derive(Debug, Clone, Default)]
+pub struct Audience {
+    pub all: Vec<Uuid>,
+    pub quote_blind: Vec<Uuid>,
+}
+
+/// [`append`], also returning its [`Audience`]. The listeners deliver to exactly these (none
+/// of them needs to look membership up again), or `None` when there are more than
+/// [`MAX_CARRIED_RECIPIENTS`].
 pub async fn append_for(
     db: &impl GenericClient,
     conversation_id: Uuid,
     new: NewMessage<'_>,
-) -> Result<(Message, Option<Vec<Uuid>>), ApiError> {
+) -> Result<(Message, Option<Audience>), ApiError> {
     static APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "WITH c AS (
                  UPDATE messaging.conversations
                  SET last_seq = last_seq + 1, last_rev = last_rev + 1, last_activity_at = now()
-                 WHERE id = $2::uuid RETURNING last_seq, last_rev
+                 WHERE id = $2::uuid
+                   AND ($4::text = 'system' OR messaging.is_current_participant(id, $3::uuid))
+                 RETURNING last_seq, last_rev
              ), m AS (
                  INSERT INTO messaging.messages
                      (id, conversation_id, seq, sender_id, kind, content, reply_to, client_id,
@@ -99,7 +116,11 @@ pub async fn append_for(
                     ARRAY(SELECT rp.user_id FROM messaging.participants rp
                           WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
                             AND rp.visible_from_seq <= m.seq
-                          LIMIT {limit}) AS recipients
+                          LIMIT {limit}) AS recipients,
+                    ARRAY(SELECT rp.user_id FROM messaging.participants rp
+                          WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
+                            AND rp.visible_from_seq <= m.seq AND rp.visible_from_seq > pm.seq
+                          LIMIT {limit}) AS quote_blind
              FROM m
                  LEFT JOIN messaging.messages pm ON pm.id = m.reply_to
                  LEFT JOIN messaging.attachments a ON a.id = m.attachment_id",
@@ -128,11 +149,11 @@ pub async fn append_for(
             }
             _ => e.into(),
         })?;
-    let row =
-        row.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("append: no such conversation")))?;
-    let recipients: Vec<Uuid> = row.get("recipients");
-    let recipients = (recipients.len() <= MAX_CARRIED_RECIPIENTS).then_some(recipients);
-    Ok((Message::from_row(&row), recipients))
+    let row = row.ok_or_else(conversation_not_found)?;
+    let all: Vec<Uuid> = row.get("recipients");
+    let quote_blind: Vec<Uuid> = row.get("quote_blind");
+    let audience = (all.len() <= MAX_CARRIED_RECIPIENTS).then_some(Audience { all, quote_blind });
+    Ok((Message::from_row(&row), audience))
 }
 
 /// Takes the conversation's next revision for a change to an existing message (edit,
@@ -166,8 +187,7 @@ pub fn validate_content(field: &str, content: &str, max_chars: usize, errors: &m
 }
 
 /// Counts one send against the caller's budget (`SEND_RATE_LIMIT` per
-/// `SEND_RATE_WINDOW_SECS`, one fixed window shared by every instance through an UNLOGGED
-/// table on the primary).
+/// `SEND_RATE_WINDOW_SECS`, shared by every instance: see [`super::budget`]).
 ///
 /// Errors: 429 with `Retry-After` (seconds to the next window) past the limit.
 pub async fn check_send_rate(
@@ -175,35 +195,22 @@ pub async fn check_send_rate(
     db: &impl GenericClient,
     user_id: Uuid,
 ) -> Result<(), ApiError> {
-    let window = state.cfg.send_rate_window.as_secs_f64();
-    let row = db
-        .query_one_t(
-            "INSERT INTO messaging.send_counters AS s (user_id, window_start, count)
-             VALUES ($1, to_timestamp(floor(extract(epoch FROM now())::float8 / $2::float8)
-                                      * $2::float8), 1)
-             ON CONFLICT (user_id) DO UPDATE SET
-                 count = CASE WHEN s.window_start = EXCLUDED.window_start
-                              THEN s.count + 1 ELSE 1 END,
-                 window_start = EXCLUDED.window_start
-             RETURNING count,
-                 extract(epoch FROM window_start + make_interval(secs => $2::float8)
-                                   - now())::float8",
-            &[&user_id, &window],
-        )
-        .await?;
-    let count: i32 = row.get(0);
-    let left: f64 = row.get(1);
-    if count > state.cfg.send_rate_limit {
-        return Err(ApiError::TooManyRequests {
-            detail: format!(
+    budget::spend(
+        db,
+        user_id,
+        Budget::Send,
+        1,
+        i64::from(state.cfg.send_rate_limit),
+        state.cfg.send_rate_window,
+        || {
+            format!(
                 "at most {} messages per {} s; slow down",
                 state.cfg.send_rate_limit,
                 state.cfg.send_rate_window.as_secs()
-            ),
-            retry_after: left.ceil().max(1.0) as u32,
-        });
-    }
-    Ok(())
+            )
+        },
+    )
+    .await
 }
 
 /// `POST /api/conversations/{id}/messages` body.
@@ -267,6 +274,7 @@ pub async fn send(
         conversation_id,
         caller.user_id,
         body.client_id.as_deref(),
+        scope.visible_from_seq,
     )
     .await?
     {
@@ -292,7 +300,7 @@ pub async fn send(
         client_id: body.client_id.as_deref(),
         ..NewMessage::default()
     };
-    let (message, recipients) = match append_for(&conn, conversation_id, new).await {
+    let (message, audience) = match append_for(&conn, conversation_id, new).await {
         Ok(m) => m,
         Err(ApiError::Conflict(_)) => {
             // A concurrent retry with the same client_id won the race.
@@ -301,6 +309,7 @@ pub async fn send(
                 conversation_id,
                 caller.user_id,
                 body.client_id.as_deref(),
+                scope.visible_from_seq,
             )
             .await?
             .ok_or_else(|| ApiError::Conflict("client_id is being used by another send".into()))?;
@@ -308,7 +317,7 @@ pub async fn send(
         }
         Err(e) => return Err(e),
     };
-    publish_message_to(&state, ServerEvent::MessageCreated, &message, recipients);
+    publish_message_to(&state, ServerEvent::MessageCreated, &message, audience);
     answer(&state, &conn, &message, StatusCode::CREATED).await
 }
 
@@ -317,6 +326,7 @@ async fn by_client_id(
     conversation_id: Uuid,
     sender: Uuid,
     client_id: Option<&str>,
+    visible_from: i64,
 ) -> Result<Option<Message>, ApiError> {
     let Some(client_id) = client_id else {
         return Ok(None);
@@ -330,7 +340,9 @@ async fn by_client_id(
             &[&conversation_id, &sender, &client_id],
         )
         .await?;
-    Ok(row.as_ref().map(Message::from_row))
+    Ok(row
+        .as_ref()
+        .map(|r| Message::from_row(r).seen_from(visible_from)))
 }
 
 /// A write's answer: `status` with the message and the consistency token.
@@ -351,12 +363,14 @@ pub fn publish_message(state: &State, kind: ServerEvent, message: &Message) {
     publish_message_to(state, kind, message, None);
 }
 
-/// [`publish_message`] for a message whose recipients are known (from [`append_for`]).
+/// [`publish_message`] for a message whose [`Audience`] is known (from [`append_for`]). A
+/// reply's quote reaches only those who can see its parent: the others get the frame
+/// without it (issue 14).
 pub fn publish_message_to(
     state: &State,
     kind: ServerEvent,
     message: &Message,
-    recipients: Option<Vec<Uuid>>,
+    audience: Option<Audience>,
 ) {
     let frame = message_frame(kind, message);
     if frame.len() + 200 > MAX_PAYLOAD {
@@ -365,14 +379,50 @@ pub fn publish_message_to(
             message_id: message.id,
             event: kind,
         });
-    } else {
-        super::conversations::publish_message_frame(
-            state,
-            message.conversation_id,
-            (message.seq, message.rev),
-            recipients,
-            frame,
-        );
+        return;
+    }
+    let at = (message.seq, message.rev);
+    let Some(parent_seq) = message.quote.as_ref().map(|q| q.seq) else {
+        let all = audience.map(|a| a.all);
+        super::conversations::publish_message_frame(state, message.conversation_id, at, all, frame);
+        return;
+    };
+    let blind_frame = message_frame(kind, &message.clone().seen_from(parent_seq + 1));
+    match audience {
+        Some(Audience { all, quote_blind }) => {
+            let seeing: Vec<Uuid> = all
+                .into_iter()
+                .filter(|u| !quote_blind.contains(u))
+                .collect();
+            super::conversations::publish_message_frame(
+                state,
+                message.conversation_id,
+                at,
+                Some(seeing),
+                frame,
+            );
+            if !quote_blind.is_empty() {
+                super::conversations::publish_message_frame(
+                    state,
+                    message.conversation_id,
+                    at,
+                    Some(quote_blind),
+                    blind_frame,
+                );
+            }
+        }
+        None => {
+            // The listeners look the recipients up: those who see the parent, and those
+            // who joined after it.
+            super::conversations::publish_split_frames(
+                state,
+                message.conversation_id,
+                at,
+                parent_seq,
+                frame,
+                blind_frame,
+            );
+        }
     }
 }
 
@@ -444,19 +494,27 @@ pub async fn edit(
     let rev = next_rev(&tx, message.conversation_id).await?;
     let updated = tx
         .execute_t(
-            "UPDATE messaging.messages SET content = $2, edited_at = now(), rev = $3
-             WHERE id = $1 AND deleted_at IS NULL",
-            &[&message.id, &body.content, &rev],
+            // After next_rev took the conversation's row lock, so this statement's snapshot
+            // sees any removal that committed meanwhile (READ COMMITTED, docs §13.2.1).
+            "UPDATE messaging.messages m SET content = $2, edited_at = now(), rev = $3
+             WHERE m.id = $1 AND m.deleted_at IS NULL
+               AND EXISTS (SELECT 1 FROM messaging.participants p
+                           WHERE p.conversation_id = m.conversation_id AND p.user_id = $4
+                             AND p.left_at IS NULL)",
+            &[&message.id, &body.content, &rev, &caller.user_id],
         )
         .await?;
     if updated == 0 {
-        return Err(ApiError::Conflict("the message was deleted".into()));
+        return Err(ApiError::Conflict(
+            "the message was deleted, or you are no longer in this conversation".into(),
+        ));
     }
     tx.commit().await?;
     let message = load_message(&conn, message.id)
         .await?
         .ok_or_else(model::message_not_found)?;
     publish_message(&state, ServerEvent::MessageEdited, &message);
+    let message = message.seen_from(scope.visible_from_seq);
     answer(&state, &conn, &message, StatusCode::OK).await
 }
 
@@ -576,7 +634,8 @@ pub async fn history(
                      ORDER BY p.seq {order}
                      LIMIT $4
                  ) m ON true
-                 LEFT JOIN messaging.messages pm ON pm.id = m.reply_to
+                 LEFT JOIN messaging.messages pm
+                        ON pm.id = m.reply_to AND pm.seq >= s.visible_from_seq
                  LEFT JOIN messaging.attachments a ON a.id = m.attachment_id
                  WHERE s.conversation_id = $1 AND s.user_id = $5
                  ORDER BY m.seq {order}"
@@ -657,34 +716,63 @@ pub async fn receipts(
     id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, user) = (id.into_inner(), caller.user_id);
-    let (message, rows) = state
+    let (message, readers) = state
         .db
         .reading(consistency.0, move |conn| {
             Box::pin(async move {
-                let (message, _) = visible_message(conn, id, user).await?;
+                let (message, scope) = visible_message(conn, id, user).await?;
+                // A former participant sees the receipts as they stood at their departure.
+                if !scope.current() {
+                    let readers = model::left_roster(conn, message.conversation_id, user)
+                        .await?
+                        .into_iter()
+                        .filter(|r| Some(r.user_id) != message.sender_id)
+                        .map(|r| {
+                            let read = r.last_read_seq >= message.seq;
+                            (
+                                Reader {
+                                    user_id: r.user_id,
+                                    username: r.username,
+                                    display_name: r.display_name,
+                                },
+                                read,
+                            )
+                        })
+                        .collect::<Vec<_>>();
+                    return Ok((message, readers));
+                }
                 let rows = conn
-        .query_t(
-            "SELECT p.user_id, u.username, u.display_name, p.last_read_seq >= $2 AS has_read
-             FROM messaging.participants p
-             LEFT JOIN auth.public_profiles u ON u.id = p.user_id
-             WHERE p.conversation_id = $1 AND p.left_at IS NULL
-               AND p.user_id IS DISTINCT FROM $3
-             ORDER BY u.username",
-            &[&message.conversation_id, &message.seq, &message.sender_id],
-        )
-        .await?;
-                Ok((message, rows))
+                    .query_t(
+                        "SELECT p.user_id, u.username, u.display_name,
+                                p.last_read_seq >= $2 AS has_read
+                         FROM messaging.participants p
+                         LEFT JOIN auth.public_profiles u ON u.id = p.user_id
+                         WHERE p.conversation_id = $1 AND p.left_at IS NULL
+                           AND p.user_id IS DISTINCT FROM $3
+                         ORDER BY u.username",
+                        &[&message.conversation_id, &message.seq, &message.sender_id],
+                    )
+                    .await?;
+                let readers = rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            Reader {
+                                user_id: r.get(0),
+                                username: r.get(1),
+                                display_name: r.get(2),
+                            },
+                            r.get::<_, bool>(3),
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                Ok((message, readers))
             })
         })
         .await?;
     let (mut read_by, mut not_read_by) = (Vec::new(), Vec::new());
-    for r in &rows {
-        let reader = Reader {
-            user_id: r.get(0),
-            username: r.get(1),
-            display_name: r.get(2),
-        };
-        if r.get::<_, bool>(3) {
+    for (reader, read) in readers {
+        if read {
             read_by.push(reader);
         } else {
             not_read_by.push(reader);

@@ -3,9 +3,11 @@
 //! [`crate::db::Routing`]: writes on the primary, reads on the replica with read-your-writes.
 
 pub mod attachments;
+pub mod budget;
 pub mod caller;
 pub mod consistency;
 pub mod conversations;
+pub mod ended_sessions;
 pub mod groups;
 pub mod messages;
 pub mod model;
@@ -25,6 +27,8 @@ use crate::{
 /// Shared state of the messaging service's handlers.
 pub struct MessagingState {
     pub db: Arc<Routing>,
+    /// Sessions ended recently: their access tokens are refused.
+    pub ended: Arc<ended_sessions::EndedSessions>,
     pub verifier: Arc<Verifier>,
     pub publisher: Publisher,
     pub hub: Hub,
@@ -42,7 +46,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // Before the /api scope, which would otherwise answer 404 for these paths.
     cfg.service(
         utoipa_swagger_ui::SwaggerUi::new("/api/docs/{_:.*}").config(
-            utoipa_swagger_ui::Config::new(["/api/openapi.json", "/auth/openapi.json"]),
+            // No validator badge: it would load an image from a third-party host, which the
+            // page's Content-Security-Policy (nginx/) refuses.
+            utoipa_swagger_ui::Config::new(["/api/openapi.json", "/auth/openapi.json"])
+                .validator_url("none"),
         ),
     );
     cfg.service(

@@ -42,9 +42,14 @@ pub struct Message {
     pub deleted: bool,
 }
 
-/// The start of a replied-to message: at most [`QUOTE_CHARS`] characters.
+/// The start of a replied-to message: at most [`QUOTE_CHARS`] characters. Shown only to a
+/// reader whose visible range holds the parent (a late joiner never sees a quote of what
+/// came before them): see [`Message::seen_from`].
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Quote {
+    /// The parent's `seq` (not sent): decides who may see the quote.
+    #[serde(skip)]
+    pub seq: i64,
     pub id: Uuid,
     pub sender_id: Option<Uuid>,
     pub excerpt: Option<String>,
@@ -67,15 +72,28 @@ pub struct AttachmentInfo {
 /// Columns for [`Message::from_row`]; select them `FROM` [`MESSAGE_FROM`].
 pub const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.rev, m.sender_id, m.kind, \
      m.content, m.reply_to, m.created_at, m.edited_at, m.deleted_at IS NOT NULL AS deleted, \
-     m.meta, pm.id AS quote_id, pm.sender_id AS quote_sender_id, \
+     m.meta, pm.id AS quote_id, pm.seq AS quote_seq, pm.sender_id AS quote_sender_id, \
      left(pm.content, 140) AS quote_excerpt, pm.deleted_at IS NOT NULL AS quote_deleted, \
      a.id AS att_id, a.filename AS att_filename, a.content_type AS att_content_type, \
      a.size AS att_size, encode(a.sha256, 'hex') AS att_sha256";
 
 /// The join [`MESSAGE_COLUMNS`] reads from: the message `m`, its parent `pm`, its file `a`.
+/// Unscoped: for a message as its sender wrote it; a reader's view goes through
+/// [`message_from_seen_from`] or [`Message::seen_from`].
 pub const MESSAGE_FROM: &str = "messaging.messages m \
      LEFT JOIN messaging.messages pm ON pm.id = m.reply_to \
      LEFT JOIN messaging.attachments a ON a.id = m.attachment_id";
+
+/// [`MESSAGE_FROM`] for a reader who sees history from `visible_from` on (an SQL expression:
+/// a column such as `p.visible_from_seq`, or a parameter): the parent of a reply is joined
+/// only when it lies within that range, so a quote never shows what the reader cannot see.
+pub fn message_from_seen_from(visible_from: &str) -> String {
+    format!(
+        "messaging.messages m \
+         LEFT JOIN messaging.messages pm ON pm.id = m.reply_to AND pm.seq >= {visible_from} \
+         LEFT JOIN messaging.attachments a ON a.id = m.attachment_id"
+    )
+}
 
 impl Message {
     /// Reads a row selected with [`MESSAGE_COLUMNS`].
@@ -92,6 +110,7 @@ impl Message {
             content: row.get("content"),
             reply_to: row.get("reply_to"),
             quote: quote_id.map(|id| Quote {
+                seq: row.get("quote_seq"),
                 id,
                 sender_id: row.get("quote_sender_id"),
                 excerpt: row.get("quote_excerpt"),
@@ -109,6 +128,18 @@ impl Message {
             edited_at: row.get("edited_at"),
             deleted: row.get("deleted"),
         }
+    }
+}
+
+impl Message {
+    /// The message as a reader whose visible range starts at `visible_from` sees it: without
+    /// the quote of a parent from before that (issue 14: a late joiner reads nothing from
+    /// before they joined, quotes included). `reply_to` stays: an id reveals no content.
+    pub fn seen_from(mut self, visible_from: i64) -> Self {
+        if self.quote.as_ref().is_some_and(|q| q.seq < visible_from) {
+            self.quote = None;
+        }
+        self
     }
 }
 
@@ -280,6 +311,101 @@ pub async fn load_conversation(
     }))
 }
 
+/// The conversation as a former participant last saw it (DESIGN.md §7): its name and roster
+/// as of their departure (kept in their participant row when it ended, migrations/messaging
+/// V4), `last_seq` and `last_activity_at` of the departure, no presence, and the others' read
+/// markers as they were then. `None` unless `user_id` is a former participant.
+///
+/// Errors: the queries fail.
+pub async fn load_as_left(
+    db: &impl GenericClient,
+    id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<Conversation>, tokio_postgres::Error> {
+    let Some(c) = db
+        .query_opt_t(
+            "SELECT c.id, c.is_group, p.left_name AS name, c.created_by, c.created_at,
+                    p.visible_to_seq AS last_seq, p.left_at AS last_activity_at
+             FROM messaging.participants p
+             JOIN messaging.conversations c ON c.id = p.conversation_id
+             WHERE p.conversation_id = $1 AND p.user_id = $2 AND p.left_at IS NOT NULL",
+            &[&id, &user_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let participants = left_roster(db, id, user_id)
+        .await?
+        .into_iter()
+        .map(|r| Participant {
+            user_id: r.user_id,
+            username: r.username,
+            display_name: r.display_name,
+            role: r.role,
+            joined_at: r.joined_at,
+            last_read_seq: r.last_read_seq,
+            online: false,
+            last_seen_at: None,
+        })
+        .collect();
+    Ok(Some(Conversation {
+        id: c.get("id"),
+        is_group: c.get("is_group"),
+        name: c.get("name"),
+        created_by: c.get("created_by"),
+        created_at: c.get("created_at"),
+        last_seq: c.get("last_seq"),
+        last_activity_at: c.get("last_activity_at"),
+        participants,
+    }))
+}
+
+/// One member of the roster a former participant saw when they left.
+#[derive(Debug, Clone)]
+pub struct RosterEntry {
+    pub user_id: Uuid,
+    pub username: Option<String>,
+    pub display_name: Option<String>,
+    pub role: String,
+    pub joined_at: DateTime<Utc>,
+    /// Their read marker at the departure.
+    pub last_read_seq: i64,
+}
+
+/// The roster `user_id` saw when their membership of `conversation_id` ended, by joining
+/// time; empty for a current participant.
+///
+/// Errors: the query fails.
+pub async fn left_roster(
+    db: &impl GenericClient,
+    conversation_id: Uuid,
+    user_id: Uuid,
+) -> Result<Vec<RosterEntry>, tokio_postgres::Error> {
+    Ok(db
+        .query_t(
+            "SELECT r.user_id, u.username, u.display_name, r.role, r.joined_at, r.last_read_seq
+             FROM messaging.participants p
+             CROSS JOIN LATERAL jsonb_to_recordset(coalesce(p.left_roster, '[]'::jsonb))
+                 AS r(user_id uuid, role text, joined_at timestamptz, last_read_seq bigint)
+             LEFT JOIN auth.public_profiles u ON u.id = r.user_id
+             WHERE p.conversation_id = $1 AND p.user_id = $2 AND p.left_at IS NOT NULL
+             ORDER BY r.joined_at, r.user_id",
+            &[&conversation_id, &user_id],
+        )
+        .await?
+        .iter()
+        .map(|r| RosterEntry {
+            user_id: r.get("user_id"),
+            username: r.get("username"),
+            display_name: r.get("display_name"),
+            role: r.get("role"),
+            joined_at: r.get("joined_at"),
+            last_read_seq: r.get("last_read_seq"),
+        })
+        .collect())
+}
+
 /// What one user may see of one conversation: the seq range of their membership, whether it
 /// is still going on, their role, and whether the conversation is a group.
 #[derive(Debug, Clone, Copy)]
@@ -390,7 +516,7 @@ pub async fn visible_message(
         .await?
         .ok_or_else(message_not_found)?;
     match scope(db, message.conversation_id, user_id).await? {
-        Some(s) if s.sees(message.seq) => Ok((message, s)),
+        Some(s) if s.sees(message.seq) => Ok((message.seen_from(s.visible_from_seq), s)),
         _ => Err(message_not_found()),
     }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency::Consistency,
-    model::{any_scope, Message, MESSAGE_COLUMNS, MESSAGE_FROM},
+    model::{any_scope, Message, MESSAGE_COLUMNS},
     State,
 };
 use crate::error::ApiError;
@@ -96,11 +96,14 @@ pub async fn search(
                             "SELECT {MESSAGE_COLUMNS}, ts_rank(m.search, q) AS rank,
                         ts_headline('simple', m.content, q,
                                     'MaxFragments=1, MaxWords=24, MinWords=8') AS highlight
-                 FROM {MESSAGE_FROM}
-                 JOIN messaging.participants p
-                   ON p.conversation_id = m.conversation_id AND p.user_id = $1
+                 FROM messaging.participants p
+                 JOIN messaging.messages m ON m.conversation_id = p.conversation_id
+                 LEFT JOIN messaging.messages pm
+                        ON pm.id = m.reply_to AND pm.seq >= p.visible_from_seq
+                 LEFT JOIN messaging.attachments a ON a.id = m.attachment_id
                  CROSS JOIN websearch_to_tsquery('simple', $2) AS q
-                 WHERE m.search @@ q AND m.kind <> 'system' AND m.deleted_at IS NULL
+                 WHERE p.user_id = $1
+                   AND m.search @@ q AND m.kind <> 'system' AND m.deleted_at IS NULL
                    AND m.seq >= p.visible_from_seq
                    AND (p.visible_to_seq IS NULL OR m.seq <= p.visible_to_seq)
                    AND ($3::uuid IS NULL OR m.conversation_id = $3)

@@ -38,6 +38,10 @@ pub enum BusEvent {
         /// the frame) …
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message_seq: Option<i64>,
+        /// Only participants whose visible range starts after this `seq` (those who joined
+        /// after the parent a reply quotes get the frame without the quote).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        joined_after: Option<i64>,
         /// … and the conversation revision of the change (orders delivery per socket).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rev: Option<i64>,
@@ -71,8 +75,15 @@ pub enum BusEvent {
         message_id: Uuid,
         event: crate::realtime::protocol::ServerEvent,
     },
-    /// A session ended (logout, refresh token reuse, revocation): close its sockets.
+    /// A session ended (logout, refresh token reuse, revocation): close its sockets, and
+    /// refuse its access tokens from now on.
     SessionRevoked { session_id: Uuid, reason: String },
+    /// These users' membership of the conversation ended (removed, or left): their sockets
+    /// drop its typing state at once and follow it no more.
+    MembershipEnded {
+        conversation_id: Uuid,
+        user_ids: Vec<Uuid>,
+    },
 }
 
 /// The W3C `traceparent` of the current span (empty when tracing is off), to carry a trace
@@ -211,6 +222,7 @@ mod tests {
             conversation_id: Uuid::nil(),
             exclude_user: None,
             message_seq: None,
+            joined_after: None,
             rev: None,
             recipients: None,
             trace: None,

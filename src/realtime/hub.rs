@@ -36,6 +36,9 @@ pub enum Outbound {
     /// Events may have been missed (the LISTEN connection was re-established): catch up
     /// every conversation from the database.
     Resync,
+    /// The user's membership of this conversation ended: drop its typing state and stop
+    /// following it.
+    Left(Uuid),
 }
 
 /// Why the hub wants a socket closed: a WebSocket close code (RFC 6455 §7.4) and reason.
@@ -45,6 +48,9 @@ pub type CloseReason = Option<(u16, &'static str)>;
 pub const SLOW_CONSUMER: (u16, &str) = (1008, "slow consumer: reconnect and resume");
 /// Close code and reason when the session ended (application range 4000–4999).
 pub const SESSION_REVOKED: (u16, &str) = (4001, "session revoked");
+/// Close code and reason when the access token behind the socket expired without a fresh
+/// one presented on it (`{type:"auth"}`): get a new ticket and reconnect.
+pub const TOKEN_EXPIRED: (u16, &str) = (4003, "access token expired");
 /// Close code and reason on shutdown (1001, going away): reconnect elsewhere.
 pub const GOING_AWAY: (u16, &str) = (1001, "server going away: reconnect and resume");
 
@@ -76,6 +82,11 @@ pub enum Command {
     /// Close every local socket of a session (logout, reuse, revocation).
     CloseSession {
         session_id: Uuid,
+    },
+    /// Tell every local socket of `users` that their membership of `conversation_id` ended.
+    MembershipEnded {
+        conversation_id: Uuid,
+        users: Vec<Uuid>,
     },
     /// Tell every socket to catch up from the database.
     Resync,
@@ -169,6 +180,17 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>, count: Arc<AtomicUsize>) 
                             true
                         }
                     });
+                }
+                by_user.retain(|_, l| !l.is_empty());
+            }
+            Command::MembershipEnded {
+                conversation_id,
+                users,
+            } => {
+                for u in users {
+                    if let Some(list) = by_user.get_mut(&u) {
+                        list.retain(|c| offer(c, Outbound::Left(conversation_id)));
+                    }
                 }
                 by_user.retain(|_, l| !l.is_empty());
             }

@@ -15,16 +15,18 @@ use super::{
     bus::{BusEvent, CHANNEL},
     hub::{Command, Frame, Hub},
 };
-use crate::messaging::{messages::message_frame, model::load_message};
+use crate::messaging::{
+    ended_sessions::EndedSessions, messages::message_frame, model::load_message,
+};
 
 /// Starts the listener task. `primary` is used to resolve who receives an event and to load
-/// messages sent by reference.
-pub fn spawn(primary_url: String, primary: Pool, hub: Hub) {
+/// messages sent by reference; `ended` learns of every session that ends.
+pub fn spawn(primary_url: String, primary: Pool, hub: Hub, ended: Arc<EndedSessions>) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         let mut connected_before = false;
         loop {
-            match listen(&primary_url, &primary, &hub, &mut connected_before).await {
+            match listen(&primary_url, &primary, &hub, &ended, &mut connected_before).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
@@ -40,6 +42,7 @@ async fn listen(
     url: &str,
     primary: &Pool,
     hub: &Hub,
+    ended: &EndedSessions,
     connected_before: &mut bool,
 ) -> anyhow::Result<()> {
     let cfg = crate::db::config(url, "switchboard-listener")?;
@@ -64,6 +67,11 @@ async fn listen(
     });
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     tracing::info!(channel = CHANNEL, "listening for events");
+    // Sessions that ended while no notification could reach this instance: refuse their
+    // tokens, and close any socket of theirs still open here.
+    for session_id in ended.load(&client).await? {
+        hub.send(Command::CloseSession { session_id });
+    }
     if *connected_before {
         hub.send(Command::Resync);
     }
@@ -77,7 +85,7 @@ async fn listen(
             }
         };
         for event in events {
-            if let Err(e) = dispatch(event, primary, hub).await {
+            if let Err(e) = dispatch(event, primary, hub, ended).await {
                 tracing::warn!(error = %e, "event not delivered; sockets will catch up");
             }
         }
@@ -86,16 +94,30 @@ async fn listen(
     anyhow::bail!("LISTEN connection closed")
 }
 
-async fn dispatch(event: BusEvent, primary: &Pool, hub: &Hub) -> anyhow::Result<()> {
+async fn dispatch(
+    event: BusEvent,
+    primary: &Pool,
+    hub: &Hub,
+    ended: &EndedSessions,
+) -> anyhow::Result<()> {
     match event {
         BusEvent::SessionRevoked { session_id, reason } => {
             tracing::info!(session.id = %session_id, reason, "closing sockets of ended session");
+            ended.insert(session_id, Duration::ZERO);
             hub.send(Command::CloseSession { session_id });
         }
+        BusEvent::MembershipEnded {
+            conversation_id,
+            user_ids,
+        } => hub.send(Command::MembershipEnded {
+            conversation_id,
+            users: user_ids,
+        }),
         BusEvent::Conversation {
             conversation_id,
             exclude_user,
             message_seq,
+            joined_after,
             rev,
             recipients: carried,
             trace,
@@ -121,9 +143,15 @@ async fn dispatch(event: BusEvent, primary: &Pool, hub: &Hub) -> anyhow::Result<
                     .filter(|u| Some(*u) != exclude_user)
                     .collect(),
                 None => {
-                    recipients(primary, conversation_id, message_seq, exclude_user)
-                        .instrument(span.clone())
-                        .await?
+                    recipients(
+                        primary,
+                        conversation_id,
+                        message_seq,
+                        joined_after,
+                        exclude_user,
+                    )
+                    .instrument(span.clone())
+                    .await?
                 }
             };
             span.record("recipients", users.len());
@@ -167,26 +195,51 @@ async fn dispatch(event: BusEvent, primary: &Pool, hub: &Hub) -> anyhow::Result<
                 return Ok(());
             };
             drop(conn);
-            let users = recipients(primary, conversation_id, Some(message.seq), None).await?;
+            let at = Some((conversation_id, message.rev));
+            // A reply's quote goes only to those who can see its parent (issue 14).
+            let parent = message.quote.as_ref().map(|q| q.seq);
+            let seeing = parent.unwrap_or(message.seq);
+            let users = recipients(primary, conversation_id, Some(seeing), None, None).await?;
             hub.send(Command::Deliver {
                 users,
                 frame: Frame {
                     text: Arc::from(message_frame(event, &message)),
-                    at: Some((conversation_id, message.rev)),
+                    at,
                     committed_us: None,
                 },
             });
+            if let Some(parent) = parent {
+                let blind = recipients(
+                    primary,
+                    conversation_id,
+                    Some(message.seq),
+                    parent.into(),
+                    None,
+                )
+                .await?;
+                let message = message.seen_from(parent + 1);
+                hub.send(Command::Deliver {
+                    users: blind,
+                    frame: Frame {
+                        text: Arc::from(message_frame(event, &message)),
+                        at,
+                        committed_us: None,
+                    },
+                });
+            }
         }
     }
     Ok(())
 }
 
 /// Current participants of a conversation who can see message `seq` (all of them when
-/// `None`), read on the primary so that a removal takes effect for the very next event.
+/// `None`) and, with `joined_after`, whose visible range starts after that `seq`; read on the
+/// primary so that a removal takes effect for the very next event.
 async fn recipients(
     primary: &Pool,
     conversation_id: Uuid,
     seq: Option<i64>,
+    joined_after: Option<i64>,
     exclude: Option<Uuid>,
 ) -> anyhow::Result<Vec<Uuid>> {
     let conn = primary.get().await?;
@@ -194,11 +247,12 @@ async fn recipients(
         .prepare_cached(
             "SELECT user_id FROM messaging.participants
              WHERE conversation_id = $1 AND left_at IS NULL
-               AND ($2::bigint IS NULL OR visible_from_seq <= $2)",
+               AND ($2::bigint IS NULL OR visible_from_seq <= $2)
+               AND ($3::bigint IS NULL OR visible_from_seq > $3)",
         )
         .await?;
     Ok(conn
-        .query(&stmt, &[&conversation_id, &seq])
+        .query(&stmt, &[&conversation_id, &seq, &joined_after])
         .await?
         .iter()
         .map(|r| r.get::<_, Uuid>(0))

@@ -13,12 +13,19 @@ use uuid::Uuid;
 /// The `type` of a server frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ServerEvent {
-    /// First frame on every socket: `{instance, user_id, session_id, ping_interval_secs}`.
+    /// First frame on every socket: `{instance, user_id, session_id, ping_interval_secs,
+    /// token_expires_at}`. The socket lives until `token_expires_at` (Unix seconds, the
+    /// expiry of the access token behind its ticket) unless the client sends a fresh token
+    /// (`{type:"auth"}`) before; otherwise it closes with 4003.
     #[serde(rename = "hello")]
     Hello,
     /// Answer to a client `ping`.
     #[serde(rename = "pong")]
     Pong,
+    /// A fresh access token was accepted (answer to `{type:"auth"}`): the socket now lives
+    /// until `{expires_at}` (Unix seconds).
+    #[serde(rename = "auth.ok")]
+    AuthOk,
     /// A client frame could not be handled: `{detail}`; the socket stays open.
     #[serde(rename = "error")]
     Error,
@@ -51,7 +58,8 @@ pub enum ServerEvent {
     /// A rename or role change: `{conversation}`.
     #[serde(rename = "conversation.updated")]
     ConversationUpdated,
-    /// Your session ended; the socket closes with 4001 next: `{session_id}`.
+    /// Your session ended (sign-out, refresh token reuse, revocation, password change,
+    /// account deletion); the socket closes with 4001 next: `{session_id}`.
     #[serde(rename = "session.revoked")]
     SessionRevoked,
     /// A `resume` of one conversation finished; live delivery goes on from here:
@@ -79,8 +87,14 @@ pub enum ClientFrame {
     /// `{type:"read", conversation_id, seq}`: moves the read marker, like the HTTP endpoint.
     Read { conversation_id: Uuid, seq: i64 },
     /// `{type:"resume", cursors:{conversation_id: seq}}`: replay every stored change after
-    /// each cursor (the last message `seq` the client has), then continue live.
+    /// each cursor (the last message `seq` the client has), then continue live. At most
+    /// `WS_RESUMES_PER_MINUTE` per socket and `RESUME_MAX_EVENTS_PER_FRAME` events in all;
+    /// conversations past that budget are answered `resume.reload`.
     Resume { cursors: HashMap<Uuid, i64> },
+    /// `{type:"auth", access_token}`: a fresh access token of the same user and session
+    /// (after a refresh), so the socket outlives the token its ticket was issued for →
+    /// `auth.ok {expires_at}`; anything else → `error`, and nothing changes.
+    Auth { access_token: String },
 }
 
 /// A server frame as it travels (the documented shape of

@@ -34,10 +34,13 @@ use super::{
 use crate::{
     error::ApiError,
     messaging::{
+        budget::{self, Budget},
         caller::Caller,
         conversations::{mark_read, publish_frame},
         messages::message_frame,
-        model::{is_participant, scope, Message, ServerFrame, MESSAGE_COLUMNS, MESSAGE_FROM},
+        model::{
+            is_participant, message_from_seen_from, scope, Message, ServerFrame, MESSAGE_COLUMNS,
+        },
         State,
     },
 };
@@ -52,7 +55,10 @@ fn ticket_hash(ticket: &str) -> Vec<u8> {
 }
 
 /// `POST /api/ws-ticket`: 200 `{ticket, expires_in}`; the ticket opens one socket, once,
-/// within `expires_in` seconds, for the caller's user and session.
+/// within `expires_in` seconds, for the caller's user and session — only while that session
+/// is active (asked of the auth schema through `auth.session_active`, never its tables), and
+/// the socket lives no longer than the caller's access token unless a fresh one is presented
+/// on it. 401 for an ended session; 429 with `Retry-After` past `WS_TICKETS_PER_MINUTE`.
 #[utoipa::path(post, path = "/api/ws-ticket", tag = "realtime",
     responses((status = 200, description = "A single-use ticket for `GET /ws?ticket=…`.", body = Ticket)))]
 pub async fn ticket(state: web::Data<State>, caller: Caller) -> Result<HttpResponse, ApiError> {
@@ -60,13 +66,36 @@ pub async fn ticket(state: web::Data<State>, caller: Caller) -> Result<HttpRespo
     let ticket = URL_SAFE_NO_PAD.encode(bytes);
     let ttl = state.cfg.ws_ticket_ttl.as_secs_f64();
     let conn = state.db.primary().await?;
-    conn.execute_t(
-        "WITH expired AS (DELETE FROM messaging.ws_tickets WHERE expires_at < now() - interval '1 minute')
-         INSERT INTO messaging.ws_tickets (ticket_hash, user_id, session_id, expires_at)
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
-        &[&ticket_hash(&ticket), &caller.user_id, &caller.session_id, &ttl],
+    let per_minute = state.cfg.ws_tickets_per_minute;
+    budget::spend(
+        &conn,
+        caller.user_id,
+        Budget::Ticket,
+        1,
+        per_minute,
+        Duration::from_secs(60),
+        || format!("at most {per_minute} WebSocket tickets per minute; slow down"),
     )
     .await?;
+    let issued = conn
+        .execute_t(
+            "WITH expired AS (DELETE FROM messaging.ws_tickets WHERE expires_at < now() - interval '1 minute')
+             INSERT INTO messaging.ws_tickets
+                 (ticket_hash, user_id, session_id, expires_at, token_expires_at)
+             SELECT $1, $2, $3, now() + make_interval(secs => $4), to_timestamp($5::float8)
+             WHERE auth.session_active($3, $2)",
+            &[
+                &ticket_hash(&ticket),
+                &caller.user_id,
+                &caller.session_id,
+                &ttl,
+                &(caller.expires_at as f64),
+            ],
+        )
+        .await?;
+    if issued == 0 {
+        return Err(ApiError::bearer("session has ended"));
+    }
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
         .json(Ticket {
@@ -91,7 +120,8 @@ pub struct ConnectQuery {
 }
 
 /// `GET /ws?ticket=…`: upgrades to a WebSocket. 401 (before any upgrade) for a missing,
-/// unknown, expired or already used ticket.
+/// unknown, expired or already used ticket, or one whose session has ended or whose access
+/// token has expired since.
 pub async fn connect(
     state: web::Data<State>,
     req: HttpRequest,
@@ -109,19 +139,31 @@ pub async fn connect(
     let row = conn
         .query_opt_t(
             "DELETE FROM messaging.ws_tickets WHERE ticket_hash = $1
-             RETURNING user_id, session_id, expires_at > now() AS valid",
+             RETURNING user_id, session_id, expires_at > now() AS valid,
+                       auth.session_active(session_id, user_id) AS active,
+                       extract(epoch FROM token_expires_at)::float8 AS token_expires_at,
+                       extract(epoch FROM token_expires_at - now())::float8 AS token_left",
             &[&ticket_hash(ticket)],
         )
         .await?;
-    let (user_id, session_id) = match row {
-        Some(r) if r.get::<_, bool>("valid") => {
-            (r.get::<_, Uuid>("user_id"), r.get::<_, Uuid>("session_id"))
-        }
-        _ => {
-            return Err(ApiError::unauthorized(
-                "ticket is invalid, expired or already used",
-            ))
-        }
+    let Some(row) = row.filter(|r| r.get::<_, bool>("valid")) else {
+        return Err(ApiError::unauthorized(
+            "ticket is invalid, expired or already used",
+        ));
+    };
+    let (user_id, session_id): (Uuid, Uuid) = (row.get("user_id"), row.get("session_id"));
+    if !row.get::<_, bool>("active") || state.ended.contains(session_id) {
+        return Err(ApiError::unauthorized("session has ended"));
+    }
+    let token_left: f64 = row.get("token_left");
+    if token_left <= 0.0 {
+        return Err(ApiError::unauthorized(
+            "the access token behind this ticket has expired; refresh and get a new ticket",
+        ));
+    }
+    let token = TokenLife {
+        expires_at: row.get::<_, f64>("token_expires_at") as i64,
+        deadline: tokio::time::Instant::now() + Duration::from_secs_f64(token_left),
     };
     // Where each conversation's live delivery starts: the revision as of now. Anything
     // earlier is history (fetched over HTTP or replayed by `resume`).
@@ -146,9 +188,10 @@ pub async fn connect(
     let caller = Caller {
         user_id,
         session_id,
+        expires_at: token.expires_at,
     };
     tracing::info!(user.id = %user_id, "socket opened");
-    let socket = Socket::new(state.get_ref().clone(), caller, session, synced);
+    let socket = Socket::new(state.get_ref().clone(), caller, session, synced, token);
     actix_web::rt::spawn(socket.run(stream));
     Ok(response)
 }
@@ -162,6 +205,14 @@ fn close_reason(code: u16, text: &str) -> Option<CloseReason> {
 
 fn error_frame(detail: &str) -> String {
     ServerFrame::new(ServerEvent::Error, None, None, json!({ "detail": detail })).to_json()
+}
+
+/// When the access token behind a socket expires: as Unix seconds (told to the client) and
+/// as the instant the socket closes unless a fresh token arrives.
+#[derive(Debug, Clone, Copy)]
+struct TokenLife {
+    expires_at: i64,
+    deadline: tokio::time::Instant,
 }
 
 /// Why the socket loop ended.
@@ -187,10 +238,22 @@ struct Socket {
     typing: HashMap<Uuid, (Instant, Instant)>,
     /// Client frames in the current one-second window.
     window: (Instant, u32),
+    /// `resume` frames in the current one-minute window.
+    resumes: (Instant, u32),
+    /// The access token the socket lives on.
+    token: TokenLife,
+    /// Set when the socket itself decides to close (not the hub): code and reason.
+    ending: hub::CloseReason,
 }
 
 impl Socket {
-    fn new(state: State, caller: Caller, session: Session, synced: HashMap<Uuid, i64>) -> Self {
+    fn new(
+        state: State,
+        caller: Caller,
+        session: Session,
+        synced: HashMap<Uuid, i64>,
+        token: TokenLife,
+    ) -> Self {
         let (conn_id, frames, close_rx) = state.hub.register(caller.user_id, caller.session_id);
         Self {
             state,
@@ -202,6 +265,9 @@ impl Socket {
             synced,
             typing: HashMap::new(),
             window: (Instant::now(), 0),
+            resumes: (Instant::now(), 0),
+            token,
+            ending: None,
         }
     }
 
@@ -219,6 +285,7 @@ impl Socket {
                 "user_id": self.caller.user_id,
                 "session_id": self.caller.session_id,
                 "ping_interval_secs": self.state.cfg.ws_ping_interval.as_secs(),
+                "token_expires_at": self.token.expires_at,
             }),
         );
         let end = if self.send(hello.to_json()).await {
@@ -265,6 +332,10 @@ impl Socket {
                         None => return End::Close(1011, "hub stopped"),
                         Some(Outbound::Frame(frame)) => self.deliver(frame).await,
                         Some(Outbound::Resync) => self.resync().await,
+                        Some(Outbound::Left(conversation_id)) => {
+                            self.left(conversation_id);
+                            true
+                        }
                     };
                     if !ok {
                         return self.closing().await;
@@ -301,6 +372,10 @@ impl Socket {
                     }
                 }
                 _ = sleep_until(typing_due) => self.expire_typing(),
+                _ = tokio::time::sleep_until(self.token.deadline) => {
+                    tracing::info!(user.id = %self.caller.user_id, "access token expired; closing socket");
+                    return End::Close(hub::TOKEN_EXPIRED.0, hub::TOKEN_EXPIRED.1);
+                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > self.state.cfg.ws_idle_timeout {
                         return End::Close(1001, "heartbeat timeout");
@@ -317,7 +392,7 @@ impl Socket {
     /// not read blocks the write). Returns false if the socket must close; then
     /// [`Self::closing`] says how.
     async fn send(&mut self, text: String) -> bool {
-        if self.close_rx.borrow().is_some() {
+        if self.close_rx.borrow().is_some() || self.ending.is_some() {
             return false;
         }
         tokio::select! {
@@ -330,7 +405,7 @@ impl Socket {
     /// How the socket ends once it must: as the hub asked (after a `session.revoked` frame
     /// when the session ended), or quietly when the client is gone.
     async fn closing(&mut self) -> End {
-        let wanted = *self.close_rx.borrow();
+        let wanted = self.ending.or(*self.close_rx.borrow());
         match wanted {
             Some(reason) => {
                 if reason == hub::SESSION_REVOKED {
@@ -375,9 +450,16 @@ impl Socket {
             }
             Some(last) => {
                 tracing::debug!(conversation.id = %conversation_id, last, rev, "revision gap; catching up");
-                match self.catch_up(conversation_id, last, None).await {
-                    Ok(true) => true,
-                    Ok(false) => false,
+                match self
+                    .catch_up(
+                        conversation_id,
+                        last,
+                        None,
+                        self.state.cfg.resume_max_events,
+                    )
+                    .await
+                {
+                    Ok((keep, _)) => keep,
                     Err(e) => {
                         tracing::warn!(error = %e, "catch-up failed; delivering live");
                         self.synced.insert(conversation_id, rev);
@@ -392,9 +474,17 @@ impl Socket {
     async fn resync(&mut self) -> bool {
         let convs: Vec<(Uuid, i64)> = self.synced.iter().map(|(c, r)| (*c, *r)).collect();
         for (conversation_id, last) in convs {
-            match self.catch_up(conversation_id, last, None).await {
-                Ok(true) => {}
-                Ok(false) => return false,
+            match self
+                .catch_up(
+                    conversation_id,
+                    last,
+                    None,
+                    self.state.cfg.resume_max_events,
+                )
+                .await
+            {
+                Ok((true, _)) => {}
+                Ok((false, _)) => return false,
                 Err(e) => tracing::warn!(error = %e, "resync failed"),
             }
         }
@@ -405,14 +495,15 @@ impl Socket {
     /// order — `message.created` for messages appended after it, `message.edited` or
     /// `message.deleted` (current state) for older ones — from one repeatable-read snapshot
     /// of the primary, then remembers the snapshot's revision. With `resume_seq`, ends with a
-    /// `resumed` frame, or answers `resume.reload` when there are more than
-    /// `RESUME_MAX_EVENTS`. Returns false if the socket must close.
+    /// `resumed` frame, or answers `resume.reload` when there are more than `max` changes.
+    /// Returns whether the socket stays open, and how many changes it sent.
     async fn catch_up(
         &mut self,
         conversation_id: Uuid,
         after_rev: i64,
         resume_seq: Option<i64>,
-    ) -> anyhow::Result<bool> {
+        max: i64,
+    ) -> anyhow::Result<(bool, i64)> {
         let mut conn = self.state.db.primary().await?;
         let tx = conn
             .build_transaction()
@@ -422,7 +513,7 @@ impl Socket {
             .await?;
         let Some(scope) = scope(&tx, conversation_id, self.caller.user_id).await? else {
             self.synced.remove(&conversation_id);
-            return Ok(true);
+            return Ok((true, 0));
         };
         let head = tx
             .query_one_t(
@@ -431,15 +522,15 @@ impl Socket {
             )
             .await?;
         let (last_rev, last_seq): (i64, i64) = (head.get(0), head.get(1));
-        let max = self.state.cfg.resume_max_events;
         let rows = tx
             .query_t(
                 &format!(
-                    "SELECT {MESSAGE_COLUMNS}, m.created_rev FROM {MESSAGE_FROM}
+                    "SELECT {MESSAGE_COLUMNS}, m.created_rev FROM {seen}
                      WHERE m.conversation_id = $1 AND m.rev > $2
                        AND m.seq >= $3 AND ($4::bigint IS NULL OR m.seq <= $4)
                      ORDER BY m.rev
-                     LIMIT $5"
+                     LIMIT $5",
+                    seen = message_from_seen_from("$3"),
                 ),
                 &[
                     &conversation_id,
@@ -462,7 +553,7 @@ impl Socket {
                     "more than {max} changes to replay; fetch history over HTTP and resume from its newest seq"
                 )}),
             );
-            return Ok(self.send(frame.to_json()).await);
+            return Ok((self.send(frame.to_json()).await, 0));
         }
         for row in &rows {
             let message = Message::from_row(row);
@@ -475,9 +566,10 @@ impl Socket {
                 ServerEvent::MessageEdited
             };
             if !self.send(message_frame(kind, &message)).await {
-                return Ok(false);
+                return Ok((false, rows.len() as i64));
             }
         }
+        let sent = rows.len() as i64;
         if resume_seq.is_some() {
             let visible_last = scope.visible_to_seq.unwrap_or(last_seq);
             let frame = ServerFrame {
@@ -487,14 +579,29 @@ impl Socket {
                 rev: Some(last_rev),
                 data: json!({"last_seq": visible_last}),
             };
-            return Ok(self.send(frame.to_json()).await);
+            return Ok((self.send(frame.to_json()).await, sent));
         }
-        Ok(true)
+        Ok((true, sent))
     }
 
     /// `resume`: replays each conversation from its cursor (the last message `seq` the client
-    /// has; 0 for none).
+    /// has; 0 for none). Bounded work: `WS_RESUMES_PER_MINUTE` frames per socket, and
+    /// `RESUME_MAX_EVENTS_PER_FRAME` changes in all (the conversations past that budget are
+    /// answered `resume.reload`).
     async fn resume(&mut self, cursors: HashMap<Uuid, i64>) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.resumes.0) >= Duration::from_secs(60) {
+            self.resumes = (now, 0);
+        }
+        self.resumes.1 += 1;
+        if self.resumes.1 > self.state.cfg.ws_resumes_per_minute {
+            return self
+                .send(error_frame(&format!(
+                    "at most {} resume frames per minute; wait, or fetch history over HTTP",
+                    self.state.cfg.ws_resumes_per_minute
+                )))
+                .await;
+        }
         if cursors.len() > MAX_RESUME_CONVERSATIONS {
             return self
                 .send(error_frame(&format!(
@@ -502,11 +609,16 @@ impl Socket {
                 )))
                 .await;
         }
+        let mut budget = self.state.cfg.resume_max_events_per_frame;
         for (conversation_id, seq) in cursors {
             let base = self.cursor_rev(conversation_id, seq).await;
+            let max = budget.min(self.state.cfg.resume_max_events).max(0);
             let ok = match base {
-                Ok(Ok(rev)) => match self.catch_up(conversation_id, rev, Some(seq)).await {
-                    Ok(ok) => ok,
+                Ok(Ok(rev)) => match self.catch_up(conversation_id, rev, Some(seq), max).await {
+                    Ok((ok, sent)) => {
+                        budget -= sent;
+                        ok
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "resume failed");
                         self.send(error_frame("resume failed; try again")).await
@@ -630,12 +742,81 @@ impl Socket {
                 }
             }
             ClientFrame::Resume { cursors } => self.resume(cursors).await,
+            ClientFrame::Auth { access_token } => self.reauthenticate(&access_token).await,
         }
+    }
+
+    /// `{type:"auth", access_token}`: a fresh token of the same user and session, whose
+    /// session is still active, moves the socket's deadline to its expiry (`auth.ok`). A
+    /// token of anyone or anything else changes nothing (`error`); a session found ended
+    /// closes the socket as revoked. Returns false if the socket must close.
+    async fn reauthenticate(&mut self, token: &str) -> bool {
+        let claims = match self.state.verifier.verify(token).await {
+            Ok(c) => c,
+            Err(e) => return self.send(error_frame(&e.to_string())).await,
+        };
+        if claims.sub != self.caller.user_id || claims.sid != self.caller.session_id {
+            return self
+                .send(error_frame(
+                    "the token belongs to another session; open a new socket for it",
+                ))
+                .await;
+        }
+        let active = match self.state.db.primary().await {
+            Ok(conn) => conn
+                .query_one_t(
+                    "SELECT auth.session_active($1, $2)",
+                    &[&self.caller.session_id, &self.caller.user_id],
+                )
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        match active {
+            Ok(true) if !self.state.ended.contains(claims.sid) => {}
+            Ok(_) => {
+                self.ending = Some(hub::SESSION_REVOKED);
+                return false;
+            }
+            Err(_) => {
+                return self
+                    .send(error_frame("service unavailable; try again"))
+                    .await
+            }
+        }
+        if claims.exp > self.token.expires_at {
+            let left = (claims.exp - chrono::Utc::now().timestamp()).max(0) as u64;
+            self.token = TokenLife {
+                expires_at: claims.exp,
+                deadline: tokio::time::Instant::now() + Duration::from_secs(left),
+            };
+        }
+        let frame = ServerFrame::new(
+            ServerEvent::AuthOk,
+            None,
+            None,
+            json!({"expires_at": self.token.expires_at}),
+        );
+        self.send(frame.to_json()).await
+    }
+
+    /// The caller's membership of `conversation_id` ended: their typing there stops now
+    /// (announced to the members, so it clears at once), and the socket follows the
+    /// conversation no more.
+    fn left(&mut self, conversation_id: Uuid) {
+        if self.typing.remove(&conversation_id).is_some() {
+            self.announce_typing(conversation_id, false);
+        }
+        self.synced.remove(&conversation_id);
     }
 
     /// Typing: ephemeral and never stored. `true` is announced, then re-announced at most
     /// every couple of seconds while refreshed; it expires `TYPING_TTL_SECS` after the last
-    /// refresh (announced as `is_typing: false`), as does an explicit `false`.
+    /// refresh (announced as `is_typing: false`), as does an explicit `false`. Every
+    /// announcement of `true` is checked against current membership on the primary, so a
+    /// removed member's typing reaches nobody (and their removal drops it at once, see
+    /// [`Self::left`]).
     async fn typing(&mut self, conversation_id: Uuid, is_typing: bool) -> Result<(), &'static str> {
         let now = Instant::now();
         if !is_typing {
@@ -650,12 +831,9 @@ impl Socket {
             if now.duration_since(state.1) < TYPING_REANNOUNCE {
                 return Ok(());
             }
-            state.1 = now;
-            self.announce_typing(conversation_id, true);
-            return Ok(());
         }
-        let member = match self.state.db.read(None).await {
-            Ok((conn, _)) => is_participant(&conn, conversation_id, self.caller.user_id).await,
+        let member = match self.state.db.primary().await {
+            Ok(conn) => is_participant(&conn, conversation_id, self.caller.user_id).await,
             Err(_) => return Err("service unavailable; try again"),
         };
         match member {
@@ -664,7 +842,10 @@ impl Socket {
                 self.announce_typing(conversation_id, true);
                 Ok(())
             }
-            Ok(false) => Err("conversation not found"),
+            Ok(false) => {
+                self.typing.remove(&conversation_id);
+                Err("conversation not found")
+            }
             Err(_) => Err("service unavailable; try again"),
         }
     }
