@@ -346,6 +346,11 @@ impl Socket {
                     match msg {
                         None | Some(Ok(AggregatedMessage::Close(_))) => return End::Gone,
                         Some(Err(ProtocolError::Overflow)) => return End::Close(1009, "frame too large"),
+                        // A message split into fragments that add up past the limit: actix-ws
+                        // reports it only as this I/O error (aggregated.rs), still a 1009.
+                        Some(Err(ProtocolError::Io(e))) if e.to_string().contains("continuation size") => {
+                            return End::Close(1009, "frame too large");
+                        }
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "WebSocket protocol error");
                             return End::Close(1002, "protocol error");
