@@ -46,7 +46,18 @@ export SEND_RATE_WINDOW_SECS=60
 export REPLICA_CHECK_INTERVAL_MS=250
 export REPLICA_MAX_LAG_SECS=3
 export REPLICA_MAX_LAG_BYTES=1048576
+# Secrets as production has them: no development switch, real-looking values (src/secrets.rs
+# refuses placeholders, short keys and the dev database passwords without it).
+export ALLOW_INSECURE_DEV_SECRETS=false
 export CONSISTENCY_TOKEN_SECRET=test-consistency-token-secret-0123456789
+export REFRESH_TOKEN_SECRET=test-refresh-token-secret-0123456789abcdef
+export AUTH_DB_PASSWORD=test-auth-db-7Qx2
+export MESSAGING_DB_PASSWORD=test-messaging-db-9Vw4
+# Small budgets the adversarial suite attacks: 60 events per resume frame, and uploads of at
+# most 4 MiB stored and 6 MiB per window per user (the defaults: 5000, 2 GiB, 200 MiB/h).
+export RESUME_MAX_EVENTS_PER_FRAME=60
+export UPLOAD_QUOTA_TOTAL_BYTES=4194304
+export UPLOAD_QUOTA_WINDOW_BYTES=6291456
 # shellcheck source=scripts/common.sh
 source "$here/common.sh"
 
