@@ -2,11 +2,20 @@
 // It reconnects by itself with backoff, and after every (re)connect sends `resume` with the
 // last seq the page holds per conversation, so nothing committed while it was away is
 // missed. States: connecting → live → reconnecting / offline → … ; closed once stopped.
+//
+// A socket lives only as long as the access token behind its ticket (`hello` tells when:
+// `token_expires_at`), so each time the session gets a new token the socket re-presents it
+// (`auth`, answered with `auth.ok`) and stays open. If the deadline passes without one (a
+// throttled background tab, say), the server closes with 4003 and the socket comes back at
+// once with a fresh token and ticket: nothing failed, so no backoff.
 import { api } from './api.js';
+import * as session from './session.js';
 
 const PING_EVERY = 15_000;
 /** No frame at all for this long (the server pings every 20 s, we ping every 15 s): dead. */
 const SILENCE = 45_000;
+/** A second 4003 this soon after a renewal is no expiry but trouble: back off instead. */
+const RENEW_GAP = 10_000;
 
 export class Live extends EventTarget {
   /**
@@ -18,9 +27,18 @@ export class Live extends EventTarget {
     this.cursors = cursors;
     this.state = 'idle';
     this.ws = null;
+    /** Whether `hello` came on `ws`: `auth`, like `resume`, is sent only after it. */
+    this.greeted = false;
+    /** The access token `ws` holds: the one its ticket was asked with, or the last `auth`. */
+    this.presented = null;
+    /** Numbers connect() runs: only the latest may open a socket. */
+    this.runs = 0;
+    /** When the last 4003 renewal began (see RENEW_GAP). */
+    this.renewedAt = -Infinity;
     this.attempt = 0;
     this.timers = {};
     this.stopped = true;
+    this.offSession = null;
     this.onOnline = () => this.ws || this.connectSoon(0);
     this.onOffline = () => {
       // The browser knows the network is gone: do not wait for a heartbeat to tell.
@@ -38,6 +56,10 @@ export class Live extends EventTarget {
     this.stopped = false;
     addEventListener('online', this.onOnline);
     addEventListener('offline', this.onOffline);
+    // Every refresh, in this tab or handed over by another one.
+    this.offSession = session.onChange((kind) => {
+      if (kind === 'refreshed') this.reauth();
+    });
     this.connect();
   }
 
@@ -46,6 +68,8 @@ export class Live extends EventTarget {
     this.stopped = true;
     removeEventListener('online', this.onOnline);
     removeEventListener('offline', this.onOffline);
+    this.offSession?.();
+    this.offSession = null;
     for (const t of Object.values(this.timers)) clearTimeout(t);
     const ws = this.ws;
     this.ws = null;
@@ -60,6 +84,17 @@ export class Live extends EventTarget {
     return true;
   }
 
+  /**
+   * Re-presents the session's newest access token on the open socket (after `hello`), so
+   * the server keeps it open until that token's expiry (`auth.ok`). No-op otherwise: a
+   * socket still connecting does it on `hello`, a new one asks its ticket with it.
+   */
+  reauth() {
+    const token = session.token();
+    if (!this.greeted || !token || token === this.presented) return;
+    if (this.send({ type: 'auth', access_token: token })) this.presented = token;
+  }
+
   async connect() {
     if (this.stopped) return;
     clearTimeout(this.timers.reconnect);
@@ -67,19 +102,29 @@ export class Live extends EventTarget {
       this.setState('offline');
       return;
     }
-    this.setState(this.attempt === 0 ? 'connecting' : 'reconnecting');
+    const run = ++this.runs;
+    // attempt is 0 after a hello: a first connect, or a renewal after 4003 (already reconnecting).
+    this.setState(this.attempt === 0 && this.state !== 'reconnecting' ? 'connecting' : 'reconnecting');
+    // The token the ticket is asked with (if api.js must refresh first, the ticket holds a
+    // newer one, and hello re-presents that one once more: harmless).
+    const presented = session.token();
     let ticket;
     try {
       ({ ticket } = await api('POST', '/api/ws-ticket'));
     } catch (e) {
-      if (e.status === 401) return; // signed out meanwhile; session.js tells the app
-      this.connectSoon();
+      // Signed out meanwhile: session.js tells the app. A 401 with the session still here
+      // (its refresh failed on the network) is worth another try.
+      if (e.status === 401 && !session.token()) return;
+      if (run === this.runs) this.connectSoon();
       return;
     }
-    if (this.stopped) return;
+    // Stopped, or another run (back online, say) started meanwhile: that one connects.
+    if (this.stopped || run !== this.runs) return;
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(`${scheme}//${location.host}/ws?ticket=${encodeURIComponent(ticket)}`);
     this.ws = ws;
+    this.greeted = false;
+    this.presented = presented;
     ws.onmessage = (e) => {
       if (ws !== this.ws) return;
       this.heard();
@@ -92,6 +137,9 @@ export class Live extends EventTarget {
       if (frame.type === 'hello') {
         this.attempt = 0;
         this.instance = frame.data?.instance;
+        this.greeted = true;
+        // A refresh while the socket was connecting: the ticket holds the older token.
+        this.reauth();
         this.send({ type: 'resume', cursors: this.cursors() });
         this.setState('live');
       }
@@ -107,9 +155,35 @@ export class Live extends EventTarget {
         this.dispatchEvent(new CustomEvent('revoked'));
         return;
       }
+      if (e.code === 4003 && !this.stopped && Date.now() - this.renewedAt > RENEW_GAP) {
+        // "access token expired": no fresh token reached the socket in time.
+        this.renew(this.presented);
+        return;
+      }
       if (!this.stopped) this.connectSoon();
     };
     this.heard();
+  }
+
+  /**
+   * Reconnects at once after 4003, with a fresh token: `stale` (the one the socket held) is
+   * refreshed unless the session already has a newer one, so the new ticket, and socket,
+   * get a whole token lifetime. Not a failure: the backoff does not grow.
+   */
+  async renew(stale) {
+    this.renewedAt = Date.now();
+    const run = ++this.runs;
+    this.setState('reconnecting');
+    let signedIn;
+    try {
+      signedIn = await session.refresh(stale);
+    } catch {
+      if (run === this.runs) this.connectSoon(); // network or server trouble: back off
+      return;
+    }
+    // Signed out (session.js tells the app), stopped, or another run started meanwhile.
+    if (!signedIn || this.stopped || run !== this.runs) return;
+    this.connect();
   }
 
   /** Any frame proves the socket alive: push the silence deadline, keep pinging. */

@@ -1,8 +1,9 @@
 // End-to-end: the web client in Debian's Chromium (headless, playwright-core), against the
 // real stack through NGINX. Two browser contexts (two people, two cookie jars) sign up, chat
 // live, see typing and read receipts, reply, edit, delete, upload, build a group; one reloads
-// and is still signed in (cookie refresh), both outlive the access token's lifetime, a
-// forced WebSocket drop recovers with every message, and sign-out closes the socket.
+// and is still signed in (cookie refresh), both outlive the access token's lifetime (on the
+// same socket, which re-presents each new token), a forced WebSocket drop recovers with every
+// message, sign-out closes the socket, and Swagger UI works under its CSP.
 //
 // Run by scripts/test.sh, which starts the stack with a short ACCESS_TOKEN_TTL_SECS.
 // Screenshots of the main views go to E2E_ARTIFACTS (default target/e2e).
@@ -40,6 +41,14 @@ async function until(what, fn, ms = WAIT) {
 let browser;
 const people = {};
 
+/** Collects `page`'s CSP violations and uncaught errors into `problems`. */
+function watch(page, problems) {
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) problems.push(m.text());
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+}
+
 /** A person: their own browser context (cookie jar), one page, and what it saw. */
 async function person(name, { routeSocket = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
@@ -53,17 +62,26 @@ async function person(name, { routeSocket = false } = {}) {
     problems: [],
     refreshes: [],
     sockets: [],
+    /** Server frames in arrival order: `{ws, type, data}`. */
+    frames: [],
     routes: [],
     blockSocket: false,
   };
-  page.on('console', (m) => {
-    if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) p.problems.push(m.text());
-  });
-  page.on('pageerror', (e) => p.problems.push(`page error: ${e.message}`));
+  watch(page, p.problems);
   page.on('response', (r) => {
     if (r.url().endsWith('/auth/refresh')) p.refreshes.push(r.status());
   });
-  page.on('websocket', (ws) => p.sockets.push(ws));
+  page.on('websocket', (ws) => {
+    p.sockets.push(ws);
+    ws.on('framereceived', ({ payload }) => {
+      try {
+        const { type, data } = JSON.parse(payload);
+        p.frames.push({ ws, type, data });
+      } catch {
+        // not JSON: not a protocol frame
+      }
+    });
+  });
   page.on('dialog', (d) => d.accept());
   if (routeSocket) {
     // Every socket of this page goes through Playwright, so the test can cut it like a
@@ -313,12 +331,30 @@ test('two people chat live in Chromium on cookie refresh', async (top) => {
     await alice.page.locator('#messages li', { hasText: 'Still signed in after three shared refreshes' }).waitFor();
   });
 
-  await t.test('the session outlives the access token', async () => {
+  await t.test('the session outlives the access token, and so does the socket', async () => {
     const seen = alice.refreshes.length;
+    // The socket's deadline is the expiry of the newest token it holds, at most TTL from
+    // now: without a re-presented token the server would close it (4003) during the wait.
+    const socket = alice.sockets.at(-1);
+    assert.ok(socket && !socket.isClosed(), 'alice has an open socket');
+    const opened = alice.sockets.length;
+    const heard = alice.frames.length;
+    const hello = alice.frames.findLast((f) => f.ws === socket && f.type === 'hello');
+    assert.ok(Number.isInteger(hello?.data?.token_expires_at), `hello carries token_expires_at: ${JSON.stringify(hello?.data)}`);
     await sleep((TTL + 3) * 1000);
     assert.ok(alice.refreshes.length > seen, `alice refreshed before her ${TTL} s token expired`);
     const since = alice.refreshes.slice(seen);
     assert.ok(since.every((s) => s === 200), `refreshes since: ${since}`);
+    // The client sent each new token over the open socket (auth → auth.ok), so the socket
+    // was never closed for an expired token and never reconnected.
+    const frames = alice.frames.slice(heard);
+    const oks = frames.filter((f) => f.type === 'auth.ok');
+    assert.ok(oks.length > 0 && oks.every((f) => f.ws === socket), 'auth.ok on the same socket');
+    assert.ok(oks.every((f) => Number.isInteger(f.data?.expires_at)), `auth.ok carries expires_at: ${JSON.stringify(oks.map((f) => f.data))}`);
+    assert.equal(frames.filter((f) => f.type === 'error').length, 0, `no error frame: ${JSON.stringify(frames.filter((f) => f.type === 'error'))}`);
+    assert.equal(frames.filter((f) => f.type === 'hello').length, 0, 'no new hello: the socket was not reconnected');
+    assert.equal(alice.sockets.length, opened, 'no new socket across the token expiry');
+    assert.equal(socket.isClosed(), false, 'the socket outlived the token its ticket was issued for');
     await conversation(alice, display(bob)).click();
     await conversation(bob, display(alice)).click();
     await send(alice, 'Still here after the token expired');
@@ -384,5 +420,29 @@ test('two people chat live in Chromium on cookie refresh', async (top) => {
 
   await t.test('no CSP violation or page error in either browser', () => {
     assert.deepEqual([...alice.problems, ...bob.problems], []);
+  });
+
+  await t.test('Swagger UI works under its CSP', async () => {
+    const page = await alice.context.newPage();
+    const problems = [];
+    watch(page, problems);
+    try {
+      const res = await page.goto(`${BASE}/api/docs/`);
+      assert.equal(res.status(), 200);
+      const csp = res.headers()['content-security-policy'];
+      assert.match(csp ?? '', /script-src 'self'/);
+      assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+      assert.equal(res.headers()['x-content-type-options'], 'nosniff');
+      // The first document's operations, one opened; then the second document's.
+      await page.locator('.opblock').first().waitFor({ timeout: WAIT });
+      await page.locator('.opblock-summary').first().click();
+      await page.locator('.opblock-body').first().waitFor();
+      await page.locator('.topbar select').selectOption({ label: '/auth/openapi.json' });
+      await page.locator('.opblock-summary-path', { hasText: '/auth/login' }).first().waitFor({ timeout: WAIT });
+      await sleep(500); // violations are reported asynchronously
+      assert.deepEqual(problems, []);
+    } finally {
+      await page.close();
+    }
   });
 });
