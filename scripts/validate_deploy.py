@@ -137,6 +137,10 @@ def k8s_env_errors(docs, names):
             for ef in c.get("envFrom", []):
                 ref = ef.get("configMapRef", {}).get("name")
                 env |= set(configmaps.get(ref, {}))
+            for e in c.get("env", []):
+                if e["name"] == "ALLOW_INSECURE_DEV_SECRETS":
+                    errors.append(f"k8s {d['kind']} {d['metadata']['name']}: sets the "
+                                  "development secrets switch, which production never does")
             values = " ".join(e.get("value", "") for e in c.get("env", []))
             helpers = {n for n in env if f"$({n})" in values}
             errors += check_env(f"k8s {d['kind']} {d['metadata']['name']}", b, env, helpers, names)
