@@ -23,6 +23,9 @@ export PROFILE=release
 # outlive the run; warnings only in the logs; no trace export.
 export SEND_RATE_LIMIT=1000000000 SEND_RATE_WINDOW_SECS=1
 export BCRYPT_COST=4 ACCESS_TOKEN_TTL_SECS=7200
+# Ended sessions must be remembered as long as those tokens live; many tickets and sockets
+# per user (the idle-socket scenario opens 100 per user at once).
+export SESSION_END_MEMORY_SECS=7230 WS_TICKETS_PER_MINUTE=1000000 WS_MAX_SOCKETS_PER_USER=1000000
 export RUST_LOG=warn LOG_FORMAT=json
 export CONSISTENCY_TOKEN_SECRET=bench-consistency-token-secret-0123456789
 unset OTEL_EXPORTER_OTLP_ENDPOINT

@@ -53,9 +53,10 @@ export CONSISTENCY_TOKEN_SECRET=test-consistency-token-secret-0123456789
 export REFRESH_TOKEN_SECRET=test-refresh-token-secret-0123456789abcdef
 export AUTH_DB_PASSWORD=test-auth-db-7Qx2
 export MESSAGING_DB_PASSWORD=test-messaging-db-9Vw4
-# Small budgets the adversarial suite attacks: 60 events per resume frame, and uploads of at
-# most 4 MiB stored and 6 MiB per window per user (the defaults: 5000, 2 GiB, 200 MiB/h).
-export RESUME_MAX_EVENTS_PER_FRAME=60
+# Small budgets the adversarial suite attacks: 60 rows per resume frame, 12 sockets per
+# user, and uploads of at most 4 MiB stored and 6 MiB per window per user (the defaults:
+# 5000, 32, 2 GiB, 200 MiB/h).
+export RESUME_MAX_EVENTS_PER_FRAME=60 WS_MAX_SOCKETS_PER_USER=12
 export UPLOAD_QUOTA_TOTAL_BYTES=4194304
 export UPLOAD_QUOTA_WINDOW_BYTES=6291456
 # shellcheck source=scripts/common.sh

@@ -137,10 +137,9 @@ def k8s_env_errors(docs, names):
             for ef in c.get("envFrom", []):
                 ref = ef.get("configMapRef", {}).get("name")
                 env |= set(configmaps.get(ref, {}))
-            for e in c.get("env", []):
-                if e["name"] == "ALLOW_INSECURE_DEV_SECRETS":
-                    errors.append(f"k8s {d['kind']} {d['metadata']['name']}: sets the "
-                                  "development secrets switch, which production never does")
+            if "ALLOW_INSECURE_DEV_SECRETS" in env:
+                errors.append(f"k8s {d['kind']} {d['metadata']['name']}: sets the "
+                              "development secrets switch, which production never does")
             values = " ".join(e.get("value", "") for e in c.get("env", []))
             helpers = {n for n in env if f"$({n})" in values}
             errors += check_env(f"k8s {d['kind']} {d['metadata']['name']}", b, env, helpers, names)
@@ -305,6 +304,12 @@ def main():
     bc["services"]["auth"]["environment"]["AUTH_DATABSE_URL"] = "x"
     if not compose_env_errors(bc, names):
         fail("the env-name check accepted a misspelled variable")
+    dev_switch = copy.deepcopy(docs)
+    dep = next(d for d in dev_switch if d["kind"] == "Deployment" and d["metadata"]["name"] == "messaging")
+    dep["spec"]["template"]["spec"]["containers"][0].setdefault("env", []).append(
+        {"name": "ALLOW_INSECURE_DEV_SECRETS", "value": "true"})
+    if not k8s_env_errors(dev_switch, names):
+        fail("the env check accepted the development secrets switch in a manifest")
     ok("every validator rejects a deliberately broken input")
     print("validate-deploy: 0 errors")
 

@@ -288,10 +288,13 @@ pub struct MessagingConfig {
     /// WebSocket tickets one user may get per minute, across instances (429 past it):
     /// `WS_TICKETS_PER_MINUTE`, default 30.
     pub ws_tickets_per_minute: i64,
-    /// `resume` frames one socket may send per minute (an error frame past it):
-    /// `WS_RESUMES_PER_MINUTE`, default 10.
+    /// `resume` frames one user may send per minute, across sockets and instances (an
+    /// error frame past it): `WS_RESUMES_PER_MINUTE`, default 10.
     pub ws_resumes_per_minute: u32,
-    /// Most events one `resume` frame replays across all its conversations; the
+    /// Open sockets one user may hold across instances (429 at the upgrade past it):
+    /// `WS_MAX_SOCKETS_PER_USER`, default 32.
+    pub ws_max_sockets_per_user: i64,
+    /// Most rows one `resume` frame reads across all its conversations; the
     /// conversations past the budget are answered `resume.reload`:
     /// `RESUME_MAX_EVENTS_PER_FRAME`, default 5000.
     pub resume_max_events_per_frame: i64,
@@ -329,6 +332,10 @@ impl MessagingConfig {
                         "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55433/switchboard",
                     )?]
                 } else {
+                    let dev = secrets::dev_allowed()?;
+                    for url in &list {
+                        secrets::check_database_url("REPLICA_URLS", url, dev)?;
+                    }
                     list
                 }
             },
@@ -375,6 +382,7 @@ impl MessagingConfig {
             session_end_memory: Duration::from_secs(parse_or("SESSION_END_MEMORY_SECS", 330u64)?),
             ws_tickets_per_minute: parse_or("WS_TICKETS_PER_MINUTE", 30i64)?,
             ws_resumes_per_minute: parse_or("WS_RESUMES_PER_MINUTE", 10u32)?,
+            ws_max_sockets_per_user: parse_or("WS_MAX_SOCKETS_PER_USER", 32i64)?,
             resume_max_events_per_frame: parse_or("RESUME_MAX_EVENTS_PER_FRAME", 5000i64)?,
             upload_quota_window_bytes: parse_or("UPLOAD_QUOTA_WINDOW_BYTES", 200 * 1024 * 1024i64)?,
             upload_quota_window: Duration::from_secs(

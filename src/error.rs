@@ -258,7 +258,8 @@ impl From<tokio_postgres::Error> for ApiError {
             // overflow, a bad cast; PostgreSQL docs, Appendix A) that got past the edge's own
             // checks came from the request's values: bad input, never a server error.
             if code.code().starts_with("22") {
-                tracing::info!(sqlstate = code.code(), "data exception from request values");
+                // Logged loudly: the edge's own checks should have caught it first.
+                tracing::warn!(sqlstate = code.code(), error = %e, "data exception reached the database");
                 return Self::BadRequest(
                     "a value in the request is out of the range the service accepts".into(),
                 );

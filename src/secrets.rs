@@ -190,6 +190,15 @@ pub fn database_url(name: &str, dev_default: &str) -> anyhow::Result<String> {
             ))
         }
     };
+    check_database_url(name, &url, dev)?;
+    Ok(url)
+}
+
+/// Checks a database URL read from variable `name`: it parses, and carries no published
+/// placeholder or development password unless `dev`.
+///
+/// Errors: as described.
+pub fn check_database_url(name: &str, url: &str, dev: bool) -> anyhow::Result<()> {
     let cfg: tokio_postgres::Config = url
         .parse()
         .map_err(|e| anyhow!("{name} is not a PostgreSQL URL: {e}"))?;
@@ -202,7 +211,7 @@ pub fn database_url(name: &str, dev_default: &str) -> anyhow::Result<String> {
             ));
         }
     }
-    Ok(url)
+    Ok(())
 }
 
 #[cfg(test)]

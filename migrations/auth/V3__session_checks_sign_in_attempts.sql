@@ -21,13 +21,15 @@ AS $$
           AND s.revoked_at IS NULL AND s.expires_at > now() AND u.deleted_at IS NULL)
 $$;
 
--- Sessions ended after `p_since`, with when they ended.
+-- Sessions ended after `p_since` — at most a day back, which outlasts any access token —
+-- with when they ended.
 CREATE FUNCTION auth.sessions_ended_since(p_since timestamptz)
     RETURNS TABLE (session_id uuid, ended_at timestamptz)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT id, revoked_at FROM auth.sessions WHERE revoked_at > p_since
+    SELECT id, revoked_at FROM auth.sessions
+    WHERE revoked_at > greatest(p_since, now() - interval '1 day')
 $$;
 
 REVOKE ALL ON FUNCTION auth.session_active(uuid, uuid) FROM PUBLIC;
@@ -39,7 +41,8 @@ GRANT EXECUTE ON FUNCTION auth.sessions_ended_since(timestamptz) TO switchboard_
 -- the limit) and keyed on the account ('user:<uuid>': its username and email share one
 -- count) or, for a name no account has, on that name ('login:<lower-cased name>'), so a
 -- lockout looks the same either way. Every endpoint that checks a password counts here.
-DROP TABLE auth.login_failures;
+-- (auth.login_failures, the per-name count it replaces, stays for the previous release's
+-- pods during a rolling update; a later migration drops it.)
 CREATE TABLE auth.password_attempts (
     key          text PRIMARY KEY,
     attempts     integer NOT NULL CHECK (attempts > 0),

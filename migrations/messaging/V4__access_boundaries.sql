@@ -45,7 +45,8 @@ $$;
 
 -- Fixed-window counters per user and budget ('send': messages; 'ticket': WebSocket tickets;
 -- 'upload_bytes': bytes uploaded), shared by every instance. UNLOGGED: rebuilt from nothing
--- after a crash, no WAL, never needed on a replica. Replaces send_counters.
+-- after a crash, no WAL, never needed on a replica. Replaces send_counters, which stays for
+-- the previous release's pods during a rolling update (a later migration drops it).
 CREATE UNLOGGED TABLE messaging.user_counters (
     user_id      uuid NOT NULL,
     budget       text NOT NULL,
@@ -53,7 +54,6 @@ CREATE UNLOGGED TABLE messaging.user_counters (
     amount       bigint NOT NULL,
     PRIMARY KEY (user_id, budget)
 );
-DROP TABLE messaging.send_counters;
 
 -- A user's stored bytes (the total upload quota) are summed over their attachments.
 CREATE INDEX attachments_uploader_idx ON messaging.attachments (uploader_id);

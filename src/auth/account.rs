@@ -182,7 +182,6 @@ pub async fn change_password(
     )
     .await?;
     tx.commit().await?;
-    session::announce(&db, &ended, EndReason::Password).await;
     tracing::info!(user.id = %caller.user_id, ended = ended.len(), "password changed");
     Ok(HttpResponse::NoContent().finish())
 }
@@ -213,8 +212,7 @@ pub async fn delete(
     .await?;
     let ended = session::end(&tx, caller.user_id, Which::All, EndReason::Deleted).await?;
     tx.commit().await?;
-    session::announce(&db, &ended, EndReason::Deleted).await;
-    tracing::info!(user.id = %caller.user_id, "account deleted");
+    tracing::info!(user.id = %caller.user_id, ended = ended.len(), "account deleted");
     Ok(HttpResponse::NoContent()
         .cookie(refresh::clear_cookie(state.cfg.cookie_secure))
         .finish())

@@ -7,6 +7,12 @@
 //! `LOGIN_MAX_FAILURES` attempts within `LOGIN_FAILURE_WINDOW_SECS` go through; the next one
 //! locks the key for `LOGIN_LOCKOUT_SECS` (429 with `Retry-After`). A correct password
 //! clears the count.
+//!
+//! A sign-in counts against the login name as typed *and* against the account it names: the
+//! name's lock answers 429 (the same for every name, registered or not); an account locked
+//! through one of its names answers a sign-in by its other name like a wrong password (401,
+//! after a dummy bcrypt), so locking an account by its username never tells which email
+//! address it has.
 
 use crate::db::Traced;
 use deadpool_postgres::GenericClient;
@@ -33,11 +39,15 @@ impl Key {
     }
 }
 
-/// Counts one password attempt against `key`.
+/// Counts one password attempt against `key`; returns the seconds it stays locked, if it
+/// is locked (this attempt included once the window's allowance is spent).
 ///
-/// Errors: 429 with `Retry-After` while the key is locked (this attempt included once the
-/// window's allowance is spent); database failures.
-pub async fn begin(db: &impl GenericClient, state: &State, key: &Key) -> Result<(), ApiError> {
+/// Errors: database failures.
+pub async fn count(
+    db: &impl GenericClient,
+    state: &State,
+    key: &Key,
+) -> Result<Option<u32>, ApiError> {
     // A window or lock that has passed starts over at this attempt.
     let row = db
         .query_one_t(
@@ -66,15 +76,28 @@ pub async fn begin(db: &impl GenericClient, state: &State, key: &Key) -> Result<
             ],
         )
         .await?;
-    match row.get::<_, Option<f64>>(0) {
-        Some(secs) if secs > 0.0 => {
-            tracing::warn!("password attempts locked");
-            Err(ApiError::TooManyRequests {
-                detail: "too many password attempts; try again later".into(),
-                retry_after: secs.ceil().max(1.0) as u32,
-            })
-        }
-        _ => Ok(()),
+    Ok(row
+        .get::<_, Option<f64>>(0)
+        .filter(|secs| *secs > 0.0)
+        .map(|secs| secs.ceil().max(1.0) as u32))
+}
+
+/// The 429 for a locked key.
+pub fn locked(retry_after: u32) -> ApiError {
+    tracing::warn!("password attempts locked");
+    ApiError::TooManyRequests {
+        detail: "too many password attempts; try again later".into(),
+        retry_after,
+    }
+}
+
+/// Counts one password attempt of a signed-in user against their account.
+///
+/// Errors: 429 with `Retry-After` while the account is locked; database failures.
+pub async fn begin(db: &impl GenericClient, state: &State, key: &Key) -> Result<(), ApiError> {
+    match count(db, state, key).await? {
+        Some(secs) => Err(locked(secs)),
+        None => Ok(()),
     }
 }
 

@@ -171,10 +171,10 @@ pub(crate) async fn register(
 
 /// `POST /auth/login`: 200 with tokens and the refresh cookie. 401 alike — in answer and in
 /// time (a dummy bcrypt hash stands in) — for an unknown login, a wrong password or a deleted
-/// account. Attempts are counted before the password is checked, per account (its username
-/// and email alike) or per unknown login name: past `LOGIN_MAX_FAILURES` within the window
-/// the account (or name) answers 429 with `Retry-After` until the lockout passes, whether or
-/// not it exists (see [`attempts`]).
+/// account. Attempts are counted before the password is checked, per name as typed and per
+/// account: past `LOGIN_MAX_FAILURES` within the window the name answers 429 with
+/// `Retry-After` until the lockout passes, whether or not an account has it; an account
+/// locked through another of its names answers 401 (see [`attempts`]).
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest, security(()),
     responses((status = 200, description = "Signed in: a new session.", body = TokenResponse,
         headers(("Set-Cookie" = String, description = "refresh_token=…; HttpOnly; SameSite=Strict; Path=/auth")))))]
@@ -195,21 +195,27 @@ pub(crate) async fn login(
             &[&login],
         )
         .await?;
-    // Counted before bcrypt, on the account whichever of its names was given.
-    let key = match &row {
-        Some(r) => attempts::Key::Account(r.get("id")),
-        None => attempts::Key::Login(login.clone()),
+    // Counted before bcrypt (see `attempts`): on the name as typed, then on the account. A
+    // locked account is checked against the dummy hash, so it answers like a wrong password.
+    let name = attempts::Key::Login(login.clone());
+    attempts::begin(&db, &state, &name).await?;
+    let account = row.as_ref().map(|r| attempts::Key::Account(r.get("id")));
+    let account_locked = match &account {
+        Some(key) => attempts::count(&db, &state, key).await?.is_some(),
+        None => false,
     };
-    attempts::begin(&db, &state, &key).await?;
-    let stored: Option<String> = row.as_ref().map(|r| r.get("password_hash"));
+    let stored: Option<String> = row
+        .as_ref()
+        .filter(|_| !account_locked)
+        .map(|r| r.get("password_hash"));
     let ok = password::verify(body.password, stored, state.cfg.bcrypt_cost).await?;
-    let row = match row {
-        Some(r) if ok => r,
-        _ => return Err(ApiError::unauthorized("invalid login or password")),
+    let (Some(row), Some(account), true) = (row, account, ok) else {
+        return Err(ApiError::unauthorized("invalid login or password"));
     };
     let user = User::from_row(&row);
     let tx = db.transaction().await?;
-    attempts::succeeded(&tx, &key).await?;
+    attempts::succeeded(&tx, &name).await?;
+    attempts::succeeded(&tx, &account).await?;
     let (session_id, token) = session::start(&tx, &state, &req, user.id).await?;
     tx.commit().await?;
     tracing::info!(user.id = %user.id, session.id = %session_id, "signed in");
@@ -346,7 +352,7 @@ pub(crate) async fn refresh_session(
     if row.get::<_, bool>("expired") {
         let ended = session::end(&tx, user.id, Which::Only(session_id), EndReason::Expired).await?;
         tx.commit().await?;
-        session::announce(&db, &ended, EndReason::Expired).await;
+        tracing::info!(session.id = %session_id, ended = ended.len(), "session expired");
         return Ok(refresh_rejected(
             &state,
             "session has expired; sign in again",
@@ -374,7 +380,7 @@ pub(crate) async fn refresh_session(
                 session::end(&tx, user.id, Which::Only(session_id), EndReason::Reuse).await?;
             tx.commit().await?;
             tracing::warn!(session.id = %session_id, "refresh token reuse; session revoked");
-            session::announce(&db, &ended, EndReason::Reuse).await;
+            tracing::debug!(ended = ended.len(), "family ended");
             return Ok(refresh_rejected(
                 &state,
                 "refresh token reuse detected; session revoked",
@@ -418,8 +424,9 @@ pub(crate) async fn logout(
         .cookie(refresh::COOKIE)
         .filter(|c| !c.value().is_empty())
     {
-        let db = state.db.get().await?;
-        let owner = db
+        let mut db = state.db.get().await?;
+        let tx = db.transaction().await?;
+        let owner = tx
             .query_opt_t(
                 "SELECT s.user_id, s.id FROM auth.refresh_tokens rt
                  JOIN auth.sessions s ON s.id = rt.session_id WHERE rt.token_hash = $1",
@@ -428,11 +435,10 @@ pub(crate) async fn logout(
             .await?;
         if let Some(row) = owner {
             let (user_id, session_id): (Uuid, Uuid) = (row.get(0), row.get(1));
-            let ended =
-                session::end(&db, user_id, Which::Only(session_id), EndReason::Logout).await?;
+            session::end(&tx, user_id, Which::Only(session_id), EndReason::Logout).await?;
             tracing::info!(session.id = %session_id, "signed out");
-            session::announce(&db, &ended, EndReason::Logout).await;
         }
+        tx.commit().await?;
     }
     Ok(HttpResponse::NoContent()
         .cookie(refresh::clear_cookie(state.cfg.cookie_secure))

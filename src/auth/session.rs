@@ -1,8 +1,7 @@
 //! Starting and ending sessions. A session is one sign-in on one device: the family of
-//! refresh tokens that descends from it. Every end is announced on the primary (NOTIFY) so
-//! messaging instances close the session's sockets; access tokens already issued stay valid
-//! until they expire (at most the access token lifetime, 5 minutes by default) — the price
-//! of verifying them without a database round trip.
+//! refresh tokens that descends from it. Every end is announced on the primary (NOTIFY, in
+//! the ending transaction) so every messaging instance refuses the session's access tokens
+//! for as long as they could still verify, and closes its sockets.
 
 use crate::db::Traced;
 use actix_web::{http::header, HttpRequest};
@@ -105,11 +104,14 @@ pub fn access_token(state: &State, user_id: Uuid, session_id: Uuid) -> Result<St
 }
 
 /// Ends the active sessions of `user_id` that `filter` selects — `Only(id)`, `AllBut(id)` or
-/// `All` — and returns their ids. Call [`announce`] with them after the transaction commits.
+/// `All` — and returns their ids. In the same transaction it announces them to every
+/// messaging instance (`NOTIFY`, delivered when and only when the transaction commits:
+/// PostgreSQL docs, NOTIFY), which refuse their tokens from then on and close their sockets.
+/// Pass the transaction that makes the change, so the end is never committed unannounced.
 ///
-/// Errors: the update fails.
+/// Errors: the update or the notification fails.
 pub async fn end(
-    db: &impl GenericClient,
+    tx: &deadpool_postgres::Transaction<'_>,
     user_id: Uuid,
     filter: Which,
     reason: EndReason,
@@ -119,7 +121,7 @@ pub async fn end(
         Which::AllBut(id) => (None, Some(id)),
         Which::All => (None, None),
     };
-    let rows = db
+    let rows = tx
         .query_t(
             "UPDATE auth.sessions SET revoked_at = now(), revoked_reason = $4
              WHERE user_id = $1 AND revoked_at IS NULL
@@ -129,7 +131,19 @@ pub async fn end(
             &[&user_id, &only, &except, &reason.as_str()],
         )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    let ended: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    let events: Vec<BusEvent> = ended
+        .iter()
+        .map(|&session_id| BusEvent::SessionRevoked {
+            session_id,
+            reason: reason.as_str().to_owned(),
+        })
+        .collect();
+    for payload in bus::batch_payloads(&events) {
+        tx.execute_t("SELECT pg_notify($1, $2)", &[&bus::CHANNEL, &payload])
+            .await?;
+    }
+    Ok(ended)
 }
 
 /// Which of a user's sessions [`end`] ends.
@@ -138,27 +152,4 @@ pub enum Which {
     Only(Uuid),
     AllBut(Uuid),
     All,
-}
-
-/// Announces ended sessions to every messaging instance (one NOTIFY), which close their
-/// sockets. A failure is logged: the access tokens expire anyway.
-pub async fn announce(db: &tokio_postgres::Client, sessions: &[Uuid], reason: EndReason) {
-    if sessions.is_empty() {
-        return;
-    }
-    let events: Vec<BusEvent> = sessions
-        .iter()
-        .map(|&session_id| BusEvent::SessionRevoked {
-            session_id,
-            reason: reason.as_str().to_owned(),
-        })
-        .collect();
-    for payload in bus::batch_payloads(&events) {
-        if let Err(e) = db
-            .execute("SELECT pg_notify($1, $2)", &[&bus::CHANNEL, &payload])
-            .await
-        {
-            tracing::warn!(error = %e, "could not announce the end of sessions");
-        }
-    }
 }

@@ -84,9 +84,10 @@ pub async fn revoke(
     caller: AuthCaller,
     id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let db = state.db.get().await?;
+    let mut db = state.db.get().await?;
+    let tx = db.transaction().await?;
     let ended = session::end(
-        &db,
+        &tx,
         caller.user_id,
         Which::Only(id.into_inner()),
         EndReason::Revoked,
@@ -95,7 +96,7 @@ pub async fn revoke(
     if ended.is_empty() {
         return Err(ApiError::NotFound("session not found".into()));
     }
-    session::announce(&db, &ended, EndReason::Revoked).await;
+    tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -107,15 +108,16 @@ pub async fn revoke_others(
     state: web::Data<State>,
     caller: AuthCaller,
 ) -> Result<HttpResponse, ApiError> {
-    let db = state.db.get().await?;
+    let mut db = state.db.get().await?;
+    let tx = db.transaction().await?;
     let ended = session::end(
-        &db,
+        &tx,
         caller.user_id,
         Which::AllBut(caller.session_id),
         EndReason::Revoked,
     )
     .await?;
-    session::announce(&db, &ended, EndReason::Revoked).await;
+    tx.commit().await?;
     Ok(HttpResponse::Ok().json(Revoked {
         revoked: ended.len(),
     }))

@@ -240,21 +240,9 @@ pub async fn charge_upload(
     size: u64,
 ) -> Result<(), ApiError> {
     let size = i64::try_from(size).unwrap_or(i64::MAX);
-    let stored: i64 = db
-        .query_one_t(
-            "SELECT coalesce(sum(size), 0)::bigint FROM messaging.attachments WHERE uploader_id = $1",
-            &[&user_id],
-        )
-        .await?
-        .get(0);
-    let total = state.cfg.upload_quota_total_bytes;
-    if stored.saturating_add(size) > total {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "storage quota reached: at most {total} bytes of files per user ({stored} stored); \
-             delete some first"
-        )));
-    }
     let cfg = &state.cfg;
+    // First the window's counter: its row stays locked until the transaction ends, so the
+    // user's concurrent uploads take turns and each sums what the others stored.
     budget::spend(
         db,
         user_id,
@@ -270,7 +258,22 @@ pub async fn charge_upload(
             )
         },
     )
-    .await
+    .await?;
+    let stored: i64 = db
+        .query_one_t(
+            "SELECT coalesce(sum(size), 0)::bigint FROM messaging.attachments WHERE uploader_id = $1",
+            &[&user_id],
+        )
+        .await?
+        .get(0);
+    let total = cfg.upload_quota_total_bytes;
+    if stored.saturating_add(size) > total {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "storage quota reached: at most {total} bytes of files per user ({stored} stored); \
+             delete some first"
+        )));
+    }
+    Ok(())
 }
 
 /// `POST /api/conversations/{id}/attachments` (multipart: `file`, `caption?`): sends a `file`

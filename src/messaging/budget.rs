@@ -20,6 +20,8 @@ pub enum Budget {
     Ticket,
     /// Bytes uploaded: `UPLOAD_QUOTA_WINDOW_BYTES` per `UPLOAD_QUOTA_WINDOW_SECS`.
     UploadBytes,
+    /// WebSocket `resume` frames, across all the user's sockets: `WS_RESUMES_PER_MINUTE`.
+    Resume,
 }
 
 impl Budget {
@@ -28,6 +30,7 @@ impl Budget {
             Self::Send => "send",
             Self::Ticket => "ticket",
             Self::UploadBytes => "upload_bytes",
+            Self::Resume => "resume",
         }
     }
 }

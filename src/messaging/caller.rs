@@ -25,8 +25,9 @@ impl FromRequest for Caller {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     /// Errors: 401 with `WWW-Authenticate: Bearer` when the header is missing, the token
-    /// does not verify (see [`crate::access::Verifier::verify`]), or its session ended
-    /// recently ([`super::ended_sessions`]).
+    /// does not verify (see [`crate::access::Verifier::verify`]), its session ended
+    /// recently, or it lives longer than ended sessions are remembered
+    /// ([`super::ended_sessions`]).
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer_token(req).map(str::to_owned);
         let state = req.app_data::<web::Data<State>>().cloned();
@@ -36,6 +37,12 @@ impl FromRequest for Caller {
             let claims = verify_bearer(&state.verifier, token).await?;
             if state.ended.contains(claims.sid) {
                 return Err(ApiError::bearer("session has ended"));
+            }
+            if !state.ended.covers(claims.iat, claims.exp) {
+                return Err(ApiError::bearer(
+                    "access token lives longer than this service remembers ended sessions \
+                     (SESSION_END_MEMORY_SECS)",
+                ));
             }
             Ok(Caller {
                 user_id: claims.sub,

@@ -10,7 +10,10 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -20,6 +23,9 @@ use uuid::Uuid;
 pub struct EndedSessions {
     memory: Duration,
     ended: Mutex<HashMap<Uuid, Instant>>,
+    /// Set once the ends of the last `memory` have been loaded from the primary: until then
+    /// the instance does not report ready (see `GET /api/readyz`).
+    loaded: AtomicBool,
 }
 
 impl EndedSessions {
@@ -28,12 +34,20 @@ impl EndedSessions {
         Self {
             memory,
             ended: Mutex::new(HashMap::new()),
+            loaded: AtomicBool::new(false),
         }
     }
 
     /// How long an ended session is remembered.
     pub fn memory(&self) -> Duration {
         self.memory
+    }
+
+    /// Whether a token issued at `iat` and expiring at `exp` (Unix seconds) dies — with the
+    /// 30 s verification leeway — before its session's end would be forgotten. A longer-lived
+    /// token could outlive the memory, so it is refused.
+    pub fn covers(&self, iat: i64, exp: i64) -> bool {
+        exp.saturating_sub(iat).saturating_add(30) <= self.memory.as_secs() as i64
     }
 
     /// Remembers that `session_id` ended `ago` before now; entries past the memory are
@@ -47,6 +61,11 @@ impl EndedSessions {
                 map.insert(session_id, at);
             }
         }
+    }
+
+    /// Whether the recent ends have been loaded at least once.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Relaxed)
     }
 
     /// Whether `session_id` ended within the memory.
@@ -76,6 +95,7 @@ impl EndedSessions {
             self.insert(id, Duration::from_secs_f64(ago.max(0.0)));
             ids.push(id);
         }
+        self.loaded.store(true, Ordering::Relaxed);
         Ok(ids)
     }
 }
@@ -93,5 +113,7 @@ mod tests {
         assert!(set.contains(a));
         assert!(!set.contains(b), "ended before the memory");
         assert!(!set.contains(c));
+        assert!(set.covers(0, 30));
+        assert!(!set.covers(0, 31), "outlives the memory with the leeway");
     }
 }

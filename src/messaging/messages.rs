@@ -335,9 +335,10 @@ async fn by_client_id(
         .query_opt_t(
             &format!(
                 "SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}
-                 WHERE m.conversation_id = $1 AND m.sender_id = $2 AND m.client_id = $3"
+                 WHERE m.conversation_id = $1 AND m.sender_id = $2 AND m.client_id = $3
+                   AND m.seq >= $4"
             ),
-            &[&conversation_id, &sender, &client_id],
+            &[&conversation_id, &sender, &client_id, &visible_from],
         )
         .await?;
     Ok(row
@@ -541,15 +542,25 @@ pub async fn delete(
     if !message.deleted {
         let tx = conn.transaction().await?;
         let rev = next_rev(&tx, message.conversation_id).await?;
+        // An admin's right is checked again after next_rev took the conversation's row
+        // lock (this statement's snapshot sees any demotion or removal committed meanwhile).
         let old_attachment: Option<Uuid> = tx
-            .query_one_t(
+            .query_opt_t(
                 "WITH old AS (SELECT attachment_id FROM messaging.messages WHERE id = $1 FOR UPDATE)
                  UPDATE messaging.messages m
                  SET content = NULL, attachment_id = NULL, deleted_at = now(), rev = $2
-                 FROM old WHERE m.id = $1 RETURNING old.attachment_id",
-                &[&message.id, &rev],
+                 FROM old WHERE m.id = $1
+                   AND ($3 OR EXISTS (SELECT 1 FROM messaging.participants p
+                                      WHERE p.conversation_id = m.conversation_id
+                                        AND p.user_id = $4 AND p.left_at IS NULL
+                                        AND p.role = 'admin'))
+                 RETURNING old.attachment_id",
+                &[&message.id, &rev, &own, &caller.user_id],
             )
             .await?
+            .ok_or_else(|| {
+                ApiError::Forbidden("only the sender or a group admin can delete a message".into())
+            })?
             .get(0);
         if let Some(a) = old_attachment {
             tx.execute_t("DELETE FROM messaging.attachments WHERE id = $1", &[&a])

@@ -103,7 +103,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET /api/readyz`: 200 while reads can be served (the primary or a healthy replica);
-/// `read_only` when only replicas are up. Each replica's last health is reported.
+/// `read_only` when only replicas are up. Each replica's last health is reported. With the
+/// primary up, not ready until the sessions ended recently are loaded (so no ended
+/// session's token is served by a fresh instance).
 #[utoipa::path(get, path = "/api/readyz", tag = "operations", security(()),
     responses((status = 200, description = "Ready (perhaps read-only: only replicas answer).", body = crate::http::Readiness),
         (status = 503, description = "Neither the primary nor a replica answers.", body = crate::http::Readiness)))]
@@ -116,10 +118,12 @@ pub(crate) async fn readyz(state: web::Data<State>) -> actix_web::HttpResponse {
         .map(|r| serde_json::json!({"name": r.name, "health": r.health()}))
         .collect();
     let any_replica = state.db.replicas().iter().any(|r| r.health().healthy);
+    let sessions_loaded = state.ended.loaded();
     crate::http::readiness(
-        primary || any_replica,
+        (primary || any_replica) && (sessions_loaded || !primary),
         serde_json::json!({
             "primary": primary,
+            "ended_sessions_loaded": sessions_loaded,
             "replicas": replicas,
             "read_only": !primary && any_replica,
         }),

@@ -121,7 +121,8 @@ pub struct ConnectQuery {
 
 /// `GET /ws?ticket=…`: upgrades to a WebSocket. 401 (before any upgrade) for a missing,
 /// unknown, expired or already used ticket, or one whose session has ended or whose access
-/// token has expired since.
+/// token has expired since; 429 with `Retry-After` when the user already has
+/// `WS_MAX_SOCKETS_PER_USER` sockets open (on any instance).
 pub async fn connect(
     state: web::Data<State>,
     req: HttpRequest,
@@ -142,7 +143,9 @@ pub async fn connect(
              RETURNING user_id, session_id, expires_at > now() AS valid,
                        auth.session_active(session_id, user_id) AS active,
                        extract(epoch FROM token_expires_at)::float8 AS token_expires_at,
-                       extract(epoch FROM token_expires_at - now())::float8 AS token_left",
+                       extract(epoch FROM token_expires_at - now())::float8 AS token_left,
+                       (SELECT count(*) FROM messaging.presence_sockets s
+                        WHERE s.user_id = ws_tickets.user_id) AS sockets",
             &[&ticket_hash(ticket)],
         )
         .await?;
@@ -154,6 +157,13 @@ pub async fn connect(
     let (user_id, session_id): (Uuid, Uuid) = (row.get("user_id"), row.get("session_id"));
     if !row.get::<_, bool>("active") || state.ended.contains(session_id) {
         return Err(ApiError::unauthorized("session has ended"));
+    }
+    let cap = state.cfg.ws_max_sockets_per_user;
+    if row.get::<_, i64>("sockets") >= cap {
+        return Err(ApiError::TooManyRequests {
+            detail: format!("at most {cap} open sockets per user; close one first"),
+            retry_after: 10,
+        });
     }
     let token_left: f64 = row.get("token_left");
     if token_left <= 0.0 {
@@ -203,6 +213,19 @@ fn close_reason(code: u16, text: &str) -> Option<CloseReason> {
     })
 }
 
+/// `resume.reload` for a conversation with more than `max` changes to replay.
+fn reload_frame(conversation_id: Uuid, max: i64) -> String {
+    ServerFrame::new(
+        ServerEvent::ResumeReload,
+        Some(conversation_id),
+        None,
+        json!({"detail": format!(
+            "more than {max} changes to replay; fetch history over HTTP and resume from its newest seq"
+        )}),
+    )
+    .to_json()
+}
+
 fn error_frame(detail: &str) -> String {
     ServerFrame::new(ServerEvent::Error, None, None, json!({ "detail": detail })).to_json()
 }
@@ -238,8 +261,6 @@ struct Socket {
     typing: HashMap<Uuid, (Instant, Instant)>,
     /// Client frames in the current one-second window.
     window: (Instant, u32),
-    /// `resume` frames in the current one-minute window.
-    resumes: (Instant, u32),
     /// The access token the socket lives on.
     token: TokenLife,
     /// Set when the socket itself decides to close (not the hub): code and reason.
@@ -265,13 +286,17 @@ impl Socket {
             synced,
             typing: HashMap::new(),
             window: (Instant::now(), 0),
-            resumes: (Instant::now(), 0),
             token,
             ending: None,
         }
     }
 
     async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) {
+        // The session may have ended between the ticket's check and the hub registration
+        // (its CloseSession then found nothing to close): look again now that it would.
+        if self.state.ended.contains(self.caller.session_id) {
+            self.ending = Some(hub::SESSION_REVOKED);
+        }
         self.state
             .presence
             .connected(self.caller.user_id, self.conn_id)
@@ -327,6 +352,11 @@ impl Socket {
                         return self.closing().await;
                     }
                 }
+                // Before any frame: a busy socket closes on time too.
+                _ = tokio::time::sleep_until(self.token.deadline) => {
+                    tracing::info!(user.id = %self.caller.user_id, "access token expired; closing socket");
+                    return End::Close(hub::TOKEN_EXPIRED.0, hub::TOKEN_EXPIRED.1);
+                }
                 out = self.frames.recv() => {
                     let ok = match out {
                         None => return End::Close(1011, "hub stopped"),
@@ -377,10 +407,6 @@ impl Socket {
                     }
                 }
                 _ = sleep_until(typing_due) => self.expire_typing(),
-                _ = tokio::time::sleep_until(self.token.deadline) => {
-                    tracing::info!(user.id = %self.caller.user_id, "access token expired; closing socket");
-                    return End::Close(hub::TOKEN_EXPIRED.0, hub::TOKEN_EXPIRED.1);
-                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > self.state.cfg.ws_idle_timeout {
                         return End::Close(1001, "heartbeat timeout");
@@ -501,7 +527,7 @@ impl Socket {
     /// `message.deleted` (current state) for older ones — from one repeatable-read snapshot
     /// of the primary, then remembers the snapshot's revision. With `resume_seq`, ends with a
     /// `resumed` frame, or answers `resume.reload` when there are more than `max` changes.
-    /// Returns whether the socket stays open, and how many changes it sent.
+    /// Returns whether the socket stays open, and how many rows it read.
     async fn catch_up(
         &mut self,
         conversation_id: Uuid,
@@ -520,10 +546,16 @@ impl Socket {
             self.synced.remove(&conversation_id);
             return Ok((true, 0));
         };
+        // A former participant's replay ends at their departure: no later change (an edit of
+        // an older message included) and no later revision number.
         let head = tx
             .query_one_t(
-                "SELECT last_rev, last_seq FROM messaging.conversations WHERE id = $1",
-                &[&conversation_id],
+                "SELECT coalesce((SELECT d.created_rev FROM messaging.messages d
+                                  WHERE d.conversation_id = c.id AND d.seq = $2),
+                                 c.last_rev),
+                        c.last_seq
+                 FROM messaging.conversations c WHERE c.id = $1",
+                &[&conversation_id, &scope.visible_to_seq],
             )
             .await?;
         let (last_rev, last_seq): (i64, i64) = (head.get(0), head.get(1));
@@ -531,7 +563,7 @@ impl Socket {
             .query_t(
                 &format!(
                     "SELECT {MESSAGE_COLUMNS}, m.created_rev FROM {seen}
-                     WHERE m.conversation_id = $1 AND m.rev > $2
+                     WHERE m.conversation_id = $1 AND m.rev > $2 AND m.rev <= $6
                        AND m.seq >= $3 AND ($4::bigint IS NULL OR m.seq <= $4)
                      ORDER BY m.rev
                      LIMIT $5",
@@ -543,6 +575,7 @@ impl Socket {
                     &scope.visible_from_seq,
                     &scope.visible_to_seq,
                     &(max + 1),
+                    &last_rev,
                 ],
             )
             .await?;
@@ -550,15 +583,8 @@ impl Socket {
         drop(conn);
         self.synced.insert(conversation_id, last_rev);
         if rows.len() as i64 > max {
-            let frame = ServerFrame::new(
-                ServerEvent::ResumeReload,
-                Some(conversation_id),
-                None,
-                json!({"detail": format!(
-                    "more than {max} changes to replay; fetch history over HTTP and resume from its newest seq"
-                )}),
-            );
-            return Ok((self.send(frame.to_json()).await, 0));
+            let read = rows.len() as i64;
+            return Ok((self.send(reload_frame(conversation_id, max)).await, read));
         }
         for row in &rows {
             let message = Message::from_row(row);
@@ -590,22 +616,36 @@ impl Socket {
     }
 
     /// `resume`: replays each conversation from its cursor (the last message `seq` the client
-    /// has; 0 for none). Bounded work: `WS_RESUMES_PER_MINUTE` frames per socket, and
-    /// `RESUME_MAX_EVENTS_PER_FRAME` changes in all (the conversations past that budget are
-    /// answered `resume.reload`).
+    /// has; 0 for none). Bounded work: `WS_RESUMES_PER_MINUTE` frames per user (across
+    /// sockets and instances), and `RESUME_MAX_EVENTS_PER_FRAME` rows read in all (the
+    /// conversations past that budget are answered `resume.reload` without being read).
     async fn resume(&mut self, cursors: HashMap<Uuid, i64>) -> bool {
-        let now = Instant::now();
-        if now.duration_since(self.resumes.0) >= Duration::from_secs(60) {
-            self.resumes = (now, 0);
-        }
-        self.resumes.1 += 1;
-        if self.resumes.1 > self.state.cfg.ws_resumes_per_minute {
-            return self
-                .send(error_frame(&format!(
-                    "at most {} resume frames per minute; wait, or fetch history over HTTP",
-                    self.state.cfg.ws_resumes_per_minute
-                )))
-                .await;
+        let per_minute = self.state.cfg.ws_resumes_per_minute;
+        let spent = match self.state.db.primary().await {
+            Ok(conn) => {
+                budget::spend(
+                    &conn,
+                    self.caller.user_id,
+                    Budget::Resume,
+                    1,
+                    i64::from(per_minute),
+                    Duration::from_secs(60),
+                    || {
+                        format!(
+                            "at most {per_minute} resume frames per minute; wait, or fetch history over HTTP"
+                        )
+                    },
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match spent {
+            Ok(()) => {}
+            Err(ApiError::TooManyRequests { detail, .. }) => {
+                return self.send(error_frame(&detail)).await
+            }
+            Err(_) => return self.send(error_frame("resume failed; try again")).await,
         }
         if cursors.len() > MAX_RESUME_CONVERSATIONS {
             return self
@@ -619,9 +659,11 @@ impl Socket {
             let base = self.cursor_rev(conversation_id, seq).await;
             let max = budget.min(self.state.cfg.resume_max_events).max(0);
             let ok = match base {
+                // The frame's budget is spent: no more reading, the rest reload over HTTP.
+                Ok(Ok(_)) if max == 0 => self.send(reload_frame(conversation_id, 0)).await,
                 Ok(Ok(rev)) => match self.catch_up(conversation_id, rev, Some(seq), max).await {
-                    Ok((ok, sent)) => {
-                        budget -= sent;
+                    Ok((ok, read)) => {
+                        budget -= read;
                         ok
                     }
                     Err(e) => {
@@ -760,6 +802,13 @@ impl Socket {
             Ok(c) => c,
             Err(e) => return self.send(error_frame(&e.to_string())).await,
         };
+        if !self.state.ended.covers(claims.iat, claims.exp) {
+            return self
+                .send(error_frame(
+                    "access token lives longer than ended sessions are remembered",
+                ))
+                .await;
+        }
         if claims.sub != self.caller.user_id || claims.sid != self.caller.session_id {
             return self
                 .send(error_frame(

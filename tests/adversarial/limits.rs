@@ -14,38 +14,64 @@ use crate::common::*;
 
 const MIB: usize = 1024 * 1024;
 
+/// 15 sign-ins at once, each from its own address.
+async fn guesses(logins: Vec<String>, password: &str) -> Vec<StatusCode> {
+    let answers = futures_util::future::join_all(logins.into_iter().map(|login| async move {
+        login_from(&http_from(random_loopback()), &login, password)
+            .await
+            .0
+    }))
+    .await;
+    assert!(
+        answers
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS),
+        "{answers:?}"
+    );
+    answers
+}
+
 #[tokio::test]
 async fn concurrent_wrong_passwords_are_counted_before_bcrypt_per_account() {
+    // By one name: at most 5 of 15 simultaneous guesses reach bcrypt.
     let victim = register("guess").await;
-    let email = format!("{}@example.com", victim.username);
-    // 15 guesses at once from 15 addresses, by username and by email alike.
-    let guesses = (0..15).map(|i| {
-        let login = if i % 2 == 0 {
-            victim.username.clone()
-        } else {
-            email.to_uppercase()
-        };
-        async move { login_from(&http_from(random_loopback()), &login, "wrong password!").await }
-    });
-    let answers = futures_util::future::join_all(guesses).await;
+    let answers = guesses(vec![victim.username.clone(); 15], "wrong password!").await;
     let checked = answers
         .iter()
-        .filter(|a| a.0 == StatusCode::UNAUTHORIZED)
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
         .count();
-    let refused = answers
-        .iter()
-        .filter(|a| a.0 == StatusCode::TOO_MANY_REQUESTS)
-        .count();
-    assert_eq!(checked + refused, 15, "{answers:?}");
     assert!(
         checked <= 5,
         "{checked} guesses reached bcrypt (the limit is 5)"
     );
-    // The account is locked, whichever name is given, the right password too.
+    let (s, h, b) = login_from(&http(), &victim.username, &victim.password).await;
+    assert_problem(s, &h, &b, 429);
+    assert!(h.get("retry-after").is_some(), "{b}");
+    // The account is locked by any of its names: its email with the right password fails
+    // too — as a wrong password would, so locking it by its public username never confirms
+    // which email it has: a made-up address answers exactly the same.
+    let email = format!("{}@example.com", victim.username);
+    let (s, h, b) = login_from(&http(), &email, &victim.password).await;
+    assert_problem(s, &h, &b, 401);
+    let (s2, _, b2) = login_from(&http(), &format!("nobody_{email}"), "whatever pw").await;
+    assert_eq!((s2, &b2["detail"]), (s, &b["detail"]), "{b2}");
+
+    // By both names alternately, in both cases: the right password still does not get in.
+    let victim = register("guess2").await;
+    let email = format!("{}@example.com", victim.username);
+    let names = (0..15)
+        .map(|i| {
+            if i % 2 == 0 {
+                victim.username.clone()
+            } else {
+                email.to_uppercase()
+            }
+        })
+        .collect();
+    guesses(names, "wrong password!").await;
     for login in [victim.username.as_str(), email.as_str()] {
-        let (s, h, b) = login_from(&http_from(random_loopback()), login, &victim.password).await;
-        assert_problem(s, &h, &b, 429);
-        assert!(h.get("retry-after").is_some(), "{b}");
+        let (s, _, b) = login_from(&http(), login, &victim.password).await;
+        assert_ne!(s, StatusCode::OK, "{login} signed in past the lock: {b}");
     }
 }
 
@@ -204,7 +230,29 @@ async fn tickets_and_resumes_are_bounded() {
         assert!(h.get("retry-after").is_some());
     }
 
-    // Resume: a bounded number of frames per socket, and of events per frame (a reader of
+    // Sockets: at most WS_MAX_SOCKETS_PER_USER open at once (12 in the test stack), on
+    // any instance; the next is refused before the upgrade.
+    let holder = register("bounds_s").await;
+    let mut open = Vec::new();
+    for _ in 0..12 {
+        open.push(socket_hello(&holder).await.0);
+    }
+    let (s, body) = holder.post("/api/ws-ticket", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let url = format!(
+        "{}/ws?ticket={}",
+        base().replacen("http", "ws", 1),
+        body["ticket"].as_str().unwrap_or("")
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status().as_u16(), 429, "the 13th socket")
+        }
+        other => panic!("a 13th socket opened: {other:?}"),
+    }
+    drop(open);
+
+    // Resume: a bounded number of frames per user, and of rows per frame (a reader of
     // two conversations of 40 messages each; the user above spent their tickets).
     let reader = register("bounds_r").await;
     let (o1, o2) = (register("bounds_1").await, register("bounds_2").await);

@@ -525,4 +525,17 @@ async fn oversized_bodies_and_frames_are_refused_cleanly() {
         let (code, _) = until_closed(&mut ws, WAIT).await;
         assert_eq!(code, Some(1009), "{case}");
     }
+    // The same message in two 12 KiB fragments (RFC 6455 §5.4): each is small, the whole
+    // is not.
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    let mut ws = alice.socket().await;
+    let first = Frame::message(vec![b' '; 12 * 1024], OpCode::Data(Data::Text), false);
+    let rest = Frame::message(vec![b' '; 12 * 1024], OpCode::Data(Data::Continue), true);
+    ws.send(WsMessage::Frame(first)).await.expect("send");
+    ws.send(WsMessage::Frame(rest)).await.expect("send");
+    let (code, _) = until_closed(&mut ws, WAIT).await;
+    assert_eq!(code, Some(1009), "two fragments adding up past 16 KiB");
 }

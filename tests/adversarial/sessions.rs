@@ -189,6 +189,11 @@ async fn a_socket_closes_when_its_token_expires_unless_a_fresh_one_is_presented(
     send_frame(&mut ws, json!({"type": "ping"})).await;
     next_event(&mut ws, "pong", Duration::from_secs(5)).await;
 
+    // A token that would outlive the instances' memory of ended sessions is refused.
+    let long = holding(&user, expiring_token(&user, 3600));
+    let (s, h, b) = long.call(Method::GET, "/api/conversations", None).await;
+    assert_problem(s, &h, &b, 401);
+
     // A ticket asked for with a token about to expire opens nothing once it has.
     let dying = holding(&user, expiring_token(&user, 1));
     let url = ticket_url(&dying).await;
