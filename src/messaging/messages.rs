@@ -675,7 +675,7 @@ pub async fn history(
 
 /// `POST /api/messages/{id}/read`: moves the read marker up to this message. 404 if the
 /// message does not exist or the caller cannot see it.
-#[utoipa::path(post, path = "/api/messages/{id}/read", tag = "messages", params(("id" = Uuid, Path, description = "message id")),
+#[utoipa::path(post, path = "/api/messages/{id}/read", tag = "messages", operation_id = "read_message", params(("id" = Uuid, Path, description = "message id")),
     responses((status = 200, description = "The caller's read marker.", body = super::conversations::ReadMarker)))]
 pub async fn read(
     state: web::Data<State>,
