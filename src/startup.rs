@@ -215,7 +215,7 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
 fn cors(origins: &[String]) -> actix_cors::Cors {
     use actix_web::http::header;
     let mut cors = actix_cors::Cors::default()
-        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
         .allowed_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -223,9 +223,14 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
             header::HeaderName::from_static("x-consistency-token"),
             header::HeaderName::from_static("traceparent"),
         ])
+        // What a script may read of an answer: the read-your-writes token, back-off, and
+        // what a download carries (Fetch standard, "CORS-safelisted response header").
         .expose_headers([
             header::HeaderName::from_static("x-consistency-token"),
             header::RETRY_AFTER,
+            header::ETAG,
+            header::CONTENT_DISPOSITION,
+            header::CONTENT_RANGE,
         ])
         .supports_credentials()
         .block_on_origin_mismatch(false)

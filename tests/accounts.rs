@@ -270,6 +270,42 @@ async fn cors_allows_the_configured_origins_with_credentials_and_nothing_else() 
             "{path}"
         );
     }
+    // The avatar upload is a PUT; a download's ETag, name and range are readable by scripts.
+    let res = http()
+        .request(Method::OPTIONS, format!("{}/api/users/me/avatar", base()))
+        .header("origin", &allowed)
+        .header("access-control-request-method", "PUT")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(res.status().is_success(), "PUT preflight: {}", res.status());
+    let methods = res
+        .headers()
+        .get("access-control-allow-methods")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(methods.contains("PUT"), "{methods}");
+    let res = http()
+        .get(format!("{}/api/healthz", base()))
+        .header("origin", &allowed)
+        .send()
+        .await
+        .expect("simple request");
+    let exposed = res
+        .headers()
+        .get("access-control-expose-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    for h in [
+        "etag",
+        "content-disposition",
+        "content-range",
+        "x-consistency-token",
+    ] {
+        assert!(exposed.contains(h), "{h} not exposed: {exposed}");
+    }
 }
 
 fn signing_key() -> (jsonwebtoken::EncodingKey, Vec<u8>) {
