@@ -12,6 +12,15 @@ use tokio_tungstenite::{tungstenite::Message as WsMessage, MaybeTlsStream, WebSo
 
 pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
+static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs the holder alone among the tests of its binary that also ask: for tests that stop or
+/// pause servers, or count what the whole stack does in a window. Hold the guard for the
+/// whole test.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    EXCLUSIVE.lock().await
+}
+
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }

@@ -1,9 +1,7 @@
 //! The database itself: least-privilege roles and migrations that several instances may
 //! apply at once.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use switchboard::startup::migrations;
 
 async fn connect(url: &str) -> tokio_postgres::Client {

@@ -2,11 +2,9 @@
 //! and a user's own write is visible on their next read even while the replica is paused.
 //! Its own test binary, so pausing replay never overlaps the other suites.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -64,6 +62,7 @@ fn contents(page: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn reads_come_from_the_replica_and_own_writes_stay_visible_while_replay_is_paused() {
+    let _exclusive = exclusive().await;
     let alice = register("alice").await;
     let bob = register("bob").await;
     let conv = alice.direct_with(&bob).await;

@@ -1,11 +1,9 @@
 //! Group management through NGINX: admin rights, system messages, membership periods,
 //! succession, unread counts.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -1,8 +1,6 @@
 //! Auth through NGINX: cookies, rotation, CSRF, logout, and bad input.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -1,11 +1,9 @@
 //! Message content through NGINX: edits, deletes, replies, receipts, search, attachments,
 //! avatars and the send rate limit.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::{multipart, Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -1,9 +1,7 @@
 //! Sessions and refresh token rotation through NGINX: grace window, reuse, listing and
 //! revoking sessions, password change.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

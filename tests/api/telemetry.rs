@@ -3,14 +3,12 @@
 //! service's internal `/metrics`, and logs that hold no secret.
 //! Its own test binary: it owns the OTLP receiver port the test stack exports to.
 
-mod common;
-
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

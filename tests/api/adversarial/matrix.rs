@@ -213,6 +213,7 @@ async fn forged_access_tokens_are_refused_everywhere() {
 
 #[tokio::test]
 async fn an_unknown_kid_storm_is_answered_quickly() {
+    let _exclusive = exclusive().await;
     let user = register("storm").await;
     let (claims, key) = (claims_of(&user.access), attacker_key());
     let started = Instant::now();

@@ -1,11 +1,9 @@
 //! Accounts, public profiles and search, brute-force limits, CORS, and the token rules the
 //! messaging service enforces.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -373,6 +371,7 @@ fn jwks_fetches() -> usize {
 
 #[tokio::test]
 async fn unknown_kids_trigger_one_jwks_refresh_not_one_per_request() {
+    let _exclusive = exclusive().await;
     let user = register("kid").await;
     let (key, _) = signing_key();
     // The stack runs with JWKS_MIN_REFRESH_SECS=1: let any earlier refresh age out first.

@@ -1,11 +1,9 @@
 //! Conversations, messages, read markers and live delivery through NGINX on the real
 //! primary + replica.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -3,11 +3,9 @@
 //! with 1001. Its own test binary (cargo runs binaries one after another), because it stops
 //! instances; it starts each again, with the same environment, before it ends.
 
-mod common;
-
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -82,6 +80,7 @@ async fn restart(name: &str, url: &str, env: Vec<(String, String)>) {
 
 #[tokio::test]
 async fn a_dead_instance_loses_no_events_and_a_stopping_one_says_going_away() {
+    let _exclusive = exclusive().await;
     let inst = instances();
     assert!(inst.len() >= 2, "two messaging instances: {inst:?}");
     let a = register("a").await;
