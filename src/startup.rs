@@ -48,20 +48,20 @@ async fn migrate_with_retry(
     schema: &str,
     runner: fn() -> refinery::Runner,
 ) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match db::migrate(url, schema, runner()).await {
-            Ok(()) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "migrations not applied yet; retrying"
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    use backon::Retryable;
+    (|| db::migrate(url, schema, runner()))
+        .retry(
+            backon::ConstantBuilder::default()
+                .with_delay(Duration::from_secs(1))
+                .with_max_times(60),
+        )
+        .notify(|e, _| {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "migrations not applied yet; retrying"
+            );
+        })
+        .await
 }
 
 /// Applies both schemas' migrations, each as its own role (`AUTH_DATABASE_URL`,

@@ -5,7 +5,7 @@ pub mod routing;
 
 pub use routing::{ReadRoute, Routing};
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
@@ -109,34 +109,18 @@ pub async fn migrate(url: &str, schema: &str, mut runner: refinery::Runner) -> a
 }
 
 /// A position in the primary's write-ahead log (WAL LSN), as PostgreSQL prints it
-/// (`16/B374D848`: high and low 32 bits in hex), ordered as a 64-bit integer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Lsn(pub u64);
+/// (`16/B374D848`: high and low 32 bits in hex), ordered as a 64-bit integer: the
+/// `pg_lsn` type of `postgres-types` (PostgreSQL docs §8.20, "pg_lsn Type").
+pub type Lsn = PgLsn;
 
-impl FromStr for Lsn {
-    type Err = &'static str;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (hi, lo) = s.trim().split_once('/').ok_or("expected HIGH/LOW")?;
-        if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
-            return Err("expected 1-8 hex digits on each side of '/'");
-        }
-        let hi = u32::from_str_radix(hi, 16).map_err(|_| "not hexadecimal")?;
-        let lo = u32::from_str_radix(lo, 16).map_err(|_| "not hexadecimal")?;
-        Ok(Lsn((u64::from(hi) << 32) | u64::from(lo)))
-    }
-}
-
-impl fmt::Display for Lsn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
-    }
-}
-
-impl From<PgLsn> for Lsn {
-    fn from(v: PgLsn) -> Self {
-        Lsn(u64::from(v))
-    }
+/// The back-off of a dedicated connection (LISTEN, NOTIFY) that went away: 100 ms doubling
+/// to 5 s, with jitter so instances do not reconnect in lockstep, for as long as it takes.
+pub fn reconnect_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
 }
 
 /// The primary's current WAL LSN (`pg_current_wal_lsn()`): taken right after a write commits,
@@ -146,8 +130,7 @@ impl From<PgLsn> for Lsn {
 pub async fn current_lsn(conn: &Object) -> Result<Lsn, ApiError> {
     let stmt = conn.prepare_cached("SELECT pg_current_wal_lsn()").await?;
     let row = conn.query_one(&stmt, &[]).await?;
-    let lsn: PgLsn = row.get(0);
-    Ok(lsn.into())
+    Ok(row.get::<_, PgLsn>(0))
 }
 
 /// `true` if a trivial query succeeds on a connection from `pool` (readiness checks).
@@ -276,23 +259,4 @@ fn statement_text(sql: &str) -> String {
         }
     }
     out.chars().take(1000).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lsn_round_trips_and_orders() -> Result<(), &'static str> {
-        let a: Lsn = "16/B374D848".parse()?;
-        assert_eq!(a.0, 0x16_B374_D848);
-        assert_eq!(a.to_string(), "16/B374D848");
-        let b: Lsn = "17/0".parse()?;
-        assert!(b > a);
-        assert!("16".parse::<Lsn>().is_err());
-        assert!("/1".parse::<Lsn>().is_err());
-        assert!("1/123456789".parse::<Lsn>().is_err());
-        assert!("G/1".parse::<Lsn>().is_err());
-        Ok(())
-    }
 }

@@ -337,7 +337,7 @@ impl Routing {
             if let Some(m) = crate::metrics::metrics() {
                 m.notify_queue_usage.set(row.get::<_, f64>(1));
             }
-            Some(Lsn::from(row.get::<_, PgLsn>(0)))
+            Some(row.get::<_, PgLsn>(0))
         })
         .await
         .ok()
@@ -428,7 +428,7 @@ impl Routing {
     /// Errors: [`ApiError::TokenAhead`] (400, which also clears the `ryw_lsn` cookie).
     async fn check_not_ahead(&self, conn: &Object, token: Lsn) -> Result<(), ApiError> {
         let row = conn.query_one("SELECT pg_current_wal_lsn()", &[]).await?;
-        let current = Lsn::from(row.get::<_, PgLsn>(0));
+        let current: Lsn = row.get(0);
         if token > current {
             tracing::warn!(token = %token, primary = %current, "consistency token ahead of the primary");
             return Err(ApiError::TokenAhead);
@@ -450,9 +450,9 @@ async fn probe(replica: &Replica, primary_lsn: Option<Lsn>) -> Health {
         return Health::default();
     };
     let in_recovery: bool = row.get(0);
-    let replay: Option<Lsn> = row.get::<_, Option<PgLsn>>(1).map(Lsn::from);
+    let replay: Option<Lsn> = row.get(1);
     let lag_bytes = match (primary_lsn, replay) {
-        (Some(p), Some(r)) => Some(p.0.saturating_sub(r.0)),
+        (Some(p), Some(r)) => Some(u64::from(p).saturating_sub(u64::from(r))),
         _ => None,
     };
     Health {
@@ -478,7 +478,7 @@ async fn replayed(
     loop {
         let row = conn.query_one(&stmt, &[]).await?;
         let replayed: Option<PgLsn> = row.get(0);
-        if replayed.map(Lsn::from).is_some_and(|r| r >= token) {
+        if replayed.is_some_and(|r| r >= token) {
             return Ok(true);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -515,8 +515,8 @@ mod tests {
     #[test]
     fn tokens_verify_only_when_signed_by_us() {
         let r = routing(&["0123456789abcdef"]);
-        let t = r.sign(Lsn(0x16_B374_D848));
-        assert_eq!(r.verify(&t), Some(Lsn(0x16_B374_D848)));
+        let t = r.sign(Lsn::from(0x16_B374_D848));
+        assert_eq!(r.verify(&t), Some(Lsn::from(0x16_B374_D848)));
         assert!(r.verify("16/B374D848").is_none());
         assert!(r
             .verify("FFFFFFFF/FFFFFFFF.AAAAAAAAAAAAAAAAAAAAAA")
@@ -529,9 +529,13 @@ mod tests {
     fn tokens_survive_a_key_rotation() {
         let old = routing(&["old-key"]);
         let rotated = routing(&["new-key", "old-key"]);
-        let t = old.sign(Lsn(42));
-        assert_eq!(rotated.verify(&t), Some(Lsn(42)), "old tokens verify");
-        assert_eq!(old.verify(&rotated.sign(Lsn(7))), None, "new key signs");
+        let t = old.sign(Lsn::from(42));
+        assert_eq!(rotated.verify(&t), Some(Lsn::from(42)), "old tokens verify");
+        assert_eq!(
+            old.verify(&rotated.sign(Lsn::from(7))),
+            None,
+            "new key signs"
+        );
         assert_eq!(routing(&["new-key"]).verify(&t), None, "retired key");
     }
 }

@@ -7,8 +7,6 @@
 //! instance runs one listener (see [`crate::realtime::listener`]). A notification that is
 //! lost (queue full, connection down) loses no data: clients see a `seq` gap and fetch.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -160,19 +158,18 @@ pub fn batch_payloads(events: &[BusEvent]) -> Vec<String> {
 }
 
 async fn run(url: String, mut rx: mpsc::Receiver<BusEvent>) {
-    let mut backoff = Duration::from_millis(100);
+    use backon::Retryable;
     let mut pending: Vec<BusEvent> = Vec::new();
     loop {
-        let (client, conn) = match crate::db::connect(&url, "switchboard-publisher").await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "publisher cannot reach the primary; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
+        let connected = (|| crate::db::connect(&url, "switchboard-publisher"))
+            .retry(crate::db::reconnect_backoff())
+            .notify(|e, after| {
+                tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "publisher cannot reach the primary");
+            })
+            .await;
+        let Ok((client, conn)) = connected else {
+            continue;
         };
-        backoff = Duration::from_millis(100);
         let stmt = match client.prepare("SELECT pg_notify($1, $2)").await {
             Ok(s) => s,
             Err(e) => {

@@ -5,6 +5,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use backon::Retryable;
+
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -20,34 +22,43 @@ use crate::messaging::{
 };
 
 /// Starts the listener task. `primary` is used to resolve who receives an event and to load
-/// messages sent by reference; `ended` learns of every session that ends.
+/// messages sent by reference; `ended` learns of every session that ends. A lost connection
+/// is re-established with exponential back-off ([`crate::db::reconnect_backoff`]), which
+/// starts over after every connection that was made.
 pub fn spawn(primary_url: String, primary: Pool, hub: Hub, ended: Arc<EndedSessions>) {
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
         let mut connected_before = false;
         loop {
-            match listen(&primary_url, &primary, &hub, &ended, &mut connected_before).await {
-                Ok(()) => backoff = Duration::from_millis(100),
-                Err(e) => {
-                    tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+            let listening = (|| listen(&primary_url, &hub, &ended))
+                .retry(crate::db::reconnect_backoff())
+                .notify(|e, after| {
+                    tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "LISTEN connection failed");
+                })
+                .await;
+            let Ok(listening) = listening else { continue };
+            if connected_before {
+                hub.send(Command::Resync);
             }
-            tokio::time::sleep(backoff).await;
+            connected_before = true;
+            listening.serve(&primary, &hub, &ended).await;
+            tracing::warn!("LISTEN connection lost; reconnecting");
         }
     });
 }
 
-async fn listen(
-    url: &str,
-    primary: &Pool,
-    hub: &Hub,
-    ended: &EndedSessions,
-    connected_before: &mut bool,
-) -> anyhow::Result<()> {
+/// A LISTEN connection, established: its notifications arrive on `rx`.
+struct Listening {
+    _client: tokio_postgres::Client,
+    rx: mpsc::UnboundedReceiver<String>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+/// Connects, LISTENs, and loads the sessions that ended while no notification could reach
+/// this instance (refusing their tokens, closing any socket of theirs still open here).
+async fn listen(url: &str, hub: &Hub, ended: &EndedSessions) -> anyhow::Result<Listening> {
     let cfg = crate::db::config(url, "switchboard-listener")?;
     let (client, mut connection) = cfg.connect(NoTls).await?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(m) = messages.next().await {
@@ -65,33 +76,48 @@ async fn listen(
             }
         }
     });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    tracing::info!(channel = CHANNEL, "listening for events");
-    // Sessions that ended while no notification could reach this instance: refuse their
-    // tokens, and close any socket of theirs still open here.
-    for session_id in ended.load(&client).await? {
-        hub.send(Command::CloseSession { session_id });
-    }
-    if *connected_before {
-        hub.send(Command::Resync);
-    }
-    *connected_before = true;
-    while let Some(payload) = rx.recv().await {
-        let events: Vec<BusEvent> = match serde_json::from_str(&payload) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable event payload");
-                continue;
+    let ready = async {
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        ended.load(&client).await
+    };
+    match ready.await {
+        Ok(sessions) => {
+            tracing::info!(channel = CHANNEL, "listening for events");
+            for session_id in sessions {
+                hub.send(Command::CloseSession { session_id });
             }
-        };
-        for event in events {
-            if let Err(e) = dispatch(event, primary, hub, ended).await {
-                tracing::warn!(error = %e, "event not delivered; sockets will catch up");
-            }
+            Ok(Listening {
+                _client: client,
+                rx,
+                driver,
+            })
+        }
+        Err(e) => {
+            driver.abort();
+            Err(e)
         }
     }
-    driver.abort();
-    anyhow::bail!("LISTEN connection closed")
+}
+
+impl Listening {
+    /// Dispatches notifications until the connection ends.
+    async fn serve(mut self, primary: &Pool, hub: &Hub, ended: &EndedSessions) {
+        while let Some(payload) = self.rx.recv().await {
+            let events: Vec<BusEvent> = match serde_json::from_str(&payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable event payload");
+                    continue;
+                }
+            };
+            for event in events {
+                if let Err(e) = dispatch(event, primary, hub, ended).await {
+                    tracing::warn!(error = %e, "event not delivered; sockets will catch up");
+                }
+            }
+        }
+        self.driver.abort();
+    }
 }
 
 async fn dispatch(
