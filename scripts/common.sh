@@ -98,8 +98,9 @@ start_service() {
   local kind="$1" n="${2:-1}" name port
   mkdir -p "$LOG_DIR" "$SWITCHBOARD_DATA/pids"
   export COOKIE_SECURE="${COOKIE_SECURE:-false}"
-  # The local and test stacks run on development secrets (built-in token keys, the dev
-  # database passwords); production manifests never set this (src/secrets.rs).
+  # The local stack and the benchmark run on development secrets (built-in token keys, the
+  # dev database passwords); the test stack sets it false, production never sets it
+  # (src/secrets.rs).
   export ALLOW_INSECURE_DEV_SECRETS="${ALLOW_INSECURE_DEV_SECRETS:-true}"
   export ALLOWED_ORIGINS="${ALLOWED_ORIGINS:-http://localhost:${NGINX_PORT},http://127.0.0.1:${NGINX_PORT}}"
   case "$kind" in

@@ -18,7 +18,7 @@ export PG_REPLICA_PORT="${TEST_PG_REPLICA_PORT:-56433}"
 export PG_REPLICAS=2
 export AUTH_METRICS_PORT=19181
 export MESSAGING_METRICS_PORT=19182
-# Traces go to the OTLP receiver tests/telemetry.rs runs on this port (nothing listens
+# Traces go to the OTLP receiver tests/api/telemetry.rs runs on this port (nothing listens
 # otherwise; the exporter drops its batches quietly). Small batches, sent at once.
 export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18318
 export OTEL_BSP_SCHEDULE_DELAY=100

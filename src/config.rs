@@ -1,8 +1,9 @@
 //! Configuration from environment variables (12-factor, DESIGN.md §6), with defaults that run
 //! the local stack started by `scripts/run.sh`.
 //!
-//! Every variable is optional; a present but unparsable value is a startup error naming the
-//! variable, never a silent fallback.
+//! Every variable has a default except the secrets and database URLs, which are required
+//! unless the development switch is set ([`crate::secrets`]); a present but unparsable value
+//! is a startup error naming the variable, never a silent fallback.
 
 use std::{str::FromStr, time::Duration};
 

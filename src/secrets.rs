@@ -4,8 +4,8 @@
 //! A service refuses to start with a secret that is missing, shorter than
 //! [`MIN_SECRET_BYTES`], or a known placeholder (the values published in `.env.example`,
 //! `k8s/secrets.example.yaml` and the development defaults), unless the development switch
-//! [`DEV_SWITCH`] is set — which `scripts/run.sh` and the test stack do and the production
-//! manifests never do.
+//! [`DEV_SWITCH`] is set — which `scripts/run.sh`, `scripts/bench.sh` and the `dev`
+//! Kubernetes overlay do, and the test stack and the production manifests never do.
 
 use anyhow::anyhow;
 use hmac::{Hmac, Mac};

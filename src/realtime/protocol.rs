@@ -88,7 +88,7 @@ pub enum ClientFrame {
     Read { conversation_id: Uuid, seq: i64 },
     /// `{type:"resume", cursors:{conversation_id: seq}}`: replay every stored change after
     /// each cursor (the last message `seq` the client has), then continue live. At most
-    /// `WS_RESUMES_PER_MINUTE` per socket and `RESUME_MAX_EVENTS_PER_FRAME` events in all;
+    /// `WS_RESUMES_PER_MINUTE` per user and `RESUME_MAX_EVENTS_PER_FRAME` rows read in all;
     /// conversations past that budget are answered `resume.reload`.
     Resume { cursors: HashMap<Uuid, i64> },
     /// `{type:"auth", access_token}`: a fresh access token of the same user and session

@@ -740,7 +740,7 @@ impl Socket {
             Err(e) => {
                 return self
                     .send(error_frame(&format!(
-                        "unreadable frame ({e}); expected type ping, typing, read or resume"
+                        "unreadable frame ({e}); expected type ping, typing, read, resume or auth"
                     )))
                     .await
             }
