@@ -102,7 +102,7 @@ pub struct AuthApi;
         messaging::messages::receipts, messaging::attachments::download,
         messaging::attachments::put_avatar, messaging::attachments::delete_avatar,
         messaging::attachments::get_avatar, messaging::search::search,
-        realtime::ws::ticket, api_healthz, messaging::readyz,
+        realtime::tickets::ticket, api_healthz, messaging::readyz,
     ),
     components(schemas(Problem)),
     security(("bearer" = [])),

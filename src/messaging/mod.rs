@@ -97,9 +97,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(resource("/users/{id}/avatar").get(attachments::get_avatar))
             .service(resource("/search").get(search::search))
-            .service(resource("/ws-ticket").post(crate::realtime::ws::ticket)),
+            .service(resource("/ws-ticket").post(crate::realtime::tickets::ticket)),
     )
-    .service(resource("/ws").get(crate::realtime::ws::connect));
+    .service(resource("/ws").get(crate::realtime::tickets::connect));
 }
 
 /// `GET /api/readyz`: 200 while reads can be served (the primary or a healthy replica);

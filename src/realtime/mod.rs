@@ -6,4 +6,5 @@ pub mod hub;
 pub mod listener;
 pub mod presence;
 pub mod protocol;
-pub mod ws;
+pub mod socket;
+pub mod tickets;
