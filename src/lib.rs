@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod db;
 pub mod error;

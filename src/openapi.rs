@@ -418,9 +418,9 @@ fn op_response(op: &mut Operation, status: u16, description: &str) {
 /// The WebSocket protocol's schemas, gathered by utoipa for the AsyncAPI document.
 #[derive(OpenApi)]
 #[openapi(components(schemas(
-    realtime::protocol::WireServerFrame,
-    realtime::protocol::ServerEvent,
-    realtime::protocol::ClientFrame,
+    messaging::protocol::WireServerFrame,
+    messaging::protocol::ServerEvent,
+    messaging::protocol::ClientFrame,
     messaging::model::Message,
 )))]
 struct WebSocketSchemas;

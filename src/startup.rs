@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::{
     access::Verifier,
     auth::{keys::SigningKeys, AuthState},
+    bus::Publisher,
     config::{AuthConfig, MessagingConfig},
     db::{
         self,
@@ -16,13 +17,12 @@ use crate::{
     },
     error,
     http::request_context,
-    messaging::ended_sessions::EndedSessions,
-    messaging::MessagingState,
+    messaging::{ended_sessions::EndedSessions, MessagingState},
     realtime::{
-        bus::Publisher,
         hub::{Command, Hub},
         listener,
         presence::Presence,
+        Live,
     },
 };
 
@@ -187,9 +187,11 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
         ended,
         verifier,
         publisher,
+        cfg,
+    });
+    let live = Arc::new(Live {
         hub: hub.clone(),
         presence: presence.clone(),
-        cfg,
     });
     let origins = state.cfg.allowed_origins.clone();
     // Graceful shutdown (DESIGN.md §4): every socket closes with 1001 so its client
@@ -203,7 +205,12 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
         &bind,
         origins,
         state,
-        crate::messaging::configure,
+        move |cfg: &mut web::ServiceConfig| {
+            // Live delivery sits on top of messaging: its state and routes are added here.
+            cfg.app_data(web::Data::new(live.clone()));
+            crate::realtime::configure(cfg);
+            crate::messaging::configure(cfg);
+        },
         goodbye,
     )
     .await
@@ -244,14 +251,18 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 /// Serves `configure`'s routes with the shared plumbing — request context, CORS for the
 /// allowed origins, problem+json extractor errors, 404 default — until SIGINT/SIGTERM;
 /// in-flight requests get 10 s.
-async fn serve<S: Clone + Send + 'static>(
+async fn serve<S, F>(
     service: &'static str,
     bind: &str,
     origins: Vec<String>,
     state: S,
-    configure: fn(&mut web::ServiceConfig),
+    configure: F,
     on_shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    S: Clone + Send + 'static,
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
     tracing::info!(service, %bind, "listening");
     let server = HttpServer::new(move || {
         App::new()
@@ -261,7 +272,7 @@ async fn serve<S: Clone + Send + 'static>(
             .app_data(error::json_config(JSON_LIMIT))
             .app_data(error::path_config())
             .app_data(error::query_config())
-            .configure(configure)
+            .configure(configure.clone())
             .default_service(web::to(error::not_found))
     })
     .bind(bind)

@@ -10,11 +10,7 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{refresh, State};
-use crate::{
-    access::AccessClaims,
-    error::ApiError,
-    realtime::bus::{self, BusEvent},
-};
+use crate::{access::AccessClaims, bus, error::ApiError};
 
 /// Why a session ended (the `revoked_reason` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,18 +128,39 @@ pub async fn end(
         )
         .await?;
     let ended: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
-    let events: Vec<BusEvent> = ended
-        .iter()
-        .map(|&session_id| BusEvent::SessionRevoked {
-            session_id,
-            reason: reason.as_str().to_owned(),
-        })
-        .collect();
-    for payload in bus::batch_payloads(&events) {
+    for payload in bus::batch_payloads(&bus_events(&ended, reason.as_str())) {
         tx.execute_t("SELECT pg_notify($1, $2)", &[&bus::CHANNEL, &payload])
             .await?;
     }
     Ok(ended)
+}
+
+/// A session's end as the bus carries it: `{"session_revoked": {session_id, reason}}`
+/// (read by messaging as `crate::messaging::events::BusEvent::SessionRevoked`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SessionEnded {
+    pub session_id: Uuid,
+    /// An [`EndReason`] as text.
+    pub reason: String,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum AuthEvent {
+    SessionRevoked(SessionEnded),
+}
+
+/// The bus events announcing the end of `sessions` for `reason`.
+pub fn bus_events(sessions: &[Uuid], reason: &str) -> Vec<impl serde::Serialize> {
+    sessions
+        .iter()
+        .map(|&session_id| {
+            AuthEvent::SessionRevoked(SessionEnded {
+                session_id,
+                reason: reason.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// Which of a user's sessions [`end`] ends.

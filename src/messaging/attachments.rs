@@ -36,7 +36,7 @@ use super::{
 };
 use crate::{
     error::{ApiError, FieldErrors},
-    realtime::protocol::ServerEvent,
+    messaging::protocol::ServerEvent,
 };
 
 /// Bytes per stored chunk.

@@ -24,8 +24,8 @@ use super::{
 };
 use crate::{
     error::{ApiError, FieldErrors},
-    realtime::bus::BusEvent,
-    realtime::protocol::ServerEvent,
+    messaging::events::BusEvent,
+    messaging::protocol::ServerEvent,
 };
 
 /// Most participants in one conversation.
@@ -282,7 +282,7 @@ fn publish(
             joined_after,
             rev: at.map(|a| a.1),
             recipients,
-            trace: crate::realtime::bus::current_traceparent(),
+            trace: crate::bus::current_traceparent(),
             at_us: Some(chrono::Utc::now().timestamp_micros()),
             frame,
         }),

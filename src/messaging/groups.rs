@@ -20,14 +20,13 @@ use super::{
     caller::Caller,
     consistency,
     conversations::{publish_frame, publish_to_users, MAX_NAME_CHARS, MAX_PARTICIPANTS},
+    events::BusEvent,
     messages::{append, message_frame, publish_message, NewMessage},
     model::{self, load_conversation, Message, Scope, ServerFrame},
+    protocol::ServerEvent,
     State,
 };
-use crate::{
-    error::{ApiError, FieldErrors},
-    realtime::{bus::BusEvent, protocol::ServerEvent},
-};
+use crate::error::{ApiError, FieldErrors};
 
 /// Locks the conversation row (serialising membership changes, so two admins cannot demote
 /// each other into a group with none) and returns the caller's scope as of now.

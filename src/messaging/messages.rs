@@ -23,12 +23,10 @@ use super::{
     },
     State,
 };
+use super::{events::BusEvent, protocol::ServerEvent};
 use crate::{
+    bus::MAX_PAYLOAD,
     error::{unique_violation, ApiError, FieldErrors},
-    realtime::{
-        bus::{BusEvent, MAX_PAYLOAD},
-        protocol::ServerEvent,
-    },
 };
 
 /// Longest `client_id`, in characters.

@@ -8,21 +8,18 @@ pub mod caller;
 pub mod consistency;
 pub mod conversations;
 pub mod ended_sessions;
+pub mod events;
 pub mod groups;
 pub mod messages;
 pub mod model;
+pub mod protocol;
 pub mod search;
 
 use std::sync::Arc;
 
 use actix_web::web;
 
-use crate::{
-    access::Verifier,
-    config::MessagingConfig,
-    db::Routing,
-    realtime::{bus::Publisher, hub::Hub, presence::Presence},
-};
+use crate::{access::Verifier, bus::Publisher, config::MessagingConfig, db::Routing};
 
 /// Shared state of the messaging service's handlers.
 pub struct MessagingState {
@@ -31,15 +28,13 @@ pub struct MessagingState {
     pub ended: Arc<ended_sessions::EndedSessions>,
     pub verifier: Arc<Verifier>,
     pub publisher: Publisher,
-    pub hub: Hub,
-    pub presence: Arc<Presence>,
     pub cfg: MessagingConfig,
 }
 
 /// `web::Data` payload type.
 pub type State = Arc<MessagingState>;
 
-/// Registers `/api/*` and `/ws`. Resources (not bare routes), so a known path with the
+/// Registers `/api/*` (the WebSocket's routes are `crate::realtime::configure`'s). Resources (not bare routes), so a known path with the
 /// wrong method answers 405.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use web::resource;
@@ -96,10 +91,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .delete(attachments::delete_avatar),
             )
             .service(resource("/users/{id}/avatar").get(attachments::get_avatar))
-            .service(resource("/search").get(search::search))
-            .service(resource("/ws-ticket").post(crate::realtime::tickets::ticket)),
-    )
-    .service(resource("/ws").get(crate::realtime::tickets::connect));
+            .service(resource("/search").get(search::search)),
+    );
 }
 
 /// `GET /api/readyz`: 200 while reads can be served (the primary or a healthy replica);

@@ -7,7 +7,7 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{error::ApiError, realtime::protocol::ServerEvent};
+use crate::{error::ApiError, messaging::protocol::ServerEvent};
 
 /// A message: `{id, conversation_id, seq, sender_id, kind, content, reply_to, quote?,
 /// attachment?, system?, created_at, edited_at, deleted}`. `seq` is per conversation,
@@ -220,7 +220,7 @@ pub struct Peer {
 }
 
 /// A server frame on the WebSocket (DESIGN.md §4): `{type, conversation_id?, seq?, rev?,
-/// data}`. The protocol's single definition is [`crate::realtime::protocol`].
+/// data}`. The protocol's single definition is [`crate::messaging::protocol`].
 #[derive(Debug, Serialize)]
 pub struct ServerFrame<T: Serialize> {
     #[serde(rename = "type")]

@@ -13,12 +13,14 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
-use super::{
-    bus::{BusEvent, CHANNEL},
-    hub::{Command, Frame, Hub},
-};
-use crate::messaging::{
-    ended_sessions::EndedSessions, messages::message_frame, model::load_message,
+use super::hub::{Command, Frame, Hub};
+use crate::{
+    auth::session::SessionEnded,
+    bus::CHANNEL,
+    messaging::{
+        ended_sessions::EndedSessions, events::BusEvent, messages::message_frame,
+        model::load_message,
+    },
 };
 
 /// Starts the listener task. `primary` is used to resolve who receives an event and to load
@@ -127,7 +129,7 @@ async fn dispatch(
     ended: &EndedSessions,
 ) -> anyhow::Result<()> {
     match event {
-        BusEvent::SessionRevoked { session_id, reason } => {
+        BusEvent::SessionRevoked(SessionEnded { session_id, reason }) => {
             tracing::info!(session.id = %session_id, reason, "closing sockets of ended session");
             ended.insert(session_id, Duration::ZERO);
             hub.send(Command::CloseSession { session_id });
@@ -160,7 +162,7 @@ async fn dispatch(
                 conversation.id = %conversation_id,
                 recipients = tracing::field::Empty,
             );
-            if let Some(sc) = trace.as_deref().and_then(super::bus::span_context_of) {
+            if let Some(sc) = trace.as_deref().and_then(crate::bus::span_context_of) {
                 span.add_link(sc);
             }
             let users = match carried {

@@ -14,11 +14,10 @@ use deadpool_postgres::Pool;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{
-    bus::{BusEvent, Publisher},
-    protocol::ServerEvent,
+use crate::{
+    bus::Publisher,
+    messaging::{events::BusEvent, model::ServerFrame, protocol::ServerEvent},
 };
-use crate::messaging::model::ServerFrame;
 
 /// An instance whose heartbeat is older than this is dead; its sockets no longer count.
 const INSTANCE_TIMEOUT_SECS: f64 = 30.0;

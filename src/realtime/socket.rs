@@ -1,6 +1,6 @@
 //! One WebSocket's task (DESIGN.md §4): the socket loop — hub frames, client frames,
 //! heartbeats, the access token's deadline — and how it ends. Ordered delivery and resume
-//! are in [`delivery`], typing in [`typing`]; the frames are defined in [`super::protocol`].
+//! are in [`delivery`], typing in [`typing`]; the frames are defined in [`crate::messaging::protocol`].
 
 mod delivery;
 mod typing;
@@ -18,11 +18,17 @@ use uuid::Uuid;
 
 use super::{
     hub::{self, Command, Outbound},
-    protocol::{ClientFrame, ServerEvent},
+    LiveState,
 };
 use crate::{
     error::ApiError,
-    messaging::{caller::Caller, conversations::mark_read, model::ServerFrame, State},
+    messaging::{
+        caller::Caller,
+        conversations::mark_read,
+        model::ServerFrame,
+        protocol::{ClientFrame, ServerEvent},
+        State,
+    },
 };
 
 /// Largest client frame, in bytes; a larger one closes the socket with 1009 (RFC 6455 §7.4.1).
@@ -58,6 +64,7 @@ enum End {
 /// One socket's task state.
 pub(super) struct Socket {
     state: State,
+    live: LiveState,
     caller: Caller,
     session: Session,
     close_rx: watch::Receiver<hub::CloseReason>,
@@ -78,15 +85,16 @@ pub(super) struct Socket {
 
 impl Socket {
     pub(super) fn new(
-        state: State,
+        (state, live): (State, LiveState),
         caller: Caller,
         session: Session,
         synced: HashMap<Uuid, i64>,
         token: TokenLife,
     ) -> Self {
-        let (conn_id, frames, close_rx) = state.hub.register(caller.user_id, caller.session_id);
+        let (conn_id, frames, close_rx) = live.hub.register(caller.user_id, caller.session_id);
         Self {
             state,
+            live,
             caller,
             session,
             close_rx,
@@ -106,7 +114,7 @@ impl Socket {
         if self.state.ended.contains(self.caller.session_id) {
             self.ending = Some(hub::SESSION_REVOKED);
         }
-        self.state
+        self.live
             .presence
             .connected(self.caller.user_id, self.conn_id)
             .await;
@@ -115,7 +123,7 @@ impl Socket {
             None,
             None,
             json!({
-                "instance": self.state.presence.instance(),
+                "instance": self.live.presence.instance(),
                 "user_id": self.caller.user_id,
                 "session_id": self.caller.session_id,
                 "ping_interval_secs": self.state.cfg.ws_ping_interval.as_secs(),
@@ -130,11 +138,11 @@ impl Socket {
         for conversation_id in self.typing.keys().copied().collect::<Vec<_>>() {
             self.announce_typing(conversation_id, false);
         }
-        self.state.hub.send(Command::Unregister {
+        self.live.hub.send(Command::Unregister {
             id: self.conn_id,
             user_id: self.caller.user_id,
         });
-        self.state
+        self.live
             .presence
             .disconnected(self.caller.user_id, self.conn_id);
         let reason = match end {

@@ -14,7 +14,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::socket::{Socket, TokenLife, MAX_FRAME_BYTES};
+use super::{
+    socket::{Socket, TokenLife, MAX_FRAME_BYTES},
+    LiveState,
+};
 use crate::{
     error::ApiError,
     messaging::{
@@ -99,6 +102,7 @@ pub struct ConnectQuery {
 /// `WS_MAX_SOCKETS_PER_USER` sockets open (on any instance).
 pub async fn connect(
     state: web::Data<State>,
+    live: web::Data<LiveState>,
     req: HttpRequest,
     body: web::Payload,
     query: Query<ConnectQuery>,
@@ -175,7 +179,13 @@ pub async fn connect(
         expires_at: token.expires_at,
     };
     tracing::info!(user.id = %user_id, "socket opened");
-    let socket = Socket::new(state.get_ref().clone(), caller, session, synced, token);
+    let socket = Socket::new(
+        (state.get_ref().clone(), live.get_ref().clone()),
+        caller,
+        session,
+        synced,
+        token,
+    );
     actix_web::rt::spawn(socket.run(stream));
     Ok(response)
 }

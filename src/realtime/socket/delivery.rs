@@ -14,15 +14,13 @@ use uuid::Uuid;
 use super::{error_frame, Socket};
 use crate::{
     error::ApiError,
+    messaging::protocol::{ServerEvent, MAX_RESUME_CONVERSATIONS},
     messaging::{
         budget::{self, Budget},
         messages::message_frame,
         model::{message_from_seen_from, scope, Message, ServerFrame, MESSAGE_COLUMNS},
     },
-    realtime::{
-        hub::Frame,
-        protocol::{ServerEvent, MAX_RESUME_CONVERSATIONS},
-    },
+    realtime::hub::Frame,
 };
 
 /// `resume.reload` for a conversation with more than `max` changes to replay.

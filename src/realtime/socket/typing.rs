@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::Socket;
 use crate::{
+    messaging::protocol::ServerEvent,
     messaging::{conversations::publish_frame, model::is_participant, model::ServerFrame},
-    realtime::protocol::ServerEvent,
 };
 
 /// A refreshed `typing: true` is re-announced at most this often.
