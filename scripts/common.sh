@@ -100,7 +100,7 @@ start_service() {
   export COOKIE_SECURE="${COOKIE_SECURE:-false}"
   # The local stack and the benchmark run on development secrets (built-in token keys, the
   # dev database passwords); the test stack sets it false, production never sets it
-  # (src/secrets.rs).
+  # (src/platform/secrets.rs).
   export ALLOW_INSECURE_DEV_SECRETS="${ALLOW_INSECURE_DEV_SECRETS:-true}"
   export ALLOWED_ORIGINS="${ALLOWED_ORIGINS:-http://localhost:${NGINX_PORT},http://127.0.0.1:${NGINX_PORT}}"
   case "$kind" in

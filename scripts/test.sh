@@ -46,8 +46,9 @@ export SEND_RATE_WINDOW_SECS=60
 export REPLICA_CHECK_INTERVAL_MS=250
 export REPLICA_MAX_LAG_SECS=3
 export REPLICA_MAX_LAG_BYTES=1048576
-# Secrets as production has them: no development switch, real-looking values (src/secrets.rs
-# refuses placeholders, short keys and the dev database passwords without it).
+# Secrets as production has them: no development switch, real-looking values
+# (src/platform/secrets.rs refuses placeholders, short keys and the dev database passwords
+# without it).
 export ALLOW_INSECURE_DEV_SECRETS=false
 export CONSISTENCY_TOKEN_SECRET=test-consistency-token-secret-0123456789
 export REFRESH_TOKEN_SECRET=test-refresh-token-secret-0123456789abcdef

@@ -60,11 +60,11 @@ def block(src, start):
 
 
 def read_names():
-    src = open(os.path.join(REPO, "src", "config.rs")).read()
+    src = open(os.path.join(REPO, "src", "platform", "config.rs")).read()
     shared = set(ENV_CALL.findall(block(src, "impl TokenSettings")))
     shared |= set(ENV_CALL.findall(block(src, "impl PoolSettings")))
     shared |= set(ENV_CALL.findall(block(src, "pub fn allowed_origins")))
-    telemetry = open(os.path.join(REPO, "src", "telemetry.rs")).read()
+    telemetry = open(os.path.join(REPO, "src", "platform", "telemetry.rs")).read()
     shared |= set(ENV_CALL.findall(telemetry)) | {"RUST_LOG", "LOG_FORMAT"}
     shared |= {"ALLOW_INSECURE_DEV_SECRETS"}
     auth = shared | set(ENV_CALL.findall(block(src, "impl AuthConfig")))
@@ -72,7 +72,7 @@ def read_names():
     messaging = shared | set(ENV_CALL.findall(block(src, "impl MessagingConfig")))
     messaging |= set(ENV_CALL.findall(block(src, "pub fn messaging_database_url")))
     if len(auth) < 15 or len(messaging) < 20:
-        fail(f"could not read the env names from src/config.rs ({len(auth)}, {len(messaging)})")
+        fail(f"could not read the env names from src/platform/config.rs ({len(auth)}, {len(messaging)})")
     return {"auth": auth, "messaging": messaging, "migrate": auth | messaging}
 
 

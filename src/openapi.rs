@@ -22,7 +22,7 @@ use utoipa::{
     Modify, OpenApi, ToSchema,
 };
 
-use crate::{auth, http, messaging, realtime};
+use crate::{auth, messaging, platform::http, realtime};
 
 /// An error answer (RFC 9457 problem details), as every error of both services has it.
 #[derive(serde::Serialize, ToSchema)]
@@ -312,7 +312,7 @@ fn problem(status: u16, description: &str) -> RefOr<Response> {
         .build();
     let mut response = Response::builder()
         .description(description)
-        .content(crate::error::PROBLEM_JSON, content);
+        .content(crate::platform::error::PROBLEM_JSON, content);
     if status == 429 || status == 503 {
         response = response.header(
             "Retry-After",

@@ -7,17 +7,17 @@ use actix_web::{middleware::from_fn, web, App, HttpServer};
 use anyhow::Context;
 
 use crate::{
-    access::Verifier,
     auth::{keys::SigningKeys, AuthState},
-    bus::Publisher,
-    config::{AuthConfig, MessagingConfig},
-    db::{
+    messaging::{ended_sessions::EndedSessions, MessagingState},
+    platform::access::Verifier,
+    platform::bus::Publisher,
+    platform::config::{AuthConfig, MessagingConfig},
+    platform::db::{
         self,
         routing::{ReplicaPolicy, Routing},
     },
-    error,
-    http::request_context,
-    messaging::{ended_sessions::EndedSessions, MessagingState},
+    platform::error,
+    platform::http::request_context,
     realtime::{
         hub::{Command, Hub},
         listener,
@@ -70,13 +70,13 @@ async fn migrate_with_retry(
 /// Errors: a URL that does not parse or a migration that fails.
 pub async fn migrate_all() -> anyhow::Result<()> {
     migrate_with_retry(
-        &crate::config::auth_database_url()?,
+        &crate::platform::config::auth_database_url()?,
         "auth",
         migrations::auth::migrations::runner,
     )
     .await?;
     migrate_with_retry(
-        &crate::config::messaging_database_url()?,
+        &crate::platform::config::messaging_database_url()?,
         "messaging",
         migrations::messaging::migrations::runner,
     )
@@ -99,8 +99,8 @@ pub async fn run_auth(cfg: AuthConfig) -> anyhow::Result<()> {
     .await?;
     let pool = db::pool(&cfg.database_url, &cfg.pool, "switchboard-auth")?;
     let scraped = pool.clone();
-    crate::metrics::serve(&cfg.metrics_bind, move || {
-        crate::metrics::record_pool("primary", scraped.status());
+    crate::platform::metrics::serve(&cfg.metrics_bind, move || {
+        crate::platform::metrics::record_pool("primary", scraped.status());
     })?;
     let bind = cfg.bind.clone();
     let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, cfg));
@@ -156,10 +156,10 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
     );
     routing.spawn_monitor();
     let scraped = routing.clone();
-    crate::metrics::serve(&cfg.metrics_bind, move || {
-        crate::metrics::record_pool("primary", scraped.primary_pool().status());
+    crate::platform::metrics::serve(&cfg.metrics_bind, move || {
+        crate::platform::metrics::record_pool("primary", scraped.primary_pool().status());
         for r in scraped.replicas() {
-            crate::metrics::record_pool(&r.name, r.pool.status());
+            crate::platform::metrics::record_pool(&r.name, r.pool.status());
         }
     })?;
     let verifier = Verifier::remote(cfg.jwks_url.clone(), &cfg.tokens, cfg.jwks_min_refresh)?;

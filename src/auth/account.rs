@@ -1,6 +1,6 @@
 //! The caller's account (profile, password, deletion) and other users' public profiles.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use actix_web::{
     web::{self, Json, Path, Query},
     HttpResponse,
@@ -16,7 +16,7 @@ use super::{
     session::{self, EndReason, Which},
     validate, State,
 };
-use crate::error::{ApiError, FieldErrors};
+use crate::platform::error::{ApiError, FieldErrors};
 
 async fn load_user(db: &deadpool_postgres::Object, id: Uuid) -> Result<User, ApiError> {
     let row = db
@@ -108,7 +108,7 @@ pub async fn update(
         .await;
     match changed {
         Ok(_) => {}
-        Err(e) if crate::error::unique_violation(&e) == Some("users_email_key") => {}
+        Err(e) if crate::platform::error::unique_violation(&e) == Some("users_email_key") => {}
         Err(e) => return Err(e.into()),
     }
     Ok(HttpResponse::Accepted().json(EmailChangeRequested {
@@ -270,7 +270,7 @@ pub async fn search(
             "query must be 1 to 64 characters, without NUL".into(),
         ));
     }
-    let limit = crate::http::page_size(query.limit, 20, 50)?;
+    let limit = crate::platform::http::page_size(query.limit, 20, 50)?;
     let pattern = like_prefix(&q);
     let db = state.db.get().await?;
     let rows = db

@@ -14,12 +14,12 @@
 //! after a dummy bcrypt), so locking an account by its username never tells which email
 //! address it has.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::State;
-use crate::error::ApiError;
+use crate::platform::error::ApiError;
 
 /// What attempts are counted against.
 #[derive(Debug, Clone)]

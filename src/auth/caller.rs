@@ -2,7 +2,7 @@
 //! service, auth also checks that the token's session is still active (it has the database
 //! at hand), so a revoked session cannot manage the account for the token's remaining minutes.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use std::{future::Future, pin::Pin};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::State;
 use crate::{
-    access::{bearer_token, verify_bearer},
-    error::ApiError,
+    platform::access::{bearer_token, verify_bearer},
+    platform::error::ApiError,
 };
 
 /// A verified access token whose session and account are still active.

@@ -11,7 +11,7 @@ use ed25519_dalek::{pkcs8::DecodePrivateKey, SigningKey};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sha2::{Digest, Sha256};
 
-use crate::access::{AccessClaims, Jwk, Jwks};
+use crate::platform::access::{AccessClaims, Jwk, Jwks};
 
 /// One loaded private key.
 pub struct KeyPair {

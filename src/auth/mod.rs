@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 
-use crate::{access::Verifier, config::AuthConfig};
+use crate::{platform::access::Verifier, platform::config::AuthConfig};
 
 /// Shared state of the auth service's handlers.
 pub struct AuthState {

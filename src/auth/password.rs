@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use crate::error::{ApiError, FieldErrors};
+use crate::platform::error::{ApiError, FieldErrors};
 
 /// Longest password bcrypt uses in full, in bytes of UTF-8.
 pub const MAX_PASSWORD_BYTES: usize = 72;

@@ -44,7 +44,7 @@ pub fn clear_cookie(secure: bool) -> Cookie<'static> {
 /// the first refresh issued without that successor ever being stored; unpredictable without
 /// the key, as the first token of a family is random.
 pub fn successor(key: &[u8; 32], token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(crate::secrets::mac(key, token.as_bytes()))
+    URL_SAFE_NO_PAD.encode(crate::platform::secrets::mac(key, token.as_bytes()))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Handlers of the auth service's sign-in flow (`/auth/*`, DESIGN.md §2–3) and the route
 //! table of the whole service.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use actix_web::{
     cookie::Cookie,
     http::{header, StatusCode},
@@ -18,7 +18,7 @@ use super::{
     session::{self, EndReason, Which},
     sessions, validate, State,
 };
-use crate::error::{unique_violation, ApiError, FieldErrors};
+use crate::platform::error::{unique_violation, ApiError, FieldErrors};
 
 /// Registers the auth routes under `/auth`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -447,7 +447,7 @@ pub(crate) async fn logout(
 
 /// `GET /auth/.well-known/jwks.json`: every published public key (RFC 7517).
 #[utoipa::path(get, path = "/auth/.well-known/jwks.json", tag = "auth", security(()),
-    responses((status = 200, description = "The public signing keys (RFC 7517).", body = crate::access::Jwks)))]
+    responses((status = 200, description = "The public signing keys (RFC 7517).", body = crate::platform::access::Jwks)))]
 pub(crate) async fn jwks(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
@@ -456,9 +456,9 @@ pub(crate) async fn jwks(state: web::Data<State>) -> HttpResponse {
 
 /// `GET /auth/readyz`: 200 when the primary answers.
 #[utoipa::path(get, path = "/auth/readyz", tag = "operations", security(()),
-    responses((status = 200, description = "Ready: the primary answers.", body = crate::http::Readiness),
-        (status = 503, description = "Not ready.", body = crate::http::Readiness)))]
+    responses((status = 200, description = "Ready: the primary answers.", body = crate::platform::http::Readiness),
+        (status = 503, description = "Not ready.", body = crate::platform::http::Readiness)))]
 pub(crate) async fn readyz(state: web::Data<State>) -> HttpResponse {
-    let primary = crate::db::ping(&state.db).await;
-    crate::http::readiness(primary, serde_json::json!({ "primary": primary }))
+    let primary = crate::platform::db::ping(&state.db).await;
+    crate::platform::http::readiness(primary, serde_json::json!({ "primary": primary }))
 }

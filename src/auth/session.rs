@@ -3,14 +3,14 @@
 //! the ending transaction) so every messaging instance refuses the session's access tokens
 //! for as long as they could still verify, and closes its sockets.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use actix_web::{http::header, HttpRequest};
 use chrono::Utc;
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{refresh, State};
-use crate::{access::AccessClaims, bus, error::ApiError};
+use crate::{platform::access::AccessClaims, platform::bus, platform::error::ApiError};
 
 /// Why a session ended (the `revoked_reason` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! The caller's sessions: list them, end one, end all but the current one.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use actix_web::{
     web::{self, Path},
     HttpResponse,
@@ -14,7 +14,7 @@ use super::{
     session::{self, EndReason, Which},
     State,
 };
-use crate::error::ApiError;
+use crate::platform::error::ApiError;
 
 /// One active session.
 #[derive(Serialize, utoipa::ToSchema)]

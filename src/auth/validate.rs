@@ -1,6 +1,6 @@
 //! Account field rules, checked once at the edge; each failure is a 422 field message.
 
-use crate::error::FieldErrors;
+use crate::platform::error::FieldErrors;
 
 /// Usernames: 3–32 characters of ASCII letters, digits, `_`, `.`, `-`, starting with a letter
 /// or digit. Compared case-insensitively.

@@ -2,8 +2,8 @@
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = switchboard::telemetry::init("auth");
-    let result = match switchboard::config::AuthConfig::from_env() {
+    let telemetry = switchboard::platform::telemetry::init("auth");
+    let result = match switchboard::platform::config::AuthConfig::from_env() {
         Ok(cfg) => switchboard::startup::run_auth(cfg).await,
         Err(e) => Err(e),
     };

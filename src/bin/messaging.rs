@@ -2,8 +2,8 @@
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = switchboard::telemetry::init("messaging");
-    let result = match switchboard::config::MessagingConfig::from_env() {
+    let telemetry = switchboard::platform::telemetry::init("messaging");
+    let result = match switchboard::platform::config::MessagingConfig::from_env() {
         Ok(cfg) => switchboard::startup::run_messaging(cfg).await,
         Err(e) => Err(e),
     };

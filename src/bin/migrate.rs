@@ -6,7 +6,7 @@
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = switchboard::telemetry::init("migrate");
+    let telemetry = switchboard::platform::telemetry::init("migrate");
     let result = switchboard::startup::migrate_all().await;
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "migrations failed");

@@ -8,7 +8,7 @@
 //! `X-Content-Type-Options: nosniff`, a sandboxing CSP, and single byte ranges
 //! (RFC 9110 §14) read from just the chunks they need.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use actix_multipart::Multipart;
 use actix_web::{
     http::{
@@ -35,8 +35,8 @@ use super::{
     State,
 };
 use crate::{
-    error::{ApiError, FieldErrors},
     messaging::protocol::ServerEvent,
+    platform::error::{ApiError, FieldErrors},
 };
 
 /// Bytes per stored chunk.
@@ -422,13 +422,13 @@ async fn serve(
             _ => {
                 return Ok(HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
                     .insert_header((header::CONTENT_RANGE, format!("bytes */{}", file.size)))
-                    .content_type(crate::error::PROBLEM_JSON)
+                    .content_type(crate::platform::error::PROBLEM_JSON)
                     .json(serde_json::json!({
                         "type": "tag:switchboard,2026:problem/range-not-satisfiable",
                         "title": "Range Not Satisfiable",
                         "status": 416,
                         "detail": format!("the file has {} bytes", file.size),
-                        "trace_id": crate::http::current_trace_id(),
+                        "trace_id": crate::platform::http::current_trace_id(),
                     })));
             }
         }

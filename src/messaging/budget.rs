@@ -3,13 +3,13 @@
 //! tickets issued, bytes uploaded. Spending past a budget is a 429 with `Retry-After` (the
 //! seconds to the next window, RFC 9110 §10.2.3).
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::platform::error::ApiError;
 
 /// What a budget counts (the `budget` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

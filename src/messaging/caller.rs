@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::State;
 use crate::{
-    access::{bearer_token, verify_bearer},
-    error::ApiError,
+    platform::access::{bearer_token, verify_bearer},
+    platform::error::ApiError,
 };
 
 /// A verified access token's user and session, and when the token expires.
@@ -25,7 +25,7 @@ impl FromRequest for Caller {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     /// Errors: 401 with `WWW-Authenticate: Bearer` when the header is missing, the token
-    /// does not verify (see [`crate::access::Verifier::verify`]), its session ended
+    /// does not verify (see [`crate::platform::access::Verifier::verify`]), its session ended
     /// recently, or it lives longer than ended sessions are remembered
     /// ([`super::ended_sessions`]).
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {

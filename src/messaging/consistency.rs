@@ -1,6 +1,6 @@
 //! The read-your-writes token on the wire (DESIGN.md §5): every write answers with the
 //! primary's WAL LSN after commit, signed (`<LSN>.<MAC>`, see
-//! [`crate::db::Routing::sign`]), in the `X-Consistency-Token` header and the `ryw_lsn`
+//! [`crate::platform::db::Routing::sign`]), in the `X-Consistency-Token` header and the `ryw_lsn`
 //! cookie (HttpOnly, Path=/api); reads take the newer of the two. A token that is not one we
 //! signed is refused (header) or ignored (cookie), so nobody can make their reads wait for a
 //! WAL position that does not exist.
@@ -14,7 +14,7 @@ use actix_web::{
 };
 
 use super::State;
-use crate::{db::Lsn, error::ApiError};
+use crate::{platform::db::Lsn, platform::error::ApiError};
 
 /// Response and request header carrying the token.
 pub const HEADER: &str = "x-consistency-token";
@@ -62,7 +62,7 @@ pub async fn written(
     conn: &deadpool_postgres::Object,
     status: actix_web::http::StatusCode,
 ) -> Result<HttpResponseBuilder, ApiError> {
-    let lsn = crate::db::current_lsn(conn).await?;
+    let lsn = crate::platform::db::current_lsn(conn).await?;
     let mut res = actix_web::HttpResponse::build(status);
     attach(state, &mut res, lsn);
     Ok(res)

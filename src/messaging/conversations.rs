@@ -1,6 +1,6 @@
 //! Conversations: create (direct or group), list with unread counts, details, read marker.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use std::collections::BTreeSet;
 
 use actix_web::{
@@ -23,9 +23,9 @@ use super::{
     State,
 };
 use crate::{
-    error::{ApiError, FieldErrors},
     messaging::events::BusEvent,
     messaging::protocol::ServerEvent,
+    platform::error::{ApiError, FieldErrors},
 };
 
 /// Most participants in one conversation.
@@ -282,7 +282,7 @@ fn publish(
             joined_after,
             rev: at.map(|a| a.1),
             recipients,
-            trace: crate::bus::current_traceparent(),
+            trace: crate::platform::bus::current_traceparent(),
             at_us: Some(chrono::Utc::now().timestamp_micros()),
             frame,
         }),
@@ -342,7 +342,7 @@ fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
 ///
 /// Errors: 400 outside the range.
 pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
-    crate::http::page_size(limit, 50, 100)
+    crate::platform::http::page_size(limit, 50, 100)
 }
 
 /// A conversation's place in the caller's list: its last activity, or for a former

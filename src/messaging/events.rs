@@ -1,4 +1,4 @@
-//! The messaging events that travel the bus ([`crate::bus`]) between instances: one typed
+//! The messaging events that travel the bus ([`crate::platform::bus`]) between instances: one typed
 //! enum, written by the handlers after their writes commit (and by the auth service for
 //! session ends, [`crate::auth::session::SessionEnded`]), read by every instance's listener
 //! (`crate::realtime::listener`).
@@ -81,8 +81,10 @@ mod tests {
     #[test]
     fn auth_session_ends_read_as_bus_events() -> Result<(), serde_json::Error> {
         let id = Uuid::now_v7();
-        let payloads =
-            crate::bus::batch_payloads(&crate::auth::session::bus_events(&[id], "logout"));
+        let payloads = crate::platform::bus::batch_payloads(&crate::auth::session::bus_events(
+            &[id],
+            "logout",
+        ));
         let events: Vec<BusEvent> = serde_json::from_str(&payloads[0])?;
         assert!(
             matches!(&events[..], [BusEvent::SessionRevoked(e)] if e.session_id == id && e.reason == "logout")

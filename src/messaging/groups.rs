@@ -3,7 +3,7 @@
 //! else, and is announced live. Admin-only actions answer 403 to members; all answer 404 to
 //! non-participants and 422 on a direct conversation.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use std::collections::{BTreeSet, HashMap};
 
 use actix_web::{
@@ -26,7 +26,7 @@ use super::{
     protocol::ServerEvent,
     State,
 };
-use crate::error::{ApiError, FieldErrors};
+use crate::platform::error::{ApiError, FieldErrors};
 
 /// Locks the conversation row (serialising membership changes, so two admins cannot demote
 /// each other into a group with none) and returns the caller's scope as of now.

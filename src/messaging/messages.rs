@@ -1,7 +1,7 @@
 //! Messages: appending to a conversation (gapless `seq`), send with idempotent retries,
 //! edit, delete, history pages, read markers by message, receipts, and the send rate limit.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use actix_web::{
     http::StatusCode,
     web::{self, Json, Path, Query},
@@ -25,8 +25,8 @@ use super::{
 };
 use super::{events::BusEvent, protocol::ServerEvent};
 use crate::{
-    bus::MAX_PAYLOAD,
-    error::{unique_violation, ApiError, FieldErrors},
+    platform::bus::MAX_PAYLOAD,
+    platform::error::{unique_violation, ApiError, FieldErrors},
 };
 
 /// Longest `client_id`, in characters.

@@ -1,6 +1,6 @@
 //! The messaging service (DESIGN.md §3–5): conversations, participants, messages, read
 //! markers, and the WebSocket entry point. Every handler names its pool through
-//! [`crate::db::Routing`]: writes on the primary, reads on the replica with read-your-writes.
+//! [`crate::platform::db::Routing`]: writes on the primary, reads on the replica with read-your-writes.
 
 pub mod attachments;
 pub mod budget;
@@ -19,7 +19,10 @@ use std::sync::Arc;
 
 use actix_web::web;
 
-use crate::{access::Verifier, bus::Publisher, config::MessagingConfig, db::Routing};
+use crate::{
+    platform::access::Verifier, platform::bus::Publisher, platform::config::MessagingConfig,
+    platform::db::Routing,
+};
 
 /// Shared state of the messaging service's handlers.
 pub struct MessagingState {
@@ -100,10 +103,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// primary up, not ready until the sessions ended recently are loaded (so no ended
 /// session's token is served by a fresh instance).
 #[utoipa::path(get, path = "/api/readyz", tag = "operations", security(()),
-    responses((status = 200, description = "Ready (perhaps read-only: only replicas answer).", body = crate::http::Readiness),
-        (status = 503, description = "Neither the primary nor a replica answers.", body = crate::http::Readiness)))]
+    responses((status = 200, description = "Ready (perhaps read-only: only replicas answer).", body = crate::platform::http::Readiness),
+        (status = 503, description = "Neither the primary nor a replica answers.", body = crate::platform::http::Readiness)))]
 pub(crate) async fn readyz(state: web::Data<State>) -> actix_web::HttpResponse {
-    let primary = crate::db::ping(state.db.primary_pool()).await;
+    let primary = crate::platform::db::ping(state.db.primary_pool()).await;
     let replicas: Vec<serde_json::Value> = state
         .db
         .replicas()
@@ -112,7 +115,7 @@ pub(crate) async fn readyz(state: web::Data<State>) -> actix_web::HttpResponse {
         .collect();
     let any_replica = state.db.replicas().iter().any(|r| r.health().healthy);
     let sessions_loaded = state.ended.loaded();
-    crate::http::readiness(
+    crate::platform::http::readiness(
         (primary || any_replica) && (sessions_loaded || !primary),
         serde_json::json!({
             "primary": primary,

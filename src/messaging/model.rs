@@ -1,13 +1,13 @@
 //! Wire shapes of the messaging API (DESIGN.md §3), their SQL, and the rules of who sees
 //! what: a participant sees the history within their membership period ([`Scope`]).
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{error::ApiError, messaging::protocol::ServerEvent};
+use crate::{messaging::protocol::ServerEvent, platform::error::ApiError};
 
 /// A message: `{id, conversation_id, seq, sender_id, kind, content, reply_to, quote?,
 /// attachment?, system?, created_at, edited_at, deleted}`. `seq` is per conversation,

@@ -2,7 +2,7 @@
 //! Search"): a GIN index on a generated `tsvector`, `websearch_to_tsquery` for the query
 //! syntax people type (words, "phrases", -exclusions, or), ranked by `ts_rank`.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use actix_web::{
     web::{self, Query},
     HttpResponse,
@@ -16,7 +16,7 @@ use super::{
     model::{any_scope, Message, MESSAGE_COLUMNS},
     State,
 };
-use crate::error::ApiError;
+use crate::platform::error::ApiError;
 
 /// `GET /api/search` query.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -71,7 +71,7 @@ pub async fn search(
     if n == 0 || n > 200 || q.contains('\0') {
         return Err(ApiError::BadRequest("q must be 1 to 200 characters".into()));
     }
-    let limit = crate::http::page_size(query.limit, 20, 50)?;
+    let limit = crate::platform::http::page_size(query.limit, 20, 50)?;
     let offset = match query.offset {
         None => 0,
         Some(o) if (0..=1000).contains(&o) => o,

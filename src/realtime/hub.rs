@@ -209,7 +209,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>, count: Arc<AtomicUsize>) 
         }
         let n = by_user.values().map(Vec::len).sum();
         count.store(n, Ordering::Relaxed);
-        if let Some(m) = crate::metrics::metrics() {
+        if let Some(m) = crate::platform::metrics::metrics() {
             m.sockets.set(n as i64);
         }
     }

@@ -16,23 +16,23 @@ use uuid::Uuid;
 use super::hub::{Command, Frame, Hub};
 use crate::{
     auth::session::SessionEnded,
-    bus::CHANNEL,
     messaging::{
         ended_sessions::EndedSessions, events::BusEvent, messages::message_frame,
         model::load_message,
     },
+    platform::bus::CHANNEL,
 };
 
 /// Starts the listener task. `primary` is used to resolve who receives an event and to load
 /// messages sent by reference; `ended` learns of every session that ends. A lost connection
-/// is re-established with exponential back-off ([`crate::db::reconnect_backoff`]), which
+/// is re-established with exponential back-off ([`crate::platform::db::reconnect_backoff`]), which
 /// starts over after every connection that was made.
 pub fn spawn(primary_url: String, primary: Pool, hub: Hub, ended: Arc<EndedSessions>) {
     tokio::spawn(async move {
         let mut connected_before = false;
         loop {
             let listening = (|| listen(&primary_url, &hub, &ended))
-                .retry(crate::db::reconnect_backoff())
+                .retry(crate::platform::db::reconnect_backoff())
                 .notify(|e, after| {
                     tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "LISTEN connection failed");
                 })
@@ -58,7 +58,7 @@ struct Listening {
 /// Connects, LISTENs, and loads the sessions that ended while no notification could reach
 /// this instance (refusing their tokens, closing any socket of theirs still open here).
 async fn listen(url: &str, hub: &Hub, ended: &EndedSessions) -> anyhow::Result<Listening> {
-    let cfg = crate::db::config(url, "switchboard-listener")?;
+    let cfg = crate::platform::db::config(url, "switchboard-listener")?;
     let (client, mut connection) = cfg.connect(NoTls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
@@ -162,7 +162,10 @@ async fn dispatch(
                 conversation.id = %conversation_id,
                 recipients = tracing::field::Empty,
             );
-            if let Some(sc) = trace.as_deref().and_then(crate::bus::span_context_of) {
+            if let Some(sc) = trace
+                .as_deref()
+                .and_then(crate::platform::bus::span_context_of)
+            {
                 span.add_link(sc);
             }
             let users = match carried {

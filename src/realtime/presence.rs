@@ -6,7 +6,7 @@
 //! flap. A sweeper on every instance turns users offline whose sockets were on an instance
 //! that stopped beating (crashed).
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -15,8 +15,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    bus::Publisher,
     messaging::{events::BusEvent, model::ServerFrame, protocol::ServerEvent},
+    platform::bus::Publisher,
 };
 
 /// An instance whose heartbeat is older than this is dead; its sockets no longer count.

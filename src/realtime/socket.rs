@@ -5,7 +5,7 @@
 mod delivery;
 mod typing;
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -21,7 +21,6 @@ use super::{
     LiveState,
 };
 use crate::{
-    error::ApiError,
     messaging::{
         caller::Caller,
         conversations::mark_read,
@@ -29,6 +28,7 @@ use crate::{
         protocol::{ClientFrame, ServerEvent},
         State,
     },
+    platform::error::ApiError,
 };
 
 /// Largest client frame, in bytes; a larger one closes the socket with 1009 (RFC 6455 §7.4.1).

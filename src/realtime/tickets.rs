@@ -2,7 +2,7 @@
 //! single-use ticket for an active session, `GET /ws?ticket=…` redeems it and hands the
 //! connection to a [`super::socket`] task.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use std::{collections::HashMap, time::Duration};
 
 use actix_web::{
@@ -19,12 +19,12 @@ use super::{
     LiveState,
 };
 use crate::{
-    error::ApiError,
     messaging::{
         budget::{self, Budget},
         caller::Caller,
         State,
     },
+    platform::error::ApiError,
 };
 
 fn ticket_hash(ticket: &str) -> Vec<u8> {

@@ -89,7 +89,8 @@ async fn migrations_applied_by_several_instances_at_once_run_exactly_once() {
     for _ in 0..4 {
         let url = auth_url.clone();
         tasks.push(tokio::spawn(async move {
-            switchboard::db::migrate(&url, "auth", migrations::auth::migrations::runner()).await
+            switchboard::platform::db::migrate(&url, "auth", migrations::auth::migrations::runner())
+                .await
         }));
     }
     for t in tasks {
@@ -99,7 +100,7 @@ async fn migrations_applied_by_several_instances_at_once_run_exactly_once() {
     for _ in 0..4 {
         let url = messaging_url.clone();
         tasks.push(tokio::spawn(async move {
-            switchboard::db::migrate(
+            switchboard::platform::db::migrate(
                 &url,
                 "messaging",
                 migrations::messaging::migrations::runner(),

@@ -5,7 +5,7 @@
 //! `resume` replays from a client's cursors the same way, inside one repeatable-read
 //! snapshot, so events committed while it runs are neither lost nor doubled.
 
-use crate::db::Traced;
+use crate::platform::db::Traced;
 use std::{collections::HashMap, time::Duration};
 
 use serde_json::json;
@@ -13,13 +13,13 @@ use uuid::Uuid;
 
 use super::{error_frame, Socket};
 use crate::{
-    error::ApiError,
     messaging::protocol::{ServerEvent, MAX_RESUME_CONVERSATIONS},
     messaging::{
         budget::{self, Budget},
         messages::message_frame,
         model::{message_from_seen_from, scope, Message, ServerFrame, MESSAGE_COLUMNS},
     },
+    platform::error::ApiError,
     realtime::hub::Frame,
 };
 
@@ -40,7 +40,7 @@ impl Socket {
     /// Delivers a live frame; stored changes only in revision order, once, catching up from
     /// the database over any revision skipped.
     pub(super) async fn deliver(&mut self, frame: Frame) -> bool {
-        if let (Some(m), Some(at)) = (crate::metrics::metrics(), frame.committed_us) {
+        if let (Some(m), Some(at)) = (crate::platform::metrics::metrics(), frame.committed_us) {
             let delay = chrono::Utc::now().timestamp_micros() - at;
             m.fanout_delay.observe(delay.max(0) as f64 / 1e6);
         }

@@ -134,7 +134,7 @@ async fn an_email_change_answers_the_same_whether_the_address_is_taken() {
 /// A consistency token this service would sign for `lsn` (the test stack's secret).
 fn token_for(lsn: &str) -> String {
     let secret = std::env::var("CONSISTENCY_TOKEN_SECRET").expect("secret");
-    let ring = switchboard::secrets::KeyRing::from_secrets(&[secret]);
+    let ring = switchboard::platform::secrets::KeyRing::from_secrets(&[secret]);
     let tag = ring.sign(lsn.as_bytes());
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     format!("{lsn}.{}", b64.encode(&tag[..16]))

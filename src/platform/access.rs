@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, RwLock};
 use uuid::Uuid;
 
-use crate::{config::TokenSettings, error::ApiError};
+use crate::{platform::config::TokenSettings, platform::error::ApiError};
 
 /// Claims of an access token. Times are seconds since the Unix epoch.
 #[derive(Debug, Clone, Serialize, Deserialize)]

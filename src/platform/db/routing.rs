@@ -32,7 +32,7 @@ use serde::Serialize;
 use tokio_postgres::types::PgLsn;
 
 use super::Lsn;
-use crate::{error::ApiError, secrets::KeyRing};
+use crate::{platform::error::ApiError, platform::secrets::KeyRing};
 
 /// Which pool served a read, and why (recorded on the request span as `db.pool` and
 /// `db.route_reason`).
@@ -162,7 +162,7 @@ impl Routing {
     pub async fn primary(&self) -> Result<Object, ApiError> {
         let conn = self.primary.get().await?;
         tracing::Span::current().record("db.pool", "primary");
-        crate::http::set_route("primary", "write");
+        crate::platform::http::set_route("primary", "write");
         Ok(conn)
     }
 
@@ -263,8 +263,8 @@ impl Routing {
         let span = tracing::Span::current();
         span.record("db.pool", pool);
         span.record("db.route_reason", reason);
-        crate::http::set_route(pool, reason);
-        if let Some(m) = crate::metrics::metrics() {
+        crate::platform::http::set_route(pool, reason);
+        if let Some(m) = crate::platform::metrics::metrics() {
             m.routing.with_label_values(&[pool, reason]).inc();
         }
         (conn, route)
@@ -334,7 +334,7 @@ impl Routing {
                 )
                 .await
                 .ok()?;
-            if let Some(m) = crate::metrics::metrics() {
+            if let Some(m) = crate::platform::metrics::metrics() {
                 m.notify_queue_usage.set(row.get::<_, f64>(1));
             }
             Some(row.get::<_, PgLsn>(0))
@@ -373,7 +373,7 @@ impl Routing {
                 tracing::warn!(replica = %replica.name, ?health, "replica health changed");
             }
             replica.set(health);
-            if let Some(m) = crate::metrics::metrics() {
+            if let Some(m) = crate::platform::metrics::metrics() {
                 let name = [replica.name.as_str()];
                 m.replica_healthy
                     .with_label_values(&name)

@@ -11,7 +11,7 @@ use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
 use tokio_postgres::{types::PgLsn, NoTls};
 
-use crate::{config::PoolSettings, error::ApiError};
+use crate::{platform::config::PoolSettings, platform::error::ApiError};
 
 /// Builds a connection pool for `url` (a libpq-style `postgres://` URL). Connections are made
 /// lazily, so a database that is down at start-up does not stop the service from starting.
@@ -218,7 +218,7 @@ async fn traced<T>(
         .next()
         .unwrap_or("")
         .to_ascii_uppercase();
-    let (pool, reason) = crate::http::current_route();
+    let (pool, reason) = crate::platform::http::current_route();
     // Field values are evaluated only when the span is enabled: a query pays for the
     // statement text only when something records it.
     let span = tracing::info_span!(
@@ -237,7 +237,7 @@ async fn traced<T>(
     if result.is_err() {
         span.record("otel.status_code", "ERROR");
     }
-    if let Some(m) = crate::metrics::metrics() {
+    if let Some(m) = crate::platform::metrics::metrics() {
         m.db_query_duration
             .with_label_values(&[pool, &operation])
             .observe(started.elapsed().as_secs_f64());

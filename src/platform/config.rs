@@ -2,14 +2,14 @@
 //! the local stack started by `scripts/run.sh`.
 //!
 //! Every variable has a default except the secrets and database URLs, which are required
-//! unless the development switch is set ([`crate::secrets`]); a present but unparsable value
+//! unless the development switch is set ([`crate::platform::secrets`]); a present but unparsable value
 //! is a startup error naming the variable, never a silent fallback.
 
 use std::{str::FromStr, time::Duration};
 
 use anyhow::{anyhow, Context};
 
-use crate::secrets::{self, KeyRing};
+use crate::platform::secrets::{self, KeyRing};
 
 /// Reads `name` from the environment, or `default` when it is unset or empty.
 pub fn var_or(name: &str, default: &str) -> String {
@@ -148,7 +148,7 @@ pub struct AuthConfig {
     /// refresh can hand back the same successor without storing it: `REFRESH_TOKEN_SECRET`,
     /// secrets of at least 32 bytes separated by commas — the first derives new successors,
     /// all are tried for a grace-window refresh, so the key rotates without errors. Required
-    /// (see [`crate::secrets`]); never derived from the signing key.
+    /// (see [`crate::platform::secrets`]); never derived from the signing key.
     pub refresh_keys: KeyRing,
     /// Password attempts for one account (or one unknown login name) within the window that
     /// lock it, counted before bcrypt runs, on every endpoint that checks a password:
@@ -237,7 +237,7 @@ pub struct MessagingConfig {
     /// Keys that sign consistency tokens (HMAC-SHA256), so a client cannot forge a WAL
     /// position that would send its reads to the primary: `CONSISTENCY_TOKEN_SECRET`,
     /// secrets of at least 32 bytes separated by commas — the first signs, all verify; the
-    /// same on every instance. Required (see [`crate::secrets`]).
+    /// same on every instance. Required (see [`crate::platform::secrets`]).
     pub consistency_keys: KeyRing,
     pub pool: PoolSettings,
     pub tokens: TokenSettings,

@@ -47,7 +47,7 @@ pub fn is_placeholder(value: &str) -> bool {
 ///
 /// Errors: the variable is set but not a boolean.
 pub fn dev_allowed() -> anyhow::Result<bool> {
-    crate::config::bool_or(DEV_SWITCH, false)
+    crate::platform::config::bool_or(DEV_SWITCH, false)
 }
 
 /// HMAC-SHA256 keys for one purpose. Each key is the SHA-256 of its secret's text, so
@@ -152,7 +152,7 @@ pub fn check(name: &str, value: &str, dev: bool) -> anyhow::Result<()> {
 /// unparsable switch.
 pub fn load(name: &str, dev_default: &str) -> anyhow::Result<KeyRing> {
     let dev = dev_allowed()?;
-    let mut secrets = crate::config::list_or(name, "");
+    let mut secrets = crate::platform::config::list_or(name, "");
     if secrets.is_empty() {
         if !dev {
             return Err(anyhow!(
@@ -221,8 +221,8 @@ mod tests {
     /// Every value of the example files is refused as a production secret.
     #[test]
     fn example_files_hold_only_refused_placeholders() {
-        let env = include_str!("../.env.example");
-        let k8s = include_str!("../k8s/secrets.example.yaml");
+        let env = include_str!("../../.env.example");
+        let k8s = include_str!("../../k8s/secrets.example.yaml");
         let mut values: Vec<&str> = env
             .lines()
             .filter(|l| !l.trim_start().starts_with('#'))

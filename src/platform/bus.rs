@@ -106,8 +106,8 @@ async fn run(url: String, mut rx: mpsc::Receiver<Box<RawValue>>) {
     use backon::Retryable;
     let mut pending: Vec<Box<RawValue>> = Vec::new();
     loop {
-        let connected = (|| crate::db::connect(&url, "switchboard-publisher"))
-            .retry(crate::db::reconnect_backoff())
+        let connected = (|| crate::platform::db::connect(&url, "switchboard-publisher"))
+            .retry(crate::platform::db::reconnect_backoff())
             .notify(|e, after| {
                 tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "publisher cannot reach the primary");
             })

@@ -149,7 +149,7 @@ pub async fn request_context(
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
-    if let Some(m) = crate::metrics::metrics() {
+    if let Some(m) = crate::platform::metrics::metrics() {
         m.http_duration
             .with_label_values(&[&route, &method, status.as_str()])
             .observe(started.elapsed().as_secs_f64());
@@ -159,7 +159,7 @@ pub async fn request_context(
         if status.as_u16() >= 400 && res.response().headers().get(header::CONTENT_TYPE).is_none() {
             let (req, old) = res.into_parts();
             let mut new = TRACE_ID.sync_scope(trace_id, || {
-                crate::error::problem_response(
+                crate::platform::error::problem_response(
                     status,
                     "http",
                     status.canonical_reason().unwrap_or("error").to_owned(),
@@ -191,11 +191,11 @@ pub fn page_size(
     limit: Option<i64>,
     default: i64,
     max: i64,
-) -> Result<i64, crate::error::ApiError> {
+) -> Result<i64, crate::platform::error::ApiError> {
     match limit {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(_) => Err(crate::error::ApiError::BadRequest(format!(
+        Some(_) => Err(crate::platform::error::ApiError::BadRequest(format!(
             "limit must be between 1 and {max}"
         ))),
     }

@@ -1,0 +1,14 @@
+//! The platform floor: everything the services share that knows nothing of accounts or
+//! messages — configuration and secrets, telemetry and metrics, the HTTP edge and its
+//! problem+json errors, database pools with read/write routing, the NOTIFY event bus, and
+//! access-token verification. Nothing here imports `auth`, `messaging` or `realtime`.
+
+pub mod access;
+pub mod bus;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod secrets;
+pub mod telemetry;
