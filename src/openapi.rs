@@ -22,7 +22,7 @@ use utoipa::{
     Modify, OpenApi, ToSchema,
 };
 
-use crate::{auth, messaging, platform::http, realtime};
+use crate::{auth, messaging, realtime};
 
 /// An error answer (RFC 9457 problem details), as every error of both services has it.
 #[derive(serde::Serialize, ToSchema)]
@@ -49,20 +49,6 @@ pub struct Problem {
     pub trace_id: Option<String>,
 }
 
-/// `GET /auth/healthz`: 200 while the process serves requests.
-#[utoipa::path(get, path = "/auth/healthz", tag = "operations", security(()),
-    responses((status = 200, description = "Alive.", body = http::Health)))]
-pub async fn auth_healthz() -> actix_web::HttpResponse {
-    http::healthz().await
-}
-
-/// `GET /api/healthz`: 200 while the process serves requests.
-#[utoipa::path(get, path = "/api/healthz", tag = "operations", security(()),
-    responses((status = 200, description = "Alive.", body = http::Health)))]
-pub async fn api_healthz() -> actix_web::HttpResponse {
-    http::healthz().await
-}
-
 /// The auth service's API.
 #[derive(OpenApi)]
 #[openapi(
@@ -73,7 +59,7 @@ pub async fn api_healthz() -> actix_web::HttpResponse {
         auth::routes::logout, auth::sessions::list, auth::sessions::revoke_others,
         auth::sessions::revoke, auth::account::me, auth::account::update,
         auth::account::delete, auth::account::change_password, auth::account::search,
-        auth::account::profile, auth::routes::jwks, auth_healthz, auth::routes::readyz,
+        auth::account::profile, auth::routes::jwks, auth::routes::healthz, auth::routes::readyz,
     ),
     components(schemas(Problem)),
     security(("bearer" = [])),
@@ -102,7 +88,7 @@ pub struct AuthApi;
         messaging::messages::receipts, messaging::attachments::download,
         messaging::attachments::put_avatar, messaging::attachments::delete_avatar,
         messaging::attachments::get_avatar, messaging::search::search,
-        realtime::tickets::ticket, api_healthz, messaging::readyz,
+        realtime::tickets::ticket, messaging::healthz, messaging::readyz,
     ),
     components(schemas(Problem)),
     security(("bearer" = [])),
@@ -501,6 +487,29 @@ pub async fn serve_auth() -> actix_web::HttpResponse {
 /// `GET /api/openapi.json`: the messaging service's OpenAPI 3.1 document.
 pub async fn serve_messaging() -> actix_web::HttpResponse {
     document(&MESSAGING_DOC)
+}
+
+/// Registers the auth service's document at `/auth/openapi.json`. Register before
+/// `crate::auth::routes::configure`: the `/auth` scope would otherwise answer 404 for it.
+pub fn configure_auth(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.service(actix_web::web::resource("/auth/openapi.json").get(serve_auth));
+}
+
+/// Registers the messaging service's documents (`/api/openapi.json`, `/api/asyncapi.json`)
+/// and Swagger UI for both services at `/api/docs/`. Register before
+/// `crate::messaging::configure`: the `/api` scope would otherwise answer 404 for them.
+pub fn configure_messaging(cfg: &mut actix_web::web::ServiceConfig) {
+    use actix_web::web::resource;
+    cfg.service(
+        utoipa_swagger_ui::SwaggerUi::new("/api/docs/{_:.*}").config(
+            // No validator badge: it would load an image from a third-party host, which the
+            // page's Content-Security-Policy (nginx/) refuses.
+            utoipa_swagger_ui::Config::new(["/api/openapi.json", "/auth/openapi.json"])
+                .validator_url("none"),
+        ),
+    )
+    .service(resource("/api/openapi.json").get(serve_messaging))
+    .service(resource("/api/asyncapi.json").get(serve_asyncapi));
 }
 
 /// `GET /api/asyncapi.json`: the WebSocket protocol as an AsyncAPI 3.0 document.

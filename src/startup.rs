@@ -110,7 +110,10 @@ pub async fn run_auth(cfg: AuthConfig) -> anyhow::Result<()> {
         &bind,
         origins,
         state,
-        crate::auth::routes::configure,
+        |cfg: &mut web::ServiceConfig| {
+            crate::openapi::configure_auth(cfg);
+            crate::auth::routes::configure(cfg);
+        },
         Box::pin(async {}),
     )
     .await
@@ -209,6 +212,7 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
             // Live delivery sits on top of messaging: its state and routes are added here.
             cfg.app_data(web::Data::new(live.clone()));
             crate::realtime::configure(cfg);
+            crate::openapi::configure_messaging(cfg);
             crate::messaging::configure(cfg);
         },
         goodbye,

@@ -45,9 +45,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/users").get(account::search))
             .service(web::resource("/users/{id}").get(account::profile))
             .service(web::resource("/.well-known/jwks.json").get(jwks))
-            .service(web::resource("/healthz").get(crate::openapi::auth_healthz))
-            .service(web::resource("/readyz").get(readyz))
-            .service(web::resource("/openapi.json").get(crate::openapi::serve_auth)),
+            .service(web::resource("/healthz").get(healthz))
+            .service(web::resource("/readyz").get(readyz)),
     );
 }
 
@@ -452,6 +451,13 @@ pub(crate) async fn jwks(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(state.keys.jwks())
+}
+
+/// `GET /auth/healthz`: 200 while the process serves requests.
+#[utoipa::path(get, path = "/auth/healthz", tag = "operations", operation_id = "auth_healthz", security(()),
+    responses((status = 200, description = "Alive.", body = crate::platform::http::Health)))]
+pub(crate) async fn healthz() -> actix_web::HttpResponse {
+    crate::platform::http::healthz().await
 }
 
 /// `GET /auth/readyz`: 200 when the primary answers.

@@ -37,25 +37,15 @@ pub struct MessagingState {
 /// `web::Data` payload type.
 pub type State = Arc<MessagingState>;
 
-/// Registers `/api/*` (the WebSocket's routes are `crate::realtime::configure`'s). Resources (not bare routes), so a known path with the
-/// wrong method answers 405.
+/// Registers `/api/*` (the WebSocket's routes are `crate::realtime::configure`'s, the API
+/// documents `crate::openapi::configure_messaging`'s). Resources (not bare routes), so a
+/// known path with the wrong method answers 405.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use web::resource;
-    // Before the /api scope, which would otherwise answer 404 for these paths.
-    cfg.service(
-        utoipa_swagger_ui::SwaggerUi::new("/api/docs/{_:.*}").config(
-            // No validator badge: it would load an image from a third-party host, which the
-            // page's Content-Security-Policy (nginx/) refuses.
-            utoipa_swagger_ui::Config::new(["/api/openapi.json", "/auth/openapi.json"])
-                .validator_url("none"),
-        ),
-    );
     cfg.service(
         web::scope("/api")
-            .service(resource("/healthz").get(crate::openapi::api_healthz))
+            .service(resource("/healthz").get(healthz))
             .service(resource("/readyz").get(readyz))
-            .service(resource("/openapi.json").get(crate::openapi::serve_messaging))
-            .service(resource("/asyncapi.json").get(crate::openapi::serve_asyncapi))
             .service(
                 resource("/conversations")
                     .post(conversations::create)
@@ -96,6 +86,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/users/{id}/avatar").get(attachments::get_avatar))
             .service(resource("/search").get(search::search)),
     );
+}
+
+/// `GET /api/healthz`: 200 while the process serves requests.
+#[utoipa::path(get, path = "/api/healthz", tag = "operations", operation_id = "api_healthz", security(()),
+    responses((status = 200, description = "Alive.", body = crate::platform::http::Health)))]
+pub(crate) async fn healthz() -> actix_web::HttpResponse {
+    crate::platform::http::healthz().await
 }
 
 /// `GET /api/readyz`: 200 while reads can be served (the primary or a healthy replica);
