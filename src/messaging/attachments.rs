@@ -428,7 +428,7 @@ async fn serve(
                         "title": "Range Not Satisfiable",
                         "status": 416,
                         "detail": format!("the file has {} bytes", file.size),
-                        "trace_id": crate::platform::http::current_trace_id(),
+                        "trace_id": crate::platform::context::current_trace_id(),
                     })));
             }
         }

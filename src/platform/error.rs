@@ -3,7 +3,7 @@
 //! Handlers return [`ApiError`]; extractor failures (malformed JSON, bad path or query) are
 //! turned into the same shape by [`json_config`], [`path_config`] and [`query_config`], and
 //! unknown routes by [`not_found`]. Each body carries the request's `trace_id`
-//! (see [`crate::platform::http::current_trace_id`]). Unexpected failures are logged with their cause
+//! (see [`crate::platform::context::current_trace_id`]). Unexpected failures are logged with their cause
 //! chain and answered as a bare 500 without internals.
 
 use std::collections::BTreeMap;
@@ -156,7 +156,7 @@ pub fn problem_response(
         status: status.as_u16(),
         detail,
         errors,
-        trace_id: crate::platform::http::current_trace_id(),
+        trace_id: crate::platform::context::current_trace_id(),
     };
     HttpResponse::build(status)
         .content_type(PROBLEM_JSON)

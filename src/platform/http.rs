@@ -12,30 +12,6 @@ use actix_web::{
 };
 use tracing::Instrument;
 
-tokio::task_local! {
-    static TRACE_ID: String;
-    /// The pool (and reason) the request's database work goes to, for DB spans and metrics.
-    static ROUTE: std::cell::Cell<(&'static str, &'static str)>;
-}
-
-/// The W3C trace id (32 lowercase hex digits) of the request being served, if any.
-pub fn current_trace_id() -> Option<String> {
-    TRACE_ID.try_with(Clone::clone).ok()
-}
-
-/// Remembers which pool the current request's database work uses (see [`current_route`]).
-pub fn set_route(pool: &'static str, reason: &'static str) {
-    let _ = ROUTE.try_with(|r| r.set((pool, reason)));
-}
-
-/// `(pool, reason)` of the current request's database work; background tasks use the
-/// primary.
-pub fn current_route() -> (&'static str, &'static str) {
-    ROUTE
-        .try_with(std::cell::Cell::get)
-        .unwrap_or(("primary", "background"))
-}
-
 /// Extracts the trace id from a W3C `traceparent` header
 /// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, W3C Trace Context §3.2).
 /// Returns `None` for a malformed header or the all-zero (invalid) trace id.
@@ -135,15 +111,8 @@ pub async fn request_context(
         span.record("span_id", span_id.as_str());
     }
     let started = Instant::now();
-    let res = TRACE_ID
-        .scope(
-            trace_id.clone(),
-            ROUTE.scope(
-                std::cell::Cell::new(("primary", "default")),
-                next.call(req).instrument(span.clone()),
-            ),
-        )
-        .await?;
+    let res =
+        super::context::scope(trace_id.clone(), next.call(req).instrument(span.clone())).await?;
     let status = res.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
@@ -158,7 +127,7 @@ pub async fn request_context(
     let res =
         if status.as_u16() >= 400 && res.response().headers().get(header::CONTENT_TYPE).is_none() {
             let (req, old) = res.into_parts();
-            let mut new = TRACE_ID.sync_scope(trace_id, || {
+            let mut new = super::context::with_trace_id(trace_id, || {
                 crate::platform::error::problem_response(
                     status,
                     "http",

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod bus;
 pub mod config;
+pub mod context;
 pub mod db;
 pub mod error;
 pub mod http;

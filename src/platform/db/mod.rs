@@ -218,7 +218,7 @@ async fn traced<T>(
         .next()
         .unwrap_or("")
         .to_ascii_uppercase();
-    let (pool, reason) = crate::platform::http::current_route();
+    let (pool, reason) = crate::platform::context::current_route();
     // Field values are evaluated only when the span is enabled: a query pays for the
     // statement text only when something records it.
     let span = tracing::info_span!(

@@ -162,7 +162,7 @@ impl Routing {
     pub async fn primary(&self) -> Result<Object, ApiError> {
         let conn = self.primary.get().await?;
         tracing::Span::current().record("db.pool", "primary");
-        crate::platform::http::set_route("primary", "write");
+        crate::platform::context::set_route("primary", "write");
         Ok(conn)
     }
 
@@ -263,7 +263,7 @@ impl Routing {
         let span = tracing::Span::current();
         span.record("db.pool", pool);
         span.record("db.route_reason", reason);
-        crate::platform::http::set_route(pool, reason);
+        crate::platform::context::set_route(pool, reason);
         if let Some(m) = crate::platform::metrics::metrics() {
             m.routing.with_label_values(&[pool, reason]).inc();
         }
