@@ -12,8 +12,8 @@ use super::{
     attempts,
     caller::AuthCaller,
     password, refresh,
-    routes::{User, USER_COLUMNS},
     session::{self, EndReason, Which},
+    user::{User, USER_COLUMNS},
     validate, State,
 };
 use crate::platform::error::{ApiError, FieldErrors};
@@ -32,7 +32,7 @@ async fn load_user(db: &deadpool_postgres::Object, id: Uuid) -> Result<User, Api
 /// `GET /auth/me`: 200 with the caller's account (`{id, username, email, display_name,
 /// created_at}`).
 #[utoipa::path(get, path = "/auth/me", tag = "account",
-    responses((status = 200, description = "The caller's account.", body = crate::auth::routes::User)))]
+    responses((status = 200, description = "The caller's account.", body = crate::auth::user::User)))]
 pub async fn me(state: web::Data<State>, caller: AuthCaller) -> Result<HttpResponse, ApiError> {
     let db = state.db.get().await?;
     Ok(HttpResponse::Ok().json(load_user(&db, caller.user_id).await?))
@@ -64,7 +64,7 @@ pub struct EmailChangeRequested {
 /// registered one is left alone. (Proof of the address by a mailed link comes with the
 /// account lifecycle work; until then `GET /auth/me` shows whether it took effect.)
 #[utoipa::path(patch, path = "/auth/me", tag = "account", request_body = UpdateAccount,
-    responses((status = 200, description = "The updated account (no new email asked for).", body = crate::auth::routes::User),
+    responses((status = 200, description = "The updated account (no new email asked for).", body = crate::auth::user::User),
         (status = 202, description = "A new email was asked for: the same answer whether or not the address is free.", body = EmailChangeRequested)))]
 pub async fn update(
     state: web::Data<State>,

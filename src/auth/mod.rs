@@ -16,6 +16,7 @@ pub mod refresh;
 pub mod routes;
 pub mod session;
 pub mod sessions;
+pub mod user;
 pub mod validate;
 
 use std::sync::Arc;

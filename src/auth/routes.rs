@@ -8,7 +8,6 @@ use actix_web::{
     web::{self, Json},
     HttpRequest, HttpResponse,
 };
-use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -16,7 +15,9 @@ use uuid::Uuid;
 use super::{
     account, attempts, password, refresh,
     session::{self, EndReason, Which},
-    sessions, validate, State,
+    sessions,
+    user::{User, USER_COLUMNS},
+    validate, State,
 };
 use crate::platform::error::{unique_violation, ApiError, FieldErrors};
 
@@ -48,32 +49,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/healthz").get(healthz))
             .service(web::resource("/readyz").get(readyz)),
     );
-}
-
-/// A user as the account owner sees it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct User {
-    pub id: Uuid,
-    pub username: String,
-    pub email: String,
-    pub display_name: String,
-    pub created_at: DateTime<Utc>,
-}
-
-/// Columns for [`User::from_row`].
-pub const USER_COLUMNS: &str = "id, username, email, display_name, created_at";
-
-impl User {
-    /// Reads a row selected with [`USER_COLUMNS`].
-    pub fn from_row(row: &tokio_postgres::Row) -> Self {
-        Self {
-            id: row.get("id"),
-            username: row.get("username"),
-            email: row.get("email"),
-            display_name: row.get("display_name"),
-            created_at: row.get("created_at"),
-        }
-    }
 }
 
 /// Body of register, login and refresh answers.
