@@ -47,7 +47,7 @@ pub fn is_placeholder(value: &str) -> bool {
 ///
 /// Errors: the variable is set but not a boolean.
 pub fn dev_allowed() -> anyhow::Result<bool> {
-    crate::platform::config::bool_or(DEV_SWITCH, false)
+    crate::platform::env::bool_or(DEV_SWITCH, false)
 }
 
 /// HMAC-SHA256 keys for one purpose. Each key is the SHA-256 of its secret's text, so
@@ -152,7 +152,7 @@ pub fn check(name: &str, value: &str, dev: bool) -> anyhow::Result<()> {
 /// unparsable switch.
 pub fn load(name: &str, dev_default: &str) -> anyhow::Result<KeyRing> {
     let dev = dev_allowed()?;
-    let mut secrets = crate::platform::config::list_or(name, "");
+    let mut secrets = crate::platform::env::list_or(name, "");
     if secrets.is_empty() {
         if !dev {
             return Err(anyhow!(

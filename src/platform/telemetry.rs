@@ -81,7 +81,7 @@ pub fn init(service: &'static str) -> Telemetry {
             .boxed()
     });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = crate::platform::config::var_or("LOG_FORMAT", "pretty") == "json";
+    let json = crate::platform::env::var_or("LOG_FORMAT", "pretty") == "json";
     let logs = if json {
         fmt::layer()
             .json()
