@@ -566,6 +566,38 @@ mod tests {
         }
     }
 
+    /// Each limit the code enforces is the one the schema states (the schema attributes take
+    /// literals; this keeps them equal to the constants).
+    #[test]
+    fn schema_limits_are_the_enforced_ones() {
+        let doc: serde_json::Value = serde_json::from_str(&messaging_json()).unwrap_or_default();
+        let prop = |schema: &str, field: &str, key: &str| {
+            doc["components"]["schemas"][schema]["properties"][field][key].as_u64()
+        };
+        let names = messaging::conversations::MAX_NAME_CHARS as u64;
+        let participants = messaging::conversations::MAX_PARTICIPANTS as u64;
+        let client_ids = messaging::messages::MAX_CLIENT_ID_CHARS as u64;
+        assert_eq!(prop("CreateConversation", "name", "maxLength"), Some(names));
+        assert_eq!(prop("Rename", "name", "maxLength"), Some(names));
+        assert_eq!(
+            prop("CreateConversation", "participant_ids", "maxItems"),
+            Some(participants)
+        );
+        assert_eq!(
+            prop("AddParticipants", "user_ids", "maxItems"),
+            Some(participants)
+        );
+        assert_eq!(
+            prop("SendMessage", "client_id", "maxLength"),
+            Some(client_ids)
+        );
+        let quote = messaging::model::QUOTE_CHARS;
+        assert!(
+            messaging::model::MESSAGE_COLUMNS.contains(&format!("left(pm.content, {quote})")),
+            "the quote's SQL cuts at QUOTE_CHARS"
+        );
+    }
+
     #[test]
     fn every_operation_documents_its_errors_as_problems() {
         for doc in [AuthApi::openapi(), MessagingApi::openapi()] {

@@ -39,8 +39,8 @@ pub struct CreateConversation {
     /// The other participants (the caller is added anyway), at most 256.
     #[schema(min_items = 1, max_items = 256)]
     pub participant_ids: Vec<Uuid>,
-    /// A group's name, 1–64 characters.
-    #[schema(min_length = 1, max_length = 64)]
+    /// A group's name, 1–100 characters ([`MAX_NAME_CHARS`]).
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// Default: a group when there is a name or more than one other participant.
     pub is_group: Option<bool>,

@@ -454,8 +454,8 @@ pub async fn set_role(
 /// `PATCH /api/conversations/{id}` body.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct Rename {
-    /// 1–64 characters.
-    #[schema(min_length = 1, max_length = 64)]
+    /// 1–100 characters ([`MAX_NAME_CHARS`]).
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
 }
 
