@@ -28,6 +28,7 @@ use super::{
     budget::{self, Budget},
     caller::Caller,
     consistency::Consistency,
+    domain::MessageKind,
     messages::{
         answer, append_for, check_send_rate, publish_message_to, validate_content, NewMessage,
     },
@@ -313,7 +314,7 @@ pub async fn upload(
         &tx,
         conversation_id,
         NewMessage {
-            kind: "file",
+            kind: MessageKind::File,
             sender_id: Some(caller.user_id),
             content: upload.caption.as_deref(),
             attachment_id: Some(attachment_id),

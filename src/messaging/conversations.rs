@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency::{self, Consistency},
+    domain::Role,
     model::{
         self, message_from_seen_from, ConversationSummary, Message, Peer, ServerFrame,
         MESSAGE_COLUMNS,
@@ -154,7 +155,7 @@ pub async fn create(
         }
     };
     if created {
-        let caller_role = if is_group { "admin" } else { "member" };
+        let caller_role = if is_group { Role::Admin } else { Role::Member }.as_str();
         tx.execute_t(
             "INSERT INTO messaging.participants (conversation_id, user_id, role)
              VALUES ($1, $2, $3)",

@@ -20,6 +20,7 @@ use super::{
     caller::Caller,
     consistency,
     conversations::{publish_frame, publish_to_users, MAX_NAME_CHARS, MAX_PARTICIPANTS},
+    domain::{MessageKind, Role, SystemAction, SystemRecord},
     events::BusEvent,
     messages::{append, message_frame, publish_message, NewMessage},
     model::{self, load_conversation, Message, Scope, ServerFrame},
@@ -78,22 +79,22 @@ fn name_of(names: &HashMap<Uuid, String>, id: Uuid) -> String {
         .unwrap_or_else(|| "someone".to_owned())
 }
 
-/// Appends a system message recording `action` by `actor` (`None` for the service itself).
+/// Appends a system message recording `record` (its `actor_id`, `None` for the service
+/// itself, is the message's sender).
 async fn system(
     tx: &Transaction<'_>,
     conversation_id: Uuid,
-    actor: Option<Uuid>,
     text: &str,
-    meta: serde_json::Value,
+    record: SystemRecord,
 ) -> Result<Message, ApiError> {
     append(
         tx,
         conversation_id,
         NewMessage {
-            kind: "system",
-            sender_id: actor,
+            kind: MessageKind::System,
+            sender_id: record.actor_id,
             content: Some(text),
-            meta: Some(meta),
+            meta: Some(record.to_meta()),
             ..NewMessage::default()
         },
     )
@@ -257,9 +258,12 @@ pub async fn add(
     let message = system(
         &tx,
         conversation_id,
-        Some(caller.user_id),
         &text,
-        json!({"action": ServerEvent::ParticipantAdded, "actor_id": caller.user_id, "user_ids": new}),
+        SystemRecord::of(
+            SystemAction::ParticipantAdded,
+            Some(caller.user_id),
+            new.clone(),
+        ),
     )
     .await?;
     // New members see history from their addition on and have read up to it.
@@ -348,9 +352,12 @@ pub async fn remove(
     let message = system(
         &tx,
         conversation_id,
-        Some(caller.user_id),
         &text,
-        json!({"action": ServerEvent::ParticipantRemoved, "actor_id": caller.user_id, "user_ids": [target]}),
+        SystemRecord::of(
+            SystemAction::ParticipantRemoved,
+            Some(caller.user_id),
+            vec![target],
+        ),
     )
     .await?;
     end_membership(&tx, conversation_id, target, message.seq).await?;
@@ -390,10 +397,11 @@ pub async fn set_role(
     body: Json<SetRole>,
 ) -> Result<HttpResponse, ApiError> {
     let (conversation_id, target) = path.into_inner();
-    let role = body.role.as_str();
-    if role != "admin" && role != "member" {
-        return Err(ApiError::invalid_field("role", "must be admin or member"));
-    }
+    let role = match body.role.as_str() {
+        "admin" => Role::Admin,
+        "member" => Role::Member,
+        _ => return Err(ApiError::invalid_field("role", "must be admin or member")),
+    };
     let mut conn = state.db.primary().await?;
     let tx = conn.transaction().await?;
     let scope = lock(&tx, conversation_id, caller.user_id).await?;
@@ -402,11 +410,11 @@ pub async fn set_role(
         Some(s) if s.current() => s,
         _ => return Err(ApiError::NotFound("no such participant".into())),
     };
-    if target_scope.admin == (role == "admin") {
+    if target_scope.admin == (role == Role::Admin) {
         drop(tx);
         return respond(&state, &conn, conversation_id).await;
     }
-    if role == "member" {
+    if role == Role::Member {
         let admins: i64 = tx
             .query_one_t(
                 "SELECT count(*) FROM messaging.participants
@@ -424,7 +432,7 @@ pub async fn set_role(
     }
     tx.execute_t(
         "UPDATE messaging.participants SET role = $3 WHERE conversation_id = $1 AND user_id = $2",
-        &[&conversation_id, &target, &role],
+        &[&conversation_id, &target, &role.as_str()],
     )
     .await?;
     let names = usernames(&tx, &[caller.user_id, target]).await?;
@@ -432,7 +440,7 @@ pub async fn set_role(
         "{} made {} {}",
         name_of(&names, caller.user_id),
         name_of(&names, target),
-        if role == "admin" {
+        if role == Role::Admin {
             "an admin"
         } else {
             "a member"
@@ -441,10 +449,15 @@ pub async fn set_role(
     let message = system(
         &tx,
         conversation_id,
-        Some(caller.user_id),
         &text,
-        json!({"action": "participant.role", "actor_id": caller.user_id,
-               "user_ids": [target], "role": role}),
+        SystemRecord {
+            role: Some(role),
+            ..SystemRecord::of(
+                SystemAction::ParticipantRole,
+                Some(caller.user_id),
+                vec![target],
+            )
+        },
     )
     .await?;
     tx.commit().await?;
@@ -498,9 +511,16 @@ pub async fn rename(
     let message = system(
         &tx,
         conversation_id,
-        Some(caller.user_id),
         &text,
-        json!({"action": "conversation.renamed", "actor_id": caller.user_id, "name": name}),
+        SystemRecord {
+            user_ids: None,
+            name: Some(name.clone()),
+            ..SystemRecord::of(
+                SystemAction::ConversationRenamed,
+                Some(caller.user_id),
+                Vec::new(),
+            )
+        },
     )
     .await?;
     tx.commit().await?;
@@ -526,10 +546,12 @@ pub async fn leave(
         system(
             &tx,
             conversation_id,
-            Some(caller.user_id),
             &format!("{} left", name_of(&names, caller.user_id)),
-            json!({"action": "participant.left", "actor_id": caller.user_id,
-                   "user_ids": [caller.user_id]}),
+            SystemRecord::of(
+                SystemAction::ParticipantLeft,
+                Some(caller.user_id),
+                vec![caller.user_id],
+            ),
         )
         .await?,
     ];
@@ -559,10 +581,11 @@ pub async fn leave(
                 system(
                     &tx,
                     conversation_id,
-                    None,
                     &format!("{} is now an admin", name_of(&names, heir)),
-                    json!({"action": "participant.role", "actor_id": null,
-                           "user_ids": [heir], "role": "admin"}),
+                    SystemRecord {
+                        role: Some(Role::Admin),
+                        ..SystemRecord::of(SystemAction::ParticipantRole, None, vec![heir])
+                    },
                 )
                 .await?,
             );

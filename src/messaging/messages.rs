@@ -17,6 +17,7 @@ use super::{
     caller::Caller,
     consistency::{self, Consistency},
     conversations::{mark_read, page_limit},
+    domain::MessageKind,
     model::{
         self, conversation_not_found, current_scope, load_message, visible_message, Message,
         ServerFrame, MESSAGE_COLUMNS, MESSAGE_FROM,
@@ -35,8 +36,7 @@ pub const MAX_CLIENT_ID_CHARS: usize = 64;
 /// A message to append with [`append`].
 #[derive(Default)]
 pub struct NewMessage<'a> {
-    /// `text`, `file` or `system`.
-    pub kind: &'a str,
+    pub kind: MessageKind,
     pub sender_id: Option<Uuid>,
     pub content: Option<&'a str>,
     pub reply_to: Option<Uuid>,
@@ -132,7 +132,7 @@ pub async fn append_for(
                 &Uuid::now_v7(),
                 &conversation_id,
                 &new.sender_id,
-                &new.kind,
+                &new.kind.as_str(),
                 &new.content,
                 &new.reply_to,
                 &new.client_id,
@@ -291,7 +291,7 @@ pub async fn send(
         }
     }
     let new = NewMessage {
-        kind: "text",
+        kind: MessageKind::Text,
         sender_id: Some(caller.user_id),
         content: Some(&body.content),
         reply_to: body.reply_to,
@@ -469,7 +469,7 @@ pub async fn edit(
     ApiError::check(errors)?;
     let mut conn = state.db.primary().await?;
     let (message, scope) = visible_message(&conn, id.into_inner(), caller.user_id).await?;
-    if message.sender_id != Some(caller.user_id) || message.kind == "system" {
+    if message.sender_id != Some(caller.user_id) || message.kind == MessageKind::System {
         return Err(ApiError::Forbidden(
             "only the sender can edit a message".into(),
         ));
@@ -530,9 +530,9 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = state.db.primary().await?;
     let (message, scope) = visible_message(&conn, id.into_inner(), caller.user_id).await?;
-    let own = message.sender_id == Some(caller.user_id) && message.kind != "system";
+    let own = message.sender_id == Some(caller.user_id) && message.kind != MessageKind::System;
     let as_admin = scope.is_group && scope.admin && scope.current();
-    if !(own || as_admin) || message.kind == "system" {
+    if !(own || as_admin) || message.kind == MessageKind::System {
         return Err(ApiError::Forbidden(
             "only the sender or a group admin can delete a message".into(),
         ));

@@ -7,6 +7,7 @@ pub mod budget;
 pub mod caller;
 pub mod consistency;
 pub mod conversations;
+pub mod domain;
 pub mod ended_sessions;
 pub mod events;
 pub mod groups;

@@ -7,6 +7,7 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::domain::MessageKind;
 use crate::{messaging::protocol::ServerEvent, platform::error::ApiError};
 
 /// A message: `{id, conversation_id, seq, sender_id, kind, content, reply_to, quote?,
@@ -22,9 +23,7 @@ pub struct Message {
     /// `migrations/messaging/V3`. Orders live delivery and `resume`.
     pub rev: i64,
     pub sender_id: Option<Uuid>,
-    /// `text`, `file` or `system`.
-    #[schema(example = "text")]
-    pub kind: String,
+    pub kind: MessageKind,
     pub content: Option<String>,
     pub reply_to: Option<Uuid>,
     /// A short quote of the parent when `reply_to` is set.
@@ -106,7 +105,7 @@ impl Message {
             seq: row.get("seq"),
             rev: row.get("rev"),
             sender_id: row.get("sender_id"),
-            kind: row.get("kind"),
+            kind: MessageKind::from_column(row.get("kind")),
             content: row.get("content"),
             reply_to: row.get("reply_to"),
             quote: quote_id.map(|id| Quote {

@@ -1,0 +1,133 @@
+//! The messaging domain's closed vocabularies, parsed once and used everywhere as types
+//! rather than strings: a message's kind, a participant's role, and what a system message
+//! records. Each matches a CHECK constraint of `migrations/messaging`.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A message's `kind`: `text`, `file` or `system` (`messages.kind` CHECK).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    #[default]
+    Text,
+    File,
+    /// Written by the service: a membership change or a rename.
+    System,
+}
+
+impl MessageKind {
+    /// The column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::File => "file",
+            Self::System => "system",
+        }
+    }
+
+    /// From the column value (the CHECK constraint allows no other).
+    pub fn from_column(value: &str) -> Self {
+        match value {
+            "file" => Self::File,
+            "system" => Self::System,
+            _ => Self::Text,
+        }
+    }
+}
+
+/// A participant's role: `admin` or `member` (`participants.role` CHECK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May rename the group, add and remove people, change roles, delete any message.
+    Admin,
+    Member,
+}
+
+impl Role {
+    /// The column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+}
+
+/// What a system message records (its `system.action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum SystemAction {
+    #[serde(rename = "participant.added")]
+    ParticipantAdded,
+    #[serde(rename = "participant.removed")]
+    ParticipantRemoved,
+    #[serde(rename = "participant.left")]
+    ParticipantLeft,
+    #[serde(rename = "participant.role")]
+    ParticipantRole,
+    #[serde(rename = "conversation.renamed")]
+    ConversationRenamed,
+}
+
+/// The `system` member of a system message: `{action, actor_id, user_ids?, name?, role?}`.
+/// `actor_id` is null for the service's own changes (an heir promoted).
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemRecord {
+    pub action: SystemAction,
+    pub actor_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_ids: Option<Vec<Uuid>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+impl SystemRecord {
+    /// `action` by `actor` concerning `user_ids`.
+    pub fn of(action: SystemAction, actor: Option<Uuid>, user_ids: Vec<Uuid>) -> Self {
+        Self {
+            action,
+            actor_id: actor,
+            user_ids: Some(user_ids),
+            name: None,
+            role: None,
+        }
+    }
+
+    /// As JSON for the `meta` column.
+    pub fn to_meta(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shapes stored in `meta` before these types existed stay the same.
+    #[test]
+    fn system_records_keep_their_stored_shape() {
+        let actor = Uuid::nil();
+        let added = SystemRecord::of(SystemAction::ParticipantAdded, Some(actor), vec![actor]);
+        assert_eq!(
+            added.to_meta(),
+            serde_json::json!({"action": "participant.added", "actor_id": actor, "user_ids": [actor]})
+        );
+        let heir = SystemRecord {
+            role: Some(Role::Admin),
+            ..SystemRecord::of(SystemAction::ParticipantRole, None, vec![actor])
+        };
+        assert_eq!(
+            heir.to_meta(),
+            serde_json::json!({"action": "participant.role", "actor_id": null,
+                               "user_ids": [actor], "role": "admin"})
+        );
+        assert_eq!(MessageKind::from_column("system"), MessageKind::System);
+        assert_eq!(
+            serde_json::json!(MessageKind::File),
+            serde_json::json!("file")
+        );
+    }
+}
