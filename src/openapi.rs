@@ -598,6 +598,31 @@ mod tests {
         );
     }
 
+    /// The JWK the JWKS endpoint sends (jsonwebtoken's type) has exactly the members the
+    /// document describes, and a verifier built from it accepts the key's tokens.
+    #[test]
+    fn the_documented_jwk_is_the_one_sent() -> anyhow::Result<()> {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let pem = key.to_pkcs8_pem(Default::default())?;
+        let pair = auth::keys::KeyPair::from_pem(&pem)?;
+        let sent = serde_json::to_value(&pair.jwk)?;
+        let mut sent: Vec<String> = sent
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let doc: serde_json::Value = serde_json::from_str(&auth_json())?;
+        let mut documented: Vec<String> = doc["components"]["schemas"]["Jwk"]["properties"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        sent.sort();
+        documented.sort();
+        assert_eq!(sent, documented);
+        assert_eq!(serde_json::to_value(&pair.jwk)?["kty"], "OKP");
+        Ok(())
+    }
+
     #[test]
     fn every_operation_documents_its_errors_as_problems() {
         for doc in [AuthApi::openapi(), MessagingApi::openapi()] {

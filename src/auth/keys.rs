@@ -11,6 +11,11 @@ use ed25519_dalek::{pkcs8::DecodePrivateKey, SigningKey};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sha2::{Digest, Sha256};
 
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, KeyAlgorithm, OctetKeyPairParameters,
+    OctetKeyPairType, PublicKeyUse,
+};
+
 use crate::platform::access::{AccessClaims, Jwk, Jwks};
 
 /// One loaded private key.
@@ -32,12 +37,17 @@ impl KeyPair {
         let encoding = EncodingKey::from_ed_pem(pem.as_bytes()).context("loading signing key")?;
         Ok(Self {
             jwk: Jwk {
-                kty: "OKP".into(),
-                crv: "Ed25519".into(),
-                x,
-                kid: kid.clone(),
-                alg: Some("EdDSA".into()),
-                use_: Some("sig".into()),
+                common: CommonParameters {
+                    public_key_use: Some(PublicKeyUse::Signature),
+                    key_algorithm: Some(KeyAlgorithm::EdDSA),
+                    key_id: Some(kid.clone()),
+                    ..CommonParameters::default()
+                },
+                algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                    key_type: OctetKeyPairType::OctetKeyPair,
+                    curve: EllipticCurve::Ed25519,
+                    x,
+                }),
             },
             kid,
             encoding,

@@ -421,7 +421,7 @@ pub(crate) async fn logout(
 
 /// `GET /auth/.well-known/jwks.json`: every published public key (RFC 7517).
 #[utoipa::path(get, path = "/auth/.well-known/jwks.json", tag = "auth", security(()),
-    responses((status = 200, description = "The public signing keys (RFC 7517).", body = crate::platform::access::Jwks)))]
+    responses((status = 200, description = "The public signing keys (RFC 7517).", body = crate::platform::access::JwksSchema)))]
 pub(crate) async fn jwks(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))

@@ -29,23 +29,32 @@ pub struct AccessClaims {
     pub jti: Uuid,
 }
 
+/// JSON Web Keys (RFC 7517) are `jsonwebtoken`'s own types; ours are Ed25519 keys in OKP
+/// form (RFC 8037 §2).
+pub use jsonwebtoken::jwk::{Jwk, JwkSet as Jwks};
+
+// The API document's description of what is sent (a [`Jwk`]); a unit test in openapi.rs
+// keeps the two alike.
 /// One public key in JWK form (RFC 8037 §2: `kty: OKP`, `crv: Ed25519`, `x` = base64url key).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct Jwk {
-    pub kty: String,
-    pub crv: String,
-    pub x: String,
-    pub kid: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alg: Option<String>,
-    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
-    pub use_: Option<String>,
+#[derive(utoipa::ToSchema)]
+#[schema(as = Jwk)]
+#[allow(dead_code)]
+pub struct JwkSchema {
+    kty: String,
+    crv: String,
+    x: String,
+    kid: String,
+    alg: Option<String>,
+    #[schema(rename = "use")]
+    use_: Option<String>,
 }
 
 /// A JSON Web Key Set: `{"keys": [Jwk, …]}`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, utoipa::ToSchema)]
-pub struct Jwks {
-    pub keys: Vec<Jwk>,
+#[derive(utoipa::ToSchema)]
+#[schema(as = Jwks)]
+#[allow(dead_code)]
+pub struct JwksSchema {
+    keys: Vec<JwkSchema>,
 }
 
 /// The verification rules: `EdDSA` only (the header's `alg` is never trusted to pick one),
@@ -193,16 +202,19 @@ impl Verifier {
 
 /// Ed25519 keys of a JWKS by `kid`; other key types and malformed keys are skipped.
 fn decoding_keys(jwks: Jwks) -> HashMap<String, DecodingKey> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
     let mut map = HashMap::new();
     for k in jwks.keys {
-        if k.kty != "OKP" || k.crv != "Ed25519" {
+        let ed25519 = matches!(&k.algorithm,
+            AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519);
+        let Some(kid) = k.common.key_id.clone().filter(|_| ed25519) else {
             continue;
-        }
-        match DecodingKey::from_ed_components(&k.x) {
+        };
+        match DecodingKey::from_jwk(&k) {
             Ok(key) => {
-                map.insert(k.kid, key);
+                map.insert(kid, key);
             }
-            Err(e) => tracing::warn!(kid = %k.kid, error = %e, "skipping malformed JWK"),
+            Err(e) => tracing::warn!(kid = %kid, error = %e, "skipping malformed JWK"),
         }
     }
     map
