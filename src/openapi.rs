@@ -404,8 +404,8 @@ fn op_response(op: &mut Operation, status: u16, description: &str) {
 /// The WebSocket protocol's schemas, gathered by utoipa for the AsyncAPI document.
 #[derive(OpenApi)]
 #[openapi(components(schemas(
-    messaging::protocol::WireServerFrame,
-    messaging::protocol::ServerEvent,
+    messaging::protocol::ServerFrame,
+    messaging::protocol::Event,
     messaging::protocol::ClientFrame,
     messaging::model::Message,
 )))]
@@ -423,7 +423,7 @@ pub fn asyncapi() -> serde_json::Value {
         "info": {
             "title": "Switchboard WebSocket",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "One socket per client carries the events of all the user's conversations. Get a single-use ticket with POST /api/ws-ticket (30 s), then open GET /ws?ticket=…; the first frame is `hello`. After a reconnect send `resume` with the last seq held per conversation: every stored change after it is replayed, then `resumed`, then live delivery goes on with no gap and no duplicate. Close codes: 1001 going away (reconnect and resume), 1008 slow consumer or too many frames, 1009 frame too large, 4001 session ended."
+            "description": "One socket per client carries the events of all the user's conversations. Get a single-use ticket with POST /api/ws-ticket (30 s), then open GET /ws?ticket=…; the first frame is `hello`. After a reconnect send `resume` with the last seq held per conversation: every stored change after it is replayed, then `resumed`, then live delivery goes on with no gap and no duplicate. Send `auth` with each refreshed access token: the socket lives only until the token behind it expires. Close codes: 1001 going away or heartbeat timeout (reconnect and resume), 1002 protocol error, 1008 slow consumer or too many frames, 1009 frame too large, 1011 hub stopped, 4001 session ended (sign out), 4003 access token expired (refresh, reconnect, resume)."
         },
         "servers": {
             "nginx": {"host": "localhost:8080", "protocol": "ws", "description": "the local stack (wss behind TLS in production)"}
@@ -439,8 +439,8 @@ pub fn asyncapi() -> serde_json::Value {
             }
         },
         "operations": {
-            "receiveEvents": {"action": "receive", "channel": {"$ref": "#/channels/socket"}, "summary": "Server frames: hello, message.*, read, typing, presence, participant.*, conversation.updated, session.revoked, resumed, resume.reload, pong, error", "messages": [{"$ref": "#/channels/socket/messages/serverFrame"}]},
-            "sendFrames": {"action": "send", "channel": {"$ref": "#/channels/socket"}, "summary": "Client frames: ping, typing, read, resume", "messages": [{"$ref": "#/channels/socket/messages/clientFrame"}]}
+            "receiveEvents": {"action": "receive", "channel": {"$ref": "#/channels/socket"}, "summary": "Server frames: hello, message.*, read, typing, presence, participant.*, conversation.updated, session.revoked, resumed, resume.reload, pong, auth.ok, error", "messages": [{"$ref": "#/channels/socket/messages/serverFrame"}]},
+            "sendFrames": {"action": "send", "channel": {"$ref": "#/channels/socket"}, "summary": "Client frames: ping, typing, read, resume, auth", "messages": [{"$ref": "#/channels/socket/messages/clientFrame"}]}
         },
         "components": {"schemas": schemas}
     })

@@ -33,12 +33,10 @@ use super::{
         answer, append_for, check_send_rate, publish_message_to, validate_content, NewMessage,
     },
     model::{self, current_scope},
+    protocol::MessageEvent,
     State,
 };
-use crate::{
-    messaging::protocol::ServerEvent,
-    platform::error::{ApiError, FieldErrors},
-};
+use crate::platform::error::{ApiError, FieldErrors};
 
 /// Bytes per stored chunk.
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -324,7 +322,7 @@ pub async fn upload(
     .await?;
     tx.commit().await?;
     tracing::info!(attachment.id = %attachment_id, bytes = upload.size, "attachment stored");
-    publish_message_to(&state, ServerEvent::MessageCreated, &message, recipients);
+    publish_message_to(&state, MessageEvent::Created, &message, recipients);
     answer(&state, &conn, &message, StatusCode::CREATED).await
 }
 

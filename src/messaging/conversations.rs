@@ -17,15 +17,12 @@ use super::{
     caller::Caller,
     consistency::{self, Consistency},
     domain::Role,
-    model::{
-        self, message_from_seen_from, ConversationSummary, Message, Peer, ServerFrame,
-        MESSAGE_COLUMNS,
-    },
+    model::{self, message_from_seen_from, ConversationSummary, Message, Peer, MESSAGE_COLUMNS},
+    protocol::{Event, ParticipantsAdded, ReadMoved, ServerFrame},
     State,
 };
 use crate::{
     messaging::events::BusEvent,
-    messaging::protocol::ServerEvent,
     platform::error::{ApiError, FieldErrors},
 };
 
@@ -174,13 +171,15 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("conversation vanished after commit")))?;
     if created {
-        let frame = ServerFrame::new(
-            ServerEvent::ParticipantAdded,
-            Some(id),
-            None,
-            serde_json::json!({
-                "user_ids": conversation.participants.iter().map(|p| p.user_id).collect::<Vec<_>>(),
-                "conversation": &conversation,
+        let frame = ServerFrame::of(
+            id,
+            Event::ParticipantAdded(ParticipantsAdded {
+                user_ids: conversation
+                    .participants
+                    .iter()
+                    .map(|p| p.user_id)
+                    .collect(),
+                conversation: Some(conversation.clone()),
             }),
         );
         publish_frame(&state, id, None, frame.to_json());
@@ -531,12 +530,14 @@ pub async fn mark_read(
     let last_seq: i64 = row.get("last_seq");
     let previous: i64 = row.get("previous");
     if last_read_seq > previous && row.get::<_, bool>("current") {
-        let frame = ServerFrame::new(
-            ServerEvent::Read,
-            Some(conversation_id),
-            Some(last_read_seq),
-            serde_json::json!({"user_id": user_id, "last_read_seq": last_read_seq}),
-        );
+        let frame = ServerFrame::of(
+            conversation_id,
+            Event::Read(ReadMoved {
+                user_id,
+                last_read_seq,
+            }),
+        )
+        .at(Some(last_read_seq));
         publish_frame(state, conversation_id, None, frame.to_json());
     }
     Ok(ReadMarker {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::protocol::ServerEvent;
+use super::protocol::MessageEvent;
 use crate::auth::session::SessionEnded;
 
 /// One event on the bus, externally tagged (`{"conversation": {…}}`): an internally tagged
@@ -60,7 +60,7 @@ pub enum BusEvent {
     MessageRef {
         conversation_id: Uuid,
         message_id: Uuid,
-        event: ServerEvent,
+        event: MessageEvent,
     },
     /// A session ended (logout, refresh token reuse, revocation): close its sockets, and
     /// refuse its access tokens from now on. Written by the auth service.

@@ -13,7 +13,6 @@ use actix_web::{
 };
 use deadpool_postgres::{GenericClient, Transaction};
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{
@@ -23,8 +22,8 @@ use super::{
     domain::{MessageKind, Role, SystemAction, SystemRecord},
     events::BusEvent,
     messages::{append, message_frame, publish_message, NewMessage},
-    model::{self, load_conversation, Message, Scope, ServerFrame},
-    protocol::ServerEvent,
+    model::{self, load_conversation, Message, Scope},
+    protocol::{ConversationChanged, Event, MessageEvent, ParticipantsAdded, ServerFrame, UserIds},
     State,
 };
 use crate::platform::error::{ApiError, FieldErrors};
@@ -109,8 +108,7 @@ fn announce(
     state: &State,
     conversation_id: Uuid,
     messages: &[Message],
-    event: ServerEvent,
-    data: serde_json::Value,
+    event: Event,
     also: Vec<Uuid>,
 ) {
     if !also.is_empty() {
@@ -120,17 +118,19 @@ fn announce(
         });
     }
     let frame = |last: Option<&Message>| {
-        ServerFrame::new(event, Some(conversation_id), last.map(|m| m.seq), &data).to_json()
+        ServerFrame::of(conversation_id, event.clone())
+            .at(last.map(|m| m.seq))
+            .to_json()
     };
     for m in messages {
-        publish_message(state, ServerEvent::MessageCreated, m);
+        publish_message(state, MessageEvent::Created, m);
     }
     publish_frame(state, conversation_id, None, frame(messages.last()));
     if let (false, Some(departure)) = (also.is_empty(), messages.first()) {
         publish_to_users(
             state,
             also.clone(),
-            message_frame(ServerEvent::MessageCreated, departure),
+            message_frame(MessageEvent::Created, departure),
         );
         publish_to_users(state, also, frame(Some(departure)));
     }
@@ -149,8 +149,7 @@ async fn updated(
         state,
         conversation_id,
         &[message],
-        ServerEvent::ConversationUpdated,
-        json!({"conversation": conversation}),
+        Event::ConversationUpdated(ConversationChanged { conversation }),
         Vec::new(),
     );
     respond(state, conn, conversation_id).await
@@ -284,8 +283,10 @@ pub async fn add(
         &state,
         conversation_id,
         &[message],
-        ServerEvent::ParticipantAdded,
-        json!({"user_ids": new, "conversation": conversation}),
+        Event::ParticipantAdded(ParticipantsAdded {
+            user_ids: new,
+            conversation,
+        }),
         Vec::new(),
     );
     respond(&state, &conn, conversation_id).await
@@ -366,8 +367,9 @@ pub async fn remove(
         &state,
         conversation_id,
         &[message],
-        ServerEvent::ParticipantRemoved,
-        json!({"user_ids": [target]}),
+        Event::ParticipantRemoved(UserIds {
+            user_ids: vec![target],
+        }),
         vec![target],
     );
     Ok(consistency::written(&state, &conn, StatusCode::NO_CONTENT)
@@ -596,8 +598,9 @@ pub async fn leave(
         &state,
         conversation_id,
         &messages,
-        ServerEvent::ParticipantRemoved,
-        json!({"user_ids": [caller.user_id]}),
+        Event::ParticipantRemoved(UserIds {
+            user_ids: vec![caller.user_id],
+        }),
         vec![caller.user_id],
     );
     Ok(consistency::written(&state, &conn, StatusCode::NO_CONTENT)

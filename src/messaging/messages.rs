@@ -20,11 +20,14 @@ use super::{
     domain::MessageKind,
     model::{
         self, conversation_not_found, current_scope, load_message, visible_message, Message,
-        ServerFrame, MESSAGE_COLUMNS, MESSAGE_FROM,
+        MESSAGE_COLUMNS, MESSAGE_FROM,
     },
     State,
 };
-use super::{events::BusEvent, protocol::ServerEvent};
+use super::{
+    events::BusEvent,
+    protocol::{MessageEvent, ServerFrame},
+};
 use crate::{
     platform::bus::MAX_PAYLOAD,
     platform::error::{unique_violation, ApiError, FieldErrors},
@@ -315,7 +318,7 @@ pub async fn send(
         }
         Err(e) => return Err(e),
     };
-    publish_message_to(&state, ServerEvent::MessageCreated, &message, audience);
+    publish_message_to(&state, MessageEvent::Created, &message, audience);
     answer(&state, &conn, &message, StatusCode::CREATED).await
 }
 
@@ -358,7 +361,7 @@ pub async fn answer(
 
 /// Queues a `message.*` event for the conversation's sockets; a frame too large for NOTIFY
 /// goes by reference and receivers load it.
-pub fn publish_message(state: &State, kind: ServerEvent, message: &Message) {
+pub fn publish_message(state: &State, kind: MessageEvent, message: &Message) {
     publish_message_to(state, kind, message, None);
 }
 
@@ -367,7 +370,7 @@ pub fn publish_message(state: &State, kind: ServerEvent, message: &Message) {
 /// without it (issue 14).
 pub fn publish_message_to(
     state: &State,
-    kind: ServerEvent,
+    kind: MessageEvent,
     message: &Message,
     audience: Option<Audience>,
 ) {
@@ -426,13 +429,11 @@ pub fn publish_message_to(
 }
 
 /// The server frame of a `message.*` event.
-pub fn message_frame(kind: ServerEvent, message: &Message) -> String {
+pub fn message_frame(kind: MessageEvent, message: &Message) -> String {
     ServerFrame {
-        kind,
-        conversation_id: Some(message.conversation_id),
-        seq: Some(message.seq),
         rev: Some(message.rev),
-        data: message,
+        ..ServerFrame::of(message.conversation_id, kind.event(message.clone()))
+            .at(Some(message.seq))
     }
     .to_json()
 }
@@ -512,7 +513,7 @@ pub async fn edit(
     let message = load_message(&conn, message.id)
         .await?
         .ok_or_else(model::message_not_found)?;
-    publish_message(&state, ServerEvent::MessageEdited, &message);
+    publish_message(&state, MessageEvent::Edited, &message);
     let message = message.seen_from(scope.visible_from_seq);
     answer(&state, &conn, &message, StatusCode::OK).await
 }
@@ -566,7 +567,7 @@ pub async fn delete(
         }
         tx.commit().await?;
         if let Some(tombstone) = load_message(&conn, message.id).await? {
-            publish_message(&state, ServerEvent::MessageDeleted, &tombstone);
+            publish_message(&state, MessageEvent::Deleted, &tombstone);
         }
     }
     Ok(consistency::written(&state, &conn, StatusCode::NO_CONTENT)

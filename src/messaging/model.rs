@@ -8,7 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::domain::MessageKind;
-use crate::{messaging::protocol::ServerEvent, platform::error::ApiError};
+use crate::platform::error::ApiError;
 
 /// A message: `{id, conversation_id, seq, sender_id, kind, content, reply_to, quote?,
 /// attachment?, system?, created_at, edited_at, deleted}`. `seq` is per conversation,
@@ -216,45 +216,6 @@ pub struct Peer {
     pub user_id: Uuid,
     pub username: String,
     pub display_name: String,
-}
-
-/// A server frame on the WebSocket (DESIGN.md §4): `{type, conversation_id?, seq?, rev?,
-/// data}`. The protocol's single definition is [`crate::messaging::protocol`].
-#[derive(Debug, Serialize)]
-pub struct ServerFrame<T: Serialize> {
-    #[serde(rename = "type")]
-    pub kind: ServerEvent,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub conversation_id: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seq: Option<i64>,
-    /// The conversation revision of a stored change (`message.*` events).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rev: Option<i64>,
-    pub data: T,
-}
-
-impl<T: Serialize> ServerFrame<T> {
-    /// A frame without a revision.
-    pub fn new(
-        kind: ServerEvent,
-        conversation_id: Option<Uuid>,
-        seq: Option<i64>,
-        data: T,
-    ) -> Self {
-        Self {
-            kind,
-            conversation_id,
-            seq,
-            rev: None,
-            data,
-        }
-    }
-
-    /// The frame as JSON text.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
-    }
 }
 
 /// Loads a conversation with its current participants, or `None` if it does not exist.

@@ -1,75 +1,228 @@
-//! The WebSocket protocol (DESIGN.md §4), defined once: [`ServerEvent`] names every server
-//! frame, [`ClientFrame`] every client frame. README's WebSocket section describes the same.
+//! The WebSocket protocol (DESIGN.md §4), defined once: [`Event`] is every server event with
+//! its typed payload, [`ServerFrame`] the frame that carries it, [`ClientFrame`] every client
+//! frame. The AsyncAPI document is generated from these types, and README's WebSocket
+//! section describes the same.
 //!
-//! Server frames are JSON `{type, conversation_id?, seq?, rev?, data}`
-//! ([`crate::messaging::model::ServerFrame`]). `seq` is the message's (or, for `read`, the
-//! marker's); `rev` orders stored changes within a conversation (`message.*`).
+//! Server frames are JSON `{type, data, conversation_id?, seq?, rev?}`. `seq` is the
+//! message's (or, for `read`, the marker's); `rev` orders stored changes within a
+//! conversation (`message.*`).
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The `type` of a server frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub enum ServerEvent {
-    /// First frame on every socket: `{instance, user_id, session_id, ping_interval_secs,
-    /// token_expires_at}`. The socket lives until `token_expires_at` (Unix seconds, the
-    /// expiry of the access token behind its ticket) unless the client sends a fresh token
-    /// (`{type:"auth"}`) before; otherwise it closes with 4003.
+use super::model::{Conversation, Message};
+
+/// One server event: its `type` and its typed `data` (adjacently tagged).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    /// First frame on every socket. The socket lives until `token_expires_at` unless the
+    /// client sends a fresh token (`{type:"auth"}`); otherwise it closes with 4003.
     #[serde(rename = "hello")]
-    Hello,
+    Hello(Hello),
     /// Answer to a client `ping`.
     #[serde(rename = "pong")]
-    Pong,
-    /// A fresh access token was accepted (answer to `{type:"auth"}`): the socket now lives
-    /// until `{expires_at}` (Unix seconds).
+    Pong(Empty),
+    /// A fresh access token was accepted (answer to `{type:"auth"}`).
     #[serde(rename = "auth.ok")]
-    AuthOk,
-    /// A client frame could not be handled: `{detail}`; the socket stays open.
+    AuthOk(AuthOk),
+    /// A client frame could not be handled; the socket stays open.
     #[serde(rename = "error")]
-    Error,
-    /// A message (text, file or system) was appended: the message.
+    Error(Detail),
+    /// A message (text, file or system) was appended.
     #[serde(rename = "message.created")]
-    MessageCreated,
-    /// A message was edited: the message.
+    MessageCreated(Message),
+    /// A message was edited.
     #[serde(rename = "message.edited")]
-    MessageEdited,
+    MessageEdited(Message),
     /// A message was deleted: the tombstone.
     #[serde(rename = "message.deleted")]
-    MessageDeleted,
-    /// A participant's read marker moved: `{user_id, last_read_seq}`.
+    MessageDeleted(Message),
+    /// A participant's read marker moved.
     #[serde(rename = "read")]
-    Read,
-    /// Someone is typing, or stopped, or their typing expired: `{user_id, is_typing,
-    /// expires_in?}`.
+    Read(ReadMoved),
+    /// Someone is typing, or stopped, or their typing expired.
     #[serde(rename = "typing")]
-    Typing,
-    /// Someone you share a conversation with went online or offline: `{user_id, online,
-    /// last_seen_at}`.
+    Typing(Typing),
+    /// Someone you share a conversation with went online or offline.
     #[serde(rename = "presence")]
-    Presence,
-    /// People joined a conversation (or you were added to one): `{user_ids, conversation}`.
+    Presence(PresenceChanged),
+    /// People joined a conversation (or you were added to one).
     #[serde(rename = "participant.added")]
-    ParticipantAdded,
-    /// People left or were removed (you too: then it is your last event of it): `{user_ids}`.
+    ParticipantAdded(ParticipantsAdded),
+    /// People left or were removed (you too: then it is your last event of it).
     #[serde(rename = "participant.removed")]
-    ParticipantRemoved,
-    /// A rename or role change: `{conversation}`.
+    ParticipantRemoved(UserIds),
+    /// A rename or role change.
     #[serde(rename = "conversation.updated")]
-    ConversationUpdated,
+    ConversationUpdated(ConversationChanged),
     /// Your session ended (sign-out, refresh token reuse, revocation, password change,
-    /// account deletion); the socket closes with 4001 next: `{session_id}`.
+    /// account deletion); the socket closes with 4001 next.
     #[serde(rename = "session.revoked")]
-    SessionRevoked,
-    /// A `resume` of one conversation finished; live delivery goes on from here:
-    /// `{last_seq}`, with `rev` the revision reached.
+    SessionRevoked(SessionEnded),
+    /// A `resume` of one conversation finished; live delivery goes on from here (`rev` is
+    /// the revision reached).
     #[serde(rename = "resumed")]
-    Resumed,
-    /// A `resume` cursor is too far behind to replay: fetch history over HTTP instead:
-    /// `{detail}`.
+    Resumed(Resumed),
+    /// A `resume` cursor is too far behind to replay: fetch history over HTTP instead.
     #[serde(rename = "resume.reload")]
-    ResumeReload,
+    ResumeReload(Detail),
+}
+
+/// `hello`'s data: the instance, who the socket belongs to, the server's ping interval, and
+/// when the access token behind it expires (Unix seconds).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Hello {
+    pub instance: String,
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub ping_interval_secs: u64,
+    pub token_expires_at: i64,
+}
+
+/// No data: `{}`.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct Empty {}
+
+/// `auth.ok`'s data: the socket's new deadline, Unix seconds.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuthOk {
+    pub expires_at: i64,
+}
+
+/// What went wrong, or why to reload.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Detail {
+    pub detail: String,
+}
+
+/// `read`'s data.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReadMoved {
+    pub user_id: Uuid,
+    pub last_read_seq: i64,
+}
+
+/// `typing`'s data; `expires_in` (seconds) only while typing.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Typing {
+    pub user_id: Uuid,
+    pub is_typing: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<f64>,
+}
+
+/// `presence`'s data.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PresenceChanged {
+    pub user_id: Uuid,
+    pub online: bool,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// `participant.added`'s data: who joined, and the conversation as it is now.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ParticipantsAdded {
+    pub user_ids: Vec<Uuid>,
+    pub conversation: Option<Conversation>,
+}
+
+/// `participant.removed`'s data.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UserIds {
+    pub user_ids: Vec<Uuid>,
+}
+
+/// `conversation.updated`'s data.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ConversationChanged {
+    pub conversation: Option<Conversation>,
+}
+
+/// `session.revoked`'s data.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SessionEnded {
+    pub session_id: Uuid,
+}
+
+/// `resumed`'s data: the last `seq` the caller can see.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Resumed {
+    pub last_seq: i64,
+}
+
+/// Which change to a stored message an event announces (on the bus too, by these names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageEvent {
+    #[serde(rename = "message.created")]
+    Created,
+    #[serde(rename = "message.edited")]
+    Edited,
+    #[serde(rename = "message.deleted")]
+    Deleted,
+}
+
+impl MessageEvent {
+    /// The event carrying `message`.
+    pub fn event(self, message: Message) -> Event {
+        match self {
+            Self::Created => Event::MessageCreated(message),
+            Self::Edited => Event::MessageEdited(message),
+            Self::Deleted => Event::MessageDeleted(message),
+        }
+    }
+}
+
+/// A server frame on the WebSocket: the [`Event`] (`type`, `data`) and, when it concerns a
+/// conversation, its id, and the `seq` and `rev` it is at.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ServerFrame {
+    #[serde(flatten)]
+    pub event: Event,
+    /// The conversation it concerns (absent for `hello`, `pong`, `auth.ok`, `presence`,
+    /// `session.revoked`, and errors about no conversation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<Uuid>,
+    /// The message's `seq` (`message.*`, membership events), or the read marker (`read`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    /// The conversation revision of a stored change (`message.*`, `resumed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rev: Option<i64>,
+}
+
+impl ServerFrame {
+    /// A frame about no conversation.
+    pub fn new(event: Event) -> Self {
+        Self {
+            event,
+            conversation_id: None,
+            seq: None,
+            rev: None,
+        }
+    }
+
+    /// A frame about `conversation_id`.
+    pub fn of(conversation_id: Uuid, event: Event) -> Self {
+        Self {
+            conversation_id: Some(conversation_id),
+            ..Self::new(event)
+        }
+    }
+
+    /// The same frame at `seq`.
+    pub fn at(mut self, seq: Option<i64>) -> Self {
+        self.seq = seq;
+        self
+    }
+
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
 }
 
 /// A frame from the client.
@@ -97,26 +250,6 @@ pub enum ClientFrame {
     Auth { access_token: String },
 }
 
-/// A server frame as it travels (the documented shape of
-/// [`crate::messaging::model::ServerFrame`]): `data` depends on `type`, as each
-/// [`ServerEvent`] variant says.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(title = "ServerFrame")]
-pub struct WireServerFrame {
-    #[serde(rename = "type")]
-    pub kind: ServerEvent,
-    /// The conversation it concerns (absent for `hello`, `pong`, `error`, `presence`,
-    /// `session.revoked`).
-    pub conversation_id: Option<Uuid>,
-    /// The message's `seq` (`message.*`, membership events), or the read marker (`read`).
-    pub seq: Option<i64>,
-    /// The conversation revision of a stored change (`message.*`).
-    pub rev: Option<i64>,
-    /// The message for `message.*`; an object as listed under [`ServerEvent`] otherwise.
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
-}
-
 /// Most conversations one `resume` may name.
 pub const MAX_RESUME_CONVERSATIONS: usize = 500;
 
@@ -124,15 +257,21 @@ pub const MAX_RESUME_CONVERSATIONS: usize = 500;
 mod tests {
     use super::*;
 
+    /// Frames keep the wire shape clients parse: `type`, `data`, and the conversation fields.
     #[test]
-    fn event_names_are_the_wire_names() -> serde_json::Result<()> {
+    fn frames_have_their_wire_shape() -> serde_json::Result<()> {
+        let id = Uuid::nil();
+        let frame = ServerFrame::of(id, Event::Resumed(Resumed { last_seq: 3 })).at(Some(3));
         assert_eq!(
-            serde_json::to_string(&ServerEvent::MessageCreated)?,
-            "\"message.created\""
+            serde_json::to_value(&frame)?,
+            serde_json::json!({"type": "resumed", "conversation_id": id, "seq": 3,
+                               "data": {"last_seq": 3}})
         );
+        let pong = serde_json::to_value(ServerFrame::new(Event::Pong(Empty {})))?;
+        assert_eq!(pong, serde_json::json!({"type": "pong", "data": {}}));
         assert_eq!(
-            serde_json::to_string(&ServerEvent::ResumeReload)?,
-            "\"resume.reload\""
+            serde_json::to_string(&MessageEvent::Created)?,
+            "\"message.created\""
         );
         Ok(())
     }

@@ -11,11 +11,13 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    messaging::{events::BusEvent, model::ServerFrame, protocol::ServerEvent},
+    messaging::{
+        events::BusEvent,
+        protocol::{Event, PresenceChanged, ServerFrame},
+    },
     platform::bus::Publisher,
 };
 
@@ -197,12 +199,11 @@ impl Presence {
     }
 
     fn announce(&self, user_id: Uuid, online: bool, last_seen_at: Option<DateTime<Utc>>) {
-        let frame = ServerFrame::new(
-            ServerEvent::Presence,
-            None,
-            None,
-            json!({"user_id": user_id, "online": online, "last_seen_at": last_seen_at}),
-        )
+        let frame = ServerFrame::new(Event::Presence(PresenceChanged {
+            user_id,
+            online,
+            last_seen_at,
+        }))
         .to_json();
         match serde_json::value::RawValue::from_string(frame) {
             Ok(frame) => self

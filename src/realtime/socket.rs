@@ -12,7 +12,6 @@ use std::{
 };
 
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
-use serde_json::json;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -24,8 +23,7 @@ use crate::{
     messaging::{
         caller::Caller,
         conversations::mark_read,
-        model::ServerFrame,
-        protocol::{ClientFrame, ServerEvent},
+        protocol::{AuthOk, ClientFrame, Detail, Empty, Event, Hello, ServerFrame, SessionEnded},
         State,
     },
     platform::error::ApiError,
@@ -42,7 +40,10 @@ fn close_reason(code: u16, text: &str) -> Option<CloseReason> {
 }
 
 fn error_frame(detail: &str) -> String {
-    ServerFrame::new(ServerEvent::Error, None, None, json!({ "detail": detail })).to_json()
+    ServerFrame::new(Event::Error(Detail {
+        detail: detail.to_owned(),
+    }))
+    .to_json()
 }
 
 /// When the access token behind a socket expires: as Unix seconds (told to the client) and
@@ -118,18 +119,13 @@ impl Socket {
             .presence
             .connected(self.caller.user_id, self.conn_id)
             .await;
-        let hello = ServerFrame::new(
-            ServerEvent::Hello,
-            None,
-            None,
-            json!({
-                "instance": self.live.presence.instance(),
-                "user_id": self.caller.user_id,
-                "session_id": self.caller.session_id,
-                "ping_interval_secs": self.state.cfg.ws_ping_interval.as_secs(),
-                "token_expires_at": self.token.expires_at,
-            }),
-        );
+        let hello = ServerFrame::new(Event::Hello(Hello {
+            instance: self.live.presence.instance().to_owned(),
+            user_id: self.caller.user_id,
+            session_id: self.caller.session_id,
+            ping_interval_secs: self.state.cfg.ws_ping_interval.as_secs(),
+            token_expires_at: self.token.expires_at,
+        }));
         let end = if self.send(hello.to_json()).await {
             self.serve(&mut stream).await
         } else {
@@ -257,12 +253,9 @@ impl Socket {
         match wanted {
             Some(reason) => {
                 if reason == hub::SESSION_REVOKED {
-                    let frame = ServerFrame::new(
-                        ServerEvent::SessionRevoked,
-                        None,
-                        None,
-                        json!({"session_id": self.caller.session_id}),
-                    );
+                    let frame = ServerFrame::new(Event::SessionRevoked(SessionEnded {
+                        session_id: self.caller.session_id,
+                    }));
                     let _ = tokio::time::timeout(
                         Duration::from_secs(1),
                         self.session.text(frame.to_json()),
@@ -299,7 +292,7 @@ impl Socket {
         };
         match frame {
             ClientFrame::Ping => {
-                self.send(ServerFrame::new(ServerEvent::Pong, None, None, json!({})).to_json())
+                self.send(ServerFrame::new(Event::Pong(Empty {})).to_json())
                     .await
             }
             ClientFrame::Typing {
@@ -398,12 +391,9 @@ impl Socket {
                 deadline: tokio::time::Instant::now() + Duration::from_secs(left),
             };
         }
-        let frame = ServerFrame::new(
-            ServerEvent::AuthOk,
-            None,
-            None,
-            json!({"expires_at": self.token.expires_at}),
-        );
+        let frame = ServerFrame::new(Event::AuthOk(AuthOk {
+            expires_at: self.token.expires_at,
+        }));
         self.send(frame.to_json()).await
     }
 }

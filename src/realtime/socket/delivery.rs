@@ -8,16 +8,16 @@
 use crate::platform::db::Traced;
 use std::{collections::HashMap, time::Duration};
 
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{error_frame, Socket};
 use crate::{
-    messaging::protocol::{ServerEvent, MAX_RESUME_CONVERSATIONS},
+    messaging::protocol::MAX_RESUME_CONVERSATIONS,
     messaging::{
         budget::{self, Budget},
         messages::message_frame,
-        model::{message_from_seen_from, scope, Message, ServerFrame, MESSAGE_COLUMNS},
+        model::{message_from_seen_from, scope, Message, MESSAGE_COLUMNS},
+        protocol::{Detail, Event, MessageEvent, Resumed, ServerFrame},
     },
     platform::error::ApiError,
     realtime::hub::Frame,
@@ -25,13 +25,13 @@ use crate::{
 
 /// `resume.reload` for a conversation with more than `max` changes to replay.
 fn reload_frame(conversation_id: Uuid, max: i64) -> String {
-    ServerFrame::new(
-        ServerEvent::ResumeReload,
-        Some(conversation_id),
-        None,
-        json!({"detail": format!(
-            "more than {max} changes to replay; fetch history over HTTP and resume from its newest seq"
-        )}),
+    ServerFrame::of(
+        conversation_id,
+        Event::ResumeReload(Detail {
+            detail: format!(
+                "more than {max} changes to replay; fetch history over HTTP and resume from its newest seq"
+            ),
+        }),
     )
     .to_json()
 }
@@ -169,11 +169,11 @@ impl Socket {
             let message = Message::from_row(row);
             let created_rev: i64 = row.get("created_rev");
             let kind = if created_rev > after_rev {
-                ServerEvent::MessageCreated
+                MessageEvent::Created
             } else if message.deleted {
-                ServerEvent::MessageDeleted
+                MessageEvent::Deleted
             } else {
-                ServerEvent::MessageEdited
+                MessageEvent::Edited
             };
             if !self.send(message_frame(kind, &message)).await {
                 return Ok((false, rows.len() as i64));
@@ -183,11 +183,14 @@ impl Socket {
         if resume_seq.is_some() {
             let visible_last = scope.visible_to_seq.unwrap_or(last_seq);
             let frame = ServerFrame {
-                kind: ServerEvent::Resumed,
-                conversation_id: Some(conversation_id),
-                seq: Some(visible_last),
                 rev: Some(last_rev),
-                data: json!({"last_seq": visible_last}),
+                ..ServerFrame::of(
+                    conversation_id,
+                    Event::Resumed(Resumed {
+                        last_seq: visible_last,
+                    }),
+                )
+                .at(Some(visible_last))
             };
             return Ok((self.send(frame.to_json()).await, sent));
         }
@@ -251,11 +254,11 @@ impl Socket {
                     }
                 },
                 Ok(Err(detail)) => {
-                    let frame = ServerFrame::new(
-                        ServerEvent::Error,
-                        Some(conversation_id),
-                        None,
-                        json!({"detail": detail}),
+                    let frame = ServerFrame::of(
+                        conversation_id,
+                        Event::Error(Detail {
+                            detail: detail.to_owned(),
+                        }),
                     );
                     self.send(frame.to_json()).await
                 }

@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use uuid::Uuid;
 
 use super::Socket;
-use crate::{
-    messaging::protocol::ServerEvent,
-    messaging::{conversations::publish_frame, model::is_participant, model::ServerFrame},
+use crate::messaging::{
+    conversations::publish_frame,
+    model::is_participant,
+    protocol::{Event, ServerFrame, Typing},
 };
 
 /// A refreshed `typing: true` is re-announced at most this often.
@@ -84,11 +84,14 @@ impl Socket {
     }
 
     pub(super) fn announce_typing(&self, conversation_id: Uuid, is_typing: bool) {
-        let mut data = json!({"user_id": self.caller.user_id, "is_typing": is_typing});
-        if is_typing {
-            data["expires_in"] = json!(self.state.cfg.typing_ttl.as_secs_f64());
-        }
-        let frame = ServerFrame::new(ServerEvent::Typing, Some(conversation_id), None, data);
+        let frame = ServerFrame::of(
+            conversation_id,
+            Event::Typing(Typing {
+                user_id: self.caller.user_id,
+                is_typing,
+                expires_in: is_typing.then(|| self.state.cfg.typing_ttl.as_secs_f64()),
+            }),
+        );
         publish_frame(
             &self.state,
             conversation_id,
