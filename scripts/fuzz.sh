@@ -30,13 +30,16 @@ case "$mode" in
   *) echo "usage: scripts/fuzz.sh [bounded|long]" >&2; exit 2 ;;
 esac
 
+# One worker: with two, Schemathesis 4.32.5 once crashed while building a multipart body
+# generator ("SystemError: AST constructor recursion depth mismatch" in a worker thread) — a
+# fault of the tool, not of the API, that would fail the run at random.
 status=0
 for spec in auth/openapi.json api/openapi.json; do
   echo "fuzz: $url/$spec ($mode, $examples examples per operation)" >&2
   PYTHONPATH="$repo/openapi" SCHEMATHESIS_HOOKS=hooks \
     "$venv/bin/schemathesis" run "$url/$spec" --url "$url" \
       --checks "$checks" --phases "$phases" --max-examples "$examples" \
-      --workers 2 --request-timeout 15 --seed 20261121 \
+      --workers 1 --request-timeout 15 --seed 20261121 \
       --suppress-health-check all --no-color \
       --report junit --report-dir "$repo/target/fuzz/$(dirname "$spec")" || status=$?
 done

@@ -85,7 +85,7 @@ pub struct AuthApi;
         messaging::groups::set_role, messaging::groups::leave,
         messaging::attachments::upload, messaging::messages::edit,
         messaging::messages::delete, messaging::messages::read,
-        messaging::messages::receipts, messaging::attachments::download,
+        messaging::receipts::receipts, messaging::attachments::download,
         messaging::attachments::put_avatar, messaging::attachments::delete_avatar,
         messaging::attachments::get_avatar, messaging::search::search,
         realtime::tickets::ticket, messaging::healthz, messaging::readyz,

@@ -25,15 +25,15 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
+    append::{append_for, NewMessage},
     budget::{self, Budget},
     caller::Caller,
     consistency::Consistency,
     domain::MessageKind,
-    messages::{
-        answer, append_for, check_send_rate, publish_message_to, validate_content, NewMessage,
-    },
+    messages::{answer, check_send_rate, validate_content},
     model::{self, current_scope},
     protocol::MessageEvent,
+    publish::publish_message_to,
     State,
 };
 use crate::platform::error::{ApiError, FieldErrors};

@@ -19,12 +19,10 @@ use super::{
     domain::Role,
     model::{self, message_from_seen_from, ConversationSummary, Message, Peer, MESSAGE_COLUMNS},
     protocol::{Event, ParticipantsAdded, ReadMoved, ServerFrame},
+    publish::publish_frame,
     State,
 };
-use crate::{
-    messaging::events::BusEvent,
-    platform::error::{ApiError, FieldErrors},
-};
+use crate::platform::error::{ApiError, FieldErrors};
 
 /// Most participants in one conversation.
 pub const MAX_PARTICIPANTS: usize = 256;
@@ -192,111 +190,6 @@ pub async fn create(
     Ok(consistency::written(&state, &conn, status)
         .await?
         .json(conversation))
-}
-
-/// Queues a frame for every current participant of a conversation (after the write
-/// committed), except `exclude_user`.
-pub fn publish_frame(
-    state: &State,
-    conversation_id: Uuid,
-    exclude_user: Option<Uuid>,
-    frame: String,
-) {
-    publish(
-        state,
-        conversation_id,
-        exclude_user,
-        None,
-        None,
-        None,
-        frame,
-    );
-}
-
-/// Queues the frame of a stored change to a message at `(seq, rev)`: delivered only to
-/// participants who can see that message, in revision order on each socket. `recipients`,
-/// when the appending statement returned them, spares the listeners a membership lookup.
-pub fn publish_message_frame(
-    state: &State,
-    conversation_id: Uuid,
-    at: (i64, i64),
-    recipients: Option<Vec<Uuid>>,
-    frame: String,
-) {
-    publish(
-        state,
-        conversation_id,
-        None,
-        Some(at),
-        None,
-        recipients,
-        frame,
-    );
-}
-
-/// Queues the frames of a change to a reply at `(seq, rev)` whose recipients the listeners
-/// look up: `frame` (with the quote) to those who can see the parent at `parent_seq`,
-/// `blind_frame` (without it) to those who joined after the parent.
-pub fn publish_split_frames(
-    state: &State,
-    conversation_id: Uuid,
-    at: (i64, i64),
-    parent_seq: i64,
-    frame: String,
-    blind_frame: String,
-) {
-    publish(
-        state,
-        conversation_id,
-        None,
-        Some((parent_seq, at.1)),
-        None,
-        None,
-        frame,
-    );
-    publish(
-        state,
-        conversation_id,
-        None,
-        Some(at),
-        Some(parent_seq),
-        None,
-        blind_frame,
-    );
-}
-
-fn publish(
-    state: &State,
-    conversation_id: Uuid,
-    exclude_user: Option<Uuid>,
-    at: Option<(i64, i64)>,
-    joined_after: Option<i64>,
-    recipients: Option<Vec<Uuid>>,
-    frame: String,
-) {
-    match serde_json::value::RawValue::from_string(frame) {
-        Ok(frame) => state.publisher.publish(BusEvent::Conversation {
-            conversation_id,
-            exclude_user,
-            message_seq: at.map(|a| a.0),
-            joined_after,
-            rev: at.map(|a| a.1),
-            recipients,
-            trace: crate::platform::bus::current_traceparent(),
-            at_us: Some(chrono::Utc::now().timestamp_micros()),
-            frame,
-        }),
-        Err(e) => tracing::error!(error = %e, "server frame is not JSON"),
-    }
-}
-
-/// Queues a frame for the listed users only (for example one just removed from the
-/// conversation, who no longer receives its events).
-pub fn publish_to_users(state: &State, user_ids: Vec<Uuid>, frame: String) {
-    match serde_json::value::RawValue::from_string(frame) {
-        Ok(frame) => state.publisher.publish(BusEvent::Users { user_ids, frame }),
-        Err(e) => tracing::error!(error = %e, "server frame is not JSON"),
-    }
 }
 
 /// `GET /api/conversations` query.

@@ -16,14 +16,15 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{
+    append::{append, NewMessage},
     caller::Caller,
     consistency,
-    conversations::{publish_frame, publish_to_users, MAX_NAME_CHARS, MAX_PARTICIPANTS},
+    conversations::{MAX_NAME_CHARS, MAX_PARTICIPANTS},
     domain::{MessageKind, Role, SystemAction, SystemRecord},
     events::BusEvent,
-    messages::{append, message_frame, publish_message, NewMessage},
     model::{self, load_conversation, Message, Scope},
     protocol::{ConversationChanged, Event, MessageEvent, ParticipantsAdded, ServerFrame, UserIds},
+    publish::{message_frame, publish_frame, publish_message, publish_to_users},
     State,
 };
 use crate::platform::error::{ApiError, FieldErrors};

@@ -1,5 +1,6 @@
-//! Messages: appending to a conversation (gapless `seq`), send with idempotent retries,
-//! edit, delete, history pages, read markers by message, receipts, and the send rate limit.
+//! Message handlers: send with idempotent retries and the send rate limit, edit, delete,
+//! history pages, and the read marker by message. Appending is [`super::append`],
+//! publishing [`super::publish`], receipts [`super::receipts`].
 
 use crate::platform::db::Traced;
 use actix_web::{
@@ -13,6 +14,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
+    append::{append_for, next_rev, NewMessage},
+    protocol::MessageEvent,
+    publish::{publish_message, publish_message_to},
+};
+use super::{
     budget::{self, Budget},
     caller::Caller,
     consistency::{self, Consistency},
@@ -24,153 +30,10 @@ use super::{
     },
     State,
 };
-use super::{
-    events::BusEvent,
-    protocol::{MessageEvent, ServerFrame},
-};
-use crate::{
-    platform::bus::MAX_PAYLOAD,
-    platform::error::{unique_violation, ApiError, FieldErrors},
-};
+use crate::platform::error::{ApiError, FieldErrors};
 
 /// Longest `client_id`, in characters.
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
-
-/// A message to append with [`append`].
-#[derive(Default)]
-pub struct NewMessage<'a> {
-    pub kind: MessageKind,
-    pub sender_id: Option<Uuid>,
-    pub content: Option<&'a str>,
-    pub reply_to: Option<Uuid>,
-    pub client_id: Option<&'a str>,
-    pub meta: Option<serde_json::Value>,
-    pub attachment_id: Option<Uuid>,
-}
-
-/// Appends a message in one statement (atomic on its own, or part of the caller's
-/// transaction): takes the conversation's next `seq` and `rev` under its row lock (writers
-/// queue on it, and a failed statement or rolled-back transaction rolls the increment back,
-/// so `seq` has no gaps or duplicates), inserts, moves the sender's read marker to it (a
-/// sender has read their own message), and returns it as the API shows it. One round trip:
-/// data-modifying CTEs (PostgreSQL docs §7.8.4), so a send holds the row lock for one
-/// statement instead of a transaction's worth of round trips.
-///
-/// Membership is checked by that same statement, under the row lock
-/// (`messaging.is_current_participant`, migrations/messaging/V4): a sender removed while the
-/// send waited for the lock appends nothing. System messages (the service's own record of
-/// a change, made under the lock by the change itself) are not checked.
-///
-/// Errors: 404 when the sender is not (or no longer) a current participant; 409 for a
-/// `client_id` the sender already used here (a concurrent retry); the statement's own
-/// failures otherwise.
-pub async fn append(
-    db: &impl GenericClient,
-    conversation_id: Uuid,
-    new: NewMessage<'_>,
-) -> Result<Message, ApiError> {
-    Ok(append_for(db, conversation_id, new).await?.0)
-}
-
-/// Most recipients an event carries in its notification; past this the listeners look
-/// them up (a NOTIFY payload stays under 8000 bytes).
-pub const MAX_CARRIED_RECIPIENTS: usize = 64;
-
-/// Who may see a newly appended message, as of the statement that appended it: the current
-/// participants whose visible range includes it, and among them those who joined after the
-/// parent it quotes (they get it without the quote).
-#[derive(Debug, Clone, Default)]
-pub struct Audience {
-    pub all: Vec<Uuid>,
-    pub quote_blind: Vec<Uuid>,
-}
-
-/// [`append`], also returning its [`Audience`]. The listeners deliver to exactly these (none
-/// of them needs to look membership up again), or `None` when there are more than
-/// [`MAX_CARRIED_RECIPIENTS`].
-pub async fn append_for(
-    db: &impl GenericClient,
-    conversation_id: Uuid,
-    new: NewMessage<'_>,
-) -> Result<(Message, Option<Audience>), ApiError> {
-    static APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "WITH c AS (
-                 UPDATE messaging.conversations
-                 SET last_seq = last_seq + 1, last_rev = last_rev + 1, last_activity_at = now()
-                 WHERE id = $2::uuid
-                   AND ($4::text = 'system' OR messaging.is_current_participant(id, $3::uuid))
-                 RETURNING last_seq, last_rev
-             ), m AS (
-                 INSERT INTO messaging.messages
-                     (id, conversation_id, seq, sender_id, kind, content, reply_to, client_id,
-                      meta, attachment_id, rev, created_rev)
-                 SELECT $1::uuid, $2::uuid, c.last_seq, $3::uuid, $4::text, $5::text, $6::uuid,
-                        $7::text, $8::jsonb, $9::uuid, c.last_rev, c.last_rev
-                 FROM c
-                 RETURNING *
-             ), r AS (
-                 UPDATE messaging.participants p SET last_read_seq = GREATEST(p.last_read_seq, m.seq)
-                 FROM m WHERE p.conversation_id = m.conversation_id AND p.user_id = m.sender_id
-             )
-             SELECT {MESSAGE_COLUMNS},
-                    ARRAY(SELECT rp.user_id FROM messaging.participants rp
-                          WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
-                            AND rp.visible_from_seq <= m.seq
-                          LIMIT {limit}) AS recipients,
-                    ARRAY(SELECT rp.user_id FROM messaging.participants rp
-                          WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
-                            AND rp.visible_from_seq <= m.seq AND rp.visible_from_seq > pm.seq
-                          LIMIT {limit}) AS quote_blind
-             FROM m
-                 LEFT JOIN messaging.messages pm ON pm.id = m.reply_to
-                 LEFT JOIN messaging.attachments a ON a.id = m.attachment_id",
-            limit = MAX_CARRIED_RECIPIENTS + 1
-        )
-    });
-    let row = db
-        .query_opt_t(
-            APPEND.as_str(),
-            &[
-                &Uuid::now_v7(),
-                &conversation_id,
-                &new.sender_id,
-                &new.kind.as_str(),
-                &new.content,
-                &new.reply_to,
-                &new.client_id,
-                &new.meta,
-                &new.attachment_id,
-            ],
-        )
-        .await
-        .map_err(|e| match unique_violation(&e) {
-            Some("messages_client_id_key") => {
-                ApiError::Conflict("client_id was already used for another message".into())
-            }
-            _ => e.into(),
-        })?;
-    let row = row.ok_or_else(conversation_not_found)?;
-    let all: Vec<Uuid> = row.get("recipients");
-    let quote_blind: Vec<Uuid> = row.get("quote_blind");
-    let audience = (all.len() <= MAX_CARRIED_RECIPIENTS).then_some(Audience { all, quote_blind });
-    Ok((Message::from_row(&row), audience))
-}
-
-/// Takes the conversation's next revision for a change to an existing message (edit,
-/// delete), under the conversation's row lock like [`append`].
-///
-/// Errors: the update fails.
-pub async fn next_rev(tx: &impl GenericClient, conversation_id: Uuid) -> Result<i64, ApiError> {
-    Ok(tx
-        .query_one_t(
-            "UPDATE messaging.conversations SET last_rev = last_rev + 1
-             WHERE id = $1 RETURNING last_rev",
-            &[&conversation_id],
-        )
-        .await?
-        .get(0))
-}
 
 /// Content rules: not blank, at most `max_chars` Unicode scalar values, no NUL (JSON
 /// strings are already valid UTF-8 once parsed).
@@ -357,85 +220,6 @@ pub async fn answer(
     Ok(consistency::written(state, conn, status)
         .await?
         .json(message))
-}
-
-/// Queues a `message.*` event for the conversation's sockets; a frame too large for NOTIFY
-/// goes by reference and receivers load it.
-pub fn publish_message(state: &State, kind: MessageEvent, message: &Message) {
-    publish_message_to(state, kind, message, None);
-}
-
-/// [`publish_message`] for a message whose [`Audience`] is known (from [`append_for`]). A
-/// reply's quote reaches only those who can see its parent: the others get the frame
-/// without it (issue 14).
-pub fn publish_message_to(
-    state: &State,
-    kind: MessageEvent,
-    message: &Message,
-    audience: Option<Audience>,
-) {
-    let frame = message_frame(kind, message);
-    if frame.len() + 200 > MAX_PAYLOAD {
-        state.publisher.publish(BusEvent::MessageRef {
-            conversation_id: message.conversation_id,
-            message_id: message.id,
-            event: kind,
-        });
-        return;
-    }
-    let at = (message.seq, message.rev);
-    let Some(parent_seq) = message.quote.as_ref().map(|q| q.seq) else {
-        let all = audience.map(|a| a.all);
-        super::conversations::publish_message_frame(state, message.conversation_id, at, all, frame);
-        return;
-    };
-    let blind_frame = message_frame(kind, &message.clone().seen_from(parent_seq + 1));
-    match audience {
-        Some(Audience { all, quote_blind }) => {
-            let seeing: Vec<Uuid> = all
-                .into_iter()
-                .filter(|u| !quote_blind.contains(u))
-                .collect();
-            super::conversations::publish_message_frame(
-                state,
-                message.conversation_id,
-                at,
-                Some(seeing),
-                frame,
-            );
-            if !quote_blind.is_empty() {
-                super::conversations::publish_message_frame(
-                    state,
-                    message.conversation_id,
-                    at,
-                    Some(quote_blind),
-                    blind_frame,
-                );
-            }
-        }
-        None => {
-            // The listeners look the recipients up: those who see the parent, and those
-            // who joined after it.
-            super::conversations::publish_split_frames(
-                state,
-                message.conversation_id,
-                at,
-                parent_seq,
-                frame,
-                blind_frame,
-            );
-        }
-    }
-}
-
-/// The server frame of a `message.*` event.
-pub fn message_frame(kind: MessageEvent, message: &Message) -> String {
-    ServerFrame {
-        rev: Some(message.rev),
-        ..ServerFrame::of(message.conversation_id, kind.event(message.clone()))
-            .at(Some(message.seq))
-    }
-    .to_json()
 }
 
 /// `PATCH /api/messages/{id}` body.
@@ -694,104 +478,4 @@ pub async fn read(
     Ok(consistency::written(&state, &conn, StatusCode::OK)
         .await?
         .json(marker))
-}
-
-/// One reader in a receipts answer.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Reader {
-    pub user_id: Uuid,
-    pub username: Option<String>,
-    pub display_name: Option<String>,
-}
-
-/// `GET /api/messages/{id}/receipts` answer.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Receipts {
-    pub message_id: Uuid,
-    pub seq: i64,
-    pub read_by: Vec<Reader>,
-    pub not_read_by: Vec<Reader>,
-}
-
-/// `GET /api/messages/{id}/receipts`: who among the current participants (the sender aside)
-/// has read the message — derived from read markers (everyone whose `last_read_seq` ≥ its
-/// `seq`), no per-message rows. 200 `{message_id, seq, read_by, not_read_by}`; 404 if the
-/// caller cannot see the message. Served by the replica.
-#[utoipa::path(get, path = "/api/messages/{id}/receipts", tag = "messages", params(("id" = Uuid, Path, description = "message id")),
-    responses((status = 200, description = "Who has and has not read it.", body = Receipts)))]
-pub async fn receipts(
-    state: web::Data<State>,
-    caller: Caller,
-    consistency: Consistency,
-    id: Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let (id, user) = (id.into_inner(), caller.user_id);
-    let (message, readers) = state
-        .db
-        .reading(consistency.0, move |conn| {
-            Box::pin(async move {
-                let (message, scope) = visible_message(conn, id, user).await?;
-                // A former participant sees the receipts as they stood at their departure.
-                if !scope.current() {
-                    let readers = model::left_roster(conn, message.conversation_id, user)
-                        .await?
-                        .into_iter()
-                        .filter(|r| Some(r.user_id) != message.sender_id)
-                        .map(|r| {
-                            let read = r.last_read_seq >= message.seq;
-                            (
-                                Reader {
-                                    user_id: r.user_id,
-                                    username: r.username,
-                                    display_name: r.display_name,
-                                },
-                                read,
-                            )
-                        })
-                        .collect::<Vec<_>>();
-                    return Ok((message, readers));
-                }
-                let rows = conn
-                    .query_t(
-                        "SELECT p.user_id, u.username, u.display_name,
-                                p.last_read_seq >= $2 AS has_read
-                         FROM messaging.participants p
-                         LEFT JOIN auth.public_profiles u ON u.id = p.user_id
-                         WHERE p.conversation_id = $1 AND p.left_at IS NULL
-                           AND p.user_id IS DISTINCT FROM $3
-                         ORDER BY u.username",
-                        &[&message.conversation_id, &message.seq, &message.sender_id],
-                    )
-                    .await?;
-                let readers = rows
-                    .iter()
-                    .map(|r| {
-                        (
-                            Reader {
-                                user_id: r.get(0),
-                                username: r.get(1),
-                                display_name: r.get(2),
-                            },
-                            r.get::<_, bool>(3),
-                        )
-                    })
-                    .collect::<Vec<_>>();
-                Ok((message, readers))
-            })
-        })
-        .await?;
-    let (mut read_by, mut not_read_by) = (Vec::new(), Vec::new());
-    for (reader, read) in readers {
-        if read {
-            read_by.push(reader);
-        } else {
-            not_read_by.push(reader);
-        }
-    }
-    Ok(HttpResponse::Ok().json(Receipts {
-        message_id: message.id,
-        seq: message.seq,
-        read_by,
-        not_read_by,
-    }))
 }

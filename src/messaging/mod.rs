@@ -2,6 +2,7 @@
 //! markers, and the WebSocket entry point. Every handler names its pool through
 //! [`crate::platform::db::Routing`]: writes on the primary, reads on the replica with read-your-writes.
 
+pub mod append;
 pub mod attachments;
 pub mod budget;
 pub mod caller;
@@ -14,6 +15,8 @@ pub mod groups;
 pub mod messages;
 pub mod model;
 pub mod protocol;
+pub mod publish;
+pub mod receipts;
 pub mod search;
 
 use std::sync::Arc;
@@ -77,7 +80,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .delete(messages::delete),
             )
             .service(resource("/messages/{id}/read").post(messages::read))
-            .service(resource("/messages/{id}/receipts").get(messages::receipts))
+            .service(resource("/messages/{id}/receipts").get(receipts::receipts))
             .service(resource("/attachments/{id}").get(attachments::download))
             .service(
                 resource("/users/me/avatar")

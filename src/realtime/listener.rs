@@ -17,8 +17,8 @@ use super::hub::{Command, Frame, Hub};
 use crate::{
     auth::session::SessionEnded,
     messaging::{
-        ended_sessions::EndedSessions, events::BusEvent, messages::message_frame,
-        model::load_message,
+        ended_sessions::EndedSessions, events::BusEvent, model::load_message,
+        publish::message_frame,
     },
     platform::bus::CHANNEL,
 };

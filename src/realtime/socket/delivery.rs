@@ -15,9 +15,9 @@ use crate::{
     messaging::protocol::MAX_RESUME_CONVERSATIONS,
     messaging::{
         budget::{self, Budget},
-        messages::message_frame,
         model::{message_from_seen_from, scope, Message, MESSAGE_COLUMNS},
         protocol::{Detail, Event, MessageEvent, Resumed, ServerFrame},
+        publish::message_frame,
     },
     platform::error::ApiError,
     realtime::hub::Frame,

@@ -7,9 +7,9 @@ use uuid::Uuid;
 
 use super::Socket;
 use crate::messaging::{
-    conversations::publish_frame,
     model::is_participant,
     protocol::{Event, ServerFrame, Typing},
+    publish::publish_frame,
 };
 
 /// A refreshed `typing: true` is re-announced at most this often.
