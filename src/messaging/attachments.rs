@@ -1,4 +1,6 @@
-//! Attachments and avatars, stored in PostgreSQL (so they replicate) as 256 KiB chunks.
+//! Attachments (and the upload pieces avatars share), stored in PostgreSQL (so they
+//! replicate) as 256 KiB chunks; sending a stored file is [`super::file_serving`], avatars
+//! [`super::avatars`].
 //!
 //! Uploads are `multipart/form-data` (RFC 7578) with a `file` part and, for messages, an
 //! optional `caption`. The size limit is enforced while the body streams in: an upload over
@@ -11,16 +13,12 @@
 use crate::platform::db::Traced;
 use actix_multipart::Multipart;
 use actix_web::{
-    http::{
-        header::{self, ContentDisposition, DispositionParam, DispositionType, ExtendedValue},
-        StatusCode,
-    },
+    http::StatusCode,
     web::{self, Path},
     HttpRequest, HttpResponse,
 };
 use deadpool_postgres::GenericClient;
 use futures_util::StreamExt;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -30,6 +28,7 @@ use super::{
     caller::Caller,
     consistency::Consistency,
     domain::MessageKind,
+    file_serving::{range_of, serve, Stored, STORED_COLUMNS},
     messages::{answer, check_send_rate, validate_content},
     model::{self, current_scope},
     protocol::MessageEvent,
@@ -326,32 +325,6 @@ pub async fn upload(
     answer(&state, &conn, &message, StatusCode::CREATED).await
 }
 
-/// What a download needs to know about a stored file.
-struct Stored {
-    id: Uuid,
-    filename: String,
-    content_type: String,
-    size: u64,
-    sha256: String,
-    chunk_size: u64,
-}
-
-impl Stored {
-    fn from_row(r: &tokio_postgres::Row) -> Self {
-        Self {
-            id: r.get("id"),
-            filename: r.get("filename"),
-            content_type: r.get("content_type"),
-            size: r.get::<_, i64>("size").max(0) as u64,
-            sha256: r.get("sha256"),
-            chunk_size: r.get::<_, i32>("chunk_size").max(1) as u64,
-        }
-    }
-}
-
-const STORED_COLUMNS: &str = "a.id, a.filename, a.content_type, a.size, \
-     encode(a.sha256, 'hex') AS sha256, a.chunk_size";
-
 /// `GET /api/attachments/{id}`: the file, to participants who can see its message. `Range:
 /// bytes=…` with one range answers 206 with `Content-Range`; an unsatisfiable range 416.
 /// 404 for an unknown attachment, a deleted message, or a caller who cannot see it. Served
@@ -395,107 +368,6 @@ pub async fn download(
         .await
 }
 
-fn range_of(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-async fn serve(
-    conn: &deadpool_postgres::Object,
-    file: &Stored,
-    range: Option<&str>,
-) -> Result<HttpResponse, ApiError> {
-    let mut status = StatusCode::OK;
-    let (mut start, mut end) = (0u64, file.size.saturating_sub(1));
-    if let Some(r) = range {
-        let parsed = http_range_header::parse_range_header(r).and_then(|p| p.validate(file.size));
-        match parsed {
-            Ok(ranges) if ranges.len() == 1 && file.size > 0 => {
-                status = StatusCode::PARTIAL_CONTENT;
-                (start, end) = (*ranges[0].start(), *ranges[0].end());
-            }
-            // Several ranges: RFC 9110 §14.2 lets a server answer with the whole file.
-            Ok(ranges) if ranges.len() > 1 => {}
-            _ => {
-                return Ok(HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
-                    .insert_header((header::CONTENT_RANGE, format!("bytes */{}", file.size)))
-                    .content_type(crate::platform::error::PROBLEM_JSON)
-                    .json(serde_json::json!({
-                        "type": "tag:switchboard,2026:problem/range-not-satisfiable",
-                        "title": "Range Not Satisfiable",
-                        "status": 416,
-                        "detail": format!("the file has {} bytes", file.size),
-                        "trace_id": crate::platform::context::current_trace_id(),
-                    })));
-            }
-        }
-    }
-    let body: Vec<u8> = if file.size == 0 {
-        Vec::new()
-    } else {
-        let (first, last) = (start / file.chunk_size, end / file.chunk_size);
-        let rows = conn
-            .query_t(
-                "SELECT data FROM messaging.attachment_chunks
-                 WHERE attachment_id = $1 AND n BETWEEN $2 AND $3 ORDER BY n",
-                &[&file.id, &(first as i32), &(last as i32)],
-            )
-            .await?;
-        let mut joined = Vec::with_capacity((end - start + 1) as usize);
-        for r in &rows {
-            joined.extend_from_slice(r.get::<_, &[u8]>(0));
-        }
-        let offset = (start - first * file.chunk_size) as usize;
-        let len = (end - start + 1) as usize;
-        // The chunks come from one statement (one snapshot) and a delete removes them all in
-        // one transaction, so they are either all there or the file was deleted after its
-        // metadata was read: then it is gone, a 404 like any deleted file.
-        joined
-            .get(offset..offset + len)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| ApiError::NotFound("attachment not found".into()))?
-    };
-    let disposition = ContentDisposition {
-        disposition: DispositionType::Attachment,
-        parameters: vec![
-            DispositionParam::Filename(file.filename.replace(|c: char| !c.is_ascii(), "_")),
-            DispositionParam::FilenameExt(ExtendedValue {
-                charset: header::Charset::Ext("UTF-8".into()),
-                language_tag: None,
-                value: file.filename.clone().into_bytes(),
-            }),
-        ],
-    };
-    let mut res = HttpResponse::build(status);
-    res.insert_header((header::CONTENT_TYPE, file.content_type.clone()))
-        .insert_header(disposition)
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; sandbox",
-        ))
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header((header::ETAG, format!("\"{}\"", file.sha256)))
-        .insert_header((header::CACHE_CONTROL, "private, max-age=3600"));
-    if status == StatusCode::PARTIAL_CONTENT {
-        res.insert_header((
-            header::CONTENT_RANGE,
-            format!("bytes {start}-{end}/{}", file.size),
-        ));
-    }
-    Ok(res.body(body))
-}
-
-/// An avatar's metadata.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AvatarInfo {
-    pub attachment_id: Uuid,
-    pub content_type: String,
-    pub size: u64,
-}
-
 /// A multipart upload: the `file` part (its bytes; the type is sniffed from them, the
 /// filename kept) and, for a message, an optional `caption`.
 #[derive(utoipa::ToSchema)]
@@ -504,103 +376,6 @@ pub struct UploadForm {
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
     caption: Option<String>,
-}
-
-/// `PUT /api/users/me/avatar` (multipart: `file`): sets the caller's avatar. 200
-/// `{attachment_id, content_type, size}`. 413 past `AVATAR_MAX_BYTES` or the stored-bytes
-/// quota; 429 past the upload quota ([`charge_upload`]); 422 unless the bytes are a PNG,
-/// JPEG, GIF or WebP image.
-#[utoipa::path(put, path = "/api/users/me/avatar", tag = "attachments",
-    request_body(content = UploadForm, content_type = "multipart/form-data"),
-    responses((status = 200, description = "The new avatar.", body = AvatarInfo)))]
-pub async fn put_avatar(
-    state: web::Data<State>,
-    caller: Caller,
-    body: Multipart,
-) -> Result<HttpResponse, ApiError> {
-    charge_upload(&state, &state.db.primary().await?, caller.user_id, 0).await?;
-    let upload = read_upload(body, state.cfg.avatar_max_bytes, false).await?;
-    if !AVATAR_TYPES.contains(&upload.content_type.as_str()) {
-        return Err(ApiError::invalid_field(
-            "file",
-            "an avatar must be a PNG, JPEG, GIF or WebP image",
-        ));
-    }
-    let mut conn = state.db.primary().await?;
-    let tx = conn.transaction().await?;
-    charge_upload(&state, &tx, caller.user_id, upload.size).await?;
-    let attachment_id = store(&tx, None, caller.user_id, &upload).await?;
-    let old: Option<Uuid> = tx
-        .query_opt_t(
-            "WITH old AS (SELECT attachment_id FROM messaging.avatars WHERE user_id = $1)
-             INSERT INTO messaging.avatars (user_id, attachment_id) VALUES ($1, $2)
-             ON CONFLICT (user_id) DO UPDATE SET attachment_id = $2, updated_at = now()
-             RETURNING (SELECT attachment_id FROM old)",
-            &[&caller.user_id, &attachment_id],
-        )
-        .await?
-        .and_then(|r| r.get(0));
-    if let Some(old) = old {
-        tx.execute_t("DELETE FROM messaging.attachments WHERE id = $1", &[&old])
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(HttpResponse::Ok().json(AvatarInfo {
-        attachment_id,
-        content_type: upload.content_type,
-        size: upload.size,
-    }))
-}
-
-/// `DELETE /api/users/me/avatar`: removes the caller's avatar. 204.
-#[utoipa::path(delete, path = "/api/users/me/avatar", tag = "attachments",
-    responses((status = 204, description = "Removed (or there was none).")))]
-pub async fn delete_avatar(
-    state: web::Data<State>,
-    caller: Caller,
-) -> Result<HttpResponse, ApiError> {
-    let conn = state.db.primary().await?;
-    conn.execute_t(
-        "DELETE FROM messaging.attachments
-         WHERE id = (SELECT attachment_id FROM messaging.avatars WHERE user_id = $1)",
-        &[&caller.user_id],
-    )
-    .await?;
-    Ok(HttpResponse::NoContent().finish())
-}
-
-/// `GET /api/users/{id}/avatar`: the user's avatar image, to any signed-in user. 404 when
-/// there is none. Served by the replica.
-#[utoipa::path(get, path = "/api/users/{id}/avatar", tag = "attachments", params(("id" = Uuid, Path, description = "user id")),
-    responses((status = 200, description = "The avatar image (PNG, JPEG, GIF or WebP).", content_type = "image/*", body = Vec<u8>)))]
-pub async fn get_avatar(
-    state: web::Data<State>,
-    _caller: Caller,
-    consistency: Consistency,
-    id: Path<Uuid>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let (id, range) = (id.into_inner(), range_of(&req));
-    state
-        .db
-        .reading(consistency.0, move |conn| {
-            let range = range.clone();
-            Box::pin(async move {
-                let row = conn
-                    .query_opt_t(
-                        &format!(
-                            "SELECT {STORED_COLUMNS} FROM messaging.avatars v
-                             JOIN messaging.attachments a ON a.id = v.attachment_id
-                             WHERE v.user_id = $1"
-                        ),
-                        &[&id],
-                    )
-                    .await?
-                    .ok_or_else(|| ApiError::NotFound("no avatar".into()))?;
-                serve(conn, &Stored::from_row(&row), range.as_deref()).await
-            })
-        })
-        .await
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod append;
 pub mod attachments;
+pub mod avatars;
 pub mod budget;
 pub mod caller;
 pub mod consistency;
@@ -11,6 +12,7 @@ pub mod conversations;
 pub mod domain;
 pub mod ended_sessions;
 pub mod events;
+pub mod file_serving;
 pub mod groups;
 pub mod messages;
 pub mod model;
@@ -84,10 +86,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/attachments/{id}").get(attachments::download))
             .service(
                 resource("/users/me/avatar")
-                    .put(attachments::put_avatar)
-                    .delete(attachments::delete_avatar),
+                    .put(avatars::put_avatar)
+                    .delete(avatars::delete_avatar),
             )
-            .service(resource("/users/{id}/avatar").get(attachments::get_avatar))
+            .service(resource("/users/{id}/avatar").get(avatars::get_avatar))
             .service(resource("/search").get(search::search)),
     );
 }
