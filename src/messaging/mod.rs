@@ -60,7 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/conversations/{id}")
                     .get(conversations::get)
-                    .patch(groups::rename),
+                    .patch(groups::roles::rename),
             )
             .service(
                 resource("/conversations/{id}/messages")
@@ -68,13 +68,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .get(messages::history),
             )
             .service(resource("/conversations/{id}/read").post(conversations::read))
-            .service(resource("/conversations/{id}/participants").post(groups::add))
+            .service(resource("/conversations/{id}/participants").post(groups::membership::add))
             .service(
                 resource("/conversations/{id}/participants/{user_id}")
-                    .delete(groups::remove)
-                    .patch(groups::set_role),
+                    .delete(groups::membership::remove)
+                    .patch(groups::roles::set_role),
             )
-            .service(resource("/conversations/{id}/leave").post(groups::leave))
+            .service(resource("/conversations/{id}/leave").post(groups::membership::leave))
             .service(resource("/conversations/{id}/attachments").post(attachments::upload))
             .service(
                 resource("/messages/{id}")

@@ -58,10 +58,10 @@ pub struct AuthApi;
         description = "Conversations, messages, receipts, attachments and search, with `Authorization: Bearer <access token>` from the auth service. Writes answer `X-Consistency-Token` (and the `ryw_lsn` cookie): send it back on reads to see your own writes. Live events come over the WebSocket `GET /ws?ticket=…` (see `/api/asyncapi.json`). Errors are RFC 9457 problem details."),
     paths(
         messaging::conversations::create, messaging::conversations::list,
-        messaging::conversations::get, messaging::groups::rename,
+        messaging::conversations::get, messaging::groups::roles::rename,
         messaging::messages::send, messaging::messages::history,
-        messaging::conversations::read, messaging::groups::add, messaging::groups::remove,
-        messaging::groups::set_role, messaging::groups::leave,
+        messaging::conversations::read, messaging::groups::membership::add, messaging::groups::membership::remove,
+        messaging::groups::roles::set_role, messaging::groups::membership::leave,
         messaging::attachments::upload, messaging::messages::edit,
         messaging::messages::delete, messaging::messages::read,
         messaging::receipts::receipts, messaging::attachments::download,

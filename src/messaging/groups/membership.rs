@@ -1,174 +1,31 @@
-//! Group management (DESIGN.md §3): add and remove participants, promote and demote, rename,
-//! leave. Every change is a `system` message in history, so it has a `seq` like everything
-//! else, and is announced live. Admin-only actions answer 403 to members; all answer 404 to
-//! non-participants and 422 on a direct conversation.
+//! Who is in a group: add, remove, leave — each a system message, each membership's end
+//! keeping what the leaver saw ([`end_membership`]).
 
 use crate::platform::db::Traced;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use actix_web::{
     http::StatusCode,
     web::{self, Json, Path},
     HttpResponse,
 };
-use deadpool_postgres::{GenericClient, Transaction};
+use deadpool_postgres::Transaction;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{
-    append::{append, NewMessage},
-    caller::Caller,
-    consistency,
-    conversations::{MAX_NAME_CHARS, MAX_PARTICIPANTS},
-    domain::{MessageKind, Role, SystemAction, SystemRecord},
-    events::BusEvent,
-    model::{self, load_conversation, Message, Scope},
-    protocol::{ConversationChanged, Event, MessageEvent, ParticipantsAdded, ServerFrame, UserIds},
-    publish::{message_frame, publish_frame, publish_message, publish_to_users},
-    State,
+use super::{announce, lock, name_of, require_admin, respond, system, usernames};
+use crate::{
+    messaging::{
+        caller::Caller,
+        consistency,
+        conversations::MAX_PARTICIPANTS,
+        domain::{Role, SystemAction, SystemRecord},
+        model::{self, load_conversation},
+        protocol::{Event, ParticipantsAdded, UserIds},
+        State,
+    },
+    platform::error::ApiError,
 };
-use crate::platform::error::{ApiError, FieldErrors};
-
-/// Locks the conversation row (serialising membership changes, so two admins cannot demote
-/// each other into a group with none) and returns the caller's scope as of now.
-async fn lock(
-    tx: &Transaction<'_>,
-    conversation_id: Uuid,
-    user_id: Uuid,
-) -> Result<Scope, ApiError> {
-    tx.execute_t(
-        "SELECT 1 FROM messaging.conversations WHERE id = $1 FOR UPDATE",
-        &[&conversation_id],
-    )
-    .await?;
-    let scope = model::current_scope(tx, conversation_id, user_id).await?;
-    if !scope.is_group {
-        return Err(ApiError::invalid_field(
-            "conversation",
-            "a direct conversation has exactly two participants and no name or roles",
-        ));
-    }
-    Ok(scope)
-}
-
-fn require_admin(scope: &Scope) -> Result<(), ApiError> {
-    if scope.admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden("only a group admin can do that".into()))
-    }
-}
-
-async fn usernames(
-    db: &impl GenericClient,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, String>, ApiError> {
-    let rows = db
-        .query_t(
-            "SELECT id, username FROM auth.public_profiles WHERE id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-fn name_of(names: &HashMap<Uuid, String>, id: Uuid) -> String {
-    names
-        .get(&id)
-        .cloned()
-        .unwrap_or_else(|| "someone".to_owned())
-}
-
-/// Appends a system message recording `record` (its `actor_id`, `None` for the service
-/// itself, is the message's sender).
-async fn system(
-    tx: &Transaction<'_>,
-    conversation_id: Uuid,
-    text: &str,
-    record: SystemRecord,
-) -> Result<Message, ApiError> {
-    append(
-        tx,
-        conversation_id,
-        NewMessage {
-            kind: MessageKind::System,
-            sender_id: record.actor_id,
-            content: Some(text),
-            meta: Some(record.to_meta()),
-            ..NewMessage::default()
-        },
-    )
-    .await
-}
-
-/// After commit: announce the system messages and an extra event to the conversation, and
-/// to `also` (users whose membership just ended, no longer reached through it) the first
-/// message only — their departure, the last thing they may see — and the extra event. Their
-/// sockets are told the membership ended, so they drop its typing state at once.
-fn announce(
-    state: &State,
-    conversation_id: Uuid,
-    messages: &[Message],
-    event: Event,
-    also: Vec<Uuid>,
-) {
-    if !also.is_empty() {
-        state.publisher.publish(BusEvent::MembershipEnded {
-            conversation_id,
-            user_ids: also.clone(),
-        });
-    }
-    let frame = |last: Option<&Message>| {
-        ServerFrame::of(conversation_id, event.clone())
-            .at(last.map(|m| m.seq))
-            .to_json()
-    };
-    for m in messages {
-        publish_message(state, MessageEvent::Created, m);
-    }
-    publish_frame(state, conversation_id, None, frame(messages.last()));
-    if let (false, Some(departure)) = (also.is_empty(), messages.first()) {
-        publish_to_users(
-            state,
-            also.clone(),
-            message_frame(MessageEvent::Created, departure),
-        );
-        publish_to_users(state, also, frame(Some(departure)));
-    }
-}
-
-/// After a committed rename or role change: announces the system message and
-/// `conversation.updated`, and answers with the conversation.
-async fn updated(
-    state: &State,
-    conn: &deadpool_postgres::Object,
-    message: Message,
-) -> Result<HttpResponse, ApiError> {
-    let conversation_id = message.conversation_id;
-    let conversation = load_conversation(conn, conversation_id).await?;
-    announce(
-        state,
-        conversation_id,
-        &[message],
-        Event::ConversationUpdated(ConversationChanged { conversation }),
-        Vec::new(),
-    );
-    respond(state, conn, conversation_id).await
-}
-
-/// The conversation's details as the answer to a change, with the consistency token.
-async fn respond(
-    state: &State,
-    conn: &deadpool_postgres::Object,
-    conversation_id: Uuid,
-) -> Result<HttpResponse, ApiError> {
-    let conversation = load_conversation(conn, conversation_id)
-        .await?
-        .ok_or_else(model::conversation_not_found)?;
-    Ok(consistency::written(state, conn, StatusCode::OK)
-        .await?
-        .json(conversation))
-}
 
 /// `POST /api/conversations/{id}/participants` body.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -376,158 +233,6 @@ pub async fn remove(
     Ok(consistency::written(&state, &conn, StatusCode::NO_CONTENT)
         .await?
         .finish())
-}
-
-/// `PATCH …/participants/{user_id}` body: `role` is `admin` or `member`.
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct SetRole {
-    /// `admin` or `member`.
-    #[schema(example = "admin", pattern = "^(admin|member)$")]
-    pub role: String,
-}
-
-/// `PATCH …/participants/{user_id}` `{role}` (admin): promotes or demotes. 200 with the
-/// conversation. 404 if that user is not a participant; 422 for an unknown role or for
-/// demoting the last admin.
-#[utoipa::path(patch, path = "/api/conversations/{id}/participants/{user_id}", tag = "groups",
-    params(("id" = Uuid, Path, description = "conversation id"), ("user_id" = Uuid, Path, description = "participant")),
-    request_body = SetRole,
-    responses((status = 200, description = "The group with its participants.", body = crate::messaging::model::Conversation)))]
-pub async fn set_role(
-    state: web::Data<State>,
-    caller: Caller,
-    path: Path<(Uuid, Uuid)>,
-    body: Json<SetRole>,
-) -> Result<HttpResponse, ApiError> {
-    let (conversation_id, target) = path.into_inner();
-    let role = match body.role.as_str() {
-        "admin" => Role::Admin,
-        "member" => Role::Member,
-        _ => return Err(ApiError::invalid_field("role", "must be admin or member")),
-    };
-    let mut conn = state.db.primary().await?;
-    let tx = conn.transaction().await?;
-    let scope = lock(&tx, conversation_id, caller.user_id).await?;
-    require_admin(&scope)?;
-    let target_scope = match model::scope(&tx, conversation_id, target).await? {
-        Some(s) if s.current() => s,
-        _ => return Err(ApiError::NotFound("no such participant".into())),
-    };
-    if target_scope.admin == (role == Role::Admin) {
-        drop(tx);
-        return respond(&state, &conn, conversation_id).await;
-    }
-    if role == Role::Member {
-        let admins: i64 = tx
-            .query_one_t(
-                "SELECT count(*) FROM messaging.participants
-                 WHERE conversation_id = $1 AND left_at IS NULL AND role = 'admin'",
-                &[&conversation_id],
-            )
-            .await?
-            .get(0);
-        if admins <= 1 {
-            return Err(ApiError::invalid_field(
-                "role",
-                "a group needs an admin: promote someone else first",
-            ));
-        }
-    }
-    tx.execute_t(
-        "UPDATE messaging.participants SET role = $3 WHERE conversation_id = $1 AND user_id = $2",
-        &[&conversation_id, &target, &role.as_str()],
-    )
-    .await?;
-    let names = usernames(&tx, &[caller.user_id, target]).await?;
-    let text = format!(
-        "{} made {} {}",
-        name_of(&names, caller.user_id),
-        name_of(&names, target),
-        if role == Role::Admin {
-            "an admin"
-        } else {
-            "a member"
-        }
-    );
-    let message = system(
-        &tx,
-        conversation_id,
-        &text,
-        SystemRecord {
-            role: Some(role),
-            ..SystemRecord::of(
-                SystemAction::ParticipantRole,
-                Some(caller.user_id),
-                vec![target],
-            )
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    updated(&state, &conn, message).await
-}
-
-/// `PATCH /api/conversations/{id}` body.
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct Rename {
-    /// 1–100 characters ([`MAX_NAME_CHARS`]).
-    #[schema(min_length = 1, max_length = 100)]
-    pub name: String,
-}
-
-/// `PATCH /api/conversations/{id}` `{name}` (admin): renames a group. 200 with the
-/// conversation; 422 for an invalid name or a direct conversation.
-#[utoipa::path(patch, path = "/api/conversations/{id}", tag = "groups", params(("id" = Uuid, Path, description = "conversation id")),
-    request_body = Rename,
-    responses((status = 200, description = "The renamed group.", body = crate::messaging::model::Conversation)))]
-pub async fn rename(
-    state: web::Data<State>,
-    caller: Caller,
-    id: Path<Uuid>,
-    body: Json<Rename>,
-) -> Result<HttpResponse, ApiError> {
-    let conversation_id = id.into_inner();
-    let name = body.name.trim().to_owned();
-    let mut errors = FieldErrors::new();
-    let len = name.chars().count();
-    if len == 0 || len > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        errors
-            .entry("name".into())
-            .or_default()
-            .push("must be 1 to 100 printable characters".into());
-    }
-    ApiError::check(errors)?;
-    let mut conn = state.db.primary().await?;
-    let tx = conn.transaction().await?;
-    let scope = lock(&tx, conversation_id, caller.user_id).await?;
-    require_admin(&scope)?;
-    tx.execute_t(
-        "UPDATE messaging.conversations SET name = $2 WHERE id = $1",
-        &[&conversation_id, &name],
-    )
-    .await?;
-    let names = usernames(&tx, &[caller.user_id]).await?;
-    let text = format!(
-        "{} renamed the group to {name}",
-        name_of(&names, caller.user_id)
-    );
-    let message = system(
-        &tx,
-        conversation_id,
-        &text,
-        SystemRecord {
-            user_ids: None,
-            name: Some(name.clone()),
-            ..SystemRecord::of(
-                SystemAction::ConversationRenamed,
-                Some(caller.user_id),
-                Vec::new(),
-            )
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    updated(&state, &conn, message).await
 }
 
 /// `POST /api/conversations/{id}/leave`: the caller leaves a group, keeping history up to
