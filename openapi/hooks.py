@@ -25,8 +25,21 @@ BASE = os.environ.get("SWITCHBOARD_URL", "http://127.0.0.1:18080")
 PASSWORD = "fuzzing password " + uuid.uuid4().hex[:8]
 COOKIE_PATHS = {"/auth/refresh", "/auth/logout"}
 
+# Endpoints that check the caller's password: fuzzed ones are wrong and lock the account.
+PASSWORD_CHECKS = {("POST", "/auth/me/password"), ("DELETE", "/auth/me")}
+
 _lock = threading.Lock()
 _world = {}
+_target = {}
+
+
+def _password_target():
+    """The access token of a user who exists only to receive fuzzed password checks."""
+    with _lock:
+        if "token" not in _target:
+            _, _, token = _register()
+            _target["token"] = token
+        return _target["token"]
 
 
 def _register():
@@ -129,6 +142,10 @@ class SwitchboardAuth:
     def set(self, case, data, ctx):
         case.headers = case.headers or {}
         case.headers["Authorization"] = f"Bearer {data['token']}"
+        if (case.method.upper(), case.path) in PASSWORD_CHECKS:
+            # Wrong passwords here count against the account and lock its sign-in (as they
+            # must); they go to a user of their own so the fuzzing user can still sign in.
+            case.headers["Authorization"] = f"Bearer {_password_target()}"
         if case.path in COOKIE_PATHS:
             case.headers["X-CSRF"] = "1"
             _, cookie = _login(world()["name"])

@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::{
     domain::MessageKind,
-    model::{conversation_not_found, Message, MESSAGE_COLUMNS},
+    model::{Message, MESSAGE_COLUMNS},
+    visibility::conversation_not_found,
 };
 use crate::platform::error::{unique_violation, ApiError};
 

@@ -30,9 +30,9 @@ use super::{
     domain::MessageKind,
     file_serving::{range_of, serve, Stored, STORED_COLUMNS},
     messages::{answer, check_send_rate, validate_content},
-    model::{self, current_scope},
     protocol::MessageEvent,
     publish::publish_message_to,
+    visibility::{self, current_scope},
     State,
 };
 use crate::platform::error::{ApiError, FieldErrors};
@@ -358,7 +358,7 @@ pub async fn download(
                     )
                     .await?
                     .ok_or_else(|| ApiError::NotFound("attachment not found".into()))?;
-                let scope = model::scope(conn, row.get("conversation_id"), user).await?;
+                let scope = visibility::scope(conn, row.get("conversation_id"), user).await?;
                 if !scope.is_some_and(|s| s.sees(row.get("seq"))) {
                     return Err(ApiError::NotFound("attachment not found".into()));
                 }

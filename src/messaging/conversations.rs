@@ -359,7 +359,7 @@ pub async fn get(
         .db
         .reading(consistency.0, move |conn| {
             Box::pin(async move {
-                let scope = model::any_scope(conn, id, user).await?;
+                let scope = super::visibility::any_scope(conn, id, user).await?;
                 if scope.current() {
                     model::load_conversation(conn, id).await?
                 } else {
@@ -372,7 +372,7 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(conversation))
 }
 
-use model::conversation_not_found as not_found;
+use super::visibility::conversation_not_found as not_found;
 
 /// `POST /api/conversations/{id}/read` body.
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -24,10 +24,8 @@ use super::{
     consistency::{self, Consistency},
     conversations::{mark_read, page_limit},
     domain::MessageKind,
-    model::{
-        self, conversation_not_found, current_scope, load_message, visible_message, Message,
-        MESSAGE_COLUMNS, MESSAGE_FROM,
-    },
+    model::{load_message, Message, MESSAGE_COLUMNS, MESSAGE_FROM},
+    visibility::{self, conversation_not_found, current_scope, visible_message},
     State,
 };
 use crate::platform::error::{ApiError, FieldErrors};
@@ -296,7 +294,7 @@ pub async fn edit(
     tx.commit().await?;
     let message = load_message(&conn, message.id)
         .await?
-        .ok_or_else(model::message_not_found)?;
+        .ok_or_else(visibility::message_not_found)?;
     publish_message(&state, MessageEvent::Edited, &message);
     let message = message.seen_from(scope.visible_from_seq);
     answer(&state, &conn, &message, StatusCode::OK).await

@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod publish;
 pub mod receipts;
 pub mod search;
+pub mod visibility;
 
 use std::sync::Arc;
 

@@ -8,12 +8,7 @@ use actix_web::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{
-    caller::Caller,
-    consistency::Consistency,
-    model::{self, visible_message},
-    State,
-};
+use super::{caller::Caller, consistency::Consistency, model, visibility::visible_message, State};
 use crate::platform::error::ApiError;
 
 /// One reader in a receipts answer.

@@ -13,7 +13,8 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency::Consistency,
-    model::{any_scope, Message, MESSAGE_COLUMNS},
+    model::{Message, MESSAGE_COLUMNS},
+    visibility::any_scope,
     State,
 };
 use crate::platform::error::ApiError;

@@ -20,9 +20,9 @@ use crate::{
         consistency,
         conversations::MAX_PARTICIPANTS,
         domain::{Role, SystemAction, SystemRecord},
-        model::{self, load_conversation},
+        model::load_conversation,
         protocol::{Event, ParticipantsAdded, UserIds},
-        State,
+        visibility, State,
     },
     platform::error::ApiError,
 };
@@ -199,7 +199,7 @@ pub async fn remove(
     let tx = conn.transaction().await?;
     let scope = lock(&tx, conversation_id, caller.user_id).await?;
     require_admin(&scope)?;
-    if !model::is_participant(&tx, conversation_id, target).await? {
+    if !visibility::is_participant(&tx, conversation_id, target).await? {
         return Err(ApiError::NotFound("no such participant".into()));
     }
     let names = usernames(&tx, &[caller.user_id, target]).await?;

@@ -19,9 +19,10 @@ use super::{
     consistency,
     domain::{MessageKind, SystemRecord},
     events::BusEvent,
-    model::{self, load_conversation, Message, Scope},
+    model::{load_conversation, Message},
     protocol::{ConversationChanged, Event, MessageEvent, ServerFrame},
     publish::{message_frame, publish_frame, publish_message, publish_to_users},
+    visibility::{self, Scope},
     State,
 };
 use crate::platform::error::ApiError;
@@ -38,7 +39,7 @@ async fn lock(
         &[&conversation_id],
     )
     .await?;
-    let scope = model::current_scope(tx, conversation_id, user_id).await?;
+    let scope = visibility::current_scope(tx, conversation_id, user_id).await?;
     if !scope.is_group {
         return Err(ApiError::invalid_field(
             "conversation",
@@ -161,7 +162,7 @@ async fn respond(
 ) -> Result<HttpResponse, ApiError> {
     let conversation = load_conversation(conn, conversation_id)
         .await?
-        .ok_or_else(model::conversation_not_found)?;
+        .ok_or_else(visibility::conversation_not_found)?;
     Ok(consistency::written(state, conn, StatusCode::OK)
         .await?
         .json(conversation))

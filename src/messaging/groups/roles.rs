@@ -16,7 +16,7 @@ use crate::{
         caller::Caller,
         conversations::MAX_NAME_CHARS,
         domain::{Role, SystemAction, SystemRecord},
-        model, State,
+        visibility, State,
     },
     platform::error::{ApiError, FieldErrors},
 };
@@ -52,7 +52,7 @@ pub async fn set_role(
     let tx = conn.transaction().await?;
     let scope = lock(&tx, conversation_id, caller.user_id).await?;
     require_admin(&scope)?;
-    let target_scope = match model::scope(&tx, conversation_id, target).await? {
+    let target_scope = match visibility::scope(&tx, conversation_id, target).await? {
         Some(s) if s.current() => s,
         _ => return Err(ApiError::NotFound("no such participant".into())),
     };

@@ -15,9 +15,10 @@ use crate::{
     messaging::protocol::MAX_RESUME_CONVERSATIONS,
     messaging::{
         budget::{self, Budget},
-        model::{message_from_seen_from, scope, Message, MESSAGE_COLUMNS},
+        model::{message_from_seen_from, Message, MESSAGE_COLUMNS},
         protocol::{Detail, Event, MessageEvent, Resumed, ServerFrame},
         publish::message_frame,
+        visibility::scope,
     },
     platform::error::ApiError,
     realtime::hub::Frame,

@@ -7,9 +7,9 @@ use uuid::Uuid;
 
 use super::Socket;
 use crate::messaging::{
-    model::is_participant,
     protocol::{Event, ServerFrame, Typing},
     publish::publish_frame,
+    visibility::is_participant,
 };
 
 /// A refreshed `typing: true` is re-announced at most this often.
