@@ -217,6 +217,23 @@ pub struct Peer {
     pub display_name: String,
 }
 
+impl Conversation {
+    /// A conversation from a row of `id, is_group, name, created_by, created_at, last_seq,
+    /// last_activity_at`, with `participants`.
+    fn from_row(c: &tokio_postgres::Row, participants: Vec<Participant>) -> Self {
+        Self {
+            id: c.get("id"),
+            is_group: c.get("is_group"),
+            name: c.get("name"),
+            created_by: c.get("created_by"),
+            created_at: c.get("created_at"),
+            last_seq: c.get("last_seq"),
+            last_activity_at: c.get("last_activity_at"),
+            participants,
+        }
+    }
+}
+
 /// Loads a conversation with its current participants, or `None` if it does not exist.
 ///
 /// Errors: the queries fail.
@@ -258,16 +275,7 @@ pub async fn load_conversation(
             last_seen_at: r.get("last_seen_at"),
         })
         .collect();
-    Ok(Some(Conversation {
-        id: c.get("id"),
-        is_group: c.get("is_group"),
-        name: c.get("name"),
-        created_by: c.get("created_by"),
-        created_at: c.get("created_at"),
-        last_seq: c.get("last_seq"),
-        last_activity_at: c.get("last_activity_at"),
-        participants,
-    }))
+    Ok(Some(Conversation::from_row(&c, participants)))
 }
 
 /// The conversation as a former participant last saw it (DESIGN.md §7): its name and roster
@@ -308,16 +316,7 @@ pub async fn load_as_left(
             last_seen_at: None,
         })
         .collect();
-    Ok(Some(Conversation {
-        id: c.get("id"),
-        is_group: c.get("is_group"),
-        name: c.get("name"),
-        created_by: c.get("created_by"),
-        created_at: c.get("created_at"),
-        last_seq: c.get("last_seq"),
-        last_activity_at: c.get("last_activity_at"),
-        participants,
-    }))
+    Ok(Some(Conversation::from_row(&c, participants)))
 }
 
 /// One member of the roster a former participant saw when they left.

@@ -61,15 +61,7 @@ impl Socket {
             }
             Some(last) => {
                 tracing::debug!(conversation.id = %conversation_id, last, rev, "revision gap; catching up");
-                match self
-                    .catch_up(
-                        conversation_id,
-                        last,
-                        None,
-                        self.state.cfg.resume_max_events,
-                    )
-                    .await
-                {
+                match self.catch_up_live(conversation_id, last).await {
                     Ok((keep, _)) => keep,
                     Err(e) => {
                         tracing::warn!(error = %e, "catch-up failed; delivering live");
@@ -81,19 +73,21 @@ impl Socket {
         }
     }
 
+    /// [`Self::catch_up`] of live delivery (no resume cursor), at most `RESUME_MAX_EVENTS`.
+    async fn catch_up_live(
+        &mut self,
+        conversation_id: Uuid,
+        after_rev: i64,
+    ) -> anyhow::Result<(bool, i64)> {
+        let max = self.state.cfg.resume_max_events;
+        self.catch_up(conversation_id, after_rev, None, max).await
+    }
+
     /// After the LISTEN connection came back: catch up every conversation this socket follows.
     pub(super) async fn resync(&mut self) -> bool {
         let convs: Vec<(Uuid, i64)> = self.synced.iter().map(|(c, r)| (*c, *r)).collect();
         for (conversation_id, last) in convs {
-            match self
-                .catch_up(
-                    conversation_id,
-                    last,
-                    None,
-                    self.state.cfg.resume_max_events,
-                )
-                .await
-            {
+            match self.catch_up_live(conversation_id, last).await {
                 Ok((true, _)) => {}
                 Ok((false, _)) => return false,
                 Err(e) => tracing::warn!(error = %e, "resync failed"),
