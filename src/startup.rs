@@ -155,7 +155,6 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
             check_interval: cfg.replica_check_interval,
             ryw_wait: cfg.ryw_wait,
         },
-        cfg.consistency_keys.clone(),
     );
     routing.spawn_monitor();
     let scraped = routing.clone();

@@ -26,7 +26,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use deadpool_postgres::{Object, Pool};
 use serde::Serialize;
 use tokio_postgres::types::PgLsn;
@@ -34,7 +33,7 @@ use tokio_postgres::types::PgLsn;
 mod monitor;
 
 use super::Lsn;
-use crate::{platform::error::ApiError, platform::secrets::KeyRing};
+use crate::platform::error::ApiError;
 
 /// Which pool served a read, and why (recorded on the request span as `db.pool` and
 /// `db.route_reason`).
@@ -115,7 +114,6 @@ pub struct Routing {
     policy: ReplicaPolicy,
     next: AtomicUsize,
     primary_up: AtomicBool,
-    token_keys: KeyRing,
     /// The primary's WAL position at each check, oldest first (bounded).
     samples: std::sync::Mutex<std::collections::VecDeque<(Lsn, Instant)>>,
 }
@@ -123,14 +121,8 @@ pub struct Routing {
 type Check<'c, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + 'c>>;
 
 impl Routing {
-    /// `replicas` are `(name, pool)`; `token_keys` sign (the first) and verify (all)
-    /// consistency tokens.
-    pub fn new(
-        primary: Pool,
-        replicas: Vec<(String, Pool)>,
-        policy: ReplicaPolicy,
-        token_keys: KeyRing,
-    ) -> Arc<Self> {
+    /// `replicas` are `(name, pool)`.
+    pub fn new(primary: Pool, replicas: Vec<(String, Pool)>, policy: ReplicaPolicy) -> Arc<Self> {
         Arc::new(Self {
             primary,
             replicas: replicas
@@ -152,7 +144,6 @@ impl Routing {
             policy,
             next: AtomicUsize::new(0),
             primary_up: AtomicBool::new(true),
-            token_keys,
             samples: Default::default(),
         })
     }
@@ -311,25 +302,6 @@ impl Routing {
         }
     }
 
-    /// The signed form of a token: `<LSN>.<base64url of the first 16 bytes of
-    /// HMAC-SHA256(signing key, LSN)>` (a left-truncated MAC, RFC 2104 §5).
-    pub fn sign(&self, lsn: Lsn) -> String {
-        let text = lsn.to_string();
-        let tag = self.token_keys.sign(text.as_bytes());
-        format!("{text}.{}", URL_SAFE_NO_PAD.encode(&tag[..16]))
-    }
-
-    /// The LSN of a token signed with any of the service's token keys (so tokens stay valid
-    /// across a key rotation); `None` for anything else. Compared in constant time.
-    pub fn verify(&self, token: &str) -> Option<Lsn> {
-        let (text, mac) = token.trim().rsplit_once('.')?;
-        let tag = URL_SAFE_NO_PAD.decode(mac).ok()?;
-        if tag.len() != 16 || !self.token_keys.verify(text.as_bytes(), &tag) {
-            return None;
-        }
-        text.parse().ok()
-    }
-
     /// Refuses a token for a WAL position the primary has not reached: no token this
     /// cluster issued can be ahead of it (one from another cluster, a restored backup or a
     /// leaked key can). Asked on `conn`, a primary connection, only after no replica
@@ -371,53 +343,5 @@ async fn replayed(
             return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn routing(secrets: &[&str]) -> Arc<Routing> {
-        let cfg: tokio_postgres::Config = "postgres://u@127.0.0.1:1/db".parse().unwrap_or_default();
-        let mgr = deadpool_postgres::Manager::new(cfg, tokio_postgres::NoTls);
-        let pool = Pool::builder(mgr).max_size(1).build();
-        let policy = ReplicaPolicy {
-            max_lag_bytes: 1,
-            max_lag: Duration::from_secs(1),
-            check_interval: Duration::from_secs(1),
-            ryw_wait: Duration::from_millis(1),
-        };
-        match pool {
-            Ok(p) => Routing::new(p, Vec::new(), policy, KeyRing::from_secrets(secrets)),
-            Err(e) => panic!("pool: {e}"),
-        }
-    }
-
-    #[test]
-    fn tokens_verify_only_when_signed_by_us() {
-        let r = routing(&["0123456789abcdef"]);
-        let t = r.sign(Lsn::from(0x16_B374_D848));
-        assert_eq!(r.verify(&t), Some(Lsn::from(0x16_B374_D848)));
-        assert!(r.verify("16/B374D848").is_none());
-        assert!(r
-            .verify("FFFFFFFF/FFFFFFFF.AAAAAAAAAAAAAAAAAAAAAA")
-            .is_none());
-        let forged = t.replace("16/", "17/");
-        assert!(r.verify(&forged).is_none());
-    }
-
-    #[test]
-    fn tokens_survive_a_key_rotation() {
-        let old = routing(&["old-key"]);
-        let rotated = routing(&["new-key", "old-key"]);
-        let t = old.sign(Lsn::from(42));
-        assert_eq!(rotated.verify(&t), Some(Lsn::from(42)), "old tokens verify");
-        assert_eq!(
-            old.verify(&rotated.sign(Lsn::from(7))),
-            None,
-            "new key signs"
-        );
-        assert_eq!(routing(&["new-key"]).verify(&t), None, "retired key");
     }
 }
