@@ -216,8 +216,12 @@ async fn receipts_are_derived_from_read_markers() {
         n.sort();
         n
     };
-    let (s, _, r) = a.call_with(Method::GET, &path, None, &[]).await;
-    assert_eq!(s, StatusCode::OK, "{r}");
+    // The replica may not have the message yet (no consistency token here): wait for it.
+    let r = eventually(WAIT, || async {
+        let (s, _, r) = a.call_with(Method::GET, &path, None, &[]).await;
+        (s == StatusCode::OK).then_some(r)
+    })
+    .await;
     let mut both = vec![b.id.clone(), c.id.clone()];
     both.sort();
     assert_eq!(names(&r, "not_read_by"), both);
