@@ -38,11 +38,6 @@ impl EndedSessions {
         }
     }
 
-    /// How long an ended session is remembered.
-    pub fn memory(&self) -> Duration {
-        self.memory
-    }
-
     /// Whether a token issued at `iat` and expiring at `exp` (Unix seconds) dies — with the
     /// 30 s verification leeway — before its session's end would be forgotten. A longer-lived
     /// token could outlive the memory, so it is refused.

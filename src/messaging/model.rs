@@ -302,44 +302,19 @@ pub async fn load_as_left(
     else {
         return Ok(None);
     };
-    let participants = left_roster(db, id, user_id)
-        .await?
-        .into_iter()
-        .map(|r| Participant {
-            user_id: r.user_id,
-            username: r.username,
-            display_name: r.display_name,
-            role: r.role,
-            joined_at: r.joined_at,
-            last_read_seq: r.last_read_seq,
-            online: false,
-            last_seen_at: None,
-        })
-        .collect();
+    let participants = left_roster(db, id, user_id).await?;
     Ok(Some(Conversation::from_row(&c, participants)))
 }
 
-/// One member of the roster a former participant saw when they left.
-#[derive(Debug, Clone)]
-pub struct RosterEntry {
-    pub user_id: Uuid,
-    pub username: Option<String>,
-    pub display_name: Option<String>,
-    pub role: String,
-    pub joined_at: DateTime<Utc>,
-    /// Their read marker at the departure.
-    pub last_read_seq: i64,
-}
-
 /// The roster `user_id` saw when their membership of `conversation_id` ended, by joining
-/// time; empty for a current participant.
+/// time, with the read markers of then and no presence; empty for a current participant.
 ///
 /// Errors: the query fails.
 pub async fn left_roster(
     db: &impl GenericClient,
     conversation_id: Uuid,
     user_id: Uuid,
-) -> Result<Vec<RosterEntry>, tokio_postgres::Error> {
+) -> Result<Vec<Participant>, tokio_postgres::Error> {
     Ok(db
         .query_t(
             "SELECT r.user_id, u.username, u.display_name, r.role, r.joined_at, r.last_read_seq
@@ -353,13 +328,15 @@ pub async fn left_roster(
         )
         .await?
         .iter()
-        .map(|r| RosterEntry {
+        .map(|r| Participant {
             user_id: r.get("user_id"),
             username: r.get("username"),
             display_name: r.get("display_name"),
             role: r.get("role"),
             joined_at: r.get("joined_at"),
             last_read_seq: r.get("last_read_seq"),
+            online: false,
+            last_seen_at: None,
         })
         .collect())
 }

@@ -20,8 +20,8 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub const DEV_SWITCH: &str = "ALLOW_INSECURE_DEV_SECRETS";
 
 /// Values that are public and so never secret: the placeholders of the example files and
-/// the development passwords of the local stack. Anything starting `change-me` or
-/// `replace-me` (any case) counts too.
+/// the development passwords of the local stack. Anything starting `change-me`,
+/// `replace-me` or `switchboard-dev-` (the built-in development keys; any case) counts too.
 const KNOWN_PLACEHOLDERS: &[&str] = &[
     "secret",
     "password",
@@ -29,8 +29,6 @@ const KNOWN_PLACEHOLDERS: &[&str] = &[
     "auth-dev",
     "messaging-dev",
     "replication-dev",
-    "switchboard-dev-consistency",
-    "switchboard-dev-refresh",
 ];
 
 /// Whether `value` is a published placeholder rather than a secret.
