@@ -71,10 +71,9 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-log "deployment files (docker-compose, k8s, nginx, env names)"
-"$here/validate-deploy.sh"
-
 cargo build --locked --all-targets
+log "deployment files (docker-compose, k8s, nginx, env names from each binary's --help)"
+SWITCHBOARD_BIN_DIR="$CARGO_TARGET_DIR/debug" "$here/validate-deploy.sh"
 start_stack_background
 
 export SWITCHBOARD_URL="http://127.0.0.1:${NGINX_PORT}"

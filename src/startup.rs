@@ -5,13 +5,14 @@ use std::{sync::Arc, time::Duration};
 
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     auth::{keys::SigningKeys, AuthState},
     messaging::{ended_sessions::EndedSessions, MessagingState},
     platform::access::Verifier,
     platform::bus::Publisher,
-    platform::config::{AuthConfig, MessagingConfig},
+    platform::config::{AuthConfig, MessagingConfig, MigrateConfig},
     platform::db::{
         self,
         routing::{ReplicaPolicy, Routing},
@@ -44,7 +45,7 @@ const JSON_LIMIT: usize = 64 * 1024;
 /// Runs migrations, retrying for up to a minute while the database is not reachable yet
 /// (containers starting together).
 async fn migrate_with_retry(
-    url: &str,
+    url: &SecretString,
     schema: &str,
     runner: fn() -> refinery::Runner,
 ) -> anyhow::Result<()> {
@@ -67,16 +68,12 @@ async fn migrate_with_retry(
 /// Applies both schemas' migrations, each as its own role (`AUTH_DATABASE_URL`,
 /// `MESSAGING_DATABASE_URL`), retrying for up to a minute while the database starts.
 ///
-/// Errors: a URL that does not parse or a migration that fails.
-pub async fn migrate_all() -> anyhow::Result<()> {
+/// Errors: a missing or placeholder URL, one that does not parse, or a migration that fails.
+pub async fn migrate_all(cfg: &MigrateConfig) -> anyhow::Result<()> {
+    let (auth, messaging) = cfg.urls()?;
+    migrate_with_retry(&auth, "auth", migrations::auth::migrations::runner).await?;
     migrate_with_retry(
-        &crate::platform::config::auth_database_url()?,
-        "auth",
-        migrations::auth::migrations::runner,
-    )
-    .await?;
-    migrate_with_retry(
-        &crate::platform::config::messaging_database_url()?,
+        &messaging,
         "messaging",
         migrations::messaging::migrations::runner,
     )
@@ -90,7 +87,10 @@ pub async fn migrate_all() -> anyhow::Result<()> {
 ///
 /// Errors: invalid keys, migrations that fail, or an address that cannot be bound.
 pub async fn run_auth(cfg: AuthConfig) -> anyhow::Result<()> {
-    let keys = SigningKeys::load(cfg.signing_key_pem.as_deref(), &cfg.signing_key_files)?;
+    let keys = SigningKeys::load(
+        cfg.signing_key_pem.as_ref().map(|p| p.expose_secret()),
+        &cfg.signing_key_files,
+    )?;
     migrate_with_retry(
         &cfg.database_url,
         "auth",
@@ -104,7 +104,7 @@ pub async fn run_auth(cfg: AuthConfig) -> anyhow::Result<()> {
     })?;
     let bind = cfg.bind.clone();
     let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, cfg));
-    let origins = state.cfg.allowed_origins.clone();
+    let origins = state.cfg.web.allowed_origins.clone();
     serve(
         "auth",
         &bind,
@@ -138,6 +138,7 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
         .map(|(i, url)| {
             let pool = db::pool(url, &cfg.pool, "switchboard-messaging")?;
             let host = url
+                .expose_secret()
                 .parse::<tokio_postgres::Config>()
                 .ok()
                 .map(|c| format!("{:?}:{:?}", c.get_hosts().first(), c.get_ports().first()))
@@ -195,7 +196,7 @@ pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
         hub: hub.clone(),
         presence: presence.clone(),
     });
-    let origins = state.cfg.allowed_origins.clone();
+    let origins = state.cfg.web.allowed_origins.clone();
     // Graceful shutdown (DESIGN.md §4): every socket closes with 1001 so its client
     // reconnects to another instance and resumes; this instance's presence rows go.
     let goodbye = Box::pin(async move {

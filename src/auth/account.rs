@@ -214,7 +214,7 @@ pub async fn delete(
     tx.commit().await?;
     tracing::info!(user.id = %caller.user_id, ended = ended.len(), "account deleted");
     Ok(HttpResponse::NoContent()
-        .cookie(refresh::clear_cookie(state.cfg.cookie_secure))
+        .cookie(refresh::clear_cookie(state.cfg.web.cookie_secure))
         .finish())
 }
 

@@ -198,7 +198,7 @@ pub(crate) async fn login(
 
 fn refresh_cookie(state: &State, token: String) -> Cookie<'static> {
     let max_age = i64::try_from(state.cfg.refresh_ttl.as_secs()).unwrap_or(i64::MAX);
-    refresh::cookie(token, max_age, state.cfg.cookie_secure)
+    refresh::cookie(token, max_age, state.cfg.web.cookie_secure)
 }
 
 fn signed_in(
@@ -231,7 +231,7 @@ pub fn check_csrf(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        if !state.cfg.allowed_origins.iter().any(|o| o == origin) {
+        if !state.cfg.web.allowed_origins.iter().any(|o| o == origin) {
             return Err(ApiError::Forbidden("origin not allowed".into()));
         }
     }
@@ -241,7 +241,7 @@ pub fn check_csrf(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
 /// A 401 that also deletes the refresh cookie.
 fn refresh_rejected(state: &State, detail: &str) -> HttpResponse {
     let mut res = actix_web::ResponseError::error_response(&ApiError::unauthorized(detail));
-    let _ = res.add_cookie(&refresh::clear_cookie(state.cfg.cookie_secure));
+    let _ = res.add_cookie(&refresh::clear_cookie(state.cfg.web.cookie_secure));
     res
 }
 
@@ -415,7 +415,7 @@ pub(crate) async fn logout(
         tx.commit().await?;
     }
     Ok(HttpResponse::NoContent()
-        .cookie(refresh::clear_cookie(state.cfg.cookie_secure))
+        .cookie(refresh::clear_cookie(state.cfg.web.cookie_secure))
         .finish())
 }
 

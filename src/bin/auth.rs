@@ -1,9 +1,12 @@
-//! The auth service binary: configuration, telemetry, run.
+//! The auth service binary: settings (`auth --help`), telemetry, run.
+
+use switchboard::platform::{config, telemetry};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = switchboard::platform::telemetry::init("auth");
-    let result = match switchboard::platform::config::AuthConfig::from_env() {
+    let cfg: config::AuthConfig = config::parse();
+    let telemetry = telemetry::init("auth", &cfg.logs);
+    let result = match cfg.resolve() {
         Ok(cfg) => switchboard::startup::run_auth(cfg).await,
         Err(e) => Err(e),
     };

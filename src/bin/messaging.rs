@@ -1,9 +1,12 @@
-//! The messaging service binary: configuration, telemetry, run.
+//! The messaging service binary: settings (`messaging --help`), telemetry, run.
+
+use switchboard::platform::{config, telemetry};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = switchboard::platform::telemetry::init("messaging");
-    let result = match switchboard::platform::config::MessagingConfig::from_env() {
+    let cfg: config::MessagingConfig = config::parse();
+    let telemetry = telemetry::init("messaging", &cfg.logs);
+    let result = match cfg.resolve() {
         Ok(cfg) => switchboard::startup::run_messaging(cfg).await,
         Err(e) => Err(e),
     };

@@ -4,10 +4,13 @@
 //! services take, then exits. The services also migrate at start, so this is for ordering
 //! rollouts, not a requirement.
 
+use switchboard::platform::{config, telemetry};
+
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = switchboard::platform::telemetry::init("migrate");
-    let result = switchboard::startup::migrate_all().await;
+    let cfg: config::MigrateConfig = config::parse();
+    let telemetry = telemetry::init("migrate", &cfg.logs);
+    let result = switchboard::startup::migrate_all(&cfg).await;
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "migrations failed");
     }

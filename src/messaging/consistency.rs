@@ -85,7 +85,7 @@ pub fn attach(state: &State, res: &mut HttpResponseBuilder, lsn: Lsn) {
             .http_only(true)
             .same_site(SameSite::Strict)
             .path("/api")
-            .secure(state.cfg.cookie_secure)
+            .secure(state.cfg.web.cookie_secure)
             .max_age(CookieDuration::seconds(COOKIE_MAX_AGE_SECS))
             .finish(),
     );

@@ -8,6 +8,7 @@
 //! a JSON array of events kept under the 8000-byte payload limit. A notification that is
 //! lost (queue full, connection down) loses no data: clients see a `seq` gap and fetch.
 
+use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -51,7 +52,7 @@ pub struct Publisher {
 impl Publisher {
     /// Starts the publishing task on its own connection to `primary_url` (reconnecting with
     /// back-off while the primary is unreachable).
-    pub fn spawn(primary_url: String) -> Self {
+    pub fn spawn(primary_url: SecretString) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(primary_url, rx));
         Self { tx }
@@ -102,7 +103,7 @@ pub fn batch_payloads<T: Serialize>(events: &[T]) -> Vec<String> {
     out
 }
 
-async fn run(url: String, mut rx: mpsc::Receiver<Box<RawValue>>) {
+async fn run(url: SecretString, mut rx: mpsc::Receiver<Box<RawValue>>) {
     use backon::Retryable;
     let mut pending: Vec<Box<RawValue>> = Vec::new();
     loop {

@@ -8,7 +8,6 @@ pub mod bus;
 pub mod config;
 pub mod context;
 pub mod db;
-pub mod env;
 pub mod error;
 pub mod http;
 pub mod metrics;

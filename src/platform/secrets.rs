@@ -9,6 +9,7 @@
 
 use anyhow::anyhow;
 use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 /// Shortest accepted secret, in bytes (256 bits of key material at the very least when it
@@ -41,16 +42,9 @@ pub fn is_placeholder(value: &str) -> bool {
         || v.starts_with("switchboard-dev-")
 }
 
-/// Whether the development switch is on.
-///
-/// Errors: the variable is set but not a boolean.
-pub fn dev_allowed() -> anyhow::Result<bool> {
-    crate::platform::env::bool_or(DEV_SWITCH, false)
-}
-
 /// HMAC-SHA256 keys for one purpose. Each key is the SHA-256 of its secret's text, so
 /// secrets of any length give 32-byte keys. `Debug` shows only how many there are.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct KeyRing {
     keys: Vec<[u8; 32]>,
 }
@@ -142,15 +136,27 @@ pub fn check(name: &str, value: &str, dev: bool) -> anyhow::Result<()> {
     }
 }
 
-/// Loads the key ring in variable `name`: secrets separated by commas, the first signs, all
-/// verify (rotation: put the new one first, keep the old one until what it signed expired).
-/// Unset or empty: `dev_default` under the development switch, else an error.
+/// Loads the key ring given in variable `name` (its `value`): secrets separated by commas,
+/// the first signs, all verify (rotation: put the new one first, keep the old one until what
+/// it signed expired). Unset: `dev_default` under the development switch (`dev`), else an
+/// error.
 ///
-/// Errors: missing, short or placeholder secrets without the switch; a present but
-/// unparsable switch.
-pub fn load(name: &str, dev_default: &str) -> anyhow::Result<KeyRing> {
-    let dev = dev_allowed()?;
-    let mut secrets = crate::platform::env::list_or(name, "");
+/// Errors: missing, short or placeholder secrets without the switch.
+pub fn load(
+    name: &str,
+    value: Option<&SecretString>,
+    dev_default: &str,
+    dev: bool,
+) -> anyhow::Result<KeyRing> {
+    let mut secrets: Vec<&str> = value
+        .map(|v| {
+            v.expose_secret()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
     if secrets.is_empty() {
         if !dev {
             return Err(anyhow!(
@@ -163,33 +169,12 @@ pub fn load(name: &str, dev_default: &str) -> anyhow::Result<KeyRing> {
             variable = name,
             "no secret given; using the development default ({DEV_SWITCH})"
         );
-        secrets.push(dev_default.to_owned());
+        secrets.push(dev_default);
     }
     for s in &secrets {
         check(name, s, dev)?;
     }
     Ok(KeyRing::from_secrets(&secrets))
-}
-
-/// A database URL from variable `name`: `dev_default` only under the development switch,
-/// and never with a placeholder password without it.
-///
-/// Errors: unset without the switch; an unparsable URL; a placeholder password without
-/// the switch.
-pub fn database_url(name: &str, dev_default: &str) -> anyhow::Result<String> {
-    let dev = dev_allowed()?;
-    let url = match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ if dev => dev_default.to_owned(),
-        _ => {
-            return Err(anyhow!(
-                "{name} is required (postgres://role:password@host:port/database); \
-                 {DEV_SWITCH}=true uses the local development database"
-            ))
-        }
-    };
-    check_database_url(name, &url, dev)?;
-    Ok(url)
 }
 
 /// Checks a database URL read from variable `name`: it parses, and carries no published

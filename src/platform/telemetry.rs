@@ -1,8 +1,8 @@
 //! Logs and traces, set up once by each binary.
 //!
-//! Logs: `LOG_FORMAT=json` writes one JSON object per line (timestamp, level, target, fields,
-//! and the current spans, which carry `trace_id`, `span_id` and `request_id`); anything else
-//! writes the human format. The filter is `RUST_LOG` (default `info`). Tokens, passwords and
+//! Logs ([`LogSettings`]): `LOG_FORMAT=json` writes one JSON object per line (timestamp, level,
+//! target, fields, and the current spans, which carry `trace_id`, `span_id` and `request_id`);
+//! anything else writes the human format. The filter is `RUST_LOG` (default `info`). Tokens, passwords and
 //! message content are never put in fields.
 //!
 //! Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set,
@@ -14,6 +14,8 @@
 use opentelemetry::{global, trace::TracerProvider as _, KeyValue};
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
 use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+
+use crate::platform::config::LogSettings;
 
 /// Keeps the trace pipeline alive; [`Telemetry::shutdown`] flushes what is buffered.
 pub struct Telemetry {
@@ -70,8 +72,9 @@ fn provider(service: &'static str) -> Option<SdkTracerProvider> {
 }
 
 /// Installs the global subscriber and, when configured, the OTLP trace pipeline. Call once,
-/// first thing in `main`.
-pub fn init(service: &'static str) -> Telemetry {
+/// first thing in `main` after the settings parse. A filter that does not parse falls back
+/// to `info` with a warning.
+pub fn init(service: &'static str, logs: &LogSettings) -> Telemetry {
     global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = provider(service);
     let otel = provider.as_ref().map(|p| {
@@ -80,8 +83,11 @@ pub fn init(service: &'static str) -> Telemetry {
             .with_tracer(p.tracer(service))
             .boxed()
     });
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = crate::platform::env::var_or("LOG_FORMAT", "pretty") == "json";
+    let (filter, bad_filter) = match EnvFilter::try_new(&logs.filter) {
+        Ok(f) => (f, None),
+        Err(e) => (EnvFilter::new("info"), Some(e)),
+    };
+    let json = logs.format.trim() == "json";
     let logs = if json {
         fmt::layer()
             .json()
@@ -105,5 +111,8 @@ pub fn init(service: &'static str) -> Telemetry {
         otlp = provider.is_some(),
         "starting"
     );
+    if let Some(e) = bad_filter {
+        tracing::warn!(error = %e, "RUST_LOG does not parse; logging at info");
+    }
     Telemetry { provider }
 }

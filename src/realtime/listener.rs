@@ -9,6 +9,7 @@ use backon::Retryable;
 
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
+use secrecy::SecretString;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
@@ -27,7 +28,7 @@ use crate::{
 /// messages sent by reference; `ended` learns of every session that ends. A lost connection
 /// is re-established with exponential back-off ([`crate::platform::db::reconnect_backoff`]), which
 /// starts over after every connection that was made.
-pub fn spawn(primary_url: String, primary: Pool, hub: Hub, ended: Arc<EndedSessions>) {
+pub fn spawn(primary_url: SecretString, primary: Pool, hub: Hub, ended: Arc<EndedSessions>) {
     tokio::spawn(async move {
         let mut connected_before = false;
         loop {
@@ -57,7 +58,7 @@ struct Listening {
 
 /// Connects, LISTENs, and loads the sessions that ended while no notification could reach
 /// this instance (refusing their tokens, closing any socket of theirs still open here).
-async fn listen(url: &str, hub: &Hub, ended: &EndedSessions) -> anyhow::Result<Listening> {
+async fn listen(url: &SecretString, hub: &Hub, ended: &EndedSessions) -> anyhow::Result<Listening> {
     let cfg = crate::platform::db::config(url, "switchboard-listener")?;
     let (client, mut connection) = cfg.connect(NoTls).await?;
     let (tx, rx) = mpsc::unbounded_channel();

@@ -82,8 +82,9 @@ async fn migrations_applied_by_several_instances_at_once_run_exactly_once() {
         )
         .await
         .expect("schemas");
-    let auth_url = with_db(&env("SWITCHBOARD_AUTH_DB_URL"), &db);
-    let messaging_url = with_db(&env("SWITCHBOARD_MESSAGING_DB_URL"), &db);
+    let auth_url = secrecy::SecretString::from(with_db(&env("SWITCHBOARD_AUTH_DB_URL"), &db));
+    let messaging_url =
+        secrecy::SecretString::from(with_db(&env("SWITCHBOARD_MESSAGING_DB_URL"), &db));
 
     let mut tasks = Vec::new();
     for _ in 0..4 {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
+use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::{types::PgLsn, NoTls};
 
 use crate::{platform::config::PoolSettings, platform::error::ApiError};
@@ -17,7 +18,11 @@ use crate::{platform::config::PoolSettings, platform::error::ApiError};
 /// lazily, so a database that is down at start-up does not stop the service from starting.
 ///
 /// Errors: the URL does not parse.
-pub fn pool(url: &str, settings: &PoolSettings, application_name: &str) -> anyhow::Result<Pool> {
+pub fn pool(
+    url: &SecretString,
+    settings: &PoolSettings,
+    application_name: &str,
+) -> anyhow::Result<Pool> {
     let mut cfg = config(url, application_name)?;
     cfg.options(format!(
         "-c statement_timeout={}",
@@ -46,8 +51,14 @@ pub fn pool(url: &str, settings: &PoolSettings, application_name: &str) -> anyho
 /// connect timeout.
 ///
 /// Errors: the URL does not parse.
-pub fn config(url: &str, application_name: &str) -> anyhow::Result<tokio_postgres::Config> {
-    let mut cfg: tokio_postgres::Config = url.parse().context("invalid database URL")?;
+pub fn config(
+    url: &SecretString,
+    application_name: &str,
+) -> anyhow::Result<tokio_postgres::Config> {
+    let mut cfg: tokio_postgres::Config = url
+        .expose_secret()
+        .parse()
+        .context("invalid database URL")?;
     cfg.application_name(application_name);
     // Short: a primary that does not answer must turn into a quick 503, not a hang.
     cfg.connect_timeout(Duration::from_secs(1));
@@ -59,7 +70,7 @@ pub fn config(url: &str, application_name: &str) -> anyhow::Result<tokio_postgre
 ///
 /// Errors: the URL does not parse or the server cannot be reached.
 pub async fn connect(
-    url: &str,
+    url: &SecretString,
     application_name: &str,
 ) -> anyhow::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
     let (client, connection) = config(url, application_name)?
@@ -82,7 +93,11 @@ pub async fn connect(
 ///
 /// Errors: the database is unreachable or a migration fails (the lock is released when the
 /// connection closes).
-pub async fn migrate(url: &str, schema: &str, mut runner: refinery::Runner) -> anyhow::Result<()> {
+pub async fn migrate(
+    url: &SecretString,
+    schema: &str,
+    mut runner: refinery::Runner,
+) -> anyhow::Result<()> {
     let (mut client, conn) = connect(url, &format!("switchboard-migrate-{schema}")).await?;
     client
         .execute(

@@ -1,0 +1,332 @@
+//! Configuration (12-factor, DESIGN.md §6): every setting is a command-line flag and an
+//! environment variable (`#[arg(long, env)]`), grouped by concern, with defaults that run the
+//! local stack of `scripts/run.sh`. `auth --help`, `messaging --help` and `migrate --help`
+//! list every setting with its variable; `scripts/validate_deploy.py` reads those lists to
+//! check the deployment files.
+//!
+//! Every setting has a default except the secrets and the database URLs, which are required
+//! unless the development switch is set ([`crate::platform::secrets`]). A value that is set
+//! but does not parse stops the start with a message naming it; an empty variable counts as
+//! unset. Secrets (database URLs with their passwords, key rings, the signing key) are held
+//! as [`SecretString`]: `Debug` redacts them and `--help` never prints their values.
+
+mod auth;
+mod messaging;
+
+use std::{ffi::OsString, time::Duration};
+
+use anyhow::anyhow;
+use clap::{builder::BoolishValueParser, ArgAction, Args, Parser};
+use secrecy::{ExposeSecret, SecretString};
+
+pub use self::{auth::AuthConfig, messaging::MessagingConfig};
+use crate::platform::secrets;
+
+/// Parses a configuration from the process's arguments and environment; `--help` and
+/// `--version` print and exit, and so does a value that does not parse (exit code 2, the
+/// message naming the flag and variable).
+pub fn parse<C: Parser>() -> C {
+    parse_from(std::env::args_os())
+}
+
+/// [`parse`] from the given arguments (the first is the program name) and the environment.
+pub fn parse_from<C: Parser, I: IntoIterator<Item = T>, T: Into<OsString> + Clone>(args: I) -> C {
+    match try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    }
+}
+
+/// [`parse_from`], returning the error instead of exiting (tests, in-process services).
+///
+/// Errors: an unknown flag, or a flag or variable whose value does not parse.
+pub fn try_parse_from<C: Parser, I: IntoIterator<Item = T>, T: Into<OsString> + Clone>(
+    args: I,
+) -> Result<C, clap::Error> {
+    // An empty variable counts as unset (compose files write `VAR: ${VAR:-}`).
+    let cmd = C::command().mut_args(|a| {
+        let blank = a
+            .get_env()
+            .and_then(std::env::var_os)
+            .is_some_and(|v| v.to_string_lossy().trim().is_empty());
+        if blank {
+            a.env(None)
+        } else {
+            a
+        }
+    });
+    let matches = cmd.try_get_matches_from(args)?;
+    C::from_arg_matches(&matches)
+}
+
+/// Access-token validation settings shared by both services (DESIGN.md §2).
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Access tokens")]
+pub struct TokenSettings {
+    /// `iss` claim every access token carries (RFC 7519 §4.1.1).
+    #[arg(
+        long = "jwt-issuer",
+        env = "JWT_ISSUER",
+        default_value = "switchboard-auth"
+    )]
+    pub issuer: String,
+    /// `aud` claim every access token carries (RFC 7519 §4.1.3).
+    #[arg(
+        long = "jwt-audience",
+        env = "JWT_AUDIENCE",
+        default_value = "switchboard"
+    )]
+    pub audience: String,
+}
+
+/// Database pool settings (deadpool-postgres).
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Database pool")]
+pub struct PoolSettings {
+    /// Most connections per pool.
+    #[arg(long = "db-pool-size", env = "DB_POOL_SIZE", default_value_t = 16)]
+    pub max_size: usize,
+    /// Milliseconds a request waits for a free connection before answering 503 (plus at most
+    /// 1 s to open one: a failed write answers within 2 s).
+    #[arg(long = "db-pool-timeout-ms", env = "DB_POOL_TIMEOUT_MS", default_value = "800",
+          value_parser = milliseconds)]
+    pub wait_timeout: Duration,
+    /// Per-statement limit on every connection, in milliseconds (`statement_timeout`,
+    /// PostgreSQL docs §20.11.1).
+    #[arg(long = "db-statement-timeout-ms", env = "DB_STATEMENT_TIMEOUT_MS", default_value = "5000",
+          value_parser = milliseconds)]
+    pub statement_timeout: Duration,
+}
+
+/// Browser-facing settings shared by both services.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Browsers")]
+pub struct WebSettings {
+    /// Browser origins allowed to call the API with credentials (CORS) and to use the
+    /// cookie-authenticated endpoints (CSRF), comma-separated. Never `*` or `null`.
+    #[arg(
+        long = "allowed-origins",
+        env = "ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:8080,http://127.0.0.1:8080"
+    )]
+    pub allowed_origins: Vec<String>,
+    /// `Secure` attribute on cookies. Turn off only for plain-HTTP local use.
+    #[arg(long = "cookie-secure", env = "COOKIE_SECURE", default_value = "true",
+          action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub cookie_secure: bool,
+}
+
+impl WebSettings {
+    fn check(&mut self) -> anyhow::Result<()> {
+        self.allowed_origins = self
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if self.allowed_origins.iter().any(|o| o == "*" || o == "null") {
+            return Err(anyhow!(
+                "ALLOWED_ORIGINS must list origins; '*' and 'null' are refused"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Logging settings, read before anything else is ([`crate::platform::telemetry::init`]).
+/// The OpenTelemetry SDK reads the standard `OTEL_*` variables itself.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Logs")]
+pub struct LogSettings {
+    /// `json` writes one JSON object per line; anything else the human format.
+    #[arg(long = "log-format", env = "LOG_FORMAT", default_value = "pretty")]
+    pub format: String,
+    /// Log filter (tracing-subscriber `EnvFilter` directives).
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    pub filter: String,
+}
+
+/// The development switch: start with development secrets (built-in defaults, short or
+/// placeholder values), logging a warning. Never set in production.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Secrets")]
+pub struct DevSwitch {
+    /// Allow insecure development secrets (see `crate::platform::secrets`).
+    #[arg(long = "allow-insecure-dev-secrets", env = secrets::DEV_SWITCH, default_value = "false",
+          action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub allow_insecure_dev_secrets: bool,
+}
+
+/// Settings of the one-shot `migrate` binary: both roles' primary URLs.
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "migrate",
+    version,
+    about = "Applies both schemas' migrations, then exits"
+)]
+pub struct MigrateConfig {
+    #[command(flatten)]
+    pub databases: Databases,
+    #[command(flatten)]
+    pub dev: DevSwitch,
+    #[command(flatten)]
+    pub logs: LogSettings,
+}
+
+/// Both roles' primary URLs (the `migrate` binary applies each schema as its own role).
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Database")]
+pub struct Databases {
+    /// Primary URL for the `switchboard_auth` role (postgres://role:password@host:port/db).
+    #[arg(long = "auth-database-url", env = "AUTH_DATABASE_URL", value_parser = secret, value_name = "URL",
+          hide_env_values = true)]
+    pub auth: Option<SecretString>,
+    /// Primary URL for the `switchboard_messaging` role.
+    #[arg(long = "messaging-database-url", env = "MESSAGING_DATABASE_URL", value_parser = secret, value_name = "URL",
+          hide_env_values = true)]
+    pub messaging: Option<SecretString>,
+}
+
+impl MigrateConfig {
+    /// Both URLs, checked (the local stack's under the development switch).
+    ///
+    /// Errors: see [`database_url`].
+    pub fn urls(&self) -> anyhow::Result<(SecretString, SecretString)> {
+        let dev = self.dev.allow_insecure_dev_secrets;
+        Ok((
+            database_url(
+                "AUTH_DATABASE_URL",
+                self.databases.auth.as_ref(),
+                AUTH_DEV_URL,
+                dev,
+            )?,
+            database_url(
+                "MESSAGING_DATABASE_URL",
+                self.databases.messaging.as_ref(),
+                MESSAGING_DEV_URL,
+                dev,
+            )?,
+        ))
+    }
+}
+
+/// The local stack's auth role URL (`scripts/run.sh`), used only under the development switch.
+const AUTH_DEV_URL: &str = "postgres://switchboard_auth:auth-dev@127.0.0.1:55432/switchboard";
+/// The local stack's messaging role URL on the primary.
+const MESSAGING_DEV_URL: &str =
+    "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55432/switchboard";
+/// The local stack's messaging role URL on its replica.
+const MESSAGING_REPLICA_DEV_URL: &str =
+    "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55433/switchboard";
+
+/// A database URL from variable `name`'s value: `dev_default` only under the development
+/// switch, and never with a placeholder password without it.
+///
+/// Errors: unset without the switch; an unparsable URL; a placeholder password without it.
+fn database_url(
+    name: &str,
+    value: Option<&SecretString>,
+    dev_default: &str,
+    dev: bool,
+) -> anyhow::Result<SecretString> {
+    let url = match value {
+        Some(v) => v.clone(),
+        None if dev => SecretString::from(dev_default),
+        None => {
+            return Err(anyhow!(
+                "{name} is required (postgres://role:password@host:port/database); \
+                 {}=true uses the local development database",
+                secrets::DEV_SWITCH
+            ))
+        }
+    };
+    secrets::check_database_url(name, url.expose_secret(), dev)?;
+    Ok(url)
+}
+
+/// Value parser for a secret: kept out of `Debug` output.
+fn secret(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s.trim()))
+}
+
+/// Value parser: whole seconds.
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|e| format!("{e} (whole seconds)"))
+}
+
+/// Value parser: whole milliseconds.
+fn milliseconds(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|e| format!("{e} (whole milliseconds)"))
+}
+
+/// Value parser: seconds with a fraction (`0.5`), finite and not negative.
+fn fractional_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e} (seconds)"))?;
+    Duration::try_from_secs_f64(v).map_err(|e| format!("{e} (seconds, not negative)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn help_of<C: clap::CommandFactory>() -> String {
+        C::command().render_long_help().to_string()
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let help = help_of::<AuthConfig>();
+        for var in [
+            "AUTH_DATABASE_URL",
+            "REFRESH_TOKEN_SECRET",
+            "BCRYPT_COST",
+            "RUST_LOG",
+        ] {
+            assert!(
+                help.contains(&format!("env: {var}")),
+                "{var} missing:\n{help}"
+            );
+        }
+        let help = help_of::<MessagingConfig>();
+        for var in [
+            "REPLICA_URLS",
+            "CONSISTENCY_TOKEN_SECRET",
+            "WS_TICKET_TTL_SECS",
+        ] {
+            assert!(
+                help.contains(&format!("env: {var}")),
+                "{var} missing:\n{help}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_parse_with_units_and_bad_ones_name_the_flag() {
+        assert_eq!(fractional_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert!(fractional_seconds("-1").is_err());
+        assert_eq!(milliseconds(" 800 "), Ok(Duration::from_millis(800)));
+        let e = try_parse_from::<AuthConfig, _, _>(["auth", "--bcrypt-cost", "x"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("--bcrypt-cost"), "{e}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let cfg: MigrateConfig = try_parse_from([
+            "migrate",
+            "--auth-database-url",
+            "postgres://a:hunter2-hunter2@h/db",
+        ])
+        .expect("parses");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+}
