@@ -1,11 +1,14 @@
-//! Building and running each service: the binaries call [`run_auth`] or [`run_messaging`]
-//! and nothing else.
+//! Building and running each service ([`App`]): the binaries call [`run_auth`] or
+//! [`run_messaging`] and nothing else; the tests build an [`App`] in-process.
 
 use std::{sync::Arc, time::Duration};
 
-use actix_web::{middleware::from_fn, web, App, HttpServer};
+use std::{future::Future, net::SocketAddr, pin::Pin};
+
+use actix_web::{middleware::from_fn, web, App as ActixApp, HttpServer};
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{keys::SigningKeys, AuthState},
@@ -19,6 +22,7 @@ use crate::{
     },
     platform::error,
     platform::http::request_context,
+    platform::tasks::Tasks,
     realtime::{
         hub::{Command, Hub},
         listener,
@@ -82,142 +86,249 @@ pub async fn migrate_all(cfg: &MigrateConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A built service instance: its listeners are bound (so [`App::port`] is known, port 0
+/// picks a free one), its background tasks run, and [`App::run_until_stopped`] serves until
+/// SIGINT/SIGTERM or [`App::stop_token`] is cancelled. The binaries and the tests both use it.
+pub struct App {
+    service: &'static str,
+    server: actix_web::dev::Server,
+    addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    tasks: Tasks,
+    stop: CancellationToken,
+    /// Runs first when the service stops (messaging: sockets close with 1001, presence rows go).
+    on_stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+/// How long background tasks get to end once the HTTP server stopped.
+const TASKS_GRACE: Duration = Duration::from_secs(5);
+
+impl App {
+    /// Builds the auth service: keys, migrations, pool, metrics, routes.
+    ///
+    /// Errors: invalid keys, migrations that fail, or an address that cannot be bound.
+    pub async fn build_auth(cfg: AuthConfig) -> anyhow::Result<Self> {
+        let keys = SigningKeys::load(
+            cfg.signing_key_pem.as_ref().map(|p| p.expose_secret()),
+            &cfg.signing_key_files,
+        )?;
+        migrate_with_retry(
+            &cfg.database_url,
+            "auth",
+            migrations::auth::migrations::runner,
+        )
+        .await?;
+        let tasks = Tasks::new();
+        let pool = db::pool(&cfg.database_url, &cfg.pool, "switchboard-auth")?;
+        let scraped = pool.clone();
+        let metrics_addr = crate::platform::metrics::serve(&cfg.metrics_bind, &tasks, move || {
+            crate::platform::metrics::record_pool("primary", scraped.status());
+        })?;
+        let bind = cfg.bind.clone();
+        let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, cfg));
+        let origins = state.cfg.web.allowed_origins.clone();
+        let (server, addr) = serve(
+            "auth",
+            &bind,
+            origins,
+            state,
+            |cfg: &mut web::ServiceConfig| {
+                crate::openapi::configure_auth(cfg);
+                crate::auth::routes::configure(cfg);
+            },
+        )?;
+        Ok(Self {
+            service: "auth",
+            server,
+            addr,
+            metrics_addr,
+            tasks,
+            stop: CancellationToken::new(),
+            on_stop: None,
+        })
+    }
+
+    /// Builds the messaging service: migrations, pools with replica routing and its monitor,
+    /// JWKS, bus publisher, hub, LISTEN task, presence, routes.
+    ///
+    /// Errors: migrations that fail, bad URLs, or an address that cannot be bound.
+    pub async fn build_messaging(cfg: MessagingConfig) -> anyhow::Result<Self> {
+        migrate_with_retry(
+            &cfg.primary_url,
+            "messaging",
+            migrations::messaging::migrations::runner,
+        )
+        .await?;
+        let tasks = Tasks::new();
+        // Each connection names its instance in `pg_stat_activity` (PostgreSQL truncates
+        // names to 63 bytes).
+        let named = |role: &str| format!("switchboard-{role} {}", cfg.instance_id);
+        let primary = db::pool(&cfg.primary_url, &cfg.pool, &named("messaging"))?;
+        let replicas = cfg
+            .replica_urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let pool = db::pool(url, &cfg.pool, &named("messaging"))?;
+                let host = url
+                    .expose_secret()
+                    .parse::<tokio_postgres::Config>()
+                    .ok()
+                    .map(|c| format!("{:?}:{:?}", c.get_hosts().first(), c.get_ports().first()))
+                    .unwrap_or_default();
+                tracing::info!(replica = i + 1, %host, "replica configured");
+                anyhow::Ok((format!("replica-{}", i + 1), pool))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let routing = Routing::new(
+            primary.clone(),
+            replicas,
+            ReplicaPolicy {
+                max_lag_bytes: cfg.replica_max_lag_bytes,
+                max_lag: cfg.replica_max_lag,
+                check_interval: cfg.replica_check_interval,
+                ryw_wait: cfg.ryw_wait,
+            },
+        );
+        routing.spawn_monitor(&tasks);
+        let scraped = routing.clone();
+        let metrics_addr = crate::platform::metrics::serve(&cfg.metrics_bind, &tasks, move || {
+            crate::platform::metrics::record_pool("primary", scraped.primary_pool().status());
+            for r in scraped.replicas() {
+                crate::platform::metrics::record_pool(&r.name, r.pool.status());
+            }
+        })?;
+        let verifier = Verifier::remote(cfg.jwks_url.clone(), &cfg.tokens, cfg.jwks_min_refresh)?;
+        if let Err(e) = verifier.refresh().await {
+            tracing::warn!(error = %e, "JWKS not available yet; will fetch on first token");
+        }
+        let hub = Hub::spawn(&tasks);
+        let publisher = Publisher::spawn(cfg.primary_url.clone(), named("publisher"), &tasks);
+        let ended = Arc::new(EndedSessions::new(cfg.session_end_memory));
+        listener::spawn(
+            cfg.primary_url.clone(),
+            named("listener"),
+            primary.clone(),
+            hub.clone(),
+            ended.clone(),
+            &tasks,
+        );
+        let presence = Presence::spawn(
+            cfg.instance_id.clone(),
+            primary.clone(),
+            publisher.clone(),
+            cfg.presence_grace,
+            &tasks,
+        );
+        let bind = cfg.bind.clone();
+        let state: crate::messaging::State = Arc::new(MessagingState {
+            db: routing,
+            ended,
+            verifier,
+            publisher,
+            cfg,
+        });
+        let live = Arc::new(Live {
+            hub: hub.clone(),
+            presence: presence.clone(),
+        });
+        let origins = state.cfg.web.allowed_origins.clone();
+        let (server, addr) = serve(
+            "messaging",
+            &bind,
+            origins,
+            state,
+            move |cfg: &mut web::ServiceConfig| {
+                // Live delivery sits on top of messaging: its state and routes are added here.
+                cfg.app_data(web::Data::new(live.clone()));
+                crate::realtime::configure(cfg);
+                crate::openapi::configure_messaging(cfg);
+                crate::messaging::configure(cfg);
+            },
+        )?;
+        // Graceful shutdown (DESIGN.md §4): every socket closes with 1001 so its client
+        // reconnects to another instance and resumes; this instance's presence rows go.
+        let on_stop = Box::pin(async move {
+            hub.send(Command::Shutdown);
+            presence.shutdown().await;
+        });
+        Ok(Self {
+            service: "messaging",
+            server,
+            addr,
+            metrics_addr,
+            tasks,
+            stop: CancellationToken::new(),
+            on_stop: Some(on_stop),
+        })
+    }
+
+    /// The API's bound port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The metrics endpoint's bound port.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_addr.port()
+    }
+
+    /// Cancelling this token stops the service as SIGTERM does.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM or the stop token, then stops in order: the service's own
+    /// goodbye (sockets, presence), the HTTP server (in-flight requests get 10 s), then the
+    /// background tasks (the publisher sends what is queued; 5 s at most).
+    ///
+    /// Errors: the HTTP server failed.
+    pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+        tracing::info!(service = self.service, addr = %self.addr, "listening");
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let result = tokio::select! {
+            r = &mut server => Some(r),
+            _ = shutdown_signal() => None,
+            _ = self.stop.cancelled() => None,
+        };
+        let result = match result {
+            Some(r) => r,
+            None => {
+                tracing::info!(service = self.service, "shutting down");
+                if let Some(goodbye) = self.on_stop.take() {
+                    goodbye.await;
+                }
+                handle.stop(true).await;
+                server.await
+            }
+        };
+        if !self.tasks.stop(TASKS_GRACE).await {
+            tracing::warn!(
+                service = self.service,
+                running = self.tasks.running(),
+                "background tasks still running after the grace period"
+            );
+        }
+        tracing::info!(service = self.service, "stopped");
+        result??;
+        Ok(())
+    }
+}
+
 /// Starts the auth service and serves until SIGINT/SIGTERM (graceful: in-flight requests
 /// finish).
 ///
-/// Errors: invalid keys, migrations that fail, or an address that cannot be bound.
+/// Errors: see [`App::build_auth`] and [`App::run_until_stopped`].
 pub async fn run_auth(cfg: AuthConfig) -> anyhow::Result<()> {
-    let keys = SigningKeys::load(
-        cfg.signing_key_pem.as_ref().map(|p| p.expose_secret()),
-        &cfg.signing_key_files,
-    )?;
-    migrate_with_retry(
-        &cfg.database_url,
-        "auth",
-        migrations::auth::migrations::runner,
-    )
-    .await?;
-    let pool = db::pool(&cfg.database_url, &cfg.pool, "switchboard-auth")?;
-    let scraped = pool.clone();
-    crate::platform::metrics::serve(&cfg.metrics_bind, move || {
-        crate::platform::metrics::record_pool("primary", scraped.status());
-    })?;
-    let bind = cfg.bind.clone();
-    let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, cfg));
-    let origins = state.cfg.web.allowed_origins.clone();
-    serve(
-        "auth",
-        &bind,
-        origins,
-        state,
-        |cfg: &mut web::ServiceConfig| {
-            crate::openapi::configure_auth(cfg);
-            crate::auth::routes::configure(cfg);
-        },
-        Box::pin(async {}),
-    )
-    .await
+    App::build_auth(cfg).await?.run_until_stopped().await
 }
 
-/// Starts the messaging service — pools, bus publisher, hub, LISTEN task — and serves until
-/// SIGINT/SIGTERM.
+/// Starts the messaging service and serves until SIGINT/SIGTERM.
 ///
-/// Errors: migrations that fail, bad URLs, or an address that cannot be bound.
+/// Errors: see [`App::build_messaging`] and [`App::run_until_stopped`].
 pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
-    migrate_with_retry(
-        &cfg.primary_url,
-        "messaging",
-        migrations::messaging::migrations::runner,
-    )
-    .await?;
-    let primary = db::pool(&cfg.primary_url, &cfg.pool, "switchboard-messaging")?;
-    let replicas = cfg
-        .replica_urls
-        .iter()
-        .enumerate()
-        .map(|(i, url)| {
-            let pool = db::pool(url, &cfg.pool, "switchboard-messaging")?;
-            let host = url
-                .expose_secret()
-                .parse::<tokio_postgres::Config>()
-                .ok()
-                .map(|c| format!("{:?}:{:?}", c.get_hosts().first(), c.get_ports().first()))
-                .unwrap_or_default();
-            tracing::info!(replica = i + 1, %host, "replica configured");
-            anyhow::Ok((format!("replica-{}", i + 1), pool))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let routing = Routing::new(
-        primary.clone(),
-        replicas,
-        ReplicaPolicy {
-            max_lag_bytes: cfg.replica_max_lag_bytes,
-            max_lag: cfg.replica_max_lag,
-            check_interval: cfg.replica_check_interval,
-            ryw_wait: cfg.ryw_wait,
-        },
-    );
-    routing.spawn_monitor();
-    let scraped = routing.clone();
-    crate::platform::metrics::serve(&cfg.metrics_bind, move || {
-        crate::platform::metrics::record_pool("primary", scraped.primary_pool().status());
-        for r in scraped.replicas() {
-            crate::platform::metrics::record_pool(&r.name, r.pool.status());
-        }
-    })?;
-    let verifier = Verifier::remote(cfg.jwks_url.clone(), &cfg.tokens, cfg.jwks_min_refresh)?;
-    if let Err(e) = verifier.refresh().await {
-        tracing::warn!(error = %e, "JWKS not available yet; will fetch on first token");
-    }
-    let hub = Hub::spawn();
-    let publisher = Publisher::spawn(cfg.primary_url.clone());
-    let ended = Arc::new(EndedSessions::new(cfg.session_end_memory));
-    listener::spawn(
-        cfg.primary_url.clone(),
-        primary.clone(),
-        hub.clone(),
-        ended.clone(),
-    );
-    let presence = Presence::spawn(
-        cfg.instance_id.clone(),
-        primary.clone(),
-        publisher.clone(),
-        cfg.presence_grace,
-    );
-    let bind = cfg.bind.clone();
-    let state: crate::messaging::State = Arc::new(MessagingState {
-        db: routing,
-        ended,
-        verifier,
-        publisher,
-        cfg,
-    });
-    let live = Arc::new(Live {
-        hub: hub.clone(),
-        presence: presence.clone(),
-    });
-    let origins = state.cfg.web.allowed_origins.clone();
-    // Graceful shutdown (DESIGN.md §4): every socket closes with 1001 so its client
-    // reconnects to another instance and resumes; this instance's presence rows go.
-    let goodbye = Box::pin(async move {
-        hub.send(Command::Shutdown);
-        presence.shutdown().await;
-    });
-    serve(
-        "messaging",
-        &bind,
-        origins,
-        state,
-        move |cfg: &mut web::ServiceConfig| {
-            // Live delivery sits on top of messaging: its state and routes are added here.
-            cfg.app_data(web::Data::new(live.clone()));
-            crate::realtime::configure(cfg);
-            crate::openapi::configure_messaging(cfg);
-            crate::messaging::configure(cfg);
-        },
-        goodbye,
-    )
-    .await
+    App::build_messaging(cfg).await?.run_until_stopped().await
 }
 
 /// CORS (Fetch standard, "CORS protocol"): only the listed origins, with credentials, the
@@ -252,24 +363,24 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     cors
 }
 
-/// Serves `configure`'s routes with the shared plumbing — request context, CORS for the
-/// allowed origins, problem+json extractor errors, 404 default — until SIGINT/SIGTERM;
-/// in-flight requests get 10 s.
-async fn serve<S, F>(
+/// Binds `configure`'s routes with the shared plumbing — request context, CORS for the
+/// allowed origins, problem+json extractor errors, 404 default; in-flight requests get 10 s
+/// when it stops. Returns the server (not yet polled) and its bound address.
+///
+/// Errors: the address cannot be bound.
+fn serve<S, F>(
     service: &'static str,
     bind: &str,
     origins: Vec<String>,
     state: S,
     configure: F,
-    on_shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-) -> anyhow::Result<()>
+) -> anyhow::Result<(actix_web::dev::Server, SocketAddr)>
 where
     S: Clone + Send + 'static,
     F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 {
-    tracing::info!(service, %bind, "listening");
     let server = HttpServer::new(move || {
-        App::new()
+        ActixApp::new()
             .wrap(cors(&origins))
             .wrap(from_fn(request_context))
             .app_data(web::Data::new(state.clone()))
@@ -280,19 +391,13 @@ where
             .default_service(web::to(error::not_found))
     })
     .bind(bind)
-    .with_context(|| format!("binding {bind}"))?
-    .shutdown_timeout(10)
-    .disable_signals()
-    .run();
-    let handle = server.handle();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!(service, "shutting down");
-        on_shutdown.await;
-        handle.stop(true).await;
-    });
-    server.await?;
-    Ok(())
+    .with_context(|| format!("{service}: binding {bind}"))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .with_context(|| format!("{service}: {bind} bound nothing"))?;
+    Ok((server.shutdown_timeout(10).disable_signals().run(), addr))
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd, the run script).

@@ -8,5 +8,7 @@ mod common;
 mod failover;
 #[path = "faults_suite/faults.rs"]
 mod faults;
+#[path = "faults_suite/lifecycle.rs"]
+mod lifecycle;
 #[path = "faults_suite/replication.rs"]
 mod replication;

@@ -14,9 +14,10 @@ use super::{
     password, refresh,
     session::{self, EndReason, Which},
     user::{User, USER_COLUMNS},
-    validate, State,
+    validate::{DisplayName, Email},
+    State,
 };
-use crate::platform::error::{ApiError, FieldErrors};
+use crate::platform::error::{field, ApiError, FieldErrors};
 
 async fn load_user(db: &deadpool_postgres::Object, id: Uuid) -> Result<User, ApiError> {
     let row = db
@@ -72,16 +73,15 @@ pub async fn update(
     body: Json<UpdateAccount>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let display_name = body.display_name.map(|d| d.trim().to_owned());
-    let email = body.email.map(|e| e.trim().to_owned());
     let mut errors = FieldErrors::new();
-    if let Some(d) = &display_name {
-        validate::display_name(d, &mut errors);
-    }
-    if let Some(e) = &email {
-        validate::email(e, &mut errors);
-    }
+    let display_name = body
+        .display_name
+        .and_then(|d| field(&mut errors, "display_name", DisplayName::parse(&d)));
+    let email = body
+        .email
+        .and_then(|e| field(&mut errors, "email", Email::parse(&e)));
     ApiError::check(errors)?;
+    let display_name = display_name.as_ref().map(DisplayName::as_str);
     let db = state.db.get().await?;
     let row = db
         .query_one_t(
@@ -93,7 +93,10 @@ pub async fn update(
         )
         .await?;
     let user = User::from_row(&row);
-    let Some(email) = email.filter(|e| !e.eq_ignore_ascii_case(&user.email)) else {
+    let Some(email) = email
+        .map(|e| e.as_str().to_owned())
+        .filter(|e| !e.eq_ignore_ascii_case(&user.email))
+    else {
         return Ok(HttpResponse::Ok().json(user));
     };
     // Taken only when no other account has it; a concurrent registration of the same

@@ -17,9 +17,10 @@ use super::{
     session::{self, EndReason, Which},
     sessions,
     user::{User, USER_COLUMNS},
-    validate, State,
+    validate::{DisplayName, Email, Username},
+    State,
 };
-use crate::platform::error::{unique_violation, ApiError, FieldErrors};
+use crate::platform::error::{field, unique_violation, ApiError, FieldErrors};
 
 /// Registers the auth routes under `/auth`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -68,16 +69,21 @@ pub struct TokenResponse {
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct RegisterRequest {
     /// 3–32 of `A–Z a–z 0–9 _ . -`, starting with a letter or digit; unique, case-insensitive.
-    #[schema(example = "alice")]
+    #[schema(
+        example = "alice",
+        min_length = 3,
+        max_length = 32,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+    )]
     pub username: String,
     /// Up to 254 characters; unique, case-insensitive.
-    #[schema(example = "alice@example.com")]
+    #[schema(example = "alice@example.com", max_length = 254)]
     pub email: String,
     /// 8 characters to 72 bytes (bcrypt's limit, enforced rather than truncated).
     #[schema(example = "correct horse battery")]
     pub password: String,
     /// 1–64 characters; the username when absent.
-    #[schema(example = "Alice")]
+    #[schema(example = "Alice", min_length = 1, max_length = 64)]
     pub display_name: Option<String>,
 }
 
@@ -110,18 +116,19 @@ pub(crate) async fn register(
     body: Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let username = body.username.trim().to_owned();
-    let email = body.email.trim().to_owned();
-    let display_name = body
-        .display_name
-        .map(|d| d.trim().to_owned())
-        .unwrap_or_else(|| username.clone());
     let mut errors = FieldErrors::new();
-    validate::username(&username, &mut errors);
-    validate::email(&email, &mut errors);
-    validate::display_name(&display_name, &mut errors);
+    let username = field(&mut errors, "username", Username::parse(&body.username));
+    let email = field(&mut errors, "email", Email::parse(&body.email));
+    let display_name = field(
+        &mut errors,
+        "display_name",
+        DisplayName::parse(body.display_name.as_deref().unwrap_or(&body.username)),
+    );
     password::validate("password", &body.password, &mut errors);
     ApiError::check(errors)?;
+    let (Some(username), Some(email), Some(display_name)) = (username, email, display_name) else {
+        return Err(anyhow::anyhow!("a field parsed with errors unrecorded").into());
+    };
 
     let hash = password::hash(body.password, state.cfg.bcrypt_cost).await?;
     let mut db = state.db.get().await?;
@@ -132,7 +139,13 @@ pub(crate) async fn register(
                 "INSERT INTO auth.users (id, username, email, display_name, password_hash)
                  VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
             ),
-            &[&Uuid::now_v7(), &username, &email, &display_name, &hash],
+            &[
+                &Uuid::now_v7(),
+                &username.as_str(),
+                &email.as_str(),
+                &display_name.as_str(),
+                &hash,
+            ],
         )
         .await
         .map_err(taken)?;

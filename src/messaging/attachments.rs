@@ -27,15 +27,16 @@ use super::{
     budget::{self, Budget},
     caller::Caller,
     consistency::Consistency,
+    domain::MessageContent,
     domain::MessageKind,
     file_serving::{range_of, serve, Stored, STORED_COLUMNS},
-    messages::{answer, check_send_rate, validate_content},
+    messages::{answer, check_send_rate},
     protocol::MessageEvent,
     publish::publish_message_to,
     visibility::{self, current_scope},
     State,
 };
-use crate::platform::error::{ApiError, FieldErrors};
+use crate::platform::error::ApiError;
 
 /// Bytes per stored chunk.
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -297,9 +298,8 @@ pub async fn upload(
     }
     let upload = read_upload(body, state.cfg.attachment_max_bytes, true).await?;
     if let Some(c) = &upload.caption {
-        let mut errors = FieldErrors::new();
-        validate_content("caption", c, state.cfg.message_max_chars, &mut errors);
-        ApiError::check(errors)?;
+        MessageContent::parse(c.clone(), state.cfg.message_max_chars)
+            .map_err(|m| ApiError::invalid("caption", m))?;
     }
     let mut conn = state.db.primary().await?;
     let tx = conn.transaction().await?;

@@ -16,18 +16,16 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency::{self, Consistency},
-    domain::Role,
+    domain::{GroupName, Role},
     model::{self, message_from_seen_from, ConversationSummary, Message, Peer, MESSAGE_COLUMNS},
     protocol::{Event, ParticipantsAdded, ReadMoved, ServerFrame},
     publish::publish_frame,
     State,
 };
-use crate::platform::error::{ApiError, FieldErrors};
+use crate::platform::error::{field, ApiError, FieldErrors};
 
 /// Most participants in one conversation.
 pub const MAX_PARTICIPANTS: usize = 256;
-/// Longest group name, in characters.
-pub const MAX_NAME_CHARS: usize = 100;
 
 /// `POST /api/conversations` body.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -35,7 +33,7 @@ pub struct CreateConversation {
     /// The other participants (the caller is added anyway), at most 256.
     #[schema(min_items = 1, max_items = 256)]
     pub participant_ids: Vec<Uuid>,
-    /// A group's name, 1–100 characters ([`MAX_NAME_CHARS`]).
+    /// A group's name, 1–100 characters after trimming, no control characters.
     #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// Default: a group when there is a name or more than one other participant.
@@ -60,8 +58,9 @@ pub async fn create(
         .copied()
         .filter(|u| *u != caller.user_id)
         .collect();
-    let name = body.name.map(|n| n.trim().to_owned());
-    let is_group = body.is_group.unwrap_or(name.is_some() || others.len() != 1);
+    let is_group = body
+        .is_group
+        .unwrap_or(body.name.is_some() || others.len() != 1);
 
     let mut errors = FieldErrors::new();
     let mut add = |f: &str, m: &str| errors.entry(f.into()).or_default().push(m.into());
@@ -80,19 +79,15 @@ pub async fn create(
             "a direct conversation has exactly one other participant",
         );
     }
-    if !is_group && name.is_some() {
+    if !is_group && body.name.is_some() {
         add("name", "only a group conversation has a name");
     }
-    if let Some(n) = &name {
-        let len = n.chars().count();
-        if len == 0 || len > MAX_NAME_CHARS {
-            add("name", "must be 1 to 100 characters");
-        }
-        if n.chars().any(char::is_control) {
-            add("name", "must not contain control characters");
-        }
-    }
+    let name = body
+        .name
+        .as_deref()
+        .and_then(|n| field(&mut errors, "name", GroupName::parse(n)));
     ApiError::check(errors)?;
+    let name: Option<String> = name.map(|n| n.as_str().to_owned());
 
     let mut conn = state.db.primary().await?;
     let others: Vec<Uuid> = others.into_iter().collect();

@@ -102,6 +102,73 @@ impl SystemRecord {
     }
 }
 
+/// A group's name: 1–[`GroupName::MAX_CHARS`] characters after trimming, no control
+/// characters. The same rule for creating and renaming a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupName(String);
+
+impl GroupName {
+    /// Longest name, in characters (Unicode scalar values).
+    pub const MAX_CHARS: usize = 100;
+
+    /// Parses and trims a name.
+    ///
+    /// Errors: each broken rule's message (422 field `name`).
+    pub fn parse(value: &str) -> Result<Self, Vec<String>> {
+        let value = value.trim();
+        let mut errors = Vec::new();
+        if !(1..=Self::MAX_CHARS).contains(&value.chars().count()) {
+            errors.push(format!("must be 1 to {} characters", Self::MAX_CHARS));
+        }
+        if value.chars().any(char::is_control) {
+            errors.push("must not contain control characters".into());
+        }
+        errors
+            .is_empty()
+            .then(|| Self(value.to_owned()))
+            .ok_or(errors)
+    }
+
+    /// The trimmed name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A message's text (or a file's caption): not blank, at most `MESSAGE_MAX_CHARS` Unicode
+/// scalar values (a setting, so the limit is given to [`MessageContent::parse`]), no NUL
+/// (PostgreSQL `text` cannot hold one; JSON strings are valid UTF-8 once parsed). Kept as
+/// sent, whitespace included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageContent(String);
+
+impl MessageContent {
+    /// The default of `MESSAGE_MAX_CHARS`, which the OpenAPI schema states.
+    pub const DEFAULT_MAX_CHARS: usize = 4000;
+
+    /// Parses content of at most `max_chars` characters.
+    ///
+    /// Errors: each broken rule's message (422 field `content` or `caption`).
+    pub fn parse(value: String, max_chars: usize) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        if value.trim().is_empty() {
+            errors.push("must not be empty".into());
+        }
+        if value.chars().count() > max_chars {
+            errors.push(format!("must be at most {max_chars} characters"));
+        }
+        if value.contains('\0') {
+            errors.push("must not contain NUL characters".into());
+        }
+        errors.is_empty().then_some(Self(value)).ok_or(errors)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +196,22 @@ mod tests {
             serde_json::json!(MessageKind::File),
             serde_json::json!("file")
         );
+    }
+
+    #[test]
+    fn group_names_are_one_rule() {
+        assert!(GroupName::parse("  Team  ").is_ok_and(|n| n.as_str() == "Team"));
+        assert!(GroupName::parse(" ").is_err());
+        assert!(GroupName::parse("a\nb").is_err());
+        assert!(GroupName::parse(&"é".repeat(GroupName::MAX_CHARS)).is_ok());
+        assert!(GroupName::parse(&"é".repeat(GroupName::MAX_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn content_keeps_its_whitespace_and_counts_characters() {
+        assert!(MessageContent::parse(" hi ".into(), 4).is_ok_and(|c| c.as_str() == " hi "));
+        assert!(MessageContent::parse("   ".into(), 4).is_err());
+        assert!(MessageContent::parse("ééééé".into(), 4).is_err());
+        assert!(MessageContent::parse("a\0".into(), 4).is_err());
     }
 }

@@ -23,30 +23,15 @@ use super::{
     caller::Caller,
     consistency::{self, Consistency},
     conversations::{mark_read, page_limit},
-    domain::MessageKind,
+    domain::{MessageContent, MessageKind},
     model::{load_message, Message, MESSAGE_COLUMNS, MESSAGE_FROM},
     visibility::{self, conversation_not_found, current_scope, visible_message},
     State,
 };
-use crate::platform::error::{ApiError, FieldErrors};
+use crate::platform::error::{field, ApiError, FieldErrors};
 
 /// Longest `client_id`, in characters.
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
-
-/// Content rules: not blank, at most `max_chars` Unicode scalar values, no NUL (JSON
-/// strings are already valid UTF-8 once parsed).
-pub fn validate_content(field: &str, content: &str, max_chars: usize, errors: &mut FieldErrors) {
-    let mut add = |m: String| errors.entry(field.into()).or_default().push(m);
-    if content.trim().is_empty() {
-        add("must not be empty".into());
-    }
-    if content.chars().count() > max_chars {
-        add(format!("must be at most {max_chars} characters"));
-    }
-    if content.contains('\0') {
-        add("must not contain NUL characters".into());
-    }
-}
 
 /// Counts one send against the caller's budget (`SEND_RATE_LIMIT` per
 /// `SEND_RATE_WINDOW_SECS`, shared by every instance: see [`super::budget`]).
@@ -120,14 +105,16 @@ pub async fn send(
     let conversation_id = id.into_inner();
     let body = body.into_inner();
     let mut errors = FieldErrors::new();
-    validate_content(
-        "content",
-        &body.content,
-        state.cfg.message_max_chars,
+    let content = field(
         &mut errors,
+        "content",
+        MessageContent::parse(body.content, state.cfg.message_max_chars),
     );
     validate_client_id(body.client_id.as_deref(), &mut errors);
     ApiError::check(errors)?;
+    let Some(content) = content else {
+        return Err(anyhow::anyhow!("content parsed with errors unrecorded").into());
+    };
 
     let conn = state.db.primary().await?;
     let scope = current_scope(&conn, conversation_id, caller.user_id).await?;
@@ -157,7 +144,7 @@ pub async fn send(
     let new = NewMessage {
         kind: MessageKind::Text,
         sender_id: Some(caller.user_id),
-        content: Some(&body.content),
+        content: Some(content.as_str()),
         reply_to: body.reply_to,
         client_id: body.client_id.as_deref(),
         ..NewMessage::default()
@@ -242,14 +229,8 @@ pub async fn edit(
     id: Path<Uuid>,
     body: Json<EditMessage>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut errors = FieldErrors::new();
-    validate_content(
-        "content",
-        &body.content,
-        state.cfg.message_max_chars,
-        &mut errors,
-    );
-    ApiError::check(errors)?;
+    let content = MessageContent::parse(body.into_inner().content, state.cfg.message_max_chars)
+        .map_err(|m| ApiError::invalid("content", m))?;
     let mut conn = state.db.primary().await?;
     let (message, scope) = visible_message(&conn, id.into_inner(), caller.user_id).await?;
     if message.sender_id != Some(caller.user_id) || message.kind == MessageKind::System {
@@ -283,7 +264,7 @@ pub async fn edit(
                AND EXISTS (SELECT 1 FROM messaging.participants p
                            WHERE p.conversation_id = m.conversation_id AND p.user_id = $4
                              AND p.left_at IS NULL)",
-            &[&message.id, &body.content, &rev, &caller.user_id],
+            &[&message.id, &content.as_str(), &rev, &caller.user_id],
         )
         .await?;
     if updated == 0 {

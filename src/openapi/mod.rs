@@ -243,7 +243,7 @@ mod tests {
         let prop = |schema: &str, field: &str, key: &str| {
             doc["components"]["schemas"][schema]["properties"][field][key].as_u64()
         };
-        let names = messaging::conversations::MAX_NAME_CHARS as u64;
+        let names = messaging::domain::GroupName::MAX_CHARS as u64;
         let participants = messaging::conversations::MAX_PARTICIPANTS as u64;
         let client_ids = messaging::messages::MAX_CLIENT_ID_CHARS as u64;
         assert_eq!(prop("CreateConversation", "name", "maxLength"), Some(names));
@@ -260,6 +260,50 @@ mod tests {
             prop("SendMessage", "client_id", "maxLength"),
             Some(client_ids)
         );
+        let content = messaging::domain::MessageContent::DEFAULT_MAX_CHARS as u64;
+        assert_eq!(prop("SendMessage", "content", "maxLength"), Some(content));
+        assert_eq!(prop("EditMessage", "content", "maxLength"), Some(content));
+        let setting = <crate::platform::config::MessagingConfig as clap::CommandFactory>::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "message_max_chars")
+            .and_then(|a| a.get_default_values().first().cloned());
+        assert_eq!(
+            setting.and_then(|v| v.to_str().and_then(|v| v.parse::<u64>().ok())),
+            Some(content),
+            "MESSAGE_MAX_CHARS defaults to the schema's limit"
+        );
+        let auth: serde_json::Value = serde_json::from_str(&auth_json()).unwrap_or_default();
+        let auth_prop = |schema: &str, field: &str, key: &str| {
+            auth["components"]["schemas"][schema]["properties"][field][key].clone()
+        };
+        use crate::auth::validate::{DisplayName, Email, Username};
+        let n = |v: usize| serde_json::json!(v);
+        assert_eq!(
+            auth_prop("RegisterRequest", "username", "minLength"),
+            n(Username::MIN_CHARS)
+        );
+        assert_eq!(
+            auth_prop("RegisterRequest", "username", "maxLength"),
+            n(Username::MAX_CHARS)
+        );
+        assert_eq!(
+            auth_prop("RegisterRequest", "username", "pattern"),
+            Username::PATTERN
+        );
+        for schema in ["RegisterRequest", "UpdateAccount"] {
+            assert_eq!(
+                auth_prop(schema, "email", "maxLength"),
+                n(Email::MAX_OCTETS)
+            );
+            assert_eq!(
+                auth_prop(schema, "display_name", "minLength"),
+                n(DisplayName::MIN_CHARS)
+            );
+            assert_eq!(
+                auth_prop(schema, "display_name", "maxLength"),
+                n(DisplayName::MAX_CHARS)
+            );
+        }
         let quote = messaging::model::QUOTE_CHARS;
         assert!(
             messaging::model::MESSAGE_COLUMNS.contains(&format!("left(pm.content, {quote})")),

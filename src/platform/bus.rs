@@ -10,6 +10,8 @@
 
 use secrecy::SecretString;
 use serde::Serialize;
+
+use crate::platform::tasks::Tasks;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
@@ -52,9 +54,12 @@ pub struct Publisher {
 impl Publisher {
     /// Starts the publishing task on its own connection to `primary_url` (reconnecting with
     /// back-off while the primary is unreachable).
-    pub fn spawn(primary_url: SecretString) -> Self {
+    /// When the service stops, what is already queued is still sent (if the primary can be
+    /// reached at once), then the task ends.
+    /// Its connection is named `application_name` in `pg_stat_activity`.
+    pub fn spawn(primary_url: SecretString, application_name: String, tasks: &Tasks) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(primary_url, rx));
+        tasks.spawn_graceful(run(primary_url, application_name, rx, tasks.clone()));
         Self { tx }
     }
 
@@ -103,16 +108,25 @@ pub fn batch_payloads<T: Serialize>(events: &[T]) -> Vec<String> {
     out
 }
 
-async fn run(url: SecretString, mut rx: mpsc::Receiver<Box<RawValue>>) {
+async fn run(
+    url: SecretString,
+    application_name: String,
+    mut rx: mpsc::Receiver<Box<RawValue>>,
+    tasks: Tasks,
+) {
     use backon::Retryable;
     let mut pending: Vec<Box<RawValue>> = Vec::new();
+    let mut stopping = false;
     loop {
-        let connected = (|| crate::platform::db::connect(&url, "switchboard-publisher"))
+        let connect = (|| crate::platform::db::connect(&url, &application_name))
             .retry(crate::platform::db::reconnect_backoff())
             .notify(|e, after| {
                 tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "publisher cannot reach the primary");
-            })
-            .await;
+            });
+        let connected = tokio::select! {
+            c = connect => c,
+            _ = tasks.stopping() => return,
+        };
         let Ok((client, conn)) = connected else {
             continue;
         };
@@ -125,13 +139,19 @@ async fn run(url: SecretString, mut rx: mpsc::Receiver<Box<RawValue>>) {
         };
         loop {
             if pending.is_empty() {
-                match rx.recv().await {
-                    Some(e) => pending.push(e),
-                    None => return,
+                if stopping {
+                    return;
+                }
+                tokio::select! {
+                    e = rx.recv() => match e {
+                        Some(e) => pending.push(e),
+                        None => return,
+                    },
+                    _ = tasks.stopping() => stopping = true,
                 }
             }
             // Coalesce everything already queued into as few NOTIFYs as fit.
-            while pending.len() < 512 {
+            while stopping || pending.len() < 512 {
                 match rx.try_recv() {
                     Ok(e) => pending.push(e),
                     Err(_) => break,

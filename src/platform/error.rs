@@ -17,6 +17,22 @@ use serde::Serialize;
 /// Field name → messages, as sent in the `errors` member of a 422 answer.
 pub type FieldErrors = BTreeMap<String, Vec<String>>;
 
+/// Records a field's parse errors under `field` and gives back the parsed value, if any:
+/// parse every field, then [`ApiError::check`] answers 422 with all of them at once.
+pub fn field<T>(
+    errors: &mut FieldErrors,
+    field: &str,
+    parsed: Result<T, Vec<String>>,
+) -> Option<T> {
+    match parsed {
+        Ok(v) => Some(v),
+        Err(messages) => {
+            errors.entry(field.to_owned()).or_default().extend(messages);
+            None
+        }
+    }
+}
+
 /// Every error a handler can answer with; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -88,8 +104,13 @@ impl ApiError {
 
     /// A 422 for a single field.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::invalid(field, vec![message.into()])
+    }
+
+    /// A 422 for a single field with each rule it broke (a domain type's parse errors).
+    pub fn invalid(field: &str, messages: Vec<String>) -> Self {
         let mut errors = FieldErrors::new();
-        errors.insert(field.to_owned(), vec![message.into()]);
+        errors.insert(field.to_owned(), messages);
         Self::Unprocessable {
             detail: format!("invalid field: {field}"),
             errors,

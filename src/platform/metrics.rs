@@ -150,7 +150,11 @@ pub fn render() -> String {
 /// gauges just before each scrape.
 ///
 /// Errors: the address cannot be bound.
-pub fn serve(bind: &str, refresh: impl Fn() + Clone + Send + 'static) -> anyhow::Result<()> {
+pub fn serve(
+    bind: &str,
+    tasks: &crate::platform::tasks::Tasks,
+    refresh: impl Fn() + Clone + Send + 'static,
+) -> anyhow::Result<std::net::SocketAddr> {
     use actix_web::{web, App, HttpResponse, HttpServer};
     let server = HttpServer::new(move || {
         let refresh = refresh.clone();
@@ -169,9 +173,24 @@ pub fn serve(bind: &str, refresh: impl Fn() + Clone + Send + 'static) -> anyhow:
     .workers(1)
     .disable_signals()
     .bind(bind)
-    .map_err(|e| anyhow::anyhow!("binding metrics address {bind}: {e}"))?
-    .run();
-    actix_web::rt::spawn(server);
-    tracing::info!(%bind, "metrics on /metrics");
-    Ok(())
+    .map_err(|e| anyhow::anyhow!("binding metrics address {bind}: {e}"))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("metrics address {bind} bound nothing"))?;
+    let server = server.run();
+    let handle = server.handle();
+    let stopping = tasks.stopping();
+    tasks.spawn_graceful(async move {
+        tokio::pin!(server);
+        tokio::select! {
+            _ = &mut server => {}
+            _ = stopping => {
+                let _ = tokio::join!(handle.stop(false), server);
+            }
+        }
+    });
+    tracing::info!(%addr, "metrics on /metrics");
+    Ok(addr)
 }

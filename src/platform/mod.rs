@@ -12,4 +12,5 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod secrets;
+pub mod tasks;
 pub mod telemetry;

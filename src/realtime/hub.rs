@@ -103,11 +103,11 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the hub task.
-    pub fn spawn() -> Self {
+    /// Starts the hub task (it stops with the service's other tasks).
+    pub fn spawn(tasks: &crate::platform::tasks::Tasks) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let sockets = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(rx, sockets.clone()));
+        tasks.spawn("hub", run(rx, sockets.clone()));
         Self {
             tx,
             next_id: Arc::new(AtomicU64::new(1)),

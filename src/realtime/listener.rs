@@ -15,6 +15,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
 use super::hub::{Command, Frame, Hub};
+use crate::platform::tasks::Tasks;
 use crate::{
     auth::session::SessionEnded,
     messaging::{
@@ -28,11 +29,18 @@ use crate::{
 /// messages sent by reference; `ended` learns of every session that ends. A lost connection
 /// is re-established with exponential back-off ([`crate::platform::db::reconnect_backoff`]), which
 /// starts over after every connection that was made.
-pub fn spawn(primary_url: SecretString, primary: Pool, hub: Hub, ended: Arc<EndedSessions>) {
-    tokio::spawn(async move {
+pub fn spawn(
+    primary_url: SecretString,
+    application_name: String,
+    primary: Pool,
+    hub: Hub,
+    ended: Arc<EndedSessions>,
+    tasks: &Tasks,
+) {
+    tasks.spawn("listener", async move {
         let mut connected_before = false;
         loop {
-            let listening = (|| listen(&primary_url, &hub, &ended))
+            let listening = (|| listen(&primary_url, &application_name, &hub, &ended))
                 .retry(crate::platform::db::reconnect_backoff())
                 .notify(|e, after| {
                     tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "LISTEN connection failed");
@@ -58,8 +66,13 @@ struct Listening {
 
 /// Connects, LISTENs, and loads the sessions that ended while no notification could reach
 /// this instance (refusing their tokens, closing any socket of theirs still open here).
-async fn listen(url: &SecretString, hub: &Hub, ended: &EndedSessions) -> anyhow::Result<Listening> {
-    let cfg = crate::platform::db::config(url, "switchboard-listener")?;
+async fn listen(
+    url: &SecretString,
+    application_name: &str,
+    hub: &Hub,
+    ended: &EndedSessions,
+) -> anyhow::Result<Listening> {
+    let cfg = crate::platform::db::config(url, application_name)?;
     let (client, mut connection) = cfg.connect(NoTls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {

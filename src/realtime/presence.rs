@@ -6,7 +6,7 @@
 //! flap. A sweeper on every instance turns users offline whose sockets were on an instance
 //! that stopped beating (crashed).
 
-use crate::platform::db::Traced;
+use crate::platform::{db::Traced, tasks::Tasks};
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -32,19 +32,27 @@ pub struct Presence {
     db: Pool,
     publisher: Publisher,
     grace: Duration,
+    tasks: Tasks,
 }
 
 impl Presence {
     /// Starts the heartbeat and sweeper tasks of instance `instance`.
-    pub fn spawn(instance: String, db: Pool, publisher: Publisher, grace: Duration) -> Arc<Self> {
+    pub fn spawn(
+        instance: String,
+        db: Pool,
+        publisher: Publisher,
+        grace: Duration,
+        tasks: &Tasks,
+    ) -> Arc<Self> {
         let this = Arc::new(Self {
             instance,
             db,
             publisher,
             grace,
+            tasks: tasks.clone(),
         });
         let beat = this.clone();
-        tokio::spawn(async move {
+        tasks.spawn("presence-heartbeat", async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
             loop {
                 tick.tick().await;
@@ -54,7 +62,7 @@ impl Presence {
             }
         });
         let sweep = this.clone();
-        tokio::spawn(async move {
+        tasks.spawn("presence-sweeper", async move {
             let mut tick = tokio::time::interval(SWEEP);
             loop {
                 tick.tick().await;
@@ -120,7 +128,7 @@ impl Presence {
     /// live instance, marks them offline (`last_seen_at` = now) and announces it.
     pub fn disconnected(self: &Arc<Self>, user_id: Uuid, conn_id: u64) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn("presence-departure", async move {
             if let Err(e) = this.forget(conn_id).await {
                 tracing::warn!(error = %e, "presence socket not removed");
             }

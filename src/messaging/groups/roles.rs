@@ -14,11 +14,10 @@ use super::{lock, name_of, require_admin, respond, system, updated, usernames};
 use crate::{
     messaging::{
         caller::Caller,
-        conversations::MAX_NAME_CHARS,
-        domain::{Role, SystemAction, SystemRecord},
+        domain::{GroupName, Role, SystemAction, SystemRecord},
         visibility, State,
     },
-    platform::error::{ApiError, FieldErrors},
+    platform::error::ApiError,
 };
 
 /// `PATCH …/participants/{user_id}` body: `role` is `admin` or `member`.
@@ -113,7 +112,7 @@ pub async fn set_role(
 /// `PATCH /api/conversations/{id}` body.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct Rename {
-    /// 1–100 characters ([`MAX_NAME_CHARS`]).
+    /// 1–100 characters after trimming, no control characters.
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
 }
@@ -130,16 +129,10 @@ pub async fn rename(
     body: Json<Rename>,
 ) -> Result<HttpResponse, ApiError> {
     let conversation_id = id.into_inner();
-    let name = body.name.trim().to_owned();
-    let mut errors = FieldErrors::new();
-    let len = name.chars().count();
-    if len == 0 || len > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        errors
-            .entry("name".into())
-            .or_default()
-            .push("must be 1 to 100 printable characters".into());
-    }
-    ApiError::check(errors)?;
+    let name = GroupName::parse(&body.name)
+        .map_err(|m| ApiError::invalid("name", m))?
+        .as_str()
+        .to_owned();
     let mut conn = state.db.primary().await?;
     let tx = conn.transaction().await?;
     let scope = lock(&tx, conversation_id, caller.user_id).await?;

@@ -16,9 +16,9 @@ use super::{Health, Lsn, Replica, Routing};
 impl Routing {
     /// Starts the health monitor: every `check_interval`, each replica is checked with a
     /// short statement timeout and marked healthy or not.
-    pub fn spawn_monitor(self: &Arc<Self>) {
+    pub fn spawn_monitor(self: &Arc<Self>, tasks: &crate::platform::tasks::Tasks) {
         let this = self.clone();
-        tokio::spawn(async move {
+        tasks.spawn("replica-monitor", async move {
             let mut tick = tokio::time::interval(this.policy.check_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

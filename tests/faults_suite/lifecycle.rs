@@ -1,0 +1,135 @@
+//! A service's whole life in-process: `App::build_messaging` on free ports against the test
+//! stack's databases, used (HTTP, a socket, metrics), then stopped with its stop token as
+//! SIGTERM would. It proves the background tasks are owned, not forgotten: after the stop,
+//! every database connection the instance opened (pools, LISTEN, publisher) is gone, its
+//! ports are closed, its socket got 1001 and its presence rows are gone.
+
+use std::{collections::HashSet, time::Duration};
+
+use crate::common::*;
+use reqwest::StatusCode;
+use switchboard::{platform::config, startup::App};
+
+/// Backends of one messaging instance (each connection it opens is named
+/// `switchboard-<role> <instance>`).
+async fn backends_of(admin: &tokio_postgres::Client, instance: &str) -> HashSet<(i32, String)> {
+    admin
+        .query(
+            "SELECT pid, application_name FROM pg_stat_activity
+              WHERE application_name LIKE 'switchboard-% ' || $1",
+            &[&instance],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn with_port(url: &str, from: &str, to: &str) -> String {
+    url.replace(&format!(":{from}/"), &format!(":{to}/"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_built_in_process_serves_then_stops_every_task_it_started() {
+    let _alone = exclusive().await;
+    let primary_admin = admin(false).await;
+    let replica_admin = admin(true).await;
+
+    let primary_url = std::env::var("SWITCHBOARD_MESSAGING_DB_URL").expect("test.sh sets it");
+    let (pp, rp) = (
+        std::env::var("PG_PRIMARY_PORT").expect("test.sh sets it"),
+        std::env::var("PG_REPLICA_PORT").expect("test.sh sets it"),
+    );
+    let instance = format!("inproc-{}", unique());
+    let jwks = format!("{}/auth/.well-known/jwks.json", base());
+    let cfg: config::MessagingConfig = config::try_parse_from([
+        "messaging",
+        "--bind=127.0.0.1:0",
+        "--metrics-bind=127.0.0.1:0",
+        &format!("--instance-id={instance}"),
+        &format!("--database-url={primary_url}"),
+        &format!("--replica-url={}", with_port(&primary_url, &pp, &rp)),
+        &format!("--jwks-url={jwks}"),
+    ])
+    .expect("flags parse");
+    let cfg = cfg.resolve().expect("settings resolve");
+    let app = App::build_messaging(cfg).await.expect("app builds");
+    let (port, metrics_port, stop) = (app.port(), app.metrics_port(), app.stop_token());
+    assert_ne!(port, 0);
+    let running = tokio::spawn(app.run_until_stopped());
+    let server = format!("http://127.0.0.1:{port}");
+
+    // It serves: the API with a token from the real auth service, a socket, metrics.
+    let user = register("inproc").await;
+    let r = http()
+        .get(format!("{server}/api/conversations"))
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut ws = socket_at(&user, &server).await;
+    let hello = next_event(&mut ws, "hello", Duration::from_secs(5)).await;
+    assert_eq!(hello["data"]["instance"], instance.as_str());
+    let r = http()
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(r.status(), StatusCode::OK);
+    eventually(Duration::from_secs(10), || async {
+        let ours = backends_of(&primary_admin, &instance).await;
+        let named = |role: &str| ours.iter().any(|(_, n)| n.starts_with(role));
+        let on_replica = !backends_of(&replica_admin, &instance).await.is_empty();
+        (named("switchboard-listener ")
+            && named("switchboard-publisher ")
+            && named("switchboard-messaging ")
+            && on_replica)
+            .then_some(())
+    })
+    .await;
+    let rows: i64 = primary_admin
+        .query_one(
+            "SELECT count(*) FROM messaging.presence_sockets WHERE instance_id = $1",
+            &[&instance],
+        )
+        .await
+        .expect("presence")
+        .get(0);
+    assert_eq!(rows, 1, "the socket is recorded");
+
+    // Stopped as SIGTERM would stop it.
+    stop.cancel();
+    let (code, _) = until_closed(&mut ws, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1001), "sockets are told to go elsewhere");
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("stops within 20 s")
+        .expect("task")
+        .expect("stops cleanly");
+
+    let rows: i64 = primary_admin
+        .query_one(
+            "SELECT count(*) FROM messaging.presence_sockets WHERE instance_id = $1",
+            &[&instance],
+        )
+        .await
+        .expect("presence")
+        .get(0);
+    assert_eq!(rows, 0, "its presence rows are gone");
+    eventually(Duration::from_secs(5), || async {
+        let left = backends_of(&primary_admin, &instance).await.len()
+            + backends_of(&replica_admin, &instance).await.len();
+        (left == 0).then_some(())
+    })
+    .await;
+    for p in [port, metrics_port] {
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", p))
+                .await
+                .is_err(),
+            "port {p} still accepts connections"
+        );
+    }
+}
