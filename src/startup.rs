@@ -119,8 +119,8 @@ impl App {
         )
         .await?;
         let tasks = Tasks::new();
-        let pool = db::pool(&cfg.database_url, &cfg.pool, "switchboard-auth")?;
-        let scraped = pool.clone();
+        let pool = db::Primary::new(db::pool(&cfg.database_url, &cfg.pool, "switchboard-auth")?);
+        let scraped = pool.pool().clone();
         let metrics_addr = crate::platform::metrics::serve(&cfg.metrics_bind, &tasks, move || {
             crate::platform::metrics::record_pool("primary", scraped.status());
         })?;

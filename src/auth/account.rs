@@ -1,6 +1,6 @@
 //! The caller's account (profile, password, deletion) and other users' public profiles.
 
-use crate::platform::db::Traced;
+use crate::platform::db::{Conn, Traced};
 use actix_web::{
     web::{self, Json, Path, Query},
     HttpResponse,
@@ -19,7 +19,7 @@ use super::{
 };
 use crate::platform::error::{field, ApiError, FieldErrors};
 
-async fn load_user(db: &deadpool_postgres::Object, id: Uuid) -> Result<User, ApiError> {
+async fn load_user(db: &Conn, id: Uuid) -> Result<User, ApiError> {
     let row = db
         .query_opt_t(
             &format!("SELECT {USER_COLUMNS} FROM auth.users WHERE id = $1 AND deleted_at IS NULL"),
@@ -111,7 +111,7 @@ pub async fn update(
         .await;
     match changed {
         Ok(_) => {}
-        Err(e) if crate::platform::error::unique_violation(&e) == Some("users_email_key") => {}
+        Err(e) if crate::platform::db::unique_violation(&e) == Some("users_email_key") => {}
         Err(e) => return Err(e.into()),
     }
     Ok(HttpResponse::Accepted().json(EmailChangeRequested {
@@ -126,7 +126,7 @@ pub async fn update(
 /// Errors: 403 when it does not match; 429 with `Retry-After` past the attempt limit.
 async fn confirm_password(
     state: &State,
-    db: &deadpool_postgres::Object,
+    db: &Conn,
     user_id: Uuid,
     password: String,
 ) -> Result<(), ApiError> {

@@ -15,7 +15,6 @@
 //! address it has.
 
 use crate::platform::db::Traced;
-use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::State;
@@ -43,11 +42,7 @@ impl Key {
 /// is locked (this attempt included once the window's allowance is spent).
 ///
 /// Errors: database failures.
-pub async fn count(
-    db: &impl GenericClient,
-    state: &State,
-    key: &Key,
-) -> Result<Option<u32>, ApiError> {
+pub async fn count(db: &impl Traced, state: &State, key: &Key) -> Result<Option<u32>, ApiError> {
     // A window or lock that has passed starts over at this attempt.
     let row = db
         .query_one_t(
@@ -94,7 +89,7 @@ pub fn locked(retry_after: u32) -> ApiError {
 /// Counts one password attempt of a signed-in user against their account.
 ///
 /// Errors: 429 with `Retry-After` while the account is locked; database failures.
-pub async fn begin(db: &impl GenericClient, state: &State, key: &Key) -> Result<(), ApiError> {
+pub async fn begin(db: &impl Traced, state: &State, key: &Key) -> Result<(), ApiError> {
     match count(db, state, key).await? {
         Some(secs) => Err(locked(secs)),
         None => Ok(()),
@@ -104,7 +99,7 @@ pub async fn begin(db: &impl GenericClient, state: &State, key: &Key) -> Result<
 /// Clears `key`'s count after a correct password.
 ///
 /// Errors: database failures.
-pub async fn succeeded(db: &impl GenericClient, key: &Key) -> Result<(), ApiError> {
+pub async fn succeeded(db: &impl Traced, key: &Key) -> Result<(), ApiError> {
     db.execute_t(
         "DELETE FROM auth.password_attempts WHERE key = $1",
         &[&key.text()],

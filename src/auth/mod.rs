@@ -21,14 +21,14 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
+use crate::platform::db::Primary;
 
 use crate::{platform::access::Verifier, platform::config::AuthConfig};
 
 /// Shared state of the auth service's handlers.
 pub struct AuthState {
     /// The primary: every auth read must be fresh (tokens, credentials), so auth has no replica.
-    pub db: Pool,
+    pub db: Primary,
     pub keys: keys::SigningKeys,
     /// Verifies this service's own access tokens (bearer endpoints under `/auth`).
     pub verifier: Arc<Verifier>,
@@ -40,7 +40,7 @@ pub type State = Arc<AuthState>;
 
 impl AuthState {
     /// Builds the state.
-    pub fn new(db: Pool, keys: keys::SigningKeys, cfg: AuthConfig) -> Self {
+    pub fn new(db: Primary, keys: keys::SigningKeys, cfg: AuthConfig) -> Self {
         let verifier = Verifier::local(keys.jwks(), &cfg.tokens);
         Self {
             db,

@@ -8,7 +8,6 @@ use actix_web::{
     web::{self, Json},
     HttpRequest, HttpResponse,
 };
-use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -20,7 +19,10 @@ use super::{
     validate::{DisplayName, Email, Username},
     State,
 };
-use crate::platform::error::{field, unique_violation, ApiError, FieldErrors};
+use crate::platform::{
+    db::unique_violation,
+    error::{field, ApiError, FieldErrors},
+};
 
 /// Registers the auth routes under `/auth`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -453,6 +455,6 @@ pub(crate) async fn healthz() -> actix_web::HttpResponse {
     responses((status = 200, description = "Ready: the primary answers.", body = crate::platform::http::Readiness),
         (status = 503, description = "Not ready.", body = crate::platform::http::Readiness)))]
 pub(crate) async fn readyz(state: web::Data<State>) -> HttpResponse {
-    let primary = crate::platform::db::ping(&state.db).await;
+    let primary = crate::platform::db::ping(state.db.pool()).await;
     crate::platform::http::readiness(primary, serde_json::json!({ "primary": primary }))
 }

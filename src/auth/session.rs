@@ -3,10 +3,9 @@
 //! the ending transaction) so every messaging instance refuses the session's access tokens
 //! for as long as they could still verify, and closes its sockets.
 
-use crate::platform::db::Traced;
+use crate::platform::db::{Traced, Tx};
 use actix_web::{http::header, HttpRequest};
 use chrono::Utc;
-use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{refresh, State};
@@ -46,7 +45,7 @@ impl EndReason {
 ///
 /// Errors: the inserts fail.
 pub async fn start(
-    db: &impl GenericClient,
+    db: &impl Traced,
     state: &State,
     req: &HttpRequest,
     user_id: Uuid,
@@ -107,7 +106,7 @@ pub fn access_token(state: &State, user_id: Uuid, session_id: Uuid) -> Result<St
 ///
 /// Errors: the update or the notification fails.
 pub async fn end(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
     user_id: Uuid,
     filter: Which,
     reason: EndReason,

@@ -3,7 +3,6 @@
 //! message with its audience; and the next revision for a change to an existing message.
 
 use crate::platform::db::Traced;
-use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{
@@ -11,7 +10,7 @@ use super::{
     model::{Message, MESSAGE_COLUMNS},
     visibility::conversation_not_found,
 };
-use crate::platform::error::{unique_violation, ApiError};
+use crate::platform::{db::unique_violation, error::ApiError};
 
 /// A message to append with [`append`].
 #[derive(Default)]
@@ -42,7 +41,7 @@ pub struct NewMessage<'a> {
 /// `client_id` the sender already used here (a concurrent retry); the statement's own
 /// failures otherwise.
 pub async fn append(
-    db: &impl GenericClient,
+    db: &impl Traced,
     conversation_id: Uuid,
     new: NewMessage<'_>,
 ) -> Result<Message, ApiError> {
@@ -66,7 +65,7 @@ pub struct Audience {
 /// of them needs to look membership up again), or `None` when there are more than
 /// [`MAX_CARRIED_RECIPIENTS`].
 pub async fn append_for(
-    db: &impl GenericClient,
+    db: &impl Traced,
     conversation_id: Uuid,
     new: NewMessage<'_>,
 ) -> Result<(Message, Option<Audience>), ApiError> {
@@ -138,7 +137,7 @@ pub async fn append_for(
 /// delete), under the conversation's row lock like [`append`].
 ///
 /// Errors: the update fails.
-pub async fn next_rev(tx: &impl GenericClient, conversation_id: Uuid) -> Result<i64, ApiError> {
+pub async fn next_rev(tx: &impl Traced, conversation_id: Uuid) -> Result<i64, ApiError> {
     Ok(tx
         .query_one_t(
             "UPDATE messaging.conversations SET last_rev = last_rev + 1

@@ -17,7 +17,6 @@ use actix_web::{
     web::{self, Path},
     HttpRequest, HttpResponse,
 };
-use deadpool_postgres::GenericClient;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -193,7 +192,7 @@ pub async fn read_upload(
 ///
 /// Errors: the inserts fail.
 pub async fn store(
-    tx: &impl GenericClient,
+    tx: &impl Traced,
     conversation_id: Option<Uuid>,
     uploader: Uuid,
     upload: &Upload,
@@ -234,7 +233,7 @@ pub async fn store(
 /// Errors: 413 past the stored total; 429 with `Retry-After` past the window's bytes.
 pub async fn charge_upload(
     state: &State,
-    db: &impl GenericClient,
+    db: &impl Traced,
     user_id: Uuid,
     size: u64,
 ) -> Result<(), ApiError> {
@@ -343,7 +342,7 @@ pub async fn download(
     let (id, user, range) = (id.into_inner(), caller.user_id, range_of(&req));
     state
         .db
-        .reading(consistency.0, move |conn| {
+        .reading::<_, ApiError, _>(consistency.0, move |conn| {
             let range = range.clone();
             Box::pin(async move {
                 let row = conn

@@ -103,7 +103,7 @@ pub async fn get_avatar(
     let (id, range) = (id.into_inner(), range_of(&req));
     state
         .db
-        .reading(consistency.0, move |conn| {
+        .reading::<_, ApiError, _>(consistency.0, move |conn| {
             let range = range.clone();
             Box::pin(async move {
                 let row = conn

@@ -6,7 +6,6 @@
 use crate::platform::db::Traced;
 use std::time::Duration;
 
-use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::platform::error::ApiError;
@@ -41,7 +40,7 @@ impl Budget {
 /// Errors: 429 with `Retry-After` once the window's total passes `limit` (`detail` says what
 /// was limited; the amount stays spent, so hammering does not help); database failures.
 pub async fn spend(
-    db: &impl GenericClient,
+    db: &impl Traced,
     user_id: Uuid,
     budget: Budget,
     amount: i64,

@@ -16,7 +16,11 @@ use actix_web::{
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
 use super::State;
-use crate::platform::{db::Lsn, error::ApiError, secrets::KeyRing};
+use crate::platform::{
+    db::{Conn, Lsn},
+    error::ApiError,
+    secrets::KeyRing,
+};
 
 /// Response and request header carrying the token.
 pub const HEADER: &str = "x-consistency-token";
@@ -67,7 +71,7 @@ impl FromRequest for Consistency {
 /// Errors: the position cannot be read (503 when the primary went away).
 pub async fn written(
     state: &State,
-    conn: &deadpool_postgres::Object,
+    conn: &Conn,
     status: actix_web::http::StatusCode,
 ) -> Result<HttpResponseBuilder, ApiError> {
     let lsn = crate::platform::db::current_lsn(conn).await?;

@@ -1,6 +1,6 @@
 //! Conversations: create (direct or group), list with unread counts, details, read marker.
 
-use crate::platform::db::Traced;
+use crate::platform::db::{Conn, Traced};
 use std::collections::BTreeSet;
 
 use actix_web::{
@@ -9,7 +9,6 @@ use actix_web::{
     HttpResponse,
 };
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -257,7 +256,7 @@ pub async fn list(
     let user = caller.user_id;
     let rows = state
         .db
-        .reading(consistency.0, move |conn| {
+        .reading::<_, ApiError, _>(consistency.0, move |conn| {
             Box::pin(async move {
                 Ok(conn
                     .query_t(
@@ -352,7 +351,7 @@ pub async fn get(
     let (id, user) = (id.into_inner(), caller.user_id);
     let conversation = state
         .db
-        .reading(consistency.0, move |conn| {
+        .reading::<_, ApiError, _>(consistency.0, move |conn| {
             Box::pin(async move {
                 let scope = super::visibility::any_scope(conn, id, user).await?;
                 if scope.current() {
@@ -392,7 +391,7 @@ pub struct ReadMarker {
 /// Errors: 404 if the caller is not a participant.
 pub async fn mark_read(
     state: &State,
-    conn: &deadpool_postgres::Object,
+    conn: &Conn,
     conversation_id: Uuid,
     user_id: Uuid,
     seq: i64,

@@ -2,7 +2,7 @@
 //! (RFC 6266), `X-Content-Type-Options: nosniff`, a sandboxing CSP, an `ETag`, and single
 //! byte ranges (RFC 9110 §14) read from just the chunks they cover.
 
-use crate::platform::db::Traced;
+use crate::platform::db::{Conn, Traced};
 use actix_web::{
     http::{
         header::{self, ContentDisposition, DispositionParam, DispositionType, ExtendedValue},
@@ -48,7 +48,7 @@ pub(super) fn range_of(req: &HttpRequest) -> Option<String> {
 }
 
 pub(super) async fn serve(
-    conn: &deadpool_postgres::Object,
+    conn: &Conn,
     file: &Stored,
     range: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {

@@ -2,14 +2,13 @@
 //! history pages, and the read marker by message. Appending is [`super::append`],
 //! publishing [`super::publish`], receipts [`super::receipts`].
 
-use crate::platform::db::Traced;
+use crate::platform::db::{Conn, Traced};
 use actix_web::{
     http::StatusCode,
     web::{self, Json, Path, Query},
     HttpResponse,
 };
 use chrono::Utc;
-use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -39,7 +38,7 @@ pub const MAX_CLIENT_ID_CHARS: usize = 64;
 /// Errors: 429 with `Retry-After` (seconds to the next window) past the limit.
 pub async fn check_send_rate(
     state: &State,
-    db: &impl GenericClient,
+    db: &impl Traced,
     user_id: Uuid,
 ) -> Result<(), ApiError> {
     budget::spend(
@@ -171,7 +170,7 @@ pub async fn send(
 }
 
 async fn by_client_id(
-    conn: &deadpool_postgres::Object,
+    conn: &Conn,
     conversation_id: Uuid,
     sender: Uuid,
     client_id: Option<&str>,
@@ -198,7 +197,7 @@ async fn by_client_id(
 /// A write's answer: `status` with the message and the consistency token.
 pub async fn answer(
     state: &State,
-    conn: &deadpool_postgres::Object,
+    conn: &Conn,
     message: &Message,
     status: StatusCode,
 ) -> Result<HttpResponse, ApiError> {
@@ -390,7 +389,7 @@ pub async fn history(
     // empty page gets one row of NULLs; a non-member no row at all).
     let rows = state
         .db
-        .reading(consistency.0, move |conn| {
+        .reading::<_, ApiError, _>(consistency.0, move |conn| {
             Box::pin(async move {
                 Ok(conn
                     .query_t(

@@ -3,7 +3,6 @@
 
 use crate::platform::db::Traced;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -145,7 +144,7 @@ impl Message {
 ///
 /// Errors: the query fails.
 pub async fn load_message(
-    db: &impl GenericClient,
+    db: &impl Traced,
     id: Uuid,
 ) -> Result<Option<Message>, tokio_postgres::Error> {
     let row = db
@@ -238,7 +237,7 @@ impl Conversation {
 ///
 /// Errors: the queries fail.
 pub async fn load_conversation(
-    db: &impl GenericClient,
+    db: &impl Traced,
     id: Uuid,
 ) -> Result<Option<Conversation>, tokio_postgres::Error> {
     let Some(c) = db
@@ -285,7 +284,7 @@ pub async fn load_conversation(
 ///
 /// Errors: the queries fail.
 pub async fn load_as_left(
-    db: &impl GenericClient,
+    db: &impl Traced,
     id: Uuid,
     user_id: Uuid,
 ) -> Result<Option<Conversation>, tokio_postgres::Error> {
@@ -311,7 +310,7 @@ pub async fn load_as_left(
 ///
 /// Errors: the query fails.
 pub async fn left_roster(
-    db: &impl GenericClient,
+    db: &impl Traced,
     conversation_id: Uuid,
     user_id: Uuid,
 ) -> Result<Vec<Participant>, tokio_postgres::Error> {

@@ -43,7 +43,7 @@ pub async fn receipts(
     let (id, user) = (id.into_inner(), caller.user_id);
     let (message, readers) = state
         .db
-        .reading(consistency.0, move |conn| {
+        .reading::<_, ApiError, _>(consistency.0, move |conn| {
             Box::pin(async move {
                 let (message, scope) = visible_message(conn, id, user).await?;
                 // A former participant sees the receipts as they stood at their departure.

@@ -85,7 +85,7 @@ pub async fn search(
     let (user, only, q) = (caller.user_id, query.conversation_id, q.to_owned());
     let rows = state
         .db
-        .reading(consistency.0, move |conn| {
+        .reading::<_, ApiError, _>(consistency.0, move |conn| {
             let q = q.clone();
             Box::pin(async move {
                 if let Some(c) = only {

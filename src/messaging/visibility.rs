@@ -4,7 +4,6 @@
 //! 404 as for one that does not exist.
 
 use crate::platform::db::Traced;
-use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::model::{load_message, Message};
@@ -37,7 +36,7 @@ impl Scope {
 ///
 /// Errors: the query fails.
 pub async fn scope(
-    db: &impl GenericClient,
+    db: &impl Traced,
     conversation_id: Uuid,
     user_id: Uuid,
 ) -> Result<Option<Scope>, tokio_postgres::Error> {
@@ -62,7 +61,7 @@ pub async fn scope(
 ///
 /// Errors: 404 (as for a conversation that does not exist) otherwise.
 pub async fn current_scope(
-    db: &impl GenericClient,
+    db: &impl Traced,
     conversation_id: Uuid,
     user_id: Uuid,
 ) -> Result<Scope, ApiError> {
@@ -76,7 +75,7 @@ pub async fn current_scope(
 ///
 /// Errors: 404 otherwise.
 pub async fn any_scope(
-    db: &impl GenericClient,
+    db: &impl Traced,
     conversation_id: Uuid,
     user_id: Uuid,
 ) -> Result<Scope, ApiError> {
@@ -89,7 +88,7 @@ pub async fn any_scope(
 ///
 /// Errors: the query fails.
 pub async fn is_participant(
-    db: &impl GenericClient,
+    db: &impl Traced,
     conversation_id: Uuid,
     user_id: Uuid,
 ) -> Result<bool, tokio_postgres::Error> {
@@ -112,7 +111,7 @@ pub fn message_not_found() -> ApiError {
 ///
 /// Errors: 404 if it does not exist or lies outside the caller's visible range.
 pub async fn visible_message(
-    db: &impl GenericClient,
+    db: &impl Traced,
     message_id: Uuid,
     user_id: Uuid,
 ) -> Result<(Message, Scope), ApiError> {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::platform::db::DbError;
 use actix_web::{
     http::{header, StatusCode},
     web, HttpRequest, HttpResponse, ResponseError,
@@ -245,74 +246,47 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The HTTP answer to each database failure: every one a retryable 503 with `Retry-After`
+/// but bad input (400) and the unexpected (500).
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        let unavailable = |detail: &str| Self::Unavailable {
+            detail: detail.into(),
+            retry_after: 1,
+        };
+        match e {
+            DbError::Unavailable(_) => unavailable("database unavailable, try again shortly"),
+            DbError::ConnectionLost => Self::ConnectionLost,
+            DbError::RecoveryConflict => Self::RecoveryConflict,
+            DbError::Timeout => unavailable("the database took too long, try again shortly"),
+            DbError::ReadOnly => unavailable("database unavailable for writes, try again shortly"),
+            DbError::BadText => Self::BadRequest(e.to_string()),
+            DbError::BadValue(_) => Self::BadRequest(
+                "a value in the request is out of the range the service accepts".into(),
+            ),
+            DbError::TokenAhead => Self::TokenAhead,
+            DbError::Query(e) => {
+                Self::Internal(anyhow::Error::new(e).context("database query failed"))
+            }
+        }
+    }
+}
+
+impl crate::platform::db::routing::RetryElsewhere for ApiError {
+    fn retry_elsewhere(&self) -> bool {
+        matches!(self, Self::RecoveryConflict | Self::ConnectionLost)
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        tracing::warn!(error = %e, "database connection unavailable");
-        Self::Unavailable {
-            detail: "database unavailable, try again shortly".into(),
-            retry_after: 1,
-        }
+        DbError::from(e).into()
     }
 }
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
-        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-        if e.is_closed() || io {
-            tracing::warn!(error = %e, "database connection failed");
-            return Self::ConnectionLost;
-        }
-        if let Some(code) = e.code() {
-            use tokio_postgres::error::SqlState;
-            // On a hot standby, queries cancelled by replay report serialization_failure
-            // (PostgreSQL docs §27.4.2); the router retries them elsewhere.
-            if *code == SqlState::T_R_SERIALIZATION_FAILURE {
-                return Self::RecoveryConflict;
-            }
-            // Text with NUL characters (or bytes the server encoding cannot hold) that a
-            // handler let through to a query: PostgreSQL refuses it (SQLSTATE 22021), and it
-            // was bad input, never a server error.
-            if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE {
-                return Self::BadRequest("text must not contain NUL characters".into());
-            }
-            // Any other data exception (SQLSTATE class 22: a value out of range, a datetime
-            // overflow, a bad cast; PostgreSQL docs, Appendix A) that got past the edge's own
-            // checks came from the request's values: bad input, never a server error.
-            if code.code().starts_with("22") {
-                // Logged loudly: the edge's own checks should have caught it first.
-                tracing::warn!(sqlstate = code.code(), error = %e, "data exception reached the database");
-                return Self::BadRequest(
-                    "a value in the request is out of the range the service accepts".into(),
-                );
-            }
-            if *code == SqlState::QUERY_CANCELED {
-                return Self::Unavailable {
-                    detail: "the database took too long, try again shortly".into(),
-                    retry_after: 1,
-                };
-            }
-            if *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CANNOT_CONNECT_NOW {
-                tracing::warn!(error = %e, "database server shutting down or starting");
-                return Self::ConnectionLost;
-            }
-            if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
-                return Self::Unavailable {
-                    detail: "database unavailable for writes, try again shortly".into(),
-                    retry_after: 1,
-                };
-            }
-        }
-        Self::Internal(anyhow::Error::new(e).context("database query failed"))
-    }
-}
-
-/// The name of the constraint a unique violation (SQLSTATE 23505) hit, if that is what `e` is.
-pub fn unique_violation(e: &tokio_postgres::Error) -> Option<&str> {
-    let db = e.as_db_error()?;
-    if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
-        db.constraint()
-    } else {
-        None
+        DbError::from(e).into()
     }
 }
 

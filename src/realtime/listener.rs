@@ -15,7 +15,10 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
 use super::hub::{Command, Frame, Hub};
-use crate::platform::tasks::Tasks;
+use crate::platform::{
+    db::{Conn, Route},
+    tasks::Tasks,
+};
 use crate::{
     auth::session::SessionEnded,
     messaging::{
@@ -235,7 +238,7 @@ async fn dispatch(
             message_id,
             event,
         } => {
-            let conn = primary.get().await?;
+            let conn = Conn::get(primary, Route::BACKGROUND).await?;
             let Some(message) = load_message(&conn, message_id).await? else {
                 return Ok(());
             };
@@ -287,7 +290,7 @@ async fn recipients(
     joined_after: Option<i64>,
     exclude: Option<Uuid>,
 ) -> anyhow::Result<Vec<Uuid>> {
-    let conn = primary.get().await?;
+    let conn = Conn::get(primary, Route::BACKGROUND).await?;
     let stmt = conn
         .prepare_cached(
             "SELECT user_id FROM messaging.participants
@@ -307,7 +310,7 @@ async fn recipients(
 
 /// Everyone who shares a current conversation with `user_id`, and the user.
 async fn contacts(primary: &Pool, user_id: Uuid) -> anyhow::Result<Vec<Uuid>> {
-    let conn = primary.get().await?;
+    let conn = Conn::get(primary, Route::BACKGROUND).await?;
     let stmt = conn
         .prepare_cached(
             "SELECT DISTINCT o.user_id FROM messaging.participants p

@@ -6,7 +6,10 @@
 //! flap. A sweeper on every instance turns users offline whose sockets were on an instance
 //! that stopped beating (crashed).
 
-use crate::platform::{db::Traced, tasks::Tasks};
+use crate::platform::{
+    db::{Conn, Route, Traced},
+    tasks::Tasks,
+};
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -80,7 +83,7 @@ impl Presence {
     }
 
     async fn heartbeat(&self) -> anyhow::Result<()> {
-        let conn = self.db.get().await?;
+        let conn = Conn::get(&self.db, Route::BACKGROUND).await?;
         conn.execute_t(
             "INSERT INTO messaging.instances (id, heartbeat_at) VALUES ($1, now())
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
@@ -98,7 +101,7 @@ impl Presence {
     }
 
     async fn try_connected(&self, user_id: Uuid, conn_id: u64) -> anyhow::Result<()> {
-        let conn = self.db.get().await?;
+        let conn = Conn::get(&self.db, Route::BACKGROUND).await?;
         conn.execute_t(
             "WITH beat AS (
                  INSERT INTO messaging.instances (id, heartbeat_at) VALUES ($1, now())
@@ -140,7 +143,7 @@ impl Presence {
     }
 
     async fn forget(&self, conn_id: u64) -> anyhow::Result<()> {
-        let conn = self.db.get().await?;
+        let conn = Conn::get(&self.db, Route::BACKGROUND).await?;
         conn.execute_t(
             "DELETE FROM messaging.presence_sockets WHERE instance_id = $1 AND conn_id = $2",
             &[&self.instance, &(conn_id as i64)],
@@ -152,7 +155,7 @@ impl Presence {
     /// Marks offline (one user, or everyone) whoever is online with no socket on a live
     /// instance and has been in that state past the grace period; announces each.
     async fn sweep(&self, user: Option<Uuid>) -> anyhow::Result<()> {
-        let conn = self.db.get().await?;
+        let conn = Conn::get(&self.db, Route::BACKGROUND).await?;
         let rows = conn
             .query_t(
                 "UPDATE messaging.presence p
@@ -187,7 +190,7 @@ impl Presence {
     /// grace period elsewhere (the sweeper of any instance).
     pub async fn shutdown(&self) {
         let result = async {
-            let conn = self.db.get().await?;
+            let conn = Conn::get(&self.db, Route::BACKGROUND).await?;
             conn.execute_t(
                 "DELETE FROM messaging.presence_sockets WHERE instance_id = $1",
                 &[&self.instance],

@@ -5,7 +5,7 @@
 mod delivery;
 mod typing;
 
-use crate::platform::db::Traced;
+use crate::platform::db::{DbError, Traced};
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -320,7 +320,7 @@ impl Socket {
                         )
                         .await
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 };
                 match result {
                     Ok(_) => true,
@@ -369,7 +369,7 @@ impl Socket {
                 )
                 .await
                 .map(|r| r.get::<_, bool>(0))
-                .map_err(ApiError::from),
+                .map_err(DbError::from),
             Err(e) => Err(e),
         };
         match active {

@@ -1,7 +1,7 @@
 //! Who is in a group: add, remove, leave — each a system message, each membership's end
 //! keeping what the leaver saw ([`end_membership`]).
 
-use crate::platform::db::Traced;
+use crate::platform::db::{Traced, Tx};
 use std::collections::BTreeSet;
 
 use actix_web::{
@@ -9,7 +9,7 @@ use actix_web::{
     web::{self, Json, Path},
     HttpResponse,
 };
-use deadpool_postgres::Transaction;
+
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -154,7 +154,7 @@ pub async fn add(
 /// what they saw then — the group's name and the others' roles, joining times and read
 /// markers — as the conversation a former participant is shown ([`model::load_as_left`]).
 async fn end_membership(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     conversation_id: Uuid,
     user_id: Uuid,
     seq: i64,

@@ -7,11 +7,11 @@
 pub mod membership;
 pub mod roles;
 
-use crate::platform::db::Traced;
+use crate::platform::db::{Conn, Traced, Tx};
 use std::collections::HashMap;
 
 use actix_web::{http::StatusCode, HttpResponse};
-use deadpool_postgres::{GenericClient, Transaction};
+
 use uuid::Uuid;
 
 use super::{
@@ -29,11 +29,7 @@ use crate::platform::error::ApiError;
 
 /// Locks the conversation row (serialising membership changes, so two admins cannot demote
 /// each other into a group with none) and returns the caller's scope as of now.
-async fn lock(
-    tx: &Transaction<'_>,
-    conversation_id: Uuid,
-    user_id: Uuid,
-) -> Result<Scope, ApiError> {
+async fn lock(tx: &Tx<'_>, conversation_id: Uuid, user_id: Uuid) -> Result<Scope, ApiError> {
     tx.execute_t(
         "SELECT 1 FROM messaging.conversations WHERE id = $1 FOR UPDATE",
         &[&conversation_id],
@@ -57,10 +53,7 @@ fn require_admin(scope: &Scope) -> Result<(), ApiError> {
     }
 }
 
-async fn usernames(
-    db: &impl GenericClient,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, String>, ApiError> {
+async fn usernames(db: &impl Traced, ids: &[Uuid]) -> Result<HashMap<Uuid, String>, ApiError> {
     let rows = db
         .query_t(
             "SELECT id, username FROM auth.public_profiles WHERE id = ANY($1)",
@@ -80,7 +73,7 @@ fn name_of(names: &HashMap<Uuid, String>, id: Uuid) -> String {
 /// Appends a system message recording `record` (its `actor_id`, `None` for the service
 /// itself, is the message's sender).
 async fn system(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     conversation_id: Uuid,
     text: &str,
     record: SystemRecord,
@@ -137,11 +130,7 @@ fn announce(
 
 /// After a committed rename or role change: announces the system message and
 /// `conversation.updated`, and answers with the conversation.
-async fn updated(
-    state: &State,
-    conn: &deadpool_postgres::Object,
-    message: Message,
-) -> Result<HttpResponse, ApiError> {
+async fn updated(state: &State, conn: &Conn, message: Message) -> Result<HttpResponse, ApiError> {
     let conversation_id = message.conversation_id;
     let conversation = load_conversation(conn, conversation_id).await?;
     announce(
@@ -157,7 +146,7 @@ async fn updated(
 /// The conversation's details as the answer to a change, with the consistency token.
 async fn respond(
     state: &State,
-    conn: &deadpool_postgres::Object,
+    conn: &Conn,
     conversation_id: Uuid,
 ) -> Result<HttpResponse, ApiError> {
     let conversation = load_conversation(conn, conversation_id)

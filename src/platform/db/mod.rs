@@ -1,18 +1,22 @@
 //! Database access: pools, migrations, WAL positions, and (in [`routing`]) read/write routing
 //! with read-your-writes across replicas (DESIGN.md §5).
 
+mod error;
 pub mod routing;
 
+pub use error::{unique_violation, DbError};
 pub use routing::{ReadRoute, Routing};
 
 use std::time::Duration;
 
 use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts,
+};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::{types::PgLsn, NoTls};
 
-use crate::{platform::config::PoolSettings, platform::error::ApiError};
+use crate::platform::config::PoolSettings;
 
 /// Builds a connection pool for `url` (a libpq-style `postgres://` URL). Connections are made
 /// lazily, so a database that is down at start-up does not stop the service from starting.
@@ -142,7 +146,7 @@ pub fn reconnect_backoff() -> backon::ExponentialBuilder {
 /// it is the caller's next consistency token.
 ///
 /// Errors: the query fails.
-pub async fn current_lsn(conn: &Object) -> Result<Lsn, ApiError> {
+pub async fn current_lsn(conn: &Object) -> Result<Lsn, DbError> {
     let stmt = conn.prepare_cached("SELECT pg_current_wal_lsn()").await?;
     let row = conn.query_one(&stmt, &[]).await?;
     Ok(row.get::<_, PgLsn>(0))
@@ -156,10 +160,122 @@ pub async fn ping(pool: &Pool) -> bool {
     }
 }
 
+/// Which pool a connection came from and why it was chosen: the `db.pool` and
+/// `db.route_reason` of its queries' spans and the `pool` label of their metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// `primary`, `replica`, or `replica-or-primary` (a retry).
+    pub pool: &'static str,
+    /// `write`, `default`, `token-not-replayed`, `replica-unhealthy`, `conflict-retry`,
+    /// `background`.
+    pub reason: &'static str,
+}
+
+impl Route {
+    /// A primary connection for a request's writes (and reads that must be fresh).
+    pub const WRITE: Self = Self {
+        pool: "primary",
+        reason: "write",
+    };
+    /// A primary connection of a service with no replicas (auth).
+    pub const PRIMARY: Self = Self {
+        pool: "primary",
+        reason: "default",
+    };
+    /// A primary connection of a background task (presence, sweeps, socket delivery).
+    pub const BACKGROUND: Self = Self {
+        pool: "primary",
+        reason: "background",
+    };
+}
+
+/// A pooled connection that carries its [`Route`], so every query on it (and on its
+/// transactions) is labelled with where it runs, whichever task runs it. Dereferences to the
+/// pooled client for everything else.
+pub struct Conn {
+    client: Object,
+    route: Route,
+}
+
+impl Conn {
+    /// A connection from `pool`, labelled `route`.
+    ///
+    /// Errors: [`DbError::Unavailable`] when none comes within the pool's wait.
+    pub async fn get(pool: &Pool, route: Route) -> Result<Self, DbError> {
+        Ok(Self::new(pool.get().await?, route))
+    }
+
+    /// Labels an already pooled connection.
+    pub fn new(client: Object, route: Route) -> Self {
+        Self { client, route }
+    }
+
+    /// Where this connection runs, and why.
+    pub fn route(&self) -> Route {
+        self.route
+    }
+
+    /// Starts a transaction that keeps the connection's route.
+    ///
+    /// Errors: `BEGIN` fails.
+    pub async fn transaction(&mut self) -> Result<Tx<'_>, DbError> {
+        let route = self.route;
+        Ok(Tx {
+            tx: self.client.transaction().await?,
+            route,
+        })
+    }
+
+    /// Starts a read-only `REPEATABLE READ` transaction: every statement in it sees the same
+    /// snapshot (PostgreSQL docs §13.2.2), with the connection's route.
+    ///
+    /// Errors: `BEGIN` fails.
+    pub async fn snapshot(&mut self) -> Result<Tx<'_>, DbError> {
+        let route = self.route;
+        let tx = self
+            .client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        Ok(Tx { tx, route })
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Object;
+    fn deref(&self) -> &Object {
+        &self.client
+    }
+}
+
+/// A transaction on a [`Conn`], with its route.
+pub struct Tx<'a> {
+    tx: deadpool_postgres::Transaction<'a>,
+    route: Route,
+}
+
+impl<'a> Tx<'a> {
+    /// Commits.
+    ///
+    /// Errors: `COMMIT` fails (the transaction is then rolled back).
+    pub async fn commit(self) -> Result<(), DbError> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl<'a> std::ops::Deref for Tx<'a> {
+    type Target = deadpool_postgres::Transaction<'a>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
 /// Queries with a client span each (OpenTelemetry database semantic conventions):
 /// `db.system=postgresql`, `db.operation` (the statement's first keyword), `db.statement`
 /// (the SQL text; values travel as bind parameters and never appear), and `db.pool` /
-/// `db.route_reason` of the request. Each query's duration goes to
+/// `db.route_reason` from the connection's [`Route`]. Each query's duration goes to
 /// `db_query_duration_seconds{pool, operation}`. Use these instead of the plain methods.
 ///
 /// Statements are prepared once per connection and cached by their text (deadpool's
@@ -167,16 +283,26 @@ pub async fn ping(pool: &Pool) -> bool {
 /// (Parse/Describe, then Bind/Execute). SQL texts must therefore be drawn from a bounded
 /// set: values always go in as parameters, never formatted into the text.
 #[allow(async_fn_in_trait)]
-pub trait Traced: deadpool_postgres::GenericClient {
+pub trait Traced {
+    /// The client the queries run on.
+    type Client: GenericClient;
+
+    /// The client.
+    fn client(&self) -> &Self::Client;
+
+    /// Where the client runs.
+    fn route(&self) -> Route;
+
     /// [`deadpool_postgres::GenericClient::query`], traced.
     async fn query_t(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-        traced(sql, async {
-            let statement = self.prepare_cached(sql).await?;
-            self.query(&statement, params).await
+        let c = self.client();
+        traced(self.route(), sql, async {
+            let statement = c.prepare_cached(sql).await?;
+            c.query(&statement, params).await
         })
         .await
     }
@@ -187,9 +313,10 @@ pub trait Traced: deadpool_postgres::GenericClient {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
-        traced(sql, async {
-            let statement = self.prepare_cached(sql).await?;
-            self.query_one(&statement, params).await
+        let c = self.client();
+        traced(self.route(), sql, async {
+            let statement = c.prepare_cached(sql).await?;
+            c.query_one(&statement, params).await
         })
         .await
     }
@@ -200,9 +327,10 @@ pub trait Traced: deadpool_postgres::GenericClient {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
-        traced(sql, async {
-            let statement = self.prepare_cached(sql).await?;
-            self.query_opt(&statement, params).await
+        let c = self.client();
+        traced(self.route(), sql, async {
+            let statement = c.prepare_cached(sql).await?;
+            c.query_opt(&statement, params).await
         })
         .await
     }
@@ -213,17 +341,37 @@ pub trait Traced: deadpool_postgres::GenericClient {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
-        traced(sql, async {
-            let statement = self.prepare_cached(sql).await?;
-            self.execute(&statement, params).await
+        let c = self.client();
+        traced(self.route(), sql, async {
+            let statement = c.prepare_cached(sql).await?;
+            c.execute(&statement, params).await
         })
         .await
     }
 }
 
-impl<T: deadpool_postgres::GenericClient> Traced for T {}
+impl Traced for Conn {
+    type Client = Object;
+    fn client(&self) -> &Object {
+        &self.client
+    }
+    fn route(&self) -> Route {
+        self.route
+    }
+}
+
+impl<'a> Traced for Tx<'a> {
+    type Client = deadpool_postgres::Transaction<'a>;
+    fn client(&self) -> &Self::Client {
+        &self.tx
+    }
+    fn route(&self) -> Route {
+        self.route
+    }
+}
 
 async fn traced<T>(
+    route: Route,
     sql: &str,
     query: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, tokio_postgres::Error> {
@@ -233,7 +381,7 @@ async fn traced<T>(
         .next()
         .unwrap_or("")
         .to_ascii_uppercase();
-    let (pool, reason) = crate::platform::context::current_route();
+    let Route { pool, reason } = route;
     // Field values are evaluated only when the span is enabled: a query pays for the
     // statement text only when something records it.
     let span = tracing::info_span!(
@@ -274,4 +422,27 @@ fn statement_text(sql: &str) -> String {
         }
     }
     out.chars().take(1000).collect()
+}
+
+/// The pool of a service with only a primary (auth): its connections carry [`Route::PRIMARY`].
+#[derive(Clone)]
+pub struct Primary(Pool);
+
+impl Primary {
+    /// Wraps `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self(pool)
+    }
+
+    /// A connection.
+    ///
+    /// Errors: [`DbError::Unavailable`] when none comes within the pool's wait.
+    pub async fn get(&self) -> Result<Conn, DbError> {
+        Conn::get(&self.0, Route::PRIMARY).await
+    }
+
+    /// The pool itself (status for metrics, readiness).
+    pub fn pool(&self) -> &Pool {
+        &self.0
+    }
 }

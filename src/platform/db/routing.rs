@@ -27,13 +27,14 @@ use std::{
 };
 
 use deadpool_postgres::{Object, Pool};
+
+use super::{Conn, DbError, Route};
 use serde::Serialize;
 use tokio_postgres::types::PgLsn;
 
 mod monitor;
 
 use super::Lsn;
-use crate::platform::error::ApiError;
 
 /// Which pool served a read, and why (recorded on the request span as `db.pool` and
 /// `db.route_reason`).
@@ -50,14 +51,15 @@ pub enum ReadRoute {
 }
 
 impl ReadRoute {
-    /// `(pool, reason)` labels.
-    pub fn labels(self) -> (&'static str, &'static str) {
-        match self {
+    /// The connection's [`Route`] labels.
+    pub fn route(self) -> Route {
+        let (pool, reason) = match self {
             Self::Replica => ("replica", "default"),
             Self::PrimaryTokenNotReplayed => ("primary", "token-not-replayed"),
             Self::PrimaryReplicaUnhealthy => ("primary", "replica-unhealthy"),
             Self::ConflictRetry => ("replica-or-primary", "conflict-retry"),
-        }
+        };
+        Route { pool, reason }
     }
 }
 
@@ -118,7 +120,20 @@ pub struct Routing {
     samples: std::sync::Mutex<std::collections::VecDeque<(Lsn, Instant)>>,
 }
 
-type Check<'c, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + 'c>>;
+type Check<'c, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + 'c>>;
+
+/// An error a read may fail with that says whether running it elsewhere may succeed
+/// ([`Routing::reading`] retries once on another server then).
+pub trait RetryElsewhere: From<DbError> {
+    /// See [`DbError::retry_elsewhere`].
+    fn retry_elsewhere(&self) -> bool;
+}
+
+impl RetryElsewhere for DbError {
+    fn retry_elsewhere(&self) -> bool {
+        DbError::retry_elsewhere(self)
+    }
+}
 
 impl Routing {
     /// `replicas` are `(name, pool)`.
@@ -152,11 +167,17 @@ impl Routing {
     ///
     /// Errors: 503 with `Retry-After` when no connection can be had (primary down or pool
     /// exhausted within `DB_POOL_TIMEOUT_MS`).
-    pub async fn primary(&self) -> Result<Object, ApiError> {
-        let conn = self.primary.get().await?;
+    pub async fn primary(&self) -> Result<Conn, DbError> {
+        let conn = Conn::get(&self.primary, Route::WRITE).await?;
         tracing::Span::current().record("db.pool", "primary");
-        crate::platform::context::set_route("primary", "write");
         Ok(conn)
+    }
+
+    /// A primary connection for a background task (labelled `background`).
+    ///
+    /// Errors: as [`Self::primary`].
+    pub async fn background(&self) -> Result<Conn, DbError> {
+        Conn::get(&self.primary, Route::BACKGROUND).await
     }
 
     /// The primary pool itself (for background tasks).
@@ -197,7 +218,7 @@ impl Routing {
     /// chosen. Prefer [`Self::reading`], which also survives recovery conflicts.
     ///
     /// Errors: 503 when neither a replica nor the primary gives a connection.
-    pub async fn read(&self, token: Option<Lsn>) -> Result<(Object, ReadRoute), ApiError> {
+    pub async fn read(&self, token: Option<Lsn>) -> Result<(Conn, ReadRoute), DbError> {
         let (conn, route, _) = self.pick(token).await?;
         Ok((conn, route))
     }
@@ -206,7 +227,7 @@ impl Routing {
     async fn pick(
         &self,
         token: Option<Lsn>,
-    ) -> Result<(Object, ReadRoute, Option<Arc<Replica>>), ApiError> {
+    ) -> Result<(Conn, ReadRoute, Option<Arc<Replica>>), DbError> {
         let deadline = tokio::time::Instant::now() + self.policy.ryw_wait;
         let candidates = self.candidates();
         let mut route = if candidates.is_empty() {
@@ -246,21 +267,24 @@ impl Routing {
         &self,
         conn: Object,
         replica: &Arc<Replica>,
-    ) -> (Object, ReadRoute, Option<Arc<Replica>>) {
+    ) -> (Conn, ReadRoute, Option<Arc<Replica>>) {
         let (conn, route) = self.chosen(conn, ReadRoute::Replica);
         (conn, route, Some(replica.clone()))
     }
 
-    fn chosen(&self, conn: Object, route: ReadRoute) -> (Object, ReadRoute) {
-        let (pool, reason) = route.labels();
+    /// Labels `conn` with `route`: on the request's span, in the routing metric, and on the
+    /// connection itself (its queries' spans and metrics).
+    fn chosen(&self, conn: Object, route: ReadRoute) -> (Conn, ReadRoute) {
+        let labels = route.route();
         let span = tracing::Span::current();
-        span.record("db.pool", pool);
-        span.record("db.route_reason", reason);
-        crate::platform::context::set_route(pool, reason);
+        span.record("db.pool", labels.pool);
+        span.record("db.route_reason", labels.reason);
         if let Some(m) = crate::platform::metrics::metrics() {
-            m.routing.with_label_values(&[pool, reason]).inc();
+            m.routing
+                .with_label_values(&[labels.pool, labels.reason])
+                .inc();
         }
-        (conn, route)
+        (Conn::new(conn, labels), route)
     }
 
     /// Runs the read `f` on a connection chosen by [`Self::read`]. If a replica cancels it
@@ -270,13 +294,14 @@ impl Routing {
     /// other replica was never checked against it). A second failure is a 503, never a 500.
     ///
     /// Errors: as `f`, and 503 when no server is available.
-    pub async fn reading<T, F>(&self, token: Option<Lsn>, f: F) -> Result<T, ApiError>
+    pub async fn reading<T, E, F>(&self, token: Option<Lsn>, f: F) -> Result<T, E>
     where
-        F: for<'c> Fn(&'c Object) -> Check<'c, T>,
+        E: RetryElsewhere + std::fmt::Display,
+        F: for<'c> Fn(&'c Conn) -> Check<'c, T, E>,
     {
         let (conn, _, replica) = self.pick(token).await?;
         match (f(&conn).await, replica) {
-            (Err(e @ (ApiError::RecoveryConflict | ApiError::ConnectionLost)), Some(failed)) => {
+            (Err(e), Some(failed)) if e.retry_elsewhere() => {
                 drop(conn);
                 tracing::info!(replica = %failed.name, error = %e, "read failed on a replica; retrying once elsewhere");
                 // Another healthy replica, else the primary. A token-bound read on a replica
@@ -291,9 +316,9 @@ impl Routing {
                 let conn = match retry {
                     Some(r) => match r.pool.get().await {
                         Ok(c) => c,
-                        Err(_) => self.primary.get().await?,
+                        Err(_) => self.primary.get().await.map_err(DbError::from)?,
                     },
-                    None => self.primary.get().await?,
+                    None => self.primary.get().await.map_err(DbError::from)?,
                 };
                 let (conn, _) = self.chosen(conn, ReadRoute::ConflictRetry);
                 f(&conn).await
@@ -307,13 +332,13 @@ impl Routing {
     /// leaked key can). Asked on `conn`, a primary connection, only after no replica
     /// replayed the token in time — the path such a token always ends on.
     ///
-    /// Errors: [`ApiError::TokenAhead`] (400, which also clears the `ryw_lsn` cookie).
-    async fn check_not_ahead(&self, conn: &Object, token: Lsn) -> Result<(), ApiError> {
+    /// Errors: [`DbError::TokenAhead`] (the edge answers 400 and clears the `ryw_lsn` cookie).
+    async fn check_not_ahead(&self, conn: &Object, token: Lsn) -> Result<(), DbError> {
         let row = conn.query_one("SELECT pg_current_wal_lsn()", &[]).await?;
         let current: Lsn = row.get(0);
         if token > current {
             tracing::warn!(token = %token, primary = %current, "consistency token ahead of the primary");
-            return Err(ApiError::TokenAhead);
+            return Err(DbError::TokenAhead);
         }
         Ok(())
     }

@@ -110,12 +110,7 @@ impl Socket {
         max: i64,
     ) -> anyhow::Result<(bool, i64)> {
         let mut conn = self.state.db.primary().await?;
-        let tx = conn
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = conn.snapshot().await?;
         let Some(scope) = scope(&tx, conversation_id, self.caller.user_id).await? else {
             self.synced.remove(&conversation_id);
             return Ok((true, 0));
@@ -215,7 +210,7 @@ impl Socket {
                 )
                 .await
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
         match spent {
             Ok(()) => {}
