@@ -12,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{keys::SigningKeys, AuthState},
-    messaging::{ended_sessions::EndedSessions, MessagingState},
+    messaging::{
+        ended_sessions::EndedSessions,
+        group_commit::{GroupCommitSettings, SendQueue},
+        MessagingState,
+    },
     platform::access::Verifier,
     platform::bus::Publisher,
     platform::config::{AuthConfig, MessagingConfig, MigrateConfig},
@@ -221,11 +225,23 @@ impl App {
             &tasks,
         );
         let bind = cfg.bind.clone();
+        let sends = SendQueue::spawn(
+            routing.clone(),
+            GroupCommitSettings {
+                queue_capacity: cfg.send_queue_capacity,
+                batch_max: cfg.send_batch_max,
+                writers: cfg.send_writers,
+                rate_limit: i64::from(cfg.send_rate_limit),
+                rate_window: cfg.send_rate_window,
+            },
+            &tasks,
+        );
         let state: crate::messaging::State = Arc::new(MessagingState {
             db: routing,
             ended,
             verifier,
             publisher,
+            sends,
             cfg,
         });
         let live = Arc::new(Live {

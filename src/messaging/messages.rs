@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    append::{append_for, next_rev, NewMessage},
+    append::next_rev,
+    group_commit::{NewSend, Outcome},
     protocol::MessageEvent,
     publish::{publish_message, publish_message_to},
 };
@@ -115,43 +116,27 @@ pub async fn send(
         return Err(anyhow::anyhow!("content parsed with errors unrecorded").into());
     };
 
-    let conn = state.db.primary().await?;
-    let scope = current_scope(&conn, conversation_id, caller.user_id).await?;
-    if let Some(existing) = by_client_id(
-        &conn,
-        conversation_id,
-        caller.user_id,
-        body.client_id.as_deref(),
-        scope.visible_from_seq,
-    )
-    .await?
-    {
-        return answer(&state, &conn, &existing, StatusCode::OK).await;
-    }
-    check_send_rate(&state, &conn, caller.user_id).await?;
-    if let Some(parent) = body.reply_to {
-        let ok = load_message(&conn, parent)
-            .await?
-            .is_some_and(|p| p.conversation_id == conversation_id && scope.sees(p.seq));
-        if !ok {
-            return Err(ApiError::invalid_field(
-                "reply_to",
-                "no such message in this conversation",
-            ));
+    let sent = state
+        .sends
+        .submit(NewSend {
+            conversation_id,
+            sender_id: caller.user_id,
+            content,
+            reply_to: body.reply_to,
+            client_id: body.client_id.clone(),
+        })
+        .await?;
+    match sent.outcome {
+        Outcome::Created { message, audience } => {
+            publish_message_to(&state, MessageEvent::Created, &message, audience);
+            let mut res = HttpResponse::Created();
+            consistency::attach(&state, &mut res, sent.lsn);
+            Ok(res.json(message))
         }
-    }
-    let new = NewMessage {
-        kind: MessageKind::Text,
-        sender_id: Some(caller.user_id),
-        content: Some(content.as_str()),
-        reply_to: body.reply_to,
-        client_id: body.client_id.as_deref(),
-        ..NewMessage::default()
-    };
-    let (message, audience) = match append_for(&conn, conversation_id, new).await {
-        Ok(m) => m,
-        Err(ApiError::Conflict(_)) => {
-            // A concurrent retry with the same client_id won the race.
+        Outcome::Repeated => {
+            // The client_id was used before (a retry): the original, as the caller sees it.
+            let conn = state.db.primary().await?;
+            let scope = current_scope(&conn, conversation_id, caller.user_id).await?;
             let existing = by_client_id(
                 &conn,
                 conversation_id,
@@ -161,12 +146,9 @@ pub async fn send(
             )
             .await?
             .ok_or_else(|| ApiError::Conflict("client_id is being used by another send".into()))?;
-            return answer(&state, &conn, &existing, StatusCode::OK).await;
+            answer(&state, &conn, &existing, StatusCode::OK).await
         }
-        Err(e) => return Err(e),
-    };
-    publish_message_to(&state, MessageEvent::Created, &message, audience);
-    answer(&state, &conn, &message, StatusCode::CREATED).await
+    }
 }
 
 async fn by_client_id(

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod ended_sessions;
 pub mod events;
 pub mod file_serving;
+pub mod group_commit;
 pub mod groups;
 pub mod messages;
 pub mod model;
@@ -38,6 +39,8 @@ pub struct MessagingState {
     pub ended: Arc<ended_sessions::EndedSessions>,
     pub verifier: Arc<Verifier>,
     pub publisher: Publisher,
+    /// Sends waiting for group commit ([`group_commit`]).
+    pub sends: group_commit::SendQueue,
     pub cfg: MessagingConfig,
 }
 

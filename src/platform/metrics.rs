@@ -6,8 +6,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric family of the service.
@@ -32,6 +32,10 @@ pub struct Metrics {
     pub fanout_delay: Histogram,
     /// `notify_queue_usage`: `pg_notification_queue_usage()` of the primary, 0–1.
     pub notify_queue_usage: Gauge,
+    /// `send_batch_size`: sends appended per group commit.
+    pub send_batch_size: Histogram,
+    /// `send_queue_refused_total`: sends refused (503) because the queue was full.
+    pub send_queue_refused: IntCounter,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -88,6 +92,14 @@ fn build() -> prometheus::Result<Metrics> {
             "notify_queue_usage",
             "Fraction of the primary's NOTIFY queue in use",
         )?,
+        send_batch_size: Histogram::with_opts(
+            HistogramOpts::new("send_batch_size", "Sends appended per group commit")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )?,
+        send_queue_refused: IntCounter::new(
+            "send_queue_refused_total",
+            "Sends refused because the send queue was full",
+        )?,
         registry,
     };
     m.registry.register(Box::new(m.http_duration.clone()))?;
@@ -102,6 +114,9 @@ fn build() -> prometheus::Result<Metrics> {
     m.registry.register(Box::new(m.fanout_delay.clone()))?;
     m.registry
         .register(Box::new(m.notify_queue_usage.clone()))?;
+    m.registry.register(Box::new(m.send_batch_size.clone()))?;
+    m.registry
+        .register(Box::new(m.send_queue_refused.clone()))?;
     Ok(m)
 }
 

@@ -202,8 +202,9 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
     assert_eq!(s, StatusCode::CREATED, "{sent}");
     next_event(&mut b_ws, "message.created", Duration::from_secs(10)).await;
 
-    // The server span continues the given trace; DB spans are its children and name the
-    // pool; the fan-out span (its own trace) links back to it.
+    // The server span continues the given trace; the send's wait for group commit is its
+    // child; the batch that appended it (its own trace, holding the DB spans, which name the
+    // pool) links to that wait, and the fan-out span (its own trace) to the request.
     let (server, dbs, fanout) = eventually(Duration::from_secs(15), || async {
         let all = spans.lock().expect("spans").clone();
         let server = all
@@ -211,10 +212,23 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
             .map(|(_, s)| s)
             .find(|s| hex(&s.trace_id) == trace && s.kind == otlp::SPAN_KIND_SERVER)?
             .clone();
+        let queued = all
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.name == "messaging.send_queue" && s.parent_span_id == server.span_id)?
+            .clone();
+        let batch = all
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| {
+                s.name == "messaging.group_commit"
+                    && s.links.iter().any(|l| l.span_id == queued.span_id)
+            })?
+            .clone();
         let dbs: Vec<otlp::Span> = all
             .iter()
             .map(|(_, s)| s)
-            .filter(|s| s.parent_span_id == server.span_id && s.kind == otlp::SPAN_KIND_CLIENT)
+            .filter(|s| s.parent_span_id == batch.span_id && s.kind == otlp::SPAN_KIND_CLIENT)
             .cloned()
             .collect();
         let fanout = all
@@ -255,9 +269,12 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
             "no values in spans"
         );
     }
-    assert!(dbs
-        .iter()
-        .any(|d| d.attr("db.operation").as_deref() == Some("INSERT")));
+    let statements: Vec<String> = dbs.iter().filter_map(|d| d.attr("db.statement")).collect();
+    assert!(
+        statements.iter().any(|s| s.contains("FOR UPDATE"))
+            && statements.iter().any(|s| s.starts_with("WITH input AS")),
+        "the batch's lock and append statements are its spans: {statements:?}"
+    );
     assert!(fanout.links.iter().any(|l| l.span_id == server.span_id));
     let services: Vec<String> = spans
         .lock()

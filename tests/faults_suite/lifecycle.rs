@@ -133,3 +133,99 @@ async fn an_app_built_in_process_serves_then_stops_every_task_it_started() {
         );
     }
 }
+
+/// Admission control: an instance whose send queue holds one send and whose one writer
+/// appends one at a time, hit by 80 sends at once, refuses the excess at once — 503 with
+/// `Retry-After`, in well under a second — and every send it accepted is stored, in a
+/// gapless `seq`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_send_queue_refuses_fast_and_loses_nothing_it_accepted() {
+    let _alone = exclusive().await;
+    let primary_url = std::env::var("SWITCHBOARD_MESSAGING_DB_URL").expect("test.sh sets it");
+    let (pp, rp) = (
+        std::env::var("PG_PRIMARY_PORT").expect("test.sh sets it"),
+        std::env::var("PG_REPLICA_PORT").expect("test.sh sets it"),
+    );
+    let cfg: config::MessagingConfig = config::try_parse_from([
+        "messaging",
+        "--bind=127.0.0.1:0",
+        "--metrics-bind=127.0.0.1:0",
+        &format!("--instance-id=overload-{}", unique()),
+        &format!("--database-url={primary_url}"),
+        &format!("--replica-url={}", with_port(&primary_url, &pp, &rp)),
+        &format!("--jwks-url={}/auth/.well-known/jwks.json", base()),
+        "--send-queue-capacity=1",
+        "--send-writers=1",
+        "--send-batch-max=1",
+    ])
+    .expect("flags parse");
+    let app = App::build_messaging(cfg.resolve().expect("settings"))
+        .await
+        .expect("app builds");
+    let (port, stop) = (app.port(), app.stop_token());
+    let running = tokio::spawn(app.run_until_stopped());
+    let server = format!("http://127.0.0.1:{port}");
+
+    let (a, b) = (register("queue_a").await, register("queue_b").await);
+    let conv = a.direct_with(&b).await;
+    let client = http();
+    let answers = futures_util::future::join_all((0..80).map(|n| {
+        let (client, server, conv, token) = (&client, &server, &conv, &a.access);
+        async move {
+            let started = std::time::Instant::now();
+            let r = client
+                .post(format!("{server}/api/conversations/{conv}/messages"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"content": format!("m{n}")}))
+                .send()
+                .await
+                .expect("request");
+            let status = r.status();
+            let retry_after = r.headers().get("retry-after").cloned();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, retry_after, body, started.elapsed())
+        }
+    }))
+    .await;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for (status, retry_after, body, took) in &answers {
+        match *status {
+            StatusCode::CREATED => accepted.push(body["seq"].as_i64().expect("seq")),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused += 1;
+                assert!(retry_after.is_some(), "503 without Retry-After: {body}");
+                assert_eq!(body["status"], 503, "problem+json: {body}");
+                assert!(
+                    *took < Duration::from_millis(500),
+                    "a refusal took {took:?}"
+                );
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(refused > 0, "nothing was refused: the queue is not bounded");
+    assert!(!accepted.is_empty(), "nothing was accepted");
+    let id: uuid::Uuid = conv.parse().expect("uuid");
+    let stored: Vec<i64> = admin(false)
+        .await
+        .query(
+            "SELECT seq FROM messaging.messages WHERE conversation_id = $1 ORDER BY seq",
+            &[&id],
+        )
+        .await
+        .expect("seqs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    accepted.sort_unstable();
+    assert_eq!(stored, accepted, "exactly the accepted sends are stored");
+    assert_eq!(stored, (1..=stored.len() as i64).collect::<Vec<_>>());
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("stops")
+        .expect("task")
+        .expect("stops cleanly");
+}

@@ -146,6 +146,32 @@ pub struct MessagingConfig {
           value_parser = seconds, help_heading = "Messages")]
     pub send_rate_window: Duration,
 
+    /// Sends waiting for group commit at most, per instance; past it a send answers 503
+    /// with `Retry-After` at once (admission control).
+    #[arg(
+        long = "send-queue-capacity",
+        env = "SEND_QUEUE_CAPACITY",
+        default_value_t = 512,
+        help_heading = "Messages"
+    )]
+    pub send_queue_capacity: usize,
+    /// Sends appended together in one transaction at most.
+    #[arg(
+        long = "send-batch-max",
+        env = "SEND_BATCH_MAX",
+        default_value_t = 128,
+        help_heading = "Messages"
+    )]
+    pub send_batch_max: usize,
+    /// Batches in flight at once per instance (each on its own primary connection).
+    #[arg(
+        long = "send-writers",
+        env = "SEND_WRITERS",
+        default_value_t = 2,
+        help_heading = "Messages"
+    )]
+    pub send_writers: usize,
+
     /// Largest attachment, in bytes.
     #[arg(long = "attachment-max-bytes", env = "ATTACHMENT_MAX_BYTES", default_value_t = 10 * 1024 * 1024,
           help_heading = "Files")]

@@ -1,0 +1,455 @@
+//! Group commit for sends: the concurrent `POST …/messages` of an instance are appended
+//! together — one transaction, one multi-row statement, one WAL flush and one WAL position
+//! for all of them — instead of one commit each.
+//!
+//! A handler submits its send to a bounded queue ([`SendQueue::submit`]); when the queue is
+//! full the send is refused at once (503 with `Retry-After`: admission control, never a
+//! queue that grows without bound). `SEND_WRITERS` writer tasks each take what queued while
+//! they were busy (at most `SEND_BATCH_MAX`; no timer waits for more) and append it:
+//!
+//! 1. `BEGIN`; the batch's conversations are locked `FOR UPDATE` in id order, so batches on
+//!    different instances never deadlock and each statement after the lock sees every
+//!    earlier send to those conversations (READ COMMITTED takes a new snapshot per
+//!    statement, PostgreSQL docs §13.2.1);
+//! 2. one statement ([`APPEND_BATCH`]) checks each send — the sender is a current
+//!    participant, its `client_id` is new here (a repeat is answered with the original),
+//!    its `reply_to` is a message the sender can see, the sender's send budget has room
+//!    (counted in queue order, exactly as one send at a time would) — and appends those that
+//!    pass with gapless `seq`s in queue order, moving each sender's read marker;
+//! 3. `COMMIT`, then `pg_current_wal_lsn()`: every send of the batch answers with that
+//!    position as its consistency token.
+//!
+//! A send that fails a check fails alone. If the statement itself fails (a `client_id`
+//! repeated on two instances at the same instant hits the unique index), each send of the
+//! batch is retried as a batch of one, so one bad send never fails the others.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+use uuid::Uuid;
+
+use super::{
+    append::{Audience, MAX_CARRIED_RECIPIENTS},
+    domain::MessageContent,
+    model::{Message, MESSAGE_COLUMNS},
+    visibility::conversation_not_found,
+};
+use crate::platform::{
+    db::{current_lsn, DbError, Lsn, Routing, Traced},
+    error::ApiError,
+    tasks::Tasks,
+};
+
+/// A text message to append.
+pub struct NewSend {
+    pub conversation_id: Uuid,
+    pub sender_id: Uuid,
+    pub content: MessageContent,
+    pub reply_to: Option<Uuid>,
+    pub client_id: Option<String>,
+}
+
+/// What became of a send.
+pub enum Outcome {
+    /// Appended: the message as its sender sees it, and who may see it (`None` past
+    /// [`MAX_CARRIED_RECIPIENTS`]).
+    Created {
+        message: Box<Message>,
+        audience: Option<Audience>,
+    },
+    /// Its `client_id` was already used by this sender here: answer with that message.
+    Repeated,
+}
+
+/// A send's result with the primary's WAL position after its batch committed.
+pub struct Appended {
+    pub outcome: Outcome,
+    pub lsn: Lsn,
+}
+
+/// How sends are batched and limited.
+#[derive(Clone, Debug)]
+pub struct GroupCommitSettings {
+    /// Sends waiting at most; past it a send answers 503 at once.
+    pub queue_capacity: usize,
+    /// Sends in one batch at most.
+    pub batch_max: usize,
+    /// Batches in flight at once (each on its own connection).
+    pub writers: usize,
+    /// The send budget: sends per window per user.
+    pub rate_limit: i64,
+    pub rate_window: Duration,
+}
+
+type Reply = oneshot::Sender<Result<Appended, ApiError>>;
+
+struct Pending {
+    send: NewSend,
+    reply: Reply,
+    /// The submitting request's `messaging.send_queue` span, which the batch links to.
+    link: Option<opentelemetry::trace::SpanContext>,
+}
+
+/// The instance's send queue; cheap to clone.
+#[derive(Clone)]
+pub struct SendQueue {
+    tx: mpsc::Sender<Pending>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl SendQueue {
+    /// Starts `settings.writers` writer tasks appending through `db`'s primary.
+    pub fn spawn(db: Arc<Routing>, settings: GroupCommitSettings, tasks: &Tasks) -> Self {
+        let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        for _ in 0..settings.writers.max(1) {
+            let (db, rx, settings, waiting) =
+                (db.clone(), rx.clone(), settings.clone(), waiting.clone());
+            tasks.spawn("send-writer", async move {
+                while let Some(batch) = next_batch(&rx, settings.batch_max).await {
+                    waiting.fetch_sub(batch.len(), Ordering::Relaxed);
+                    run_batch(&db, &settings, batch).await;
+                }
+            });
+        }
+        Self { tx, waiting }
+    }
+
+    /// Queues `send` and waits for its batch.
+    ///
+    /// Errors: 503 with `Retry-After: 1` at once when the queue is full or the service is
+    /// stopping; the send's own refusal (404 not a participant, 422 `reply_to`, 429 budget);
+    /// 503 when the primary is unavailable.
+    ///
+    /// Traces: the wait is a `messaging.send_queue` span in the request's trace; the batch
+    /// that appended it is a `messaging.group_commit` span (a trace of its own, holding the
+    /// database spans) linked to every send's `messaging.send_queue` span.
+    pub async fn submit(&self, send: NewSend) -> Result<Appended, ApiError> {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing::Instrument;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let span = tracing::info_span!("messaging.send_queue", otel.kind = "internal");
+        let link = Some(span.context().span().span_context().clone()).filter(|c| c.is_valid());
+        let (reply, answer) = oneshot::channel();
+        if self.tx.try_send(Pending { send, reply, link }).is_err() {
+            if let Some(m) = crate::platform::metrics::metrics() {
+                m.send_queue_refused.inc();
+            }
+            return Err(ApiError::Unavailable {
+                detail: "too many messages are being sent right now; retry shortly".into(),
+                retry_after: 1,
+            });
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        answer
+            .instrument(span)
+            .await
+            .map_err(|_| ApiError::Unavailable {
+                detail: "the service is stopping; retry shortly".into(),
+                retry_after: 1,
+            })?
+    }
+
+    /// Sends waiting for a writer now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits for one send, then takes whatever else is already queued, up to `max`.
+async fn next_batch(rx: &Mutex<mpsc::Receiver<Pending>>, max: usize) -> Option<Vec<Pending>> {
+    let mut rx = rx.lock().await;
+    let first = rx.recv().await?;
+    let mut batch = Vec::with_capacity(max.min(64));
+    batch.push(first);
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+/// Appends a batch and answers each of its sends.
+async fn run_batch(db: &Routing, settings: &GroupCommitSettings, batch: Vec<Pending>) {
+    use tracing::Instrument;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if let Some(m) = crate::platform::metrics::metrics() {
+        m.send_batch_size.observe(batch.len() as f64);
+    }
+    let span = tracing::info_span!(
+        parent: None,
+        "messaging.group_commit",
+        otel.kind = "internal",
+        sends = batch.len()
+    );
+    let mut sends = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for p in batch {
+        if let Some(link) = p.link {
+            span.add_link(link);
+        }
+        sends.push(p.send);
+        replies.push(p.reply);
+    }
+    answer_batch(db, settings, sends, replies)
+        .instrument(span)
+        .await;
+}
+
+/// Appends `sends` and answers each on its `replies`.
+async fn answer_batch(
+    db: &Routing,
+    settings: &GroupCommitSettings,
+    sends: Vec<NewSend>,
+    replies: Vec<Reply>,
+) {
+    match append_batch(db, settings, &sends).await {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) if sends.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+        Err(e) if unavailable(&e) => {
+            tracing::warn!(error = %e, sends = sends.len(), "batch not appended");
+            for reply in replies {
+                let _ = reply.send(Err(ApiError::Unavailable {
+                    detail: "database unavailable, try again shortly".into(),
+                    retry_after: 1,
+                }));
+            }
+        }
+        // The statement failed as a whole: each send on its own, so a bad one fails alone.
+        Err(e) => {
+            tracing::warn!(error = %e, sends = sends.len(), "batch failed; appending its sends one by one");
+            for (send, reply) in sends.into_iter().zip(replies) {
+                let result = match append_batch(db, settings, std::slice::from_ref(&send)).await {
+                    Ok(mut r) => r.pop().unwrap_or_else(|| Err(conversation_not_found())),
+                    Err(e) => Err(e.into()),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+/// Whether `e` says the database cannot be used now (every send would fail alike).
+fn unavailable(e: &DbError) -> bool {
+    matches!(
+        e,
+        DbError::Unavailable(_) | DbError::ConnectionLost | DbError::Timeout | DbError::ReadOnly
+    )
+}
+
+/// The batch statement: see the module documentation. Parameters: `$1` ids, `$2`
+/// conversations, `$3` senders, `$4` contents, `$5` reply_to, `$6` client_ids (arrays in
+/// queue order), `$7` the send budget, `$8` its window in seconds. One row per send, in
+/// order: `status` (`created`, `not_found`, `repeated`, `bad_reply`, `rate_limited`),
+/// `window_left` (seconds to the budget's next window), and for `created` the message
+/// ([`MESSAGE_COLUMNS`]) with its `recipients` and `quote_blind` (as `append_for`).
+pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[],
+                                  $6::text[])
+                 WITH ORDINALITY AS t(id, conversation_id, sender_id, content, reply_to,
+                                      client_id, ord)
+         ), scoped AS (
+             SELECT i.*, p.visible_from_seq
+             FROM input i
+             JOIN messaging.participants p
+               ON p.conversation_id = i.conversation_id AND p.user_id = i.sender_id
+              AND p.left_at IS NULL
+         ), fresh AS (
+             SELECT s.*, row_number() OVER (PARTITION BY s.conversation_id, s.sender_id,
+                                                         s.client_id ORDER BY s.ord) AS nth
+             FROM scoped s
+             WHERE s.client_id IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM messaging.messages e
+                 WHERE e.conversation_id = s.conversation_id AND e.sender_id = s.sender_id
+                   AND e.client_id = s.client_id)
+         ), first_sends AS (
+             SELECT f.* FROM fresh f WHERE f.client_id IS NULL OR f.nth = 1
+         ), replying AS (
+             SELECT f.* FROM first_sends f
+             WHERE f.reply_to IS NULL OR EXISTS (
+                 SELECT 1 FROM messaging.messages pm
+                 WHERE pm.id = f.reply_to AND pm.conversation_id = f.conversation_id
+                   AND pm.seq >= f.visible_from_seq)
+         ), spend AS (
+             INSERT INTO messaging.user_counters AS s (user_id, budget, window_start, amount)
+             SELECT r.sender_id, 'send',
+                    to_timestamp(floor(extract(epoch FROM now())::float8 / $8::float8)
+                                 * $8::float8),
+                    count(*)
+             FROM replying r GROUP BY r.sender_id ORDER BY r.sender_id
+             ON CONFLICT (user_id, budget) DO UPDATE SET
+                 amount = CASE WHEN s.window_start = EXCLUDED.window_start
+                               THEN s.amount + EXCLUDED.amount ELSE EXCLUDED.amount END,
+                 window_start = EXCLUDED.window_start
+             RETURNING s.user_id, s.amount AS total,
+                 extract(epoch FROM s.window_start + make_interval(secs => $8::float8)
+                                   - now())::float8 AS window_left
+         ), allowed AS (
+             SELECT q.* FROM (
+                 SELECT r.*, row_number() OVER (PARTITION BY r.sender_id ORDER BY r.ord) AS k,
+                        count(*) OVER (PARTITION BY r.sender_id) AS n
+                 FROM replying r) q
+             JOIN spend sp ON sp.user_id = q.sender_id
+             WHERE sp.total - q.n + q.k <= $7::int8
+         ), numbered AS (
+             SELECT a.id, a.conversation_id, a.sender_id, a.content, a.reply_to, a.client_id,
+                    row_number() OVER (PARTITION BY a.conversation_id ORDER BY a.ord) AS pos
+             FROM allowed a
+         ), bumped AS (
+             UPDATE messaging.conversations cv
+             SET last_seq = cv.last_seq + x.n, last_rev = cv.last_rev + x.n,
+                 last_activity_at = now()
+             FROM (SELECT conversation_id, count(*) AS n FROM allowed
+                   GROUP BY conversation_id) x
+             WHERE cv.id = x.conversation_id
+             RETURNING cv.id, cv.last_seq - x.n AS base_seq, cv.last_rev - x.n AS base_rev
+         ), m AS (
+             INSERT INTO messaging.messages
+                 (id, conversation_id, seq, sender_id, kind, content, reply_to, client_id,
+                  rev, created_rev)
+             SELECT nb.id, nb.conversation_id, b.base_seq + nb.pos, nb.sender_id, 'text',
+                    nb.content, nb.reply_to, nb.client_id, b.base_rev + nb.pos,
+                    b.base_rev + nb.pos
+             FROM numbered nb JOIN bumped b ON b.id = nb.conversation_id
+             RETURNING *
+         ), marked AS (
+             UPDATE messaging.participants p SET last_read_seq = GREATEST(p.last_read_seq, x.seq)
+             FROM (SELECT conversation_id, sender_id, max(seq) AS seq FROM m
+                   GROUP BY conversation_id, sender_id) x
+             WHERE p.conversation_id = x.conversation_id AND p.user_id = x.sender_id
+         )
+         SELECT i.ord,
+                CASE WHEN m.id IS NOT NULL THEN 'created'
+                     WHEN NOT EXISTS (SELECT 1 FROM scoped s WHERE s.ord = i.ord)
+                          THEN 'not_found'
+                     WHEN NOT EXISTS (SELECT 1 FROM first_sends f WHERE f.ord = i.ord)
+                          THEN 'repeated'
+                     WHEN NOT EXISTS (SELECT 1 FROM replying r WHERE r.ord = i.ord)
+                          THEN 'bad_reply'
+                     ELSE 'rate_limited' END AS status,
+                (SELECT sp.window_left FROM spend sp WHERE sp.user_id = i.sender_id)
+                    AS window_left,
+                {MESSAGE_COLUMNS},
+                ARRAY(SELECT rp.user_id FROM messaging.participants rp
+                      WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
+                        AND rp.visible_from_seq <= m.seq
+                      LIMIT {limit}) AS recipients,
+                ARRAY(SELECT rp.user_id FROM messaging.participants rp
+                      WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
+                        AND rp.visible_from_seq <= m.seq AND rp.visible_from_seq > pm.seq
+                      LIMIT {limit}) AS quote_blind
+         FROM input i
+             LEFT JOIN m ON m.id = i.id
+             LEFT JOIN messaging.messages pm ON pm.id = m.reply_to
+             LEFT JOIN messaging.attachments a ON a.id = m.attachment_id
+         ORDER BY i.ord",
+        limit = MAX_CARRIED_RECIPIENTS + 1
+    )
+});
+
+/// Appends `sends` in one transaction (see the module documentation) and returns each
+/// one's result, in order.
+///
+/// Errors: the transaction failed as a whole (nothing of it was appended).
+async fn append_batch(
+    db: &Routing,
+    settings: &GroupCommitSettings,
+    sends: &[NewSend],
+) -> Result<Vec<Result<Appended, ApiError>>, DbError> {
+    let mut conversations: Vec<Uuid> = sends.iter().map(|s| s.conversation_id).collect();
+    conversations.sort_unstable();
+    conversations.dedup();
+    let ids: Vec<Uuid> = sends.iter().map(|_| Uuid::now_v7()).collect();
+    let convs: Vec<Uuid> = sends.iter().map(|s| s.conversation_id).collect();
+    let senders: Vec<Uuid> = sends.iter().map(|s| s.sender_id).collect();
+    let contents: Vec<&str> = sends.iter().map(|s| s.content.as_str()).collect();
+    let replies: Vec<Option<Uuid>> = sends.iter().map(|s| s.reply_to).collect();
+    let client_ids: Vec<Option<&str>> = sends.iter().map(|s| s.client_id.as_deref()).collect();
+    let window = settings.rate_window.as_secs_f64().max(1.0);
+
+    let mut conn = db.primary().await?;
+    let tx = conn.transaction().await?;
+    tx.execute_t(
+        "SELECT 1 FROM messaging.conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&conversations],
+    )
+    .await?;
+    let rows = tx
+        .query_t(
+            APPEND_BATCH.as_str(),
+            &[
+                &ids,
+                &convs,
+                &senders,
+                &contents,
+                &replies,
+                &client_ids,
+                &settings.rate_limit,
+                &window,
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    let lsn = current_lsn(&conn).await?;
+
+    let rate_detail = || {
+        format!(
+            "at most {} messages per {} s; slow down",
+            settings.rate_limit,
+            settings.rate_window.as_secs()
+        )
+    };
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let status: &str = row.get("status");
+            let outcome = match status {
+                "created" => {
+                    let all: Vec<Uuid> = row.get("recipients");
+                    let quote_blind: Vec<Uuid> = row.get("quote_blind");
+                    let audience = (all.len() <= MAX_CARRIED_RECIPIENTS)
+                        .then_some(Audience { all, quote_blind });
+                    Outcome::Created {
+                        message: Box::new(Message::from_row(row)),
+                        audience,
+                    }
+                }
+                "repeated" => Outcome::Repeated,
+                "bad_reply" => {
+                    return Err(ApiError::invalid_field(
+                        "reply_to",
+                        "no such message in this conversation",
+                    ))
+                }
+                "rate_limited" => {
+                    let left: Option<f64> = row.get("window_left");
+                    return Err(ApiError::TooManyRequests {
+                        detail: rate_detail(),
+                        retry_after: left.unwrap_or(1.0).ceil().max(1.0) as u32,
+                    });
+                }
+                _ => return Err(conversation_not_found()),
+            };
+            Ok(Appended { outcome, lsn })
+        })
+        .collect())
+}

@@ -1,0 +1,215 @@
+//! Group commit under attack (issue 16): sends fired at once through NGINX onto both
+//! instances, so they share batches and race across instances — every conversation's `seq`
+//! stays gapless, nothing accepted is lost, a `client_id` appends once, and a bad send in a
+//! burst fails alone.
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+async fn group_of(owner: &User, members: &[&User]) -> String {
+    let ids: Vec<&str> = members.iter().map(|u| u.id.as_str()).collect();
+    let (s, body) = owner
+        .post(
+            "/api/conversations",
+            json!({"participant_ids": ids, "name": "burst"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+/// Every stored `seq` of a conversation, in order, read on the primary.
+async fn seqs(conversation: &str) -> Vec<i64> {
+    let id: uuid::Uuid = conversation.parse().expect("uuid");
+    admin(false)
+        .await
+        .query(
+            "SELECT seq FROM messaging.messages WHERE conversation_id = $1 ORDER BY seq",
+            &[&id],
+        )
+        .await
+        .expect("seqs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn post_message(user: &User, conversation: &str, body: Value) -> (StatusCode, Value) {
+    user.post(&format!("/api/conversations/{conversation}/messages"), body)
+        .await
+}
+
+#[tokio::test]
+async fn concurrent_sends_keep_every_seq_gapless_and_lose_nothing() {
+    let users = join_all(["burst0", "burst1", "burst2", "burst3"].map(register)).await;
+    let group = group_of(&users[0], &[&users[1], &users[2], &users[3]]).await;
+    let direct = users[0].direct_with(&users[1]).await;
+
+    // 4 × 30 into the group and 2 × 20 into the direct conversation, all at once.
+    let mut sends = Vec::new();
+    for (u, user) in users.iter().enumerate() {
+        for n in 0..30 {
+            sends.push((user, group.clone(), format!("g{u}-{n}")));
+        }
+        if u < 2 {
+            for n in 0..20 {
+                sends.push((user, direct.clone(), format!("d{u}-{n}")));
+            }
+        }
+    }
+    let answers = join_all(sends.iter().map(|(user, conv, text)| async move {
+        post_message(user, conv, json!({"content": text, "client_id": text})).await
+    }))
+    .await;
+    let mut accepted: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut ids = HashSet::new();
+    for ((_, conv, text), (s, body)) in sends.iter().zip(&answers) {
+        assert_eq!(*s, StatusCode::CREATED, "{text}: {body}");
+        assert_eq!(body["content"], text.as_str());
+        assert!(ids.insert(body["id"].as_str().expect("id").to_owned()));
+        accepted
+            .entry(conv.clone())
+            .or_default()
+            .push(body["seq"].as_i64().expect("seq"));
+    }
+    for (conv, mut answered) in accepted {
+        answered.sort_unstable();
+        let stored = seqs(&conv).await;
+        let expected: Vec<i64> = (1..=stored.len() as i64).collect();
+        assert_eq!(stored, expected, "gapless and unique in {conv}");
+        assert!(
+            answered.iter().all(|s| stored.contains(s)),
+            "every 201 is stored"
+        );
+        // Only the group's creation record is not one of these sends.
+        assert!(
+            stored.len() - answered.len() <= 1,
+            "{stored:?} vs {answered:?}"
+        );
+    }
+
+    // The burst was group-committed: some batch held more than one send.
+    let base_port: u16 = std::env::var("MESSAGING_METRICS_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(19182);
+    let mut shared = false;
+    for n in 0..instances().len().max(1) as u16 {
+        let text = http()
+            .get(format!("http://127.0.0.1:{}/metrics", base_port + n))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let value = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        shared |= value("send_batch_size_count") > value("send_batch_size_bucket{le=\"1\"}");
+    }
+    assert!(shared, "no batch held more than one send");
+
+    // Each sender has read their own last message (the read marker moved with the batch).
+    let group_id: uuid::Uuid = group.parse().expect("uuid");
+    for user in &users {
+        let uid: uuid::Uuid = user.id.parse().expect("uuid");
+        let marker: i64 = admin(false)
+            .await
+            .query_one(
+                "SELECT last_read_seq FROM messaging.participants
+                  WHERE conversation_id = $1 AND user_id = $2",
+                &[&group_id, &uid],
+            )
+            .await
+            .expect("marker")
+            .get(0);
+        let mine = answers
+            .iter()
+            .zip(&sends)
+            .filter(|(_, (u, c, _))| u.id == user.id && *c == group)
+            .filter_map(|((_, b), _)| b["seq"].as_i64())
+            .max();
+        assert_eq!(Some(marker), mine, "{}", user.username);
+    }
+}
+
+#[tokio::test]
+async fn a_bad_send_in_a_burst_fails_alone_and_a_client_id_appends_once() {
+    let (a, b, stranger) = (
+        register("burst_a").await,
+        register("burst_b").await,
+        register("burst_x").await,
+    );
+    let conv = a.direct_with(&b).await;
+    let elsewhere = stranger.direct_with(&b).await;
+    let foreign = stranger.send(&elsewhere, "not yours to quote").await;
+    let foreign_id = foreign["id"].as_str().expect("id").to_owned();
+
+    enum Kind {
+        Valid,
+        Stranger,
+        BadReply,
+        Retry,
+    }
+    let mut calls: Vec<(Kind, &User, Value)> = Vec::new();
+    for n in 0..20 {
+        calls.push((Kind::Valid, &a, json!({"content": format!("ok {n}")})));
+        if n < 10 {
+            calls.push((Kind::Stranger, &stranger, json!({"content": "let me in"})));
+            calls.push((
+                Kind::BadReply,
+                &b,
+                json!({"content": "quoting", "reply_to": foreign_id}),
+            ));
+            calls.push((
+                Kind::Retry,
+                &b,
+                json!({"content": "once", "client_id": "retry-42"}),
+            ));
+        }
+    }
+    let answers = join_all(
+        calls
+            .iter()
+            .map(|(_, user, body)| post_message(user, &conv, body.clone())),
+    )
+    .await;
+    let mut retried = HashSet::new();
+    let mut created = 0;
+    for ((kind, _, sent), (s, body)) in calls.iter().zip(&answers) {
+        match kind {
+            Kind::Valid => {
+                assert_eq!(*s, StatusCode::CREATED, "{sent}: {body}");
+                created += 1;
+            }
+            Kind::Stranger => assert_eq!(*s, StatusCode::NOT_FOUND, "{body}"),
+            Kind::BadReply => {
+                assert_eq!(*s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+                assert!(body["errors"]["reply_to"].is_array(), "{body}");
+            }
+            Kind::Retry => {
+                assert!(
+                    *s == StatusCode::CREATED || *s == StatusCode::OK,
+                    "{s}: {body}"
+                );
+                if *s == StatusCode::CREATED {
+                    created += 1;
+                }
+                retried.insert(body["id"].as_str().expect("id").to_owned());
+            }
+        }
+    }
+    assert_eq!(retried.len(), 1, "every retry answers the one message");
+    assert_eq!(created, 21, "20 sends and the client_id's one");
+    assert_eq!(seqs(&conv).await, (1..=21).collect::<Vec<i64>>());
+}
