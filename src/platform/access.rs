@@ -57,6 +57,13 @@ pub struct JwksSchema {
     keys: Vec<JwkSchema>,
 }
 
+/// Clock leeway on `exp` and `nbf`, in seconds.
+const LEEWAY_SECS: i64 = 30;
+
+/// Verified tokens remembered at most ([`Verifier::verify`]): about 4 MiB of token text
+/// and claims at the most.
+const VERIFIED_CAPACITY: usize = 10_000;
+
 /// The verification rules: `EdDSA` only (the header's `alg` is never trusted to pick one),
 /// `iss`, `aud`, `exp` and `nbf` checked with 30 s of clock leeway.
 pub fn validation(settings: &TokenSettings) -> Validation {
@@ -65,7 +72,7 @@ pub fn validation(settings: &TokenSettings) -> Validation {
     v.set_audience(&[settings.audience.as_str()]);
     v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
     v.validate_nbf = true;
-    v.leeway = 30;
+    v.leeway = LEEWAY_SECS as u64;
     v
 }
 
@@ -80,11 +87,17 @@ struct RemoteJwks {
 /// fetches it again when a token names a `kid` it does not know — at most once per
 /// `min_refresh`, so a flood of made-up `kid`s cannot turn into a flood of JWKS requests. A
 /// local verifier (auth) knows its own keys.
+///
+/// A token that verified is remembered with its claims (by its full text, at most
+/// [`VERIFIED_CAPACITY`] of them, least recently used first out) until its `exp` passes, so
+/// a client's next requests skip the Ed25519 check; a key set refresh forgets them all.
+/// (Whether the token's session ended is checked on every request, after this.)
 pub struct Verifier {
     remote: Option<RemoteJwks>,
     validation: Validation,
     keys: RwLock<HashMap<String, DecodingKey>>,
     refresh: Mutex<Option<tokio::time::Instant>>,
+    verified: quick_cache::sync::Cache<String, AccessClaims>,
 }
 
 impl Verifier {
@@ -107,6 +120,7 @@ impl Verifier {
             validation: validation(settings),
             keys: RwLock::new(HashMap::new()),
             refresh: Mutex::new(None),
+            verified: quick_cache::sync::Cache::new(VERIFIED_CAPACITY),
         }))
     }
 
@@ -117,6 +131,7 @@ impl Verifier {
             validation: validation(settings),
             keys: RwLock::new(decoding_keys(jwks)),
             refresh: Mutex::new(None),
+            verified: quick_cache::sync::Cache::new(VERIFIED_CAPACITY),
         })
     }
 
@@ -139,6 +154,7 @@ impl Verifier {
         let map = decoding_keys(jwks);
         let n = map.len();
         *self.keys.write().await = map;
+        self.verified.clear();
         tracing::info!(keys = n, "JWKS refreshed");
         Ok(n)
     }
@@ -172,6 +188,13 @@ impl Verifier {
     /// Errors: 401 (`invalid_token`) for a malformed token, an unknown `kid`, a bad signature,
     /// a wrong `iss`/`aud`, or an expired or not-yet-valid token.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, ApiError> {
+        if let Some(claims) = self.verified.get(token) {
+            let now = chrono::Utc::now().timestamp();
+            if now <= claims.exp + LEEWAY_SECS && now + LEEWAY_SECS >= claims.nbf {
+                return Ok(claims);
+            }
+            self.verified.remove(token);
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::bearer("malformed access token"))?;
         if header.alg != Algorithm::EdDSA {
@@ -196,6 +219,7 @@ impl Verifier {
                     _ => "access token invalid",
                 })
             })?;
+        self.verified.insert(token.to_owned(), data.claims.clone());
         Ok(data.claims)
     }
 }

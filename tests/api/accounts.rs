@@ -447,3 +447,37 @@ async fn bad_and_expired_access_tokens_are_refused_with_401() {
         assert!(h.get("www-authenticate").is_some());
     }
 }
+
+/// Verified tokens are remembered (issue 16) but only until they expire: a token that
+/// passed on every instance is refused on every instance once its `exp` (and the 30 s
+/// leeway) passed.
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let alice = register("expiring").await;
+    let kid = jsonwebtoken::decode_header(&alice.access)
+        .expect("header")
+        .kid;
+    let now = chrono::Utc::now().timestamp();
+    let (key, _) = signing_key();
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    h.kid = kid;
+    // Expired 27 s ago: within the leeway for about 3 s more.
+    let claims = claims_for(
+        &alice,
+        now - 200,
+        now - 27,
+        "switchboard-auth",
+        "switchboard",
+    );
+    let token = jsonwebtoken::encode(&h, &claims, &key).expect("sign");
+    for _ in 0..4 {
+        let (s, _, b) = probe(&token).await;
+        assert_eq!(s, StatusCode::OK, "within the leeway: {b}");
+    }
+    let until = (now - 27 + 30 + 1 - chrono::Utc::now().timestamp()).max(0) as u64;
+    tokio::time::sleep(std::time::Duration::from_secs(until + 1)).await;
+    for _ in 0..4 {
+        let (s, h, b) = probe(&token).await;
+        assert_problem(s, &h, &b, 401);
+    }
+}
