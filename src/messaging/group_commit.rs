@@ -41,7 +41,7 @@ use super::{
     visibility::conversation_not_found,
 };
 use crate::platform::{
-    db::{current_lsn, DbError, Lsn, Routing, Traced},
+    db::{Conn, DbError, Lsn, Routing, Traced},
     error::ApiError,
     tasks::Tasks,
 };
@@ -366,6 +366,28 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     )
 });
 
+/// Locks the batch's conversations in id order (`$1`, sorted and unique).
+const LOCK_CONVERSATIONS: &str =
+    "SELECT 1 FROM messaging.conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+
+/// Commits the open transaction on `conn` and returns the primary's WAL position right
+/// after, in one round trip.
+///
+/// Errors: the commit failed (connection lost), or the position did not parse.
+async fn commit_at(conn: &Conn) -> Result<Lsn, DbError> {
+    use tokio_postgres::SimpleQueryMessage;
+    let messages = conn
+        .simple_query("COMMIT; SELECT pg_current_wal_lsn()")
+        .await?;
+    messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse::<Lsn>().ok()),
+            _ => None,
+        })
+        .ok_or_else(|| DbError::Unavailable("no WAL position after the commit".into()))
+}
+
 /// Appends `sends` in one transaction (see the module documentation) and returns each
 /// one's result, in order.
 ///
@@ -386,30 +408,46 @@ async fn append_batch(
     let client_ids: Vec<Option<&str>> = sends.iter().map(|s| s.client_id.as_deref()).collect();
     let window = settings.rate_window.as_secs_f64().max(1.0);
 
-    let mut conn = db.primary().await?;
-    let tx = conn.transaction().await?;
-    tx.execute_t(
-        "SELECT 1 FROM messaging.conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        &[&conversations],
-    )
-    .await?;
-    let rows = tx
-        .query_t(
-            APPEND_BATCH.as_str(),
-            &[
-                &ids,
-                &convs,
-                &senders,
-                &contents,
-                &replies,
-                &client_ids,
-                &settings.rate_limit,
-                &window,
-            ],
+    // BEGIN, the lock and the batch go out together (tokio-postgres pipelines requests
+    // polled together); COMMIT and the WAL position come back in one simple query: two
+    // round trips per batch.
+    let conn = db.primary().await?;
+    let statements = async {
+        tokio::try_join!(
+            async { conn.batch_execute("BEGIN").await.map_err(DbError::from) },
+            async {
+                conn.execute_t(LOCK_CONVERSATIONS, &[&conversations])
+                    .await
+                    .map_err(DbError::from)
+            },
+            async {
+                conn.query_t(
+                    APPEND_BATCH.as_str(),
+                    &[
+                        &ids,
+                        &convs,
+                        &senders,
+                        &contents,
+                        &replies,
+                        &client_ids,
+                        &settings.rate_limit,
+                        &window,
+                    ],
+                )
+                .await
+                .map_err(DbError::from)
+            },
         )
-        .await?;
-    tx.commit().await?;
-    let lsn = current_lsn(&conn).await?;
+    };
+    let rows = match statements.await {
+        Ok((_, _, rows)) => rows,
+        Err(e) => {
+            // Leave the connection as the pool expects it: outside any transaction.
+            let _ = conn.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    };
+    let lsn = commit_at(&conn).await?;
 
     let rate_detail = || {
         format!(
