@@ -12,12 +12,20 @@
 //!    from the message's `created_at` (taken inside its transaction, before commit) to its
 //!    arrival at each receiving socket;
 //! 4. sockets: idle authenticated sockets opened straight on one messaging instance, and the
-//!    growth of that process's RSS per socket.
+//!    growth of that process's RSS per socket;
+//! 5. overload: twice the sustainable send rate, then half of it: accepted, refused, lost,
+//!    and the time back to normal latencies ([`overload`]).
+//!
+//! Sends carry a `client_id` and read the answer; history reads carry the consistency token
+//! of the reader's last send, as a browser's do. Each scenario also reports where the cores
+//! went: CPU seconds per process class ([`cpu`]).
 //!
 //! Raw limits: `pgbench -M prepared` with N clients: a one-row insert into a copy of
 //! `messaging.messages` (same columns, generated search vector and indexes) on the primary,
 //! and a newest-50 page select on the replica.
 
+mod cpu;
+mod overload;
 mod report;
 
 use std::{
@@ -50,6 +58,10 @@ pub struct Plan {
     pub fanout_secs: u64,
     pub idle_sockets: usize,
     pub raw_secs: u64,
+    #[serde(default)]
+    pub overload_secs: u64,
+    #[serde(default)]
+    pub recovery_secs: u64,
 }
 
 /// Members per fan-out group (one sender, the rest receive).
@@ -69,6 +81,8 @@ impl Plan {
                 fanout_secs: 30,
                 idle_sockets: 18_000,
                 raw_secs: 30,
+                overload_secs: 30,
+                recovery_secs: 20,
             },
             _ => Self {
                 mode: "short".into(),
@@ -81,6 +95,8 @@ impl Plan {
                 fanout_secs: 8,
                 idle_sockets: 2_000,
                 raw_secs: 8,
+                overload_secs: 8,
+                recovery_secs: 8,
             },
         }
     }
@@ -109,6 +125,8 @@ fn random_loopback() -> IpAddr {
 struct User {
     id: String,
     token: String,
+    /// The consistency token of this user's last send, sent on reads (`X-Consistency-Token`).
+    ryw: Option<String>,
 }
 
 fn client() -> Res<reqwest::Client> {
@@ -143,6 +161,7 @@ async fn register(base: &str, prefix: &str, n: usize, parallel: usize) -> Res<Ve
                 Ok::<User, Box<dyn std::error::Error + Send + Sync>>(User {
                     id: body["user"]["id"].as_str().unwrap_or_default().to_owned(),
                     token: body["access_token"].as_str().unwrap_or_default().to_owned(),
+                    ryw: None,
                 })
             }
         })
@@ -311,16 +330,23 @@ fn sender(
     base: String,
 ) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, bool> + Clone
 {
+    let run = rand::random::<u32>();
     move |c, user, conv, n| {
         let base = base.clone();
         Box::pin(async move {
             let res = c
                 .post(format!("{base}/api/conversations/{conv}/messages"))
                 .bearer_auth(&user.token)
-                .json(&json!({"content": format!("bench message {n} with some ordinary words in it")}))
+                .json(&json!({
+                    "content": format!("bench message {n} with some ordinary words in it"),
+                    "client_id": format!("b{run:x}-{}-{n}", user.id),
+                }))
                 .send()
                 .await;
-            matches!(res, Ok(r) if r.status().as_u16() == 201)
+            match res {
+                Ok(r) if r.status().as_u16() == 201 => r.bytes().await.is_ok(),
+                _ => false,
+            }
         })
     }
 }
@@ -332,11 +358,13 @@ fn reader(
     move |c, user, conv, _| {
         let base = base.clone();
         Box::pin(async move {
-            let res = c
+            let mut req = c
                 .get(format!("{base}/api/conversations/{conv}/messages?limit=50"))
-                .bearer_auth(&user.token)
-                .send()
-                .await;
+                .bearer_auth(&user.token);
+            if let Some(t) = &user.ryw {
+                req = req.header("x-consistency-token", t);
+            }
+            let res = req.send().await;
             match res {
                 Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
                 _ => false,
@@ -735,6 +763,28 @@ pub struct Results {
     pub raw_select: Raw,
     pub fanout: Fanout,
     pub idle: Idle,
+    #[serde(default)]
+    pub overload: overload::Overload,
+    /// CPU seconds per process class in each scenario.
+    #[serde(default)]
+    pub cpu: Vec<cpu::Usage>,
+}
+
+/// Runs `f` and records the CPU each process class spent meanwhile as `scenario`.
+async fn measured<T, F: std::future::Future<Output = T>>(
+    r: &mut Vec<cpu::Usage>,
+    scenario: &str,
+    f: F,
+) -> T {
+    let (before, started) = (cpu::sample(), Instant::now());
+    let out = f.await;
+    r.push(cpu::usage(
+        scenario,
+        started.elapsed().as_secs_f64(),
+        &before,
+        &cpu::sample(),
+    ));
+    out
 }
 
 async fn machine(env: &Env) -> Value {
@@ -814,11 +864,15 @@ async fn send(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<()>
         "send: closed loop, {} users, {} s",
         plan.clients, plan.send_secs
     );
-    r.send_max = closed_loop(
+    r.send_max = measured(
+        &mut r.cpu,
         "send, closed loop",
-        pairs,
-        plan.send_secs,
-        sender(env.base.clone()),
+        closed_loop(
+            "send, closed loop",
+            pairs,
+            plan.send_secs,
+            sender(env.base.clone()),
+        ),
     )
     .await;
     eprintln!(
@@ -869,11 +923,34 @@ async fn history(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<
         "history: newest-50 pages, {} users, {} s",
         plan.clients, plan.history_secs
     );
-    r.history = closed_loop(
+    // Each reader carries the consistency token of its own last send, as a browser does.
+    let c = client()?;
+    let mut readers = Vec::with_capacity(pairs.len());
+    for (user, conv) in pairs {
+        let res = c
+            .post(format!("{}/api/conversations/{conv}/messages", env.base))
+            .bearer_auth(&user.token)
+            .json(&json!({"content": "before reading"}))
+            .send()
+            .await?;
+        let ryw = res
+            .headers()
+            .get("x-consistency-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut user = user.clone();
+        user.ryw = ryw;
+        readers.push((user, conv.clone()));
+    }
+    r.history = measured(
+        &mut r.cpu,
         "history, pages of 50",
-        pairs,
-        plan.history_secs,
-        reader(env.base.clone()),
+        closed_loop(
+            "history, pages of 50",
+            &readers,
+            plan.history_secs,
+            reader(env.base.clone()),
+        ),
     )
     .await;
     eprintln!(
@@ -937,9 +1014,18 @@ async fn run(env: Env, plan: Plan) -> Res<Results> {
         if wanted("history") {
             history(&env, &plan, &pairs, &mut r).await?;
         }
+        if wanted("overload") && wanted("send") {
+            let sustainable = r.send_max.per_sec;
+            r.overload = measured(
+                &mut r.cpu,
+                "overload",
+                overload::run(&env, &plan, &pairs, sustainable),
+            )
+            .await?;
+        }
     }
     if wanted("fanout") {
-        r.fanout = fanout(&env, &plan).await?;
+        r.fanout = measured(&mut r.cpu, "fan-out", fanout(&env, &plan)).await?;
         eprintln!(
             "  {} deliveries of {} expected, p50 {:.1} p99 {:.1} max {:.1} ms",
             r.fanout.deliveries,

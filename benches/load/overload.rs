@@ -1,0 +1,175 @@
+//! Overload: sends offered at twice the sustainable rate (the closed-loop maximum of the
+//! send scenario) for a while, then at half of it. Every send carries a `client_id`, so
+//! what was accepted can be counted in the database afterwards: a send answered 201 and not
+//! stored is lost. The stack must refuse the excess quickly (503/429 with `Retry-After`),
+//! keep the latency of what it accepts, and be back to normal latencies soon after.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use super::{admin, client, hist, Env, Lat, Pairs, Plan, Res};
+
+/// What the overload scenario measured.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Overload {
+    pub sustainable_per_sec: f64,
+    pub offered_per_sec: f64,
+    pub secs: u64,
+    pub attempted: u64,
+    /// 201.
+    pub accepted: u64,
+    /// 503 or 429 with `Retry-After`.
+    pub refused: u64,
+    /// 503 or 429 without `Retry-After`, any other status, or no answer.
+    pub failed: u64,
+    /// Answered 201 but not in the database.
+    pub lost: u64,
+    pub accepted_latency: Lat,
+    pub refused_latency: Lat,
+    /// The half-load phase after the overload.
+    pub after_per_sec: f64,
+    pub after_secs: u64,
+    pub after_latency: Lat,
+    pub after_failed: u64,
+    /// From the end of the overload to the last send of the half-load phase that failed
+    /// or took over 100 ms (0: none did).
+    pub recovery_secs: f64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Answer {
+    Accepted,
+    Refused,
+    Failed,
+}
+
+/// One send: its answer, latency (µs, from its scheduled start) and scheduled offset.
+type Outcome = (Answer, u64, Duration);
+
+/// Offers `rate` sends a second for `secs` (open loop; latency from each send's scheduled
+/// start); returns each send's outcome and the `client_id`s accepted.
+async fn offer(
+    env: &Env,
+    pairs: &Pairs,
+    rate: f64,
+    secs: u64,
+    tag: &str,
+) -> Res<(Vec<Outcome>, Vec<String>)> {
+    let c = client()?;
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let start = tokio::time::Instant::now();
+    let n = (rate * secs as f64) as u64;
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let offset = Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(start + offset).await;
+        let (user, conv) = pairs[i as usize % pairs.len()].clone();
+        let (c, base) = (c.clone(), env.base.clone());
+        let (outcomes, accepted) = (outcomes.clone(), accepted.clone());
+        let client_id = format!("{tag}-{i}");
+        tasks.push(tokio::spawn(async move {
+            let at = start + offset;
+            let res = c
+                .post(format!("{base}/api/conversations/{conv}/messages"))
+                .bearer_auth(&user.token)
+                .json(&json!({"content": format!("overload {client_id}"), "client_id": client_id}))
+                .send()
+                .await;
+            let answer = match res {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let retry_after = r.headers().contains_key("retry-after");
+                    let body_ok = r.bytes().await.is_ok();
+                    match status {
+                        201 if body_ok => Answer::Accepted,
+                        503 | 429 if retry_after => Answer::Refused,
+                        _ => Answer::Failed,
+                    }
+                }
+                Err(_) => Answer::Failed,
+            };
+            let micros = at.elapsed().as_micros() as u64;
+            if answer == Answer::Accepted {
+                if let Ok(mut a) = accepted.lock() {
+                    a.push(client_id);
+                }
+            }
+            if let Ok(mut o) = outcomes.lock() {
+                o.push((answer, micros, offset));
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let outcomes = outcomes.lock().map(|o| o.clone()).unwrap_or_default();
+    let accepted = accepted.lock().map(|a| a.clone()).unwrap_or_default();
+    Ok((outcomes, accepted))
+}
+
+fn latency_of(outcomes: &[Outcome], which: Answer) -> Lat {
+    let mut h: Histogram<u64> = hist();
+    for (a, micros, _) in outcomes {
+        if *a == which {
+            let _ = h.record((*micros).max(1));
+        }
+    }
+    Lat::of(&h)
+}
+
+/// Runs the scenario: `sustainable` sends a second is what the closed loop achieved.
+pub async fn run(env: &Env, plan: &Plan, pairs: &Pairs, sustainable: f64) -> Res<Overload> {
+    let rate = (2.0 * sustainable).max(2.0);
+    let tag = format!("ovl{:x}", rand::random::<u32>());
+    eprintln!(
+        "overload: {rate:.0} sends/s (2 × {sustainable:.0}) for {} s",
+        plan.overload_secs
+    );
+    let (during, accepted) = offer(env, pairs, rate, plan.overload_secs, &tag).await?;
+    let half = (sustainable / 2.0).max(1.0);
+    eprintln!("  then {half:.0}/s for {} s", plan.recovery_secs);
+    let (after, _) = offer(env, pairs, half, plan.recovery_secs, &format!("{tag}r")).await?;
+
+    let stored: i64 = admin(&env.primary_admin)
+        .await?
+        .query_one(
+            "SELECT count(*) FROM messaging.messages WHERE client_id = ANY($1)",
+            &[&accepted],
+        )
+        .await?
+        .get(0);
+    let count = |o: &[Outcome], a: Answer| o.iter().filter(|(x, _, _)| *x == a).count() as u64;
+    let recovery = after
+        .iter()
+        .filter(|(a, micros, _)| *a != Answer::Accepted || *micros > 100_000)
+        .map(|(_, _, offset)| offset.as_secs_f64())
+        .fold(0.0, f64::max);
+    let r = Overload {
+        sustainable_per_sec: sustainable,
+        offered_per_sec: rate,
+        secs: plan.overload_secs,
+        attempted: during.len() as u64,
+        accepted: count(&during, Answer::Accepted),
+        refused: count(&during, Answer::Refused),
+        failed: count(&during, Answer::Failed),
+        lost: (accepted.len() as u64).saturating_sub(stored.max(0) as u64),
+        accepted_latency: latency_of(&during, Answer::Accepted),
+        refused_latency: latency_of(&during, Answer::Refused),
+        after_per_sec: half,
+        after_secs: plan.recovery_secs,
+        after_latency: latency_of(&after, Answer::Accepted),
+        after_failed: after.len() as u64 - count(&after, Answer::Accepted),
+        recovery_secs: recovery,
+    };
+    eprintln!(
+        "  {} accepted (p99 {:.1} ms), {} refused (p99 {:.1} ms), {} failed, {} lost; recovered after {:.1} s",
+        r.accepted, r.accepted_latency.p99, r.refused, r.refused_latency.p99, r.failed, r.lost, r.recovery_secs
+    );
+    Ok(r)
+}
