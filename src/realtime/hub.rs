@@ -148,12 +148,19 @@ impl Hub {
 
 async fn run(mut rx: mpsc::UnboundedReceiver<Command>, count: Arc<AtomicUsize>) {
     let mut by_user: HashMap<Uuid, Vec<Connection>> = HashMap::new();
+    // Sockets registered: kept as a running count (delivery touches only its users' lists).
+    let mut n: usize = 0;
     while let Some(cmd) = rx.recv().await {
         match cmd {
-            Command::Register(c) => by_user.entry(c.user_id).or_default().push(c),
+            Command::Register(c) => {
+                by_user.entry(c.user_id).or_default().push(c);
+                n += 1;
+            }
             Command::Unregister { id, user_id } => {
                 if let Some(list) = by_user.get_mut(&user_id) {
+                    let before = list.len();
                     list.retain(|c| c.id != id);
+                    n -= before - list.len();
                     if list.is_empty() {
                         by_user.remove(&user_id);
                     }
@@ -164,7 +171,9 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>, count: Arc<AtomicUsize>) 
                     let Some(list) = by_user.get_mut(&u) else {
                         continue;
                     };
+                    let before = list.len();
                     list.retain(|c| offer(c, Outbound::Frame(frame.clone())));
+                    n -= before - list.len();
                     if list.is_empty() {
                         by_user.remove(&u);
                     }
@@ -182,6 +191,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>, count: Arc<AtomicUsize>) 
                     });
                 }
                 by_user.retain(|_, l| !l.is_empty());
+                n = by_user.values().map(Vec::len).sum();
             }
             Command::MembershipEnded {
                 conversation_id,
@@ -193,21 +203,23 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>, count: Arc<AtomicUsize>) 
                     }
                 }
                 by_user.retain(|_, l| !l.is_empty());
+                n = by_user.values().map(Vec::len).sum();
             }
             Command::Resync => {
                 for list in by_user.values_mut() {
                     list.retain(|c| offer(c, Outbound::Resync));
                 }
                 by_user.retain(|_, l| !l.is_empty());
+                n = by_user.values().map(Vec::len).sum();
             }
             Command::Shutdown => {
                 for c in by_user.values().flatten() {
                     let _ = c.close.send(Some(GOING_AWAY));
                 }
                 by_user.clear();
+                n = 0;
             }
         }
-        let n = by_user.values().map(Vec::len).sum();
         count.store(n, Ordering::Relaxed);
         if let Some(m) = crate::platform::metrics::metrics() {
             m.sockets.set(n as i64);

@@ -14,7 +14,10 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
-use super::hub::{Command, Frame, Hub};
+use super::{
+    hub::{Command, Frame, Hub},
+    presence_delivery::PresenceDelivery,
+};
 use crate::platform::{
     db::{Conn, Route},
     tasks::Tasks,
@@ -28,8 +31,9 @@ use crate::{
     platform::bus::CHANNEL,
 };
 
-/// Starts the listener task. `primary` is used to resolve who receives an event and to load
-/// messages sent by reference; `ended` learns of every session that ends. A lost connection
+/// Starts the listener task (and its presence delivery task). `primary` is used to resolve
+/// who receives an event and to load messages sent by reference; `ended` learns of every
+/// session that ends. A lost connection
 /// is re-established with exponential back-off ([`crate::platform::db::reconnect_backoff`]), which
 /// starts over after every connection that was made.
 pub fn spawn(
@@ -40,6 +44,7 @@ pub fn spawn(
     ended: Arc<EndedSessions>,
     tasks: &Tasks,
 ) {
+    let presence = PresenceDelivery::spawn(primary.clone(), hub.clone(), tasks);
     tasks.spawn("listener", async move {
         let mut connected_before = false;
         loop {
@@ -54,7 +59,7 @@ pub fn spawn(
                 hub.send(Command::Resync);
             }
             connected_before = true;
-            listening.serve(&primary, &hub, &ended).await;
+            listening.serve(&primary, &hub, &ended, &presence).await;
             tracing::warn!("LISTEN connection lost; reconnecting");
         }
     });
@@ -120,7 +125,13 @@ async fn listen(
 
 impl Listening {
     /// Dispatches notifications until the connection ends.
-    async fn serve(mut self, primary: &Pool, hub: &Hub, ended: &EndedSessions) {
+    async fn serve(
+        mut self,
+        primary: &Pool,
+        hub: &Hub,
+        ended: &EndedSessions,
+        presence: &PresenceDelivery,
+    ) {
         while let Some(payload) = self.rx.recv().await {
             let events: Vec<BusEvent> = match serde_json::from_str(&payload) {
                 Ok(e) => e,
@@ -130,7 +141,7 @@ impl Listening {
                 }
             };
             for event in events {
-                if let Err(e) = dispatch(event, primary, hub, ended).await {
+                if let Err(e) = dispatch(event, primary, hub, ended, presence).await {
                     tracing::warn!(error = %e, "event not delivered; sockets will catch up");
                 }
             }
@@ -144,6 +155,7 @@ async fn dispatch(
     primary: &Pool,
     hub: &Hub,
     ended: &EndedSessions,
+    presence: &PresenceDelivery,
 ) -> anyhow::Result<()> {
     match event {
         BusEvent::SessionRevoked(SessionEnded { session_id, reason }) => {
@@ -222,17 +234,8 @@ async fn dispatch(
                 },
             });
         }
-        BusEvent::Presence { user_id, frame } => {
-            let users = contacts(primary, user_id).await?;
-            hub.send(Command::Deliver {
-                users,
-                frame: Frame {
-                    text: Arc::from(frame.get()),
-                    at: None,
-                    committed_us: None,
-                },
-            });
-        }
+        // Resolved and delivered by its own task, coalesced: never waited for here.
+        BusEvent::Presence { user_id, frame } => presence.queue(user_id, frame),
         BusEvent::MessageRef {
             conversation_id,
             message_id,
@@ -306,26 +309,4 @@ async fn recipients(
         .map(|r| r.get::<_, Uuid>(0))
         .filter(|u| Some(*u) != exclude)
         .collect())
-}
-
-/// Everyone who shares a current conversation with `user_id`, and the user.
-async fn contacts(primary: &Pool, user_id: Uuid) -> anyhow::Result<Vec<Uuid>> {
-    let conn = Conn::get(primary, Route::BACKGROUND).await?;
-    let stmt = conn
-        .prepare_cached(
-            "SELECT DISTINCT o.user_id FROM messaging.participants p
-             JOIN messaging.participants o ON o.conversation_id = p.conversation_id
-             WHERE p.user_id = $1 AND p.left_at IS NULL AND o.left_at IS NULL",
-        )
-        .await?;
-    let mut users: Vec<Uuid> = conn
-        .query(&stmt, &[&user_id])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if !users.contains(&user_id) {
-        users.push(user_id);
-    }
-    Ok(users)
 }

@@ -5,6 +5,7 @@
 pub mod hub;
 pub mod listener;
 pub mod presence;
+pub mod presence_delivery;
 pub mod socket;
 pub mod tickets;
 
