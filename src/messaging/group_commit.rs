@@ -7,7 +7,8 @@
 //! queue that grows without bound). `SEND_WRITERS` writer tasks each take what queued while
 //! they were busy (at most `SEND_BATCH_MAX`; no timer waits for more) and append it:
 //!
-//! 1. `BEGIN`; the batch's conversations are locked `FOR UPDATE` in id order, so batches on
+//! 1. `BEGIN`; the batch's conversations (those its senders are participants of: a
+//!    stranger's send locks nothing) are locked `FOR UPDATE` in id order, so batches on
 //!    different instances never deadlock and each statement after the lock sees every
 //!    earlier send to those conversations (READ COMMITTED takes a new snapshot per
 //!    statement, PostgreSQL docs §13.2.1);
@@ -21,7 +22,10 @@
 //!
 //! A send that fails a check fails alone. If the statement itself fails (a `client_id`
 //! repeated on two instances at the same instant hits the unique index), each send of the
-//! batch is retried as a batch of one, so one bad send never fails the others.
+//! batch is retried as a batch of one, so one bad send never fails the others. If the
+//! commit's outcome is unknown (the connection broke during it), every send of the batch is
+//! answered 503 and never retried here: a client retrying with its `client_id` gets the
+//! original if it was stored.
 
 use std::{
     sync::{
@@ -112,8 +116,16 @@ impl SendQueue {
         for _ in 0..settings.writers.max(1) {
             let (db, rx, settings, waiting) =
                 (db.clone(), rx.clone(), settings.clone(), waiting.clone());
-            tasks.spawn("send-writer", async move {
-                while let Some(batch) = next_batch(&rx, settings.batch_max).await {
+            // Never dropped in the middle of a batch (its connection would go back to the
+            // pool inside a transaction): a writer stops between batches.
+            let stopping = tasks.clone();
+            tasks.spawn_graceful(async move {
+                loop {
+                    let batch = tokio::select! {
+                        b = next_batch(&rx, settings.batch_max) => b,
+                        _ = stopping.stopping() => None,
+                    };
+                    let Some(batch) = batch else { break };
                     waiting.fetch_sub(batch.len(), Ordering::Relaxed);
                     run_batch(&db, &settings, batch).await;
                 }
@@ -218,12 +230,23 @@ async fn answer_batch(
                 let _ = reply.send(result);
             }
         }
-        Err(e) if sends.len() == 1 => {
-            if let Some(reply) = replies.into_iter().next() {
-                let _ = reply.send(Err(e.into()));
+        Err(BatchError::CommitUnknown(e)) => {
+            tracing::warn!(error = %e, sends = sends.len(), "batch commit not confirmed");
+            for reply in replies {
+                let _ = reply.send(Err(ApiError::Unavailable {
+                    detail: "the database did not confirm the send; retry it with the same \
+                             client_id"
+                        .into(),
+                    retry_after: 1,
+                }));
             }
         }
-        Err(e) if unavailable(&e) => {
+        Err(BatchError::Failed(e)) if sends.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(single_failure(e));
+            }
+        }
+        Err(BatchError::Failed(e)) if unavailable(&e) => {
             tracing::warn!(error = %e, sends = sends.len(), "batch not appended");
             for reply in replies {
                 let _ = reply.send(Err(ApiError::Unavailable {
@@ -233,17 +256,38 @@ async fn answer_batch(
             }
         }
         // The statement failed as a whole: each send on its own, so a bad one fails alone.
-        Err(e) => {
+        Err(BatchError::Failed(e)) => {
             tracing::warn!(error = %e, sends = sends.len(), "batch failed; appending its sends one by one");
             for (send, reply) in sends.into_iter().zip(replies) {
                 let result = match append_batch(db, settings, std::slice::from_ref(&send)).await {
                     Ok(mut r) => r.pop().unwrap_or_else(|| Err(conversation_not_found())),
-                    Err(e) => Err(e.into()),
+                    Err(BatchError::Failed(e)) => single_failure(e),
+                    Err(BatchError::CommitUnknown(_)) => Err(ApiError::Unavailable {
+                        detail: "the database did not confirm the send; retry it with the \
+                                 same client_id"
+                            .into(),
+                        retry_after: 1,
+                    }),
                 };
                 let _ = reply.send(result);
             }
         }
     }
+}
+
+/// The answer to a send appended alone whose statement failed: its `client_id` taken by a
+/// send committed on another instance meanwhile is a repeat (the original answers); anything
+/// else as the database error says.
+fn single_failure(e: DbError) -> Result<Appended, ApiError> {
+    if let DbError::Query(q) = &e {
+        if crate::platform::db::unique_violation(q) == Some("messages_client_id_key") {
+            return Ok(Appended {
+                outcome: Outcome::Repeated,
+                lsn: Lsn::from(0),
+            });
+        }
+    }
+    Err(e.into())
 }
 
 /// Whether `e` says the database cannot be used now (every send would fail alike).
@@ -366,9 +410,26 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     )
 });
 
-/// Locks the batch's conversations in id order (`$1`, sorted and unique).
-const LOCK_CONVERSATIONS: &str =
-    "SELECT 1 FROM messaging.conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+/// Locks, in id order, the batch's conversations (`$1`, per send) that the send's sender
+/// (`$2`) is a current participant of — a stranger's send locks nothing (it is refused by
+/// the append statement, which checks again under the lock).
+const LOCK_CONVERSATIONS: &str = "SELECT 1 FROM messaging.conversations c
+     WHERE c.id IN (
+         SELECT s.conversation_id
+         FROM unnest($1::uuid[], $2::uuid[]) AS s(conversation_id, sender_id)
+         JOIN messaging.participants p
+           ON p.conversation_id = s.conversation_id AND p.user_id = s.sender_id
+          AND p.left_at IS NULL)
+     ORDER BY c.id FOR UPDATE OF c";
+
+/// Why a batch was not appended.
+#[derive(Debug)]
+enum BatchError {
+    /// Nothing of it was committed: its sends may be retried.
+    Failed(DbError),
+    /// The commit may or may not have happened: answered as unavailable, never retried.
+    CommitUnknown(DbError),
+}
 
 /// Commits the open transaction on `conn` and returns the primary's WAL position right
 /// after, in one round trip.
@@ -391,15 +452,13 @@ async fn commit_at(conn: &Conn) -> Result<Lsn, DbError> {
 /// Appends `sends` in one transaction (see the module documentation) and returns each
 /// one's result, in order.
 ///
-/// Errors: the transaction failed as a whole (nothing of it was appended).
+/// Errors: [`BatchError::Failed`] when nothing of it was appended,
+/// [`BatchError::CommitUnknown`] when the commit's outcome is unknown.
 async fn append_batch(
     db: &Routing,
     settings: &GroupCommitSettings,
     sends: &[NewSend],
-) -> Result<Vec<Result<Appended, ApiError>>, DbError> {
-    let mut conversations: Vec<Uuid> = sends.iter().map(|s| s.conversation_id).collect();
-    conversations.sort_unstable();
-    conversations.dedup();
+) -> Result<Vec<Result<Appended, ApiError>>, BatchError> {
     let ids: Vec<Uuid> = sends.iter().map(|_| Uuid::now_v7()).collect();
     let convs: Vec<Uuid> = sends.iter().map(|s| s.conversation_id).collect();
     let senders: Vec<Uuid> = sends.iter().map(|s| s.sender_id).collect();
@@ -411,12 +470,21 @@ async fn append_batch(
     // BEGIN, the lock and the batch go out together (tokio-postgres pipelines requests
     // polled together); COMMIT and the WAL position come back in one simple query: two
     // round trips per batch.
-    let conn = db.primary().await?;
+    let conn = db.primary().await.map_err(BatchError::Failed)?;
+    // Prepared first (cached per connection), so all three requests go out on the first
+    // poll, in this order (`biased`): the append must never run before the lock.
+    conn.prepare_cached(LOCK_CONVERSATIONS)
+        .await
+        .map_err(|e| BatchError::Failed(e.into()))?;
+    conn.prepare_cached(APPEND_BATCH.as_str())
+        .await
+        .map_err(|e| BatchError::Failed(e.into()))?;
     let statements = async {
         tokio::try_join!(
+            biased;
             async { conn.batch_execute("BEGIN").await.map_err(DbError::from) },
             async {
-                conn.execute_t(LOCK_CONVERSATIONS, &[&conversations])
+                conn.execute_t(LOCK_CONVERSATIONS, &[&convs, &senders])
                     .await
                     .map_err(DbError::from)
             },
@@ -444,10 +512,12 @@ async fn append_batch(
         Err(e) => {
             // Leave the connection as the pool expects it: outside any transaction.
             let _ = conn.batch_execute("ROLLBACK").await;
-            return Err(e);
+            return Err(BatchError::Failed(e));
         }
     };
-    let lsn = commit_at(&conn).await?;
+    // A failure from here on leaves the outcome unknown (the commit may have happened):
+    // never retried, so nothing is appended twice.
+    let lsn = commit_at(&conn).await.map_err(BatchError::CommitUnknown)?;
 
     let rate_detail = || {
         format!(

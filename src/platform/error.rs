@@ -259,6 +259,7 @@ impl From<DbError> for ApiError {
             DbError::ConnectionLost => Self::ConnectionLost,
             DbError::RecoveryConflict => Self::RecoveryConflict,
             DbError::Timeout => unavailable("the database took too long, try again shortly"),
+            DbError::Deadlock => unavailable("the write conflicted with another, try again"),
             DbError::ReadOnly => unavailable("database unavailable for writes, try again shortly"),
             DbError::BadText => Self::BadRequest(e.to_string()),
             DbError::BadValue(_) => Self::BadRequest(

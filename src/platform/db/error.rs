@@ -19,6 +19,9 @@ pub enum DbError {
     /// The statement ran past `statement_timeout` (SQLSTATE 57014).
     #[error("the database took too long")]
     Timeout,
+    /// Chosen as the victim of a deadlock (SQLSTATE 40P01). Retry.
+    #[error("the transaction was chosen to break a deadlock")]
+    Deadlock,
     /// A write reached a server in recovery (SQLSTATE 25006): the primary was demoted.
     #[error("database unavailable for writes")]
     ReadOnly,
@@ -72,6 +75,9 @@ impl From<tokio_postgres::Error> for DbError {
             Self::BadValue(code.code().to_owned())
         } else if *code == SqlState::QUERY_CANCELED {
             Self::Timeout
+        } else if *code == SqlState::T_R_DEADLOCK_DETECTED {
+            tracing::warn!(error = %e, "deadlock");
+            Self::Deadlock
         } else if *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CANNOT_CONNECT_NOW {
             tracing::warn!(error = %e, "database server shutting down or starting");
             Self::ConnectionLost

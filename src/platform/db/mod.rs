@@ -30,9 +30,14 @@ pub fn pool(
     application_name: &str,
 ) -> anyhow::Result<Pool> {
     let mut cfg = config(url, application_name)?;
+    // A connection left inside a transaction (a task stopped mid-way) must not hold its
+    // locks for long nor hand the transaction to the pool's next user: the server ends the
+    // session after twice the statement limit (PostgreSQL docs §20.11.1,
+    // idle_in_transaction_session_timeout), and the pool drops the closed connection.
     cfg.options(format!(
-        "-c statement_timeout={}",
-        settings.statement_timeout.as_millis()
+        "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        settings.statement_timeout.as_millis(),
+        settings.statement_timeout.as_millis() * 2
     ));
     let manager = Manager::from_config(
         cfg,
