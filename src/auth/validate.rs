@@ -114,22 +114,7 @@ impl DisplayName {
     ///
     /// Errors: each broken rule's message (422 field `display_name`).
     pub fn parse(value: &str) -> Result<Self, Vec<String>> {
-        let value = value.trim();
-        let mut errors = Vec::new();
-        if !(Self::MIN_CHARS..=Self::MAX_CHARS).contains(&value.chars().count()) {
-            errors.push(format!(
-                "must be {} to {} characters",
-                Self::MIN_CHARS,
-                Self::MAX_CHARS
-            ));
-        }
-        if value.chars().any(char::is_control) {
-            errors.push("must not contain control characters".into());
-        }
-        errors
-            .is_empty()
-            .then(|| Self(value.to_owned()))
-            .ok_or(errors)
+        crate::platform::text::bounded_name(value, Self::MIN_CHARS, Self::MAX_CHARS).map(Self)
     }
 
     /// The trimmed name.

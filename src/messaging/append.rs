@@ -61,6 +61,33 @@ pub struct Audience {
     pub quote_blind: Vec<Uuid>,
 }
 
+/// The two columns an appending statement returns for its message's [`Audience`]
+/// (`recipients`, `quote_blind`), at most one past [`MAX_CARRIED_RECIPIENTS`] each; the
+/// statement names the appended message `m` and its parent `pm`.
+pub static AUDIENCE_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "ARRAY(SELECT rp.user_id FROM messaging.participants rp
+               WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
+                 AND rp.visible_from_seq <= m.seq
+               LIMIT {limit}) AS recipients,
+         ARRAY(SELECT rp.user_id FROM messaging.participants rp
+               WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
+                 AND rp.visible_from_seq <= m.seq AND rp.visible_from_seq > pm.seq
+               LIMIT {limit}) AS quote_blind",
+        limit = MAX_CARRIED_RECIPIENTS + 1
+    )
+});
+
+impl Audience {
+    /// Reads [`AUDIENCE_COLUMNS`]; `None` past [`MAX_CARRIED_RECIPIENTS`] (the listeners look
+    /// the recipients up then).
+    pub fn from_row(row: &tokio_postgres::Row) -> Option<Self> {
+        let all: Vec<Uuid> = row.get("recipients");
+        let quote_blind: Vec<Uuid> = row.get("quote_blind");
+        (all.len() <= MAX_CARRIED_RECIPIENTS).then_some(Self { all, quote_blind })
+    }
+}
+
 /// [`append`], also returning its [`Audience`]. The listeners deliver to exactly these (none
 /// of them needs to look membership up again), or `None` when there are more than
 /// [`MAX_CARRIED_RECIPIENTS`].
@@ -89,19 +116,11 @@ pub async fn append_for(
                  UPDATE messaging.participants p SET last_read_seq = GREATEST(p.last_read_seq, m.seq)
                  FROM m WHERE p.conversation_id = m.conversation_id AND p.user_id = m.sender_id
              )
-             SELECT {MESSAGE_COLUMNS},
-                    ARRAY(SELECT rp.user_id FROM messaging.participants rp
-                          WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
-                            AND rp.visible_from_seq <= m.seq
-                          LIMIT {limit}) AS recipients,
-                    ARRAY(SELECT rp.user_id FROM messaging.participants rp
-                          WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
-                            AND rp.visible_from_seq <= m.seq AND rp.visible_from_seq > pm.seq
-                          LIMIT {limit}) AS quote_blind
+             SELECT {MESSAGE_COLUMNS}, {audience}
              FROM m
                  LEFT JOIN messaging.messages pm ON pm.id = m.reply_to
                  LEFT JOIN messaging.attachments a ON a.id = m.attachment_id",
-            limit = MAX_CARRIED_RECIPIENTS + 1
+            audience = AUDIENCE_COLUMNS.as_str()
         )
     });
     let row = db
@@ -127,10 +146,7 @@ pub async fn append_for(
             _ => e.into(),
         })?;
     let row = row.ok_or_else(conversation_not_found)?;
-    let all: Vec<Uuid> = row.get("recipients");
-    let quote_blind: Vec<Uuid> = row.get("quote_blind");
-    let audience = (all.len() <= MAX_CARRIED_RECIPIENTS).then_some(Audience { all, quote_blind });
-    Ok((Message::from_row(&row), audience))
+    Ok((Message::from_row(&row), Audience::from_row(&row)))
 }
 
 /// Takes the conversation's next revision for a change to an existing message (edit,

@@ -34,6 +34,15 @@ impl Budget {
     }
 }
 
+/// The 429's detail when the send budget (`SEND_RATE_LIMIT` per `SEND_RATE_WINDOW_SECS`) is
+/// spent.
+pub fn send_detail(limit: i64, window: Duration) -> String {
+    format!(
+        "at most {limit} messages per {} s; slow down",
+        window.as_secs()
+    )
+}
+
 /// Spends `amount` of `user_id`'s `budget` in the current window of `window` (windows are
 /// aligned to the Unix epoch, so every instance agrees on them).
 ///

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
 use super::{
-    append::{Audience, MAX_CARRIED_RECIPIENTS},
+    append::{Audience, AUDIENCE_COLUMNS},
     domain::MessageContent,
     model::{Message, MESSAGE_COLUMNS},
     visibility::conversation_not_found,
@@ -62,7 +62,7 @@ pub struct NewSend {
 /// What became of a send.
 pub enum Outcome {
     /// Appended: the message as its sender sees it, and who may see it (`None` past
-    /// [`MAX_CARRIED_RECIPIENTS`]).
+    /// [`super::append::MAX_CARRIED_RECIPIENTS`]).
     Created {
         message: Box<Message>,
         audience: Option<Audience>,
@@ -392,21 +392,13 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
                      ELSE 'rate_limited' END AS status,
                 (SELECT sp.window_left FROM spend sp WHERE sp.user_id = i.sender_id)
                     AS window_left,
-                {MESSAGE_COLUMNS},
-                ARRAY(SELECT rp.user_id FROM messaging.participants rp
-                      WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
-                        AND rp.visible_from_seq <= m.seq
-                      LIMIT {limit}) AS recipients,
-                ARRAY(SELECT rp.user_id FROM messaging.participants rp
-                      WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
-                        AND rp.visible_from_seq <= m.seq AND rp.visible_from_seq > pm.seq
-                      LIMIT {limit}) AS quote_blind
+                {MESSAGE_COLUMNS}, {audience}
          FROM input i
              LEFT JOIN m ON m.id = i.id
              LEFT JOIN messaging.messages pm ON pm.id = m.reply_to
              LEFT JOIN messaging.attachments a ON a.id = m.attachment_id
          ORDER BY i.ord",
-        limit = MAX_CARRIED_RECIPIENTS + 1
+        audience = AUDIENCE_COLUMNS.as_str()
     )
 });
 
@@ -519,28 +511,16 @@ async fn append_batch(
     // never retried, so nothing is appended twice.
     let lsn = commit_at(&conn).await.map_err(BatchError::CommitUnknown)?;
 
-    let rate_detail = || {
-        format!(
-            "at most {} messages per {} s; slow down",
-            settings.rate_limit,
-            settings.rate_window.as_secs()
-        )
-    };
+    let rate_detail = || super::budget::send_detail(settings.rate_limit, settings.rate_window);
     Ok(rows
         .iter()
         .map(|row| {
             let status: &str = row.get("status");
             let outcome = match status {
-                "created" => {
-                    let all: Vec<Uuid> = row.get("recipients");
-                    let quote_blind: Vec<Uuid> = row.get("quote_blind");
-                    let audience = (all.len() <= MAX_CARRIED_RECIPIENTS)
-                        .then_some(Audience { all, quote_blind });
-                    Outcome::Created {
-                        message: Box::new(Message::from_row(row)),
-                        audience,
-                    }
-                }
+                "created" => Outcome::Created {
+                    message: Box::new(Message::from_row(row)),
+                    audience: Audience::from_row(row),
+                },
                 "repeated" => Outcome::Repeated,
                 "bad_reply" => {
                     return Err(ApiError::invalid_field(

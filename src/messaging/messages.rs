@@ -50,10 +50,9 @@ pub async fn check_send_rate(
         i64::from(state.cfg.send_rate_limit),
         state.cfg.send_rate_window,
         || {
-            format!(
-                "at most {} messages per {} s; slow down",
-                state.cfg.send_rate_limit,
-                state.cfg.send_rate_window.as_secs()
+            budget::send_detail(
+                i64::from(state.cfg.send_rate_limit),
+                state.cfg.send_rate_window,
             )
         },
     )

@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod secrets;
 pub mod tasks;
 pub mod telemetry;
+pub mod text;

@@ -30,31 +30,38 @@ fn with_port(url: &str, from: &str, to: &str) -> String {
     url.replace(&format!(":{from}/"), &format!(":{to}/"))
 }
 
+/// A messaging instance built in-process on free ports against the test stack's databases,
+/// named `instance`, with `extra` flags.
+async fn in_process_messaging(instance: &str, extra: &[&str]) -> App {
+    let primary_url = std::env::var("SWITCHBOARD_MESSAGING_DB_URL").expect("test.sh sets it");
+    let (pp, rp) = (
+        std::env::var("PG_PRIMARY_PORT").expect("test.sh sets it"),
+        std::env::var("PG_REPLICA_PORT").expect("test.sh sets it"),
+    );
+    let mut args = vec![
+        "messaging".to_owned(),
+        "--bind=127.0.0.1:0".into(),
+        "--metrics-bind=127.0.0.1:0".into(),
+        format!("--instance-id={instance}"),
+        format!("--database-url={primary_url}"),
+        format!("--replica-url={}", with_port(&primary_url, &pp, &rp)),
+        format!("--jwks-url={}/auth/.well-known/jwks.json", base()),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let cfg: config::MessagingConfig = config::try_parse_from(args).expect("flags parse");
+    App::build_messaging(cfg.resolve().expect("settings resolve"))
+        .await
+        .expect("app builds")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_built_in_process_serves_then_stops_every_task_it_started() {
     let _alone = exclusive().await;
     let primary_admin = admin(false).await;
     let replica_admin = admin(true).await;
 
-    let primary_url = std::env::var("SWITCHBOARD_MESSAGING_DB_URL").expect("test.sh sets it");
-    let (pp, rp) = (
-        std::env::var("PG_PRIMARY_PORT").expect("test.sh sets it"),
-        std::env::var("PG_REPLICA_PORT").expect("test.sh sets it"),
-    );
     let instance = format!("inproc-{}", unique());
-    let jwks = format!("{}/auth/.well-known/jwks.json", base());
-    let cfg: config::MessagingConfig = config::try_parse_from([
-        "messaging",
-        "--bind=127.0.0.1:0",
-        "--metrics-bind=127.0.0.1:0",
-        &format!("--instance-id={instance}"),
-        &format!("--database-url={primary_url}"),
-        &format!("--replica-url={}", with_port(&primary_url, &pp, &rp)),
-        &format!("--jwks-url={jwks}"),
-    ])
-    .expect("flags parse");
-    let cfg = cfg.resolve().expect("settings resolve");
-    let app = App::build_messaging(cfg).await.expect("app builds");
+    let app = in_process_messaging(&instance, &[]).await;
     let (port, metrics_port, stop) = (app.port(), app.metrics_port(), app.stop_token());
     assert_ne!(port, 0);
     let running = tokio::spawn(app.run_until_stopped());
@@ -141,27 +148,15 @@ async fn an_app_built_in_process_serves_then_stops_every_task_it_started() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_send_queue_refuses_fast_and_loses_nothing_it_accepted() {
     let _alone = exclusive().await;
-    let primary_url = std::env::var("SWITCHBOARD_MESSAGING_DB_URL").expect("test.sh sets it");
-    let (pp, rp) = (
-        std::env::var("PG_PRIMARY_PORT").expect("test.sh sets it"),
-        std::env::var("PG_REPLICA_PORT").expect("test.sh sets it"),
-    );
-    let cfg: config::MessagingConfig = config::try_parse_from([
-        "messaging",
-        "--bind=127.0.0.1:0",
-        "--metrics-bind=127.0.0.1:0",
-        &format!("--instance-id=overload-{}", unique()),
-        &format!("--database-url={primary_url}"),
-        &format!("--replica-url={}", with_port(&primary_url, &pp, &rp)),
-        &format!("--jwks-url={}/auth/.well-known/jwks.json", base()),
-        "--send-queue-capacity=1",
-        "--send-writers=1",
-        "--send-batch-max=1",
-    ])
-    .expect("flags parse");
-    let app = App::build_messaging(cfg.resolve().expect("settings"))
-        .await
-        .expect("app builds");
+    let app = in_process_messaging(
+        &format!("overload-{}", unique()),
+        &[
+            "--send-queue-capacity=1",
+            "--send-writers=1",
+            "--send-batch-max=1",
+        ],
+    )
+    .await;
     let (port, stop) = (app.port(), app.stop_token());
     let running = tokio::spawn(app.run_until_stopped());
     let server = format!("http://127.0.0.1:{port}");
