@@ -229,6 +229,7 @@ impl App {
             routing.clone(),
             GroupCommitSettings {
                 queue_capacity: cfg.send_queue_capacity,
+                max_wait: cfg.send_queue_max_wait,
                 batch_max: cfg.send_batch_max,
                 writers: cfg.send_writers,
                 rate_limit: i64::from(cfg.send_rate_limit),

@@ -20,18 +20,18 @@
 //! of the reader's last send, as a browser's do. Each scenario also reports where the cores
 //! went: CPU seconds per process class ([`cpu`]).
 //!
-//! Raw limits: `pgbench -M prepared` with N clients: a one-row insert into a copy of
-//! `messaging.messages` (same columns, generated search vector and indexes) on the primary,
-//! and a newest-50 page select on the replica.
+//! Raw limits: `pgbench` in the same run, like for like (see [`raw`]).
 
 mod cpu;
+mod fanout;
 mod overload;
+mod raw;
 mod report;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -39,7 +39,6 @@ use std::{
 
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -54,10 +53,16 @@ pub struct Plan {
     pub step_secs: u64,
     pub history_secs: u64,
     pub fanout_sockets: usize,
+    /// The target rate, run last; `fanout_steps` are run before it on the same sockets.
     pub fanout_rate: u64,
+    #[serde(default)]
+    pub fanout_steps: Vec<u64>,
     pub fanout_secs: u64,
     pub idle_sockets: usize,
+    /// Seconds of each raw-limit run; `raw_runs` runs before and as many after a scenario.
     pub raw_secs: u64,
+    #[serde(default)]
+    pub raw_runs: usize,
     #[serde(default)]
     pub overload_secs: u64,
     #[serde(default)]
@@ -78,9 +83,11 @@ impl Plan {
                 history_secs: 30,
                 fanout_sockets: 10_000,
                 fanout_rate: 1_000,
+                fanout_steps: vec![250, 500],
                 fanout_secs: 30,
                 idle_sockets: 18_000,
-                raw_secs: 30,
+                raw_secs: 10,
+                raw_runs: 3,
                 overload_secs: 30,
                 recovery_secs: 20,
             },
@@ -92,9 +99,11 @@ impl Plan {
                 history_secs: 8,
                 fanout_sockets: 1_000,
                 fanout_rate: 200,
+                fanout_steps: vec![100],
                 fanout_secs: 8,
                 idle_sockets: 2_000,
-                raw_secs: 8,
+                raw_secs: 3,
+                raw_runs: 1,
                 overload_secs: 8,
                 recovery_secs: 8,
             },
@@ -373,110 +382,13 @@ fn reader(
     }
 }
 
-/// What pgbench measured.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Raw {
-    pub tps: f64,
-    pub latency_avg_ms: f64,
-    pub clients: usize,
-    pub script: String,
-}
-
-fn pgbench_path() -> String {
-    if let Ok(p) = std::env::var("PGBENCH") {
-        return p;
-    }
-    for v in ["17", "16", "15"] {
-        let p = format!("/usr/lib/postgresql/{v}/bin/pgbench");
-        if std::path::Path::new(&p).exists() {
-            return p;
-        }
-    }
-    "pgbench".into()
-}
-
-/// Runs pgbench with `script` against `url` (a postgres:// URL) and parses its figures.
-fn pgbench(url: &str, script: &str, clients: usize, secs: u64) -> Res<Raw> {
-    let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let file = dir.join("script.sql");
-    std::fs::write(&file, script)?;
-    let out = std::process::Command::new(pgbench_path())
-        .args([
-            "-n",
-            "-M",
-            "prepared",
-            "-c",
-            &clients.to_string(),
-            "-j",
-            "2",
-            "-T",
-            &secs.to_string(),
-            "-f",
-        ])
-        .arg(&file)
-        .arg(url)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    if !out.status.success() {
-        return Err(format!("pgbench: {} {}", text, String::from_utf8_lossy(&out.stderr)).into());
-    }
-    let number = |prefix: &str| {
-        text.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l[prefix.len()..].split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    Ok(Raw {
-        tps: number("tps = "),
-        latency_avg_ms: number("latency average = "),
-        clients,
-        script: script.trim().into(),
-    })
-}
-
 async fn admin(url: &str) -> Res<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     Ok(client)
 }
 
-const RAW_INSERT: &str = "\
-\\set seq random(1, 1000000000000)
-INSERT INTO bench.messages (id, conversation_id, seq, sender_id, kind, content, client_id, rev, created_rev)
-VALUES (gen_random_uuid(), md5(:client_id::text)::uuid, :seq, md5(:client_id::text)::uuid, 'text',
-        'bench message with some ordinary words in it', NULL, :seq, :seq)
-ON CONFLICT DO NOTHING;
-";
-
-fn raw_select(conversations: usize) -> String {
-    format!(
-        "\\set n random(1, {conversations})
-SELECT m.* FROM messaging.messages m
-WHERE m.conversation_id = (SELECT id FROM bench.conversations WHERE n = :n)
-ORDER BY m.seq DESC LIMIT 50;
-"
-    )
-}
-
 // ---- sockets ---------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-struct FrameHead<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: &'a str,
-    #[serde(borrow)]
-    data: Option<FrameData<'a>>,
-}
-
-#[derive(Deserialize)]
-struct FrameData<'a> {
-    #[serde(borrow)]
-    created_at: Option<&'a str>,
-    #[serde(borrow)]
-    sender_id: Option<&'a str>,
-}
 
 async fn ticket(c: &reqwest::Client, base: &str, user: &User) -> Res<String> {
     let body = post(c, base, user, "/api/ws-ticket", json!({})).await?;
@@ -505,152 +417,6 @@ async fn open_socket(http_base: &str, ticket: &str, local: Option<IpAddr>) -> Re
 }
 
 /// Fan-out result: deliveries and their latency.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Fanout {
-    pub sockets: usize,
-    pub groups: usize,
-    pub offered_per_sec: u64,
-    pub sent_per_sec: f64,
-    pub send_errors: u64,
-    pub expected_deliveries: u64,
-    pub deliveries: u64,
-    pub latency: Lat,
-    /// (upper bound ms, count) buckets of the delivery latency, for the chart.
-    pub buckets: Vec<(f64, u64)>,
-}
-
-async fn fanout(env: &Env, plan: &Plan) -> Res<Fanout> {
-    let groups = plan.fanout_sockets / GROUP;
-    eprintln!("fan-out: registering {} users", groups * GROUP);
-    let users = register(&env.base, "f", groups * GROUP, 64).await?;
-    let c = client()?;
-    let mut convs = Vec::new();
-    for g in 0..groups {
-        let members = &users[g * GROUP..(g + 1) * GROUP];
-        let ids: Vec<&str> = members[1..].iter().map(|u| u.id.as_str()).collect();
-        let conv = post(
-            &c,
-            &env.base,
-            &members[0],
-            "/api/conversations",
-            json!({"participant_ids": ids, "name": format!("fan-out {g}"), "is_group": true}),
-        )
-        .await?;
-        convs.push((
-            members[0].clone(),
-            conv["id"].as_str().unwrap_or_default().to_owned(),
-        ));
-    }
-    eprintln!("fan-out: opening {} sockets", users.len());
-    let recorded = Arc::new(Mutex::new(hist()));
-    let deliveries = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let base = env.base.clone();
-    let opened = futures_util::stream::iter(users.clone())
-        .map(|u| {
-            let base = base.clone();
-            let c = c.clone();
-            async move {
-                let t = ticket(&c, &base, &u).await?;
-                let ws = open_socket(&base, &t, Some(random_loopback())).await?;
-                Ok::<(User, Ws), Box<dyn std::error::Error + Send + Sync>>((u, ws))
-            }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await;
-    let mut readers = Vec::new();
-    let mut open = 0;
-    for s in opened {
-        let Ok((user, mut ws)) = s else { continue };
-        open += 1;
-        let (recorded, deliveries, stop) = (recorded.clone(), deliveries.clone(), stop.clone());
-        readers.push(tokio::spawn(async move {
-            let mut h = hist();
-            while !stop.load(Ordering::Relaxed) {
-                let msg = match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
-                    Ok(Some(Ok(m))) => m,
-                    Ok(_) => break,
-                    Err(_) => continue,
-                };
-                let now = chrono::Utc::now();
-                let Ok(text) = msg.to_text() else { continue };
-                let Ok(f) = serde_json::from_str::<FrameHead>(text) else {
-                    continue;
-                };
-                if f.kind != "message.created" {
-                    continue;
-                }
-                let Some(d) = f.data else { continue };
-                if d.sender_id == Some(user.id.as_str()) {
-                    continue;
-                }
-                if let Some(at) = d
-                    .created_at
-                    .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
-                {
-                    let us = (now - at.with_timezone(&chrono::Utc))
-                        .num_microseconds()
-                        .unwrap_or(0)
-                        .max(1);
-                    let _ = h.record(us as u64);
-                    deliveries.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            if let Ok(mut all) = recorded.lock() {
-                let _ = all.add(&h);
-            }
-            let _ = ws.close(None).await;
-        }));
-    }
-    eprintln!(
-        "fan-out: {open} sockets open; sending {} messages/s for {} s",
-        plan.fanout_rate, plan.fanout_secs
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let send = open_loop(
-        "fan-out send",
-        &convs,
-        plan.fanout_rate as f64,
-        plan.fanout_secs,
-        sender(env.base.clone()),
-    )
-    .await;
-    // Let the last deliveries land.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    for r in readers {
-        let _ = r.await;
-    }
-    let h = recorded
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_else(|_| hist());
-    let mut buckets = Vec::new();
-    let top = h.value_at_quantile(0.999).max(1000);
-    let step = (top / 40).max(100);
-    let mut lo = 0;
-    while lo < top {
-        let hi = lo + step;
-        buckets.push((
-            hi as f64 / 1000.0,
-            h.count_between(lo, hi.saturating_sub(1)),
-        ));
-        lo = hi;
-    }
-    Ok(Fanout {
-        sockets: open,
-        groups,
-        offered_per_sec: plan.fanout_rate,
-        sent_per_sec: send.per_sec,
-        send_errors: send.errors,
-        expected_deliveries: send.latency.count * (GROUP as u64 - 1),
-        deliveries: deliveries.load(Ordering::Relaxed),
-        latency: Lat::of(&h),
-        buckets,
-    })
-}
-
 /// Idle sockets result.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Idle {
@@ -758,10 +524,13 @@ pub struct Results {
     pub machine: Value,
     pub send_max: Run,
     pub send_steps: Vec<Run>,
-    pub raw_insert: Raw,
+    pub raw_insert: raw::Raw,
     pub history: Run,
-    pub raw_select: Raw,
-    pub fanout: Fanout,
+    pub raw_select: raw::Raw,
+    /// The group commit alone (the database part of a send), one entry per batch size.
+    #[serde(default)]
+    pub group_commit: Vec<(usize, raw::Raw)>,
+    pub fanout: fanout::Fanout,
     pub idle: Idle,
     #[serde(default)]
     pub overload: overload::Overload,
@@ -860,6 +629,7 @@ async fn pairs(env: &Env, plan: &Plan) -> Res<Pairs> {
 
 /// Scenario 1 and its limit: sends at the maximum and at fixed loads, then pgbench inserts.
 async fn send(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<()> {
+    raw_inserts(env, plan, pairs, r, "before")?;
     eprintln!(
         "send: closed loop, {} users, {} s",
         plan.clients, plan.send_secs
@@ -895,21 +665,58 @@ async fn send(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<()>
         );
         r.send_steps.push(run);
     }
+    raw_inserts(env, plan, pairs, r, "after")?;
+    for batch in GROUP_COMMIT_BATCHES {
+        eprintln!("group commit alone: batches of {batch}, {WRITERS} writers");
+        let alone = raw::group_commit_limit(
+            &env.primary_admin,
+            pairs.len(),
+            WRITERS,
+            batch,
+            plan.raw_runs,
+            plan.raw_secs,
+        )?;
+        eprintln!("  {:.0} sends/s", alone.tps);
+        r.group_commit.push((batch, alone));
+    }
+    Ok(())
+}
+
+/// Batch sizes the group commit is measured alone at.
+const GROUP_COMMIT_BATCHES: [usize; 3] = [1, 8, 32];
+/// Writers in the stack: one per messaging instance (`SEND_WRITERS`, 2 instances).
+const WRITERS: usize = 2;
+
+/// One side (`when`: before or after the scenario) of the insert limit.
+fn raw_inserts(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results, when: &str) -> Res<()> {
     eprintln!(
-        "raw insert: pgbench, {} clients, {} s",
-        plan.clients, plan.raw_secs
+        "raw insert ({when}): pgbench, {} clients, {} × {} s",
+        plan.clients, plan.raw_runs, plan.raw_secs
     );
-    let primary = admin(&env.primary_admin).await?;
-    primary
-        .batch_execute(
-            "DROP SCHEMA IF EXISTS bench CASCADE;
-             CREATE SCHEMA bench;
-             CREATE TABLE bench.messages (LIKE messaging.messages INCLUDING ALL);",
-        )
-        .await?;
-    r.raw_insert = pgbench(&env.primary_admin, RAW_INSERT, plan.clients, plan.raw_secs)?;
-    primary.batch_execute("DROP SCHEMA bench CASCADE").await?;
-    eprintln!("  {:.0} inserts/s", r.raw_insert.tps);
+    let raw = raw::insert_limit(
+        &env.primary_admin,
+        pairs.len(),
+        plan.clients,
+        plan.raw_runs,
+        plan.raw_secs,
+    )?;
+    eprintln!("  {:.0} inserts/s", raw.tps);
+    r.raw_insert.merge(raw);
+    Ok(())
+}
+
+/// One side of the select limit.
+fn raw_selects(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results, when: &str) -> Res<()> {
+    eprintln!("raw select ({when}): pgbench on the replica");
+    let raw = raw::select_limit(
+        &env.replica_admin,
+        pairs.len(),
+        plan.clients,
+        plan.raw_runs,
+        plan.raw_secs,
+    )?;
+    eprintln!("  {:.0} selects/s", raw.tps);
+    r.raw_select.merge(raw);
     Ok(())
 }
 
@@ -923,6 +730,7 @@ async fn history(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<
         "history: newest-50 pages, {} users, {} s",
         plan.clients, plan.history_secs
     );
+    raw_selects(env, plan, pairs, r, "before")?;
     // Each reader carries the consistency token of its own last send, as a browser does.
     let c = client()?;
     let mut readers = Vec::with_capacity(pairs.len());
@@ -958,45 +766,7 @@ async fn history(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<
         r.history.per_sec, r.history.latency.p99
     );
 
-    eprintln!("raw select: pgbench on the replica");
-    let primary = admin(&env.primary_admin).await?;
-    primary
-        .batch_execute(
-            "DROP SCHEMA IF EXISTS bench CASCADE;
-             CREATE SCHEMA bench;
-             CREATE TABLE bench.conversations (n int PRIMARY KEY, id uuid NOT NULL);",
-        )
-        .await?;
-    for (i, (_, conv)) in pairs.iter().enumerate() {
-        let id: uuid::Uuid = conv.parse()?;
-        primary
-            .execute(
-                "INSERT INTO bench.conversations VALUES ($1, $2)",
-                &[&(i as i32 + 1), &id],
-            )
-            .await?;
-    }
-    // The replica must have the lookup table before pgbench starts.
-    let replica = admin(&env.replica_admin).await?;
-    for _ in 0..100 {
-        let n: i64 = replica
-            .query_one("SELECT count(*) FROM bench.conversations", &[])
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(0);
-        if n as usize == pairs.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    r.raw_select = pgbench(
-        &env.replica_admin,
-        &raw_select(pairs.len()),
-        plan.clients,
-        plan.raw_secs,
-    )?;
-    primary.batch_execute("DROP SCHEMA bench CASCADE").await?;
-    eprintln!("  {:.0} selects/s", r.raw_select.tps);
+    raw_selects(env, plan, pairs, r, "after")?;
     Ok(())
 }
 
@@ -1008,6 +778,7 @@ async fn run(env: Env, plan: Plan) -> Res<Results> {
     };
     if wanted("send") || wanted("history") {
         let pairs = pairs(&env, &plan).await?;
+        raw::prepare(&env.primary_admin, &env.replica_admin, &pairs).await?;
         if wanted("send") {
             send(&env, &plan, &pairs, &mut r).await?;
         }
@@ -1024,16 +795,9 @@ async fn run(env: Env, plan: Plan) -> Res<Results> {
             .await?;
         }
     }
+    raw::clean(&env.primary_admin).await?;
     if wanted("fanout") {
-        r.fanout = measured(&mut r.cpu, "fan-out", fanout(&env, &plan)).await?;
-        eprintln!(
-            "  {} deliveries of {} expected, p50 {:.1} p99 {:.1} max {:.1} ms",
-            r.fanout.deliveries,
-            r.fanout.expected_deliveries,
-            r.fanout.latency.p50,
-            r.fanout.latency.p99,
-            r.fanout.latency.max
-        );
+        r.fanout = measured(&mut r.cpu, "fan-out", fanout::run(&env, &plan)).await?;
     }
     if wanted("sockets") {
         r.idle = idle(&env, &plan).await?;

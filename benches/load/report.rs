@@ -28,6 +28,20 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
+/// A raw limit with its spread: `"9000 inserts/s (median of 6 runs, 8500–9400)"`.
+fn raw_cell(raw: &super::raw::Raw, unit: &str) -> String {
+    let (lo, hi) = raw.spread();
+    if raw.runs.len() > 1 {
+        format!(
+            "{:.0} {unit} (median of {} runs, {lo:.0}–{hi:.0})",
+            raw.tps,
+            raw.runs.len()
+        )
+    } else {
+        format!("{:.0} {unit}", raw.tps)
+    }
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "met"
@@ -48,32 +62,36 @@ pub fn markdown(r: &Results) -> String {
     ));
     let send_ratio = ratio(r.send_max.per_sec, r.raw_insert.tps);
     let history_ratio = ratio(r.history.per_sec, r.raw_select.tps);
-    let f = &r.fanout;
+    let fanout = &r.fanout;
+    let f = fanout.top();
     let i = &r.idle;
     md.push_str(
         "| scenario | result | raw limit (pgbench) | ratio | target |\n|---|---|---|---|---|\n",
     );
     md.push_str(&format!(
-        "| send: {} users, closed loop, {} s | {:.0} messages/s, p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms, {} errors | {:.0} inserts/s ({} clients) | {:.2} | ≥ {SEND_RATIO:.2}: {} |\n",
+        "| send: {} users, closed loop, {} s | {:.0} messages/s, p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms, {} errors | {}, {} clients | {:.2} | ≥ {SEND_RATIO:.2}: {} |\n",
         plan.clients, plan.send_secs, r.send_max.per_sec, r.send_max.latency.p50, r.send_max.latency.p90, r.send_max.latency.p99,
-        r.send_max.latency.max, r.send_max.errors, r.raw_insert.tps, r.raw_insert.clients, send_ratio, verdict(send_ratio >= SEND_RATIO)
+        r.send_max.latency.max, r.send_max.errors, raw_cell(&r.raw_insert, "inserts/s"), r.raw_insert.clients, send_ratio, verdict(send_ratio >= SEND_RATIO)
     ));
     md.push_str(&format!(
-        "| history: pages of 50, {} users, {} s | {:.0} pages/s, p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms, {} errors | {:.0} selects/s on the replica | {:.2} | ≥ {HISTORY_RATIO:.2}: {} |\n",
+        "| history: pages of 50, {} users, {} s | {:.0} pages/s, p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms, {} errors | {} on the replica | {:.2} | ≥ {HISTORY_RATIO:.2}: {} |\n",
         plan.clients, plan.history_secs, r.history.per_sec, r.history.latency.p50, r.history.latency.p90, r.history.latency.p99,
-        r.history.latency.max, r.history.errors, r.raw_select.tps, history_ratio, verdict(history_ratio >= HISTORY_RATIO)
+        r.history.latency.max, r.history.errors, raw_cell(&r.raw_select, "selects/s"), history_ratio, verdict(history_ratio >= HISTORY_RATIO)
     ));
-    let at_target = f.sockets >= FANOUT_SOCKETS && f.offered_per_sec >= FANOUT_RATE;
-    let fanout_ok = f.latency.p99 <= FANOUT_P99_MS && at_target;
+    let at_target = fanout.sockets >= FANOUT_SOCKETS && f.offered_per_sec >= FANOUT_RATE;
+    let fanout_ok = f.latency.p99 <= FANOUT_P99_MS && f.exact() && at_target;
     let fanout_verdict = if at_target {
         verdict(fanout_ok)
     } else {
         "not measured at the target load in this mode"
     };
     md.push_str(&format!(
-        "| fan-out: {} sockets in {} groups of 10, {} messages/s offered ({:.0} sent), {} s | {} of {} deliveries, p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1} ms (created_at → socket) | — | — | p99 ≤ {FANOUT_P99_MS} ms at {FANOUT_SOCKETS} sockets, {FANOUT_RATE}/s: {} |\n",
-        f.sockets, f.groups, f.offered_per_sec, f.sent_per_sec, plan.fanout_secs, f.deliveries, f.expected_deliveries,
-        f.latency.p50, f.latency.p99, f.latency.p999, f.latency.max, fanout_verdict
+        "| fan-out: {} sockets in {} groups of 10, {} messages/s offered ({:.0} sent), {} s | {} of {} deliveries ({} missing, {} duplicated, {} out of order), p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1} ms (send start → socket); highest rate delivered exactly within p99 {FANOUT_P99_MS} ms: {} | — | — | p99 ≤ {FANOUT_P99_MS} ms at {FANOUT_SOCKETS} sockets, {FANOUT_RATE}/s: {} |\n",
+        fanout.sockets, fanout.groups, f.offered_per_sec, f.sent_per_sec, plan.fanout_secs, f.deliveries, f.expected_deliveries,
+        f.missing, f.duplicated, f.out_of_order,
+        f.latency.p50, f.latency.p99, f.latency.p999, f.latency.max,
+        fanout.sustained(FANOUT_P99_MS).map_or("none of the rates run".to_owned(), |r| format!("{}/s", r.offered_per_sec)),
+        fanout_verdict
     ));
     let idle_ok = i.opened >= IDLE_SOCKETS && i.kib_per_socket <= IDLE_KIB;
     md.push_str(&format!(
@@ -96,6 +114,18 @@ pub fn markdown(r: &Results) -> String {
         ));
     }
 
+    if !r.group_commit.is_empty() {
+        md.push_str("## The database part alone\n\nThe group commit's own statements (BEGIN, the lock, the batch statement, COMMIT and the WAL position), run by pgbench over 2 connections (the stack's writers: one per messaging instance) with batches of a fixed size from the benchmark's users — a send without HTTP, JSON, NGINX or fan-out. The stack's own batches are what queued while the previous one ran (see `send_batch_size` in the metrics).\n\n| batch | sends/s | × the raw insert rate |\n|---|---|---|\n");
+        for (batch, alone) in &r.group_commit {
+            md.push_str(&format!(
+                "| {batch} | {} | {:.2} |\n",
+                raw_cell(alone, "sends/s"),
+                ratio(alone.tps, r.raw_insert.tps)
+            ));
+        }
+        md.push('\n');
+    }
+
     md.push_str("## Send latency against offered load\n\n![send latency](send-latency.png)\n\n| offered | achieved | p50 | p90 | p99 | max | errors |\n|---|---|---|---|---|---|---|\n");
     for s in r.send_steps.iter().chain(std::iter::once(&r.send_max)) {
         md.push_str(&format!(
@@ -109,6 +139,14 @@ pub fn markdown(r: &Results) -> String {
             s.latency.p99,
             s.latency.max,
             s.errors
+        ));
+    }
+    md.push_str("\n## Fan-out by offered rate\n\nThe same sockets at each rate, each round started after presence traffic settled; deliveries checked by content against each conversation's stored `seq` range.\n\n| offered | sent | deliveries | missing | duplicated | out of order | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for rd in &fanout.rounds {
+        md.push_str(&format!(
+            "| {}/s | {:.0}/s | {} of {} | {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |\n",
+            rd.offered_per_sec, rd.sent_per_sec, rd.deliveries, rd.expected_deliveries, rd.missing,
+            rd.duplicated, rd.out_of_order, rd.latency.p50, rd.latency.p99, rd.latency.p999, rd.latency.max
         ));
     }
     md.push_str("\n## Fan-out delivery latency\n\n![fan-out latency](fanout-latency.png)\n\n");
@@ -147,19 +185,19 @@ pub fn markdown(r: &Results) -> String {
     if !fanout_ok && !at_target {
         notes.push(format!(
             "- fan-out: this mode runs a smaller load ({} sockets, {} messages/s: p99 {:.1} ms); the target is for {FANOUT_SOCKETS} sockets at {FANOUT_RATE}/s, which the full mode measures.",
-            f.sockets, f.offered_per_sec, f.latency.p99
+            fanout.sockets, f.offered_per_sec, f.latency.p99
         ));
     } else if !fanout_ok {
         let share = ratio(f.offered_per_sec as f64, r.send_max.per_sec);
         notes.push(format!(
             "- fan-out: {} sockets at {} messages/s: p50 {:.1} ms, p99 {:.1} ms against ≤ {FANOUT_P99_MS} ms. {} messages/s is {:.0}% of the most this machine sends at all ({:.0}/s, above), and each one is also {} socket deliveries, plus the load generator's own {} sockets parsing every frame, all on the same 2 cores: the stack runs near saturation and the delivery queues grow for the length of the run (most deliveries arrive within tens of ms, the tail waits seconds behind them). With the machine not saturated the fan-out path is much faster: the short mode (1000 sockets, 200 messages/s) measured p50 1–2 ms and p99 between 5 and 64 ms across runs on this shared machine. Reaching the target needs a cheaper send path first (see send) and the load generator on another machine.",
-            f.sockets, f.offered_per_sec, f.latency.p50, f.latency.p99,
-            f.offered_per_sec, share * 100.0, r.send_max.per_sec, super::GROUP - 1, f.sockets
+            fanout.sockets, f.offered_per_sec, f.latency.p50, f.latency.p99,
+            f.offered_per_sec, share * 100.0, r.send_max.per_sec, super::GROUP - 1, fanout.sockets
         ));
     }
     if o.attempted > 0 && !overload_ok {
         notes.push(format!(
-            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, back to normal after {:.1} s. Admission control refuses at the send queue (503 when it is full); when the stack is CPU-bound before that queue fills, the excess waits in NGINX and the services' accept queues instead, which shows as accepted latency.",
+            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, back to normal after {:.1} s. Admission control refuses at the send queue (503 when it is full or has stood longer than `SEND_QUEUE_MAX_WAIT_MS`); time a send spends before that queue — in NGINX, in the services' accept queues, waiting for a core — is not seen by it, and shows as accepted latency.",
             o.lost, o.failed, o.accepted_latency.p99, o.recovery_secs
         ));
     }
@@ -189,8 +227,9 @@ pub fn markdown(r: &Results) -> String {
         notes.push("- none: every target is met.".into());
     }
     md.push_str(&notes.join("\n"));
+    let runs = plan.raw_runs.max(1);
     md.push_str(&format!(
-        "\n\n## Raw limits\n\nBoth with `pgbench -n -M prepared -c {} -j 2 -T {}` as the superuser over TCP on loopback.\n\nInsert (primary, into a copy of `messaging.messages` with the same indexes and generated search vector):\n\n```sql\n{}\n```\n\nPage select (replica):\n\n```sql\n{}\n```\n",
+        "\n\n## Raw limits\n\nLike for like with the stack: `pgbench -n -M prepared -c {} -T {}` as the superuser over TCP on loopback, {runs} run(s) before and {runs} after the scenario, the median of all; each client writes or reads its own benchmark user's conversation (looked up once per client).\n\nInsert (primary, into `bench.messages`: a copy of `messaging.messages` with the same columns, generated search vector, indexes and foreign keys, UUIDv7 ids and a `client_id` as the service writes them):\n\n```sql\n{}\n```\n\nPage select (replica):\n\n```sql\n{}\n```\n",
         r.raw_insert.clients, plan.raw_secs, r.raw_insert.script, r.raw_select.script
     ));
     md
@@ -270,7 +309,7 @@ fn send_chart(path: &Path, r: &Results) -> Plot {
 }
 
 fn fanout_chart(path: &Path, r: &Results) -> Plot {
-    let f = &r.fanout;
+    let f = r.fanout.top();
     let x_max = f.buckets.last().map(|b| b.0).unwrap_or(1.0);
     let y_max = f.buckets.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64 * 1.1;
     let width = f.buckets.first().map(|b| b.0).unwrap_or(1.0);
@@ -280,7 +319,7 @@ fn fanout_chart(path: &Path, r: &Results) -> Plot {
         .caption(
             format!(
                 "fan-out: {} sockets, {}/s — p50 {:.1} ms, p99 {:.1} ms",
-                f.sockets, f.offered_per_sec, f.latency.p50, f.latency.p99
+                r.fanout.sockets, f.offered_per_sec, f.latency.p50, f.latency.p99
             ),
             ("sans-serif", 22),
         )
@@ -290,7 +329,7 @@ fn fanout_chart(path: &Path, r: &Results) -> Plot {
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
     chart
         .configure_mesh()
-        .x_desc("created_at → received at the socket (ms), up to p99.9")
+        .x_desc("send start → received at the socket (ms), up to p99.9")
         .y_desc("deliveries")
         .draw()?;
     chart.draw_series(f.buckets.iter().map(|(hi, n)| {

@@ -2,9 +2,12 @@
 //! together — one transaction, one multi-row statement, one WAL flush and one WAL position
 //! for all of them — instead of one commit each.
 //!
-//! A handler submits its send to a bounded queue ([`SendQueue::submit`]); when the queue is
-//! full the send is refused at once (503 with `Retry-After`: admission control, never a
-//! queue that grows without bound). `SEND_WRITERS` writer tasks each take what queued while
+//! A handler submits its send to a bounded queue ([`SendQueue::submit`]). Admission control
+//! refuses a send at once (503 with `Retry-After`) when the queue is full, or when sends are
+//! queued and the oldest send of the last batch taken waited longer than the allowed
+//! queueing delay (`SEND_QUEUE_MAX_WAIT_MS`; CoDel's measure of a standing queue, RFC 8289
+//! §3): accepted sends keep their latency and the excess is told to come back, instead of
+//! every send waiting behind a queue that grows to its capacity. `SEND_WRITERS` writer tasks each take what queued while
 //! they were busy (at most `SEND_BATCH_MAX`; no timer waits for more) and append it:
 //!
 //! 1. `BEGIN`; the batch's conversations (those its senders are participants of: a
@@ -29,10 +32,10 @@
 
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -82,6 +85,8 @@ pub struct Appended {
 pub struct GroupCommitSettings {
     /// Sends waiting at most; past it a send answers 503 at once.
     pub queue_capacity: usize,
+    /// The longest queueing delay admitted (see the module documentation).
+    pub max_wait: Duration,
     /// Sends in one batch at most.
     pub batch_max: usize,
     /// Batches in flight at once (each on its own connection).
@@ -98,6 +103,7 @@ struct Pending {
     reply: Reply,
     /// The submitting request's `messaging.send_queue` span, which the batch links to.
     link: Option<opentelemetry::trace::SpanContext>,
+    queued_at: Instant,
 }
 
 /// The instance's send queue; cheap to clone.
@@ -105,6 +111,9 @@ struct Pending {
 pub struct SendQueue {
     tx: mpsc::Sender<Pending>,
     waiting: Arc<AtomicUsize>,
+    /// How long the oldest send of the last batch taken had waited, in microseconds.
+    sojourn_us: Arc<AtomicU64>,
+    max_wait: Duration,
 }
 
 impl SendQueue {
@@ -113,9 +122,15 @@ impl SendQueue {
         let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let waiting = Arc::new(AtomicUsize::new(0));
+        let sojourn_us = Arc::new(AtomicU64::new(0));
         for _ in 0..settings.writers.max(1) {
-            let (db, rx, settings, waiting) =
-                (db.clone(), rx.clone(), settings.clone(), waiting.clone());
+            let (db, rx, settings, waiting, sojourn_us) = (
+                db.clone(),
+                rx.clone(),
+                settings.clone(),
+                waiting.clone(),
+                sojourn_us.clone(),
+            );
             // Never dropped in the middle of a batch (its connection would go back to the
             // pool inside a transaction): a writer stops between batches.
             let stopping = tasks.clone();
@@ -127,17 +142,27 @@ impl SendQueue {
                     };
                     let Some(batch) = batch else { break };
                     waiting.fetch_sub(batch.len(), Ordering::Relaxed);
+                    if let Some(oldest) = batch.first() {
+                        let waited = oldest.queued_at.elapsed().as_micros();
+                        sojourn_us
+                            .store(u64::try_from(waited).unwrap_or(u64::MAX), Ordering::Relaxed);
+                    }
                     run_batch(&db, &settings, batch).await;
                 }
             });
         }
-        Self { tx, waiting }
+        Self {
+            tx,
+            waiting,
+            sojourn_us,
+            max_wait: settings.max_wait,
+        }
     }
 
     /// Queues `send` and waits for its batch.
     ///
-    /// Errors: 503 with `Retry-After: 1` at once when the queue is full or the service is
-    /// stopping; the send's own refusal (404 not a participant, 422 `reply_to`, 429 budget);
+    /// Errors: 503 with `Retry-After: 1` at once when the queue is full, its queueing delay
+    /// is past the allowed one, or the service is stopping; the send's own refusal (404 not a participant, 422 `reply_to`, 429 budget);
     /// 503 when the primary is unavailable.
     ///
     /// Traces: the wait is a `messaging.send_queue` span in the request's trace; the batch
@@ -150,7 +175,13 @@ impl SendQueue {
         let span = tracing::info_span!("messaging.send_queue", otel.kind = "internal");
         let link = Some(span.context().span().span_context().clone()).filter(|c| c.is_valid());
         let (reply, answer) = oneshot::channel();
-        if self.tx.try_send(Pending { send, reply, link }).is_err() {
+        let pending = Pending {
+            send,
+            reply,
+            link,
+            queued_at: Instant::now(),
+        };
+        if self.standing_queue() || self.tx.try_send(pending).is_err() {
             if let Some(m) = crate::platform::metrics::metrics() {
                 m.send_queue_refused.inc();
             }
@@ -167,6 +198,12 @@ impl SendQueue {
                 detail: "the service is stopping; retry shortly".into(),
                 retry_after: 1,
             })?
+    }
+
+    /// Whether sends are queued and the last batch's oldest send waited longer than allowed.
+    fn standing_queue(&self) -> bool {
+        let waited = Duration::from_micros(self.sojourn_us.load(Ordering::Relaxed));
+        self.waiting() > 0 && waited > self.max_wait
     }
 
     /// Sends waiting for a writer now.
@@ -405,7 +442,7 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
 /// Locks, in id order, the batch's conversations (`$1`, per send) that the send's sender
 /// (`$2`) is a current participant of — a stranger's send locks nothing (it is refused by
 /// the append statement, which checks again under the lock).
-const LOCK_CONVERSATIONS: &str = "SELECT 1 FROM messaging.conversations c
+pub const LOCK_CONVERSATIONS: &str = "SELECT 1 FROM messaging.conversations c
      WHERE c.id IN (
          SELECT s.conversation_id
          FROM unnest($1::uuid[], $2::uuid[]) AS s(conversation_id, sender_id)

@@ -34,7 +34,8 @@ pub struct Metrics {
     pub notify_queue_usage: Gauge,
     /// `send_batch_size`: sends appended per group commit.
     pub send_batch_size: Histogram,
-    /// `send_queue_refused_total`: sends refused (503) because the queue was full.
+    /// `send_queue_refused_total`: sends refused (503) by admission control (the queue full
+    /// or its queueing delay past `SEND_QUEUE_MAX_WAIT_MS`).
     pub send_queue_refused: IntCounter,
 }
 
@@ -98,7 +99,7 @@ fn build() -> prometheus::Result<Metrics> {
         )?,
         send_queue_refused: IntCounter::new(
             "send_queue_refused_total",
-            "Sends refused because the send queue was full",
+            "Sends refused by admission control: send queue full or its delay too long",
         )?,
         registry,
     };

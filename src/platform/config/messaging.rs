@@ -155,6 +155,18 @@ pub struct MessagingConfig {
         help_heading = "Messages"
     )]
     pub send_queue_capacity: usize,
+    /// The longest a send may expect to wait for its batch, in milliseconds: while the
+    /// oldest send of the last batch taken waited longer and sends are still queued, new
+    /// sends answer 503 with `Retry-After` at once (admission by queueing delay, as CoDel
+    /// does, RFC 8289 §3) — the queue's capacity bounds memory, this bounds latency.
+    #[arg(
+        long = "send-queue-max-wait-ms",
+        env = "SEND_QUEUE_MAX_WAIT_MS",
+        default_value = "40",
+        value_parser = milliseconds,
+        help_heading = "Messages"
+    )]
+    pub send_queue_max_wait: Duration,
     /// Sends appended together in one transaction at most.
     #[arg(
         long = "send-batch-max",
@@ -163,11 +175,13 @@ pub struct MessagingConfig {
         help_heading = "Messages"
     )]
     pub send_batch_max: usize,
-    /// Batches in flight at once per instance (each on its own primary connection).
+    /// Batches in flight at once per instance (each on its own primary connection). One
+    /// is fastest on the benchmark machine: a second writer halves each batch and its
+    /// backend competes for the same cores (docs/benchmarks/report.md).
     #[arg(
         long = "send-writers",
         env = "SEND_WRITERS",
-        default_value_t = 2,
+        default_value_t = 1,
         help_heading = "Messages"
     )]
     pub send_writers: usize,

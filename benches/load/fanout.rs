@@ -1,0 +1,385 @@
+//! The fan-out scenario: K sockets in groups of [`GROUP`] members (one sender, the rest
+//! receive), messages sent into the groups at several offered rates on the same sockets.
+//!
+//! Each round starts only once the sockets' presence traffic has settled (no frame for a
+//! second), is timed from the send's start (the sender writes its clock into the message)
+//! to the frame's arrival, and is verified by content: every receiving socket must get
+//! exactly the messages its conversation gained during the round (the `seq` range between
+//! the primary's `last_seq` before and after), each once, in `seq` order.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    admin, client, hist, open_loop, open_socket, post, random_loopback, register, ticket, Env, Lat,
+    Plan, Res, User, GROUP,
+};
+
+/// One offered rate's round.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Round {
+    pub offered_per_sec: u64,
+    pub sent_per_sec: f64,
+    pub send_errors: u64,
+    /// Deliveries the stored messages call for: each message once to each other member.
+    pub expected_deliveries: u64,
+    /// Deliveries that arrived (the expected ones among them).
+    pub deliveries: u64,
+    /// Expected messages a socket never got.
+    pub missing: u64,
+    /// Messages a socket got more than once.
+    pub duplicated: u64,
+    /// Messages that arrived after one with a higher `seq` on the same socket.
+    pub out_of_order: u64,
+    /// From the send's start to the frame's arrival.
+    pub latency: Lat,
+    /// (upper bound ms, count) buckets of the delivery latency, for the chart.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl Round {
+    /// Every expected message arrived once and in order.
+    pub fn exact(&self) -> bool {
+        self.missing == 0 && self.duplicated == 0 && self.out_of_order == 0
+    }
+}
+
+/// The scenario's result.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Fanout {
+    pub sockets: usize,
+    pub groups: usize,
+    /// In ascending offered rate; the last is the plan's target rate.
+    #[serde(default)]
+    pub rounds: Vec<Round>,
+}
+
+impl Fanout {
+    /// The round at the highest offered rate.
+    pub fn top(&self) -> Round {
+        self.rounds.last().cloned().unwrap_or_default()
+    }
+
+    /// The highest offered rate delivered exactly with p99 within `p99_ms`.
+    pub fn sustained(&self, p99_ms: f64) -> Option<&Round> {
+        self.rounds
+            .iter()
+            .filter(|r| r.exact() && r.send_errors == 0 && r.latency.p99 <= p99_ms)
+            .max_by_key(|r| r.offered_per_sec)
+    }
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(borrow)]
+    data: Option<Data<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Data<'a> {
+    #[serde(borrow)]
+    sender_id: Option<&'a str>,
+    #[serde(borrow)]
+    content: Option<&'a str>,
+    seq: Option<i64>,
+}
+
+/// One open socket: its member's conversation, whether that member receives (every member
+/// but the group's sender), and what it got in the current round.
+struct Socket {
+    conv: String,
+    receives: bool,
+    got: Arc<Mutex<Got>>,
+}
+
+/// What one socket got in the current round.
+struct Got {
+    seqs: Vec<i64>,
+    latency: hdrhistogram::Histogram<u64>,
+}
+
+/// The clock (Unix microseconds) a fan-out message carries: `"fan-out t=<micros> …"`.
+fn sent_at(content: &str) -> Option<i64> {
+    content
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("t="))
+        .and_then(|t| t.parse().ok())
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// A send whose content carries its start time.
+fn timed_sender(
+    base: String,
+) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, bool> + Clone
+{
+    let run = rand::random::<u32>();
+    move |c, user, conv, n| {
+        let base = base.clone();
+        Box::pin(async move {
+            let res = c
+                .post(format!("{base}/api/conversations/{conv}/messages"))
+                .bearer_auth(&user.token)
+                .json(&json!({
+                    "content": format!("fan-out t={} message {n}", now_micros()),
+                    "client_id": format!("f{run:x}-{}-{n}", user.id),
+                }))
+                .send()
+                .await;
+            match res {
+                Ok(r) if r.status().as_u16() == 201 => r.bytes().await.is_ok(),
+                _ => false,
+            }
+        })
+    }
+}
+
+/// Each conversation's `last_seq` on the primary.
+async fn last_seqs(env: &Env, convs: &[String]) -> Res<HashMap<String, i64>> {
+    let db = admin(&env.primary_admin).await?;
+    let ids: Vec<uuid::Uuid> = convs.iter().filter_map(|c| c.parse().ok()).collect();
+    let rows = db
+        .query(
+            "SELECT id, last_seq FROM messaging.conversations WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, uuid::Uuid>(0).to_string(), r.get::<_, i64>(1)))
+        .collect())
+}
+
+/// Runs the scenario: the plan's lower rates, then its target rate.
+pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
+    let groups = plan.fanout_sockets / GROUP;
+    eprintln!("fan-out: registering {} users", groups * GROUP);
+    let users = register(&env.base, "f", groups * GROUP, 64).await?;
+    let c = client()?;
+    let mut senders = Vec::new();
+    let mut conv_of = HashMap::new();
+    let mut sends = std::collections::HashSet::new();
+    for g in 0..groups {
+        let members = &users[g * GROUP..(g + 1) * GROUP];
+        let ids: Vec<&str> = members[1..].iter().map(|u| u.id.as_str()).collect();
+        let conv = post(
+            &c,
+            &env.base,
+            &members[0],
+            "/api/conversations",
+            json!({"participant_ids": ids, "name": format!("fan-out {g}"), "is_group": true}),
+        )
+        .await?;
+        let conv = conv["id"].as_str().unwrap_or_default().to_owned();
+        for m in members {
+            conv_of.insert(m.id.clone(), conv.clone());
+        }
+        sends.insert(members[0].id.clone());
+        senders.push((members[0].clone(), conv));
+    }
+    eprintln!("fan-out: opening {} sockets", users.len());
+    let frames = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let base = env.base.clone();
+    let opened = futures_util::stream::iter(users.clone())
+        .map(|u| {
+            let (base, c) = (base.clone(), c.clone());
+            async move {
+                let t = ticket(&c, &base, &u).await?;
+                let ws = open_socket(&base, &t, Some(random_loopback())).await?;
+                Ok::<(User, super::Ws), Box<dyn std::error::Error + Send + Sync>>((u, ws))
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    let mut sockets: Vec<Socket> = Vec::new();
+    let mut readers = Vec::new();
+    for s in opened {
+        let Ok((user, mut ws)) = s else { continue };
+        let got = Arc::new(Mutex::new(Got {
+            seqs: Vec::new(),
+            latency: hist(),
+        }));
+        sockets.push(Socket {
+            conv: conv_of.get(&user.id).cloned().unwrap_or_default(),
+            receives: !sends.contains(&user.id),
+            got: got.clone(),
+        });
+        let (frames, stop) = (frames.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let msg = match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(_) => break,
+                    Err(_) => continue,
+                };
+                let now = now_micros();
+                frames.fetch_add(1, Ordering::Relaxed);
+                let Ok(text) = msg.to_text() else { continue };
+                let Ok(f) = serde_json::from_str::<Frame>(text) else {
+                    continue;
+                };
+                let Some(d) = f.data.filter(|_| f.kind == "message.created") else {
+                    continue;
+                };
+                if d.sender_id == Some(user.id.as_str()) {
+                    continue;
+                }
+                if let (Some(seq), Ok(mut got)) = (d.seq, got.lock()) {
+                    got.seqs.push(seq);
+                    if let Some(t) = d.content.and_then(sent_at) {
+                        let _ = got.latency.record((now - t).max(1) as u64);
+                    }
+                }
+            }
+            let _ = ws.close(None).await;
+        }));
+    }
+    let open = sockets.len();
+    let convs: Vec<String> = senders.iter().map(|(_, c)| c.clone()).collect();
+    let mut rounds = Vec::new();
+    for rate in plan
+        .fanout_steps
+        .iter()
+        .copied()
+        .chain(std::iter::once(plan.fanout_rate))
+    {
+        settle(&frames).await;
+        for socket in &sockets {
+            if let Ok(mut g) = socket.got.lock() {
+                g.seqs.clear();
+                g.latency.reset();
+            }
+        }
+        let before = last_seqs(env, &convs).await?;
+        eprintln!(
+            "fan-out: {open} sockets; {rate} messages/s for {} s",
+            plan.fanout_secs
+        );
+        let send = open_loop(
+            "fan-out send",
+            &senders,
+            rate as f64,
+            plan.fanout_secs,
+            timed_sender(env.base.clone()),
+        )
+        .await;
+        let after = last_seqs(env, &convs).await?;
+        let expected: i64 = sockets
+            .iter()
+            .filter(|s| s.receives)
+            .filter_map(|s| Some(after.get(&s.conv)? - before.get(&s.conv)?))
+            .sum();
+        // Let the last deliveries land (at most 10 s).
+        for _ in 0..100 {
+            let arrived: usize = sockets
+                .iter()
+                .map(|s| s.got.lock().map_or(0, |g| g.seqs.len()))
+                .sum();
+            if arrived as i64 >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        rounds.push(verify(rate, &send, &sockets, &before, &after));
+        let r = rounds.last().cloned().unwrap_or_default();
+        eprintln!(
+            "  {} of {} deliveries ({} missing, {} duplicated, {} out of order), p50 {:.1} p99 {:.1} ms",
+            r.deliveries, r.expected_deliveries, r.missing, r.duplicated, r.out_of_order,
+            r.latency.p50, r.latency.p99
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let _ = r.await;
+    }
+    Ok(Fanout {
+        sockets: open,
+        groups,
+        rounds,
+    })
+}
+
+/// Waits until no frame has arrived for a second (presence of newly opened sockets, the
+/// tail of the previous round), at most 60 s.
+async fn settle(frames: &AtomicU64) {
+    let mut last = frames.load(Ordering::Relaxed);
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = frames.load(Ordering::Relaxed);
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// Checks what every socket got against its conversation's `seq` range of the round.
+fn verify(
+    rate: u64,
+    send: &super::Run,
+    sockets: &[Socket],
+    before: &HashMap<String, i64>,
+    after: &HashMap<String, i64>,
+) -> Round {
+    let mut round = Round {
+        offered_per_sec: rate,
+        sent_per_sec: send.per_sec,
+        send_errors: send.errors,
+        ..Default::default()
+    };
+    let mut latency = hist();
+    for socket in sockets {
+        let Ok(got) = socket.got.lock() else { continue };
+        let _ = latency.add(&got.latency);
+        let (Some(&lo), Some(&hi)) = (before.get(&socket.conv), after.get(&socket.conv)) else {
+            continue;
+        };
+        round.deliveries += got.seqs.len() as u64;
+        let mut seen = std::collections::HashSet::new();
+        let mut highest = i64::MIN;
+        for &s in &got.seqs {
+            if !seen.insert(s) {
+                round.duplicated += 1;
+            } else if s < highest {
+                round.out_of_order += 1;
+            }
+            highest = highest.max(s);
+        }
+        // A sender's own socket skips its own messages: it expects nothing.
+        if socket.receives {
+            let wanted = (lo + 1..=hi).filter(|s| !seen.contains(s)).count();
+            round.missing += wanted as u64;
+            round.expected_deliveries += (hi - lo) as u64;
+        }
+    }
+    round.latency = Lat::of(&latency);
+    let top = latency.value_at_quantile(0.999).max(1000);
+    let step = (top / 40).max(100);
+    let mut lo = 0;
+    while lo < top {
+        let hi = lo + step;
+        round.buckets.push((
+            hi as f64 / 1000.0,
+            latency.count_between(lo, hi.saturating_sub(1)),
+        ));
+        lo = hi;
+    }
+    round
+}
