@@ -673,7 +673,7 @@ async fn send(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<()>
             pairs.len(),
             WRITERS,
             batch,
-            plan.raw_runs,
+            1,
             plan.raw_secs,
         )?;
         eprintln!("  {:.0} sends/s", alone.tps);
