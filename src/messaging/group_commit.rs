@@ -3,11 +3,12 @@
 //! for all of them — instead of one commit each.
 //!
 //! A handler submits its send to a bounded queue ([`SendQueue::submit`]). Admission control
-//! refuses a send at once (503 with `Retry-After`) when the queue is full, or when sends are
-//! queued and the oldest send of the last batch taken waited longer than the allowed
-//! queueing delay (`SEND_QUEUE_MAX_WAIT_MS`; CoDel's measure of a standing queue, RFC 8289
-//! §3): accepted sends keep their latency and the excess is told to come back, instead of
-//! every send waiting behind a queue that grows to its capacity. `SEND_WRITERS` writer tasks each take what queued while
+//! refuses a send at once (503 with `Retry-After`) when the queue is full, or when the queue
+//! stands: sends are queued and every batch taken for at least [`STANDING_INTERVAL`] found
+//! its oldest send waiting longer than the allowed queueing delay (`SEND_QUEUE_MAX_WAIT_MS`;
+//! CoDel's test, RFC 8289 §3: one slow batch is a burst, not a standing queue). Accepted
+//! sends keep their latency and the excess is told to come back, instead of every send
+//! waiting behind a queue that grows to its capacity. `SEND_WRITERS` writer tasks each take what queued while
 //! they were busy (at most `SEND_BATCH_MAX`; no timer waits for more) and append it:
 //!
 //! 1. `BEGIN`; the batch's conversations (those its senders are participants of: a
@@ -111,9 +112,47 @@ struct Pending {
 pub struct SendQueue {
     tx: mpsc::Sender<Pending>,
     waiting: Arc<AtomicUsize>,
-    /// How long the oldest send of the last batch taken had waited, in microseconds.
-    sojourn_us: Arc<AtomicU64>,
-    max_wait: Duration,
+    standing: Arc<StandingQueue>,
+}
+
+/// How long batches must keep finding their oldest send over the allowed delay before the
+/// queue counts as standing: CoDel's default interval (RFC 8289 §4.3).
+pub const STANDING_INTERVAL: Duration = Duration::from_millis(100);
+
+/// CoDel's standing-queue test over the queueing delay of each batch's oldest send.
+struct StandingQueue {
+    epoch: Instant,
+    target: Duration,
+    /// Microseconds since `epoch` (plus one) at which batches began to find their oldest
+    /// send over `target`; 0 while the last batch did not.
+    above_since: AtomicU64,
+}
+
+impl StandingQueue {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    /// Records the queueing delay of the oldest send of a batch just taken.
+    fn observe(&self, waited: Duration) {
+        if waited <= self.target {
+            self.above_since.store(0, Ordering::Relaxed);
+        } else {
+            let now = self.now_us();
+            let _ = self
+                .above_since
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the delay has been over the target for a whole interval.
+    fn standing(&self) -> bool {
+        let since = self.above_since.load(Ordering::Relaxed);
+        let interval = u64::try_from(STANDING_INTERVAL.as_micros()).unwrap_or(u64::MAX);
+        since != 0 && self.now_us().saturating_sub(since) >= interval
+    }
 }
 
 impl SendQueue {
@@ -122,14 +161,18 @@ impl SendQueue {
         let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let waiting = Arc::new(AtomicUsize::new(0));
-        let sojourn_us = Arc::new(AtomicU64::new(0));
+        let standing = Arc::new(StandingQueue {
+            epoch: Instant::now(),
+            target: settings.max_wait,
+            above_since: AtomicU64::new(0),
+        });
         for _ in 0..settings.writers.max(1) {
-            let (db, rx, settings, waiting, sojourn_us) = (
+            let (db, rx, settings, waiting, standing) = (
                 db.clone(),
                 rx.clone(),
                 settings.clone(),
                 waiting.clone(),
-                sojourn_us.clone(),
+                standing.clone(),
             );
             // Never dropped in the middle of a batch (its connection would go back to the
             // pool inside a transaction): a writer stops between batches.
@@ -143,9 +186,7 @@ impl SendQueue {
                     let Some(batch) = batch else { break };
                     waiting.fetch_sub(batch.len(), Ordering::Relaxed);
                     if let Some(oldest) = batch.first() {
-                        let waited = oldest.queued_at.elapsed().as_micros();
-                        sojourn_us
-                            .store(u64::try_from(waited).unwrap_or(u64::MAX), Ordering::Relaxed);
+                        standing.observe(oldest.queued_at.elapsed());
                     }
                     run_batch(&db, &settings, batch).await;
                 }
@@ -154,8 +195,7 @@ impl SendQueue {
         Self {
             tx,
             waiting,
-            sojourn_us,
-            max_wait: settings.max_wait,
+            standing,
         }
     }
 
@@ -200,10 +240,9 @@ impl SendQueue {
             })?
     }
 
-    /// Whether sends are queued and the last batch's oldest send waited longer than allowed.
+    /// Whether sends are queued and the queue stands (see [`StandingQueue`]).
     fn standing_queue(&self) -> bool {
-        let waited = Duration::from_micros(self.sojourn_us.load(Ordering::Relaxed));
-        self.waiting() > 0 && waited > self.max_wait
+        self.waiting() > 0 && self.standing.standing()
     }
 
     /// Sends waiting for a writer now.

@@ -150,6 +150,7 @@ async fn a_full_send_queue_refuses_fast_and_loses_nothing_it_accepted() {
     let _alone = exclusive().await;
     send_burst(
         "queue",
+        1,
         &[
             "--send-queue-capacity=1",
             "--send-writers=1",
@@ -160,17 +161,20 @@ async fn a_full_send_queue_refuses_fast_and_loses_nothing_it_accepted() {
 }
 
 /// Admission control by queueing delay: with room for every send in the queue, but an
-/// allowed delay (1 ms) shorter than one append, a burst of 80 sends is still partly
-/// refused at once — the queue never stands longer than allowed — and every accepted send
-/// is stored, in a gapless `seq`. (Without the delay rule nothing here is refused.)
+/// allowed delay (1 ms) shorter than one append, eight waves of 80 sends 50 ms apart (with
+/// a send budget that allows them all) are partly refused at once — once the queue has
+/// stood for CoDel's interval — and every accepted send is stored, in a gapless `seq`.
+/// (Without the delay rule nothing here is refused.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_queue_past_its_delay_refuses_fast_and_loses_nothing_it_accepted() {
     let _alone = exclusive().await;
     send_burst(
         "delay",
+        8,
         &[
             "--send-queue-capacity=1000",
             "--send-queue-max-wait-ms=1",
+            "--send-rate-limit=100000",
             "--send-writers=1",
             "--send-batch-max=1",
         ],
@@ -178,10 +182,10 @@ async fn a_send_queue_past_its_delay_refuses_fast_and_loses_nothing_it_accepted(
     .await;
 }
 
-/// Sends 80 messages at once to an in-process instance started with `args` and checks that
-/// some were refused fast (503 problem+json with `Retry-After`), some accepted, and exactly
-/// the accepted ones stored with gapless `seq`s.
-async fn send_burst(name: &str, args: &[&str]) {
+/// Sends `waves` waves of 80 messages at once, 50 ms apart, to an in-process instance
+/// started with `args` and checks that some were refused fast (503 problem+json with
+/// `Retry-After`), some accepted, and exactly the accepted ones stored with gapless `seq`s.
+async fn send_burst(name: &str, waves: usize, args: &[&str]) {
     let app = in_process_messaging(&format!("overload-{name}-{}", unique()), args).await;
     let (port, stop) = (app.port(), app.stop_token());
     let running = tokio::spawn(app.run_until_stopped());
@@ -193,9 +197,10 @@ async fn send_burst(name: &str, args: &[&str]) {
     );
     let conv = a.direct_with(&b).await;
     let client = http();
-    let answers = futures_util::future::join_all((0..80).map(|n| {
+    let answers = futures_util::future::join_all((0..80 * waves).map(|n| {
         let (client, server, conv, token) = (&client, &server, &conv, &a.access);
         async move {
+            tokio::time::sleep(Duration::from_millis(50 * (n / 80) as u64)).await;
             let started = std::time::Instant::now();
             let r = client
                 .post(format!("{server}/api/conversations/{conv}/messages"))

@@ -155,10 +155,10 @@ pub struct MessagingConfig {
         help_heading = "Messages"
     )]
     pub send_queue_capacity: usize,
-    /// The longest a send may expect to wait for its batch, in milliseconds: while the
-    /// oldest send of the last batch taken waited longer and sends are still queued, new
-    /// sends answer 503 with `Retry-After` at once (admission by queueing delay, as CoDel
-    /// does, RFC 8289 §3) — the queue's capacity bounds memory, this bounds latency.
+    /// The longest a send may expect to wait for its batch, in milliseconds: once every
+    /// batch for 100 ms found its oldest send waiting longer, while sends are queued, new
+    /// sends answer 503 with `Retry-After` at once (admission by queueing delay, CoDel's
+    /// standing-queue test, RFC 8289 §3) — the queue's capacity bounds memory, this latency.
     #[arg(
         long = "send-queue-max-wait-ms",
         env = "SEND_QUEUE_MAX_WAIT_MS",
