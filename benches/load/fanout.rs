@@ -21,8 +21,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    admin, client, hist, open_loop, open_socket, post, random_loopback, register, ticket, Env, Lat,
-    Plan, Res, User, GROUP,
+    admin, client, hist, open_loop, open_socket, post, random_loopback, register, sender_of,
+    ticket, Env, Lat, Plan, Res, User, GROUP,
 };
 
 /// One offered rate's round.
@@ -122,30 +122,9 @@ fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-/// A send whose content carries its start time.
-fn timed_sender(
-    base: String,
-) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, bool> + Clone
-{
-    let run = rand::random::<u32>();
-    move |c, user, conv, n| {
-        let base = base.clone();
-        Box::pin(async move {
-            let res = c
-                .post(format!("{base}/api/conversations/{conv}/messages"))
-                .bearer_auth(&user.token)
-                .json(&json!({
-                    "content": format!("fan-out t={} message {n}", now_micros()),
-                    "client_id": format!("f{run:x}-{}-{n}", user.id),
-                }))
-                .send()
-                .await;
-            match res {
-                Ok(r) if r.status().as_u16() == 201 => r.bytes().await.is_ok(),
-                _ => false,
-            }
-        })
-    }
+/// The text of fan-out message `n`, carrying the clock at the send's start.
+fn timed_content(n: u64) -> String {
+    format!("fan-out t={} message {n}", now_micros())
 }
 
 /// Each conversation's `last_seq` on the primary.
@@ -172,7 +151,7 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
     let c = client()?;
     let mut senders = Vec::new();
     let mut conv_of = HashMap::new();
-    let mut sends = std::collections::HashSet::new();
+    let mut sender_ids = std::collections::HashSet::new();
     for g in 0..groups {
         let members = &users[g * GROUP..(g + 1) * GROUP];
         let ids: Vec<&str> = members[1..].iter().map(|u| u.id.as_str()).collect();
@@ -188,7 +167,7 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
         for m in members {
             conv_of.insert(m.id.clone(), conv.clone());
         }
-        sends.insert(members[0].id.clone());
+        sender_ids.insert(members[0].id.clone());
         senders.push((members[0].clone(), conv));
     }
     eprintln!("fan-out: opening {} sockets", users.len());
@@ -217,7 +196,7 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
         }));
         sockets.push(Socket {
             conv: conv_of.get(&user.id).cloned().unwrap_or_default(),
-            receives: !sends.contains(&user.id),
+            receives: !sender_ids.contains(&user.id),
             got: got.clone(),
         });
         let (frames, stop) = (frames.clone(), stop.clone());
@@ -276,7 +255,7 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             &senders,
             rate as f64,
             plan.fanout_secs,
-            timed_sender(env.base.clone()),
+            sender_of(env.base.clone(), timed_content),
         )
         .await;
         let after = last_seqs(env, &convs).await?;

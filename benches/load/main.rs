@@ -8,9 +8,9 @@
 //!    loop), then at fixed offered loads of 25/50/75 % of that maximum (open loop, latency
 //!    measured from each request's scheduled start, so a stall is not hidden);
 //! 2. history: the same N users read newest-50 pages (served by the replica);
-//! 3. fan-out: K sockets in groups of `GROUP` members, M messages/s into the groups; latency
-//!    from the message's `created_at` (taken inside its transaction, before commit) to its
-//!    arrival at each receiving socket;
+//! 3. fan-out: K sockets in groups of `GROUP` members, messages into the groups at several
+//!    offered rates; latency from the send's start to its arrival at each receiving socket,
+//!    every delivery checked by content ([`fanout`]);
 //! 4. sockets: idle authenticated sockets opened straight on one messaging instance, and the
 //!    growth of that process's RSS per socket;
 //! 5. overload: twice the sustainable send rate, then half of it: accepted, refused, lost,
@@ -335,8 +335,21 @@ async fn finish(
     }
 }
 
+/// Sends message `n` with an ordinary text.
 fn sender(
     base: String,
+) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, bool> + Clone
+{
+    sender_of(base, |n| {
+        format!("bench message {n} with some ordinary words in it")
+    })
+}
+
+/// Sends message `n` with the text `content(n)` (made when the request starts) and a
+/// `client_id`; true when it was created (201) and its answer read.
+fn sender_of(
+    base: String,
+    content: fn(u64) -> String,
 ) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, bool> + Clone
 {
     let run = rand::random::<u32>();
@@ -347,7 +360,7 @@ fn sender(
                 .post(format!("{base}/api/conversations/{conv}/messages"))
                 .bearer_auth(&user.token)
                 .json(&json!({
-                    "content": format!("bench message {n} with some ordinary words in it"),
+                    "content": content(n),
                     "client_id": format!("b{run:x}-{}-{n}", user.id),
                 }))
                 .send()
@@ -629,7 +642,14 @@ async fn pairs(env: &Env, plan: &Plan) -> Res<Pairs> {
 
 /// Scenario 1 and its limit: sends at the maximum and at fixed loads, then pgbench inserts.
 async fn send(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<()> {
-    raw_inserts(env, plan, pairs, r, "before")?;
+    raw_side(
+        env,
+        plan,
+        pairs,
+        raw::Limit::Insert,
+        &mut r.raw_insert,
+        "before",
+    )?;
     eprintln!(
         "send: closed loop, {} users, {} s",
         plan.clients, plan.send_secs
@@ -665,7 +685,14 @@ async fn send(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<()>
         );
         r.send_steps.push(run);
     }
-    raw_inserts(env, plan, pairs, r, "after")?;
+    raw_side(
+        env,
+        plan,
+        pairs,
+        raw::Limit::Insert,
+        &mut r.raw_insert,
+        "after",
+    )?;
     for batch in GROUP_COMMIT_BATCHES {
         eprintln!("group commit alone: batches of {batch}, {WRITERS} writers");
         let alone = raw::group_commit_limit(
@@ -687,36 +714,26 @@ const GROUP_COMMIT_BATCHES: [usize; 3] = [1, 8, 32];
 /// Writers in the stack: one per messaging instance (`SEND_WRITERS`, 2 instances).
 const WRITERS: usize = 2;
 
-/// One side (`when`: before or after the scenario) of the insert limit.
-fn raw_inserts(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results, when: &str) -> Res<()> {
+/// One side (`when`: before or after its scenario) of a raw limit, merged into `into`.
+fn raw_side(
+    env: &Env,
+    plan: &Plan,
+    pairs: &Pairs,
+    limit: raw::Limit,
+    into: &mut raw::Raw,
+    when: &str,
+) -> Res<()> {
+    let url = match limit {
+        raw::Limit::Insert => &env.primary_admin,
+        raw::Limit::Select => &env.replica_admin,
+    };
     eprintln!(
-        "raw insert ({when}): pgbench, {} clients, {} × {} s",
+        "raw {limit:?} ({when}): pgbench, {} clients, {} × {} s",
         plan.clients, plan.raw_runs, plan.raw_secs
     );
-    let raw = raw::insert_limit(
-        &env.primary_admin,
-        pairs.len(),
-        plan.clients,
-        plan.raw_runs,
-        plan.raw_secs,
-    )?;
-    eprintln!("  {:.0} inserts/s", raw.tps);
-    r.raw_insert.merge(raw);
-    Ok(())
-}
-
-/// One side of the select limit.
-fn raw_selects(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results, when: &str) -> Res<()> {
-    eprintln!("raw select ({when}): pgbench on the replica");
-    let raw = raw::select_limit(
-        &env.replica_admin,
-        pairs.len(),
-        plan.clients,
-        plan.raw_runs,
-        plan.raw_secs,
-    )?;
-    eprintln!("  {:.0} selects/s", raw.tps);
-    r.raw_select.merge(raw);
+    let raw = limit.measure(url, pairs.len(), plan.clients, plan.raw_runs, plan.raw_secs)?;
+    eprintln!("  {:.0} {}", raw.tps, limit.unit());
+    into.merge(raw);
     Ok(())
 }
 
@@ -730,7 +747,14 @@ async fn history(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<
         "history: newest-50 pages, {} users, {} s",
         plan.clients, plan.history_secs
     );
-    raw_selects(env, plan, pairs, r, "before")?;
+    raw_side(
+        env,
+        plan,
+        pairs,
+        raw::Limit::Select,
+        &mut r.raw_select,
+        "before",
+    )?;
     // Each reader carries the consistency token of its own last send, as a browser does.
     let c = client()?;
     let mut readers = Vec::with_capacity(pairs.len());
@@ -766,7 +790,14 @@ async fn history(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<
         r.history.per_sec, r.history.latency.p99
     );
 
-    raw_selects(env, plan, pairs, r, "after")?;
+    raw_side(
+        env,
+        plan,
+        pairs,
+        raw::Limit::Select,
+        &mut r.raw_select,
+        "after",
+    )?;
     Ok(())
 }
 

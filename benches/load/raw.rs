@@ -273,26 +273,37 @@ pub async fn clean(primary: &str) -> Res<()> {
     Ok(())
 }
 
-/// Inserts per second on the primary: `runs` runs of `secs`, `clients` clients.
-pub fn insert_limit(
-    primary: &str,
-    pairs: usize,
-    clients: usize,
-    runs: usize,
-    secs: u64,
-) -> Res<Raw> {
-    pgbench(primary, &insert_script(pairs), clients, runs, secs, 1.0)
+/// A one-statement limit: inserts per second on the primary, or newest-50 pages per second
+/// on the replica.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    Insert,
+    Select,
 }
 
-/// Newest-50 pages per second on the replica.
-pub fn select_limit(
-    replica: &str,
-    pairs: usize,
-    clients: usize,
-    runs: usize,
-    secs: u64,
-) -> Res<Raw> {
-    pgbench(replica, &select_script(pairs), clients, runs, secs, 1.0)
+impl Limit {
+    /// `runs` runs of `secs` with `clients` clients against `url`.
+    pub fn measure(
+        self,
+        url: &str,
+        pairs: usize,
+        clients: usize,
+        runs: usize,
+        secs: u64,
+    ) -> Res<Raw> {
+        let script = match self {
+            Limit::Insert => insert_script(pairs),
+            Limit::Select => select_script(pairs),
+        };
+        pgbench(url, &script, clients, runs, secs, 1.0)
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Limit::Insert => "inserts/s",
+            Limit::Select => "selects/s",
+        }
+    }
 }
 
 /// Sends per second through the group commit alone, in batches of `batch`, over `writers`

@@ -617,3 +617,41 @@ async fn append_batch(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> StandingQueue {
+        StandingQueue {
+            epoch: Instant::now(),
+            target: Duration::from_millis(40),
+            above_since: AtomicU64::new(0),
+        }
+    }
+
+    #[test]
+    fn one_slow_batch_is_a_burst_not_a_standing_queue() {
+        let q = queue();
+        q.observe(Duration::from_millis(120));
+        assert!(!q.standing(), "refused on one slow batch");
+        q.observe(Duration::from_millis(1));
+        std::thread::sleep(STANDING_INTERVAL + Duration::from_millis(10));
+        assert!(!q.standing(), "refused after the burst drained");
+    }
+
+    #[test]
+    fn a_delay_over_the_target_for_an_interval_stands_until_a_batch_is_under_it() {
+        let q = queue();
+        q.observe(Duration::from_millis(120));
+        std::thread::sleep(STANDING_INTERVAL / 2);
+        q.observe(Duration::from_millis(80));
+        std::thread::sleep(STANDING_INTERVAL / 2 + Duration::from_millis(10));
+        assert!(q.standing(), "over the target for a whole interval");
+        q.observe(Duration::from_millis(5));
+        assert!(
+            !q.standing(),
+            "still refusing after a batch under the target"
+        );
+    }
+}

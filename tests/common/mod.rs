@@ -88,6 +88,22 @@ pub async fn refresh(cookie: &str, extra: &[(&str, &str)]) -> (StatusCode, Heade
     raw(Method::POST, "/auth/refresh", &headers, None).await
 }
 
+/// Every stored `seq` of a conversation, in order, read on the primary.
+pub async fn stored_seqs(conversation: &str) -> Vec<i64> {
+    let id: uuid::Uuid = conversation.parse().expect("uuid");
+    admin(false)
+        .await
+        .query(
+            "SELECT seq FROM messaging.messages WHERE conversation_id = $1 ORDER BY seq",
+            &[&id],
+        )
+        .await
+        .expect("seqs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// A superuser connection to the primary or the replica.
 pub async fn admin(replica: bool) -> tokio_postgres::Client {
     let url = if replica {

@@ -10,6 +10,18 @@ use crate::common::*;
 use reqwest::StatusCode;
 use switchboard::{platform::config, startup::App};
 
+/// Presence rows (open sockets) recorded for `instance` on the primary.
+async fn presence_rows(primary_admin: &tokio_postgres::Client, instance: &str) -> i64 {
+    primary_admin
+        .query_one(
+            "SELECT count(*) FROM messaging.presence_sockets WHERE instance_id = $1",
+            &[&instance],
+        )
+        .await
+        .expect("presence")
+        .get(0)
+}
+
 /// Backends of one messaging instance (each connection it opens is named
 /// `switchboard-<role> <instance>`).
 async fn backends_of(admin: &tokio_postgres::Client, instance: &str) -> HashSet<(i32, String)> {
@@ -96,14 +108,7 @@ async fn an_app_built_in_process_serves_then_stops_every_task_it_started() {
             .then_some(())
     })
     .await;
-    let rows: i64 = primary_admin
-        .query_one(
-            "SELECT count(*) FROM messaging.presence_sockets WHERE instance_id = $1",
-            &[&instance],
-        )
-        .await
-        .expect("presence")
-        .get(0);
+    let rows = presence_rows(&primary_admin, &instance).await;
     assert_eq!(rows, 1, "the socket is recorded");
 
     // Stopped as SIGTERM would stop it.
@@ -116,14 +121,7 @@ async fn an_app_built_in_process_serves_then_stops_every_task_it_started() {
         .expect("task")
         .expect("stops cleanly");
 
-    let rows: i64 = primary_admin
-        .query_one(
-            "SELECT count(*) FROM messaging.presence_sockets WHERE instance_id = $1",
-            &[&instance],
-        )
-        .await
-        .expect("presence")
-        .get(0);
+    let rows = presence_rows(&primary_admin, &instance).await;
     assert_eq!(rows, 0, "its presence rows are gone");
     eventually(Duration::from_secs(5), || async {
         let left = backends_of(&primary_admin, &instance).await.len()
@@ -238,18 +236,7 @@ async fn send_burst(name: &str, waves: usize, args: &[&str]) {
         "nothing was refused: admission control did not act"
     );
     assert!(!accepted.is_empty(), "nothing was accepted");
-    let id: uuid::Uuid = conv.parse().expect("uuid");
-    let stored: Vec<i64> = admin(false)
-        .await
-        .query(
-            "SELECT seq FROM messaging.messages WHERE conversation_id = $1 ORDER BY seq",
-            &[&id],
-        )
-        .await
-        .expect("seqs")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let stored = stored_seqs(&conv).await;
     accepted.sort_unstable();
     assert_eq!(stored, accepted, "exactly the accepted sends are stored");
     assert_eq!(stored, (1..=stored.len() as i64).collect::<Vec<_>>());

@@ -23,22 +23,6 @@ async fn group_of(owner: &User, members: &[&User]) -> String {
     body["id"].as_str().expect("id").to_owned()
 }
 
-/// Every stored `seq` of a conversation, in order, read on the primary.
-async fn seqs(conversation: &str) -> Vec<i64> {
-    let id: uuid::Uuid = conversation.parse().expect("uuid");
-    admin(false)
-        .await
-        .query(
-            "SELECT seq FROM messaging.messages WHERE conversation_id = $1 ORDER BY seq",
-            &[&id],
-        )
-        .await
-        .expect("seqs")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 async fn post_message(user: &User, conversation: &str, body: Value) -> (StatusCode, Value) {
     user.post(&format!("/api/conversations/{conversation}/messages"), body)
         .await
@@ -79,7 +63,7 @@ async fn concurrent_sends_keep_every_seq_gapless_and_lose_nothing() {
     }
     for (conv, mut answered) in accepted {
         answered.sort_unstable();
-        let stored = seqs(&conv).await;
+        let stored = stored_seqs(&conv).await;
         let expected: Vec<i64> = (1..=stored.len() as i64).collect();
         assert_eq!(stored, expected, "gapless and unique in {conv}");
         assert!(
@@ -211,5 +195,5 @@ async fn a_bad_send_in_a_burst_fails_alone_and_a_client_id_appends_once() {
     }
     assert_eq!(retried.len(), 1, "every retry answers the one message");
     assert_eq!(created, 21, "20 sends and the client_id's one");
-    assert_eq!(seqs(&conv).await, (1..=21).collect::<Vec<i64>>());
+    assert_eq!(stored_seqs(&conv).await, (1..=21).collect::<Vec<i64>>());
 }
