@@ -169,7 +169,9 @@ ORDER BY m.seq DESC LIMIT 50;
 }
 
 /// The group commit's script: batches of `batch` sends from consecutive benchmark users,
-/// with the writer's own statements; the writer's parameters become SQL over `bench.pairs`.
+/// with the writer's own statements in the writer's two round trips (pgbench pipelines:
+/// BEGIN, the lock and the batch; then COMMIT and the WAL position); the writer's parameters
+/// become SQL over `bench.pairs`.
 fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
     use switchboard::messaging::group_commit::{APPEND_BATCH, LOCK_CONVERSATIONS};
     let of = |column: &str| {
@@ -211,11 +213,15 @@ fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
     let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
     Ok(format!(
         "\\set lo random(1, {})
+\\startpipeline
 BEGIN;
 {};
 {};
+\\endpipeline
+\\startpipeline
 COMMIT;
 SELECT pg_current_wal_lsn();
+\\endpipeline
 ",
         pairs + 1 - batch,
         flat(&lock),
