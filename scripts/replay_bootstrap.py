@@ -4,14 +4,17 @@ PostgreSQL, in the operator's order, then migrates as the service roles with the
 Deployments give them. A manifest that cannot bootstrap or migrate fails here, not on a fresh
 cluster.
 
-The order (CloudNativePG, "Bootstrap" → initdb, and "Database role management"):
+The order (CloudNativePG's pkg/management/postgres/initdb.go, ConfigureNewInstance; docs
+"Bootstrap" and "Database role management"):
   1. initdb; the instance starts with spec.postgresql.parameters;
-  2. postInitSQL in the `postgres` database, as the superuser;
-  3. postInitTemplateSQL in `template1`;
-  4. the application owner role (LOGIN) and database (OWNER that role) are created;
-  5. postInitApplicationSQL in the application database, as the superuser;
-  6. only then, once the cluster runs, `managed.roles` are reconciled: a role is created,
-     or an existing one altered to match (LOGIN, password from its basic-auth Secret).
+  2. the application owner role (`CREATE ROLE <owner> LOGIN`);
+  3. postInitSQL in the `postgres` database, as the superuser;
+  4. postInitTemplateSQL in `template1`;
+  5. the application database (`CREATE DATABASE <db> OWNER <owner>`);
+  6. postInitApplicationSQL in the application database, as the superuser;
+  7. only once the primary is ready, `managed.roles` are reconciled: a role is created, or an
+     existing one altered to match (LOGIN, password from its basic-auth Secret, whose
+     `username` must be the role's).
 Then each service's Deployment environment (ConfigMap + env, `$(VAR)` references resolved
 from the Secrets: the dev overlay's generated ones, production's from
 k8s/secrets.example.yaml) runs `migrate`, the database host replaced by the scratch one.
@@ -120,10 +123,10 @@ def bootstrap(pg, cluster, secrets):
     spec = cluster["spec"]
     initdb = spec.get("bootstrap", {}).get("initdb", {})
     database, owner = initdb.get("database", "app"), initdb.get("owner", "app")
-    steps = [("postgres", q, "postInitSQL") for q in initdb.get("postInitSQL", [])]
+    steps = [("postgres", f'CREATE ROLE "{owner}" LOGIN', "the owner role")]
+    steps += [("postgres", q, "postInitSQL") for q in initdb.get("postInitSQL", [])]
     steps += [("template1", q, "postInitTemplateSQL") for q in initdb.get("postInitTemplateSQL", [])]
-    steps += [("postgres", f'CREATE ROLE "{owner}" LOGIN', "the owner role"),
-              ("postgres", f'CREATE DATABASE "{database}" OWNER "{owner}"', "the database")]
+    steps += [("postgres", f'CREATE DATABASE "{database}" OWNER "{owner}"', "the database")]
     steps += [(database, q, "postInitApplicationSQL") for q in initdb.get("postInitApplicationSQL", [])]
     for db, statement, what in steps:
         r = pg.sql(db, statement)
