@@ -15,6 +15,8 @@ case "$mode" in short|full) ;; *) echo "usage: scripts/bench.sh [short|full]" >&
 
 export SWITCHBOARD_DATA="${BENCH_DATA:-$repo/.data/bench}"
 export NGINX_PORT=28080 AUTH_PORT=28081 MESSAGING_PORT=28082 MESSAGING_INSTANCES=2
+# Plain HTTP only: the benchmark measures the service path, not TLS.
+export NGINX_TLS_PORT=""
 export PG_PRIMARY_PORT=57432 PG_REPLICA_PORT=57433 PG_REPLICAS=1
 export AUTH_METRICS_PORT=29181 MESSAGING_METRICS_PORT=29182
 export PROFILE=release

@@ -17,6 +17,12 @@ export MESSAGING_PORT="${MESSAGING_PORT:-8082}"
 # Messaging instances behind NGINX (ports MESSAGING_PORT, MESSAGING_PORT + 1, …).
 export MESSAGING_INSTANCES="${MESSAGING_INSTANCES:-2}"
 export NGINX_PORT="${NGINX_PORT:-8080}"
+# HTTPS beside plain HTTP, with a certificate from a local CA made once under
+# $SWITCHBOARD_DATA/tls (empty: no HTTPS listener).
+export NGINX_TLS_PORT="${NGINX_TLS_PORT-8443}"
+# Proxies whose X-Forwarded-For NGINX believes, space-separated addresses or CIDR ranges
+# (empty: none; the peer is the client).
+export NGINX_TRUSTED_PROXIES="${NGINX_TRUSTED_PROXIES:-}"
 # Internal Prometheus endpoints (not behind NGINX): auth, then one per messaging instance.
 export AUTH_METRICS_PORT="${AUTH_METRICS_PORT:-9181}"
 export MESSAGING_METRICS_PORT="${MESSAGING_METRICS_PORT:-9182}"
@@ -91,6 +97,31 @@ ensure_signing_key() {
   export AUTH_SIGNING_KEY_FILES="${AUTH_SIGNING_KEY_FILES:-$key}"
 }
 
+# A local certificate authority and a server certificate it signs for localhost, 127.0.0.1
+# and switchboard.test (RFC 6761's reserved name, which tests resolve to 127.0.0.1 to be an
+# origin that is not loopback by name); ECDSA P-256, which Chromium accepts. Made once under
+# $SWITCHBOARD_DATA/tls:
+# ca.pem is what a client trusts (curl --cacert, NODE_EXTRA_CA_CERTS, a browser's store).
+ensure_tls_cert() {
+  local dir="$SWITCHBOARD_DATA/tls"
+  [ -s "$dir/server.pem" ] && [ -s "$dir/ca.pem" ] && return
+  mkdir -p "$dir"
+  (
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj "/CN=Switchboard local CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+      -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf '%s\n' "subjectAltName=DNS:localhost,DNS:switchboard.test,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+      "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+      -CAcreateserial -days 365 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+  )
+  chmod 0644 "$dir/ca.pem" "$dir/server.pem"
+  log "made a local CA ($dir/ca.pem) and a server certificate for localhost, 127.0.0.1"
+}
+
 # Starts one service in the background, logging to $LOG_DIR/<name>.log and recording its pid
 # in $SWITCHBOARD_DATA/pids/<name>.pid; $! is its pid. `start_service messaging N` starts
 # messaging instance N (1-based) on port MESSAGING_PORT + N - 1, named messaging-N.
@@ -102,7 +133,9 @@ start_service() {
   # dev database passwords); the test stack sets it false, production never sets it
   # (src/platform/secrets.rs).
   export ALLOW_INSECURE_DEV_SECRETS="${ALLOW_INSECURE_DEV_SECRETS:-true}"
-  export ALLOWED_ORIGINS="${ALLOWED_ORIGINS:-http://localhost:${NGINX_PORT},http://127.0.0.1:${NGINX_PORT}}"
+  local origins="http://localhost:${NGINX_PORT},http://127.0.0.1:${NGINX_PORT}"
+  [ -n "$NGINX_TLS_PORT" ] && origins="$origins,https://localhost:${NGINX_TLS_PORT},https://127.0.0.1:${NGINX_TLS_PORT}"
+  export ALLOWED_ORIGINS="${ALLOWED_ORIGINS:-$origins}"
   case "$kind" in
     auth)
       name=auth
@@ -182,7 +215,16 @@ start_nginx() {
   log "web client version $("$REPO/scripts/build-web.sh" "$WEB_ROOT")"
   export NGINX_WORKERS="${NGINX_WORKERS:-1}"
   export NGINX_WORKER_CONNECTIONS="${NGINX_WORKER_CONNECTIONS:-4096}"
-  local vars='${NGINX_PORT} ${AUTH_SERVERS} ${MESSAGING_SERVERS} ${NGINX_RUNTIME} ${NGINX_ACCESS_LOG} ${NGINX_USER} ${WEB_ROOT} ${NGINX_WORKERS} ${NGINX_WORKER_CONNECTIONS}'
+  export NGINX_TLS="" NGINX_REAL_IP_FROM=""
+  if [ -n "$NGINX_TLS_PORT" ]; then
+    ensure_tls_cert
+    NGINX_TLS="listen ${NGINX_TLS_PORT} ssl; ssl_certificate $SWITCHBOARD_DATA/tls/server.pem; ssl_certificate_key $SWITCHBOARD_DATA/tls/server.key;"
+  fi
+  local proxy
+  for proxy in $NGINX_TRUSTED_PROXIES; do
+    NGINX_REAL_IP_FROM="${NGINX_REAL_IP_FROM}set_real_ip_from ${proxy}; "
+  done
+  local vars='${NGINX_PORT} ${AUTH_SERVERS} ${MESSAGING_SERVERS} ${NGINX_RUNTIME} ${NGINX_ACCESS_LOG} ${NGINX_USER} ${WEB_ROOT} ${NGINX_WORKERS} ${NGINX_WORKER_CONNECTIONS} ${NGINX_TLS} ${NGINX_REAL_IP_FROM}'
   envsubst "$vars" <"$REPO/nginx/switchboard.conf.template" >"$runtime/switchboard.conf"
   envsubst "$vars" <"$REPO/nginx/nginx.local.conf.template" >"$runtime/nginx.conf"
   local nginx_bin
@@ -190,7 +232,7 @@ start_nginx() {
   "$nginx_bin" -t -q -p "$runtime" -c "$runtime/nginx.conf"
   "$nginx_bin" -p "$runtime" -c "$runtime/nginx.conf" >>"$LOG_DIR/nginx.log" 2>&1 &
   echo "$!" >"$SWITCHBOARD_DATA/pids/nginx.pid"
-  log "nginx starting on 127.0.0.1:${NGINX_PORT}"
+  log "nginx starting on 127.0.0.1:${NGINX_PORT}${NGINX_TLS_PORT:+ and https on ${NGINX_TLS_PORT}}"
 }
 
 # Waits up to 60 s for a URL to answer 200.

@@ -10,6 +10,13 @@ repo="$(dirname "$here")"
 # The test stack lives beside any running local stack, never on its ports.
 export SWITCHBOARD_DATA="${TEST_DATA:-$repo/.data/test}"
 export NGINX_PORT="${TEST_NGINX_PORT:-18080}"
+# HTTPS as browsers use it (the local CA under .data/test/tls), with Secure cookies: the
+# browser test and tests/api/edge.rs refresh through it. Plain HTTP stays for the rest.
+export NGINX_TLS_PORT="${TEST_NGINX_TLS_PORT:-18443}"
+export COOKIE_SECURE=true
+# The loopback address stands in for a trusted load balancer; tests/api/edge.rs connects
+# from 127.0.0.2 as an untrusted client.
+export NGINX_TRUSTED_PROXIES=127.0.0.1
 export AUTH_PORT="${TEST_AUTH_PORT:-18081}"
 export MESSAGING_PORT="${TEST_MESSAGING_PORT:-18082}"
 export MESSAGING_INSTANCES=2
@@ -77,6 +84,8 @@ SWITCHBOARD_BIN_DIR="$CARGO_TARGET_DIR/debug" "$here/validate-deploy.sh"
 start_stack_background
 
 export SWITCHBOARD_URL="http://127.0.0.1:${NGINX_PORT}"
+export SWITCHBOARD_HTTPS_URL="https://127.0.0.1:${NGINX_TLS_PORT}"
+export SWITCHBOARD_CA_FILE="$SWITCHBOARD_DATA/tls/ca.pem"
 SWITCHBOARD_MESSAGING_INSTANCES="$(for n in $(seq 1 "$MESSAGING_INSTANCES"); do printf 'messaging-%s=http://127.0.0.1:%s,' "$n" $((MESSAGING_PORT + n - 1)); done)"
 export SWITCHBOARD_MESSAGING_INSTANCES="${SWITCHBOARD_MESSAGING_INSTANCES%,}"
 export SWITCHBOARD_PRIMARY_ADMIN_URL="postgres://postgres:${PG_SUPERUSER_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}"
@@ -107,8 +116,11 @@ if [ "$#" -eq 0 ] || [ "$*" = e2e ]; then
   ensure_browser_tools
   (cd "$repo/web" && npm ci --no-audit --no-fund --loglevel=error)
   ACCESS_TOKEN_TTL_SECS=15 restart_auth
-  log "browser test (Chromium, access tokens of 15 s); screenshots in target/e2e"
+  log "browser test (Chromium over HTTPS, access tokens of 15 s); screenshots in target/e2e"
+  spki="$(openssl x509 -in "$SWITCHBOARD_DATA/tls/server.pem" -pubkey -noout | openssl pkey -pubin -outform der \
+    | openssl dgst -sha256 -binary | base64)"
   (cd "$repo/web" && ACCESS_TOKEN_TTL_SECS=15 E2E_ARTIFACTS="$CARGO_TARGET_DIR/e2e" \
+    SWITCHBOARD_URL="$SWITCHBOARD_HTTPS_URL" NODE_EXTRA_CA_CERTS="$SWITCHBOARD_CA_FILE" E2E_TLS_SPKI="$spki" \
     node --test --test-reporter=spec tests/) || e2e_status=$?
   restart_auth
 fi

@@ -195,6 +195,8 @@ def nginx_test(template_text, workdir, name):
         "WEB_ROOT": os.path.join(conf_dir, "web"),
         "NGINX_WORKERS": "1",
         "NGINX_WORKER_CONNECTIONS": "1024",
+        "NGINX_TLS": "",
+        "NGINX_REAL_IP_FROM": "set_real_ip_from 10.0.0.0/8; set_real_ip_from 192.0.2.1;",
     }
     def render(text):
         return re.sub(r"\$\{([A-Z_]+)\}", lambda m: values.get(m.group(1), m.group(0)), text)

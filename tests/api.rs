@@ -15,6 +15,8 @@ mod auth;
 mod content;
 #[path = "api/database.rs"]
 mod database;
+#[path = "api/edge.rs"]
+mod edge;
 #[path = "api/groups.rs"]
 mod groups;
 #[path = "api/messaging.rs"]

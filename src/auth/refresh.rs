@@ -1,12 +1,28 @@
-//! Refresh tokens: 256-bit random values sent only in the `refresh_token` cookie and stored
-//! only as SHA-256 hashes (DESIGN.md §2).
+//! Refresh tokens: 256-bit random values sent only in the refresh cookie
+//! (`__Secure-refresh_token`, or `refresh_token` on plain-HTTP development stacks) and
+//! stored only as SHA-256 hashes (DESIGN.md §2).
 
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use sha2::{Digest, Sha256};
 
-/// Name of the refresh token cookie.
+/// Name of the refresh token cookie when cookies are not `Secure` (plain-HTTP development
+/// stacks, `COOKIE_SECURE=false`).
 pub const COOKIE: &str = "refresh_token";
+/// Name of the refresh token cookie when cookies are `Secure` (every deployment). Browsers
+/// accept a `__Secure-` cookie only when it is set with `Secure` from an HTTPS page
+/// (RFC 6265bis, "The __Secure- Prefix"), so a plain-HTTP response or a page on another
+/// scheme cannot plant or overwrite the session's token.
+pub const SECURE_COOKIE: &str = "__Secure-refresh_token";
+
+/// The refresh cookie's name for the `COOKIE_SECURE` setting: [`SECURE_COOKIE`] or [`COOKIE`].
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_COOKIE
+    } else {
+        COOKIE
+    }
+}
 /// The cookie's path: only the auth endpoints ever see it.
 pub const COOKIE_PATH: &str = "/auth";
 
@@ -23,9 +39,10 @@ pub fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// `refresh_token=<token>; HttpOnly; SameSite=Strict; Path=/auth; Max-Age=<ttl>[; Secure]`.
+/// `__Secure-refresh_token=<token>; HttpOnly; SameSite=Strict; Path=/auth; Max-Age=<ttl>;
+/// Secure`, or `refresh_token=…` without `Secure` when `secure` is false.
 pub fn cookie(token: String, max_age_secs: i64, secure: bool) -> Cookie<'static> {
-    Cookie::build(COOKIE, token)
+    Cookie::build(cookie_name(secure), token)
         .http_only(true)
         .same_site(SameSite::Strict)
         .path(COOKIE_PATH)

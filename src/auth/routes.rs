@@ -110,8 +110,8 @@ pub fn taken(e: tokio_postgres::Error) -> ApiError {
 /// `POST /auth/register`: 201 with tokens and the refresh cookie; 409 if the username or email
 /// is taken; 422 for invalid fields.
 #[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest, security(()),
-    responses((status = 201, description = "Registered and signed in: the access token in the body, the refresh token in the `refresh_token` cookie (HttpOnly, SameSite=Strict, Path=/auth).",
-        body = TokenResponse, headers(("Set-Cookie" = String, description = "refresh_token=…; HttpOnly; SameSite=Strict; Path=/auth")))))]
+    responses((status = 201, description = "Registered and signed in: the access token in the body, the refresh token in the `__Secure-refresh_token` cookie (HttpOnly, SameSite=Strict, Path=/auth, Secure).",
+        body = TokenResponse, headers(("Set-Cookie" = String, description = "__Secure-refresh_token=…; HttpOnly; SameSite=Strict; Path=/auth; Secure (refresh_token=… without Secure when COOKIE_SECURE=false)")))))]
 pub(crate) async fn register(
     state: web::Data<State>,
     req: HttpRequest,
@@ -166,7 +166,7 @@ pub(crate) async fn register(
 /// locked through another of its names answers 401 (see [`attempts`]).
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest, security(()),
     responses((status = 200, description = "Signed in: a new session.", body = TokenResponse,
-        headers(("Set-Cookie" = String, description = "refresh_token=…; HttpOnly; SameSite=Strict; Path=/auth")))))]
+        headers(("Set-Cookie" = String, description = "__Secure-refresh_token=…; HttpOnly; SameSite=Strict; Path=/auth; Secure (refresh_token=… without Secure when COOKIE_SECURE=false)")))))]
 pub(crate) async fn login(
     state: web::Data<State>,
     req: HttpRequest,
@@ -268,14 +268,14 @@ fn refresh_rejected(state: &State, detail: &str) -> HttpResponse {
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth",
     security(("refresh_cookie" = [], "csrf" = [])),
     responses((status = 200, description = "A new access token; the refresh cookie is rotated.", body = TokenResponse,
-        headers(("Set-Cookie" = String, description = "the successor refresh_token")))))]
+        headers(("Set-Cookie" = String, description = "the successor refresh token, in the same cookie")))))]
 pub(crate) async fn refresh_session(
     state: web::Data<State>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     check_csrf(&state, &req)?;
     let Some(cookie) = req
-        .cookie(refresh::COOKIE)
+        .cookie(refresh::cookie_name(state.cfg.web.cookie_secure))
         .filter(|c| !c.value().is_empty())
     else {
         return Ok(refresh_rejected(&state, "no refresh token"));
@@ -403,14 +403,14 @@ pub(crate) async fn refresh_session(
 #[utoipa::path(post, path = "/auth/logout", tag = "auth",
     security(("refresh_cookie" = [], "csrf" = [])),
     responses((status = 204, description = "Signed out: the session is revoked and the cookie cleared.",
-        headers(("Set-Cookie" = String, description = "refresh_token=; Max-Age=0")))))]
+        headers(("Set-Cookie" = String, description = "__Secure-refresh_token=; Max-Age=0 (refresh_token when COOKIE_SECURE=false)")))))]
 pub(crate) async fn logout(
     state: web::Data<State>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     check_csrf(&state, &req)?;
     if let Some(cookie) = req
-        .cookie(refresh::COOKIE)
+        .cookie(refresh::cookie_name(state.cfg.web.cookie_secure))
         .filter(|c| !c.value().is_empty())
     {
         let mut db = state.db.get().await?;

@@ -32,7 +32,7 @@ use crate::{auth, messaging, realtime};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Switchboard auth", version = env!("CARGO_PKG_VERSION"),
-        description = "Accounts, sessions and tokens. Access tokens are Ed25519 JWTs (5 minutes) sent as `Authorization: Bearer`; the refresh token is the HttpOnly `refresh_token` cookie, rotated on every refresh (RFC 9700 §4.14), usable only with `X-CSRF: 1`. Errors are RFC 9457 problem details."),
+        description = "Accounts, sessions and tokens. Access tokens are Ed25519 JWTs (5 minutes) sent as `Authorization: Bearer`; the refresh token is the HttpOnly `__Secure-refresh_token` cookie, rotated on every refresh (RFC 9700 §4.14), usable only with `X-CSRF: 1`. Errors are RFC 9457 problem details."),
     paths(
         auth::routes::register, auth::routes::login, auth::routes::refresh_session,
         auth::routes::logout, auth::sessions::list, auth::sessions::revoke_others,
@@ -101,8 +101,8 @@ impl Modify for Security {
         components.add_security_scheme(
             "refresh_cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                "refresh_token",
-                "The HttpOnly refresh token cookie (Path=/auth), set by register, login and refresh.",
+                "__Secure-refresh_token",
+                "The HttpOnly refresh token cookie (Path=/auth, Secure), set by register, login and refresh. Named `refresh_token`, without Secure, only on plain-HTTP development stacks (COOKIE_SECURE=false).",
             ))),
         );
         components.add_security_scheme(

@@ -126,7 +126,7 @@ async fn a_deleted_account_cannot_sign_in_and_leaves_search() {
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (_, cleared) = set_cookie(&h, "refresh_token").expect("cleared cookie");
+    let (_, cleared) = set_cookie(&h, REFRESH_COOKIE).expect("cleared cookie");
     assert!(cleared.to_ascii_lowercase().contains("max-age=0"));
     assert_revoked(&mut ws).await;
 

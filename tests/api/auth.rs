@@ -14,7 +14,7 @@ async fn register_and_login_set_the_refresh_cookie_with_the_right_attributes() {
         .await
         .expect("login");
     assert_eq!(res.status(), StatusCode::OK);
-    let (_, header) = set_cookie(res.headers(), "refresh_token").expect("cookie on login");
+    let (_, header) = set_cookie(res.headers(), REFRESH_COOKIE).expect("cookie on login");
     let attrs: Vec<String> = header
         .split(';')
         .map(|a| a.trim().to_ascii_lowercase())
@@ -27,7 +27,8 @@ async fn register_and_login_set_the_refresh_cookie_with_the_right_attributes() {
         .split(';')
         .next()
         .unwrap_or("")
-        .trim_start_matches("refresh_token=");
+        .trim_start_matches(REFRESH_COOKIE)
+        .trim_start_matches('=');
     assert!(
         value.len() >= 43,
         "refresh token must carry at least 256 bits: {value}"
@@ -52,7 +53,9 @@ async fn register_and_login_set_the_refresh_cookie_with_the_right_attributes() {
         "{jwks}"
     );
     // Register's cookie has the same shape.
-    assert!(user.refresh_cookie.starts_with("refresh_token="));
+    assert!(user
+        .refresh_cookie
+        .starts_with(&format!("{REFRESH_COOKIE}=")));
 }
 
 #[tokio::test]
@@ -62,19 +65,19 @@ async fn refresh_rotates_the_cookie_and_the_old_token_then_fails() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["access_token"].is_string());
     assert_eq!(body["user"]["id"], user.id.as_str());
-    let (rotated, _) = set_cookie(&headers, "refresh_token").expect("rotated cookie");
+    let (rotated, _) = set_cookie(&headers, REFRESH_COOKIE).expect("rotated cookie");
     assert_ne!(rotated, user.refresh_cookie);
 
     // The new token works once...
     let (status, headers, _) = refresh(&rotated, &[]).await;
     assert_eq!(status, StatusCode::OK);
-    let (newest, _) = set_cookie(&headers, "refresh_token").expect("cookie");
+    let (newest, _) = set_cookie(&headers, REFRESH_COOKIE).expect("cookie");
 
     // ...the old one is refused and its cookie cleared; presenting it is reuse, which
     // revokes the whole session, so even the newest token stops working.
     let (status, headers, body) = refresh(&user.refresh_cookie, &[]).await;
     assert_problem(status, &headers, &body, 401);
-    let (_, cleared) = set_cookie(&headers, "refresh_token").expect("cleared cookie");
+    let (_, cleared) = set_cookie(&headers, REFRESH_COOKIE).expect("cleared cookie");
     assert!(
         cleared.to_ascii_lowercase().contains("max-age=0"),
         "{cleared}"
@@ -125,7 +128,7 @@ async fn logout_clears_the_cookie_revokes_the_session_closes_its_socket_and_is_i
     let mut ws = user.socket().await;
     let (s, h, _) = logout(&user.refresh_cookie).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (_, cleared) = set_cookie(&h, "refresh_token").expect("cleared cookie");
+    let (_, cleared) = set_cookie(&h, REFRESH_COOKIE).expect("cleared cookie");
     assert!(
         cleared.to_ascii_lowercase().contains("max-age=0"),
         "{cleared}"
@@ -151,7 +154,7 @@ async fn wrong_password_and_unknown_user_get_the_same_401() {
     assert_problem(wrong.0, &wrong.1, &wrong.2, 401);
     assert_problem(unknown.0, &unknown.1, &unknown.2, 401);
     assert_eq!(wrong.2["detail"], unknown.2["detail"]);
-    assert!(set_cookie(&wrong.1, "refresh_token").is_none());
+    assert!(set_cookie(&wrong.1, REFRESH_COOKIE).is_none());
 }
 
 #[tokio::test]

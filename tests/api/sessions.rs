@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 fn cookie_of(headers: &reqwest::header::HeaderMap) -> String {
-    set_cookie(headers, "refresh_token")
+    set_cookie(headers, REFRESH_COOKIE)
         .expect("refresh cookie")
         .0
 }

@@ -300,7 +300,7 @@ async fn logs_hold_no_secret(user: &User) {
     // token, WebSocket ticket.
     let (s, headers, body) = refresh(&user.refresh_cookie, &[]).await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    let rotated = set_cookie(&headers, "refresh_token").expect("cookie").0;
+    let rotated = set_cookie(&headers, REFRESH_COOKIE).expect("cookie").0;
     let (_, ticket) = user.post("/api/ws-ticket", json!({})).await;
     let ticket = ticket["ticket"].as_str().expect("ticket").to_owned();
     let url = format!("{}/ws?ticket={ticket}", base().replacen("http", "ws", 1));
@@ -309,9 +309,13 @@ async fn logs_hold_no_secret(user: &User) {
     let secrets = [
         user.password.clone(),
         user.refresh_cookie
-            .trim_start_matches("refresh_token=")
+            .trim_start_matches(REFRESH_COOKIE)
+            .trim_start_matches('=')
             .to_owned(),
-        rotated.trim_start_matches("refresh_token=").to_owned(),
+        rotated
+            .trim_start_matches(REFRESH_COOKIE)
+            .trim_start_matches('=')
+            .to_owned(),
         user.access.clone(),
         body["access_token"].as_str().unwrap_or("").to_owned(),
         ticket,

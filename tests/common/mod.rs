@@ -25,6 +25,10 @@ fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
+/// The refresh cookie's name on the test stack, which runs as deployments do
+/// (`COOKIE_SECURE=true`, scripts/test.sh).
+pub const REFRESH_COOKIE: &str = "__Secure-refresh_token";
+
 /// NGINX, where every request goes.
 pub fn base() -> String {
     env("SWITCHBOARD_URL", "http://127.0.0.1:18080")
@@ -73,7 +77,7 @@ pub async fn login_from(
 pub async fn second_session(user: &User) -> User {
     let (s, h, body) = login_from(&http(), &user.username, &user.password).await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    let (cookie, _) = set_cookie(&h, "refresh_token").expect("refresh cookie");
+    let (cookie, _) = set_cookie(&h, REFRESH_COOKIE).expect("refresh cookie");
     User {
         access: body["access_token"].as_str().expect("token").to_owned(),
         refresh_cookie: cookie,
@@ -136,7 +140,7 @@ pub struct User {
     pub username: String,
     pub password: String,
     pub access: String,
-    /// `refresh_token=<value>` as a browser would send it back.
+    /// `__Secure-refresh_token=<value>` as a browser would send it back.
     pub refresh_cookie: String,
 }
 
@@ -167,7 +171,7 @@ pub async fn register(prefix: &str) -> User {
         .await
         .expect("register");
     assert_eq!(res.status(), StatusCode::CREATED);
-    let (cookie, _) = set_cookie(res.headers(), "refresh_token").expect("refresh cookie");
+    let (cookie, _) = set_cookie(res.headers(), REFRESH_COOKIE).expect("refresh cookie");
     let body: Value = res.json().await.expect("json");
     User {
         id: body["user"]["id"].as_str().expect("id").to_owned(),

@@ -139,6 +139,9 @@ before(async () => {
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      // The test stack's certificate (from its local CA, scripts/common.sh), trusted by its
+      // key's hash: the page is a real HTTPS origin, where the __Secure- refresh cookie lives.
+      ...(process.env.E2E_TLS_SPKI ? [`--ignore-certificate-errors-spki-list=${process.env.E2E_TLS_SPKI}`] : []),
     ],
   });
 });
@@ -276,6 +279,16 @@ test('two people chat live in Chromium on cookie refresh', async (top) => {
   });
 
   await t.test('a reload stays signed in through the refresh cookie', async () => {
+    if (BASE.startsWith('https:')) {
+      // Over HTTPS the refresh token is a __Secure- cookie: Secure, HttpOnly, SameSite=Strict,
+      // scoped to /auth, and the responses carry HSTS.
+      const cookies = await bob.page.context().cookies(BASE + '/auth/refresh');
+      const refresh = cookies.find((c) => c.name === '__Secure-refresh_token');
+      assert.ok(refresh, `cookies: ${cookies.map((c) => c.name)}`);
+      assert.deepEqual([refresh.secure, refresh.httpOnly, refresh.sameSite, refresh.path], [true, true, 'Strict', '/auth']);
+      const res = await bob.page.goto(BASE);
+      assert.match(res.headers()['strict-transport-security'] ?? '', /max-age=\d+/);
+    }
     const before = bob.refreshes.length;
     await bob.page.reload();
     await bob.page.locator('#app-view').waitFor();

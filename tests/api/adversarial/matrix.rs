@@ -263,7 +263,7 @@ async fn csrf_variants_are_refused() {
             let r = raw(Method::POST, path, &headers, None).await;
             let case = format!("POST {path}, X-CSRF {csrf:?}, Origin {origin:?}");
             expect_problem(&case, &r, 403);
-            let cookie_set = set_cookie(&r.1, "refresh_token");
+            let cookie_set = set_cookie(&r.1, REFRESH_COOKIE);
             assert!(cookie_set.is_none(), "{case}: the cookie was touched");
         }
     }
@@ -272,7 +272,7 @@ async fn csrf_variants_are_refused() {
     assert_eq!(after, before, "the refused requests changed the session");
     let (s, h, body) = refresh(cookie, &[("origin", allowed.as_str())]).await;
     assert_eq!(s, StatusCode::OK, "the proper refresh: {body}");
-    let (rotated, _) = set_cookie(&h, "refresh_token").expect("rotated cookie");
+    let (rotated, _) = set_cookie(&h, REFRESH_COOKIE).expect("rotated cookie");
     assert_ne!(rotated, user.refresh_cookie);
     let after = sessions(&user).await;
     assert_ne!(after, before, "a real refresh shows in the session");

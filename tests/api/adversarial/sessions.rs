@@ -130,7 +130,7 @@ async fn an_ended_sessions_token_opens_and_reads_nothing_anywhere() {
             "reuse" => {
                 // Two rotations back is reuse (RFC 9700 §4.14): the family ends.
                 let (_, h, _) = refresh(&victim.refresh_cookie, &[]).await;
-                let t1 = set_cookie(&h, "refresh_token").expect("rotated").0;
+                let t1 = set_cookie(&h, REFRESH_COOKIE).expect("rotated").0;
                 let (s, _, _) = refresh(&t1, &[]).await;
                 assert_eq!(s, StatusCode::OK);
                 let (s, _, b) = refresh(&victim.refresh_cookie, &[]).await;
