@@ -45,6 +45,7 @@ def ok(msg):
 # --- what the code reads ---------------------------------------------------------------
 
 HELP_ENV = re.compile(r"\[env: ([A-Z0-9_]+)[=\]]")
+HELP_TEXT = {}
 
 
 def read_names():
@@ -62,6 +63,7 @@ def read_names():
         if out.returncode != 0:
             fail(f"{b} --help failed: {out.stderr.strip()}")
         names[b] = set(HELP_ENV.findall(out.stdout))
+        HELP_TEXT[b] = out.stdout
     if len(names["auth"]) < 15 or len(names["messaging"]) < 20 or len(names["migrate"]) < 2:
         fail(f"--help lists too few variables: { {b: len(n) for b, n in names.items()} }")
     return names
@@ -138,6 +140,151 @@ def k8s_env_errors(docs, names, production=True):
             values = " ".join(e.get("value", "") for e in c.get("env", []))
             helpers = {n for n in env if f"$({n})" in values}
             errors += check_env(f"k8s {d['kind']} {d['metadata']['name']}", b, env, helpers, names)
+    return errors
+
+
+# --- what a fresh cluster needs beyond schemas (issue 17) -----------------------------------
+
+CORE_API = {"v1", "apps/v1", "batch/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1"}
+CUSTOM_KINDS = {
+    "Cluster": "postgresql.cnpg.io/v1", "ScheduledBackup": "postgresql.cnpg.io/v1",
+    "ObjectStore": "barmancloud.cnpg.io/v1", "Gateway": "gateway.networking.k8s.io/v1",
+    "HTTPRoute": "gateway.networking.k8s.io/v1", "Issuer": "cert-manager.io/v1",
+    "PodMonitor": "monitoring.coreos.com/v1",
+}
+# Connections a pod opens besides its pool(s) (src/startup.rs): messaging's LISTEN connection
+# (realtime/listener.rs) and NOTIFY publisher (platform/bus.rs); auth none.
+DEDICATED = {"auth": 0, "messaging": 2}
+# Room kept on each instance for CloudNativePG's instance manager and exporter, backups and
+# an operator's psql, beyond superuser_reserved_connections (3).
+OPERATOR_ROOM = 20
+PINNED = re.compile(r":[0-9]+\.[0-9]+[^:@]*(@sha256:[0-9a-f]{64})?$")
+
+
+def is_core(doc):
+    return doc["apiVersion"] in CORE_API
+
+
+def pool_default(names_help):
+    m = re.search(r"--db-pool-size <[A-Z_]+>.*?\[default: ([0-9]+)\]", names_help, re.S)
+    return int(m.group(1)) if m else 16
+
+
+def connection_budget(docs, pool_size_default):
+    """(needed on the primary, needed on one replica, max_connections): every autoscaler at
+    its maximum, each pod with full pools, all replica connections on one replica."""
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    primary = replica = 0
+    for hpa in (d for d in docs if d["kind"] == "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]["name"]
+        if target not in DEDICATED:
+            continue
+        c = by_name[("Deployment", target)]["spec"]["template"]["spec"]["containers"][0]
+        env = {}
+        for ef in c.get("envFrom", []):
+            env.update(configmaps.get(ef.get("configMapRef", {}).get("name"), {}))
+        env.update({e["name"]: e.get("value", "") for e in c.get("env", [])})
+        pool = int(env.get("DB_POOL_SIZE", pool_size_default))
+        pods = hpa["spec"]["maxReplicas"]
+        primary += pods * (pool + DEDICATED[target])
+        replica += pods * pool * len([u for u in env.get("REPLICA_URLS", "").split(",") if u])
+    cluster = next(d for d in docs if d["kind"] == "Cluster")
+    params = cluster["spec"].get("postgresql", {}).get("parameters", {})
+    reserved = int(params.get("superuser_reserved_connections", 3)) + OPERATOR_ROOM
+    return primary + reserved, replica + reserved, int(params.get("max_connections", 100))
+
+
+def manifest_errors(docs, names, production):
+    """What schemas cannot see: references between objects, the autoscalers owning replica
+    counts, the connection budget, pinned images, and production's TLS, client-address,
+    durability and backup settings."""
+    errors = []
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    for d in docs:
+        if not is_core(d) and CUSTOM_KINDS.get(d["kind"]) != d["apiVersion"]:
+            errors.append(f"{d['kind']} {d['metadata']['name']}: unknown kind/apiVersion {d['apiVersion']}")
+    for hpa in (d for d in docs if d["kind"] == "HorizontalPodAutoscaler"):
+        dep = objects.get(("Deployment", hpa["spec"]["scaleTargetRef"]["name"]))
+        if dep is None:
+            errors.append(f"HPA {hpa['metadata']['name']} scales a Deployment that does not exist")
+        elif "replicas" in dep["spec"]:
+            errors.append(f"Deployment {dep['metadata']['name']} sets replicas, which its HPA owns: "
+                          "every apply would reset the autoscaled count")
+    for d in docs:
+        if d["kind"] in ("Deployment", "Job"):
+            pod = d["spec"]["template"]["spec"]
+            if pod.get("automountServiceAccountToken") is not False:
+                errors.append(f"{d['kind']} {d['metadata']['name']} mounts a service-account token")
+            for c in pod["containers"]:
+                if c["image"] not in ("switchboard", "switchboard-web") and not PINNED.search(c["image"]):
+                    errors.append(f"{d['metadata']['name']}: image {c['image']} is not a pinned version")
+    cluster = objects.get(("Cluster", "switchboard-db"))
+    if cluster and not PINNED.search(cluster["spec"].get("imageName", "")):
+        errors.append(f"Cluster imageName {cluster['spec'].get('imageName')} is not a pinned version")
+    if cluster and not cluster["spec"].get("resources", {}).get("requests"):
+        errors.append("the Cluster's pods have no resource requests")
+    primary, replica, limit = connection_budget(docs, pool_default(HELP_TEXT.get("messaging", "")))
+    for where, need in (("primary", primary), ("a replica", replica)):
+        if need > limit:
+            errors.append(f"connection budget: {where} needs {need} connections at the "
+                          f"autoscalers' maxima, max_connections is {limit}")
+    # References between objects.
+    for route in (d for d in docs if d["kind"] == "HTTPRoute"):
+        for ref in route["spec"]["parentRefs"]:
+            gw = objects.get(("Gateway", ref["name"]))
+            if gw is None or ref.get("sectionName") not in {l["name"] for l in gw["spec"]["listeners"]}:
+                errors.append(f"HTTPRoute {route['metadata']['name']}: no Gateway listener {ref}")
+        for rule in route["spec"]["rules"]:
+            for b in rule.get("backendRefs", []):
+                svc = objects.get(("Service", b["name"]))
+                if svc is None or b["port"] not in {p["port"] for p in svc["spec"]["ports"]}:
+                    errors.append(f"HTTPRoute {route['metadata']['name']}: no Service port {b}")
+    for gw in (d for d in docs if d["kind"] == "Gateway"):
+        issuer = gw["metadata"].get("annotations", {}).get("cert-manager.io/issuer")
+        if issuer and ("Issuer", issuer) not in objects:
+            errors.append(f"Gateway {gw['metadata']['name']}: cert-manager Issuer {issuer} is missing")
+    plugins = cluster["spec"].get("plugins", []) if cluster else []
+    for p in plugins:
+        store = p.get("parameters", {}).get("barmanObjectName")
+        if store and ("ObjectStore", store) not in objects:
+            errors.append(f"Cluster plugin {p['name']}: ObjectStore {store} is missing")
+    for b in (d for d in docs if d["kind"] == "ScheduledBackup"):
+        if ("Cluster", b["spec"]["cluster"]["name"]) not in objects:
+            errors.append(f"ScheduledBackup {b['metadata']['name']}: no such Cluster")
+        wanted = b["spec"].get("pluginConfiguration", {}).get("name")
+        if b["spec"].get("method") == "plugin" and wanted not in {p["name"] for p in plugins}:
+            errors.append(f"ScheduledBackup {b['metadata']['name']}: the Cluster has no plugin {wanted}")
+    pods = [d["spec"]["template"] for d in docs if d["kind"] == "Deployment"]
+    for pm in (d for d in docs if d["kind"] == "PodMonitor"):
+        sel = pm["spec"]["selector"]["matchLabels"]
+        if sel.get("cnpg.io/cluster"):
+            if ("Cluster", sel["cnpg.io/cluster"]) not in objects:
+                errors.append(f"PodMonitor {pm['metadata']['name']}: no such Cluster")
+            continue
+        matched = [t for t in pods if sel.items() <= t["metadata"].get("labels", {}).items()]
+        ports = {p.get("name") for t in matched for c in t["spec"]["containers"] for p in c.get("ports", [])}
+        for ep in pm["spec"]["podMetricsEndpoints"]:
+            if not matched or ep["port"] not in ports:
+                errors.append(f"PodMonitor {pm['metadata']['name']}: no selected pod has port {ep['port']}")
+    if production:
+        listeners = [l for d in docs if d["kind"] == "Gateway" for l in d["spec"]["listeners"]]
+        if not any(l["protocol"] == "HTTPS" and l.get("tls", {}).get("certificateRefs") for l in listeners):
+            errors.append("production: no HTTPS listener with a certificate (the refresh cookie is Secure)")
+        hsts = [f for d in docs if d["kind"] == "HTTPRoute" for r in d["spec"]["rules"]
+                for f in r.get("filters", []) if "Strict-Transport-Security" in json.dumps(f)]
+        if not hsts:
+            errors.append("production: no route sets Strict-Transport-Security")
+        nginx = objects[("Deployment", "nginx")]["spec"]["template"]["spec"]["containers"][0]
+        real_ip = {e["name"]: e.get("value", "") for e in nginx.get("env", [])}.get("NGINX_REAL_IP_FROM", "")
+        if not re.fullmatch(r"(set_real_ip_from [0-9a-fA-F.:/]+; ?)+", real_ip.strip() + " "):
+            errors.append(f"production: NGINX_REAL_IP_FROM names no trusted proxy: {real_ip!r}")
+        if not cluster["spec"].get("postgresql", {}).get("synchronous"):
+            errors.append("production: replication is asynchronous (a failover can lose acknowledged writes)")
+        if not any(p.get("isWALArchiver") for p in plugins):
+            errors.append("production: no WAL archiver (no point-in-time recovery)")
+        if not any(d["kind"] == "ScheduledBackup" for d in docs):
+            errors.append("production: no ScheduledBackup")
     return errors
 
 
@@ -239,7 +386,7 @@ def main():
     for overlay in ("dev", "production"):
         docs = kustomize(overlay)
         path = os.path.join(work, f"{overlay}.yaml")
-        yaml.safe_dump_all([d for d in docs if d["kind"] != "Cluster"], open(path, "w"))
+        yaml.safe_dump_all([d for d in docs if is_core(d)], open(path, "w"))
         good, out = kube_validate(path)
         if not good:
             fail(f"{overlay}: kubernetes-validate: {out}")
@@ -250,7 +397,11 @@ def main():
         if not good:
             fail(f"{overlay}: Cluster against the CRD schema: {out}")
         errors += k8s_env_errors(docs, names, production=overlay == "production")
-        ok(f"k8s overlay {overlay}: {len(docs)} objects valid (Kubernetes {K8S_VERSION}, strict)")
+        errors += [f"{overlay}: {e}" for e in manifest_errors(docs, names, production=overlay == "production")]
+        need_primary, need_replica, limit = connection_budget(docs, pool_default(HELP_TEXT.get("messaging", "")))
+        ok(f"k8s overlay {overlay}: {len(docs)} objects valid (Kubernetes {K8S_VERSION}, strict; "
+           f"{sum(not is_core(d) for d in docs)} custom resources by reference); connections at the "
+           f"autoscalers' maxima: primary {need_primary}, one replica {need_replica}, of max_connections {limit}")
     good, out = kube_validate(os.path.join(REPO, "k8s", "secrets.example.yaml"))
     if not good:
         fail(f"k8s/secrets.example.yaml: {out}")
@@ -291,7 +442,7 @@ def main():
     dep = next(d for d in broken if d["kind"] == "Deployment")
     dep["spec"]["replicaz"] = 2
     path = os.path.join(work, "broken.yaml")
-    yaml.safe_dump_all([d for d in broken if d["kind"] != "Cluster"], open(path, "w"))
+    yaml.safe_dump_all([d for d in broken if is_core(d)], open(path, "w"))
     if kube_validate(path)[0]:
         fail("kubernetes-validate accepted a Deployment with an unknown field")
     bad_cluster = copy.deepcopy(clusters[0])
@@ -328,6 +479,30 @@ def main():
     json.dump(api, open(dup, "w"))
     if openapi_validate(dup)[0]:
         fail("openapi-spec-validator accepted a duplicate operationId")
+    if open(os.path.join(REPO, "k8s", "components", "observability", "collector.yaml")).read() \
+            != open(os.path.join(REPO, "otel", "collector.yaml")).read():
+        fail("k8s/components/observability/collector.yaml differs from otel/collector.yaml")
+    for what, mutate in (
+        ("a Deployment with replicas under an HPA",
+         lambda ds: next(d for d in ds if d["kind"] == "Deployment")["spec"].update(replicas=2)),
+        ("the messaging autoscaler past the connection budget",
+         lambda ds: next(d for d in ds if d["kind"] == "HorizontalPodAutoscaler"
+                         and d["metadata"]["name"] == "messaging")["spec"].update(maxReplicas=40)),
+        ("a route to a Service port that does not exist",
+         lambda ds: next(d for d in ds if d["metadata"]["name"] == "switchboard-https")["spec"]["rules"][0]["backendRefs"][0].update(port=8080)),
+        ("a floating database image",
+         lambda ds: next(d for d in ds if d["kind"] == "Cluster")["spec"].update(imageName="ghcr.io/cloudnative-pg/postgresql:15")),
+        ("asynchronous replication in production",
+         lambda ds: next(d for d in ds if d["kind"] == "Cluster")["spec"]["postgresql"].pop("synchronous")),
+        ("NGINX believing every client's X-Forwarded-For",
+         lambda ds: [e.update(value="set_real_ip_from 0.0.0.0/0 ; real_ip_header X;") for d in ds
+                     if d["kind"] == "Deployment" and d["metadata"]["name"] == "nginx"
+                     for e in d["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "NGINX_REAL_IP_FROM"]),
+    ):
+        broken = copy.deepcopy(docs)
+        mutate(broken)
+        if not manifest_errors(broken, names, production=True):
+            fail(f"the manifest checks accepted {what}")
     ok("every validator rejects a deliberately broken input")
     print("validate-deploy: 0 errors")
 
