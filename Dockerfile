@@ -18,7 +18,8 @@ RUN cargo build --release --locked --bins \
 # The NGINX front with the web client built in (content-hashed assets, scripts/build-web.sh);
 # the nginx/ template is mounted (compose) or comes from a ConfigMap (k8s).
 #   docker build --target web -t switchboard-web .
-FROM nginxinc/nginx-unprivileged:1.27-bookworm AS web
+# NGINX's stable line (1.30; 1.27 and 1.28 are end-of-life), Debian-based (bash for the build).
+FROM nginxinc/nginx-unprivileged:1.30 AS web
 USER root
 COPY web/index.html /src/web/index.html
 COPY web/assets /src/web/assets

@@ -28,72 +28,16 @@ import copy
 import os
 import re
 from secrets import token_urlsafe
-import shutil
-import subprocess
 import sys
-import tempfile
 
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from scratch_pg import Scratch, run  # noqa: E402
 from validate_deploy import REPO, fail, kustomize, ok  # noqa: E402
 
 PORT = int(os.environ.get("REPLAY_PG_PORT", "56490"))
-SUPERUSER = "postgres"
-
-
-def pg_bin(name):
-    """The command running PostgreSQL's `name` (as the postgres OS user under root, which
-    PostgreSQL refuses to run as, like postgres/setup.sh)."""
-    path = shutil.which(name)
-    if not path:
-        for d in sorted(os.listdir("/usr/lib/postgresql"), reverse=True):
-            candidate = os.path.join("/usr/lib/postgresql", d, "bin", name)
-            if os.path.exists(candidate):
-                path = candidate
-                break
-    if not path:
-        fail(f"{name} not found (PostgreSQL server binaries)")
-    return ["runuser", "-u", "postgres", "--", path] if os.getuid() == 0 else [path]
-
-
-class Scratch:
-    """A throwaway PostgreSQL: initdb, started on 127.0.0.1:PORT with the Cluster's
-    parameters, password (SCRAM) authentication over TCP, stopped and removed on exit."""
-
-    def __init__(self, parameters):
-        self.dir = tempfile.mkdtemp(prefix="replay-bootstrap-")
-        if os.getuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        self.data = os.path.join(self.dir, "data")
-        r = run(pg_bin("initdb") + ["-D", self.data, "-U", SUPERUSER, "--auth-local=trust",
-                 "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C"])
-        if r.returncode != 0:
-            fail(f"initdb: {r.stderr}")
-        hba = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
-        run(pg_bin("sh") + ["-c", f"printf '%s' '{hba}' > {self.data}/pg_hba.conf"])
-        opts = [f"-c listen_addresses=127.0.0.1", f"-c port={PORT}",
-                f"-c unix_socket_directories={self.dir}"]
-        opts += [f"-c {k}={v}" for k, v in parameters.items()]
-        r = run(pg_bin("pg_ctl") + ["-D", self.data, "-l", os.path.join(self.dir, "log"),
-                 "-w", "-t", "60", "-o", " ".join(opts), "start"])
-        if r.returncode != 0:
-            log = open(os.path.join(self.dir, "log")).read()[-2000:]
-            self.stop()
-            fail(f"PostgreSQL did not start with the Cluster's parameters: {r.stderr}\n{log}")
-
-    def sql(self, db, statement, user=SUPERUSER):
-        return run(pg_bin("psql") + ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", self.dir,
-                    "-p", str(PORT), "-U", user, "-d", db, "-c", statement])
-
-    def stop(self):
-        run(pg_bin("pg_ctl") + ["-D", self.data, "-m", "immediate", "stop"])
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
 def literal(value):
@@ -217,7 +161,7 @@ def check_roles(pg, database):
 
 def replay(overlay, docs, cluster, with_migrations=True):
     secrets = secrets_of(docs, overlay)
-    pg = Scratch(cluster["spec"].get("postgresql", {}).get("parameters", {}))
+    pg = Scratch(PORT, cluster["spec"].get("postgresql", {}).get("parameters", {}))
     try:
         failure = bootstrap(pg, cluster, secrets)
         if failure is None and with_migrations:

