@@ -39,6 +39,24 @@ fn exporting() -> bool {
     !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
+/// The `service.name` resource attribute: `OTEL_SERVICE_NAME` when set and not empty, else
+/// `service.name` from `OTEL_RESOURCE_ATTRIBUTES` (comma-separated `key=value`), else
+/// `switchboard-<service>` — the precedence of the OpenTelemetry SDK environment variable
+/// specification ("OTEL_SERVICE_NAME ... takes precedence over service.name defined with
+/// OTEL_RESOURCE_ATTRIBUTES"). `env` reads a variable.
+fn service_name(service: &str, env: impl Fn(&str) -> Option<String>) -> String {
+    let set = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    set(env("OTEL_SERVICE_NAME"))
+        .or_else(|| {
+            let attributes = env("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+            set(attributes.split(',').find_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                (key.trim() == "service.name").then(|| value.to_owned())
+            }))
+        })
+        .unwrap_or_else(|| format!("switchboard-{service}"))
+}
+
 fn provider(service: &'static str) -> Option<SdkTracerProvider> {
     if !exporting() {
         return None;
@@ -60,7 +78,7 @@ fn provider(service: &'static str) -> Option<SdkTracerProvider> {
         }
     };
     let resource = Resource::builder()
-        .with_service_name(format!("switchboard-{service}"))
+        .with_service_name(service_name(service, |name| std::env::var(name).ok()))
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
     Some(
@@ -115,4 +133,37 @@ pub fn init(service: &'static str, logs: &LogSettings) -> Telemetry {
         tracing::warn!(error = %e, "RUST_LOG does not parse; logging at info");
     }
     Telemetry { provider }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::service_name;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn otel_service_name_wins_then_resource_attributes_then_the_default() {
+        let both = [
+            ("OTEL_SERVICE_NAME", "chat-auth"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=other,team=x"),
+        ];
+        assert_eq!(service_name("auth", env(&both)), "chat-auth");
+        let attributes = [(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "team=x, service.name=from-attrs",
+        )];
+        assert_eq!(service_name("auth", env(&attributes)), "from-attrs");
+        let empty = [
+            ("OTEL_SERVICE_NAME", " "),
+            ("OTEL_RESOURCE_ATTRIBUTES", "team=x"),
+        ];
+        assert_eq!(service_name("auth", env(&empty)), "switchboard-auth");
+        assert_eq!(service_name("messaging", env(&[])), "switchboard-messaging");
+    }
 }
