@@ -27,6 +27,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 data="${SWITCHBOARD_DATA:-$repo/.data}"
 pgroot="$data/pg"
+tls="$data/tls"
 primary_port="${PG_PRIMARY_PORT:-55432}"
 replica_port="${PG_REPLICA_PORT:-55433}"
 replicas="${PG_REPLICAS:-2}"
@@ -66,13 +67,20 @@ start_cluster() { # name port
   # Our settings and access rules are copied in on every start so edits in postgres/ apply.
   as_pg cp "$here/postgresql.conf" "$pgroot/$name/switchboard.conf"
   as_pg cp "$here/pg_hba.conf" "$pgroot/$name/pg_hba.conf"
+  # TLS (PostgreSQL docs §19.9 "Secure TCP/IP Connections with SSL"): the local CA's server
+  # certificate (scripts/local-ca.sh), copied in on every start; the key must belong to the
+  # server's OS user with mode 0600. pg_hba.conf admits the service roles only over TLS.
+  local owner=()
+  [ "$(id -u)" -eq 0 ] && owner=(-o postgres -g postgres)
+  install "${owner[@]}" -m 0644 "$tls/server.pem" "$pgroot/$name/server.crt"
+  install "${owner[@]}" -m 0600 "$tls/server.key" "$pgroot/$name/server.key"
   if is_running "$name"; then
     log "$name already running on port $port"
     return
   fi
   as_pg mkdir -p "$(sockdir "$name")"
   as_pg "$bindir/pg_ctl" -D "$pgroot/$name" -l "$pgroot/$name.log" -w -t 60 \
-    -o "-p $port -k $(sockdir "$name")" start >/dev/null
+    -o "-p $port -k $(sockdir "$name") -c ssl=on" start >/dev/null
   log "$name started on 127.0.0.1:$port (log: $pgroot/$name.log)"
 }
 
@@ -92,6 +100,7 @@ psql_su() { # name psql-args...
 
 start() {
   mkdir -p "$pgroot"
+  "$repo/scripts/local-ca.sh" "$tls"
   if [ "$(id -u)" -eq 0 ]; then
     id postgres >/dev/null 2>&1 || { log "OS user postgres is missing (apt-get install postgresql)"; exit 1; }
     chown postgres: "$pgroot"

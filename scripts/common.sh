@@ -97,29 +97,16 @@ ensure_signing_key() {
   export AUTH_SIGNING_KEY_FILES="${AUTH_SIGNING_KEY_FILES:-$key}"
 }
 
-# A local certificate authority and a server certificate it signs for localhost, 127.0.0.1
-# and switchboard.test (RFC 6761's reserved name, which tests resolve to 127.0.0.1 to be an
-# origin that is not loopback by name); ECDSA P-256, which Chromium accepts. Made once under
-# $SWITCHBOARD_DATA/tls:
-# ca.pem is what a client trusts (curl --cacert, NODE_EXTRA_CA_CERTS, a browser's store).
+# The local CA and server certificate (scripts/local-ca.sh) under $SWITCHBOARD_DATA/tls:
+# NGINX's HTTPS and PostgreSQL's TLS use the server certificate; clients trust ca.pem.
 ensure_tls_cert() {
-  local dir="$SWITCHBOARD_DATA/tls"
-  [ -s "$dir/server.pem" ] && [ -s "$dir/ca.pem" ] && return
-  mkdir -p "$dir"
-  (
-    umask 077
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
-      -subj "/CN=Switchboard local CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
-      -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
-    printf '%s\n' "subjectAltName=DNS:localhost,DNS:switchboard.test,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
-      "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$dir/server.ext"
-    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
-      -CAcreateserial -days 365 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
-  )
-  chmod 0644 "$dir/ca.pem" "$dir/server.pem"
-  log "made a local CA ($dir/ca.pem) and a server certificate for localhost, 127.0.0.1"
+  "$REPO/scripts/local-ca.sh" "$SWITCHBOARD_DATA/tls"
+}
+
+# What every service database URL ends with: TLS, the server verified against the local CA
+# (src/platform/db/tls.rs; postgres/pg_hba.conf refuses the service roles without TLS).
+db_tls_query() {
+  printf '?sslmode=verify-full&sslrootcert=%s' "$SWITCHBOARD_DATA/tls/ca.pem"
 }
 
 # Starts one service in the background, logging to $LOG_DIR/<name>.log and recording its pid
@@ -142,7 +129,7 @@ start_service() {
       port="$AUTH_PORT"
       AUTH_BIND="127.0.0.1:${port}" \
       METRICS_BIND="127.0.0.1:${AUTH_METRICS_PORT}" \
-      AUTH_DATABASE_URL="postgres://switchboard_auth:${AUTH_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}" \
+      AUTH_DATABASE_URL="postgres://switchboard_auth:${AUTH_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}$(db_tls_query)" \
         "$BIN_DIR/auth" >>"$LOG_DIR/auth.log" 2>&1 &
       ;;
     messaging)
@@ -151,7 +138,7 @@ start_service() {
       INSTANCE_ID="$name" \
       MESSAGING_BIND="127.0.0.1:${port}" \
       METRICS_BIND="127.0.0.1:$((MESSAGING_METRICS_PORT + n - 1))" \
-      MESSAGING_DATABASE_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}" \
+      MESSAGING_DATABASE_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}$(db_tls_query)" \
       REPLICA_URLS="$(replica_urls)" \
       AUTH_JWKS_URL="http://127.0.0.1:${AUTH_PORT}/auth/.well-known/jwks.json" \
         "$BIN_DIR/messaging" >>"$LOG_DIR/$name.log" 2>&1 &
@@ -165,7 +152,7 @@ start_service() {
 replica_urls() {
   local n out=""
   for n in $(seq 1 "$PG_REPLICAS"); do
-    out="${out:+$out,}postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:$((PG_REPLICA_PORT + n - 1))/${PG_DATABASE}"
+    out="${out:+$out,}postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:$((PG_REPLICA_PORT + n - 1))/${PG_DATABASE}$(db_tls_query)"
   done
   echo "$out"
 }

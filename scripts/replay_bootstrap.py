@@ -128,7 +128,10 @@ def migrate(docs, secrets):
         if var not in given:
             return f"the {service} Deployment has no {var}"
         env.update({k: v for k, v in given.items() if k in ("ALLOW_INSECURE_DEV_SECRETS",)})
-        env[var] = re.sub(r"@[^/]+/", f"@127.0.0.1:{PORT}/", given[var], count=1)
+        # The scratch server has no certificate for switchboard-db-rw: TLS to the database is
+        # tested by the local stack (tests/api/database.rs), so the replay connects plainly.
+        plain = given[var].split("?", 1)[0]
+        env[var] = re.sub(r"@[^/]+/", f"@127.0.0.1:{PORT}/", plain, count=1)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
     binary = os.path.join(os.environ.get("SWITCHBOARD_BIN_DIR", os.path.join(target, "debug")), "migrate")
     r = run([binary], env=env)

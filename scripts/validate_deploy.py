@@ -219,6 +219,25 @@ def manifest_errors(docs, names, production):
             for c in pod["containers"]:
                 if c["image"] not in ("switchboard", "switchboard-web") and not PINNED.search(c["image"]):
                     errors.append(f"{d['metadata']['name']}: image {c['image']} is not a pinned version")
+    # Every database connection verifies the server against the Cluster's CA.
+    for d in docs:
+        if d["kind"] not in ("Deployment", "Job"):
+            continue
+        pod = d["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
+        secrets = {v["name"]: v.get("secret", {}).get("secretName") for v in pod.get("volumes", [])}
+        for c in pod["containers"]:
+            for e in c.get("env", []):
+                if not e["name"].endswith(("DATABASE_URL", "REPLICA_URLS")):
+                    continue
+                for url in e.get("value", "").split(","):
+                    root = re.search(r"[?&]sslrootcert=([^&]+)", url)
+                    if "sslmode=verify-full" not in url or not root:
+                        errors.append(f"{d['metadata']['name']}: {e['name']} does not verify the server (sslmode=verify-full, sslrootcert)")
+                        continue
+                    folder = os.path.dirname(root.group(1))
+                    if secrets.get(mounts.get(folder)) != "switchboard-db-ca":
+                        errors.append(f"{d['metadata']['name']}: {root.group(1)} is not from the Secret switchboard-db-ca")
     cluster = objects.get(("Cluster", "switchboard-db"))
     if cluster and not PINNED.search(cluster["spec"].get("imageName", "")):
         errors.append(f"Cluster imageName {cluster['spec'].get('imageName')} is not a pinned version")
@@ -492,6 +511,10 @@ def main():
          lambda ds: next(d for d in ds if d["metadata"]["name"] == "switchboard-https")["spec"]["rules"][0]["backendRefs"][0].update(port=8080)),
         ("a floating database image",
          lambda ds: next(d for d in ds if d["kind"] == "Cluster")["spec"].update(imageName="ghcr.io/cloudnative-pg/postgresql:15")),
+        ("a plaintext database URL",
+         lambda ds: [e.update(value=e["value"].split("?")[0]) for d in ds if d["kind"] == "Deployment"
+                     for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])
+                     if e["name"] == "MESSAGING_DATABASE_URL"]),
         ("asynchronous replication in production",
          lambda ds: next(d for d in ds if d["kind"] == "Cluster")["spec"]["postgresql"].pop("synchronous")),
         ("NGINX believing every client's X-Forwarded-For",

@@ -174,11 +174,11 @@ impl App {
             .enumerate()
             .map(|(i, url)| {
                 let pool = db::pool(url, &cfg.pool, &named("messaging"))?;
-                let host = url
-                    .expose_secret()
-                    .parse::<tokio_postgres::Config>()
+                let host = db::tls::parse(url.expose_secret())
                     .ok()
-                    .map(|c| format!("{:?}:{:?}", c.get_hosts().first(), c.get_ports().first()))
+                    .map(|(c, _)| {
+                        format!("{:?}:{:?}", c.get_hosts().first(), c.get_ports().first())
+                    })
                     .unwrap_or_default();
                 tracing::info!(replica = i + 1, %host, "replica configured");
                 anyhow::Ok((format!("replica-{}", i + 1), pool))

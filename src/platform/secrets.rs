@@ -182,9 +182,8 @@ pub fn load(
 ///
 /// Errors: as described.
 pub fn check_database_url(name: &str, url: &str, dev: bool) -> anyhow::Result<()> {
-    let cfg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| anyhow!("{name} is not a PostgreSQL URL: {e}"))?;
+    let (cfg, _) = crate::platform::db::tls::parse(url)
+        .map_err(|e| anyhow!("{name} is not a usable PostgreSQL URL: {e:#}"))?;
     if let Some(pw) = cfg.get_password() {
         let pw = String::from_utf8_lossy(pw);
         if is_placeholder(&pw) && !dev {

@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use secrecy::SecretString;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
 use super::{
@@ -80,8 +80,8 @@ async fn listen(
     hub: &Hub,
     ended: &EndedSessions,
 ) -> anyhow::Result<Listening> {
-    let cfg = crate::platform::db::config(url, application_name)?;
-    let (client, mut connection) = cfg.connect(NoTls).await?;
+    let (cfg, tls) = crate::platform::db::config(url, application_name)?;
+    let (client, mut connection) = cfg.connect(tls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -4,18 +4,88 @@
 use crate::common::*;
 use switchboard::startup::migrations;
 
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+/// Connects as the URL says — TLS settings included, read by the services' own parser.
+async fn try_connect(url: &str) -> Result<tokio_postgres::Client, String> {
+    let (cfg, tls) = switchboard::platform::db::tls::parse(url).map_err(|e| format!("{e:#}"))?;
+    let (client, conn) = cfg
+        .connect(tls)
         .await
-        .expect("connect");
+        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
     tokio::spawn(conn);
-    client
+    Ok(client)
 }
 
-/// The same URL with another database name (the last path segment).
+async fn connect(url: &str) -> tokio_postgres::Client {
+    try_connect(url).await.expect("connect")
+}
+
+/// The same URL with another database name (the last path segment), its query kept.
 fn with_db(url: &str, db: &str) -> String {
+    let (url, query) = url.split_once('?').map_or((url, ""), |(u, q)| (u, q));
     let (server, _) = url.rsplit_once('/').expect("URL with a database");
-    format!("{server}/{db}")
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{server}/{db}{query}")
+}
+
+#[tokio::test]
+async fn service_roles_reach_the_database_only_over_verified_tls() {
+    // As the services connect (sslmode=verify-full against the local CA): TLS is in use.
+    let url = env("SWITCHBOARD_MESSAGING_DB_URL");
+    let ssl: bool = connect(&url)
+        .await
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .get(0);
+    assert!(ssl, "the service role's connection is not encrypted");
+    let (plain, _) = url.split_once('?').expect("URL with TLS settings");
+    // Plaintext: refused by the server (pg_hba.conf), so a misconfigured service fails loudly.
+    let err = try_connect(plain)
+        .await
+        .expect_err("a plaintext service connection was accepted");
+    assert!(
+        err.contains("pg_hba.conf") || err.contains("no encryption"),
+        "{err}"
+    );
+    // A server whose certificate does not chain to the CA given is refused by the client.
+    let other_ca = std::env::temp_dir().join(format!("other-ca-{}.pem", unique()));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=another CA",
+            "-keyout",
+            "/dev/null",
+            "-out",
+        ])
+        .arg(&other_ca)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success());
+    let wrong = format!(
+        "{plain}?sslmode=verify-full&sslrootcert={}",
+        other_ca.display()
+    );
+    assert!(
+        try_connect(&wrong).await.is_err(),
+        "a server the CA did not sign was trusted"
+    );
+    let _ = std::fs::remove_file(other_ca);
 }
 
 fn env(name: &str) -> String {

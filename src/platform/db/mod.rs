@@ -4,6 +4,7 @@
 mod conn;
 mod error;
 pub mod routing;
+pub mod tls;
 
 pub use conn::{Conn, Primary, Route, Traced, Tx};
 pub use error::{unique_violation, DbError};
@@ -16,7 +17,7 @@ use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts,
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio_postgres::{types::PgLsn, NoTls};
+use tokio_postgres::types::PgLsn;
 
 use crate::platform::config::PoolSettings;
 
@@ -29,7 +30,7 @@ pub fn pool(
     settings: &PoolSettings,
     application_name: &str,
 ) -> anyhow::Result<Pool> {
-    let mut cfg = config(url, application_name)?;
+    let (mut cfg, tls) = config(url, application_name)?;
     // A connection left inside a transaction (a task stopped mid-way) must not hold its
     // locks for long nor hand the transaction to the pool's next user: the server ends the
     // session after twice the statement limit (PostgreSQL docs §20.11.1,
@@ -41,7 +42,7 @@ pub fn pool(
     ));
     let manager = Manager::from_config(
         cfg,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -58,22 +59,19 @@ pub fn pool(
         .context("building connection pool")
 }
 
-/// Parses a `postgres://` URL into a client config with our application name and a 3 s
-/// connect timeout.
+/// Parses a `postgres://` URL into a client config with our application name and a 1 s
+/// connect timeout, and the TLS connector its `sslmode`/`sslrootcert` call for ([`tls`]).
 ///
-/// Errors: the URL does not parse.
+/// Errors: the URL does not parse, or its TLS settings are refused ([`tls::parse`]).
 pub fn config(
     url: &SecretString,
     application_name: &str,
-) -> anyhow::Result<tokio_postgres::Config> {
-    let mut cfg: tokio_postgres::Config = url
-        .expose_secret()
-        .parse()
-        .context("invalid database URL")?;
+) -> anyhow::Result<(tokio_postgres::Config, tls::Tls)> {
+    let (mut cfg, tls) = tls::parse(url.expose_secret())?;
     cfg.application_name(application_name);
     // Short: a primary that does not answer must turn into a quick 503, not a hang.
     cfg.connect_timeout(Duration::from_secs(1));
-    Ok(cfg)
+    Ok((cfg, tls))
 }
 
 /// Opens one connection outside any pool (for migrations, LISTEN and NOTIFY), driving it on
@@ -84,10 +82,8 @@ pub async fn connect(
     url: &SecretString,
     application_name: &str,
 ) -> anyhow::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
-    let (client, connection) = config(url, application_name)?
-        .connect(NoTls)
-        .await
-        .context("connecting to database")?;
+    let (cfg, tls) = config(url, application_name)?;
+    let (client, connection) = cfg.connect(tls).await.context("connecting to database")?;
     let handle = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "database connection closed");
