@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole Switchboard stack in the foreground: PostgreSQL primary + streaming replica,
-# the auth and messaging services, and NGINX on http://localhost:8080. Ctrl-C or SIGTERM stops
+# the auth and messaging services, and NGINX on http://localhost:8080 and https://localhost:8443
+# (a local CA, scripts/local-ca.sh; PostgreSQL serves TLS from it too). Ctrl-C or SIGTERM stops
 # every process it started. Installs what is missing (Debian packages) on first use.
 #
 #   scripts/run.sh                # release build
@@ -53,6 +54,7 @@ cat <<MSG
 
 Switchboard is up:
   API and WebSocket   http://localhost:${NGINX_PORT}   (/auth/*, /api/*, /ws)
+  HTTPS               ${NGINX_TLS_PORT:+https://localhost:${NGINX_TLS_PORT}   (local CA: ${SWITCHBOARD_DATA}/tls/ca.pem)}
   messaging           ${MESSAGING_INSTANCES} instance(s) from 127.0.0.1:${MESSAGING_PORT}
   primary             postgres://127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}
   replicas            ${PG_REPLICAS} from postgres://127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}
