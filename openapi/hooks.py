@@ -54,10 +54,17 @@ def _register():
     return name, body["user"]["id"], body["access_token"]
 
 
+# The refresh cookie's name: `__Secure-refresh_token` when the stack sets Secure cookies (as
+# the test stack does), `refresh_token` on a plain-HTTP development stack.
+REFRESH_COOKIES = ("__Secure-refresh_token", "refresh_token")
+
+
 def _login(name):
+    """Signs in; the access token and the refresh cookie as (name, value)."""
     r = requests.post(f"{AUTH}/auth/login", json={"login": name, "password": PASSWORD}, timeout=10)
     r.raise_for_status()
-    return r.json()["access_token"], r.cookies["refresh_token"]
+    cookie = next(n for n in REFRESH_COOKIES if n in r.cookies)
+    return r.json()["access_token"], (cookie, r.cookies[cookie])
 
 
 def world():
@@ -148,5 +155,5 @@ class SwitchboardAuth:
             case.headers["Authorization"] = f"Bearer {_password_target()}"
         if case.path in COOKIE_PATHS:
             case.headers["X-CSRF"] = "1"
-            _, cookie = _login(world()["name"])
-            case.cookies = {**(case.cookies or {}), "refresh_token": cookie}
+            _, (cookie, value) = _login(world()["name"])
+            case.cookies = {**(case.cookies or {}), cookie: value}

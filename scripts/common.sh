@@ -202,7 +202,7 @@ start_nginx() {
   log "web client version $("$REPO/scripts/build-web.sh" "$WEB_ROOT")"
   export NGINX_WORKERS="${NGINX_WORKERS:-1}"
   export NGINX_WORKER_CONNECTIONS="${NGINX_WORKER_CONNECTIONS:-4096}"
-  export NGINX_TLS="" NGINX_REAL_IP_FROM=""
+  export NGINX_TLS="" NGINX_REAL_IP_FROM="" NGINX_HSTS="${NGINX_HSTS:-}"
   if [ -n "$NGINX_TLS_PORT" ]; then
     ensure_tls_cert
     NGINX_TLS="listen ${NGINX_TLS_PORT} ssl; ssl_certificate $SWITCHBOARD_DATA/tls/server.pem; ssl_certificate_key $SWITCHBOARD_DATA/tls/server.key;"
@@ -211,7 +211,7 @@ start_nginx() {
   for proxy in $NGINX_TRUSTED_PROXIES; do
     NGINX_REAL_IP_FROM="${NGINX_REAL_IP_FROM}set_real_ip_from ${proxy}; "
   done
-  local vars='${NGINX_PORT} ${AUTH_SERVERS} ${MESSAGING_SERVERS} ${NGINX_RUNTIME} ${NGINX_ACCESS_LOG} ${NGINX_USER} ${WEB_ROOT} ${NGINX_WORKERS} ${NGINX_WORKER_CONNECTIONS} ${NGINX_TLS} ${NGINX_REAL_IP_FROM}'
+  local vars='${NGINX_PORT} ${AUTH_SERVERS} ${MESSAGING_SERVERS} ${NGINX_RUNTIME} ${NGINX_ACCESS_LOG} ${NGINX_USER} ${WEB_ROOT} ${NGINX_WORKERS} ${NGINX_WORKER_CONNECTIONS} ${NGINX_TLS} ${NGINX_REAL_IP_FROM} ${NGINX_HSTS}'
   envsubst "$vars" <"$REPO/nginx/switchboard.conf.template" >"$runtime/switchboard.conf"
   envsubst "$vars" <"$REPO/nginx/nginx.local.conf.template" >"$runtime/nginx.conf"
   local nginx_bin

@@ -5,17 +5,23 @@
 #               reserved name, which tests resolve to 127.0.0.1 to be an origin that is not
 #               loopback by name), used by NGINX's HTTPS and PostgreSQL's TLS
 #   server.key  its key (0600)
-# ECDSA P-256 (Chromium does not take Ed25519 certificates). Existing files are kept.
+# ECDSA P-256 (Chromium does not take Ed25519 certificates). Existing files are kept; the
+# server certificate (one year) is made again from the same CA within 30 days of expiry.
 #   scripts/local-ca.sh DIR
 set -euo pipefail
 dir="${1:?usage: local-ca.sh DIR}"
-[ -s "$dir/server.pem" ] && [ -s "$dir/ca.pem" ] && [ -s "$dir/server.key" ] && exit 0
+if [ -s "$dir/server.pem" ] && [ -s "$dir/ca.pem" ] && [ -s "$dir/server.key" ] \
+   && openssl x509 -checkend 2592000 -noout -in "$dir/server.pem" >/dev/null; then
+  exit 0
+fi
 mkdir -p "$dir"
 (
   umask 077
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
-    -subj "/CN=Switchboard local CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  if [ ! -s "$dir/ca.pem" ] || [ ! -s "$dir/ca.key" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj "/CN=Switchboard local CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  fi
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
     -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
   printf '%s\n' "subjectAltName=DNS:localhost,DNS:switchboard.test,IP:127.0.0.1" "basicConstraints=CA:FALSE" \

@@ -36,7 +36,8 @@ END_OF_LIFE = [
     (r"nginx(inc/nginx-unprivileged)?:1\.(1[0-9]|2[0-8])\b", "an NGINX line no longer maintained"),
     (r"postgres:(9|1[0-3])\b", "a PostgreSQL major version past its end of life"),
 ]
-PINNED = re.compile(r":[0-9]+(\.[0-9]+)*([-.][A-Za-z0-9.-]+)?(@sha256:[0-9a-f]{64})?$")
+# A release line at least major.minor (patch releases of it may follow), or a digest.
+PINNED = re.compile(r":[0-9]+\.[0-9]+(\.[0-9]+)*([-.][A-Za-z0-9.-]+)?(@sha256:[0-9a-f]{64})?$")
 # Distroless publishes no version tags: its line is the Debian release in the name.
 VERSIONED_BY_NAME = re.compile(r"^gcr\.io/distroless/[a-z]+-debian[0-9]+:nonroot$")
 
@@ -147,8 +148,10 @@ def images():
     found += [(f"docker-compose {n}", s["image"]) for n, s in compose["services"].items()
               if s.get("image") not in built]
     for line in open(os.path.join(REPO, "Dockerfile")):
-        m = re.match(r"FROM (\S+)", line)
-        if m:
+        m = re.match(r"FROM (\S+)( AS (\S+))?", line)
+        # The build stage ships nothing (Cargo.lock pins what it builds), so it may follow
+        # the current stable Rust.
+        if m and m.group(3) != "build":
             found.append(("Dockerfile", m.group(1)))
     return found, compose
 

@@ -14,6 +14,8 @@ export NGINX_PORT="${TEST_NGINX_PORT:-18080}"
 # browser test and tests/api/edge.rs refresh through it. Plain HTTP stays for the rest.
 export NGINX_TLS_PORT="${TEST_NGINX_TLS_PORT:-18443}"
 export COOKIE_SECURE=true
+# HSTS on HTTPS answers (tests use 127.0.0.1 and switchboard.test, no shared host name).
+export NGINX_HSTS="max-age=63072000; includeSubDomains"
 # The loopback address stands in for a trusted load balancer; tests/api/edge.rs connects
 # from 127.0.0.2 as an untrusted client.
 export NGINX_TRUSTED_PROXIES=127.0.0.1

@@ -8,12 +8,14 @@ Tools (installed by scripts/validate-deploy.sh): docker-compose, kubectl (kustom
 kubernetes-validate, check-jsonschema, openapi-spec-validator, nginx.
 """
 import copy
+import ipaddress
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 
 import yaml
 
@@ -172,7 +174,8 @@ def pool_default(names_help):
 
 def connection_budget(docs, pool_size_default):
     """(needed on the primary, needed on one replica, max_connections): every autoscaler at
-    its maximum, each pod with full pools, all replica connections on one replica."""
+    its maximum plus a rollout's surge, each pod with full pools, all replica connections on
+    one replica."""
     by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
     configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
     primary = replica = 0
@@ -186,7 +189,12 @@ def connection_budget(docs, pool_size_default):
             env.update(configmaps.get(ef.get("configMapRef", {}).get("name"), {}))
         env.update({e["name"]: e.get("value", "") for e in c.get("env", [])})
         pool = int(env.get("DB_POOL_SIZE", pool_size_default))
-        pods = hpa["spec"]["maxReplicas"]
+        # A rollout at the maximum runs maxSurge more pods (Kubernetes' default: 25 %, up).
+        dep = by_name[("Deployment", target)]["spec"]
+        surge = dep.get("strategy", {}).get("rollingUpdate", {}).get("maxSurge", "25%")
+        extra = (-(-hpa["spec"]["maxReplicas"] * int(surge[:-1]) // 100)
+                 if isinstance(surge, str) and surge.endswith("%") else int(surge))
+        pods = hpa["spec"]["maxReplicas"] + extra
         primary += pods * (pool + DEDICATED[target])
         replica += pods * pool * len([u for u in env.get("REPLICA_URLS", "").split(",") if u])
     cluster = next(d for d in docs if d["kind"] == "Cluster")
@@ -231,11 +239,11 @@ def manifest_errors(docs, names, production):
                 if not e["name"].endswith(("DATABASE_URL", "REPLICA_URLS")):
                     continue
                 for url in e.get("value", "").split(","):
-                    root = re.search(r"[?&]sslrootcert=([^&]+)", url)
-                    if "sslmode=verify-full" not in url or not root:
+                    query = urllib.parse.parse_qs(url.split("?", 1)[1] if "?" in url else "")
+                    if query.get("sslmode") != ["verify-full"] or len(query.get("sslrootcert", [])) != 1:
                         errors.append(f"{d['metadata']['name']}: {e['name']} does not verify the server (sslmode=verify-full, sslrootcert)")
                         continue
-                    folder = os.path.dirname(root.group(1))
+                    folder = os.path.dirname(query["sslrootcert"][0])
                     if secrets.get(mounts.get(folder)) != "switchboard-db-ca":
                         errors.append(f"{d['metadata']['name']}: {root.group(1)} is not from the Secret switchboard-db-ca")
     cluster = objects.get(("Cluster", "switchboard-db"))
@@ -277,9 +285,9 @@ def manifest_errors(docs, names, production):
     pods = [d["spec"]["template"] for d in docs if d["kind"] == "Deployment"]
     for pm in (d for d in docs if d["kind"] == "PodMonitor"):
         sel = pm["spec"]["selector"]["matchLabels"]
-        if sel.get("cnpg.io/cluster"):
-            if ("Cluster", sel["cnpg.io/cluster"]) not in objects:
-                errors.append(f"PodMonitor {pm['metadata']['name']}: no such Cluster")
+        if sel.get("cnpg.io/podRole") == "instance":
+            if not any(d["kind"] == "Cluster" for d in docs):
+                errors.append(f"PodMonitor {pm['metadata']['name']}: no Cluster")
             continue
         matched = [t for t in pods if sel.items() <= t["metadata"].get("labels", {}).items()]
         ports = {p.get("name") for t in matched for c in t["spec"]["containers"] for p in c.get("ports", [])}
@@ -296,8 +304,17 @@ def manifest_errors(docs, names, production):
             errors.append("production: no route sets Strict-Transport-Security")
         nginx = objects[("Deployment", "nginx")]["spec"]["template"]["spec"]["containers"][0]
         real_ip = {e["name"]: e.get("value", "") for e in nginx.get("env", [])}.get("NGINX_REAL_IP_FROM", "")
-        if not re.fullmatch(r"(set_real_ip_from [0-9a-fA-F.:/]+; ?)+", real_ip.strip() + " "):
-            errors.append(f"production: NGINX_REAL_IP_FROM names no trusted proxy: {real_ip!r}")
+        proxies = re.findall(r"set_real_ip_from ([0-9a-fA-F.:/]+);", real_ip)
+        if not proxies or re.sub(r"set_real_ip_from [0-9a-fA-F.:/]+;", "", real_ip).strip():
+            errors.append(f"production: NGINX_REAL_IP_FROM is not only set_real_ip_from lines: {real_ip!r}")
+        for p in proxies:
+            try:
+                net = ipaddress.ip_network(p, strict=False)
+            except ValueError:
+                errors.append(f"production: NGINX_REAL_IP_FROM: {p} is not an address or range")
+                continue
+            if net.prefixlen < 8 or (net.version == 6 and net.prefixlen < 32):
+                errors.append(f"production: NGINX_REAL_IP_FROM trusts {p}: every client could pick its address")
         if not cluster["spec"].get("postgresql", {}).get("synchronous"):
             errors.append("production: replication is asynchronous (a failover can lose acknowledged writes)")
         if not any(p.get("isWALArchiver") for p in plugins):
@@ -362,6 +379,7 @@ def nginx_test(template_text, workdir, name):
         "NGINX_WORKERS": "1",
         "NGINX_WORKER_CONNECTIONS": "1024",
         "NGINX_TLS": "",
+        "NGINX_HSTS": "max-age=63072000; includeSubDomains",
         "NGINX_REAL_IP_FROM": "set_real_ip_from 10.0.0.0/8; set_real_ip_from 192.0.2.1;",
     }
     def render(text):
@@ -515,10 +533,14 @@ def main():
          lambda ds: [e.update(value=e["value"].split("?")[0]) for d in ds if d["kind"] == "Deployment"
                      for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])
                      if e["name"] == "MESSAGING_DATABASE_URL"]),
+        ("a database URL that turns verification off again",
+         lambda ds: [e.update(value=e["value"] + "&sslmode=disable") for d in ds if d["kind"] == "Deployment"
+                     for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])
+                     if e["name"] == "AUTH_DATABASE_URL"]),
         ("asynchronous replication in production",
          lambda ds: next(d for d in ds if d["kind"] == "Cluster")["spec"]["postgresql"].pop("synchronous")),
         ("NGINX believing every client's X-Forwarded-For",
-         lambda ds: [e.update(value="set_real_ip_from 0.0.0.0/0 ; real_ip_header X;") for d in ds
+         lambda ds: [e.update(value="set_real_ip_from 0.0.0.0/0;") for d in ds
                      if d["kind"] == "Deployment" and d["metadata"]["name"] == "nginx"
                      for e in d["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "NGINX_REAL_IP_FROM"]),
     ):

@@ -211,14 +211,14 @@ impl MigrateConfig {
     }
 }
 
-/// The local stack's auth role URL (`scripts/run.sh`), used only under the development switch.
-const AUTH_DEV_URL: &str = "postgres://switchboard_auth:auth-dev@127.0.0.1:55432/switchboard";
+/// The local stack's auth role URL (`scripts/run.sh`), used only under the development switch:
+/// TLS verified against the local CA (`scripts/local-ca.sh`, relative to the repository root),
+/// as the local PostgreSQL admits the service roles only over TLS.
+const AUTH_DEV_URL: &str = "postgres://switchboard_auth:auth-dev@127.0.0.1:55432/switchboard?sslmode=verify-full&sslrootcert=.data/tls/ca.pem";
 /// The local stack's messaging role URL on the primary.
-const MESSAGING_DEV_URL: &str =
-    "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55432/switchboard";
+const MESSAGING_DEV_URL: &str = "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55432/switchboard?sslmode=verify-full&sslrootcert=.data/tls/ca.pem";
 /// The local stack's messaging role URL on its replica.
-const MESSAGING_REPLICA_DEV_URL: &str =
-    "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55433/switchboard";
+const MESSAGING_REPLICA_DEV_URL: &str = "postgres://switchboard_messaging:messaging-dev@127.0.0.1:55433/switchboard?sslmode=verify-full&sslrootcert=.data/tls/ca.pem";
 
 /// A database URL from variable `name`'s value: `dev_default` only under the development
 /// switch, and never with a placeholder password without it.

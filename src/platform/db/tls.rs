@@ -56,33 +56,50 @@ pub fn parse(url: &str) -> anyhow::Result<(tokio_postgres::Config, Tls)> {
     Ok((cfg, tls))
 }
 
-/// The URL without `sslmode` and `sslrootcert`, and their values.
+/// The URL without `sslmode` and `sslrootcert`, and their (percent-decoded) values. Only
+/// those two parameters are touched: the rest of the URL — multi-host authorities, other
+/// parameters, their encoding — stays byte for byte. A connection string that is not a URL
+/// must not name `sslmode` (it would be silently overridden): TLS settings go in a URL.
+///
+/// Errors: either parameter given twice; `sslmode` in a key=value string; a value that is
+/// not valid UTF-8 once decoded.
 fn split(url: &str) -> anyhow::Result<(String, Option<String>, Option<String>)> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if url.contains("sslmode") || url.contains("sslrootcert") {
+            return Err(anyhow!(
+                "TLS settings (sslmode, sslrootcert) are read from postgres:// URLs only"
+            ));
+        }
         return Ok((url.to_owned(), None, None));
     }
-    let mut parsed = url::Url::parse(url).context("invalid database URL")?;
-    let (mut mode, mut root) = (None, None);
-    let kept: Vec<(String, String)> = parsed
-        .query_pairs()
-        .filter_map(|(k, v)| match k.as_ref() {
-            "sslmode" => {
-                mode = Some(v.into_owned());
-                None
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None, None));
+    };
+    let (mut mode, mut root, mut kept) = (None, None, Vec::new());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "sslmode" => &mut mode,
+            "sslrootcert" => &mut root,
+            _ => {
+                kept.push(pair);
+                continue;
             }
-            "sslrootcert" => {
-                root = Some(v.into_owned());
-                None
-            }
-            _ => Some((k.into_owned(), v.into_owned())),
-        })
-        .collect();
-    if kept.is_empty() {
-        parsed.set_query(None);
-    } else {
-        parsed.query_pairs_mut().clear().extend_pairs(kept);
+        };
+        if slot.is_some() {
+            return Err(anyhow!("{key} is given twice in the database URL"));
+        }
+        let decoded = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .with_context(|| format!("{key} in the database URL is not UTF-8"))?;
+        *slot = Some(decoded.into_owned());
     }
-    Ok((parsed.into(), mode, root))
+    let rest = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((rest, mode, root))
 }
 
 fn roots(path: &str) -> anyhow::Result<rustls::RootCertStore> {
@@ -126,6 +143,23 @@ mod tests {
         assert_eq!(root.as_deref(), Some("/ca.pem"));
         let (rest, mode, _) = split("postgres://u:p@db/app").expect("split");
         assert_eq!((rest.as_str(), mode), ("postgres://u:p@db/app", None));
+    }
+
+    #[test]
+    fn other_parameters_and_hosts_stay_byte_for_byte() {
+        let url = "postgres://u:p%2Fw@h1:5432,h2:5433/app?options=-c%20x%3Dy&sslmode=disable&target_session_attrs=read-write";
+        let (rest, mode, _) = split(url).expect("split");
+        assert_eq!(
+            rest,
+            "postgres://u:p%2Fw@h1:5432,h2:5433/app?options=-c%20x%3Dy&target_session_attrs=read-write"
+        );
+        assert_eq!(mode.as_deref(), Some("disable"));
+        assert!(split("postgres://u@db/app?sslmode=verify-full&sslmode=disable").is_err());
+        assert!(
+            parse("host=db sslmode=require").is_err(),
+            "key=value TLS settings ignored"
+        );
+        assert!(parse("host=db user=u dbname=app").is_ok());
     }
 
     #[test]
