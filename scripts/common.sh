@@ -26,6 +26,9 @@ export NGINX_TRUSTED_PROXIES="${NGINX_TRUSTED_PROXIES:-}"
 # Internal Prometheus endpoints (not behind NGINX): auth, then one per messaging instance.
 export AUTH_METRICS_PORT="${AUTH_METRICS_PORT:-9181}"
 export MESSAGING_METRICS_PORT="${MESSAGING_METRICS_PORT:-9182}"
+# The SMTP server the stack sends account mail to (aiosmtpd from PyPI), storing every mail
+# in the Maildir $SWITCHBOARD_DATA/mail (new/: one file per message).
+export SMTP_PORT="${SMTP_PORT:-1025}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 LOG_DIR="$SWITCHBOARD_DATA/logs"
 
@@ -109,6 +112,30 @@ db_tls_query() {
   printf '?sslmode=verify-full&sslrootcert=%s' "$SWITCHBOARD_DATA/tls/ca.pem"
 }
 
+# Installs aiosmtpd (PyPI) into .data/tools/smtp-venv on first use; prints its command.
+ensure_smtp_server() {
+  local venv="$REPO/.data/tools/smtp-venv"
+  if [ ! -x "$venv/bin/aiosmtpd" ]; then
+    log "installing aiosmtpd (the local SMTP server) into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "aiosmtpd==1.4.6"
+  fi
+  echo "$venv/bin/aiosmtpd"
+}
+
+# Starts the SMTP server on 127.0.0.1:$SMTP_PORT in the background (pid in
+# $SWITCHBOARD_DATA/pids/smtp.pid); each mail lands in the Maildir $SWITCHBOARD_DATA/mail.
+start_smtp() {
+  local bin
+  bin="$(ensure_smtp_server)"
+  mkdir -p "$SWITCHBOARD_DATA/mail/tmp" "$SWITCHBOARD_DATA/mail/new" "$SWITCHBOARD_DATA/mail/cur" \
+    "$LOG_DIR" "$SWITCHBOARD_DATA/pids"
+  "$bin" -n -l "127.0.0.1:${SMTP_PORT}" -c aiosmtpd.handlers.Mailbox "$SWITCHBOARD_DATA/mail" \
+    >>"$LOG_DIR/smtp.log" 2>&1 &
+  echo "$!" >"$SWITCHBOARD_DATA/pids/smtp.pid"
+  log "smtp starting on 127.0.0.1:${SMTP_PORT} (mail in $SWITCHBOARD_DATA/mail/new)"
+}
+
 # Starts one service in the background, logging to $LOG_DIR/<name>.log and recording its pid
 # in $SWITCHBOARD_DATA/pids/<name>.pid; $! is its pid. `start_service messaging N` starts
 # messaging instance N (1-based) on port MESSAGING_PORT + N - 1, named messaging-N.
@@ -129,6 +156,8 @@ start_service() {
       port="$AUTH_PORT"
       AUTH_BIND="127.0.0.1:${port}" \
       METRICS_BIND="127.0.0.1:${AUTH_METRICS_PORT}" \
+      SMTP_URL="smtp://127.0.0.1:${SMTP_PORT}" \
+      PUBLIC_URL="${PUBLIC_URL:-http://localhost:${NGINX_PORT}}" \
       AUTH_DATABASE_URL="postgres://switchboard_auth:${AUTH_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}$(db_tls_query)" \
         "$BIN_DIR/auth" >>"$LOG_DIR/auth.log" 2>&1 &
       ;;

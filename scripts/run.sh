@@ -35,6 +35,8 @@ trap 'stop_all' EXIT
 
 "$REPO/postgres/setup.sh" start
 ensure_signing_key
+start_smtp
+pids+=("$!")
 
 start_service auth
 pids+=("$!")
@@ -58,6 +60,7 @@ Switchboard is up:
   messaging           ${MESSAGING_INSTANCES} instance(s) from 127.0.0.1:${MESSAGING_PORT}
   primary             postgres://127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}
   replicas            ${PG_REPLICAS} from postgres://127.0.0.1:${PG_REPLICA_PORT}/${PG_DATABASE}
+  mail (SMTP)         smtp://127.0.0.1:${SMTP_PORT}; every mail is a file in ${SWITCHBOARD_DATA}/mail/new
   logs                ${LOG_DIR}
 Press Ctrl-C to stop.
 

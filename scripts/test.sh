@@ -25,6 +25,9 @@ export MESSAGING_INSTANCES=2
 export PG_PRIMARY_PORT="${TEST_PG_PRIMARY_PORT:-56432}"
 export PG_REPLICA_PORT="${TEST_PG_REPLICA_PORT:-56433}"
 export PG_REPLICAS=2
+export SMTP_PORT=11025
+# A relay that is down is retried after 1 s, then 2 s at most (the default grows to 5 min).
+export MAIL_RETRY_MAX_SECS=2
 export AUTH_METRICS_PORT=19181
 export MESSAGING_METRICS_PORT=19182
 # Traces go to the OTLP receiver tests/api/telemetry.rs runs on this port (nothing listens
@@ -88,6 +91,10 @@ start_stack_background
 export SWITCHBOARD_URL="http://127.0.0.1:${NGINX_PORT}"
 export SWITCHBOARD_HTTPS_URL="https://127.0.0.1:${NGINX_TLS_PORT}"
 export SWITCHBOARD_CA_FILE="$SWITCHBOARD_DATA/tls/ca.pem"
+# Where tests read mail (the SMTP server's Maildir) and how they restart that server.
+export SWITCHBOARD_MAILDIR="$SWITCHBOARD_DATA/mail"
+SWITCHBOARD_SMTP_SERVER="$(ensure_smtp_server)"
+export SWITCHBOARD_SMTP_SERVER
 SWITCHBOARD_MESSAGING_INSTANCES="$(for n in $(seq 1 "$MESSAGING_INSTANCES"); do printf 'messaging-%s=http://127.0.0.1:%s,' "$n" $((MESSAGING_PORT + n - 1)); done)"
 export SWITCHBOARD_MESSAGING_INSTANCES="${SWITCHBOARD_MESSAGING_INSTANCES%,}"
 export SWITCHBOARD_PRIMARY_ADMIN_URL="postgres://postgres:${PG_SUPERUSER_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}"

@@ -128,8 +128,10 @@ impl App {
         let metrics_addr = crate::platform::metrics::serve(&cfg.metrics_bind, &tasks, move || {
             crate::platform::metrics::record_pool("primary", scraped.status());
         })?;
+        let outbox = crate::platform::mail::Outbox::new("auth.mail_outbox", &cfg.mail)?;
+        crate::platform::mail::spawn(&outbox, pool.clone(), &cfg.mail, &tasks)?;
         let bind = cfg.bind.clone();
-        let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, cfg));
+        let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, outbox, cfg));
         let origins = state.cfg.web.allowed_origins.clone();
         let (server, addr) = serve(
             "auth",

@@ -21,6 +21,8 @@ mod edge;
 mod groups;
 #[path = "api/messaging.rs"]
 mod messaging;
+#[path = "api/recovery.rs"]
+mod recovery;
 #[path = "api/sessions.rs"]
 mod sessions;
 #[path = "api/telemetry.rs"]

@@ -61,9 +61,9 @@ pub struct EmailChangeRequested {
 
 /// `PATCH /auth/me`: 200 with the updated account; 422 for invalid fields. With a new
 /// `email`, 202 `{pending_email, detail}` instead — the same answer whether the address is
-/// free or registered to another account (issue 14): a free address is taken at once, a
-/// registered one is left alone. (Proof of the address by a mailed link comes with the
-/// account lifecycle work; until then `GET /auth/me` shows whether it took effect.)
+/// free or registered to another account (issue 14). A free address is sent a confirmation
+/// link; the account's address changes only when it is followed (`POST /auth/email/verify`),
+/// and the old address is then told (issue 18). A registered one gets nothing.
 #[utoipa::path(patch, path = "/auth/me", tag = "account", request_body = UpdateAccount,
     responses((status = 200, description = "The updated account (no new email asked for).", body = crate::auth::user::User),
         (status = 202, description = "A new email was asked for: the same answer whether or not the address is free.", body = EmailChangeRequested)))]
@@ -99,24 +99,34 @@ pub async fn update(
     else {
         return Ok(HttpResponse::Ok().json(user));
     };
-    // Taken only when no other account has it; a concurrent registration of the same
-    // address (the unique index) is the same silent refusal.
-    let changed = db
-        .execute_t(
-            "UPDATE auth.users SET email = $2, updated_at = now()
-             WHERE id = $1 AND NOT EXISTS (
-                 SELECT 1 FROM auth.users o WHERE lower(o.email) = lower($2) AND o.id <> $1)",
-            &[&caller.user_id, &email],
+    // Proof first: the new address gets a link, and becomes the account's only when it is
+    // followed (`POST /auth/email/verify`, which also tells the old address). An address
+    // another account has gets nothing, with the same answer.
+    let taken = db
+        .query_opt_t(
+            "SELECT 1 FROM auth.users WHERE lower(email) = lower($1) AND id <> $2",
+            &[&email, &caller.user_id],
         )
-        .await;
-    match changed {
-        Ok(_) => {}
-        Err(e) if crate::platform::db::unique_violation(&e) == Some("users_email_key") => {}
-        Err(e) => return Err(e.into()),
+        .await?
+        .is_some();
+    if !taken {
+        let mut db = db;
+        let tx = db.transaction().await?;
+        super::recovery::send_verification(
+            &tx,
+            &state,
+            caller.user_id,
+            &user.display_name,
+            &email,
+            true,
+        )
+        .await?;
+        tx.commit().await?;
+        state.outbox.notify();
     }
     Ok(HttpResponse::Accepted().json(EmailChangeRequested {
         pending_email: email,
-        detail: "email change requested; it takes effect unless the address cannot be used".into(),
+        detail: "a confirmation link is on its way to the new address; the change takes effect when it is followed".into(),
     }))
 }
 

@@ -4,14 +4,19 @@
 //! - [`routes`]: register, login, refresh, logout, JWKS, health;
 //! - [`sessions`]: list and revoke one's sessions;
 //! - [`account`]: the caller's profile, password and deletion; public profiles and search;
+//! - [`recovery`]: email verification and password reset, with [`email_tokens`] (the mailed
+//!   single-use links) and [`mails`] (what the mails say), sent through the outbox;
 //! - [`session`]: starting and ending sessions (ends are announced to messaging);
 //! - [`keys`], [`refresh`], [`password`], [`validate`], [`caller`]: the pieces.
 
 pub mod account;
 pub mod attempts;
 pub mod caller;
+pub mod email_tokens;
 pub mod keys;
+pub mod mails;
 pub mod password;
+pub mod recovery;
 pub mod refresh;
 pub mod routes;
 pub mod session;
@@ -21,9 +26,7 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use crate::platform::db::Primary;
-
-use crate::{platform::access::Verifier, platform::config::AuthConfig};
+use crate::platform::{access::Verifier, config::AuthConfig, db::Primary, mail::Outbox};
 
 /// Shared state of the auth service's handlers.
 pub struct AuthState {
@@ -32,6 +35,8 @@ pub struct AuthState {
     pub keys: keys::SigningKeys,
     /// Verifies this service's own access tokens (bearer endpoints under `/auth`).
     pub verifier: Arc<Verifier>,
+    /// Account mail (`auth.mail_outbox`), written in the transaction of its change.
+    pub outbox: Outbox,
     pub cfg: AuthConfig,
 }
 
@@ -40,12 +45,13 @@ pub type State = Arc<AuthState>;
 
 impl AuthState {
     /// Builds the state.
-    pub fn new(db: Primary, keys: keys::SigningKeys, cfg: AuthConfig) -> Self {
+    pub fn new(db: Primary, keys: keys::SigningKeys, outbox: Outbox, cfg: AuthConfig) -> Self {
         let verifier = Verifier::local(keys.jwks(), &cfg.tokens);
         Self {
             db,
             keys,
             verifier,
+            outbox,
             cfg,
         }
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    account, attempts, password, refresh,
+    account, attempts, password, recovery, refresh,
     session::{self, EndReason, Which},
     sessions,
     user::{User, USER_COLUMNS},
@@ -46,6 +46,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .delete(account::delete),
             )
             .service(web::resource("/me/password").post(account::change_password))
+            .service(web::resource("/email/verify").post(recovery::verify_email))
+            .service(web::resource("/email/verification").post(recovery::resend_verification))
+            .service(web::resource("/password/forgot").post(recovery::forgot_password))
+            .service(web::resource("/password/reset").post(recovery::reset_password))
             .service(web::resource("/users").get(account::search))
             .service(web::resource("/users/{id}").get(account::profile))
             .service(web::resource("/.well-known/jwks.json").get(jwks))
@@ -153,7 +157,10 @@ pub(crate) async fn register(
         .map_err(taken)?;
     let user = User::from_row(&row);
     let (session_id, token) = session::start(&tx, &state, &req, user.id).await?;
+    recovery::send_verification(&tx, &state, user.id, &user.display_name, &user.email, false)
+        .await?;
     tx.commit().await?;
+    state.outbox.notify();
     tracing::info!(user.id = %user.id, "account registered");
     signed_in(&state, user, session_id, token, StatusCode::CREATED)
 }
@@ -202,6 +209,11 @@ pub(crate) async fn login(
         return Err(ApiError::unauthorized("invalid login or password"));
     };
     let user = User::from_row(&row);
+    if state.cfg.require_verified_email && !user.email_verified {
+        return Err(ApiError::Forbidden(
+            "confirm your email address first: follow the link we mailed you, or ask for a new one (POST /auth/email/verification with {\"email\"})".into(),
+        ));
+    }
     let tx = db.transaction().await?;
     attempts::succeeded(&tx, &name).await?;
     attempts::succeeded(&tx, &account).await?;

@@ -11,11 +11,14 @@ pub struct User {
     pub username: String,
     pub email: String,
     pub display_name: String,
+    /// Whether `email` was proven by a mailed link (`POST /auth/email/verify`).
+    pub email_verified: bool,
     pub created_at: DateTime<Utc>,
 }
 
 /// Columns for [`User::from_row`].
-pub const USER_COLUMNS: &str = "id, username, email, display_name, created_at";
+pub const USER_COLUMNS: &str =
+    "id, username, email, display_name, email_verified_at IS NOT NULL AS email_verified, created_at";
 
 impl User {
     /// Reads a row selected with [`USER_COLUMNS`].
@@ -25,6 +28,7 @@ impl User {
             username: row.get("username"),
             email: row.get("email"),
             display_name: row.get("display_name"),
+            email_verified: row.get("email_verified"),
             created_at: row.get("created_at"),
         }
     }

@@ -533,3 +533,82 @@ pub async fn assert_revoked(ws: &mut Ws) {
     );
     assert_eq!(code, Some(4001), "{frames:?}");
 }
+
+/// A mail the stack's SMTP server received (its Maildir, scripts/common.sh `start_smtp`).
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    pub to: String,
+    pub from: String,
+    pub subject: String,
+    pub message_id: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl ReceivedMail {
+    /// The token after `#<fragment>=` in the text body's link.
+    pub fn link_token(&self, fragment: &str) -> String {
+        let marker = format!("#{fragment}=");
+        let start = self.text.find(&marker).map(|i| i + marker.len());
+        let start = start.unwrap_or_else(|| panic!("no {marker} link in: {}", self.text));
+        self.text[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect()
+    }
+}
+
+fn parse_mail(bytes: &[u8]) -> Option<ReceivedMail> {
+    let parsed = mailparse::parse_mail(bytes).ok()?;
+    let header = |name: &str| {
+        parsed
+            .headers
+            .iter()
+            .find(|h| h.get_key().eq_ignore_ascii_case(name))
+            .map(|h| h.get_value())
+            .unwrap_or_default()
+    };
+    let body = |mime: &str| {
+        parsed
+            .subparts
+            .iter()
+            .find(|p| p.ctype.mimetype == mime)
+            .and_then(|p| p.get_body().ok())
+            .unwrap_or_default()
+    };
+    Some(ReceivedMail {
+        to: header("To"),
+        from: header("From"),
+        subject: header("Subject"),
+        message_id: header("Message-ID"),
+        text: body("text/plain"),
+        html: body("text/html"),
+    })
+}
+
+/// Every mail received so far for `address`, oldest first.
+pub fn mails_to(address: &str) -> Vec<ReceivedMail> {
+    let dir = std::path::PathBuf::from(env("SWITCHBOARD_MAILDIR", ".data/test/mail"));
+    let mut files: Vec<(std::time::SystemTime, std::path::PathBuf)> = ["new", "cur"]
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(dir.join(sub)).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|(_, path)| parse_mail(&std::fs::read(path).ok()?))
+        .filter(|m| m.to.to_lowercase().contains(&address.to_lowercase()))
+        .collect()
+}
+
+/// Waits (up to `timeout`) until `address` has received `count` mails; returns them all.
+pub async fn await_mails(address: &str, count: usize, timeout: Duration) -> Vec<ReceivedMail> {
+    eventually(timeout, || async {
+        let mails = mails_to(address);
+        (mails.len() >= count).then_some(mails)
+    })
+    .await
+}

@@ -6,8 +6,8 @@ use clap::Parser;
 use secrecy::SecretString;
 
 use super::{
-    database_url, seconds, secret, DevSwitch, LogSettings, PoolSettings, TokenSettings,
-    WebSettings, AUTH_DEV_URL,
+    database_url, seconds, secret, DevSwitch, LogSettings, MailSettings, PoolSettings,
+    TokenSettings, WebSettings, AUTH_DEV_URL, SMTP_DEV_URL,
 };
 use crate::platform::secrets::{self, KeyRing};
 
@@ -113,6 +113,31 @@ pub struct AuthConfig {
           value_parser = clap::value_parser!(u32).range(4..=31), help_heading = "Passwords")]
     pub bcrypt_cost: u32,
 
+    /// How long an email verification link stays valid, in seconds (default a day).
+    #[arg(long = "email-verify-ttl-secs", env = "EMAIL_VERIFY_TTL_SECS", default_value = "86400",
+          value_parser = seconds, help_heading = "Account recovery")]
+    pub email_verify_ttl: Duration,
+    /// How long a password reset link stays valid, in seconds (30 minutes).
+    #[arg(long = "password-reset-ttl-secs", env = "PASSWORD_RESET_TTL_SECS", default_value = "1800",
+          value_parser = seconds, help_heading = "Account recovery")]
+    pub password_reset_ttl: Duration,
+    /// Reset or verification mails one account is sent per hour at most; past it the answer
+    /// is the same and no mail goes out.
+    #[arg(
+        long = "account-mail-per-hour",
+        env = "ACCOUNT_MAIL_PER_HOUR",
+        default_value_t = 5,
+        help_heading = "Account recovery"
+    )]
+    pub account_mail_per_hour: i64,
+    /// Refuse sign-in (403) until the account's email address is verified.
+    #[arg(long = "require-verified-email", env = "REQUIRE_VERIFIED_EMAIL", default_value = "false",
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(),
+          help_heading = "Account recovery")]
+    pub require_verified_email: bool,
+
+    #[command(flatten)]
+    pub mail: MailSettings,
     #[command(flatten)]
     pub web: WebSettings,
     #[command(flatten)]
@@ -143,6 +168,10 @@ impl AuthConfig {
             dev,
         )?;
         self.web.check()?;
+        if self.mail.smtp_url.is_none() && dev {
+            self.mail.smtp_url = Some(SecretString::from(SMTP_DEV_URL));
+        }
+        self.mail.public_url = self.mail.public_url.trim_end_matches('/').to_owned();
         self.signing_key_files.retain(|f| !f.trim().is_empty());
         Ok(self)
     }

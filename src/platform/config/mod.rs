@@ -11,6 +11,7 @@
 //! as [`SecretString`]: `Debug` redacts them and `--help` never prints their values.
 
 mod auth;
+mod mail;
 mod messaging;
 
 use std::{ffi::OsString, time::Duration};
@@ -19,7 +20,11 @@ use anyhow::anyhow;
 use clap::{builder::BoolishValueParser, ArgAction, Args, Parser};
 use secrecy::{ExposeSecret, SecretString};
 
-pub use self::{auth::AuthConfig, messaging::MessagingConfig};
+pub use self::{
+    auth::AuthConfig,
+    mail::{MailSettings, SMTP_DEV_URL},
+    messaging::MessagingConfig,
+};
 use crate::platform::secrets;
 
 /// Parses a configuration from the process's arguments and environment; `--help` and

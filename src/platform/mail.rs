@@ -1,0 +1,264 @@
+//! Mail that is never lost: the transactional outbox pattern. A change that causes a mail
+//! writes it with [`enqueue`] into an outbox table in the same transaction, so the mail
+//! exists exactly when the change committed; the [`spawn`]ed worker delivers due rows over
+//! SMTP (lettre), each with a text and an HTML body (`multipart/alternative`, RFC 2046) and
+//! its own `Message-ID` (RFC 5322 §3.6.4).
+//!
+//! Delivery: the worker takes due rows with `FOR UPDATE SKIP LOCKED` (PostgreSQL docs,
+//! SELECT, "The Locking Clause") and holds the lock while it talks to the relay, so two
+//! instances never send one row at once. A refused or failed attempt is retried after a wait
+//! that doubles from 1 s up to `MAIL_RETRY_MAX_SECS`; a relay that is down only delays mail.
+//! The one window left: the relay took the mail and the instance died before its commit —
+//! that row goes out once more (same `Message-ID`, which receivers use to drop duplicates).
+//! Once sent, a row's bodies are cleared: their single-use links are secrets.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{anyhow, Context};
+use lettre::{
+    message::{Mailbox, MultiPart},
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+};
+use secrecy::ExposeSecret;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::platform::{
+    config::MailSettings,
+    db::{Primary, Traced},
+    tasks::Tasks,
+};
+
+/// One mail to write to an outbox.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// What caused it (`verify_email`, `password_reset`, …): for operators and tests.
+    pub kind: &'static str,
+    /// One address (already validated).
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Where mail goes out from: the sender, the domain of `Message-ID`s, and the wake-up of the
+/// worker. Cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    /// The outbox table (a trusted constant such as `auth.mail_outbox`).
+    table: &'static str,
+    domain: Arc<str>,
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    /// An outbox writing to `table`; `Message-ID`s take the domain of `MAIL_FROM`.
+    ///
+    /// Errors: `MAIL_FROM` is not a mailbox.
+    pub fn new(table: &'static str, settings: &MailSettings) -> anyhow::Result<Self> {
+        let from: Mailbox = settings
+            .from
+            .parse()
+            .with_context(|| format!("MAIL_FROM {:?} is not a mailbox", settings.from))?;
+        Ok(Self {
+            table,
+            domain: from.email.domain().into(),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Writes `mail` in the caller's transaction (`tx`) and, once it commits, lets the worker
+    /// know. Returns the row's id.
+    ///
+    /// Errors: the insert fails (the caller's transaction then fails with it).
+    pub async fn enqueue(
+        &self,
+        tx: &impl Traced,
+        mail: Mail,
+    ) -> Result<Uuid, tokio_postgres::Error> {
+        let id = Uuid::now_v7();
+        let message_id = format!("{id}@{}", self.domain);
+        tx.execute_t(
+            &format!(
+                "INSERT INTO {} (id, kind, recipient, subject, body_text, body_html, message_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                self.table
+            ),
+            &[
+                &id,
+                &mail.kind,
+                &mail.to,
+                &mail.subject,
+                &mail.text,
+                &mail.html,
+                &message_id,
+            ],
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// Wakes the worker (call after the transaction that enqueued committed; a missed wake-up
+    /// only delays the mail to the next poll).
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Rows one pass takes at most.
+const BATCH: i64 = 10;
+
+/// Starts the delivery worker for `outbox` on `db`, sending through `MAIL`'s relay. Without
+/// `SMTP_URL` nothing is sent (mail stays queued) and a warning says so.
+///
+/// Errors: the SMTP URL or `MAIL_FROM` do not parse.
+pub fn spawn(
+    outbox: &Outbox,
+    db: Primary,
+    settings: &MailSettings,
+    tasks: &Tasks,
+) -> anyhow::Result<()> {
+    let Some(url) = &settings.smtp_url else {
+        tracing::warn!(
+            table = outbox.table,
+            "SMTP_URL is not set: mail is queued, not sent"
+        );
+        return Ok(());
+    };
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
+        .context("SMTP_URL is not a usable SMTP URL")?
+        .timeout(Some(Duration::from_secs(10)))
+        .build();
+    let from: Mailbox = settings
+        .from
+        .parse()
+        .context("MAIL_FROM is not a mailbox")?;
+    let worker = Worker {
+        outbox: outbox.clone(),
+        db,
+        transport,
+        from,
+        retry_max: settings.retry_max,
+    };
+    let poll = settings.poll_interval;
+    let wake = outbox.wake.clone();
+    tasks.spawn("mail outbox", async move {
+        loop {
+            loop {
+                match worker.pass().await {
+                    Ok(n) if n < BATCH as usize => break,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = format!("{e:#}"), "mail outbox pass failed");
+                        break;
+                    }
+                }
+            }
+            let _ = tokio::time::timeout(poll, wake.notified()).await;
+        }
+    });
+    Ok(())
+}
+
+struct Worker {
+    outbox: Outbox,
+    db: Primary,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    retry_max: Duration,
+}
+
+impl Worker {
+    /// Sends the due rows it can lock (at most [`BATCH`]); returns how many it took.
+    async fn pass(&self) -> anyhow::Result<usize> {
+        let table = self.outbox.table;
+        let mut db = self.db.get().await?;
+        let tx = db.transaction().await?;
+        let rows = tx
+            .query_t(
+                &format!(
+                    "SELECT id, recipient, subject, body_text, body_html, message_id, attempts
+                     FROM {table} WHERE sent_at IS NULL AND next_attempt_at <= now()
+                     ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED"
+                ),
+                &[&BATCH],
+            )
+            .await?;
+        for row in &rows {
+            let id: Uuid = row.get("id");
+            let attempts: i32 = row.get("attempts");
+            match self.send(row).await {
+                Ok(()) => {
+                    tx.execute_t(
+                        &format!(
+                            "UPDATE {table} SET sent_at = now(), attempts = attempts + 1,
+                                 body_text = NULL, body_html = NULL, last_error = NULL
+                             WHERE id = $1"
+                        ),
+                        &[&id],
+                    )
+                    .await?;
+                    tracing::info!(mail.id = %id, "mail sent");
+                }
+                Err(e) => {
+                    let wait = retry_wait(attempts, self.retry_max);
+                    let error = format!("{e:#}");
+                    tracing::warn!(mail.id = %id, attempts = attempts + 1, retry_in_s = wait.as_secs(),
+                                   error, "mail not sent; will retry");
+                    tx.execute_t(
+                        &format!(
+                            "UPDATE {table} SET attempts = attempts + 1, last_error = $2,
+                                 next_attempt_at = now() + make_interval(secs => $3)
+                             WHERE id = $1"
+                        ),
+                        &[&id, &error, &wait.as_secs_f64()],
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
+    async fn send(&self, row: &tokio_postgres::Row) -> anyhow::Result<()> {
+        let to: Mailbox = row
+            .get::<_, String>("recipient")
+            .parse()
+            .map_err(|e| anyhow!("recipient: {e}"))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(row.get::<_, String>("subject"))
+            .message_id(Some(format!("<{}>", row.get::<_, String>("message_id"))))
+            .multipart(MultiPart::alternative_plain_html(
+                row.get::<_, String>("body_text"),
+                row.get::<_, String>("body_html"),
+            ))
+            .context("building the message")?;
+        self.transport
+            .send(message)
+            .await
+            .context("the SMTP relay did not take the mail")?;
+        Ok(())
+    }
+}
+
+/// The wait before attempt `attempts + 2`: 1 s doubling per failed attempt, at most `max`.
+fn retry_wait(attempts: i32, max: Duration) -> Duration {
+    let exponent = u32::try_from(attempts.clamp(0, 30)).unwrap_or(30);
+    Duration::from_secs(1u64 << exponent).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_wait_longer_each_time_up_to_the_maximum() {
+        let max = Duration::from_secs(300);
+        let waits: Vec<u64> = (0..12).map(|a| retry_wait(a, max).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(retry_wait(i32::MAX, max), max);
+    }
+}
