@@ -37,7 +37,7 @@ END_OF_LIFE = [
     (r"postgres:(9|1[0-3])\b", "a PostgreSQL major version past its end of life"),
 ]
 # A release line at least major.minor (patch releases of it may follow), or a digest.
-PINNED = re.compile(r":[0-9]+\.[0-9]+(\.[0-9]+)*([-.][A-Za-z0-9.-]+)?(@sha256:[0-9a-f]{64})?$")
+PINNED = re.compile(r":v?[0-9]+\.[0-9]+(\.[0-9]+)*([-.][A-Za-z0-9.-]+)?(@sha256:[0-9a-f]{64})?$")
 # Distroless publishes no version tags: its line is the Debian release in the name.
 VERSIONED_BY_NAME = re.compile(r"^gcr\.io/distroless/[a-z]+-debian[0-9]+:nonroot$")
 

@@ -160,7 +160,7 @@ DEDICATED = {"auth": 0, "messaging": 2}
 # Room kept on each instance for CloudNativePG's instance manager and exporter, backups and
 # an operator's psql, beyond superuser_reserved_connections (3).
 OPERATOR_ROOM = 20
-PINNED = re.compile(r":[0-9]+\.[0-9]+[^:@]*(@sha256:[0-9a-f]{64})?$")
+PINNED = re.compile(r":v?[0-9]+\.[0-9]+[^:@]*(@sha256:[0-9a-f]{64})?$")
 
 
 def is_core(doc):

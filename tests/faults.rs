@@ -1,5 +1,5 @@
 //! The fault suites: replicas paused, stopped and lagging, the primary stopped, messaging
-//! instances killed and restarted — each case stops servers the other suites rely on, so
+//! instances killed and restarted, the SMTP relay down — each case stops servers the other suites rely on, so
 //! they run in this binary of their own, after the others (cargo runs test binaries one at
 //! a time), and one at a time within it ([`common::exclusive`]).
 mod common;
@@ -10,5 +10,7 @@ mod failover;
 mod faults;
 #[path = "faults_suite/lifecycle.rs"]
 mod lifecycle;
+#[path = "faults_suite/mail.rs"]
+mod mail;
 #[path = "faults_suite/replication.rs"]
 mod replication;

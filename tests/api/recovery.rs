@@ -257,3 +257,73 @@ async fn reset_mails_stop_at_the_hourly_budget_with_the_same_answer() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(resets(mails_to(&address)), 5, "a sixth reset mail went out");
 }
+
+/// An auth service built in-process beside the stack's (same database, same SMTP server;
+/// the two outbox workers share the outbox), with `extra` flags; its base URL.
+async fn in_process_auth(extra: &[&str]) -> (String, tokio_util::sync::CancellationToken) {
+    use switchboard::{platform::config, startup::App};
+    let mut args = vec![
+        "auth".to_owned(),
+        "--bind=127.0.0.1:0".into(),
+        "--metrics-bind=127.0.0.1:0".into(),
+        format!(
+            "--database-url={}",
+            std::env::var("SWITCHBOARD_AUTH_DB_URL").expect("test.sh sets it")
+        ),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let cfg: config::AuthConfig = config::try_parse_from(args).expect("flags parse");
+    let app = App::build_auth(cfg.resolve().expect("settings resolve"))
+        .await
+        .expect("auth builds");
+    let (url, stop) = (format!("http://127.0.0.1:{}", app.port()), app.stop_token());
+    tokio::spawn(app.run_until_stopped());
+    (url, stop)
+}
+
+#[tokio::test]
+async fn with_verification_required_sign_in_waits_for_the_link() {
+    let (server, stop) = in_process_auth(&["--require-verified-email=true"]).await;
+    let username = format!("strict_{}", unique());
+    let address = format!("{username}@example.com");
+    let password = "correct horse battery";
+    let client = http();
+    let res = client
+        .post(format!("{server}/auth/register"))
+        .json(&json!({"username": username, "email": address, "password": password}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let login = || async {
+        let res = client
+            .post(format!("{server}/auth/login"))
+            .json(&json!({"login": username, "password": password}))
+            .send()
+            .await
+            .expect("login");
+        let (status, headers) = (res.status(), res.headers().clone());
+        (
+            status,
+            headers,
+            res.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    let (status, headers, body) = login().await;
+    assert_problem(status, &headers, &body, 403);
+    // A wrong password is still a 401: the 403 comes only after the password checked out.
+    let res = client
+        .post(format!("{server}/auth/login"))
+        .json(&json!({"login": username, "password": "wrong password here"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    let token = await_mails(&address, 1, MAIL_WAIT).await[0].link_token("verify-email");
+    let (status, _, body) = post_json("/auth/email/verify", json!({"token": token})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = login().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    stop.cancel();
+}

@@ -1,0 +1,106 @@
+//! The SMTP relay down (issue 18): mail is delayed, never lost. The stack's SMTP server is
+//! stopped, an account is made (its verification mail fails and waits in the outbox), the
+//! server comes back, and the mail arrives — once.
+
+use std::{process::Command, time::Duration};
+
+use crate::common::*;
+
+fn pid_file() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var("SWITCHBOARD_DATA").expect("test.sh sets it"))
+        .join("pids/smtp.pid")
+}
+
+fn smtp_port() -> u16 {
+    std::env::var("SMTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(11025)
+}
+
+async fn listening() -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", smtp_port()))
+        .await
+        .is_ok()
+}
+
+/// Starts the SMTP server as scripts/common.sh does, recording its pid where the stack's
+/// shutdown finds it.
+fn start_smtp() {
+    let maildir = std::env::var("SWITCHBOARD_MAILDIR").expect("test.sh sets it");
+    let server = std::env::var("SWITCHBOARD_SMTP_SERVER").expect("test.sh sets it");
+    let mut child = Command::new(server)
+        .args([
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{}", smtp_port()),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+            &maildir,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start aiosmtpd");
+    std::fs::write(pid_file(), child.id().to_string()).expect("pid file");
+    // It outlives this test (the stack stops it at the end); reaped when it exits.
+    std::thread::spawn(move || child.wait());
+}
+
+#[tokio::test]
+async fn mail_waits_in_the_outbox_while_the_relay_is_down_and_arrives_once_it_is_back() {
+    let _alone = exclusive().await;
+    let pid = std::fs::read_to_string(pid_file())
+        .expect("smtp pid")
+        .trim()
+        .to_owned();
+    assert!(Command::new("kill")
+        .arg(&pid)
+        .status()
+        .expect("kill")
+        .success());
+    eventually(Duration::from_secs(10), || async {
+        (!listening().await).then_some(())
+    })
+    .await;
+
+    let user = register("relay_down").await;
+    let address = format!("{}@example.com", user.username);
+    // The worker tried, failed, and keeps the mail for a later attempt.
+    let db = admin(false).await;
+    eventually(Duration::from_secs(10), || async {
+        let row = db
+            .query_one(
+                "SELECT count(*) FILTER (WHERE attempts >= 1 AND sent_at IS NULL AND last_error IS NOT NULL)
+                 FROM auth.mail_outbox WHERE recipient = $1",
+                &[&address],
+            )
+            .await
+            .expect("outbox");
+        (row.get::<_, i64>(0) == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        mails_to(&address).is_empty(),
+        "a mail arrived with the relay down"
+    );
+
+    start_smtp();
+    let mails = await_mails(&address, 1, Duration::from_secs(20)).await;
+    assert_eq!(mails[0].subject, "Confirm your email address");
+    let row = db
+        .query_one(
+            "SELECT sent_at IS NOT NULL, body_text IS NULL, attempts FROM auth.mail_outbox WHERE recipient = $1",
+            &[&address],
+        )
+        .await
+        .expect("outbox");
+    assert!(
+        row.get::<_, bool>(0) && row.get::<_, bool>(1),
+        "sent, and its link no longer stored"
+    );
+    assert!(row.get::<_, i32>(2) >= 2, "retried after the failure");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(mails_to(&address).len(), 1, "the mail arrived twice");
+}
