@@ -27,3 +27,5 @@ mod recovery;
 mod sessions;
 #[path = "api/telemetry.rs"]
 mod telemetry;
+#[path = "api/two_factor.rs"]
+mod two_factor;

@@ -6,6 +6,8 @@
 //! - [`account`]: the caller's profile, password and deletion; public profiles and search;
 //! - [`recovery`]: email verification and password reset, with [`email_tokens`] (the mailed
 //!   single-use links) and [`mails`] (what the mails say), sent through the outbox;
+//! - [`totp`] (enrolment, RFC 6238 codes) and [`mfa`] (the second sign-in step, recovery
+//!   codes): two-factor sign-in;
 //! - [`session`]: starting and ending sessions (ends are announced to messaging);
 //! - [`keys`], [`refresh`], [`password`], [`validate`], [`caller`]: the pieces.
 
@@ -15,12 +17,14 @@ pub mod caller;
 pub mod email_tokens;
 pub mod keys;
 pub mod mails;
+pub mod mfa;
 pub mod password;
 pub mod recovery;
 pub mod refresh;
 pub mod routes;
 pub mod session;
 pub mod sessions;
+pub mod totp;
 pub mod user;
 pub mod validate;
 

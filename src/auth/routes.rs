@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    account, attempts, password, recovery, refresh,
+    account, attempts, mfa, password, recovery, refresh,
     session::{self, EndReason, Which},
-    sessions,
+    sessions, totp,
     user::{User, USER_COLUMNS},
     validate::{DisplayName, Email, Username},
     State,
@@ -31,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/auth")
             .service(web::resource("/register").post(register))
             .service(web::resource("/login").post(login))
+            .service(web::resource("/login/mfa").post(mfa::answer))
             .service(web::resource("/refresh").post(refresh_session))
             .service(web::resource("/logout").post(logout))
             .service(
@@ -46,6 +47,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .delete(account::delete),
             )
             .service(web::resource("/me/password").post(account::change_password))
+            .service(
+                web::resource("/me/totp")
+                    .post(totp::start)
+                    .delete(totp::disable),
+            )
+            .service(web::resource("/me/totp/confirm").post(totp::confirm))
             .service(web::resource("/email/verify").post(recovery::verify_email))
             .service(web::resource("/email/verification").post(recovery::resend_verification))
             .service(web::resource("/password/forgot").post(recovery::forgot_password))
@@ -170,10 +177,13 @@ pub(crate) async fn register(
 /// account. Attempts are counted before the password is checked, per name as typed and per
 /// account: past `LOGIN_MAX_FAILURES` within the window the name answers 429 with
 /// `Retry-After` until the lockout passes, whether or not an account has it; an account
-/// locked through another of its names answers 401 (see [`attempts`]).
+/// locked through another of its names answers 401 (see [`attempts`]). With two-factor
+/// sign-in on, a right password answers 202 with a challenge instead (no tokens, no cookie),
+/// answered by `POST /auth/login/mfa` ([`mfa`]).
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest, security(()),
     responses((status = 200, description = "Signed in: a new session.", body = TokenResponse,
-        headers(("Set-Cookie" = String, description = "__Secure-refresh_token=…; HttpOnly; SameSite=Strict; Path=/auth; Secure (refresh_token=… without Secure when COOKIE_SECURE=false)")))))]
+        headers(("Set-Cookie" = String, description = "__Secure-refresh_token=…; HttpOnly; SameSite=Strict; Path=/auth; Secure (refresh_token=… without Secure when COOKIE_SECURE=false)"))),
+        (status = 202, description = "The password is right and the account signs in with a second factor: answer the challenge at POST /auth/login/mfa.", body = mfa::Challenge)))]
 pub(crate) async fn login(
     state: web::Data<State>,
     req: HttpRequest,
@@ -217,6 +227,13 @@ pub(crate) async fn login(
     let tx = db.transaction().await?;
     attempts::succeeded(&tx, &name).await?;
     attempts::succeeded(&tx, &account).await?;
+    if totp::enabled(&tx, user.id).await? {
+        // The password checked out; the code comes next (POST /auth/login/mfa).
+        let answer = mfa::challenge(&tx, user.id).await?;
+        tx.commit().await?;
+        tracing::info!(user.id = %user.id, "password accepted; second factor asked for");
+        return Ok(answer);
+    }
     let (session_id, token) = session::start(&tx, &state, &req, user.id).await?;
     tx.commit().await?;
     tracing::info!(user.id = %user.id, session.id = %session_id, "signed in");
@@ -228,7 +245,10 @@ fn refresh_cookie(state: &State, token: String) -> Cookie<'static> {
     refresh::cookie(token, max_age, state.cfg.web.cookie_secure)
 }
 
-fn signed_in(
+/// The answer of a completed sign-in: 200/201 with the tokens and the refresh cookie.
+///
+/// Errors: the access token cannot be signed.
+pub(crate) fn signed_in(
     state: &State,
     user: User,
     session_id: Uuid,
