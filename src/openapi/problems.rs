@@ -65,6 +65,54 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
     ),
     (
         "post",
+        "/auth/login/mfa",
+        &[
+            (
+                401,
+                "a wrong, stale or replayed code, a used recovery code, or a challenge that is unknown, expired, used or past its wrong codes",
+            ),
+            (429, "too many sign-ins from this address (NGINX)"),
+        ],
+    ),
+    (
+        "post",
+        "/auth/login",
+        &[(403, "the address is not verified and REQUIRE_VERIFIED_EMAIL is on")],
+    ),
+    (
+        "post",
+        "/auth/email/verify",
+        &[(409, "another account took the new address meanwhile")],
+    ),
+    (
+        "post",
+        "/auth/email/verification",
+        &[
+            (401, "neither signed in nor an address given"),
+            (409, "the address is verified already"),
+            (429, "past ACCOUNT_MAIL_PER_HOUR, or too many requests from this address (NGINX)"),
+        ],
+    ),
+    (
+        "post",
+        "/auth/password/forgot",
+        &[(429, "too many requests from this address (NGINX)")],
+    ),
+    (
+        "post",
+        "/auth/me/totp",
+        &[(409, "two-factor sign-in is on already")],
+    ),
+    (
+        "delete",
+        "/auth/me/totp",
+        &[
+            (403, "a wrong, stale or replayed code"),
+            (404, "two-factor sign-in is not on"),
+        ],
+    ),
+    (
+        "post",
         "/auth/refresh",
         &[(403, "missing `X-CSRF: 1` or an Origin not allowed")],
     ),
