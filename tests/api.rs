@@ -9,6 +9,8 @@ mod common;
 mod accounts;
 #[path = "api/adversarial/mod.rs"]
 mod adversarial;
+#[path = "api/audit.rs"]
+mod audit;
 #[path = "api/auth.rs"]
 mod auth;
 #[path = "api/content.rs"]

@@ -3,13 +3,14 @@
 use crate::platform::db::{Conn, Traced};
 use actix_web::{
     web::{self, Json, Path, Query},
-    HttpResponse,
+    HttpRequest, HttpResponse,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
     attempts,
+    audit::{self, Kind},
     caller::AuthCaller,
     password, refresh,
     session::{self, EndReason, Which},
@@ -69,6 +70,7 @@ pub struct EmailChangeRequested {
         (status = 202, description = "A new email was asked for: the same answer whether or not the address is free.", body = EmailChangeRequested)))]
 pub async fn update(
     state: web::Data<State>,
+    req: HttpRequest,
     caller: AuthCaller,
     body: Json<UpdateAccount>,
 ) -> Result<HttpResponse, ApiError> {
@@ -109,9 +111,9 @@ pub async fn update(
         )
         .await?
         .is_some();
+    let mut db = db;
+    let tx = db.transaction().await?;
     if !taken {
-        let mut db = db;
-        let tx = db.transaction().await?;
         super::recovery::send_verification(
             &tx,
             &state,
@@ -121,9 +123,19 @@ pub async fn update(
             true,
         )
         .await?;
-        tx.commit().await?;
-        state.outbox.notify();
     }
+    let client = audit::Client::of(&req);
+    audit::record(
+        &tx,
+        Kind::EmailChangeRequested,
+        Some(caller.user_id),
+        Some(caller.session_id),
+        &client,
+        Some(&email),
+    )
+    .await?;
+    tx.commit().await?;
+    state.outbox.notify();
     Ok(HttpResponse::Accepted().json(EmailChangeRequested {
         pending_email: email,
         detail: "a confirmation link is on its way to the new address; the change takes effect when it is followed".into(),
@@ -171,6 +183,7 @@ pub struct ChangePassword {
     responses((status = 204, description = "Changed; every other session ended.")))]
 pub async fn change_password(
     state: web::Data<State>,
+    req: HttpRequest,
     caller: AuthCaller,
     body: Json<ChangePassword>,
 ) -> Result<HttpResponse, ApiError> {
@@ -194,6 +207,16 @@ pub async fn change_password(
         EndReason::Password,
     )
     .await?;
+    let client = audit::Client::of(&req);
+    audit::record(
+        &tx,
+        Kind::PasswordChanged,
+        Some(caller.user_id),
+        Some(caller.session_id),
+        &client,
+        None,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user.id = %caller.user_id, ended = ended.len(), "password changed");
     Ok(HttpResponse::NoContent().finish())
@@ -212,6 +235,7 @@ pub struct DeleteAccount {
     responses((status = 204, description = "Deleted (soft): every session ended, the cookie cleared.")))]
 pub async fn delete(
     state: web::Data<State>,
+    req: HttpRequest,
     caller: AuthCaller,
     body: Json<DeleteAccount>,
 ) -> Result<HttpResponse, ApiError> {
@@ -224,6 +248,16 @@ pub async fn delete(
     )
     .await?;
     let ended = session::end(&tx, caller.user_id, Which::All, EndReason::Deleted).await?;
+    let client = audit::Client::of(&req);
+    audit::record(
+        &tx,
+        Kind::AccountDeleted,
+        Some(caller.user_id),
+        Some(caller.session_id),
+        &client,
+        None,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user.id = %caller.user_id, ended = ended.len(), "account deleted");
     Ok(HttpResponse::NoContent()

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
+    audit::{self, Kind},
     refresh, routes, session, totp,
     user::{User, USER_COLUMNS},
     State,
@@ -173,6 +174,7 @@ pub async fn answer(
         ));
     };
     let user_id: Uuid = row.get(0);
+    let client = audit::Client::of(&req);
     let tx = db.transaction().await?;
     let proven = match (code, recovery) {
         (Some(code), _) => totp::accept_code(&tx, user_id, code, true).await?,
@@ -180,6 +182,16 @@ pub async fn answer(
         _ => false,
     };
     if !proven {
+        drop(tx);
+        audit::record(
+            &db,
+            Kind::SecondFactorFailed,
+            Some(user_id),
+            None,
+            &client,
+            None,
+        )
+        .await?;
         return Err(ApiError::unauthorized(
             "that code is wrong, stale or used already",
         ));
@@ -198,6 +210,31 @@ pub async fn answer(
         .map(|r| User::from_row(&r))
         .ok_or_else(|| ApiError::unauthorized("this sign-in expired; sign in again"))?;
     let (session_id, token) = session::start(&tx, &state, &req, user.id).await?;
+    if recovery.is_some() {
+        audit::record(
+            &tx,
+            Kind::RecoveryCodeUsed,
+            Some(user.id),
+            Some(session_id),
+            &client,
+            None,
+        )
+        .await?;
+    }
+    let how = if recovery.is_some() {
+        "recovery code"
+    } else {
+        "totp"
+    };
+    audit::record(
+        &tx,
+        Kind::SignedIn,
+        Some(user.id),
+        Some(session_id),
+        &client,
+        Some(how),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user.id = %user.id, session.id = %session_id, recovery = recovery.is_some(), "signed in with a second factor");
     routes::signed_in(&state, user, session_id, token, StatusCode::OK)

@@ -8,11 +8,13 @@
 //!   single-use links) and [`mails`] (what the mails say), sent through the outbox;
 //! - [`totp`] (enrolment, RFC 6238 codes) and [`mfa`] (the second sign-in step, recovery
 //!   codes): two-factor sign-in;
+//! - [`audit`]: the append-only, hash-chained audit trail and the caller's security events;
 //! - [`session`]: starting and ending sessions (ends are announced to messaging);
 //! - [`keys`], [`refresh`], [`password`], [`validate`], [`caller`]: the pieces.
 
 pub mod account;
 pub mod attempts;
+pub mod audit;
 pub mod caller;
 pub mod email_tokens;
 pub mod keys;

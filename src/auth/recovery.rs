@@ -5,12 +5,13 @@
 
 use actix_web::{
     web::{self, Json},
-    HttpResponse,
+    HttpRequest, HttpResponse,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
+    audit::{self, Kind},
     caller::AuthCaller,
     email_tokens::{self, Purpose},
     mails, password,
@@ -82,6 +83,7 @@ async fn enqueue(tx: &impl Traced, state: &State, mail: Mail) -> Result<(), ApiE
     responses((status = 200, description = "Verified; for a new address, now the account's.", body = User)))]
 pub async fn verify_email(
     state: web::Data<State>,
+    req: HttpRequest,
     body: Json<LinkToken>,
 ) -> Result<HttpResponse, ApiError> {
     let mut db = state.db.get().await?;
@@ -116,6 +118,20 @@ pub async fn verify_email(
     if changed {
         enqueue(&tx, &state, mails::email_changed(&old_email, &name, &email)).await?;
     }
+    let kind = if changed {
+        Kind::EmailChanged
+    } else {
+        Kind::EmailVerified
+    };
+    audit::record(
+        &tx,
+        kind,
+        Some(user_id),
+        None,
+        &audit::Client::of(&req),
+        Some(&email),
+    )
+    .await?;
     tx.commit().await?;
     state.outbox.notify();
     tracing::info!(user.id = %user_id, changed, "email verified");
@@ -228,6 +244,7 @@ pub struct ForgotPassword {
     responses((status = 202, description = "The same answer for known and unknown addresses.", body = Accepted)))]
 pub async fn forgot_password(
     state: web::Data<State>,
+    req: HttpRequest,
     body: Json<ForgotPassword>,
 ) -> Result<HttpResponse, ApiError> {
     let mut errors = FieldErrors::new();
@@ -250,6 +267,16 @@ pub async fn forgot_password(
             let token = email_tokens::issue(&tx, user_id, Purpose::PasswordReset, &to, ttl).await?;
             let link = format!("{}/#reset-password={token}", state.cfg.mail.public_url);
             enqueue(&tx, &state, mails::password_reset(&to, &name, &link, ttl)).await?;
+            let client = audit::Client::of(&req);
+            audit::record(
+                &tx,
+                Kind::PasswordResetRequested,
+                Some(user_id),
+                None,
+                &client,
+                None,
+            )
+            .await?;
             tx.commit().await?;
             state.outbox.notify();
             tracing::info!(user.id = %user_id, "password reset link sent");
@@ -282,6 +309,7 @@ pub struct ResetPassword {
     responses((status = 204, description = "The password is set; every session ended.")))]
 pub async fn reset_password(
     state: web::Data<State>,
+    req: HttpRequest,
     body: Json<ResetPassword>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -308,6 +336,16 @@ pub async fn reset_password(
     email_tokens::void_others(&tx, user_id, Purpose::PasswordReset).await?;
     let ended = session::end(&tx, user_id, Which::All, EndReason::Password).await?;
     enqueue(&tx, &state, mails::password_changed(&email, &name)).await?;
+    let detail = format!("{} sessions ended", ended.len());
+    audit::record(
+        &tx,
+        Kind::PasswordReset,
+        Some(user_id),
+        None,
+        &audit::Client::of(&req),
+        Some(&detail),
+    )
+    .await?;
     tx.commit().await?;
     state.outbox.notify();
     tracing::info!(user.id = %user_id, ended = ended.len(), "password reset");

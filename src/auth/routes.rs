@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    account, attempts, mfa, password, recovery, refresh,
+    account, attempts,
+    audit::{self, Kind},
+    mfa, password, recovery, refresh,
     session::{self, EndReason, Which},
     sessions, totp,
     user::{User, USER_COLUMNS},
@@ -53,6 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .delete(totp::disable),
             )
             .service(web::resource("/me/totp/confirm").post(totp::confirm))
+            .service(web::resource("/me/events").get(audit::list))
             .service(web::resource("/email/verify").post(recovery::verify_email))
             .service(web::resource("/email/verification").post(recovery::resend_verification))
             .service(web::resource("/password/forgot").post(recovery::forgot_password))
@@ -166,6 +169,16 @@ pub(crate) async fn register(
     let (session_id, token) = session::start(&tx, &state, &req, user.id).await?;
     recovery::send_verification(&tx, &state, user.id, &user.display_name, &user.email, false)
         .await?;
+    let client = audit::Client::of(&req);
+    audit::record(
+        &tx,
+        Kind::AccountCreated,
+        Some(user.id),
+        Some(session_id),
+        &client,
+        None,
+    )
+    .await?;
     tx.commit().await?;
     state.outbox.notify();
     tracing::info!(user.id = %user.id, "account registered");
@@ -215,10 +228,13 @@ pub(crate) async fn login(
         .filter(|_| !account_locked)
         .map(|r| r.get("password_hash"));
     let ok = password::verify(body.password, stored, state.cfg.bcrypt_cost).await?;
-    let (Some(row), Some(account), true) = (row, account, ok) else {
+    let client = audit::Client::of(&req);
+    let (Some(row), Some(account), true) = (row.as_ref(), account, ok) else {
+        let user_id = row.as_ref().map(|r| r.get::<_, Uuid>("id"));
+        audit::record(&db, Kind::SignInFailed, user_id, None, &client, None).await?;
         return Err(ApiError::unauthorized("invalid login or password"));
     };
-    let user = User::from_row(&row);
+    let user = User::from_row(row);
     if state.cfg.require_verified_email && !user.email_verified {
         return Err(ApiError::Forbidden(
             "confirm your email address first: follow the link we mailed you, or ask for a new one (POST /auth/email/verification with {\"email\"})".into(),
@@ -235,6 +251,15 @@ pub(crate) async fn login(
         return Ok(answer);
     }
     let (session_id, token) = session::start(&tx, &state, &req, user.id).await?;
+    audit::record(
+        &tx,
+        Kind::SignedIn,
+        Some(user.id),
+        Some(session_id),
+        &client,
+        None,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user.id = %user.id, session.id = %session_id, "signed in");
     signed_in(&state, user, session_id, token, StatusCode::OK)
@@ -399,6 +424,16 @@ pub(crate) async fn refresh_session(
         if !successor_unused {
             let ended =
                 session::end(&tx, user.id, Which::Only(session_id), EndReason::Reuse).await?;
+            let client = audit::Client::of(&req);
+            audit::record(
+                &tx,
+                Kind::RefreshReuse,
+                Some(user.id),
+                Some(session_id),
+                &client,
+                None,
+            )
+            .await?;
             tx.commit().await?;
             tracing::warn!(session.id = %session_id, "refresh token reuse; session revoked");
             tracing::debug!(ended = ended.len(), "family ended");
@@ -457,6 +492,16 @@ pub(crate) async fn logout(
         if let Some(row) = owner {
             let (user_id, session_id): (Uuid, Uuid) = (row.get(0), row.get(1));
             session::end(&tx, user_id, Which::Only(session_id), EndReason::Logout).await?;
+            let client = audit::Client::of(&req);
+            audit::record(
+                &tx,
+                Kind::SessionEnded,
+                Some(user_id),
+                Some(session_id),
+                &client,
+                Some("sign-out"),
+            )
+            .await?;
             tracing::info!(session.id = %session_id, "signed out");
         }
         tx.commit().await?;

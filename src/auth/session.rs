@@ -4,7 +4,7 @@
 //! for as long as they could still verify, and closes its sockets.
 
 use crate::platform::db::{Traced, Tx};
-use actix_web::{http::header, HttpRequest};
+use actix_web::HttpRequest;
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -51,18 +51,7 @@ pub async fn start(
     user_id: Uuid,
 ) -> Result<(Uuid, String), ApiError> {
     let session_id = Uuid::now_v7();
-    let user_agent: Option<String> = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(512).collect());
-    // NGINX sets X-Real-IP to the peer address; behind it that is the client.
-    let ip: Option<String> = req
-        .headers()
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.peer_addr().map(|a| a.ip().to_string()));
+    let super::audit::Client { ip, user_agent } = super::audit::Client::of(req);
     let ttl = state.cfg.refresh_ttl.as_secs_f64();
     db.execute_t(
         "INSERT INTO auth.sessions (id, user_id, expires_at, user_agent, ip)

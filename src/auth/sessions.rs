@@ -3,13 +3,14 @@
 use crate::platform::db::Traced;
 use actix_web::{
     web::{self, Path},
-    HttpResponse,
+    HttpRequest, HttpResponse,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::{
+    audit::{self, Kind},
     caller::AuthCaller,
     session::{self, EndReason, Which},
     State,
@@ -81,21 +82,28 @@ pub struct Revoked {
     responses((status = 204, description = "The session ended.")))]
 pub async fn revoke(
     state: web::Data<State>,
+    req: HttpRequest,
     caller: AuthCaller,
     id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let mut db = state.db.get().await?;
     let tx = db.transaction().await?;
-    let ended = session::end(
-        &tx,
-        caller.user_id,
-        Which::Only(id.into_inner()),
-        EndReason::Revoked,
-    )
-    .await?;
+    let id = id.into_inner();
+    let ended = session::end(&tx, caller.user_id, Which::Only(id), EndReason::Revoked).await?;
     if ended.is_empty() {
         return Err(ApiError::NotFound("session not found".into()));
     }
+    let detail = format!("revoked from session {}", caller.session_id);
+    let client = audit::Client::of(&req);
+    audit::record(
+        &tx,
+        Kind::SessionEnded,
+        Some(caller.user_id),
+        Some(id),
+        &client,
+        Some(&detail),
+    )
+    .await?;
     tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -106,6 +114,7 @@ pub async fn revoke(
     responses((status = 200, description = "Every other session ended.", body = Revoked)))]
 pub async fn revoke_others(
     state: web::Data<State>,
+    req: HttpRequest,
     caller: AuthCaller,
 ) -> Result<HttpResponse, ApiError> {
     let mut db = state.db.get().await?;
@@ -117,6 +126,19 @@ pub async fn revoke_others(
         EndReason::Revoked,
     )
     .await?;
+    let client = audit::Client::of(&req);
+    for id in &ended {
+        let detail = format!("revoked from session {}", caller.session_id);
+        audit::record(
+            &tx,
+            Kind::SessionEnded,
+            Some(caller.user_id),
+            Some(*id),
+            &client,
+            Some(&detail),
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(Revoked {
         revoked: ended.len(),

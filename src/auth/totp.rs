@@ -9,13 +9,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::{
     web::{self, Json},
-    HttpResponse,
+    HttpRequest, HttpResponse,
 };
 use serde::{Deserialize, Serialize};
 use totp_rs::{Algorithm, TOTP};
 use uuid::Uuid;
 
-use super::{caller::AuthCaller, mfa, State};
+use super::{
+    audit::{self, Kind},
+    caller::AuthCaller,
+    mfa, State,
+};
 use crate::platform::{db::Traced, error::ApiError};
 
 /// Seconds per step (RFC 6238's default X).
@@ -190,6 +194,7 @@ pub struct RecoveryCodes {
     responses((status = 200, description = "Two-factor sign-in is on.", body = RecoveryCodes)))]
 pub async fn confirm(
     state: web::Data<State>,
+    req: HttpRequest,
     caller: AuthCaller,
     body: Json<Code>,
 ) -> Result<HttpResponse, ApiError> {
@@ -206,6 +211,16 @@ pub async fn confirm(
     )
     .await?;
     let recovery_codes = mfa::new_recovery_codes(&tx, caller.user_id).await?;
+    let client = audit::Client::of(&req);
+    audit::record(
+        &tx,
+        Kind::TwoFactorEnabled,
+        Some(caller.user_id),
+        Some(caller.session_id),
+        &client,
+        None,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user.id = %caller.user_id, "two-factor sign-in enabled");
     Ok(HttpResponse::Ok()
@@ -220,6 +235,7 @@ pub async fn confirm(
     responses((status = 204, description = "Two-factor sign-in is off.")))]
 pub async fn disable(
     state: web::Data<State>,
+    req: HttpRequest,
     caller: AuthCaller,
     body: Json<Code>,
 ) -> Result<HttpResponse, ApiError> {
@@ -243,6 +259,16 @@ pub async fn disable(
     tx.execute_t(
         "DELETE FROM auth.recovery_codes WHERE user_id = $1",
         &[&caller.user_id],
+    )
+    .await?;
+    let client = audit::Client::of(&req);
+    audit::record(
+        &tx,
+        Kind::TwoFactorDisabled,
+        Some(caller.user_id),
+        Some(caller.session_id),
+        &client,
+        None,
     )
     .await?;
     tx.commit().await?;

@@ -41,7 +41,7 @@ use crate::{auth, messaging, realtime};
         auth::account::profile, auth::recovery::verify_email,
         auth::recovery::resend_verification, auth::recovery::forgot_password,
         auth::recovery::reset_password, auth::mfa::answer, auth::totp::start,
-        auth::totp::confirm, auth::totp::disable, auth::routes::jwks, auth::routes::healthz,
+        auth::totp::confirm, auth::totp::disable, auth::audit::list, auth::routes::jwks, auth::routes::healthz,
         auth::routes::readyz,
     ),
     components(schemas(Problem)),
