@@ -130,6 +130,7 @@ impl App {
         })?;
         let outbox = crate::platform::mail::Outbox::new("auth.mail_outbox", &cfg.mail)?;
         crate::platform::mail::spawn(&outbox, pool.clone(), &cfg.mail, &tasks)?;
+        crate::auth::audit::spawn_anchor(pool.clone(), &tasks);
         let bind = cfg.bind.clone();
         let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, outbox, cfg));
         let origins = state.cfg.web.allowed_origins.clone();

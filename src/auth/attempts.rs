@@ -27,6 +27,9 @@ pub enum Key {
     Account(Uuid),
     /// A login name (lower-cased) that no account has.
     Login(String),
+    /// Second-factor codes for an account (TOTP or recovery codes), counted across every
+    /// challenge: a right password does not clear it, so new challenges give no new guesses.
+    SecondFactor(Uuid),
 }
 
 impl Key {
@@ -34,6 +37,7 @@ impl Key {
         match self {
             Self::Account(id) => format!("user:{id}"),
             Self::Login(name) => format!("login:{name}"),
+            Self::SecondFactor(id) => format!("mfa:{id}"),
         }
     }
 }

@@ -185,3 +185,42 @@ pub async fn list(
         .collect();
     Ok(HttpResponse::Ok().json(Events { events }))
 }
+
+/// How often the chain's head is written to the log.
+const ANCHOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Writes the audit chain's head (`pos`, `row_hash`) to the service log once a minute when
+/// it moved. The log is shipped off the database host, so a rewritten chain — hashes
+/// recomputed by whoever can bypass the table's triggers — no longer ends in a head the
+/// log saw.
+pub fn spawn_anchor(db: crate::platform::db::Primary, tasks: &crate::platform::tasks::Tasks) {
+    tasks.spawn("audit anchor", async move {
+        let mut last: Option<i64> = None;
+        loop {
+            tokio::time::sleep(ANCHOR_INTERVAL).await;
+            let head = match db.get().await {
+                Ok(conn) => conn
+                    .query_opt_t(
+                        "SELECT pos, encode(row_hash, 'hex') FROM auth.audit_events
+                         ORDER BY pos DESC LIMIT 1",
+                        &[],
+                    )
+                    .await
+                    .map_err(ApiError::from),
+                Err(e) => Err(e.into()),
+            };
+            match head {
+                Ok(Some(row)) => {
+                    let pos: i64 = row.get(0);
+                    if last != Some(pos) {
+                        let hash: String = row.get(1);
+                        tracing::info!(audit.pos = pos, audit.head = %hash, "audit chain head");
+                        last = Some(pos);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "audit chain head not read"),
+            }
+        }
+    });
+}

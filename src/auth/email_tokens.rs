@@ -97,6 +97,19 @@ pub async fn void_others(
     Ok(())
 }
 
+/// Spends every unused link of `user_id`, whatever its purpose: after a password reset or
+/// change, a link mailed before (perhaps to an address an intruder added) must not work.
+///
+/// Errors: the update fails.
+pub async fn void_all(tx: &impl Traced, user_id: Uuid) -> Result<(), tokio_postgres::Error> {
+    tx.execute_t(
+        "UPDATE auth.email_tokens SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
+        &[&user_id],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Links of `purpose` made for `user_id` in the last hour (the per-account mail budget).
 ///
 /// Errors: the query fails.

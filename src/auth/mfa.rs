@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
+    attempts,
     audit::{self, Kind},
     refresh, routes, session, totp,
     user::{User, USER_COLUMNS},
@@ -85,6 +86,19 @@ pub async fn use_recovery_code(
         )
         .await?;
     Ok(used == 1)
+}
+
+/// Ends every open challenge of `user_id` (after a password reset or change: a sign-in
+/// half-done with the old password must not finish).
+///
+/// Errors: database failures.
+pub async fn void_challenges(tx: &impl Traced, user_id: Uuid) -> Result<(), ApiError> {
+    tx.execute_t(
+        "UPDATE auth.mfa_challenges SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
+        &[&user_id],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The first step's answer when a second factor is needed (202, no tokens, no cookie).
@@ -174,6 +188,10 @@ pub async fn answer(
         ));
     };
     let user_id: Uuid = row.get(0);
+    // Counted per account too, before the code is checked: 5 codes per 15 minutes across
+    // all challenges (LOGIN_MAX_FAILURES, LOGIN_FAILURE_WINDOW_SECS), then 429.
+    let second_factor = attempts::Key::SecondFactor(user_id);
+    attempts::begin(&db, &state, &second_factor).await?;
     let client = audit::Client::of(&req);
     let tx = db.transaction().await?;
     let proven = match (code, recovery) {
@@ -196,11 +214,19 @@ pub async fn answer(
             "that code is wrong, stale or used already",
         ));
     }
-    tx.execute_t(
-        "UPDATE auth.mfa_challenges SET used_at = now() WHERE token_hash = $1",
-        &[&refresh::hash(body.challenge.trim())],
-    )
-    .await?;
+    let spent = tx
+        .execute_t(
+            "UPDATE auth.mfa_challenges SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL",
+            &[&refresh::hash(body.challenge.trim())],
+        )
+        .await?;
+    if spent != 1 {
+        // Another answer to the same challenge won the race.
+        return Err(ApiError::unauthorized(
+            "this sign-in was completed already; sign in again",
+        ));
+    }
+    attempts::succeeded(&tx, &second_factor).await?;
     let user = tx
         .query_opt_t(
             &format!("SELECT {USER_COLUMNS} FROM auth.users WHERE id = $1 AND deleted_at IS NULL"),

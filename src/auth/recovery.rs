@@ -14,7 +14,7 @@ use super::{
     audit::{self, Kind},
     caller::AuthCaller,
     email_tokens::{self, Purpose},
-    mails, password,
+    mails, mfa, password,
     session::{self, EndReason, Which},
     user::{User, USER_COLUMNS},
     validate::Email,
@@ -139,13 +139,19 @@ pub async fn verify_email(
 }
 
 /// Whether `user_id` may get another link of `purpose`: fewer than `ACCOUNT_MAIL_PER_HOUR`
-/// in the last hour.
+/// in the last hour. Called in the transaction that then issues the link, it locks the
+/// account's row first, so concurrent requests take turns and cannot all pass the count.
 async fn within_budget(
     db: &impl Traced,
     state: &State,
     user_id: Uuid,
     purpose: Purpose,
 ) -> Result<bool, ApiError> {
+    db.query_opt_t(
+        "SELECT 1 FROM auth.users WHERE id = $1 FOR UPDATE",
+        &[&user_id],
+    )
+    .await?;
     let sent = email_tokens::issued_last_hour(db, user_id, purpose).await?;
     Ok(sent < state.cfg.account_mail_per_hour)
 }
@@ -184,22 +190,10 @@ pub async fn resend_verification(
         }
         ApiError::check(errors)?;
         let email = email.map(|e| e.as_str().to_owned()).unwrap_or_default();
-        let account = db
-            .query_opt_t(
-                "SELECT id, email, display_name FROM auth.users
-                 WHERE lower(email) = lower($1) AND deleted_at IS NULL AND email_verified_at IS NULL",
-                &[&email],
-            )
-            .await?;
-        if let Some(row) = account {
-            let (user_id, to, name): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
-            if within_budget(&db, &state, user_id, Purpose::VerifyEmail).await? {
-                let tx = db.transaction().await?;
-                send_verification(&tx, &state, user_id, &name, &to, false).await?;
-                tx.commit().await?;
-                state.outbox.notify();
-            }
-        }
+        in_background(
+            "verification",
+            resend_by_address(State::clone(&state), email),
+        );
         return Ok(HttpResponse::Accepted().json(Accepted {
             detail: "if an unverified account uses this address, a new link is on its way".into(),
         }));
@@ -229,6 +223,119 @@ pub async fn resend_verification(
     }))
 }
 
+/// Runs `work` after the answer went out: the answer then takes the same time whether or
+/// not an account has the address (the work differs: a lookup, or a lookup, inserts and a
+/// commit). Failures are logged; the caller already got its 202.
+pub fn in_background(
+    what: &'static str,
+    work: impl std::future::Future<Output = Result<(), ApiError>> + 'static,
+) {
+    actix_web::rt::spawn(async move {
+        if let Err(e) = work.await {
+            tracing::warn!(error = %e, what, "account mail not written");
+        }
+    });
+}
+
+/// Mails a reset link to the account that has `email`, if one does and its hourly budget
+/// allows.
+async fn send_reset(state: State, email: String, client: audit::Client) -> Result<(), ApiError> {
+    let mut db = state.db.get().await?;
+    let Some(row) = db
+        .query_opt_t(
+            "SELECT id, email, display_name FROM auth.users
+             WHERE lower(email) = lower($1) AND deleted_at IS NULL",
+            &[&email],
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    let (user_id, to, name): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
+    let tx = db.transaction().await?;
+    if !within_budget(&tx, &state, user_id, Purpose::PasswordReset).await? {
+        tracing::warn!(user.id = %user_id, "password reset refused: mail budget spent");
+        return Ok(());
+    }
+    let ttl = state.cfg.password_reset_ttl;
+    let token = email_tokens::issue(&tx, user_id, Purpose::PasswordReset, &to, ttl).await?;
+    let link = format!("{}/#reset-password={token}", state.cfg.mail.public_url);
+    enqueue(&tx, &state, mails::password_reset(&to, &name, &link, ttl)).await?;
+    audit::record(
+        &tx,
+        Kind::PasswordResetRequested,
+        Some(user_id),
+        None,
+        &client,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    state.outbox.notify();
+    tracing::info!(user.id = %user_id, "password reset link sent");
+    Ok(())
+}
+
+/// Mails a new verification link to the unverified account that has `email`, if one does
+/// and its hourly budget allows.
+async fn resend_by_address(state: State, email: String) -> Result<(), ApiError> {
+    let mut db = state.db.get().await?;
+    let Some(row) = db
+        .query_opt_t(
+            "SELECT id, email, display_name FROM auth.users
+             WHERE lower(email) = lower($1) AND deleted_at IS NULL AND email_verified_at IS NULL",
+            &[&email],
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    let (user_id, to, name): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
+    let tx = db.transaction().await?;
+    if within_budget(&tx, &state, user_id, Purpose::VerifyEmail).await? {
+        send_verification(&tx, &state, user_id, &name, &to, false).await?;
+        tx.commit().await?;
+        state.outbox.notify();
+    }
+    Ok(())
+}
+
+/// Records an email change and, unless another account has the address or the account's
+/// hourly budget is spent, mails the new address a confirmation link.
+pub async fn request_email_change(
+    state: State,
+    caller: (Uuid, Uuid),
+    name: String,
+    email: String,
+    client: audit::Client,
+) -> Result<(), ApiError> {
+    let (user_id, session_id) = caller;
+    let mut db = state.db.get().await?;
+    let tx = db.transaction().await?;
+    let taken = tx
+        .query_opt_t(
+            "SELECT 1 FROM auth.users WHERE lower(email) = lower($1) AND id <> $2",
+            &[&email, &user_id],
+        )
+        .await?
+        .is_some();
+    if !taken && within_budget(&tx, &state, user_id, Purpose::VerifyEmail).await? {
+        send_verification(&tx, &state, user_id, &name, &email, true).await?;
+    }
+    audit::record(
+        &tx,
+        Kind::EmailChangeRequested,
+        Some(user_id),
+        Some(session_id),
+        &client,
+        Some(&email),
+    )
+    .await?;
+    tx.commit().await?;
+    state.outbox.notify();
+    Ok(())
+}
+
 /// `POST /auth/password/forgot` body.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ForgotPassword {
@@ -251,39 +358,11 @@ pub async fn forgot_password(
     let email = field(&mut errors, "email", Email::parse(&body.email));
     ApiError::check(errors)?;
     let email = email.map(|e| e.as_str().to_owned()).unwrap_or_default();
-    let mut db = state.db.get().await?;
-    let account = db
-        .query_opt_t(
-            "SELECT id, email, display_name FROM auth.users
-             WHERE lower(email) = lower($1) AND deleted_at IS NULL",
-            &[&email],
-        )
-        .await?;
-    if let Some(row) = account {
-        let (user_id, to, name): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
-        if within_budget(&db, &state, user_id, Purpose::PasswordReset).await? {
-            let ttl = state.cfg.password_reset_ttl;
-            let tx = db.transaction().await?;
-            let token = email_tokens::issue(&tx, user_id, Purpose::PasswordReset, &to, ttl).await?;
-            let link = format!("{}/#reset-password={token}", state.cfg.mail.public_url);
-            enqueue(&tx, &state, mails::password_reset(&to, &name, &link, ttl)).await?;
-            let client = audit::Client::of(&req);
-            audit::record(
-                &tx,
-                Kind::PasswordResetRequested,
-                Some(user_id),
-                None,
-                &client,
-                None,
-            )
-            .await?;
-            tx.commit().await?;
-            state.outbox.notify();
-            tracing::info!(user.id = %user_id, "password reset link sent");
-        } else {
-            tracing::warn!(user.id = %user_id, "password reset refused: mail budget spent");
-        }
-    }
+    let client = audit::Client::of(&req);
+    in_background(
+        "password reset",
+        send_reset(State::clone(&state), email, client),
+    );
     Ok(HttpResponse::Accepted().json(Accepted {
         detail: "if an account uses this address, a link to reset its password is on its way"
             .into(),
@@ -333,7 +412,8 @@ pub async fn reset_password(
         )
         .await?;
     let (email, name): (String, String) = (row.get(0), row.get(1));
-    email_tokens::void_others(&tx, user_id, Purpose::PasswordReset).await?;
+    email_tokens::void_all(&tx, user_id).await?;
+    mfa::void_challenges(&tx, user_id).await?;
     let ended = session::end(&tx, user_id, Which::All, EndReason::Password).await?;
     enqueue(&tx, &state, mails::password_changed(&email, &name)).await?;
     let detail = format!("{} sessions ended", ended.len());

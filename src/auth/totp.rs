@@ -16,6 +16,7 @@ use totp_rs::{Algorithm, TOTP};
 use uuid::Uuid;
 
 use super::{
+    attempts,
     audit::{self, Kind},
     caller::AuthCaller,
     mfa, State,
@@ -149,13 +150,20 @@ pub async fn start(state: web::Data<State>, caller: AuthCaller) -> Result<HttpRe
         .await?
         .get(0);
     let secret: [u8; 20] = rand::random();
-    db.execute_t(
-        "INSERT INTO auth.totp (user_id, secret) VALUES ($1, $2)
-         ON CONFLICT (user_id) DO UPDATE SET secret = $2, created_at = now(), last_step = 0
-         WHERE auth.totp.confirmed_at IS NULL",
-        &[&caller.user_id, &secret.as_slice()],
-    )
-    .await?;
+    let stored = db
+        .execute_t(
+            "INSERT INTO auth.totp (user_id, secret) VALUES ($1, $2)
+             ON CONFLICT (user_id) DO UPDATE SET secret = $2, created_at = now(), last_step = 0
+             WHERE auth.totp.confirmed_at IS NULL",
+            &[&caller.user_id, &secret.as_slice()],
+        )
+        .await?;
+    if stored != 1 {
+        // Confirmed meanwhile (a concurrent confirm won).
+        return Err(ApiError::Conflict(
+            "two-factor sign-in is on already; disable it first".into(),
+        ));
+    }
     let totp = totp(secret.to_vec(), &username)?;
     let otpauth_uri = totp.get_url();
     let qr_svg = qrcode::QrCode::new(otpauth_uri.as_bytes())
@@ -199,6 +207,7 @@ pub async fn confirm(
     body: Json<Code>,
 ) -> Result<HttpResponse, ApiError> {
     let mut db = state.db.get().await?;
+    attempts::begin(&db, &state, &attempts::Key::SecondFactor(caller.user_id)).await?;
     let tx = db.transaction().await?;
     if !accept_code(&tx, caller.user_id, &body.code, false).await? {
         return Err(ApiError::BadRequest(
@@ -210,6 +219,7 @@ pub async fn confirm(
         &[&caller.user_id],
     )
     .await?;
+    attempts::succeeded(&tx, &attempts::Key::SecondFactor(caller.user_id)).await?;
     let recovery_codes = mfa::new_recovery_codes(&tx, caller.user_id).await?;
     let client = audit::Client::of(&req);
     audit::record(
@@ -243,6 +253,7 @@ pub async fn disable(
     if !enabled(&db, caller.user_id).await? {
         return Err(ApiError::NotFound("two-factor sign-in is not on".into()));
     }
+    attempts::begin(&db, &state, &attempts::Key::SecondFactor(caller.user_id)).await?;
     let tx = db.transaction().await?;
     let proven = accept_code(&tx, caller.user_id, &body.code, true).await?
         || mfa::use_recovery_code(&tx, caller.user_id, &body.code).await?;
@@ -256,6 +267,7 @@ pub async fn disable(
         &[&caller.user_id],
     )
     .await?;
+    attempts::succeeded(&tx, &attempts::Key::SecondFactor(caller.user_id)).await?;
     tx.execute_t(
         "DELETE FROM auth.recovery_codes WHERE user_id = $1",
         &[&caller.user_id],

@@ -81,6 +81,9 @@ impl Email {
                     && !domain.starts_with('.')
                     && !domain.ends_with('.')
                     && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+                    // What mail goes to must be the address itself, as the SMTP library reads
+                    // it (no display-name or angle-bracket forms like `a<b@c.d>`).
+                    && value.parse::<lettre::Address>().is_ok_and(|a| AsRef::<str>::as_ref(&a) == value)
             }
             None => false,
         };

@@ -4,12 +4,14 @@
 //! SMTP (lettre), each with a text and an HTML body (`multipart/alternative`, RFC 2046) and
 //! its own `Message-ID` (RFC 5322 §3.6.4).
 //!
-//! Delivery: the worker takes due rows with `FOR UPDATE SKIP LOCKED` (PostgreSQL docs,
-//! SELECT, "The Locking Clause") and holds the lock while it talks to the relay, so two
-//! instances never send one row at once. A refused or failed attempt is retried after a wait
-//! that doubles from 1 s up to `MAIL_RETRY_MAX_SECS`; a relay that is down only delays mail.
-//! The one window left: the relay took the mail and the instance died before its commit —
-//! that row goes out once more (same `Message-ID`, which receivers use to drop duplicates).
+//! Delivery: the worker claims due rows with `FOR UPDATE SKIP LOCKED` (PostgreSQL docs,
+//! SELECT, "The Locking Clause") by moving their next attempt a lease ahead, commits, and
+//! only then talks to the relay, so two instances never send one row at once and no
+//! transaction waits on SMTP. A refused or failed attempt is retried after a wait that
+//! doubles from 1 s up to `MAIL_RETRY_MAX_SECS`; a relay that is down only delays mail. The
+//! one window left: the relay took the mail and the instance died before recording it —
+//! that row goes out once more when its lease ends (same `Message-ID`, which receivers use
+//! to drop duplicates).
 //! Once sent, a row's bodies are cleared: their single-use links are secrets.
 
 use std::{sync::Arc, time::Duration};
@@ -107,6 +109,11 @@ impl Outbox {
 
 /// Rows one pass takes at most.
 const BATCH: i64 = 10;
+/// How long a claimed row is left to the instance that claimed it.
+const LEASE: Duration = Duration::from_secs(120);
+/// The longest one send may take (well inside [`LEASE`] even for a full batch's last row:
+/// sends are one after another, so a batch takes at most `BATCH × SEND_TIMEOUT`).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the delivery worker for `outbox` on `db`, sending through `MAIL`'s relay. Without
 /// `SMTP_URL` nothing is sent (mail stays queued) and a warning says so.
@@ -169,7 +176,14 @@ struct Worker {
 }
 
 impl Worker {
-    /// Sends the due rows it can lock (at most [`BATCH`]); returns how many it took.
+    /// Claims the due rows (at most [`BATCH`]) and sends them; returns how many it took.
+    ///
+    /// A claim is a lease: in one short transaction the rows are locked (`SKIP LOCKED`: rows
+    /// another instance holds are passed over), their attempt counted and their next attempt
+    /// moved [`LEASE`] ahead, then committed — so no transaction stays open while the relay
+    /// talks, and no other instance takes them while this one sends. Each outcome is then
+    /// written on its own: sent (bodies cleared), or the next attempt after the retry wait.
+    /// An instance that dies mid-send leaves the lease to expire and the mail to be retried.
     async fn pass(&self) -> anyhow::Result<usize> {
         let table = self.outbox.table;
         let mut db = self.db.get().await?;
@@ -177,22 +191,29 @@ impl Worker {
         let rows = tx
             .query_t(
                 &format!(
-                    "SELECT id, recipient, subject, body_text, body_html, message_id, attempts
-                     FROM {table} WHERE sent_at IS NULL AND next_attempt_at <= now()
-                     ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED"
+                    "UPDATE {table} SET attempts = attempts + 1,
+                         next_attempt_at = now() + make_interval(secs => $2)
+                     WHERE id IN (SELECT id FROM {table}
+                                  WHERE sent_at IS NULL AND next_attempt_at <= now()
+                                  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+                     RETURNING id, recipient, subject, body_text, body_html, message_id, attempts"
                 ),
-                &[&BATCH],
+                &[&BATCH, &LEASE.as_secs_f64()],
             )
             .await?;
+        tx.commit().await?;
         for row in &rows {
             let id: Uuid = row.get("id");
             let attempts: i32 = row.get("attempts");
-            match self.send(row).await {
+            let sent = tokio::time::timeout(SEND_TIMEOUT, self.send(row))
+                .await
+                .unwrap_or_else(|_| Err(anyhow!("the relay took longer than {SEND_TIMEOUT:?}")));
+            match sent {
                 Ok(()) => {
-                    tx.execute_t(
+                    db.execute_t(
                         &format!(
-                            "UPDATE {table} SET sent_at = now(), attempts = attempts + 1,
-                                 body_text = NULL, body_html = NULL, last_error = NULL
+                            "UPDATE {table} SET sent_at = now(), body_text = NULL,
+                                 body_html = NULL, last_error = NULL
                              WHERE id = $1"
                         ),
                         &[&id],
@@ -201,13 +222,13 @@ impl Worker {
                     tracing::info!(mail.id = %id, "mail sent");
                 }
                 Err(e) => {
-                    let wait = retry_wait(attempts, self.retry_max);
+                    let wait = retry_wait(attempts - 1, self.retry_max);
                     let error = format!("{e:#}");
-                    tracing::warn!(mail.id = %id, attempts = attempts + 1, retry_in_s = wait.as_secs(),
+                    tracing::warn!(mail.id = %id, attempts, retry_in_s = wait.as_secs(),
                                    error, "mail not sent; will retry");
-                    tx.execute_t(
+                    db.execute_t(
                         &format!(
-                            "UPDATE {table} SET attempts = attempts + 1, last_error = $2,
+                            "UPDATE {table} SET last_error = $2,
                                  next_attempt_at = now() + make_interval(secs => $3)
                              WHERE id = $1"
                         ),
@@ -217,7 +238,6 @@ impl Worker {
                 }
             }
         }
-        tx.commit().await?;
         Ok(rows.len())
     }
 

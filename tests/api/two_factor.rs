@@ -176,11 +176,10 @@ async fn sign_in_takes_a_code_after_the_password_and_refuses_a_replay() {
 }
 
 #[tokio::test]
-async fn a_challenge_dies_after_five_wrong_codes_and_recovery_codes_work_once() {
-    let user = register("totp_recovery").await;
-    let (secret, recovery) = enrol(&user).await;
-    let client = http();
-    let (_, first) = login(&client, &user).await;
+async fn five_wrong_codes_end_the_challenge_and_new_challenges_bring_no_new_guesses() {
+    let user = register("totp_guess").await;
+    let (secret, _) = enrol(&user).await;
+    let (_, first) = login(&http(), &user).await;
     let challenge = first["challenge"].clone();
     let right = fresh_code(&secret).await;
     let wrong = format!(
@@ -188,7 +187,7 @@ async fn a_challenge_dies_after_five_wrong_codes_and_recovery_codes_work_once() 
         (right.parse::<u32>().expect("digits") + 1) % 1_000_000
     );
     // Each guess from another address: NGINX's per-address brake (5 a minute) is not what
-    // is tested here, the challenge's own limit is.
+    // is tested here, the challenge's and the account's own limits are.
     for _ in 0..5 {
         let (status, _, _) = answer(&http(), json!({"challenge": challenge, "code": wrong})).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -202,8 +201,25 @@ async fn a_challenge_dies_after_five_wrong_codes_and_recovery_codes_work_once() 
             .is_some_and(|d| d.contains("sign in again")),
         "{body}"
     );
+    // The password is right, so a new challenge comes — but the account's second-factor
+    // guesses are spent: locked (429 with Retry-After), even for the right code.
+    let client = http();
+    let (status, again) = login(&client, &user).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    let code = fresh_code(&secret).await;
+    let (status, headers, body) = answer(
+        &client,
+        json!({"challenge": again["challenge"], "code": code}),
+    )
+    .await;
+    assert_problem(status, &headers, &body, 429);
+    assert!(headers.get("retry-after").is_some());
+}
 
-    // A recovery code signs in once.
+#[tokio::test]
+async fn a_recovery_code_signs_in_once() {
+    let user = register("totp_recovery").await;
+    let (_, recovery) = enrol(&user).await;
     let client = http();
     let (_, again) = login(&client, &user).await;
     let (status, _, body) = answer(
@@ -226,6 +242,20 @@ async fn a_challenge_dies_after_five_wrong_codes_and_recovery_codes_work_once() 
     // Neither or both codes: 422.
     let (status, _, _) = answer(&client, json!({"challenge": again["challenge"]})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, events) = user.get("/auth/me/events").await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for kind in [
+        "recovery_code_used",
+        "second_factor_failed",
+        "two_factor_enabled",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+    }
 }
 
 #[tokio::test]
