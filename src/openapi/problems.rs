@@ -71,7 +71,10 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
                 401,
                 "a wrong, stale or replayed code, a used recovery code, or a challenge that is unknown, expired, used or past its wrong codes",
             ),
-            (429, "too many sign-ins from this address (NGINX)"),
+            (
+                429,
+                "too many second-factor codes for this account, or sign-ins from this address (NGINX)",
+            ),
         ],
     ),
     (
@@ -104,11 +107,17 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
         &[(409, "two-factor sign-in is on already")],
     ),
     (
+        "post",
+        "/auth/me/totp/confirm",
+        &[(429, "too many second-factor codes for this account")],
+    ),
+    (
         "delete",
         "/auth/me/totp",
         &[
             (403, "a wrong, stale or replayed code"),
             (404, "two-factor sign-in is not on"),
+            (429, "too many second-factor codes for this account"),
         ],
     ),
     (
