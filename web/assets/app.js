@@ -82,11 +82,117 @@ async function submitting(form, work) {
   }
 }
 
+/** Shows one of the auth cards (`signin-form`, `mfa-form`, …) alone, or the tabs again. */
+function showCard(id) {
+  const tabbed = id === 'signin-form' || id === 'signup-form';
+  $('auth-tabs').hidden = !tabbed;
+  for (const form of ['signin-form', 'signup-form', 'mfa-form', 'forgot-form', 'reset-form']) {
+    $(form).hidden = form !== id;
+  }
+  if (id === 'signin-form') selectTab('tab-signin');
+  $(id).querySelector('input')?.focus();
+}
+
+/** A message above the forms (a confirmed address, a mailed link, a new password). */
+function notice(text) {
+  $('auth-notice').textContent = text;
+  $('auth-notice').hidden = !text;
+}
+
+let challenge = null;
+let resetToken = null;
+
 $('signin-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const f = e.target;
-  submitting(f, () => session.signIn(f.login.value.trim(), f.password.value));
+  submitting(f, async () => {
+    const answer = await session.signIn(f.login.value.trim(), f.password.value);
+    if (answer.challenge) {
+      challenge = answer.challenge;
+      notice('');
+      showCard('mfa-form');
+    }
+  });
 });
+
+$('mfa-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const f = e.target;
+  submitting(f, async () => {
+    try {
+      await session.secondFactor(challenge, f.code.value);
+      challenge = null;
+      showCard('signin-form');
+    } catch (err) {
+      if (err.status === 401 && /sign in again/.test(err.message)) {
+        challenge = null;
+        showCard('signin-form');
+        notice('That sign-in expired or took too many wrong codes. Sign in again.');
+        return;
+      }
+      throw err;
+    }
+  });
+});
+
+$('forgot-open').addEventListener('click', () => {
+  notice('');
+  showCard('forgot-form');
+});
+
+$('forgot-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const f = e.target;
+  submitting(f, async () => {
+    await session.accountRequest('/auth/password/forgot', { email: f.email.value.trim() });
+    showCard('signin-form');
+    notice('If an account uses that address, a link to reset its password is on its way. It works for 30 minutes.');
+  });
+});
+
+$('reset-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const f = e.target;
+  submitting(f, async () => {
+    await session.accountRequest('/auth/password/reset', {
+      token: resetToken,
+      new_password: f.new_password.value,
+    });
+    resetToken = null;
+    showCard('signin-form');
+    notice('Your password is set, and every device was signed out. Sign in with the new one.');
+  });
+});
+
+for (const back of document.querySelectorAll('#auth-view [data-back]')) {
+  back.addEventListener('click', () => {
+    challenge = null;
+    showCard('signin-form');
+  });
+}
+
+/**
+ * Links from account mail put their token after `#` (never sent to a server):
+ * `#verify-email=…` confirms an address at once, `#reset-password=…` asks for a new
+ * password. The fragment is dropped from the address bar right away.
+ */
+async function followMailLink() {
+  const link = /^#(verify-email|reset-password)=([A-Za-z0-9_-]+)$/.exec(location.hash);
+  if (!link) return;
+  history.replaceState(null, '', location.pathname + location.search);
+  const [, kind, token] = link;
+  if (kind === 'reset-password') {
+    resetToken = token;
+    showCard('reset-form');
+    return;
+  }
+  try {
+    const account = await session.accountRequest('/auth/email/verify', { token });
+    notice(`Your email address ${account.email} is confirmed.`);
+  } catch (err) {
+    notice(err.status === 400 ? 'That confirmation link is invalid, was used already, or has expired.' : err.message);
+  }
+}
 
 $('signup-form').addEventListener('submit', (e) => {
   e.preventDefault();
@@ -113,4 +219,5 @@ session
   .then((signedIn) => {
     if (!signedIn) leaveApp();
   })
-  .catch(() => leaveApp());
+  .catch(() => leaveApp())
+  .finally(() => followMailLink());

@@ -137,12 +137,38 @@ export class AuthError extends Error {
 async function start(path, body) {
   const { res, data } = await postJson(path, body);
   if (!res.ok) throw new AuthError(res.status, data);
+  // 202: the password is right and the account signs in with a second factor.
+  if (res.status === 202 && data?.mfa_required) return { challenge: data.challenge };
   adopt(data, 'signed-in', true);
-  return data.user;
+  return { user: data.user };
 }
 
-/** `POST /auth/login` with `{login, password}`. Throws AuthError. */
+/**
+ * `POST /auth/login` with `{login, password}`: `{user}` when signed in, or `{challenge}` when
+ * a second factor is asked for (answer it with `secondFactor`). Throws AuthError.
+ */
 export const signIn = (login, password) => start('/auth/login', { login, password });
+
+/**
+ * `POST /auth/login/mfa`: answers a sign-in's challenge with a 6-digit TOTP code or, for
+ * anything else typed, a recovery code. Throws AuthError (401: wrong code; sign in again
+ * once the challenge is spent).
+ */
+export function secondFactor(challenge, typed) {
+  const value = typed.replace(/\s+/g, '');
+  const answer = /^\d{6}$/.test(value) ? { code: value } : { recovery_code: value };
+  return start('/auth/login/mfa', { challenge, ...answer });
+}
+
+/**
+ * A signed-out account request (`/auth/password/forgot`, `/auth/password/reset`,
+ * `/auth/email/verify`): resolves to the answer's JSON, throws AuthError.
+ */
+export async function accountRequest(path, body) {
+  const { res, data } = await postJson(path, body);
+  if (!res.ok) throw new AuthError(res.status, data);
+  return data;
+}
 
 /** `POST /auth/register` with `{username, email, password, display_name?}`. Throws AuthError. */
 export const signUp = (fields) => start('/auth/register', fields);

@@ -3,13 +3,16 @@
 // live, see typing and read receipts, reply, edit, delete, upload, build a group; one reloads
 // and is still signed in (cookie refresh), both outlive the access token's lifetime (on the
 // same socket, which re-presents each new token), a forced WebSocket drop recovers with every
-// message, sign-out closes the socket, and Swagger UI works under its CSP.
+// message, sign-out closes the socket, and Swagger UI works under its CSP. A third person
+// confirms their address, resets their password and signs in with a second factor, each from
+// a mailed link or a form (mail read from the stack's SMTP server).
 //
 // Run by scripts/test.sh, which starts the stack with a short ACCESS_TOKEN_TTL_SECS.
 // Screenshots of the main views go to E2E_ARTIFACTS (default target/e2e).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { createHmac } from 'node:crypto';
+import { mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -458,4 +461,124 @@ test('two people chat live in Chromium on cookie refresh', async (top) => {
       await page.close();
     }
   });
+});
+
+// ---- the account lifecycle in the browser (issue 18) -------------------------------------
+
+/** Every mail the stack's SMTP server kept for `address` (its Maildir), oldest first, with
+ * quoted-printable soft breaks and escapes undone. */
+function mailsTo(address) {
+  const dir = process.env.SWITCHBOARD_MAILDIR;
+  assert.ok(dir, 'SWITCHBOARD_MAILDIR (scripts/test.sh)');
+  const files = ['new', 'cur'].flatMap((sub) => {
+    try {
+      return readdirSync(join(dir, sub)).map((f) => join(dir, sub, f));
+    } catch {
+      return [];
+    }
+  });
+  return files
+    .map((f) => ({ at: statSync(f).mtimeMs, text: readFileSync(f, 'utf8') }))
+    .sort((a, b) => a.at - b.at)
+    .map(({ text }) => text.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16))))
+    .filter((text) => new RegExp(`^To: .*${address.replace(/[.+]/g, '\\$&')}`, 'mi').test(text));
+}
+
+/** The token of the newest mailed link of `kind` (`verify-email`, `reset-password`). */
+async function mailedToken(address, kind) {
+  return until(`a ${kind} mail to ${address}`, () => {
+    const found = mailsTo(address)
+      .map((m) => new RegExp(`#${kind}=([A-Za-z0-9_-]+)`).exec(m)?.[1])
+      .filter(Boolean);
+    return found.at(-1);
+  });
+}
+
+/** RFC 4648 base32 to bytes. */
+function base32(s) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of s.replace(/=+$/, '')) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  return Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+}
+
+/** RFC 6238 TOTP (HMAC-SHA1, 6 digits, 30 s) at `unix` seconds. */
+function totp(secret, unix) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(unix / 30)));
+  const h = createHmac('sha1', secret).update(counter).digest();
+  const o = h[19] & 15;
+  const bin = ((h[o] & 0x7f) << 24) | (h[o + 1] << 16) | (h[o + 2] << 8) | h[o + 3];
+  return String(bin % 1_000_000).padStart(6, '0');
+}
+
+async function apiCall(method, path, body, token) {
+  const res = await fetch(`${BASE}${path}`, {
+    method,
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+test('a confirmed address, a reset password and a two-factor sign-in, all from the browser', async () => {
+  const username = `erin_${tag}`;
+  const email = `${username}@example.test`;
+  const signedUp = await apiCall('POST', '/auth/register', { username, email, password: 'first password here' });
+  assert.equal(signedUp.status, 201, JSON.stringify(signedUp.body));
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const page = await context.newPage();
+  const problems = [];
+  watch(page, problems);
+  try {
+    // The link from the sign-up mail confirms the address.
+    const verify = await mailedToken(email, 'verify-email');
+    await page.goto(`${BASE}/#verify-email=${verify}`);
+    await page.getByRole('status').filter({ hasText: 'is confirmed' }).waitFor({ timeout: WAIT });
+    assert.equal(new URL(page.url()).hash, '', 'the token left the address bar');
+
+    // Forgot password → the mailed link → a new password → sign in with it.
+    await page.getByRole('button', { name: 'Forgot password?' }).click();
+    await page.getByLabel("Your account's email address").fill(email);
+    await page.getByRole('button', { name: 'Mail me a link' }).click();
+    await page.getByRole('status').filter({ hasText: 'a link to reset its password is on its way' }).waitFor({ timeout: WAIT });
+    const reset = await mailedToken(email, 'reset-password');
+    await page.goto('about:blank');
+    await page.goto(`${BASE}/#reset-password=${reset}`);
+    await page.getByLabel('New password').fill('second password here');
+    await page.getByRole('button', { name: 'Set password' }).click();
+    await page.getByRole('status').filter({ hasText: 'Your password is set' }).waitFor({ timeout: WAIT });
+    await shot({ page }, 'password-reset.png');
+
+    // Two-factor on (through the API), then the browser signs in in two steps.
+    const login = await apiCall('POST', '/auth/login', { login: username, password: 'second password here' });
+    assert.equal(login.status, 200, JSON.stringify(login.body));
+    const token = login.body.access_token;
+    const enrolment = await apiCall('POST', '/auth/me/totp', undefined, token);
+    assert.equal(enrolment.status, 200);
+    const secret = base32(enrolment.body.secret);
+    const confirmedAt = Date.now() / 1000;
+    const confirmed = await apiCall('POST', '/auth/me/totp/confirm', { code: totp(secret, confirmedAt) }, token);
+    assert.equal(confirmed.status, 200, JSON.stringify(confirmed.body));
+
+    const form = page.getByRole('tabpanel', { name: 'Sign in' });
+    await form.getByLabel('Username or email').fill(username);
+    await form.getByLabel('Password').fill('second password here');
+    await form.getByRole('button', { name: 'Sign in' }).click();
+    const code = page.getByLabel('Code from your authenticator app, or a recovery code');
+    await code.waitFor({ timeout: WAIT });
+    await shot({ page }, 'two-factor.png');
+    // A code of a later step than the one that confirmed the enrolment (that one is spent).
+    while (Math.floor(Date.now() / 1000 / 30) === Math.floor(confirmedAt / 30) || 30 - ((Date.now() / 1000) % 30) < 3) {
+      await sleep(250);
+    }
+    await code.fill(totp(secret, Date.now() / 1000));
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await page.locator('#app-view').waitFor({ timeout: WAIT });
+    await sleep(300);
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
 });
