@@ -172,6 +172,7 @@ pub async fn answer(
             });
         }
     };
+    let challenge_hash = refresh::hash(body.challenge.trim());
     let mut db = state.db.get().await?;
     // The attempt counts whatever its outcome (its own transaction, committed first).
     let row = db
@@ -179,7 +180,7 @@ pub async fn answer(
             "UPDATE auth.mfa_challenges SET attempts = attempts + 1
              WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < $2
              RETURNING user_id",
-            &[&refresh::hash(body.challenge.trim()), &CHALLENGE_ATTEMPTS],
+            &[&challenge_hash, &CHALLENGE_ATTEMPTS],
         )
         .await?;
     let Some(row) = row else {
@@ -217,7 +218,7 @@ pub async fn answer(
     let spent = tx
         .execute_t(
             "UPDATE auth.mfa_challenges SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL",
-            &[&refresh::hash(body.challenge.trim())],
+            &[&challenge_hash],
         )
         .await?;
     if spent != 1 {

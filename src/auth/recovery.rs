@@ -208,13 +208,13 @@ pub async fn resend_verification(
     if verified {
         return Err(ApiError::Conflict("the address is verified already".into()));
     }
-    if !within_budget(&db, &state, caller.user_id, Purpose::VerifyEmail).await? {
+    let tx = db.transaction().await?;
+    if !within_budget(&tx, &state, caller.user_id, Purpose::VerifyEmail).await? {
         return Err(ApiError::TooManyRequests {
             detail: "too many verification mails this hour".into(),
             retry_after: 3600,
         });
     }
-    let tx = db.transaction().await?;
     send_verification(&tx, &state, caller.user_id, &name, &email, false).await?;
     tx.commit().await?;
     state.outbox.notify();

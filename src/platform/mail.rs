@@ -49,7 +49,8 @@ pub struct Mail {
 pub struct Outbox {
     /// The outbox table (a trusted constant such as `auth.mail_outbox`).
     table: &'static str,
-    domain: Arc<str>,
+    /// `MAIL_FROM`, parsed once: the sender, and the domain of `Message-ID`s.
+    from: Arc<Mailbox>,
     wake: Arc<Notify>,
 }
 
@@ -64,7 +65,7 @@ impl Outbox {
             .with_context(|| format!("MAIL_FROM {:?} is not a mailbox", settings.from))?;
         Ok(Self {
             table,
-            domain: from.email.domain().into(),
+            from: Arc::new(from),
             wake: Arc::new(Notify::new()),
         })
     }
@@ -79,7 +80,7 @@ impl Outbox {
         mail: Mail,
     ) -> Result<Uuid, tokio_postgres::Error> {
         let id = Uuid::now_v7();
-        let message_id = format!("{id}@{}", self.domain);
+        let message_id = format!("{id}@{}", self.from.email.domain());
         tx.execute_t(
             &format!(
                 "INSERT INTO {} (id, kind, recipient, subject, body_text, body_html, message_id)
@@ -136,15 +137,10 @@ pub fn spawn(
         .context("SMTP_URL is not a usable SMTP URL")?
         .timeout(Some(Duration::from_secs(10)))
         .build();
-    let from: Mailbox = settings
-        .from
-        .parse()
-        .context("MAIL_FROM is not a mailbox")?;
     let worker = Worker {
         outbox: outbox.clone(),
         db,
         transport,
-        from,
         retry_max: settings.retry_max,
     };
     let poll = settings.poll_interval;
@@ -171,7 +167,6 @@ struct Worker {
     outbox: Outbox,
     db: Primary,
     transport: AsyncSmtpTransport<Tokio1Executor>,
-    from: Mailbox,
     retry_max: Duration,
 }
 
@@ -247,7 +242,7 @@ impl Worker {
             .parse()
             .map_err(|e| anyhow!("recipient: {e}"))?;
         let message = Message::builder()
-            .from(self.from.clone())
+            .from(Mailbox::clone(&self.outbox.from))
             .to(to)
             .subject(row.get::<_, String>("subject"))
             .message_id(Some(format!("<{}>", row.get::<_, String>("message_id"))))
