@@ -14,6 +14,9 @@ SELECT format('CREATE ROLE switchboard_auth LOGIN NOSUPERUSER NOCREATEDB NOCREAT
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'switchboard_auth') \gexec
 SELECT format('CREATE ROLE switchboard_messaging LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'switchboard_messaging') \gexec
+-- Owns the audit trail (postgres/audit.sql); never signs in, and no service role is a member.
+SELECT format('CREATE ROLE switchboard_audit NOLOGIN NOINHERIT')
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'switchboard_audit') \gexec
 SELECT format('CREATE ROLE replicator LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'replicator') \gexec
 
@@ -35,3 +38,6 @@ CREATE SCHEMA IF NOT EXISTS auth AUTHORIZATION switchboard_auth;
 CREATE SCHEMA IF NOT EXISTS messaging AUTHORIZATION switchboard_messaging;
 ALTER ROLE switchboard_auth IN DATABASE :"db" SET search_path = auth;
 ALTER ROLE switchboard_messaging IN DATABASE :"db" SET search_path = messaging;
+
+-- The append-only audit trail, in a schema the auth role can write to but not change.
+\ir audit.sql

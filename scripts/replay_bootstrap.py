@@ -11,7 +11,9 @@ The order (CloudNativePG's pkg/management/postgres/initdb.go, ConfigureNewInstan
   3. postInitSQL in the `postgres` database, as the superuser;
   4. postInitTemplateSQL in `template1`;
   5. the application database (`CREATE DATABASE <db> OWNER <owner>`);
-  6. postInitApplicationSQL in the application database, as the superuser;
+  6. postInitApplicationSQL in the application database, as the superuser, then each of
+     postInitApplicationSQLRefs (Secrets first, then ConfigMaps, in their listed order), each
+     file run as one script;
   7. only once the primary is ready, `managed.roles` are reconciled: a role is created, or an
      existing one altered to match (LOGIN, password from its basic-auth Secret, whose
      `username` must be the role's).
@@ -20,7 +22,8 @@ from the Secrets: the dev overlay's generated ones, production's from
 k8s/secrets.example.yaml) runs `migrate`, the database host replaced by the scratch one.
 
 Finally it checks the result: each schema owned by its service role, the service roles
-without superuser, CREATEDB or CREATEROLE, and neither able to read the other's tables.
+without superuser, CREATEDB or CREATEROLE, neither able to read the other's tables, and the
+audit trail owned by switchboard_audit with the auth role left INSERT and SELECT only.
 Proves it can fail: the base Cluster with its postInitSQL removed must not bootstrap.
 """
 import base64
@@ -61,7 +64,20 @@ def secrets_of(docs, overlay):
     return found
 
 
-def bootstrap(pg, cluster, secrets):
+def sql_refs(initdb, docs, secrets):
+    """The scripts of postInitApplicationSQLRefs, from the rendered ConfigMaps and the
+    Secrets: [(what, text)]."""
+    refs = initdb.get("postInitApplicationSQLRefs", {})
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    found = []
+    for kind, source in (("secretRefs", secrets), ("configMapRefs", configmaps)):
+        for ref in refs.get(kind, []):
+            text = source.get(ref["name"], {}).get(ref["key"])
+            found.append((f"postInitApplicationSQLRefs {ref['name']}/{ref['key']}", text))
+    return found
+
+
+def bootstrap(pg, cluster, secrets, docs):
     """CloudNativePG's initdb bootstrap and role reconciliation, in its order. Returns the
     first failure as text, or None."""
     spec = cluster["spec"]
@@ -72,6 +88,10 @@ def bootstrap(pg, cluster, secrets):
     steps += [("template1", q, "postInitTemplateSQL") for q in initdb.get("postInitTemplateSQL", [])]
     steps += [("postgres", f'CREATE DATABASE "{database}" OWNER "{owner}"', "the database")]
     steps += [(database, q, "postInitApplicationSQL") for q in initdb.get("postInitApplicationSQL", [])]
+    for what, text in sql_refs(initdb, docs, secrets):
+        if text is None:
+            return f"{what}: no such ConfigMap or Secret key in the rendered overlay"
+        steps.append((database, text, what))
     for db, statement, what in steps:
         r = pg.sql(db, statement)
         if r.returncode != 0:
@@ -159,6 +179,12 @@ def check_roles(pg, database):
         r = pg.sql(database, f"SELECT has_table_privilege('{role}', '{table}', 'SELECT')")
         if r.stdout.strip() != "f":
             return f"{role} may read {table}"
+    rights = ", ".join(f"has_table_privilege('switchboard_auth', 'audit.events', '{p}')"
+                       for p in ("INSERT", "SELECT", "UPDATE", "DELETE", "TRUNCATE"))
+    audit = pg.sql(database, f"SELECT nspowner::regrole, {rights} FROM pg_namespace "
+                             "WHERE nspname = 'audit'").stdout.strip()
+    if audit != "switchboard_audit|t|t|f|f|f":
+        return f"the audit schema's owner and the auth role's rights on audit.events (INSERT SELECT UPDATE DELETE TRUNCATE) are {audit!r}"
     return None
 
 
@@ -166,7 +192,7 @@ def replay(overlay, docs, cluster, with_migrations=True):
     secrets = secrets_of(docs, overlay)
     pg = Scratch(PORT, cluster["spec"].get("postgresql", {}).get("parameters", {}))
     try:
-        failure = bootstrap(pg, cluster, secrets)
+        failure = bootstrap(pg, cluster, secrets, docs)
         if failure is None and with_migrations:
             failure = migrate(docs, secrets)
             if failure is None:

@@ -9,7 +9,9 @@ container engine (issue 17):
 2. postgres/container-replica.sh against a scratch primary, twice with the same slot: a
    replica whose volume is re-created must clone and stream again (the slot it left on the
    primary is reused). A copy that insists on creating the slot must fail the second time.
-3. Images: every one pinned to a version, none from an end-of-life line, Jaeger v2 with its
+3. The primary's bootstrap files: every script postgres/init.sql includes (`\ir`) is mounted
+   beside it, where the container's hook runs it.
+4. Images: every one pinned to a version, none from an end-of-life line, Jaeger v2 with its
    UI published.
 """
 import os
@@ -175,7 +177,22 @@ def check_images():
     ok(f"images: {len(found)} pinned, none end-of-life; Jaeger v2 with its UI on 16686")
 
 
+def check_bootstrap_mounts():
+    compose = yaml.safe_load(open(os.path.join(REPO, "docker-compose.yml")))
+    mounts = compose["services"]["postgres-primary"].get("volumes", [])
+    init = open(os.path.join(REPO, "postgres", "init.sql")).read()
+    included = re.findall(r"^\\ir\s+(\S+)", init, re.M)
+    missing = [f for f in included
+               if f"./postgres/{f}:/etc/switchboard/{f}:ro" not in mounts]
+    if "./postgres/init.sql:/etc/switchboard/init.sql:ro" not in mounts or not included:
+        fail("docker-compose: postgres-primary does not mount postgres/init.sql, or it includes nothing")
+    if missing:
+        fail(f"docker-compose: postgres-primary does not mount what init.sql includes: {missing}")
+    ok(f"compose primary: init.sql and what it includes ({', '.join(included)}) are mounted")
+
+
 if __name__ == "__main__":
     check_init()
+    check_bootstrap_mounts()
     check_replica()
     check_images()

@@ -447,6 +447,10 @@ def main():
     template = open(os.path.join(REPO, "nginx", "switchboard.conf.template")).read()
     if open(os.path.join(REPO, "k8s", "base", "nginx", "switchboard.conf.template")).read() != template:
         fail("k8s/base/nginx/switchboard.conf.template differs from nginx/switchboard.conf.template")
+    # The audit schema: one script for the local stack, compose and CloudNativePG's bootstrap.
+    if open(os.path.join(REPO, "k8s", "base", "audit.sql")).read() \
+            != open(os.path.join(REPO, "postgres", "audit.sql")).read():
+        fail("k8s/base/audit.sql differs from postgres/audit.sql")
     good, out = nginx_test(template, work, "nginx-good")
     if not good:
         fail(f"nginx -t: {out}")

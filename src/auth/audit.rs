@@ -1,4 +1,4 @@
-//! The audit trail (`auth.audit_events`, migrations/auth/V6): an append-only, hash-chained
+//! The audit trail (`audit.events`, postgres/audit.sql): an append-only, hash-chained
 //! record of what happened to each account, written in the transaction of the change (so an
 //! event exists exactly when its change committed), and `GET /auth/me/events`, where users
 //! read their own.
@@ -38,6 +38,8 @@ pub enum Kind {
     TwoFactorEnabled,
     TwoFactorDisabled,
     RecoveryCodeUsed,
+    PasskeyAdded,
+    PasskeyRemoved,
     AccountDeleted,
 }
 
@@ -59,6 +61,8 @@ impl Kind {
             Self::TwoFactorEnabled => "two_factor_enabled",
             Self::TwoFactorDisabled => "two_factor_disabled",
             Self::RecoveryCodeUsed => "recovery_code_used",
+            Self::PasskeyAdded => "passkey_added",
+            Self::PasskeyRemoved => "passkey_removed",
             Self::AccountDeleted => "account_deleted",
         }
     }
@@ -104,7 +108,7 @@ pub async fn record(
     detail: Option<&str>,
 ) -> Result<(), ApiError> {
     db.execute_t(
-        "INSERT INTO auth.audit_events (kind, user_id, session_id, ip, user_agent, detail)
+        "INSERT INTO audit.events (kind, user_id, session_id, ip, user_agent, detail)
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[
             &kind.as_str(),
@@ -165,7 +169,7 @@ pub async fn list(
     let db = state.db.get().await?;
     let rows = db
         .query_t(
-            "SELECT pos, at, kind, session_id, ip, user_agent, detail FROM auth.audit_events
+            "SELECT pos, at, kind, session_id, ip, user_agent, detail FROM audit.events
              WHERE user_id = $1 AND ($2::bigint IS NULL OR pos < $2)
              ORDER BY pos DESC LIMIT $3",
             &[&caller.user_id, &query.before, &limit],
@@ -201,7 +205,7 @@ pub fn spawn_anchor(db: crate::platform::db::Primary, tasks: &crate::platform::t
             let head = match db.get().await {
                 Ok(conn) => conn
                     .query_opt_t(
-                        "SELECT pos, encode(row_hash, 'hex') FROM auth.audit_events
+                        "SELECT pos, encode(row_hash, 'hex') FROM audit.events
                          ORDER BY pos DESC LIMIT 1",
                         &[],
                     )

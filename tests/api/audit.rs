@@ -80,24 +80,59 @@ async fn the_service_role_cannot_rewrite_the_trail_and_tampering_breaks_the_chai
     let (cfg, tls) = switchboard::platform::db::tls::parse(&url).expect("url");
     let (service, conn) = cfg.connect(tls).await.expect("connect as switchboard_auth");
     tokio::spawn(conn);
+    // Every way the service's own role could change or remove what it wrote: refused with
+    // insufficient_privilege (42501) — it owns neither the table nor its schema.
     for statement in [
-        "UPDATE auth.audit_events SET detail = 'x' WHERE pos = 1",
-        "DELETE FROM auth.audit_events WHERE pos = 1",
-        "TRUNCATE auth.audit_events",
+        "UPDATE audit.events SET detail = 'x' WHERE pos = 1",
+        "DELETE FROM audit.events WHERE pos = 1",
+        "TRUNCATE audit.events",
+        "ALTER TABLE audit.events DISABLE TRIGGER events_append_only",
+        "ALTER TABLE audit.events OWNER TO switchboard_auth",
+        "DROP TABLE audit.events",
+        "DROP SCHEMA audit CASCADE",
+        "SET ROLE switchboard_audit",
+        "CREATE OR REPLACE FUNCTION audit.chain() RETURNS trigger LANGUAGE plpgsql \
+         AS $$ BEGIN RETURN NEW; END $$",
+        "CREATE TABLE audit.shadow (pos bigint)",
     ] {
         let err = service.batch_execute(statement).await.expect_err(statement);
-        assert!(
-            format!("{err:?}")
-                .to_lowercase()
-                .contains("permission denied")
-                || format!("{err:?}").contains("append-only"),
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
             "{statement}: {err:?}"
         );
     }
+    // A GRANT by a non-owner only warns; the right is still not there.
+    let _ = service
+        .batch_execute("GRANT UPDATE, DELETE ON audit.events TO switchboard_auth")
+        .await;
+    let rights = service
+        .query_one(
+            "SELECT has_table_privilege('audit.events', 'INSERT'),
+                    has_table_privilege('audit.events', 'UPDATE'),
+                    has_table_privilege('audit.events', 'DELETE')",
+            &[],
+        )
+        .await
+        .expect("rights");
+    assert_eq!(
+        (rights.get::<_, bool>(0), rights.get(1), rights.get(2)),
+        (true, false, false)
+    );
+    // An insert that names its own place and hashes gets the chain's instead.
+    let row = service
+        .query_one(
+            "INSERT INTO audit.events (pos, kind, prev_hash, row_hash)
+             VALUES (1, 'forged', sha256('x'), sha256('y')) RETURNING pos",
+            &[],
+        )
+        .await
+        .expect("the service may append");
+    assert!(row.get::<_, i64>(0) > 1, "the trigger set pos");
     let admin = admin(false).await;
     let check = || async {
         admin
-            .query_one("SELECT auth.audit_first_break()", &[])
+            .query_one("SELECT audit.first_break()", &[])
             .await
             .expect("verify")
             .get::<_, Option<i64>>(0)
@@ -109,7 +144,7 @@ async fn the_service_role_cannot_rewrite_the_trail_and_tampering_breaks_the_chai
     let id: uuid::Uuid = user.id.parse().expect("uuid");
     let row = admin
         .query_one(
-            "SELECT pos, user_agent FROM auth.audit_events WHERE user_id = $1 ORDER BY pos LIMIT 1",
+            "SELECT pos, user_agent FROM audit.events WHERE user_id = $1 ORDER BY pos LIMIT 1",
             &[&id],
         )
         .await
@@ -119,22 +154,18 @@ async fn the_service_role_cannot_rewrite_the_trail_and_tampering_breaks_the_chai
         let admin = &admin;
         async move {
             admin
-                .batch_execute(
-                    "ALTER TABLE auth.audit_events DISABLE TRIGGER audit_events_append_only",
-                )
+                .batch_execute("ALTER TABLE audit.events DISABLE TRIGGER events_append_only")
                 .await
                 .expect("disable");
             admin
                 .execute(
-                    "UPDATE auth.audit_events SET user_agent = $2 WHERE pos = $1",
+                    "UPDATE audit.events SET user_agent = $2 WHERE pos = $1",
                     &[&pos, &value],
                 )
                 .await
                 .expect("tamper");
             admin
-                .batch_execute(
-                    "ALTER TABLE auth.audit_events ENABLE TRIGGER audit_events_append_only",
-                )
+                .batch_execute("ALTER TABLE audit.events ENABLE TRIGGER events_append_only")
                 .await
                 .expect("enable");
         }
