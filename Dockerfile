@@ -5,7 +5,7 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 RUN apt-get update \
- && apt-get install -y --no-install-recommends pkg-config \
+ && apt-get install -y --no-install-recommends pkg-config libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
@@ -30,7 +30,8 @@ RUN bash /src/scripts/build-web.sh /usr/share/switchboard/web \
 USER 101
 ENV WEB_ROOT=/usr/share/switchboard/web
 
-# The services (the default target, last). distroless/cc: glibc and libgcc only, no shell;
+# The services (the default target, last). distroless/cc: glibc, libssl3 (passkeys link
+# OpenSSL) and libgcc, no shell;
 # runs as uid 65532 ("nonroot").
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/ /usr/local/bin/

@@ -40,6 +40,8 @@ ensure_packages() {
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
   command -v envsubst >/dev/null 2>&1 || missing+=(gettext-base)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  # The build links OpenSSL (webauthn-rs, for passkeys).
+  pkg-config --exists openssl 2>/dev/null || missing+=(pkg-config libssl-dev)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
@@ -158,6 +160,7 @@ start_service() {
       METRICS_BIND="127.0.0.1:${AUTH_METRICS_PORT}" \
       SMTP_URL="smtp://127.0.0.1:${SMTP_PORT}" \
       PUBLIC_URL="${PUBLIC_URL:-http://localhost:${NGINX_PORT}}" \
+      WEBAUTHN_ORIGINS="${WEBAUTHN_ORIGINS:-$(webauthn_origins)}" \
       AUTH_DATABASE_URL="postgres://switchboard_auth:${AUTH_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}$(db_tls_query)" \
         "$BIN_DIR/auth" >>"$LOG_DIR/auth.log" 2>&1 &
       ;;
@@ -175,6 +178,12 @@ start_service() {
   esac
   echo "$!" >"$SWITCHBOARD_DATA/pids/$name.pid"
   log "$name starting on 127.0.0.1:$port (log: $LOG_DIR/$name.log)"
+}
+
+# Origins besides PUBLIC_URL's whose passkey answers auth accepts: the local TLS listener's.
+webauthn_origins() {
+  [ -n "${NGINX_TLS_PORT:-}" ] && printf 'https://localhost:%s' "$NGINX_TLS_PORT"
+  return 0
 }
 
 # Comma-separated URLs of every replica, for the messaging role.

@@ -132,7 +132,7 @@ impl App {
         crate::platform::mail::spawn(&outbox, pool.clone(), &cfg.mail, &tasks)?;
         crate::auth::audit::spawn_anchor(pool.clone(), &tasks);
         let bind = cfg.bind.clone();
-        let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, outbox, cfg));
+        let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, outbox, cfg)?);
         let origins = state.cfg.web.allowed_origins.clone();
         let (server, addr) = serve(
             "auth",

@@ -126,7 +126,7 @@ pub async fn update(
 /// like a sign-in ([`attempts`]), so a stolen access token is no password oracle.
 ///
 /// Errors: 403 when it does not match; 429 with `Retry-After` past the attempt limit.
-async fn confirm_password(
+pub(crate) async fn confirm_password(
     state: &State,
     db: &Conn,
     user_id: Uuid,
@@ -226,6 +226,12 @@ pub async fn delete(
     let tx = db.transaction().await?;
     tx.execute_t(
         "UPDATE auth.users SET deleted_at = now(), updated_at = now() WHERE id = $1",
+        &[&caller.user_id],
+    )
+    .await?;
+    // Its passkeys stop signing in (a deleted account keeps its row, not its credentials).
+    tx.execute_t(
+        "DELETE FROM auth.passkeys WHERE user_id = $1",
         &[&caller.user_id],
     )
     .await?;

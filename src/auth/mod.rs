@@ -8,6 +8,8 @@
 //!   single-use links) and [`mails`] (what the mails say), sent through the outbox;
 //! - [`totp`] (enrolment, RFC 6238 codes) and [`mfa`] (the second sign-in step, recovery
 //!   codes): two-factor sign-in;
+//! - [`passkeys`]: WebAuthn passkeys, registered from the security settings, signing in
+//!   without a password;
 //! - [`audit`]: the append-only, hash-chained audit trail and the caller's security events;
 //! - [`session`]: starting and ending sessions (ends are announced to messaging);
 //! - [`keys`], [`refresh`], [`password`], [`validate`], [`caller`]: the pieces.
@@ -20,6 +22,7 @@ pub mod email_tokens;
 pub mod keys;
 pub mod mails;
 pub mod mfa;
+pub mod passkeys;
 pub mod password;
 pub mod recovery;
 pub mod refresh;
@@ -43,6 +46,8 @@ pub struct AuthState {
     pub verifier: Arc<Verifier>,
     /// Account mail (`auth.mail_outbox`), written in the transaction of its change.
     pub outbox: Outbox,
+    /// The WebAuthn relying party (passkeys): `WEBAUTHN_RP_ID` and the accepted origins.
+    pub webauthn: webauthn_rs::Webauthn,
     pub cfg: AuthConfig,
 }
 
@@ -51,14 +56,23 @@ pub type State = Arc<AuthState>;
 
 impl AuthState {
     /// Builds the state.
-    pub fn new(db: Primary, keys: keys::SigningKeys, outbox: Outbox, cfg: AuthConfig) -> Self {
+    ///
+    /// Errors: the WebAuthn settings do not fit together ([`passkeys::relying_party`]).
+    pub fn new(
+        db: Primary,
+        keys: keys::SigningKeys,
+        outbox: Outbox,
+        cfg: AuthConfig,
+    ) -> anyhow::Result<Self> {
         let verifier = Verifier::local(keys.jwks(), &cfg.tokens);
-        Self {
+        let webauthn = passkeys::relying_party(&cfg)?;
+        Ok(Self {
             db,
             keys,
             verifier,
             outbox,
+            webauthn,
             cfg,
-        }
+        })
     }
 }

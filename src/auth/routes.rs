@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{
     account, attempts,
     audit::{self, Kind},
-    mfa, password, recovery, refresh,
+    mfa, passkeys, password, recovery, refresh,
     session::{self, EndReason, Which},
     sessions, totp,
     user::{User, USER_COLUMNS},
@@ -34,6 +34,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/register").post(register))
             .service(web::resource("/login").post(login))
             .service(web::resource("/login/mfa").post(mfa::answer))
+            .service(web::resource("/login/passkey/options").post(passkeys::sign_in_options))
+            .service(web::resource("/login/passkey").post(passkeys::sign_in))
             .service(web::resource("/refresh").post(refresh_session))
             .service(web::resource("/logout").post(logout))
             .service(
@@ -51,11 +53,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/me/password").post(account::change_password))
             .service(
                 web::resource("/me/totp")
+                    .get(totp::status)
                     .post(totp::start)
                     .delete(totp::disable),
             )
             .service(web::resource("/me/totp/confirm").post(totp::confirm))
             .service(web::resource("/me/events").get(audit::list))
+            .service(
+                web::resource("/me/passkeys")
+                    .get(passkeys::list)
+                    .post(passkeys::register),
+            )
+            .service(web::resource("/me/passkeys/options").post(passkeys::registration_options))
+            .service(web::resource("/me/passkeys/{id}").delete(passkeys::remove))
             .service(web::resource("/email/verify").post(recovery::verify_email))
             .service(web::resource("/email/verification").post(recovery::resend_verification))
             .service(web::resource("/password/forgot").post(recovery::forgot_password))
@@ -236,9 +246,7 @@ pub(crate) async fn login(
     };
     let user = User::from_row(row);
     if state.cfg.require_verified_email && !user.email_verified {
-        return Err(ApiError::Forbidden(
-            "confirm your email address first: follow the link we mailed you, or ask for a new one (POST /auth/email/verification with {\"email\"})".into(),
-        ));
+        return Err(unverified_email());
     }
     let tx = db.transaction().await?;
     attempts::succeeded(&tx, &name).await?;
@@ -263,6 +271,13 @@ pub(crate) async fn login(
     tx.commit().await?;
     tracing::info!(user.id = %user.id, session.id = %session_id, "signed in");
     signed_in(&state, user, session_id, token, StatusCode::OK)
+}
+
+/// The 403 of a sign-in while the address is unconfirmed and `REQUIRE_VERIFIED_EMAIL` is on.
+pub(crate) fn unverified_email() -> ApiError {
+    ApiError::Forbidden(
+        "confirm your email address first: follow the link we mailed you, or ask for a new one (POST /auth/email/verification with {\"email\"})".into(),
+    )
 }
 
 fn refresh_cookie(state: &State, token: String) -> Cookie<'static> {

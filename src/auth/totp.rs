@@ -119,6 +119,40 @@ pub async fn enabled(db: &impl Traced, user_id: Uuid) -> Result<bool, ApiError> 
         .is_some())
 }
 
+/// `GET /auth/me/totp` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// Whether sign-in asks for a code after the password.
+    pub enabled: bool,
+    /// When it was turned on; null when off.
+    pub enabled_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Unused recovery codes (0 when off).
+    pub recovery_codes_left: i64,
+}
+
+/// `GET /auth/me/totp`: whether two-factor sign-in is on, and how many recovery codes are
+/// left. 200.
+#[utoipa::path(get, path = "/auth/me/totp", tag = "account", operation_id = "two_factor_status",
+    responses((status = 200, description = "Two-factor sign-in's state.", body = Status)))]
+pub async fn status(state: web::Data<State>, caller: AuthCaller) -> Result<HttpResponse, ApiError> {
+    let db = state.db.get().await?;
+    let row = db
+        .query_one_t(
+            "SELECT (SELECT confirmed_at FROM auth.totp WHERE user_id = $1),
+                    (SELECT count(*) FROM auth.recovery_codes WHERE user_id = $1 AND used_at IS NULL)",
+            &[&caller.user_id],
+        )
+        .await?;
+    let enabled_at: Option<chrono::DateTime<chrono::Utc>> = row.get(0);
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(Status {
+            enabled: enabled_at.is_some(),
+            enabled_at,
+            recovery_codes_left: row.get(1),
+        }))
+}
+
 /// `POST /auth/me/totp` answer: what an authenticator app needs. Shown once.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Enrolment {

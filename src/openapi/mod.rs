@@ -41,7 +41,9 @@ use crate::{auth, messaging, realtime};
         auth::account::profile, auth::recovery::verify_email,
         auth::recovery::resend_verification, auth::recovery::forgot_password,
         auth::recovery::reset_password, auth::mfa::answer, auth::totp::start,
-        auth::totp::confirm, auth::totp::disable, auth::audit::list, auth::routes::jwks, auth::routes::healthz,
+        auth::totp::confirm, auth::totp::disable, auth::totp::status,
+        auth::passkeys::list, auth::passkeys::registration_options, auth::passkeys::register,
+        auth::passkeys::remove, auth::passkeys::sign_in_options, auth::passkeys::sign_in, auth::audit::list, auth::routes::jwks, auth::routes::healthz,
         auth::routes::readyz,
     ),
     components(schemas(Problem)),
@@ -50,6 +52,7 @@ use crate::{auth, messaging, realtime};
     tags((name = "auth", description = "Sign up, sign in, refresh, sign out, password reset, keys"),
         (name = "sessions", description = "The caller's sessions (refresh token families)"),
         (name = "account", description = "The caller's account and its verified address"),
+        (name = "passkeys", description = "The caller's passkeys (WebAuthn); signing in with one is under auth"),
         (name = "users", description = "Public profiles"),
         (name = "operations", description = "Health and readiness")),
 )]

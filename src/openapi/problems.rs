@@ -122,6 +122,39 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
     ),
     (
         "post",
+        "/auth/me/passkeys/options",
+        &[
+            (403, "the password is wrong"),
+            (409, "the account holds 20 passkeys"),
+            (429, "too many wrong passwords for this account"),
+        ],
+    ),
+    (
+        "post",
+        "/auth/me/passkeys",
+        &[
+            (400, "the ceremony is unknown, expired, used or another user's, or the answer does not verify"),
+            (409, "that passkey is registered already"),
+        ],
+    ),
+    ("delete", "/auth/me/passkeys/{id}", &[(404, "not one of the caller's passkeys")]),
+    (
+        "post",
+        "/auth/login/passkey/options",
+        &[(429, "too many requests from this address (NGINX)")],
+    ),
+    (
+        "post",
+        "/auth/login/passkey",
+        &[
+            (400, "the ceremony is unknown, expired or used"),
+            (401, "the passkey is unknown or removed, its answer does not verify, or the account is deleted"),
+            (403, "the address is not verified and REQUIRE_VERIFIED_EMAIL is on"),
+            (429, "too many requests from this address (NGINX)"),
+        ],
+    ),
+    (
+        "post",
         "/auth/refresh",
         &[(403, "missing `X-CSRF: 1` or an Origin not allowed")],
     ),

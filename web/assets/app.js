@@ -1,7 +1,10 @@
 // Entry point: restores the session from the refresh cookie on load, then shows either the
 // sign-in page or the messenger. The only script of the page (CSP: script-src 'self').
+import { api } from './api.js';
 import { $ } from './dom.js';
 import { Messenger } from './chat.js';
+import * as passkeys from './passkeys.js';
+import * as security from './security.js';
 import * as session from './session.js';
 
 let messenger = null;
@@ -13,14 +16,36 @@ function show(view) {
   $('app-view').hidden = view !== 'app';
 }
 
+/** Marks an unconfirmed address (sign-up mails a link; the account works meanwhile). */
+function showVerification(user) {
+  $('verify-banner').hidden = !user || user.email_verified;
+  if (user && !user.email_verified) {
+    $('verify-text').textContent = `Confirm your email address: we sent a link to ${user.email}.`;
+  }
+}
+
+$('verify-resend').addEventListener('click', async () => {
+  $('verify-resend').disabled = true;
+  try {
+    await api('POST', '/auth/email/verification');
+    $('verify-text').textContent = `A new link is on its way to ${session.user()?.email}.`;
+  } catch (err) {
+    $('verify-text').textContent = err.status === 409 ? 'Your address is confirmed.' : err.message;
+  } finally {
+    $('verify-resend').disabled = false;
+  }
+});
+
 function enterApp() {
   if (messenger) return;
   show('app');
+  showVerification(session.user());
   messenger = new Messenger(session.user());
   messenger.start().catch(() => {});
 }
 
 function leaveApp() {
+  if ($('security-dialog').open) $('security-dialog').close();
   messenger?.stop();
   messenger = null;
   show('auth');
@@ -135,6 +160,24 @@ $('mfa-form').addEventListener('submit', (e) => {
   });
 });
 
+$('passkey-signin').hidden = !passkeys.supported();
+$('passkey-signin').addEventListener('click', async () => {
+  const form = $('signin-form');
+  const button = $('passkey-signin');
+  button.disabled = true;
+  form.querySelector('.form-error').textContent = '';
+  try {
+    await session.signInWithPasskey();
+    notice('');
+  } catch (err) {
+    form.querySelector('.form-error').textContent = err.name === 'NotAllowedError'
+      ? 'The passkey prompt was cancelled or timed out.'
+      : err.status === 429 ? 'Too many attempts. Wait a minute and try again.' : err.message;
+  } finally {
+    button.disabled = false;
+  }
+});
+
 $('forgot-open').addEventListener('click', () => {
   notice('');
   showCard('forgot-form');
@@ -204,6 +247,10 @@ $('signup-form').addEventListener('submit', (e) => {
   };
   if (f.display_name.value.trim()) fields.display_name = f.display_name.value.trim();
   submitting(f, () => session.signUp(fields));
+});
+
+$('security-open').addEventListener('click', () => {
+  security.open().catch(() => {});
 });
 
 $('signout').addEventListener('click', () => {

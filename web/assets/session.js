@@ -8,6 +8,8 @@
 // BroadcastChannel; a tab that was waiting for the lock then finds a fresh token and does
 // not refresh at all.
 
+import * as passkeys from './passkeys.js';
+
 const LOCK = 'switchboard-refresh';
 const channel = 'BroadcastChannel' in self ? new BroadcastChannel('switchboard-session') : null;
 
@@ -158,6 +160,21 @@ export function secondFactor(challenge, typed) {
   const value = typed.replace(/\s+/g, '');
   const answer = /^\d{6}$/.test(value) ? { code: value } : { recovery_code: value };
   return start('/auth/login/mfa', { challenge, ...answer });
+}
+
+/**
+ * Signs in with a passkey (`POST /auth/login/passkey/options`, the browser's prompt, then
+ * `POST /auth/login/passkey`): `{user}`. Throws AuthError, or the browser's error
+ * (`NotAllowedError` when cancelled).
+ */
+export async function signInWithPasskey() {
+  const data = await passkeys.signIn(async (path, body) => {
+    const { res, data } = await postJson(path, body);
+    if (!res.ok) throw new AuthError(res.status, data);
+    return data;
+  });
+  adopt(data, 'signed-in', true);
+  return { user: data.user };
 }
 
 /**

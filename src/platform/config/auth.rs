@@ -136,6 +136,25 @@ pub struct AuthConfig {
           help_heading = "Account recovery")]
     pub require_verified_email: bool,
 
+    /// The WebAuthn relying party id for passkeys: the site's domain (its host, or a parent
+    /// domain of it); default `PUBLIC_URL`'s host. Passkeys are bound to it: changing it
+    /// orphans every registered passkey.
+    #[arg(
+        long = "webauthn-rp-id",
+        env = "WEBAUTHN_RP_ID",
+        help_heading = "Passkeys"
+    )]
+    pub webauthn_rp_id: Option<String>,
+    /// Origins besides `PUBLIC_URL`'s whose passkey answers are accepted (comma-separated,
+    /// e.g. `https://localhost:8443`); each must be within the relying party id.
+    #[arg(
+        long = "webauthn-origins",
+        env = "WEBAUTHN_ORIGINS",
+        value_delimiter = ',',
+        help_heading = "Passkeys"
+    )]
+    pub webauthn_origins: Vec<String>,
+
     #[command(flatten)]
     pub mail: MailSettings,
     #[command(flatten)]

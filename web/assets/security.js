@@ -1,0 +1,179 @@
+// The security settings dialog: the sessions signed in (end any but this one), two-factor
+// sign-in (enrol with a QR code, confirm, see the recovery codes once, turn off), passkeys
+// (add with the password, remove) and the account's recent security events.
+import { api } from './api.js';
+import { $, h, shortTime } from './dom.js';
+import * as passkeys from './passkeys.js';
+
+/** What each audit event kind (`GET /auth/me/events`) means, for people. */
+const EVENT_TEXT = {
+  account_created: 'Account created',
+  signed_in: 'Signed in',
+  sign_in_failed: 'Failed sign-in',
+  second_factor_failed: 'Wrong two-factor code',
+  refresh_reuse: 'A stolen session token was refused; that session ended',
+  session_ended: 'Session ended',
+  password_changed: 'Password changed',
+  password_reset_requested: 'Password reset asked for',
+  password_reset: 'Password reset',
+  email_change_requested: 'Email change asked for',
+  email_verified: 'Email address confirmed',
+  email_changed: 'Email address changed',
+  two_factor_enabled: 'Two-factor sign-in turned on',
+  two_factor_disabled: 'Two-factor sign-in turned off',
+  recovery_code_used: 'Recovery code used',
+  passkey_added: 'Passkey added',
+  passkey_removed: 'Passkey removed',
+  account_deleted: 'Account deleted',
+};
+
+const dialog = () => $('security-dialog');
+
+function status(text) {
+  $('security-status').textContent = text;
+  $('security-status').hidden = !text;
+}
+
+/** Runs `work` for `form`, showing a failure in its `.form-error`. */
+async function guarded(form, work) {
+  const error = form.querySelector('.form-error');
+  const button = form.querySelector('button[type=submit]');
+  error.textContent = '';
+  button.disabled = true;
+  try {
+    await work();
+  } catch (err) {
+    error.textContent = err.status === 429
+      ? 'Too many attempts. Wait a few minutes and try again.'
+      : err.name === 'NotAllowedError' ? 'The passkey prompt was cancelled or timed out.' : err.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function loadSessions() {
+  const { sessions } = await api('GET', '/auth/sessions');
+  $('security-sessions').replaceChildren(...sessions.map((s) => h('li', { dataset: { session: s.id } },
+    h('span', { class: 'what' }, s.current ? 'This device' : (s.user_agent ?? 'Unknown device'), s.ip ? ` · ${s.ip}` : ''),
+    h('span', { class: 'when' }, `active ${shortTime(s.last_used_at)}`),
+    s.current ? null : h('button', {
+      type: 'button',
+      'aria-label': `Sign out ${s.user_agent ?? 'that device'}`,
+      onclick: async (e) => {
+        e.target.disabled = true;
+        await api('DELETE', `/auth/sessions/${s.id}`).catch(() => {});
+        status('That device is signed out.');
+        await refresh();
+      },
+    }, 'Sign out'))));
+}
+
+async function loadTotp() {
+  const totp = await api('GET', '/auth/me/totp');
+  $('totp-state').textContent = totp.enabled
+    ? `On since ${shortTime(totp.enabled_at)}. Recovery codes left: ${totp.recovery_codes_left}.`
+    : 'Off. Sign-in asks only for your password (or a passkey).';
+  $('totp-start').hidden = totp.enabled || !$('totp-enrol').hidden;
+  $('totp-disable').hidden = !totp.enabled;
+}
+
+let qrUrl = null;
+
+async function startTotp() {
+  const enrolment = await api('POST', '/auth/me/totp');
+  if (qrUrl) URL.revokeObjectURL(qrUrl);
+  // An SVG document shown as an image (never put in the page as markup); CSP allows blob:.
+  qrUrl = URL.createObjectURL(new Blob([enrolment.qr_svg], { type: 'image/svg+xml' }));
+  $('totp-qr').src = qrUrl;
+  $('totp-secret').textContent = enrolment.secret.replace(/(.{4})/g, '$1 ').trim();
+  $('totp-enrol').hidden = false;
+  $('totp-start').hidden = true;
+  $('totp-codes').hidden = true;
+  $('totp-enrol-code').focus();
+}
+
+async function loadPasskeys() {
+  const { passkeys: list } = await api('GET', '/auth/me/passkeys');
+  $('security-passkeys').replaceChildren(...list.map((p) => h('li', { dataset: { passkey: p.id } },
+    h('span', { class: 'what' }, p.name),
+    h('span', { class: 'when' }, p.last_used_at ? `used ${shortTime(p.last_used_at)}` : `added ${shortTime(p.created_at)}`),
+    h('button', {
+      type: 'button',
+      class: 'danger',
+      'aria-label': `Remove passkey ${p.name}`,
+      onclick: async (e) => {
+        e.target.disabled = true;
+        await api('DELETE', `/auth/me/passkeys/${p.id}`).catch(() => {});
+        status(`Passkey ${p.name} removed: it no longer signs in.`);
+        await refresh();
+      },
+    }, 'Remove'))));
+  if (!list.length) $('security-passkeys').append(h('li', {}, 'No passkeys yet.'));
+  $('passkey-add').hidden = !passkeys.supported();
+}
+
+async function loadEvents() {
+  const { events } = await api('GET', '/auth/me/events?limit=20');
+  $('security-events').replaceChildren(...events.map((e) => h('li', {},
+    h('span', { class: 'what' }, EVENT_TEXT[e.kind] ?? e.kind, e.detail ? ` (${e.detail})` : ''),
+    h('span', { class: 'when' }, `${shortTime(e.at)}${e.ip ? ` · ${e.ip}` : ''}`))));
+}
+
+async function refresh() {
+  await Promise.all([loadSessions(), loadTotp(), loadPasskeys(), loadEvents()]).catch((err) => status(err.message));
+}
+
+$('totp-start').addEventListener('click', () => startTotp().catch((err) => status(err.message)));
+
+$('totp-enrol').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const f = e.target;
+  guarded(f, async () => {
+    const { recovery_codes: codes } = await api('POST', '/auth/me/totp/confirm', { code: f.code.value.trim() });
+    f.reset();
+    f.hidden = true;
+    $('totp-code-list').replaceChildren(...codes.map((c) => h('li', {}, c)));
+    $('totp-codes').hidden = false;
+    status('Two-factor sign-in is on.');
+    await refresh();
+  });
+});
+
+$('totp-disable').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const f = e.target;
+  guarded(f, async () => {
+    await api('DELETE', '/auth/me/totp', { code: f.code.value.trim() });
+    f.reset();
+    $('totp-codes').hidden = true;
+    status('Two-factor sign-in is off.');
+    await refresh();
+  });
+});
+
+$('passkey-add').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const f = e.target;
+  guarded(f, async () => {
+    const added = await passkeys.register(api, f.name.value.trim(), f.password.value);
+    f.reset();
+    status(`Passkey ${added.name} added. You can sign in with it instead of a password.`);
+    await refresh();
+  });
+});
+
+for (const b of dialog().querySelectorAll('[data-close]')) b.addEventListener('click', () => dialog().close());
+
+dialog().addEventListener('close', () => {
+  $('totp-enrol').hidden = true;
+  $('totp-codes').hidden = true;
+  $('totp-code-list').replaceChildren();
+  status('');
+});
+
+/** Opens the security settings, freshly loaded. */
+export async function open() {
+  status('');
+  dialog().showModal();
+  await refresh();
+}
