@@ -26,7 +26,11 @@ PASSWORD = "fuzzing password " + uuid.uuid4().hex[:8]
 COOKIE_PATHS = {"/auth/refresh", "/auth/logout"}
 
 # Endpoints that check the caller's password: fuzzed ones are wrong and lock the account.
-PASSWORD_CHECKS = {("POST", "/auth/me/password"), ("DELETE", "/auth/me")}
+PASSWORD_CHECKS = {
+    ("POST", "/auth/me/password"),
+    ("DELETE", "/auth/me"),
+    ("POST", "/auth/me/passkeys/options"),
+}
 
 _lock = threading.Lock()
 _world = {}

@@ -24,3 +24,8 @@ CREATE TABLE auth.webauthn_ceremonies (
     CHECK ((kind = 'registration') = (user_id IS NOT NULL))
 );
 CREATE INDEX webauthn_ceremonies_expiry_idx ON auth.webauthn_ceremonies (expires_at);
+
+-- The passkey a session was signed in with: removing the passkey ends those sessions too.
+ALTER TABLE auth.sessions
+    ADD COLUMN passkey_id uuid REFERENCES auth.passkeys (id) ON DELETE SET NULL;
+CREATE INDEX sessions_passkey_idx ON auth.sessions (passkey_id) WHERE passkey_id IS NOT NULL;

@@ -7,8 +7,10 @@
 //! it. Registration asks for a resident key and user verification (a passkey in the
 //! WebAuthn sense: found by the authenticator without a user name, unlocked by PIN or
 //! biometrics), so a sign-in starts without naming anyone and leaks nothing about who has
-//! an account. Adding a passkey takes the account's password too: a stolen access token
-//! alone cannot plant a lasting way in. A sign-in with a passkey is complete in itself (it
+//! an account. Adding a passkey takes the account's password too, and with two-factor
+//! sign-in on a code as well: a stolen access token alone cannot plant a lasting way in,
+//! nor a token and a password one around the second factor. Removing a passkey ends the
+//! sessions it signed in. A sign-in with a passkey is complete in itself (it
 //! proves possession and user verification): no TOTP step follows.
 //!
 //! The relying party is `WEBAUTHN_RP_ID` (default: `PUBLIC_URL`'s host); answers are
@@ -31,10 +33,12 @@ use webauthn_rs::prelude::{
 use webauthn_rs_proto::ResidentKeyRequirement;
 
 use super::{
-    account,
+    account, attempts,
     audit::{self, Kind},
     caller::AuthCaller,
-    routes,
+    mfa, routes,
+    session::{self, EndReason, Which},
+    totp,
     user::{User, USER_COLUMNS},
     State,
 };
@@ -166,6 +170,10 @@ pub struct RegistrationStart {
     /// The account's password (adding a way to sign in takes it, not only a token).
     #[schema(max_length = 1024)]
     pub password: String,
+    /// With two-factor sign-in on: a fresh TOTP code or a recovery code too (a passkey
+    /// signs in without the second factor, so adding one takes it).
+    #[schema(max_length = 32)]
+    pub code: Option<String>,
 }
 
 /// `POST /auth/me/passkeys` body.
@@ -227,10 +235,11 @@ pub async fn list(state: web::Data<State>, caller: AuthCaller) -> Result<HttpRes
         .json(PasskeyList { passkeys }))
 }
 
-/// `POST /auth/me/passkeys/options` `{password}`: starts registering a passkey. 200 with the
-/// creation options (a resident key with user verification; the caller's passkeys
+/// `POST /auth/me/passkeys/options` `{password, code?}`: starts registering a passkey. 200
+/// with the creation options (a resident key with user verification; the caller's passkeys
 /// excluded, so one authenticator is not registered twice). 403 for a wrong password (it
-/// counts toward the account's sign-in lockout, then 429), 409 at 20 passkeys.
+/// counts toward the account's sign-in lockout, then 429) or, with two-factor sign-in on, a
+/// missing or wrong `code` (counted like second-factor codes); 409 at 20 passkeys.
 #[utoipa::path(post, path = "/auth/me/passkeys/options", operation_id = "passkey_registration_options", tag = "passkeys", request_body = RegistrationStart,
     responses((status = 200, description = "Creation options for navigator.credentials.create; answer at POST /auth/me/passkeys.",
         body = CeremonyOptions)))]
@@ -239,8 +248,24 @@ pub async fn registration_options(
     caller: AuthCaller,
     body: Json<RegistrationStart>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
     let mut db = state.db.get().await?;
-    account::confirm_password(&state, &db, caller.user_id, body.into_inner().password).await?;
+    account::confirm_password(&state, &db, caller.user_id, body.password).await?;
+    if totp::enabled(&db, caller.user_id).await? {
+        let second_factor = attempts::Key::SecondFactor(caller.user_id);
+        attempts::begin(&db, &state, &second_factor).await?;
+        let tx = db.transaction().await?;
+        let code = body.code.as_deref().unwrap_or_default();
+        let proven = totp::accept_code(&tx, caller.user_id, code, true).await?
+            || mfa::use_recovery_code(&tx, caller.user_id, code).await?;
+        if !proven {
+            return Err(ApiError::Forbidden(
+                "two-factor sign-in is on: give a fresh code from the authenticator (or a recovery code) as `code`".into(),
+            ));
+        }
+        attempts::succeeded(&tx, &second_factor).await?;
+        tx.commit().await?;
+    }
     let user = db
         .query_opt_t(
             &format!("SELECT {USER_COLUMNS} FROM auth.users WHERE id = $1 AND deleted_at IS NULL"),
@@ -324,19 +349,35 @@ pub async fn register(
             )));
         }
     };
+    let credential_id: &[u8] = passkey.cred_id().as_ref();
+    if !(16..=1023).contains(&credential_id.len()) {
+        tx.commit().await?;
+        return Err(ApiError::BadRequest(
+            "the credential id must be 16 to 1023 bytes (WebAuthn Level 3 §5.1)".into(),
+        ));
+    }
+    // The cap again, under the user's row lock: options fetched in parallel cannot pass it.
+    let held: i64 = tx
+        .query_one_t(
+            "SELECT count(*) FROM auth.passkeys
+             WHERE user_id = (SELECT id FROM auth.users WHERE id = $1 FOR UPDATE)",
+            &[&caller.user_id],
+        )
+        .await?
+        .get(0);
+    if held >= MAX_PASSKEYS {
+        tx.commit().await?;
+        return Err(ApiError::Conflict(format!(
+            "an account holds at most {MAX_PASSKEYS} passkeys; remove one first"
+        )));
+    }
     let id = Uuid::now_v7();
     let stored = to_json(&passkey)?;
     let row = tx
         .query_one_t(
             "INSERT INTO auth.passkeys (id, user_id, credential_id, passkey, name)
              VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
-            &[
-                &id,
-                &caller.user_id,
-                &passkey.cred_id().as_ref(),
-                &stored,
-                &name,
-            ],
+            &[&id, &caller.user_id, &credential_id, &stored, &name],
         )
         .await
         .map_err(|e| match unique_violation(&e) {
@@ -364,8 +405,9 @@ pub async fn register(
     }))
 }
 
-/// `DELETE /auth/me/passkeys/{id}`: removes one of the caller's passkeys. 204; 404 if it is
-/// not the caller's (or gone already).
+/// `DELETE /auth/me/passkeys/{id}`: removes one of the caller's passkeys and ends every
+/// session signed in with it (their refresh tokens fail, their sockets close; the caller's
+/// own too, if it was one). 204; 404 if it is not the caller's (or gone already).
 #[utoipa::path(delete, path = "/auth/me/passkeys/{id}", operation_id = "remove_passkey", tag = "passkeys",
     params(("id" = Uuid, Path, description = "The passkey")),
     responses((status = 204, description = "Removed: it no longer signs in.")))]
@@ -375,12 +417,22 @@ pub async fn remove(
     req: HttpRequest,
     id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
+    let passkey_id = id.into_inner();
     let mut db = state.db.get().await?;
     let tx = db.transaction().await?;
+    // Before the delete, which unlinks the sessions (ON DELETE SET NULL); only the caller's
+    // sessions can match, and a 404 below rolls it back.
+    let ended = session::end(
+        &tx,
+        caller.user_id,
+        Which::SignedInWith(passkey_id),
+        EndReason::Revoked,
+    )
+    .await?;
     let row = tx
         .query_opt_t(
             "DELETE FROM auth.passkeys WHERE id = $1 AND user_id = $2 RETURNING name",
-            &[&id.into_inner(), &caller.user_id],
+            &[&passkey_id, &caller.user_id],
         )
         .await?;
     let Some(row) = row else {
@@ -397,6 +449,7 @@ pub async fn remove(
     )
     .await?;
     tx.commit().await?;
+    tracing::info!(user.id = %caller.user_id, passkey.id = %passkey_id, sessions.ended = ended.len(), "passkey removed");
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -518,7 +571,12 @@ pub async fn sign_in(
     if state.cfg.require_verified_email && !user.email_verified {
         return Err(routes::unverified_email());
     }
-    let (session_id, token) = super::session::start(&tx, &state, &req, user.id).await?;
+    let (session_id, token) = session::start(&tx, &state, &req, user.id).await?;
+    tx.execute_t(
+        "UPDATE auth.sessions SET passkey_id = $2 WHERE id = $1",
+        &[&session_id, &passkey_id],
+    )
+    .await?;
     audit::record(
         &tx,
         Kind::SignedIn,

@@ -100,10 +100,11 @@ pub async fn end(
     filter: Which,
     reason: EndReason,
 ) -> Result<Vec<Uuid>, ApiError> {
-    let (only, except) = match filter {
-        Which::Only(id) => (Some(id), None),
-        Which::AllBut(id) => (None, Some(id)),
-        Which::All => (None, None),
+    let (only, except, passkey) = match filter {
+        Which::Only(id) => (Some(id), None, None),
+        Which::AllBut(id) => (None, Some(id), None),
+        Which::All => (None, None, None),
+        Which::SignedInWith(passkey) => (None, None, Some(passkey)),
     };
     let rows = tx
         .query_t(
@@ -111,8 +112,9 @@ pub async fn end(
              WHERE user_id = $1 AND revoked_at IS NULL
                AND ($2::uuid IS NULL OR id = $2)
                AND ($3::uuid IS NULL OR id <> $3)
+               AND ($5::uuid IS NULL OR passkey_id = $5)
              RETURNING id",
-            &[&user_id, &only, &except, &reason.as_str()],
+            &[&user_id, &only, &except, &reason.as_str(), &passkey],
         )
         .await?;
     let ended: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
@@ -157,4 +159,6 @@ pub enum Which {
     Only(Uuid),
     AllBut(Uuid),
     All,
+    /// The sessions signed in with this passkey.
+    SignedInWith(Uuid),
 }

@@ -124,7 +124,7 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
         "post",
         "/auth/me/passkeys/options",
         &[
-            (403, "the password is wrong"),
+            (403, "the password is wrong, or two-factor sign-in is on and the code is missing or wrong"),
             (409, "the account holds 20 passkeys"),
             (429, "too many wrong passwords for this account"),
         ],

@@ -152,6 +152,11 @@ async fn migrations_applied_by_several_instances_at_once_run_exactly_once() {
         )
         .await
         .expect("schemas");
+    // The bootstrap's audit schema, from the script the stacks run (postgres/init.sql).
+    scratch_admin
+        .batch_execute(include_str!("../../postgres/audit.sql"))
+        .await
+        .expect("postgres/audit.sql");
     let auth_url = secrecy::SecretString::from(with_db(&env("SWITCHBOARD_AUTH_DB_URL"), &db));
     let messaging_url =
         secrecy::SecretString::from(with_db(&env("SWITCHBOARD_MESSAGING_DB_URL"), &db));

@@ -77,12 +77,13 @@ function assertionJson(cred) {
 
 /**
  * Registers a passkey named `name`: `call(method, path, body)` is the signed-in API
- * (api.js). The password is asked for by the server (a token alone cannot add one). Resolves
+ * (api.js). The server asks for the password (a token alone cannot add one) and, with
+ * two-factor sign-in on, a `code`. Resolves
  * to the new passkey `{id, name, created_at}`; throws the API's error, or the browser's
  * (`NotAllowedError` when the person cancels).
  */
-export async function register(call, name, password) {
-  const { ceremony, options } = await call('POST', '/auth/me/passkeys/options', { password });
+export async function register(call, name, password, code) {
+  const { ceremony, options } = await call('POST', '/auth/me/passkeys/options', code ? { password, code } : { password });
   const cred = await navigator.credentials.create(creationOptions(options));
   return call('POST', '/auth/me/passkeys', { ceremony, name, credential: registrationJson(cred) });
 }

@@ -61,8 +61,12 @@ async function loadSessions() {
       'aria-label': `Sign out ${s.user_agent ?? 'that device'}`,
       onclick: async (e) => {
         e.target.disabled = true;
-        await api('DELETE', `/auth/sessions/${s.id}`).catch(() => {});
-        status('That device is signed out.');
+        try {
+          await api('DELETE', `/auth/sessions/${s.id}`);
+          status('That device is signed out.');
+        } catch (err) {
+          status(err.message);
+        }
         await refresh();
       },
     }, 'Sign out'))));
@@ -75,13 +79,22 @@ async function loadTotp() {
     : 'Off. Sign-in asks only for your password (or a passkey).';
   $('totp-start').hidden = totp.enabled || !$('totp-enrol').hidden;
   $('totp-disable').hidden = !totp.enabled;
+  $('passkey-add-second').hidden = !totp.enabled;
 }
 
 let qrUrl = null;
 
+/** Forgets the enrolment's secret: the QR image, its blob URL and the typed-out key. */
+function forgetSecret() {
+  if (qrUrl) URL.revokeObjectURL(qrUrl);
+  qrUrl = null;
+  $('totp-qr').removeAttribute('src');
+  $('totp-secret').textContent = '';
+}
+
 async function startTotp() {
   const enrolment = await api('POST', '/auth/me/totp');
-  if (qrUrl) URL.revokeObjectURL(qrUrl);
+  forgetSecret();
   // An SVG document shown as an image (never put in the page as markup); CSP allows blob:.
   qrUrl = URL.createObjectURL(new Blob([enrolment.qr_svg], { type: 'image/svg+xml' }));
   $('totp-qr').src = qrUrl;
@@ -103,8 +116,12 @@ async function loadPasskeys() {
       'aria-label': `Remove passkey ${p.name}`,
       onclick: async (e) => {
         e.target.disabled = true;
-        await api('DELETE', `/auth/me/passkeys/${p.id}`).catch(() => {});
-        status(`Passkey ${p.name} removed: it no longer signs in.`);
+        try {
+          await api('DELETE', `/auth/me/passkeys/${p.id}`);
+          status(`Passkey ${p.name} removed: it no longer signs in, and devices signed in with it are signed out.`);
+        } catch (err) {
+          status(err.message);
+        }
         await refresh();
       },
     }, 'Remove'))));
@@ -132,6 +149,7 @@ $('totp-enrol').addEventListener('submit', (e) => {
     const { recovery_codes: codes } = await api('POST', '/auth/me/totp/confirm', { code: f.code.value.trim() });
     f.reset();
     f.hidden = true;
+    forgetSecret();
     $('totp-code-list').replaceChildren(...codes.map((c) => h('li', {}, c)));
     $('totp-codes').hidden = false;
     status('Two-factor sign-in is on.');
@@ -155,7 +173,8 @@ $('passkey-add').addEventListener('submit', (e) => {
   e.preventDefault();
   const f = e.target;
   guarded(f, async () => {
-    const added = await passkeys.register(api, f.name.value.trim(), f.password.value);
+    const code = $('passkey-add-second').hidden ? undefined : f.code.value.trim();
+    const added = await passkeys.register(api, f.name.value.trim(), f.password.value, code);
     f.reset();
     status(`Passkey ${added.name} added. You can sign in with it instead of a password.`);
     await refresh();
@@ -165,6 +184,7 @@ $('passkey-add').addEventListener('submit', (e) => {
 for (const b of dialog().querySelectorAll('[data-close]')) b.addEventListener('click', () => dialog().close());
 
 dialog().addEventListener('close', () => {
+  forgetSecret();
   $('totp-enrol').hidden = true;
   $('totp-codes').hidden = true;
   $('totp-code-list').replaceChildren();

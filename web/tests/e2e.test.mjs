@@ -669,6 +669,12 @@ test('passkeys, two-factor enrolment, sessions and events from the security page
     await until('ten recovery codes', async () => (await security.locator('#totp-code-list li').count()) === 10);
     const recoveryCodes = await security.locator('#totp-code-list li').allTextContents();
     await security.locator('#totp-state', { hasText: 'Recovery codes left: 10' }).waitFor({ timeout: WAIT });
+    // With two-factor on, a password alone adds no passkey (it would sign in around the code).
+    await add.getByLabel('Name for a new passkey').fill('Phone');
+    await add.getByLabel('Your password').fill(password);
+    await add.getByRole('button', { name: 'Add a passkey' }).click();
+    await add.locator('.form-error', { hasText: 'two-factor sign-in is on' }).waitFor({ timeout: WAIT });
+    assert.equal((await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials.length, 1);
     await shot({ page }, 'security.png');
     for (const text of ['Two-factor sign-in turned on', 'Passkey added (Laptop)', 'Session ended', 'Signed in']) {
       await security.locator('#security-events li', { hasText: text }).first().waitFor({ timeout: WAIT });
@@ -708,10 +714,14 @@ test('passkeys, two-factor enrolment, sessions and events from the security page
     await security.getByLabel('Code from the app (or a recovery code) to turn it off').fill(recoveryCodes[0]);
     await security.getByRole('button', { name: 'Turn off' }).click();
     await security.locator('#totp-state', { hasText: 'Off.' }).waitFor({ timeout: WAIT });
+    // This session was signed in with the passkey: removing it ends the session too.
     await security.getByRole('button', { name: 'Remove passkey Laptop' }).click();
-    await security.locator('#security-passkeys li', { hasText: 'No passkeys yet.' }).waitFor({ timeout: WAIT });
-    await security.locator('#security-events li', { hasText: 'Passkey removed (Laptop)' }).waitFor({ timeout: WAIT });
-    await signOut();
+    await page.locator('#auth-view').waitFor({ timeout: WAIT });
+    const again = await apiCall('POST', '/auth/login', { login: username, password });
+    assert.equal(again.status, 200, 'two-factor is off: the password alone signs in');
+    const events = await apiCall('GET', '/auth/me/events', undefined, again.body.access_token);
+    assert.ok(events.body.events.some((e) => e.kind === 'passkey_removed' && e.detail === 'Laptop'));
+    assert.equal((await apiCall('GET', '/auth/me/passkeys', undefined, again.body.access_token)).body.passkeys.length, 0);
     await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
     await page.locator('#signin-form .form-error', { hasText: 'was not accepted' }).waitFor({ timeout: WAIT });
     assert.equal(await page.locator('#app-view').isHidden(), true);
