@@ -30,6 +30,8 @@ PASSWORD_CHECKS = {
     ("POST", "/auth/me/password"),
     ("DELETE", "/auth/me"),
     ("POST", "/auth/me/passkeys/options"),
+    ("POST", "/auth/me/totp"),
+    ("PATCH", "/auth/me"),
 }
 
 _lock = threading.Lock()

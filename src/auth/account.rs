@@ -46,9 +46,13 @@ pub struct UpdateAccount {
     /// 1–64 characters.
     #[schema(min_length = 1, max_length = 64)]
     pub display_name: Option<String>,
-    /// Up to 254 characters; unique, case-insensitive.
+    /// Up to 254 characters; unique, case-insensitive. Needs `current_password`.
     #[schema(max_length = 254)]
     pub email: Option<String>,
+    /// The account's password: required with `email` (an address change leads to a password
+    /// reset, so a token alone must not start one).
+    #[schema(max_length = 1024)]
+    pub current_password: Option<String>,
 }
 
 /// `PATCH /auth/me` answer when a new email was asked for: the same whether or not another
@@ -60,8 +64,9 @@ pub struct EmailChangeRequested {
     pub detail: String,
 }
 
-/// `PATCH /auth/me`: 200 with the updated account; 422 for invalid fields. With a new
-/// `email`, 202 `{pending_email, detail}` instead — the same answer whether the address is
+/// `PATCH /auth/me`: 200 with the updated account; 422 for invalid fields, or `email`
+/// without `current_password`; 403 for a wrong password (429 past the account's password
+/// attempts). With a new `email`, 202 `{pending_email, detail}` instead — the same answer whether the address is
 /// free or registered to another account (issue 14). A free address is sent a confirmation
 /// link; the account's address changes only when it is followed (`POST /auth/email/verify`),
 /// and the old address is then told (issue 18). A registered one gets nothing.
@@ -82,9 +87,18 @@ pub async fn update(
     let email = body
         .email
         .and_then(|e| field(&mut errors, "email", Email::parse(&e)));
+    if email.is_some() && body.current_password.is_none() {
+        errors.insert(
+            "current_password".into(),
+            vec!["required to change the email address".into()],
+        );
+    }
     ApiError::check(errors)?;
     let display_name = display_name.as_ref().map(DisplayName::as_str);
     let db = state.db.get().await?;
+    if let (Some(_), Some(password)) = (&email, body.current_password) {
+        confirm_password(&state, &db, caller.user_id, password).await?;
+    }
     let row = db
         .query_one_t(
             &format!(

@@ -164,13 +164,29 @@ pub struct Enrolment {
     pub qr_svg: String,
 }
 
-/// `POST /auth/me/totp`: starts (or restarts) enrolment with a new 160-bit secret. 200 with
-/// the secret, its `otpauth://` URI and a QR code; the authenticator counts only once
-/// confirmed with a first code. 409 when two-factor sign-in is on already.
-#[utoipa::path(post, path = "/auth/me/totp", tag = "account",
+/// `POST /auth/me/totp` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct StartEnrolment {
+    /// The account's password: an authenticator set up by whoever holds a stolen token
+    /// would lock the owner out of their account.
+    #[schema(max_length = 1024)]
+    pub password: String,
+}
+
+/// `POST /auth/me/totp` `{password}`: starts (or restarts) enrolment with a new 160-bit
+/// secret. 200 with the secret, its `otpauth://` URI and a QR code; the authenticator counts
+/// only once confirmed with a first code. 403 for a wrong password (429 past the account's
+/// password attempts); 409 when two-factor sign-in is on already.
+#[utoipa::path(post, path = "/auth/me/totp", tag = "account", request_body = StartEnrolment,
     responses((status = 200, description = "A new secret to add to an authenticator app; confirm it with a first code.", body = Enrolment)))]
-pub async fn start(state: web::Data<State>, caller: AuthCaller) -> Result<HttpResponse, ApiError> {
+pub async fn start(
+    state: web::Data<State>,
+    caller: AuthCaller,
+    body: Json<StartEnrolment>,
+) -> Result<HttpResponse, ApiError> {
     let db = state.db.get().await?;
+    super::account::confirm_password(&state, &db, caller.user_id, body.into_inner().password)
+        .await?;
     if enabled(&db, caller.user_id).await? {
         return Err(ApiError::Conflict(
             "two-factor sign-in is on already; disable it first".into(),

@@ -104,7 +104,11 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
     (
         "post",
         "/auth/me/totp",
-        &[(409, "two-factor sign-in is on already")],
+        &[
+            (403, "the password is wrong"),
+            (409, "two-factor sign-in is on already"),
+            (429, "too many wrong passwords for this account"),
+        ],
     ),
     (
         "post",
@@ -168,6 +172,14 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
         "/auth/me",
         &[
             (403, "wrong password"),
+            (429, "too many password attempts for this account"),
+        ],
+    ),
+    (
+        "patch",
+        "/auth/me",
+        &[
+            (403, "a new email with the wrong current_password"),
             (429, "too many password attempts for this account"),
         ],
     ),

@@ -45,6 +45,22 @@ async fn the_account_can_be_read_and_updated_with_clear_errors() {
         .await;
     assert_problem(s, &h, &b, 422);
     assert!(b["errors"]["email"].is_array(), "{b}");
+    // A new address takes the password: without it 422, with a wrong one 403 (a stolen
+    // token alone cannot move the account's mail, and with it its password resets).
+    let elsewhere = format!("elsewhere_{}@example.com", a.username);
+    let (s, h, b) = a
+        .call(Method::PATCH, "/auth/me", Some(json!({"email": elsewhere})))
+        .await;
+    assert_problem(s, &h, &b, 422);
+    assert!(b["errors"]["current_password"].is_array(), "{b}");
+    let (s, h, b) = a
+        .call(
+            Method::PATCH,
+            "/auth/me",
+            Some(json!({"email": elsewhere, "current_password": "not the password"})),
+        )
+        .await;
+    assert_problem(s, &h, &b, 403);
     let (s, h, b) = a
         .call(Method::PATCH, "/auth/me", Some(json!({"display_name": ""})))
         .await;
@@ -53,7 +69,11 @@ async fn the_account_can_be_read_and_updated_with_clear_errors() {
     // endpoint tells nothing (tests/adversarial/limits.rs compares both answers).
     let taken = format!("{}@EXAMPLE.com", other.username);
     let (s, _, b) = a
-        .call(Method::PATCH, "/auth/me", Some(json!({"email": taken})))
+        .call(
+            Method::PATCH,
+            "/auth/me",
+            Some(json!({"email": taken, "current_password": a.password})),
+        )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let (s, h, b) = raw(Method::GET, "/auth/me", &[], None).await;

@@ -112,7 +112,11 @@ async fn a_new_address_takes_effect_only_once_it_confirms_and_the_old_one_is_tol
     let old = email_of(&user);
     let new = format!("new_{}@example.org", unique());
     let (status, _, body) = user
-        .call(Method::PATCH, "/auth/me", Some(json!({"email": new})))
+        .call(
+            Method::PATCH,
+            "/auth/me",
+            Some(json!({"email": new, "current_password": user.password})),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let (_, me) = user.get("/auth/me").await;
@@ -128,7 +132,7 @@ async fn a_new_address_takes_effect_only_once_it_confirms_and_the_old_one_is_tol
         .call(
             Method::PATCH,
             "/auth/me",
-            Some(json!({"email": email_of(&other)})),
+            Some(json!({"email": email_of(&other), "current_password": user.password})),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);

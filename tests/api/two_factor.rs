@@ -91,7 +91,9 @@ async fn answer(
 
 /// Turns TOTP on for `user`; returns the secret and the recovery codes.
 async fn enrol(user: &User) -> (Vec<u8>, Vec<String>) {
-    let (status, enrolment) = user.post("/auth/me/totp", json!({})).await;
+    let (status, enrolment) = user
+        .post("/auth/me/totp", json!({"password": user.password}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{enrolment}");
     let uri = enrolment["otpauth_uri"].as_str().expect("uri");
     assert!(uri.starts_with("otpauth://totp/Switchboard:"), "{uri}");
@@ -262,8 +264,15 @@ async fn a_recovery_code_signs_in_once() {
 async fn turning_it_off_takes_a_fresh_code_and_then_the_password_is_enough() {
     let user = register("totp_off").await;
     let (secret, _) = enrol(&user).await;
+    // Enrolling takes the password (a token alone could lock the owner out).
+    let (status, _) = user
+        .post("/auth/me/totp", json!({"password": "not the password"}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     // Enrolling again while it is on: 409.
-    let (status, _) = user.post("/auth/me/totp", json!({})).await;
+    let (status, _) = user
+        .post("/auth/me/totp", json!({"password": user.password}))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     // A wrong code does not turn it off.
     let (status, _, _) = user
@@ -282,7 +291,9 @@ async fn turning_it_off_takes_a_fresh_code_and_then_the_password_is_enough() {
     let (status, body) = login(&http(), &user).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // An unconfirmed enrolment never asks for a code.
-    let (status, _) = user.post("/auth/me/totp", json!({})).await;
+    let (status, _) = user
+        .post("/auth/me/totp", json!({"password": user.password}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = login(&http(), &user).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -92,8 +92,8 @@ function forgetSecret() {
   $('totp-secret').textContent = '';
 }
 
-async function startTotp() {
-  const enrolment = await api('POST', '/auth/me/totp');
+async function startTotp(password) {
+  const enrolment = await api('POST', '/auth/me/totp', { password });
   forgetSecret();
   // An SVG document shown as an image (never put in the page as markup); CSP allows blob:.
   qrUrl = URL.createObjectURL(new Blob([enrolment.qr_svg], { type: 'image/svg+xml' }));
@@ -140,7 +140,14 @@ async function refresh() {
   await Promise.all([loadSessions(), loadTotp(), loadPasskeys(), loadEvents()]).catch((err) => status(err.message));
 }
 
-$('totp-start').addEventListener('click', () => startTotp().catch((err) => status(err.message)));
+$('totp-start').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const f = e.target;
+  guarded(f, async () => {
+    await startTotp(f.password.value);
+    f.reset();
+  });
+});
 
 $('totp-enrol').addEventListener('submit', (e) => {
   e.preventDefault();

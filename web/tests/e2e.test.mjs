@@ -557,7 +557,7 @@ test('a confirmed address, a reset password and a two-factor sign-in, all from t
     const login = await apiCall('POST', '/auth/login', { login: username, password: 'second password here' });
     assert.equal(login.status, 200, JSON.stringify(login.body));
     const token = login.body.access_token;
-    const enrolment = await apiCall('POST', '/auth/me/totp', undefined, token);
+    const enrolment = await apiCall('POST', '/auth/me/totp', { password: 'second password here' }, token);
     assert.equal(enrolment.status, 200);
     const secret = base32(enrolment.body.secret);
     const confirmedAt = Date.now() / 1000;
@@ -661,6 +661,7 @@ test('passkeys, two-factor enrolment, sessions and events from the security page
     assert.equal(credentials[0].isResidentCredential, true, 'a discoverable credential (a passkey)');
 
     // Two-factor on from the page: the QR code shows, a code confirms, ten recovery codes.
+    await security.getByLabel('Your password to turn it on').fill(password);
     await security.getByRole('button', { name: 'Turn on two-factor sign-in' }).click();
     await until('the QR code drawn', () => security.locator('#totp-qr').evaluate((img) => img.complete && img.naturalWidth > 0));
     const secret = base32((await security.locator('#totp-secret').textContent()).replace(/\s+/g, ''));

@@ -111,10 +111,18 @@ async fn an_email_change_answers_the_same_whether_the_address_is_taken() {
     let taken = format!("{}@EXAMPLE.com", other.username);
     let free = format!("free_{}@example.com", a.username);
     let (s1, _, b1) = a
-        .call(Method::PATCH, "/auth/me", Some(json!({"email": taken})))
+        .call(
+            Method::PATCH,
+            "/auth/me",
+            Some(json!({"email": taken, "current_password": a.password})),
+        )
         .await;
     let (s2, _, b2) = a
-        .call(Method::PATCH, "/auth/me", Some(json!({"email": free})))
+        .call(
+            Method::PATCH,
+            "/auth/me",
+            Some(json!({"email": free, "current_password": a.password})),
+        )
         .await;
     assert_eq!(
         (s1, s2),
