@@ -102,6 +102,41 @@ ensure_signing_key() {
   export AUTH_SIGNING_KEY_FILES="${AUTH_SIGNING_KEY_FILES:-$key}"
 }
 
+# The VAPID key Web Push is signed with (RFC 8292): a P-256 key, made once per data folder.
+ensure_vapid_key() {
+  mkdir -p "$SWITCHBOARD_DATA/keys"
+  local key="$SWITCHBOARD_DATA/keys/vapid.pem"
+  if [ ! -s "$key" ]; then
+    (umask 077 && openssl ecparam -name prime256v1 -genkey -noout -out "$key")
+    log "generated VAPID key $key"
+  fi
+  export VAPID_PRIVATE_KEY_FILE="${VAPID_PRIVATE_KEY_FILE:-$key}"
+  export VAPID_SUBJECT="${VAPID_SUBJECT:-mailto:push@switchboard.localhost}"
+}
+
+# Installs the test stack's push service's tools (http-ece, py-vapid from PyPI) into
+# .data/tools/push-venv on first use; prints its Python.
+ensure_push_service() {
+  local venv="$REPO/.data/tools/push-venv"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import http_ece, py_vapid' 2>/dev/null; then
+    log "installing http-ece and py-vapid (the test push service) into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "http-ece==1.2.1" "py-vapid==1.9.6"
+  fi
+  echo "$venv/bin/python"
+}
+
+# Starts scripts/push_service.py on 127.0.0.1:$1 in the background (pid in
+# $SWITCHBOARD_DATA/pids/push.pid).
+start_push_service() {
+  local python
+  python="$(ensure_push_service)"
+  mkdir -p "$LOG_DIR" "$SWITCHBOARD_DATA/pids"
+  "$python" "$REPO/scripts/push_service.py" "$1" >>"$LOG_DIR/push.log" 2>&1 &
+  echo "$!" >"$SWITCHBOARD_DATA/pids/push.pid"
+  log "push service starting on 127.0.0.1:$1"
+}
+
 # The local CA and server certificate (scripts/local-ca.sh) under $SWITCHBOARD_DATA/tls:
 # NGINX's HTTPS and PostgreSQL's TLS use the server certificate; clients trust ca.pem.
 ensure_tls_cert() {

@@ -35,6 +35,7 @@ trap 'stop_all' EXIT
 
 "$REPO/postgres/setup.sh" start
 ensure_signing_key
+ensure_vapid_key
 start_smtp
 pids+=("$!")
 

@@ -28,6 +28,11 @@ export PG_REPLICAS=2
 export SMTP_PORT=11025
 # A relay that is down is retried after 1 s, then 2 s at most (the default grows to 5 min).
 export MAIL_RETRY_MAX_SECS=2
+# Pushes go to the test push service (scripts/push_service.py, which verifies and decrypts
+# them) besides the real push services; a refused push is retried after 1 s at most.
+export PUSH_PORT=18320
+export PUSH_ENDPOINT_ORIGINS="https://fcm.googleapis.com,https://updates.push.services.mozilla.com,https://*.push.apple.com,https://*.notify.windows.com,http://127.0.0.1:${PUSH_PORT}"
+export PUSH_RETRY_MAX_SECS=1
 export AUTH_METRICS_PORT=19181
 export MESSAGING_METRICS_PORT=19182
 # Traces go to the OTLP receiver tests/api/telemetry.rs runs on this port (nothing listens
@@ -87,6 +92,8 @@ cargo build --locked --all-targets
 log "deployment files (docker-compose, k8s, nginx, env names from each binary's --help)"
 SWITCHBOARD_BIN_DIR="$CARGO_TARGET_DIR/debug" "$here/validate-deploy.sh"
 start_stack_background
+start_push_service "$PUSH_PORT"
+export SWITCHBOARD_PUSH_URL="http://127.0.0.1:${PUSH_PORT}"
 
 export SWITCHBOARD_URL="http://127.0.0.1:${NGINX_PORT}"
 export SWITCHBOARD_HTTPS_URL="https://127.0.0.1:${NGINX_TLS_PORT}"

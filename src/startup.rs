@@ -237,6 +237,7 @@ impl App {
                 writers: cfg.send_writers,
                 rate_limit: i64::from(cfg.send_rate_limit),
                 rate_window: cfg.send_rate_window,
+                mention_all_members: cfg.mention_all_members,
             },
             &tasks,
         );
@@ -246,8 +247,20 @@ impl App {
             verifier,
             publisher,
             sends,
+            push: crate::messaging::notifications::push::Push::from_settings(&cfg.push)?
+                .map(Arc::new),
             cfg,
         });
+        crate::messaging::notifications::worker::spawn(
+            state.clone(),
+            state.cfg.notify_poll_interval,
+            &tasks,
+        );
+        crate::messaging::notifications::push::spawn_sender(
+            state.clone(),
+            state.cfg.notify_poll_interval,
+            &tasks,
+        );
         let live = Arc::new(Live {
             hub: hub.clone(),
             presence: presence.clone(),

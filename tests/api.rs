@@ -23,6 +23,10 @@ mod edge;
 mod groups;
 #[path = "api/messaging.rs"]
 mod messaging;
+#[path = "api/notifications.rs"]
+mod notifications;
+#[path = "api/push.rs"]
+mod push;
 #[path = "api/recovery.rs"]
 mod recovery;
 #[path = "api/sessions.rs"]

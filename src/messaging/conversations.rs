@@ -16,6 +16,7 @@ use super::{
     caller::Caller,
     consistency::{self, Consistency},
     domain::{GroupName, Role},
+    mentions,
     model::{self, message_from_seen_from, ConversationSummary, Message, Peer, MESSAGE_COLUMNS},
     protocol::{Event, ParticipantsAdded, ReadMoved, ServerFrame},
     publish::publish_frame,
@@ -266,6 +267,7 @@ pub async fn list(
                         coalesce(p.visible_to_seq, c.last_seq) AS visible_last_seq,
                         {ACTIVITY} AS activity_at,
                         p.last_read_seq, p.left_at IS NOT NULL AS has_left,
+                        {mention_count} AS mention_count,
                         peer.id AS peer_id, peer.username AS peer_username,
                         peer.display_name AS peer_display_name, lm.*
                  FROM messaging.participants p
@@ -288,6 +290,7 @@ pub async fn list(
                  ORDER BY {ACTIVITY} DESC, c.id DESC
                  LIMIT $4",
                             seen = message_from_seen_from("p.visible_from_seq"),
+                            mention_count = mentions::unread_count_sql("$1"),
                         ),
                         &[&user, &after_at, &after_id, &(limit + 1)],
                     )
@@ -312,6 +315,7 @@ pub async fn list(
                 last_activity_at: r.get("activity_at"),
                 last_read_seq,
                 unread_count: (last_seq - last_read_seq).max(0),
+                mention_count: r.get("mention_count"),
                 left: r.get("has_left"),
                 peer: peer_id.map(|user_id| Peer {
                     user_id,

@@ -158,9 +158,69 @@ impl MessageContent {
     }
 }
 
+/// The most distinct `@username`s one message may mention (more are plain text).
+pub const MAX_MENTIONS: usize = 50;
+
+/// Who a message's text mentions: `@username` (3–32 of `A–Z a–z 0–9 _ . -`, as usernames
+/// are, not preceded by one of those characters, so `ann@example.com` mentions nobody; a
+/// trailing `.` or `-` is punctuation) and `@all`. Names are lower-cased, distinct, at most
+/// [`MAX_MENTIONS`]; which of them are participants is decided where the message is written.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Mentions {
+    pub names: Vec<String>,
+    pub all: bool,
+}
+
+impl Mentions {
+    /// Reads the mentions of `text`.
+    pub fn of(text: &str) -> Self {
+        let username_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        let mut found = Self::default();
+        let mut previous: Option<char> = None;
+        let mut chars = text.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            let starts = c == '@' && !previous.is_some_and(username_char);
+            previous = Some(c);
+            if !starts {
+                continue;
+            }
+            let rest = &text[i + 1..];
+            let end = rest.find(|c: char| !username_char(c)).unwrap_or(rest.len());
+            let name = rest[..end].trim_end_matches(['.', '-']);
+            let valid = (3..=32).contains(&name.len())
+                && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+            if name.eq_ignore_ascii_case("all") {
+                found.all = true;
+            } else if valid && found.names.len() < MAX_MENTIONS {
+                let name = name.to_ascii_lowercase();
+                if !found.names.contains(&name) {
+                    found.names.push(name);
+                }
+            }
+            // Skip the name itself (an `@` inside it does not start another).
+            while chars.peek().is_some_and(|&(j, _)| j <= i + end) {
+                previous = chars.next().map(|(_, c)| c);
+            }
+        }
+        found
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mentions_are_names_at_a_word_start_and_all() {
+        let m = Mentions::of("hi @Bob, @bob and @carol_2. mail ann@example.com; @all @x @zoe-");
+        assert_eq!(m.names, ["bob", "carol_2", "zoe"]);
+        assert!(m.all);
+        assert_eq!(Mentions::of("no one here @ all"), Mentions::default());
+        assert_eq!(Mentions::of("@@dave").names, ["dave"]);
+        assert_eq!(Mentions::of("(@eve)").names, ["eve"]);
+        let many: String = (0..60).map(|i| format!("@user{i} ")).collect();
+        assert_eq!(Mentions::of(&many).names.len(), MAX_MENTIONS);
+    }
 
     /// The shapes stored in `meta` before these types existed stay the same.
     #[test]

@@ -45,6 +45,7 @@ use uuid::Uuid;
 use super::{
     append::{Audience, AUDIENCE_COLUMNS},
     domain::MessageContent,
+    mentions::{self, Mentions},
     model::{Message, MESSAGE_COLUMNS},
     visibility::conversation_not_found,
 };
@@ -95,6 +96,8 @@ pub struct GroupCommitSettings {
     /// The send budget: sends per window per user.
     pub rate_limit: i64,
     pub rate_window: Duration,
+    /// Whether every group member may mention all (`@all`), or only admins.
+    pub mention_all_members: bool,
 }
 
 type Reply = oneshot::Sender<Result<Appended, ApiError>>;
@@ -376,19 +379,23 @@ fn unavailable(e: &DbError) -> bool {
 
 /// The batch statement: see the module documentation. Parameters: `$1` ids, `$2`
 /// conversations, `$3` senders, `$4` contents, `$5` reply_to, `$6` client_ids (arrays in
-/// queue order), `$7` the send budget, `$8` its window in seconds. One row per send, in
-/// order: `status` (`created`, `not_found`, `repeated`, `bad_reply`, `rate_limited`),
+/// queue order), `$7` the send budget, `$8` its window in seconds, `$9` the names each
+/// send mentions (space-separated, lower case; [`Mentions`]), `$10` whether it says `@all`,
+/// `$11` whether members (not only admins) may. A mention counts for a current participant
+/// other than the sender; `@all` only in a group. Each appended message is queued for
+/// notification work (`messaging.notify_queue`) and its mentions recorded
+/// (`messaging.mentions`). One row per send, in order: `status` (`created`, `not_found`, `repeated`, `bad_reply`, `rate_limited`),
 /// `window_left` (seconds to the budget's next window), and for `created` the message
 /// ([`MESSAGE_COLUMNS`]) with its `recipients` and `quote_blind` (as `append_for`).
 pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH input AS (
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[],
-                                  $6::text[])
+                                  $6::text[], $9::text[], $10::bool[])
                  WITH ORDINALITY AS t(id, conversation_id, sender_id, content, reply_to,
-                                      client_id, ord)
+                                      client_id, names, want_all, ord)
          ), scoped AS (
-             SELECT i.*, p.visible_from_seq
+             SELECT i.*, p.visible_from_seq, p.role AS sender_role
              FROM input i
              JOIN messaging.participants p
                ON p.conversation_id = i.conversation_id AND p.user_id = i.sender_id
@@ -432,6 +439,7 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
              WHERE sp.total - q.n + q.k <= $7::int8
          ), numbered AS (
              SELECT a.id, a.conversation_id, a.sender_id, a.content, a.reply_to, a.client_id,
+                    a.names, a.want_all, a.sender_role,
                     row_number() OVER (PARTITION BY a.conversation_id ORDER BY a.ord) AS pos
              FROM allowed a
          ), bumped AS (
@@ -441,16 +449,25 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
              FROM (SELECT conversation_id, count(*) AS n FROM allowed
                    GROUP BY conversation_id) x
              WHERE cv.id = x.conversation_id
-             RETURNING cv.id, cv.last_seq - x.n AS base_seq, cv.last_rev - x.n AS base_rev
+             RETURNING cv.id, cv.is_group, cv.last_seq - x.n AS base_seq,
+                       cv.last_rev - x.n AS base_rev
          ), m AS (
              INSERT INTO messaging.messages
                  (id, conversation_id, seq, sender_id, kind, content, reply_to, client_id,
-                  rev, created_rev)
+                  rev, created_rev, mentions, mentions_all)
              SELECT nb.id, nb.conversation_id, b.base_seq + nb.pos, nb.sender_id, 'text',
                     nb.content, nb.reply_to, nb.client_id, b.base_rev + nb.pos,
-                    b.base_rev + nb.pos
+                    b.base_rev + nb.pos,
+                    {mentions}, {mentions_all}
              FROM numbered nb JOIN bumped b ON b.id = nb.conversation_id
              RETURNING *
+         ), mentioned AS (
+             INSERT INTO messaging.mentions (user_id, conversation_id, seq)
+             SELECT unnest(m.mentions), m.conversation_id, m.seq FROM m
+             WHERE cardinality(m.mentions) > 0
+         ), queued AS (
+             INSERT INTO messaging.notify_queue (message_id, conversation_id, seq)
+             SELECT m.id, m.conversation_id, m.seq FROM m
          ), marked AS (
              UPDATE messaging.participants p SET last_read_seq = GREATEST(p.last_read_seq, x.seq)
              FROM (SELECT conversation_id, sender_id, max(seq) AS seq FROM m
@@ -474,7 +491,10 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
              LEFT JOIN messaging.messages pm ON pm.id = m.reply_to
              LEFT JOIN messaging.attachments a ON a.id = m.attachment_id
          ORDER BY i.ord",
-        audience = AUDIENCE_COLUMNS.as_str()
+        audience = AUDIENCE_COLUMNS.as_str(),
+        mentions = mentions::resolve_sql("nb.conversation_id", "nb.sender_id", "nb.names"),
+        mentions_all =
+            mentions::all_sql("nb.want_all", "b.is_group", "nb.sender_role", "$11::bool"),
     )
 });
 
@@ -533,6 +553,12 @@ async fn append_batch(
     let contents: Vec<&str> = sends.iter().map(|s| s.content.as_str()).collect();
     let replies: Vec<Option<Uuid>> = sends.iter().map(|s| s.reply_to).collect();
     let client_ids: Vec<Option<&str>> = sends.iter().map(|s| s.client_id.as_deref()).collect();
+    let mentions: Vec<Mentions> = sends
+        .iter()
+        .map(|s| Mentions::of(s.content.as_str()))
+        .collect();
+    let names: Vec<String> = mentions.iter().map(|m| m.names.join(" ")).collect();
+    let all: Vec<bool> = mentions.iter().map(|m| m.all).collect();
     let window = settings.rate_window.as_secs_f64().max(1.0);
 
     // BEGIN, the lock and the batch go out together (tokio-postgres pipelines requests
@@ -568,6 +594,9 @@ async fn append_batch(
                         &client_ids,
                         &settings.rate_limit,
                         &window,
+                        &names,
+                        &all,
+                        &settings.mention_all_members,
                     ],
                 )
                 .await

@@ -24,6 +24,7 @@ use super::{
     consistency::{self, Consistency},
     conversations::{mark_read, page_limit},
     domain::{MessageContent, MessageKind},
+    mentions::{self, Mentions},
     model::{load_message, Message, MESSAGE_COLUMNS, MESSAGE_FROM},
     visibility::{self, conversation_not_found, current_scope, visible_message},
     State,
@@ -233,18 +234,24 @@ pub async fn edit(
             state.cfg.edit_window.as_secs()
         )));
     }
+    let mentioned = Mentions::of(content.as_str());
     let tx = conn.transaction().await?;
     let rev = next_rev(&tx, message.conversation_id).await?;
     let updated = tx
         .execute_t(
             // After next_rev took the conversation's row lock, so this statement's snapshot
             // sees any removal that committed meanwhile (READ COMMITTED, docs §13.2.1).
-            "UPDATE messaging.messages m SET content = $2, edited_at = now(), rev = $3
-             WHERE m.id = $1 AND m.deleted_at IS NULL
-               AND EXISTS (SELECT 1 FROM messaging.participants p
-                           WHERE p.conversation_id = m.conversation_id AND p.user_id = $4
-                             AND p.left_at IS NULL)",
-            &[&message.id, &content.as_str(), &rev, &caller.user_id],
+            // Mentions are resolved again for the new text (against the participants now).
+            &EDIT_MESSAGE,
+            &[
+                &message.id,
+                &content.as_str(),
+                &rev,
+                &caller.user_id,
+                &mentioned.names.join(" "),
+                &mentioned.all,
+                &state.cfg.mention_all_members,
+            ],
         )
         .await?;
     if updated == 0 {
@@ -252,6 +259,21 @@ pub async fn edit(
             "the message was deleted, or you are no longer in this conversation".into(),
         ));
     }
+    // The mention rows follow the text; the notification work runs again for it (who was
+    // told already is not told twice: see `notifications`).
+    tx.execute_t(
+        "WITH gone AS (
+             DELETE FROM messaging.mentions WHERE conversation_id = $2 AND seq = $3
+         ), added AS (
+             INSERT INTO messaging.mentions (user_id, conversation_id, seq)
+             SELECT unnest(mentions), conversation_id, seq FROM messaging.messages WHERE id = $1
+             ON CONFLICT DO NOTHING
+         )
+         INSERT INTO messaging.notify_queue (message_id, conversation_id, seq)
+         VALUES ($1, $2, $3) ON CONFLICT (message_id) DO NOTHING",
+        &[&message.id, &message.conversation_id, &message.seq],
+    )
+    .await?;
     tx.commit().await?;
     let message = load_message(&conn, message.id)
         .await?
@@ -260,6 +282,21 @@ pub async fn edit(
     let message = message.seen_from(scope.visible_from_seq);
     answer(&state, &conn, &message, StatusCode::OK).await
 }
+
+/// An edit by its sender (`$4`, still a participant): the text (`$2`), the revision (`$3`),
+/// and the mentions resolved again (`$5` names, `$6` `@all`, `$7` whether members may).
+static EDIT_MESSAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE messaging.messages m SET content = $2, edited_at = now(), rev = $3,
+             mentions = {mentions}, mentions_all = {mentions_all}
+         FROM messaging.conversations c, messaging.participants sp
+         WHERE m.id = $1 AND m.deleted_at IS NULL AND c.id = m.conversation_id
+           AND sp.conversation_id = m.conversation_id AND sp.user_id = $4
+           AND sp.left_at IS NULL",
+        mentions = mentions::resolve_sql("m.conversation_id", "$4", "$5::text"),
+        mentions_all = mentions::all_sql("$6::bool", "c.is_group", "sp.role", "$7::bool"),
+    )
+});
 
 /// `DELETE /api/messages/{id}`: by the sender, or by a group admin. The content (and the
 /// file of a file message) is removed from storage and from search; the tombstone keeps its
@@ -290,7 +327,8 @@ pub async fn delete(
             .query_opt_t(
                 "WITH old AS (SELECT attachment_id FROM messaging.messages WHERE id = $1 FOR UPDATE)
                  UPDATE messaging.messages m
-                 SET content = NULL, attachment_id = NULL, deleted_at = now(), rev = $2
+                 SET content = NULL, attachment_id = NULL, deleted_at = now(), rev = $2,
+                     mentions = '{}', mentions_all = false
                  FROM old WHERE m.id = $1
                    AND ($3 OR EXISTS (SELECT 1 FROM messaging.participants p
                                       WHERE p.conversation_id = m.conversation_id
@@ -308,6 +346,17 @@ pub async fn delete(
             tx.execute_t("DELETE FROM messaging.attachments WHERE id = $1", &[&a])
                 .await?;
         }
+        // A deleted message mentions nobody any more: not counted, not in anyone's feed.
+        tx.execute_t(
+            "DELETE FROM messaging.mentions WHERE conversation_id = $1 AND seq = $2",
+            &[&message.conversation_id, &message.seq],
+        )
+        .await?;
+        tx.execute_t(
+            "DELETE FROM messaging.notifications WHERE message_id = $1",
+            &[&message.id],
+        )
+        .await?;
         tx.commit().await?;
         if let Some(tombstone) = load_message(&conn, message.id).await? {
             publish_message(&state, MessageEvent::Deleted, &tombstone);

@@ -15,8 +15,10 @@ pub mod events;
 pub mod file_serving;
 pub mod group_commit;
 pub mod groups;
+pub mod mentions;
 pub mod messages;
 pub mod model;
+pub mod notifications;
 pub mod protocol;
 pub mod publish;
 pub mod receipts;
@@ -41,6 +43,8 @@ pub struct MessagingState {
     pub publisher: Publisher,
     /// Sends waiting for group commit ([`group_commit`]).
     pub sends: group_commit::SendQueue,
+    /// Web Push, when a VAPID key is configured.
+    pub push: Option<Arc<notifications::push::Push>>,
     pub cfg: MessagingConfig,
 }
 
@@ -94,7 +98,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .delete(avatars::delete_avatar),
             )
             .service(resource("/users/{id}/avatar").get(avatars::get_avatar))
-            .service(resource("/search").get(search::search)),
+            .service(resource("/search").get(search::search))
+            .service(
+                resource("/conversations/{id}/notifications")
+                    .put(notifications::preferences::put_conversation),
+            )
+            .service(
+                resource("/notification-settings")
+                    .get(notifications::preferences::get)
+                    .put(notifications::preferences::put),
+            )
+            .service(resource("/notifications").get(notifications::feed::list))
+            .service(resource("/notifications/read").post(notifications::feed::mark_read))
+            .service(resource("/push/key").get(notifications::push::key))
+            .service(resource("/push/subscriptions").post(notifications::push::subscribe))
+            .service(resource("/push/subscriptions/{id}").delete(notifications::push::unsubscribe)),
     );
 }
 

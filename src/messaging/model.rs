@@ -34,6 +34,10 @@ pub struct Message {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub system: Option<serde_json::Value>,
+    /// The participants it mentions (`@username`), as resolved when it was written.
+    pub mentions: Vec<Uuid>,
+    /// True when it mentions the whole group (`@all`).
+    pub mentions_all: bool,
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted: bool,
@@ -69,7 +73,7 @@ pub struct AttachmentInfo {
 /// Columns for [`Message::from_row`]; select them `FROM` [`MESSAGE_FROM`].
 pub const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.rev, m.sender_id, m.kind, \
      m.content, m.reply_to, m.created_at, m.edited_at, m.deleted_at IS NOT NULL AS deleted, \
-     m.meta, pm.id AS quote_id, pm.seq AS quote_seq, pm.sender_id AS quote_sender_id, \
+     m.meta, m.mentions, m.mentions_all, pm.id AS quote_id, pm.seq AS quote_seq, pm.sender_id AS quote_sender_id, \
      left(pm.content, 140) AS quote_excerpt, pm.deleted_at IS NOT NULL AS quote_deleted, \
      a.id AS att_id, a.filename AS att_filename, a.content_type AS att_content_type, \
      a.size AS att_size, encode(a.sha256, 'hex') AS att_sha256";
@@ -121,6 +125,10 @@ impl Message {
                 sha256: row.get("att_sha256"),
             }),
             system: row.get("meta"),
+            mentions: row
+                .get::<_, Option<Vec<Uuid>>>("mentions")
+                .unwrap_or_default(),
+            mentions_all: row.get::<_, Option<bool>>("mentions_all") == Some(true),
             created_at: row.get("created_at"),
             edited_at: row.get("edited_at"),
             deleted: row.get("deleted"),
@@ -199,6 +207,8 @@ pub struct ConversationSummary {
     pub last_read_seq: i64,
     /// `last_seq - last_read_seq`.
     pub unread_count: i64,
+    /// Of those, the messages that mention the caller (`@username`, or `@all` in a group).
+    pub mention_count: i64,
     /// True once the caller has left or been removed: history up to then stays readable.
     pub left: bool,
     /// The other participant of a direct conversation (absent for groups), so a client can

@@ -70,6 +70,10 @@ pub enum Event {
     /// A `resume` cursor is too far behind to replay: fetch history over HTTP instead.
     #[serde(rename = "resume.reload")]
     ResumeReload(Detail),
+    /// A new entry of your notification feed (`GET /api/notifications`): a message
+    /// mentioned you.
+    #[serde(rename = "notification")]
+    Notification(crate::messaging::notifications::feed::Notification),
 }
 
 /// `hello`'s data: the instance, who the socket belongs to, the server's ping interval, and

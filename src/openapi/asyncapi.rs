@@ -43,7 +43,7 @@ pub fn asyncapi() -> serde_json::Value {
             }
         },
         "operations": {
-            "receiveEvents": {"action": "receive", "channel": {"$ref": "#/channels/socket"}, "summary": "Server frames: hello, message.*, read, typing, presence, participant.*, conversation.updated, session.revoked, resumed, resume.reload, pong, auth.ok, error", "messages": [{"$ref": "#/channels/socket/messages/serverFrame"}]},
+            "receiveEvents": {"action": "receive", "channel": {"$ref": "#/channels/socket"}, "summary": "Server frames: hello, message.*, read, typing, presence, participant.*, conversation.updated, session.revoked, resumed, resume.reload, notification, pong, auth.ok, error", "messages": [{"$ref": "#/channels/socket/messages/serverFrame"}]},
             "sendFrames": {"action": "send", "channel": {"$ref": "#/channels/socket"}, "summary": "Client frames: ping, typing, read, resume, auth", "messages": [{"$ref": "#/channels/socket/messages/clientFrame"}]}
         },
         "components": {"schemas": schemas}

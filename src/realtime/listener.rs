@@ -162,6 +162,25 @@ async fn dispatch(
             tracing::info!(session.id = %session_id, reason, "closing sockets of ended session");
             ended.insert(session_id, Duration::ZERO);
             hub.send(Command::CloseSession { session_id });
+            // Its push subscriptions end with it (every instance hears this; the delete is
+            // idempotent). One missed here is dropped by the push sender, which checks the
+            // session before each push.
+            match primary.get().await {
+                Ok(conn) => {
+                    if let Err(e) = conn
+                        .execute(
+                            "DELETE FROM messaging.push_subscriptions WHERE session_id = $1",
+                            &[&session_id],
+                        )
+                        .await
+                    {
+                        tracing::warn!(error = %e, "push subscriptions of an ended session not deleted");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "push subscriptions of an ended session not deleted")
+                }
+            }
         }
         BusEvent::MembershipEnded {
             conversation_id,

@@ -12,15 +12,7 @@ const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 async fn group(owner: &User, members: &[&User]) -> String {
-    let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
-    let (s, body) = owner
-        .post(
-            "/api/conversations",
-            json!({"participant_ids": ids, "name": "Group"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    body["id"].as_str().expect("id").to_owned()
+    owner.group(members, "Group").await
 }
 
 async fn upload(

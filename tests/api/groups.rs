@@ -10,15 +10,7 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn group(owner: &User, members: &[&User], name: &str) -> String {
-    let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
-    let (s, body) = owner
-        .post(
-            "/api/conversations",
-            json!({"participant_ids": ids, "name": name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    body["id"].as_str().expect("id").to_owned()
+    owner.group(members, name).await
 }
 
 /// The caller's whole visible history, oldest first (read on the primary by token-less

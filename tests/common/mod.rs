@@ -244,6 +244,19 @@ impl User {
         body["id"].as_str().expect("id").to_owned()
     }
 
+    /// Creates a group named `name` with `members` (the caller its admin); returns its id.
+    pub async fn group(&self, members: &[&User], name: &str) -> String {
+        let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
+        let (s, body) = self
+            .post(
+                "/api/conversations",
+                json!({"participant_ids": ids, "name": name}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
     /// Sends a text message; returns the message JSON.
     pub async fn send(&self, conversation: &str, content: &str) -> Value {
         let (s, body) = self

@@ -265,17 +265,20 @@ export class Messenger {
       ...sorted.map((c) => {
         const peer = this.peerOf(c);
         const unread = c.left ? 0 : c.unread_count;
+        const mentioned = c.left ? 0 : Math.min(c.mention_count ?? 0, unread);
         const title = this.title(c);
         return h('li', { dataset: { id: c.id } },
           h('button', {
             type: 'button',
             'aria-current': c.id === this.active ? 'true' : 'false',
-            'aria-label': `${title}${unread ? `, ${unread} unread` : ''}${peer && this.online(peer) ? ', online' : ''}`,
+            'aria-label': `${title}${unread ? `, ${unread} unread` : ''}${mentioned ? `, ${mentioned} mentioning you` : ''}${peer && this.online(peer) ? ', online' : ''}`,
             onclick: () => this.open(c.id),
           },
           h('span', { class: `presence ${peer ? (this.online(peer) ? 'online' : '') : 'none'}`, 'aria-hidden': 'true' }),
           h('span', { class: 'title' }, title),
-          unread ? h('span', { class: 'badge', 'aria-hidden': 'true' }, String(unread)) : h('span'),
+          unread
+            ? h('span', { class: `badge${mentioned ? ' mention' : ''}`, 'aria-hidden': 'true' }, mentioned ? `@${unread}` : String(unread))
+            : h('span'),
           h('span', { class: 'last' }, this.excerpt(c.last_message))));
       }),
     );
@@ -458,9 +461,15 @@ export class Messenger {
     s.scrollTop = s.scrollHeight;
   }
 
+  /** Whether `m` names the signed-in user (`@username`, or `@all` in a group). */
+  mentionsMe(m) {
+    return m.sender_id !== this.me.id && (m.mentions_all || (m.mentions ?? []).includes(this.me.id));
+  }
+
   messageItem(m) {
     const mine = m.sender_id === this.me.id;
-    const cls = ['message', mine ? 'mine' : '', m.kind === 'system' ? 'system' : '', m.deleted ? 'deleted' : '']
+    const cls = ['message', mine ? 'mine' : '', m.kind === 'system' ? 'system' : '', m.deleted ? 'deleted' : '',
+      this.mentionsMe(m) ? 'mentioned' : '']
       .filter(Boolean).join(' ');
     if (m.kind === 'system') {
       return h('li', { class: cls, dataset: { seq: m.seq, id: m.id } }, h('span', {}, m.content));
@@ -559,6 +568,7 @@ export class Messenger {
     if (newest <= c.last_read_seq) return;
     c.last_read_seq = newest;
     c.unread_count = Math.max(0, c.last_seq - newest);
+    if (!c.unread_count) c.mention_count = 0;
     this.renderList();
     api('POST', `/api/conversations/${id}/read`, { seq: newest })
       .then((r) => {
@@ -740,6 +750,7 @@ export class Messenger {
         c.last_seq = m.seq;
         c.last_activity_at = m.created_at;
         if (m.sender_id === this.me.id) c.last_read_seq = m.seq;
+        else if (this.mentionsMe(m)) c.mention_count = (c.mention_count ?? 0) + 1;
       }
       if (!c.last_message || m.seq >= c.last_message.seq) c.last_message = m;
       c.unread_count = Math.max(0, c.last_seq - c.last_read_seq);
@@ -767,6 +778,7 @@ export class Messenger {
           if (c && last_read_seq > c.last_read_seq) {
             c.last_read_seq = last_read_seq;
             c.unread_count = Math.max(0, c.last_seq - last_read_seq);
+            if (!c.unread_count) c.mention_count = 0;
             this.renderList();
           }
         }

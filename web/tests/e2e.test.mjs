@@ -283,6 +283,13 @@ test('two people chat live in Chromium on cookie refresh', async (top) => {
     await alice.page.locator('#messages li', { hasText: 'Group hello' }).waitFor();
   });
 
+  await t.test('a mention stands out for the one it names', async () => {
+    await send(alice, `@${bob.username} have a look`);
+    await bob.page.locator('#messages li.message.mentioned', { hasText: 'have a look' }).waitFor();
+    await alice.page.locator('#messages li', { hasText: 'have a look' }).waitFor();
+    assert.equal(await alice.page.locator('#messages li.message.mentioned').count(), 0);
+  });
+
   await t.test('a reload stays signed in through the refresh cookie', async () => {
     if (BASE.startsWith('https:')) {
       // Over HTTPS the refresh token is a __Secure- cookie: Secure, HttpOnly, SameSite=Strict,

@@ -145,6 +145,17 @@ pub struct MessagingConfig {
     #[arg(long = "send-rate-window-secs", env = "SEND_RATE_WINDOW_SECS", default_value = "10",
           value_parser = seconds, help_heading = "Messages")]
     pub send_rate_window: Duration,
+    /// Who may mention a whole group with `@all`: `false`, its admins only; `true`, every
+    /// member.
+    #[arg(long = "mention-all-members", env = "MENTION_ALL_MEMBERS", default_value = "false",
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(),
+          help_heading = "Messages")]
+    pub mention_all_members: bool,
+    /// How often each instance's notification worker looks for queued messages, in
+    /// milliseconds (a mention reaches the feed within about this long).
+    #[arg(long = "notify-poll-interval-ms", env = "NOTIFY_POLL_INTERVAL_MS", default_value = "200",
+          value_parser = milliseconds, help_heading = "Messages")]
+    pub notify_poll_interval: Duration,
 
     /// Sends waiting for group commit at most, per instance; past it a send answers 503
     /// with `Retry-After` at once (admission control).
@@ -280,6 +291,8 @@ pub struct MessagingConfig {
           value_parser = fractional_seconds, help_heading = "Live delivery")]
     pub typing_ttl: Duration,
 
+    #[command(flatten)]
+    pub push: super::PushSettings,
     #[command(flatten)]
     pub web: WebSettings,
     #[command(flatten)]

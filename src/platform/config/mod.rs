@@ -13,6 +13,7 @@
 mod auth;
 mod mail;
 mod messaging;
+mod push;
 
 use std::{ffi::OsString, time::Duration};
 
@@ -24,6 +25,7 @@ pub use self::{
     auth::AuthConfig,
     mail::{MailSettings, SMTP_DEV_URL},
     messaging::MessagingConfig,
+    push::PushSettings,
 };
 use crate::platform::secrets;
 

@@ -1,0 +1,131 @@
+//! The notification worker (issue 19): every messaging instance runs one. Each pass takes
+//! the due rows of `messaging.notify_queue` (written in the transaction that appended or
+//! edited the message; `FOR UPDATE SKIP LOCKED`, so instances never take the same row) and,
+//! in the same statement, writes the feed entries the messages call for and deletes the
+//! rows — one transaction, so a crash leaves either nothing done or everything (and the
+//! feed's unique key makes a message tell each user at most once). The entries then go out
+//! live as `notification` events to their users' sockets.
+//!
+//! Who is told: a current participant other than the sender who could see the message
+//! (joined before it).
+//! - The feed: when it mentions them (`@username`, or `@all` in a group); an entry for a
+//!   message they had read already is written read. Mutes and levels do not apply.
+//! - A push to each of their subscriptions (`messaging.push_deliveries`, sent by
+//!   [`super::push`]): when the conversation's level says so (`all`, or `mentions` and it
+//!   mentions them; the conversation's own level, else their default for its kind), it is
+//!   not muted, they have not read it, push is on, it is not their quiet hours (in their time
+//!   zone), and they are offline (no socket on any instance, past the presence grace).
+
+use std::time::Duration;
+
+use super::super::{
+    protocol::{Event, ServerFrame},
+    publish::publish_to_users,
+    State,
+};
+use super::feed::{Notification, NOTIFICATION_COLUMNS};
+use crate::platform::{db::Traced, error::ApiError, tasks::Tasks};
+
+/// Queue rows one pass takes at most.
+pub const BATCH: i64 = 200;
+
+/// Takes the due queue rows (at most `$1`), writes their feed entries, deletes the rows.
+/// One row per new entry (with [`NOTIFICATION_COLUMNS`] and the recipient `user_id`), or a
+/// single row of NULLs; `claimed` on every row: how many queue rows were taken.
+const PASS: &str = "
+WITH claimed AS (
+    DELETE FROM messaging.notify_queue q
+    WHERE q.message_id IN (
+        SELECT message_id FROM messaging.notify_queue
+        WHERE due_at <= now() ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING q.message_id
+), recipients AS (
+    SELECT m.id AS message_id, m.conversation_id, m.seq, m.sender_id, p.user_id,
+           p.last_read_seq >= m.seq AS seen,
+           (p.user_id = ANY (m.mentions) OR m.mentions_all) AS mentioned,
+           coalesce(p.notify_level,
+                    CASE WHEN c.is_group THEN s.group_level ELSE s.direct_level END,
+                    CASE WHEN c.is_group THEN 'mentions' ELSE 'all' END) AS level,
+           coalesce(p.muted_until > now(), false) AS muted,
+           coalesce(s.push, true) AS push_on,
+           CASE WHEN s.quiet_start IS NULL THEN false
+                WHEN s.quiet_start <= s.quiet_end
+                     THEN (now() AT TIME ZONE s.time_zone)::time >= s.quiet_start
+                      AND (now() AT TIME ZONE s.time_zone)::time < s.quiet_end
+                ELSE (now() AT TIME ZONE s.time_zone)::time >= s.quiet_start
+                  OR (now() AT TIME ZONE s.time_zone)::time < s.quiet_end END AS quiet,
+           coalesce(pr.online, false) AS online
+    FROM claimed cl
+    JOIN messaging.messages m ON m.id = cl.message_id AND m.deleted_at IS NULL
+     AND m.kind <> 'system'
+    JOIN messaging.conversations c ON c.id = m.conversation_id
+    JOIN messaging.participants p ON p.conversation_id = m.conversation_id
+     AND p.left_at IS NULL AND p.visible_from_seq <= m.seq
+     AND p.user_id IS DISTINCT FROM m.sender_id
+    LEFT JOIN messaging.notification_settings s ON s.user_id = p.user_id
+    LEFT JOIN messaging.presence pr ON pr.user_id = p.user_id
+), pushed AS (
+    INSERT INTO messaging.push_deliveries (message_id, subscription_id, user_id)
+    SELECT r.message_id, ps.id, r.user_id
+    FROM recipients r
+    JOIN messaging.push_subscriptions ps ON ps.user_id = r.user_id
+    WHERE NOT r.seen AND NOT r.muted AND r.push_on AND NOT r.quiet AND NOT r.online
+      AND (r.level = 'all' OR (r.level = 'mentions' AND r.mentioned))
+    ON CONFLICT (message_id, subscription_id) DO NOTHING
+), written AS (
+    INSERT INTO messaging.notifications
+        (user_id, kind, conversation_id, message_id, seq, actor_id, read_at)
+    SELECT r.user_id, 'mention', r.conversation_id, r.message_id, r.seq,
+           r.sender_id, CASE WHEN r.seen THEN now() END
+    FROM recipients r
+    WHERE r.mentioned
+    ON CONFLICT (user_id, message_id, kind) DO NOTHING
+    RETURNING *
+)
+SELECT (SELECT count(*) FROM claimed) AS claimed, n.user_id, {columns}
+FROM (SELECT 1) one
+LEFT JOIN written n ON true
+LEFT JOIN messaging.messages m ON m.id = n.message_id";
+
+/// Starts the worker: a pass every `poll`, and again at once while passes find a full
+/// batch. A failed pass (the primary away) is logged and tried at the next tick.
+pub fn spawn(state: State, poll: Duration, tasks: &Tasks) {
+    let sql = PASS.replace("{columns}", NOTIFICATION_COLUMNS);
+    tasks.spawn("notification worker", async move {
+        loop {
+            loop {
+                match pass(&state, &sql).await {
+                    Ok(claimed) if claimed >= BATCH => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notification pass failed");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(poll).await;
+        }
+    });
+}
+
+/// One pass; returns how many queue rows it took.
+async fn pass(state: &State, sql: &str) -> Result<i64, ApiError> {
+    let conn = state.db.primary().await?;
+    let rows = conn.query_t(sql, &[&BATCH]).await?;
+    let claimed = rows
+        .first()
+        .map(|r| r.get::<_, i64>("claimed"))
+        .unwrap_or(0);
+    for row in &rows {
+        let Some(user_id) = row.get::<_, Option<uuid::Uuid>>("user_id") else {
+            continue;
+        };
+        let entry = Notification::from_row(row);
+        let frame = ServerFrame::of(entry.conversation_id, Event::Notification(entry));
+        publish_to_users(state, vec![user_id], frame.to_json());
+    }
+    if claimed > 0 {
+        tracing::debug!(claimed, entries = rows.len(), "notification pass");
+    }
+    Ok(claimed)
+}

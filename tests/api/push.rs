@@ -1,0 +1,279 @@
+//! Web Push (issue 19) against the test stack's push service (scripts/push_service.py), which
+//! checks the VAPID JWT with py-vapid and decrypts the payload with http_ece, as a browser
+//! would: who gets a push and who does not (offline, not muted, not read, the level), at
+//! most one per message per device, and what ends a subscription (the push service's 410, the
+//! session's end); what a subscription may point at.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// Long enough for the notification worker and the sender to have acted (both poll every
+/// 200 ms), for checks that nothing came.
+const QUIET: Duration = Duration::from_millis(1500);
+
+fn push_service() -> String {
+    std::env::var("SWITCHBOARD_PUSH_URL").expect("scripts/test.sh sets SWITCHBOARD_PUSH_URL")
+}
+
+/// A browser subscription made at the push service: `(its id there, {endpoint, keys})`.
+async fn browser_subscription() -> (String, Value) {
+    let res = http()
+        .post(format!("{}/subscriptions", push_service()))
+        .send()
+        .await
+        .expect("push service");
+    let body: Value = res.json().await.expect("json");
+    let id = body["id"].as_str().expect("id").to_owned();
+    (
+        id,
+        json!({"endpoint": body["endpoint"], "keys": body["keys"]}),
+    )
+}
+
+/// What the push service saw for subscription `id`: `{received: [...], refused: [...]}`.
+async fn seen(id: &str) -> Value {
+    http()
+        .get(format!("{}/subscriptions/{id}", push_service()))
+        .send()
+        .await
+        .expect("push service")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// How the push service answers `id`'s pushes from now on.
+async fn answer_with(id: &str, status: u16) {
+    let res = http()
+        .put(format!("{}/subscriptions/{id}", push_service()))
+        .json(&json!({"status": status}))
+        .send()
+        .await
+        .expect("push service");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+}
+
+/// The pushes `id` received, once there are `n` (none refused).
+async fn received(id: &str, n: usize) -> Vec<Value> {
+    eventually(WAIT, || async {
+        let s = seen(id).await;
+        assert_eq!(s["refused"], json!([]), "the push service refused: {s}");
+        let got = s["received"].as_array()?.clone();
+        (got.len() >= n).then_some(got)
+    })
+    .await
+}
+
+async fn subscribe(user: &User, subscription: &Value) -> String {
+    let (s, body) = user
+        .post("/api/push/subscriptions", subscription.clone())
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+async fn subscriptions_of(user: &User) -> i64 {
+    let admin = admin(false).await;
+    let id: uuid::Uuid = user.id.parse().expect("uuid");
+    admin
+        .query_one(
+            "SELECT count(*) FROM messaging.push_subscriptions WHERE user_id = $1",
+            &[&id],
+        )
+        .await
+        .expect("count")
+        .get(0)
+}
+
+#[tokio::test]
+async fn an_offline_recipient_gets_one_verified_encrypted_push_per_message() {
+    let (alice, bob) = (register("push_a").await, register("push_b").await);
+    let conversation = alice.direct_with(&bob).await;
+    let (browser, subscription) = browser_subscription().await;
+    subscribe(&bob, &subscription).await;
+    let (s, key) = bob.get("/api/push/key").await;
+    assert_eq!(s, StatusCode::OK, "{key}");
+
+    // A mention: one push, decrypted by the push service, signed with the server's key.
+    let sent = alice
+        .send(&conversation, &format!("@{} look at this", bob.username))
+        .await;
+    let push = received(&browser, 1).await.remove(0);
+    let payload = &push["payload"];
+    assert_eq!(payload["type"], "message", "{push}");
+    assert_eq!(payload["message_id"], sent["id"]);
+    assert_eq!(payload["conversation_id"], conversation.as_str());
+    assert_eq!(payload["seq"], sent["seq"]);
+    assert_eq!(payload["mention"], true);
+    assert_eq!(
+        payload["preview"],
+        format!("@{} look at this", bob.username)
+    );
+    assert_eq!(push["urgency"], "high");
+    assert_eq!(push["ttl"], 86400);
+    assert_eq!(push["vapid_key"], key["public_key"]);
+    assert_eq!(push["claims"]["sub"], "mailto:push@switchboard.localhost");
+
+    // An edit queues the message again: still one push for it.
+    let id = sent["id"].as_str().expect("id");
+    let (s, _, _) = alice
+        .call(
+            Method::PATCH,
+            &format!("/api/messages/{id}"),
+            Some(json!({"content": format!("@{} look at this one", bob.username)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // A direct conversation notifies for every message (the default level `all`), without
+    // urgency; previews off leave only who and where.
+    let mut settings = bob.get("/api/notification-settings").await.1;
+    settings["previews"] = json!(false);
+    let (s, _, _) = bob
+        .call(Method::PUT, "/api/notification-settings", Some(settings))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    alice.send(&conversation, "plain words").await;
+    let pushes = received(&browser, 2).await;
+    tokio::time::sleep(QUIET).await;
+    let pushes_after = received(&browser, 2).await;
+    assert_eq!(
+        pushes_after.len(),
+        2,
+        "one push per message: {pushes_after:?}"
+    );
+    assert_eq!(pushes[1]["payload"]["mention"], false);
+    assert_eq!(pushes[1]["urgency"], "normal");
+    assert!(pushes[1]["payload"]["preview"].is_null(), "{}", pushes[1]);
+
+    // Muted: nothing. Online (a socket open): nothing.
+    let path = format!("/api/conversations/{conversation}/notifications");
+    let (s, _, _) = bob
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"level": null, "muted_until": "2099-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    alice
+        .send(&conversation, &format!("@{} muted", bob.username))
+        .await;
+    let (s, _, _) = bob
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"level": null, "muted_until": null})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let mut ws = bob.socket().await;
+    let _ = next_event(&mut ws, "hello", WAIT).await;
+    let online = alice
+        .send(&conversation, &format!("@{} while online", bob.username))
+        .await;
+    let _ = next_event(&mut ws, "message.created", WAIT).await;
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(
+        received(&browser, 2).await.len(),
+        2,
+        "muted and online: no push"
+    );
+    drop(ws);
+    assert!(online["id"].is_string());
+}
+
+#[tokio::test]
+async fn a_read_message_is_not_pushed_late_and_a_gone_subscription_is_dropped() {
+    let (alice, bob) = (register("pushr_a").await, register("pushr_b").await);
+    let conversation = alice.direct_with(&bob).await;
+    let (browser, subscription) = browser_subscription().await;
+    subscribe(&bob, &subscription).await;
+
+    // The push service refuses (500): retried. Read meanwhile: not sent again.
+    answer_with(&browser, 500).await;
+    let sent = alice.send(&conversation, "read me soon").await;
+    let first = received(&browser, 1).await;
+    assert_eq!(first[0]["answered"], 500);
+    let (s, _) = bob
+        .post(
+            &format!("/api/conversations/{conversation}/read"),
+            json!({"seq": sent["seq"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    answer_with(&browser, 201).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = received(&browser, 1).await;
+    assert_eq!(after.len(), 1, "a read message is not pushed: {after:?}");
+
+    // 410 Gone: the subscription is dropped.
+    answer_with(&browser, 410).await;
+    alice.send(&conversation, "anyone there?").await;
+    let _ = received(&browser, 2).await;
+    eventually(WAIT, || async {
+        (subscriptions_of(&bob).await == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn subscriptions_point_at_push_services_only_and_end_with_their_session() {
+    let (bob, stranger) = (register("pushs_b").await, register("pushs_x").await);
+    let (_, subscription) = browser_subscription().await;
+    for endpoint in [
+        "http://169.254.169.254/latest/meta-data",
+        "https://fcm.googleapis.com.evil.test/send/x",
+        "https://user@fcm.googleapis.com/send/x",
+        "ftp://fcm.googleapis.com/send/x",
+        "not a url",
+    ] {
+        let mut bad = subscription.clone();
+        bad["endpoint"] = json!(endpoint);
+        let (s, h, b) = bob
+            .call(Method::POST, "/api/push/subscriptions", Some(bad))
+            .await;
+        assert_problem(s, &h, &b, 422);
+        assert!(b["errors"]["endpoint"].is_array(), "{endpoint}: {b}");
+    }
+    let mut bad = subscription.clone();
+    bad["keys"]["p256dh"] = json!("AAAA");
+    let (s, h, b) = bob
+        .call(Method::POST, "/api/push/subscriptions", Some(bad))
+        .await;
+    assert_problem(s, &h, &b, 422);
+
+    // Made by a second session; another user cannot remove it; ending that session does.
+    let other = second_session(&bob).await;
+    let id = subscribe(&other, &subscription).await;
+    let (s, h, b) = stranger
+        .call(
+            Method::DELETE,
+            &format!("/api/push/subscriptions/{id}"),
+            None,
+        )
+        .await;
+    assert_problem(s, &h, &b, 404);
+    assert_eq!(subscriptions_of(&bob).await, 1);
+    let (_, sessions) = other.get("/auth/sessions").await;
+    let session = sessions["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .find(|s| s["current"] == true)
+        .and_then(|s| s["id"].as_str())
+        .expect("current session")
+        .to_owned();
+    let (s, _, _) = bob
+        .call(Method::DELETE, &format!("/auth/sessions/{session}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    eventually(WAIT, || async {
+        (subscriptions_of(&bob).await == 0).then_some(())
+    })
+    .await;
+}
