@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares docker-compose.yml's inputs once: .env from .env.example with every password and
-# token secret replaced by a random value, and the signing key secrets/signing-key.pem.
+# token secret replaced by a random value, the signing key secrets/signing-key.pem and the
+# Web Push (VAPID) key secrets/vapid.pem.
 # Leaves existing files alone. Run from anywhere; writes beside docker-compose.yml.
 #
 # The key: compose bind-mounts a file secret with its host owner and mode, and the auth
@@ -26,3 +27,8 @@ if [ ! -s secrets/signing-key.pem ]; then
   echo "wrote secrets/signing-key.pem"
 fi
 chmod 0644 secrets/signing-key.pem
+if [ ! -s secrets/vapid.pem ]; then
+  openssl ecparam -name prime256v1 -genkey -noout -out secrets/vapid.pem
+  echo "wrote secrets/vapid.pem"
+fi
+chmod 0644 secrets/vapid.pem

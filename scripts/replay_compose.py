@@ -64,20 +64,25 @@ def check_init():
                 fail(f"compose-init.sh left the placeholder {k}")
             if (k.endswith("_SECRET") or k.endswith("PASSWORD")) and len(v) < 32:
                 fail(f"compose-init.sh made a short {k}")
-        key = os.path.join(work, "secrets", "signing-key.pem")
-        mode, folder = stat.S_IMODE(os.stat(key).st_mode), stat.S_IMODE(os.stat(os.path.dirname(key)).st_mode)
-        if not mode & stat.S_IROTH:
-            fail(f"the signing key is {oct(mode)}: uid 65532 in the auth container cannot read it")
-        if folder & 0o077:
-            fail(f"secrets/ is {oct(folder)}: other host users can reach the key")
-        if "ED25519" not in run(["openssl", "pkey", "-in", key, "-noout", "-text"]).stdout.upper():
-            fail("the signing key is not an Ed25519 private key")
         compose = yaml.safe_load(open(os.path.join(REPO, "docker-compose.yml")))
-        if compose["secrets"]["signing_key"]["file"] != "./secrets/signing-key.pem":
-            fail("docker-compose.yml's signing_key is not the file compose-init.sh writes")
+        # (secret name, file, what openssl must say it is, a service that mounts it)
+        for name, file, kind, service in (("signing_key", "signing-key.pem", "ED25519", "auth"),
+                                          ("vapid_key", "vapid.pem", "PRIME256V1", "messaging-1")):
+            key = os.path.join(work, "secrets", file)
+            mode, folder = stat.S_IMODE(os.stat(key).st_mode), stat.S_IMODE(os.stat(os.path.dirname(key)).st_mode)
+            if not mode & stat.S_IROTH:
+                fail(f"secrets/{file} is {oct(mode)}: uid 65532 in the {service} container cannot read it")
+            if folder & 0o077:
+                fail(f"secrets/ is {oct(folder)}: other host users can reach the keys")
+            if kind not in run(["openssl", "pkey", "-in", key, "-noout", "-text"]).stdout.upper():
+                fail(f"secrets/{file} is not a {kind} private key")
+            if compose["secrets"][name]["file"] != f"./secrets/{file}":
+                fail(f"docker-compose.yml's {name} is not the file compose-init.sh writes")
+            if name not in compose["services"][service].get("secrets", []):
+                fail(f"docker-compose.yml's {service} does not mount {name}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ok("compose-init.sh: random secrets, a key uid 65532 can read in a folder only its owner can, idempotent")
+    ok("compose-init.sh: random secrets, keys (signing, VAPID) uid 65532 can read in a folder only its owner can, idempotent")
 
 
 def start_replica(script, primary, data):
