@@ -22,6 +22,7 @@ RUN cargo build --release --locked --bins \
 FROM nginxinc/nginx-unprivileged:1.30 AS web
 USER root
 COPY web/index.html /src/web/index.html
+COPY web/sw.js /src/web/sw.js
 COPY web/assets /src/web/assets
 COPY scripts/build-web.sh /src/scripts/build-web.sh
 # default.conf also listens on 8080 and would take requests first: only ours is served.

@@ -3,6 +3,7 @@
 import { api } from './api.js';
 import { $ } from './dom.js';
 import { Messenger } from './chat.js';
+import * as device from './device.js';
 import * as passkeys from './passkeys.js';
 import * as security from './security.js';
 import * as session from './session.js';
@@ -41,8 +42,16 @@ function enterApp() {
   show('app');
   showVerification(session.user());
   messenger = new Messenger(session.user());
-  messenger.start().catch(() => {});
+  const linked = device.linkedConversation();
+  messenger
+    .start()
+    .then(() => linked && messenger?.open(linked))
+    .catch(() => {});
+  // The service worker shows pushes while no tab is open (device.js).
+  device.registerWorker();
 }
+
+device.onOpenConversation((id) => messenger?.open(id));
 
 function leaveApp() {
   if ($('security-dialog').open) $('security-dialog').close();

@@ -3,6 +3,7 @@
 // (add with the password, remove) and the account's recent security events.
 import { api } from './api.js';
 import { $, h, shortTime } from './dom.js';
+import * as device from './device.js';
 import * as passkeys from './passkeys.js';
 
 /** What each audit event kind (`GET /auth/me/events`) means, for people. */
@@ -136,8 +137,36 @@ async function loadEvents() {
     h('span', { class: 'when' }, `${shortTime(e.at)}${e.ip ? ` · ${e.ip}` : ''}`))));
 }
 
+async function loadDevice() {
+  const on = device.supported() && (await device.subscribed().catch(() => false));
+  $('device-state').textContent = !device.supported()
+    ? 'This browser cannot show notifications while Switchboard is closed.'
+    : on ? 'On: messages for you arrive here while Switchboard is closed.' : 'Off.';
+  $('device-on').hidden = !device.supported() || on;
+  $('device-off').hidden = !on;
+}
+
 async function refresh() {
-  await Promise.all([loadSessions(), loadTotp(), loadPasskeys(), loadEvents()]).catch((err) => status(err.message));
+  await Promise.all([loadSessions(), loadTotp(), loadPasskeys(), loadEvents(), loadDevice()])
+    .catch((err) => status(err.message));
+}
+
+for (const [id, work, done] of [
+  ['device-on', device.subscribe, 'Notifications are on for this device.'],
+  ['device-off', device.unsubscribe, 'Notifications are off for this device.'],
+]) {
+  $(id).addEventListener('click', async () => {
+    $(id).disabled = true;
+    try {
+      await work();
+      status(done);
+    } catch (err) {
+      status(err.status === 404 ? 'This server does not send notifications.' : err.message);
+    } finally {
+      $(id).disabled = false;
+      await loadDevice();
+    }
+  });
 }
 
 $('totp-start').addEventListener('submit', (e) => {

@@ -288,6 +288,9 @@ test('two people chat live in Chromium on cookie refresh', async (top) => {
     await bob.page.locator('#messages li.message.mentioned', { hasText: 'have a look' }).waitFor();
     await alice.page.locator('#messages li', { hasText: 'have a look' }).waitFor();
     assert.equal(await alice.page.locator('#messages li.message.mentioned').count(), 0);
+    // (The group's last message names no one again: later steps find conversations by name.)
+    await send(alice, 'Thanks');
+    await bob.page.locator('#messages li', { hasText: 'Thanks' }).waitFor();
   });
 
   await t.test('a reload stays signed in through the refresh cookie', async () => {
@@ -521,10 +524,19 @@ function totp(secret, unix) {
   return String(bin % 1_000_000).padStart(6, '0');
 }
 
-async function apiCall(method, path, body, token) {
+/**
+ * An API call from Node through NGINX. `client`: the address the call claims to come from
+ * (the test stack trusts 127.0.0.1 as a proxy, NGINX_TRUSTED_PROXIES), so sign-ups of one
+ * test do not spend the per-address sign-up brake of the browser's.
+ */
+async function apiCall(method, path, body, token, client) {
   const res = await fetch(`${BASE}${path}`, {
     method,
-    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    headers: {
+      'content-type': 'application/json',
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...(client ? { 'x-forwarded-for': client } : {}),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
@@ -733,6 +745,78 @@ test('passkeys, two-factor enrolment, sessions and events from the security page
     await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
     await page.locator('#signin-form .form-error', { hasText: 'was not accepted' }).waitFor({ timeout: WAIT });
     assert.equal(await page.locator('#app-view').isHidden(), true);
+    await sleep(300);
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
+// ---- a push while away (issue 19) --------------------------------------------------------
+
+test('a push for someone away reaches the service worker, shows, and links to the conversation', async () => {
+  const push = process.env.SWITCHBOARD_PUSH_URL;
+  assert.ok(push, 'SWITCHBOARD_PUSH_URL (scripts/test.sh)');
+  const password = 'gail password here';
+  const gail = await apiCall('POST', '/auth/register', { username: `gail_${tag}`, email: `gail_${tag}@example.test`, password }, undefined, '10.19.0.1');
+  const hank = await apiCall('POST', '/auth/register', { username: `hank_${tag}`, email: `hank_${tag}@example.test`, password, display_name: 'Hank' }, undefined, '10.19.0.2');
+  assert.equal(gail.status, 201);
+  assert.equal(hank.status, 201);
+  const direct = await apiCall('POST', '/api/conversations', { participant_ids: [gail.body.user.id] }, hank.body.access_token);
+  assert.equal(direct.status, 201, JSON.stringify(direct.body));
+  const conversationId = direct.body.id;
+
+  // Gail's browser subscription lives at the test push service, which decrypts what comes.
+  const browserSub = await (await fetch(`${push}/subscriptions`, { method: 'POST' })).json();
+  const subscribed = await apiCall('POST', '/api/push/subscriptions',
+    { endpoint: browserSub.endpoint, keys: browserSub.keys }, gail.body.access_token);
+  assert.equal(subscribed.status, 201, JSON.stringify(subscribed.body));
+  // She is away (no socket): Hank's mention is pushed, encrypted, and decrypted over there.
+  const sent = await apiCall('POST', `/api/conversations/${conversationId}/messages`,
+    { content: `@gail_${tag} lunch at noon?` }, hank.body.access_token);
+  assert.equal(sent.status, 201);
+  const payload = await until('the push at the push service', async () => {
+    const seen = await (await fetch(`${push}/subscriptions/${browserSub.id}`)).json();
+    assert.deepEqual(seen.refused, []);
+    return seen.received[0]?.payload;
+  });
+  assert.equal(payload.message_id, sent.body.id);
+
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  await context.grantPermissions(['notifications'], { origin: SITE });
+  const page = await context.newPage();
+  const problems = [];
+  watch(page, problems);
+  const cdp = await context.newCDPSession(page);
+  const registrations = new Map();
+  cdp.on('ServiceWorker.workerRegistrationUpdated', ({ registrations: list }) => {
+    for (const r of list) if (!r.isDeleted) registrations.set(r.scopeURL, r.registrationId);
+  });
+  await cdp.send('ServiceWorker.enable');
+  try {
+    await page.goto(SITE);
+    const form = page.getByRole('tabpanel', { name: 'Sign in', exact: true });
+    await form.getByLabel('Username or email').fill(`gail_${tag}`);
+    await form.getByLabel('Password').fill(password);
+    await form.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await page.locator('#app-view').waitFor({ timeout: WAIT });
+    const registrationId = await until('the service worker registered', () => registrations.get(`${SITE}/`));
+    await page.evaluate(() => navigator.serviceWorker.ready);
+
+    // The payload the server sent, handed to the worker as the browser's push service would.
+    await cdp.send('ServiceWorker.deliverPushMessage', { origin: SITE, registrationId, data: JSON.stringify(payload) });
+    const shown = await until('the notification shown', () => page.evaluate(async () => {
+      const list = await (await navigator.serviceWorker.ready).getNotifications();
+      return list.length ? list.map((n) => ({ title: n.title, body: n.body, tag: n.tag })) : null;
+    }));
+    assert.deepEqual(shown, [{ title: 'Hank', body: `Hank: @gail_${tag} lunch at noon?`, tag: conversationId }]);
+
+    // Its click opens /#conversation=<id> when no tab is open: that link opens the thread.
+    await page.goto('about:blank');
+    await page.goto(`${SITE}/#conversation=${conversationId}`);
+    await page.locator('#thread-title', { hasText: 'Hank' }).waitFor({ timeout: WAIT });
+    await page.locator('#messages li', { hasText: 'lunch at noon?' }).waitFor({ timeout: WAIT });
+    assert.equal(new URL(page.url()).hash, '');
     await sleep(300);
     assert.deepEqual(problems, []);
   } finally {
