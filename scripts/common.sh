@@ -208,6 +208,8 @@ start_service() {
       MESSAGING_DATABASE_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}$(db_tls_query)" \
       REPLICA_URLS="$(replica_urls)" \
       AUTH_JWKS_URL="http://127.0.0.1:${AUTH_PORT}/auth/.well-known/jwks.json" \
+      SMTP_URL="smtp://127.0.0.1:${SMTP_PORT}" \
+      PUBLIC_URL="${PUBLIC_URL:-http://localhost:${NGINX_PORT}}" \
         "$BIN_DIR/messaging" >>"$LOG_DIR/$name.log" 2>&1 &
       ;;
   esac

@@ -33,6 +33,8 @@ export MAIL_RETRY_MAX_SECS=2
 export PUSH_PORT=18320
 export PUSH_ENDPOINT_ORIGINS="https://fcm.googleapis.com,https://updates.push.services.mozilla.com,https://*.push.apple.com,https://*.notify.windows.com,http://127.0.0.1:${PUSH_PORT}"
 export PUSH_RETRY_MAX_SECS=1
+# Digests of missed messages after 2 s of being away (the default waits 15 minutes).
+export EMAIL_DIGEST_DELAY_SECS=2
 export AUTH_METRICS_PORT=19181
 export MESSAGING_METRICS_PORT=19182
 # Traces go to the OTLP receiver tests/api/telemetry.rs runs on this port (nothing listens

@@ -261,6 +261,24 @@ impl App {
             state.cfg.notify_poll_interval,
             &tasks,
         );
+        // Digests of missed messages go out through an outbox of messaging's own, delivered
+        // like account mail.
+        let digests = crate::platform::mail::Outbox::new("messaging.mail_outbox", &state.cfg.mail)?;
+        crate::platform::mail::spawn(
+            &digests,
+            crate::platform::db::Primary::new(state.db.primary_pool().clone()),
+            &state.cfg.mail,
+            &tasks,
+        )?;
+        crate::messaging::notifications::digest::spawn(
+            state.clone(),
+            digests,
+            state
+                .cfg
+                .notify_poll_interval
+                .max(std::time::Duration::from_millis(500)),
+            &tasks,
+        );
         let live = Arc::new(Live {
             hub: hub.clone(),
             presence: presence.clone(),

@@ -17,6 +17,8 @@ mod auth;
 mod content;
 #[path = "api/database.rs"]
 mod database;
+#[path = "api/digests.rs"]
+mod digests;
 #[path = "api/edge.rs"]
 mod edge;
 #[path = "api/groups.rs"]

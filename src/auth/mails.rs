@@ -5,26 +5,7 @@
 
 use std::time::Duration;
 
-use crate::platform::mail::Mail;
-
-fn html(title: &str, paragraphs: &[String], link: Option<(&str, &str)>) -> String {
-    let mut body = format!(
-        "<!doctype html><html><body style=\"font-family:sans-serif\"><h1>{}</h1>",
-        html_escape::encode_text(title)
-    );
-    for p in paragraphs {
-        body.push_str(&format!("<p>{}</p>", html_escape::encode_text(p)));
-    }
-    if let Some((label, href)) = link {
-        body.push_str(&format!(
-            "<p><a href=\"{}\">{}</a></p>",
-            html_escape::encode_double_quoted_attribute(href),
-            html_escape::encode_text(label)
-        ));
-    }
-    body.push_str("</body></html>");
-    body
-}
+use crate::platform::mail::{html, Mail};
 
 fn minutes(d: Duration) -> u64 {
     d.as_secs().div_ceil(60)
@@ -55,6 +36,7 @@ pub fn verify_email(to: &str, name: &str, link: &str, ttl: Duration, change: boo
             &lines,
             Some(("Confirm this address", link)),
         ),
+        list_unsubscribe: None,
     }
 }
 
@@ -71,6 +53,7 @@ pub fn email_changed(to: &str, name: &str, new_email: &str) -> Mail {
         subject: "Your email address was changed".into(),
         text: lines.join("\n\n") + "\n",
         html: html("Your email address was changed", &lines, None),
+        list_unsubscribe: None,
     }
 }
 
@@ -91,6 +74,7 @@ pub fn password_reset(to: &str, name: &str, link: &str, ttl: Duration) -> Mail {
             &lines,
             Some(("Choose a new password", link)),
         ),
+        list_unsubscribe: None,
     }
 }
 
@@ -108,6 +92,7 @@ pub fn password_changed(to: &str, name: &str) -> Mail {
         subject: "Your password was reset".into(),
         text: lines.join("\n\n") + "\n",
         html: html("Your password was reset", &lines, None),
+        list_unsubscribe: None,
     }
 }
 

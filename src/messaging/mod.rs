@@ -110,6 +110,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(resource("/notifications").get(notifications::feed::list))
             .service(resource("/notifications/read").post(notifications::feed::mark_read))
+            .service(
+                resource("/notifications/unsubscribe")
+                    .get(notifications::digest::unsubscribe_page)
+                    .post(notifications::digest::unsubscribe),
+            )
             .service(resource("/push/key").get(notifications::push::key))
             .service(resource("/push/subscriptions").post(notifications::push::subscribe))
             .service(resource("/push/subscriptions/{id}").delete(notifications::push::unsubscribe)),

@@ -79,6 +79,8 @@ pub struct AuthApi;
         messaging::notifications::feed::list, messaging::notifications::feed::mark_read,
         messaging::notifications::push::key, messaging::notifications::push::subscribe,
         messaging::notifications::push::unsubscribe,
+        messaging::notifications::digest::unsubscribe,
+        messaging::notifications::digest::unsubscribe_page,
         realtime::tickets::ticket, messaging::healthz, messaging::readyz,
     ),
     components(schemas(Problem)),

@@ -18,7 +18,10 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{anyhow, Context};
 use lettre::{
-    message::{Mailbox, MultiPart},
+    message::{
+        header::{HeaderName, HeaderValue},
+        Mailbox, MultiPart,
+    },
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
 };
 use secrecy::ExposeSecret;
@@ -41,6 +44,30 @@ pub struct Mail {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// A one-click unsubscribe URL (RFC 8058): sent as `List-Unsubscribe` with
+    /// `List-Unsubscribe-Post: List-Unsubscribe=One-Click`.
+    pub list_unsubscribe: Option<String>,
+}
+
+/// A mail's HTML body: a heading, paragraphs (each escaped) and an optional link button
+/// `(label, href)`.
+pub fn html(title: &str, paragraphs: &[String], link: Option<(&str, &str)>) -> String {
+    let mut body = format!(
+        "<!doctype html><html><body style=\"font-family:sans-serif\"><h1>{}</h1>",
+        html_escape::encode_text(title)
+    );
+    for p in paragraphs {
+        body.push_str(&format!("<p>{}</p>", html_escape::encode_text(p)));
+    }
+    if let Some((label, href)) = link {
+        body.push_str(&format!(
+            "<p><a href=\"{}\">{}</a></p>",
+            html_escape::encode_double_quoted_attribute(href),
+            html_escape::encode_text(label)
+        ));
+    }
+    body.push_str("</body></html>");
+    body
 }
 
 /// Where mail goes out from: the sender, the domain of `Message-ID`s, and the wake-up of the
@@ -83,8 +110,9 @@ impl Outbox {
         let message_id = format!("{id}@{}", self.from.email.domain());
         tx.execute_t(
             &format!(
-                "INSERT INTO {} (id, kind, recipient, subject, body_text, body_html, message_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO {} (id, kind, recipient, subject, body_text, body_html, message_id,
+                                 list_unsubscribe)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 self.table
             ),
             &[
@@ -95,6 +123,7 @@ impl Outbox {
                 &mail.text,
                 &mail.html,
                 &message_id,
+                &mail.list_unsubscribe,
             ],
         )
         .await?;
@@ -191,7 +220,8 @@ impl Worker {
                      WHERE id IN (SELECT id FROM {table}
                                   WHERE sent_at IS NULL AND next_attempt_at <= now()
                                   ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-                     RETURNING id, recipient, subject, body_text, body_html, message_id, attempts"
+                     RETURNING id, recipient, subject, body_text, body_html, message_id,
+                               list_unsubscribe, attempts"
                 ),
                 &[&BATCH, &LEASE.as_secs_f64()],
             )
@@ -241,7 +271,20 @@ impl Worker {
             .get::<_, String>("recipient")
             .parse()
             .map_err(|e| anyhow!("recipient: {e}"))?;
-        let message = Message::builder()
+        let mut builder = Message::builder();
+        if let Some(url) = row.get::<_, Option<String>>("list_unsubscribe") {
+            // RFC 2369 §3.2 and RFC 8058 §3.1: one-click unsubscribe by POST to the URL.
+            builder = builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    format!("<{url}>"),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".into(),
+                ));
+        }
+        let message = builder
             .from(Mailbox::clone(&self.outbox.from))
             .to(to)
             .subject(row.get::<_, String>("subject"))

@@ -554,6 +554,9 @@ pub struct ReceivedMail {
     pub from: String,
     pub subject: String,
     pub message_id: String,
+    /// `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 8058), empty when absent.
+    pub list_unsubscribe: String,
+    pub list_unsubscribe_post: String,
     pub text: String,
     pub html: String,
 }
@@ -594,6 +597,8 @@ fn parse_mail(bytes: &[u8]) -> Option<ReceivedMail> {
         from: header("From"),
         subject: header("Subject"),
         message_id: header("Message-ID"),
+        list_unsubscribe: header("List-Unsubscribe"),
+        list_unsubscribe_post: header("List-Unsubscribe-Post"),
         text: body("text/plain"),
         html: body("text/html"),
     })

@@ -7,8 +7,10 @@
 //! - [`feed`]: `GET /api/notifications`, marking entries read;
 //! - [`worker`]: the pass over `messaging.notify_queue` that writes the feed, sends
 //!   `notification` events and decides the pushes;
-//! - [`push`]: Web Push subscriptions and the sender.
+//! - [`push`]: Web Push subscriptions and the sender;
+//! - [`digest`]: mail for missed messages, with one-click unsubscribe.
 
+pub mod digest;
 pub mod feed;
 pub mod preferences;
 pub mod push;

@@ -139,8 +139,8 @@ impl Push {
             vapid,
             subject,
             origins,
-            ttl: u32::try_from(settings.ttl.as_secs()).unwrap_or(u32::MAX),
-            retry_max: settings.retry_max,
+            ttl: u32::try_from(settings.push_ttl.as_secs()).unwrap_or(u32::MAX),
+            retry_max: settings.push_retry_max,
             client,
         }))
     }

@@ -15,6 +15,9 @@
 //!   mentions them; the conversation's own level, else their default for its kind), it is
 //!   not muted, they have not read it, push is on, it is not their quiet hours (in their time
 //!   zone), and they are offline (no socket on any instance, past the presence grace).
+//! - A digest (`messaging.email_digests`, mailed by [`super::digest`] after
+//!   `EMAIL_DIGEST_DELAY_SECS`): on the same level and mute, with mail on; one row per user
+//!   and conversation, widened by later messages, so one mail covers the window.
 
 use std::time::Duration;
 
@@ -29,7 +32,8 @@ use crate::platform::{db::Traced, error::ApiError, tasks::Tasks};
 /// Queue rows one pass takes at most.
 pub const BATCH: i64 = 200;
 
-/// Takes the due queue rows (at most `$1`), writes their feed entries, deletes the rows.
+/// Takes the due queue rows (at most `$1`), writes their feed entries, push deliveries and
+/// digests (due `$2` seconds from now), deletes the rows.
 /// One row per new entry (with [`NOTIFICATION_COLUMNS`] and the recipient `user_id`), or a
 /// single row of NULLs; `claimed` on every row: how many queue rows were taken.
 const PASS: &str = "
@@ -48,6 +52,7 @@ WITH claimed AS (
                     CASE WHEN c.is_group THEN 'mentions' ELSE 'all' END) AS level,
            coalesce(p.muted_until > now(), false) AS muted,
            coalesce(s.push, true) AS push_on,
+           coalesce(s.email, true) AS email_on,
            CASE WHEN s.quiet_start IS NULL THEN false
                 WHEN s.quiet_start <= s.quiet_end
                      THEN (now() AT TIME ZONE s.time_zone)::time >= s.quiet_start
@@ -72,6 +77,17 @@ WITH claimed AS (
     WHERE NOT r.seen AND NOT r.muted AND r.push_on AND NOT r.quiet AND NOT r.online
       AND (r.level = 'all' OR (r.level = 'mentions' AND r.mentioned))
     ON CONFLICT (message_id, subscription_id) DO NOTHING
+), digested AS (
+    INSERT INTO messaging.email_digests AS d (user_id, conversation_id, first_seq, last_seq, due_at)
+    SELECT r.user_id, r.conversation_id, min(r.seq), max(r.seq),
+           now() + make_interval(secs => $2)
+    FROM recipients r
+    WHERE NOT r.seen AND NOT r.muted AND r.email_on
+      AND (r.level = 'all' OR (r.level = 'mentions' AND r.mentioned))
+    GROUP BY r.user_id, r.conversation_id
+    ON CONFLICT (user_id, conversation_id) DO UPDATE SET
+        first_seq = LEAST(d.first_seq, EXCLUDED.first_seq),
+        last_seq = GREATEST(d.last_seq, EXCLUDED.last_seq)
 ), written AS (
     INSERT INTO messaging.notifications
         (user_id, kind, conversation_id, message_id, seq, actor_id, read_at)
@@ -91,10 +107,11 @@ LEFT JOIN messaging.messages m ON m.id = n.message_id";
 /// batch. A failed pass (the primary away) is logged and tried at the next tick.
 pub fn spawn(state: State, poll: Duration, tasks: &Tasks) {
     let sql = PASS.replace("{columns}", NOTIFICATION_COLUMNS);
+    let delay = state.cfg.email_digest_delay.as_secs_f64();
     tasks.spawn("notification worker", async move {
         loop {
             loop {
-                match pass(&state, &sql).await {
+                match pass(&state, &sql, delay).await {
                     Ok(claimed) if claimed >= BATCH => continue,
                     Ok(_) => break,
                     Err(e) => {
@@ -109,9 +126,9 @@ pub fn spawn(state: State, poll: Duration, tasks: &Tasks) {
 }
 
 /// One pass; returns how many queue rows it took.
-async fn pass(state: &State, sql: &str) -> Result<i64, ApiError> {
+async fn pass(state: &State, sql: &str, delay: f64) -> Result<i64, ApiError> {
     let conn = state.db.primary().await?;
-    let rows = conn.query_t(sql, &[&BATCH]).await?;
+    let rows = conn.query_t(sql, &[&BATCH, &delay]).await?;
     let claimed = rows
         .first()
         .map(|r| r.get::<_, i64>("claimed"))

@@ -291,8 +291,16 @@ pub struct MessagingConfig {
           value_parser = fractional_seconds, help_heading = "Live delivery")]
     pub typing_ttl: Duration,
 
+    /// How long a message may stay unread, with its recipient away, before they are mailed a
+    /// digest of the conversation's unread messages (one per conversation window), in seconds.
+    #[arg(long = "email-digest-delay-secs", env = "EMAIL_DIGEST_DELAY_SECS", default_value = "900",
+          value_parser = seconds, help_heading = "Messages")]
+    pub email_digest_delay: Duration,
+
     #[command(flatten)]
     pub push: super::PushSettings,
+    #[command(flatten)]
+    pub mail: super::MailSettings,
     #[command(flatten)]
     pub web: WebSettings,
     #[command(flatten)]
@@ -359,6 +367,9 @@ impl MessagingConfig {
             return Err(anyhow!(
                 "WS_IDLE_TIMEOUT_SECS must be longer than WS_PING_INTERVAL_SECS"
             ));
+        }
+        if self.mail.smtp_url.is_none() && dev {
+            self.mail.smtp_url = Some(SecretString::from(super::SMTP_DEV_URL));
         }
         Ok(self)
     }

@@ -38,10 +38,10 @@ pub struct PushSettings {
     /// How long a push service keeps an undelivered push, in seconds (RFC 8030 §5.2 `TTL`).
     #[arg(long = "push-ttl-secs", env = "PUSH_TTL_SECS", default_value = "86400",
           value_parser = seconds)]
-    pub ttl: Duration,
+    pub push_ttl: Duration,
     /// Longest wait between two attempts at one push, in seconds (the wait doubles from 1 s
     /// up to this while the push service refuses or cannot be reached; 5 attempts at most).
     #[arg(long = "push-retry-max-secs", env = "PUSH_RETRY_MAX_SECS", default_value = "300",
           value_parser = seconds)]
-    pub retry_max: Duration,
+    pub push_retry_max: Duration,
 }
