@@ -1,5 +1,6 @@
 //! The fault suites: replicas paused, stopped and lagging, the primary stopped, messaging
-//! instances killed and restarted, the SMTP relay down — each case stops servers the other suites rely on, so
+//! instances killed and restarted, every service restarted under notification work, the
+//! SMTP relay down — each case stops servers the other suites rely on, so
 //! they run in this binary of their own, after the others (cargo runs test binaries one at
 //! a time), and one at a time within it ([`common::exclusive`]).
 mod common;
@@ -12,5 +13,7 @@ mod faults;
 mod lifecycle;
 #[path = "faults_suite/mail.rs"]
 mod mail;
+#[path = "faults_suite/notify.rs"]
+mod notify;
 #[path = "faults_suite/replication.rs"]
 mod replication;

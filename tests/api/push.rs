@@ -16,41 +16,10 @@ const WAIT: Duration = Duration::from_secs(10);
 /// 200 ms), for checks that nothing came.
 const QUIET: Duration = Duration::from_millis(1500);
 
-fn push_service() -> String {
-    std::env::var("SWITCHBOARD_PUSH_URL").expect("scripts/test.sh sets SWITCHBOARD_PUSH_URL")
-}
-
-/// A browser subscription made at the push service: `(its id there, {endpoint, keys})`.
-async fn browser_subscription() -> (String, Value) {
-    let res = http()
-        .post(format!("{}/subscriptions", push_service()))
-        .send()
-        .await
-        .expect("push service");
-    let body: Value = res.json().await.expect("json");
-    let id = body["id"].as_str().expect("id").to_owned();
-    (
-        id,
-        json!({"endpoint": body["endpoint"], "keys": body["keys"]}),
-    )
-}
-
-/// What the push service saw for subscription `id`: `{received: [...], refused: [...]}`.
-async fn seen(id: &str) -> Value {
-    http()
-        .get(format!("{}/subscriptions/{id}", push_service()))
-        .send()
-        .await
-        .expect("push service")
-        .json()
-        .await
-        .expect("json")
-}
-
 /// How the push service answers `id`'s pushes from now on.
 async fn answer_with(id: &str, status: u16) {
     let res = http()
-        .put(format!("{}/subscriptions/{id}", push_service()))
+        .put(format!("{}/subscriptions/{id}", push_service_url()))
         .json(&json!({"status": status}))
         .send()
         .await

@@ -630,3 +630,37 @@ pub async fn await_mails(address: &str, count: usize, timeout: Duration) -> Vec<
     })
     .await
 }
+
+// ---- the test push service ----
+
+/// The test push service (scripts/push_service.py).
+pub fn push_service_url() -> String {
+    std::env::var("SWITCHBOARD_PUSH_URL").expect("scripts/test.sh sets SWITCHBOARD_PUSH_URL")
+}
+
+/// A browser subscription made at the push service: `(its id there, {endpoint, keys})`.
+pub async fn browser_subscription() -> (String, Value) {
+    let res = http()
+        .post(format!("{}/subscriptions", push_service_url()))
+        .send()
+        .await
+        .expect("push service");
+    let body: Value = res.json().await.expect("json");
+    let id = body["id"].as_str().expect("id").to_owned();
+    (
+        id,
+        json!({"endpoint": body["endpoint"], "keys": body["keys"]}),
+    )
+}
+
+/// What the push service saw for subscription `id`: `{received: [...], refused: [...]}`.
+pub async fn seen(id: &str) -> Value {
+    http()
+        .get(format!("{}/subscriptions/{id}", push_service_url()))
+        .send()
+        .await
+        .expect("push service")
+        .json()
+        .await
+        .expect("json")
+}

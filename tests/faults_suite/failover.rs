@@ -15,7 +15,7 @@ fn pid_file(name: &str) -> PathBuf {
     PathBuf::from(format!("{data}/pids/{name}.pid"))
 }
 
-fn pid_of(name: &str) -> i32 {
+pub(crate) fn pid_of(name: &str) -> i32 {
     std::fs::read_to_string(pid_file(name))
         .expect("pid file")
         .trim()
@@ -24,7 +24,7 @@ fn pid_of(name: &str) -> i32 {
 }
 
 /// The environment the instance was started with (Linux /proc), to start it again alike.
-fn environ(pid: i32) -> Vec<(String, String)> {
+pub(crate) fn environ(pid: i32) -> Vec<(String, String)> {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
     raw.split(|b| *b == 0)
         .filter_map(|kv| std::str::from_utf8(kv).ok())
@@ -33,7 +33,7 @@ fn environ(pid: i32) -> Vec<(String, String)> {
         .collect()
 }
 
-fn signal(pid: i32, sig: &str) {
+pub(crate) fn signal(pid: i32, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &pid.to_string()])
         .status()
@@ -41,7 +41,7 @@ fn signal(pid: i32, sig: &str) {
     assert!(ok.success());
 }
 
-async fn wait_gone(pid: i32) {
+pub(crate) async fn wait_gone(pid: i32) {
     eventually(WAIT, || async {
         (!PathBuf::from(format!("/proc/{pid}")).exists()).then_some(())
     })
@@ -52,7 +52,7 @@ async fn wait_gone(pid: i32) {
 /// instance outlives this test on purpose (the stack's teardown stops it by its pid file),
 /// so it is never waited on.
 #[allow(clippy::zombie_processes)]
-async fn restart(name: &str, url: &str, env: Vec<(String, String)>) {
+pub(crate) async fn restart(name: &str, url: &str, env: Vec<(String, String)>) {
     let data = std::env::var("SWITCHBOARD_DATA").expect("set by scripts/test.sh");
     let log = std::fs::OpenOptions::new()
         .create(true)

@@ -344,24 +344,30 @@ LEFT JOIN messaging.notification_settings ns ON ns.user_id = s.user_id
 WHERE s.id = $2";
 
 /// Starts the push sender (when push is configured): a pass every `poll`, and again at
-/// once while a pass finds a full batch.
+/// once while a pass finds a full batch. Graceful: a stopping service lets the pass under
+/// way finish (its pushes are marked `sending`: cut short, they would be lost), then ends.
 pub fn spawn_sender(state: State, poll: Duration, tasks: &Tasks) {
     let Some(push) = state.push.clone() else {
         return;
     };
-    tasks.spawn("push sender", async move {
+    let stopping = tasks.stopping();
+    tasks.spawn_graceful(async move {
+        tokio::pin!(stopping);
         loop {
-            loop {
-                match send_pass(&state, &push).await {
-                    Ok(n) if n >= BATCH as usize => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "push pass failed");
-                        break;
-                    }
+            let full = match send_pass(&state, &push).await {
+                Ok(n) => n >= BATCH as usize,
+                Err(e) => {
+                    tracing::warn!(error = %e, "push pass failed");
+                    false
                 }
+            };
+            if full {
+                continue;
             }
-            tokio::time::sleep(poll).await;
+            tokio::select! {
+                _ = &mut stopping => break,
+                _ = tokio::time::sleep(poll) => {}
+            }
         }
     });
 }
