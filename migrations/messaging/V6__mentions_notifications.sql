@@ -17,6 +17,8 @@ CREATE TABLE messaging.mentions (
     seq             bigint NOT NULL,
     PRIMARY KEY (user_id, conversation_id, seq)
 );
+-- An edit or delete replaces a message's rows.
+CREATE INDEX mentions_message_idx ON messaging.mentions (conversation_id, seq);
 
 -- Per conversation, per participant: how loudly (NULL: the user's default) and a mute.
 ALTER TABLE messaging.participants

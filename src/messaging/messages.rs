@@ -261,13 +261,17 @@ pub async fn edit(
     }
     // The mention rows follow the text; the notification work runs again for it (who was
     // told already is not told twice: see `notifications`).
+    // (Two statements: sub-statements of one WITH see the same snapshot, so a delete and a
+    // re-insert of a surviving mention there would cancel out.)
     tx.execute_t(
-        "WITH gone AS (
-             DELETE FROM messaging.mentions WHERE conversation_id = $2 AND seq = $3
-         ), added AS (
+        "DELETE FROM messaging.mentions WHERE conversation_id = $1 AND seq = $2",
+        &[&message.conversation_id, &message.seq],
+    )
+    .await?;
+    tx.execute_t(
+        "WITH added AS (
              INSERT INTO messaging.mentions (user_id, conversation_id, seq)
              SELECT unnest(mentions), conversation_id, seq FROM messaging.messages WHERE id = $1
-             ON CONFLICT DO NOTHING
          )
          INSERT INTO messaging.notify_queue (message_id, conversation_id, seq)
          VALUES ($1, $2, $3) ON CONFLICT (message_id) DO NOTHING",

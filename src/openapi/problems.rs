@@ -159,6 +159,25 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
     ),
     (
         "post",
+        "/api/push/subscriptions",
+        &[
+            (404, "Web Push is not configured on this server"),
+            (409, "the account holds 10 push subscriptions"),
+        ],
+    ),
+    ("get", "/api/push/key", &[(404, "Web Push is not configured on this server")]),
+    (
+        "post",
+        "/api/notifications/unsubscribe",
+        &[(400, "the unsubscribe link does not verify")],
+    ),
+    (
+        "get",
+        "/api/notifications/unsubscribe",
+        &[(400, "the unsubscribe link does not verify")],
+    ),
+    (
+        "post",
         "/auth/refresh",
         &[(403, "missing `X-CSRF: 1` or an Origin not allowed")],
     ),

@@ -168,6 +168,18 @@ async fn the_feed_holds_mentions_live_and_only_for_their_user() {
     assert_eq!(s, StatusCode::OK, "{edited}");
     assert_eq!(ids(&edited["mentions"]), vec![alice.id.clone()]);
     let _ = feed_entry(&alice, plain_id).await;
+    mention_count(&alice, &conversation, 1).await;
+    // Edited again, still naming her: still one mention, one entry.
+    let (s, _, _) = bob
+        .call(
+            Method::PATCH,
+            &format!("/api/messages/{plain_id}"),
+            Some(json!({"content": format!("now @{} again", alice.username)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    mention_count(&alice, &conversation, 1).await;
     let (s, _, _) = bob
         .call(Method::DELETE, &format!("/api/messages/{plain_id}"), None)
         .await;

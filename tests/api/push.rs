@@ -132,6 +132,8 @@ async fn an_offline_recipient_gets_one_verified_encrypted_push_per_message() {
     alice
         .send(&conversation, &format!("@{} muted", bob.username))
         .await;
+    // (Mutes apply when the worker takes the message: let it, before unmuting.)
+    tokio::time::sleep(QUIET).await;
     let (s, _, _) = bob
         .call(
             Method::PUT,
@@ -142,6 +144,19 @@ async fn an_offline_recipient_gets_one_verified_encrypted_push_per_message() {
     assert_eq!(s, StatusCode::OK);
     let mut ws = bob.socket().await;
     let _ = next_event(&mut ws, "hello", WAIT).await;
+    let admin = admin(false).await;
+    let bob_id: uuid::Uuid = bob.id.parse().expect("uuid");
+    eventually(WAIT, || async {
+        let row = admin
+            .query_opt(
+                "SELECT online FROM messaging.presence WHERE user_id = $1",
+                &[&bob_id],
+            )
+            .await
+            .ok()??;
+        row.get::<_, bool>(0).then_some(())
+    })
+    .await;
     let online = alice
         .send(&conversation, &format!("@{} while online", bob.username))
         .await;
@@ -215,6 +230,24 @@ async fn subscriptions_point_at_push_services_only_and_end_with_their_session() 
         .call(Method::POST, "/api/push/subscriptions", Some(bad))
         .await;
     assert_problem(s, &h, &b, 422);
+
+    // Keys with base64 padding are taken (and stored without it); an account holds at most
+    // ten subscriptions.
+    let (_, mut padded) = browser_subscription().await;
+    let auth_key = format!("{}==", padded["keys"]["auth"].as_str().expect("auth"));
+    padded["keys"]["auth"] = json!(auth_key);
+    let many = register("pushs_m").await;
+    subscribe(&many, &padded).await;
+    for _ in 1..10 {
+        let (_, another) = browser_subscription().await;
+        subscribe(&many, &another).await;
+    }
+    let (_, eleventh) = browser_subscription().await;
+    let (s, h, b) = many
+        .call(Method::POST, "/api/push/subscriptions", Some(eleventh))
+        .await;
+    assert_problem(s, &h, &b, 409);
+    assert_eq!(subscriptions_of(&many).await, 10);
 
     // Made by a second session; another user cannot remove it; ending that session does.
     let other = second_session(&bob).await;

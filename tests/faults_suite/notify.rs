@@ -89,10 +89,16 @@ async fn restarting_every_service_mid_way_loses_no_push_and_sends_none_twice() {
 }
 
 /// Waits for `pid` to exit: a graceful stop may take its HTTP shutdown timeout (10 s) and
-/// the background tasks' grace on top, within Kubernetes' default 30 s.
+/// the background tasks' grace on top, within Kubernetes' default 30 s. An instance an
+/// earlier test restarted is this process's child: once it exits it stays a zombie (`Z`)
+/// until reaped, which counts as exited.
 async fn exited(pid: i32) {
     eventually(Duration::from_secs(40), || async {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        matches!(state, None | Some('Z') | Some('X')).then_some(())
     })
     .await;
 }

@@ -47,8 +47,9 @@ function enterApp() {
     .start()
     .then(() => linked && messenger?.open(linked))
     .catch(() => {});
-  // The service worker shows pushes while no tab is open (device.js).
-  device.registerWorker();
+  // The service worker shows pushes while no tab is open (device.js); a subscription this
+  // browser still holds moves to the new session.
+  device.registerWorker().then(() => device.resync()).catch(() => {});
 }
 
 device.onOpenConversation((id) => messenger?.open(id));

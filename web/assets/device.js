@@ -63,6 +63,19 @@ export async function subscribe() {
   localStorage.setItem(STORED, saved.id);
 }
 
+/**
+ * After a sign-in: a browser still subscribed from an earlier session hands its
+ * subscription to this one (the server dropped it when that session ended). Quiet on failure.
+ */
+export async function resync() {
+  if (!supported() || Notification.permission !== 'granted') return;
+  const reg = await registerWorker();
+  const sub = await reg?.pushManager.getSubscription();
+  if (!sub) return;
+  const saved = await api('POST', '/api/push/subscriptions', sub.toJSON()).catch(() => null);
+  if (saved) localStorage.setItem(STORED, saved.id);
+}
+
 /** Unsubscribes this device, here and on the server. */
 export async function unsubscribe() {
   const reg = await registerWorker();

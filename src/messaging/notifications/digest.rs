@@ -3,7 +3,8 @@
 //! arrive; once it is due (`EMAIL_DIGEST_DELAY_SECS` after the first), this worker takes it
 //! and — if some of those messages are still unread, the user is still away (no socket),
 //! mail is still on and the address is verified — writes one mail with the unread messages
-//! (at most [`SHOWN`]) to `messaging.mail_outbox`, in the same transaction, for the shared
+//! (at most [`SHOWN`]; only who and how many when previews are off) to
+//! `messaging.mail_outbox`, in the same transaction, for the shared
 //! outbox worker ([`crate::platform::mail`]) to deliver. During quiet hours it waits.
 //!
 //! Each mail carries a one-click unsubscribe link (RFC 8058): `List-Unsubscribe` with
@@ -69,6 +70,7 @@ SELECT d.user_id, d.conversation_id, d.first_seq, d.last_seq,
        p.last_read_seq, p.visible_from_seq, c.is_group, c.name,
        coalesce(pr.online, false) AS online,
        coalesce(s.email, true) AS email_on,
+       coalesce(s.previews, true) AS previews,
        coalesce(p.muted_until > now(), false) AS muted,
        CASE WHEN s.quiet_start IS NULL THEN false
             WHEN s.quiet_start <= s.quiet_end
@@ -199,8 +201,11 @@ fn digest_mail(
     let public = state.cfg.mail.public_url.trim_end_matches('/');
     let link = format!("{public}/#conversation={conversation}");
     let unsubscribe = unsubscribe_url(state, user);
+    // Previews off: who and how many, never the text.
+    let previews: bool = digest.get("previews");
     let mut lines: Vec<String> = messages
         .iter()
+        .filter(|_| previews)
         .map(|m| {
             let text = match (
                 m.get::<_, &str>("kind"),
@@ -213,7 +218,9 @@ fn digest_mail(
             format!("{}: {text}", m.get::<_, String>("sender"))
         })
         .collect();
-    if total > SHOWN {
+    if !previews {
+        lines.push("Open Switchboard to read them (message previews are off).".into());
+    } else if total > SHOWN {
         lines.push(format!("… and {} more.", total - SHOWN));
     }
     let name: String = address.get("display_name");

@@ -33,7 +33,8 @@ pub struct Notification {
     pub seq: i64,
     /// Who caused it (the message's sender).
     pub actor_id: Option<Uuid>,
-    /// The start of the message (at most 140 characters).
+    /// The start of the message (at most 140 characters); null once the user may no longer
+    /// see it (removed and added back later, for instance).
     pub excerpt: Option<String>,
     pub created_at: DateTime<Utc>,
     /// Null while unread.
@@ -106,7 +107,12 @@ pub async fn list(
                         &format!(
                             "SELECT {NOTIFICATION_COLUMNS}
                              FROM messaging.notifications n
-                             JOIN messaging.messages m ON m.id = n.message_id
+                             LEFT JOIN messaging.participants p
+                               ON p.conversation_id = n.conversation_id AND p.user_id = n.user_id
+                             -- The text only while it is within what the user may see now.
+                             LEFT JOIN messaging.messages m ON m.id = n.message_id
+                              AND n.seq >= p.visible_from_seq
+                              AND n.seq <= coalesce(p.visible_to_seq, n.seq)
                              WHERE n.user_id = $1
                                AND ($2::uuid IS NULL OR (n.created_at, n.id) < (
                                    SELECT b.created_at, b.id FROM messaging.notifications b

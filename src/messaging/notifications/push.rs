@@ -40,6 +40,8 @@ use crate::platform::{
     tasks::Tasks,
 };
 
+/// Push subscriptions one account may hold (devices, browsers).
+pub const MAX_SUBSCRIPTIONS: i64 = 10;
 /// Attempts at one push before it is given up.
 pub const MAX_ATTEMPTS: i32 = 5;
 /// Pushes one sender pass claims at most.
@@ -202,8 +204,8 @@ pub struct Subscription {
 /// `POST /api/push/subscriptions` `{endpoint, keys: {p256dh, auth}}`: 201 with the
 /// subscription, which belongs to the caller's session (it ends when the session does). The
 /// same endpoint again (the same browser) replaces the earlier one, whoever made it. 422 for
-/// an endpoint outside `PUSH_ENDPOINT_ORIGINS` or keys of the wrong shape; 404 when push is
-/// not configured.
+/// an endpoint outside `PUSH_ENDPOINT_ORIGINS` or keys of the wrong shape; 409 past 10
+/// subscriptions per account; 404 when push is not configured.
 #[utoipa::path(post, path = "/api/push/subscriptions", tag = "notifications", operation_id = "subscribe_push",
     request_body = NewSubscription,
     responses((status = 201, description = "Subscribed.", body = Subscription)))]
@@ -222,38 +224,63 @@ pub async fn subscribe(
         );
     }
     let decoded = |v: &str| URL_SAFE_NO_PAD.decode(v.trim_end_matches('=')).ok();
-    if !decoded(&body.keys.p256dh).is_some_and(|k| k.len() == 65 && k[0] == 4) {
+    let p256dh = decoded(&body.keys.p256dh).filter(|k| k.len() == 65 && k[0] == 4);
+    let auth = decoded(&body.keys.auth).filter(|a| a.len() == 16);
+    if p256dh.is_none() {
         errors.insert(
             "keys.p256dh".into(),
             vec!["a P-256 public key, uncompressed, base64url".into()],
         );
     }
-    if decoded(&body.keys.auth).map(|a| a.len()) != Some(16) {
+    if auth.is_none() {
         errors.insert("keys.auth".into(), vec!["16 bytes, base64url".into()]);
     }
     ApiError::check(errors)?;
-    let conn = state.db.primary().await?;
-    let id: Uuid = conn
+    let (Some(p256dh), Some(auth)) = (p256dh, auth) else {
+        return Err(anyhow::anyhow!("keys checked above").into());
+    };
+    let mut conn = state.db.primary().await?;
+    let tx = conn.transaction().await?;
+    // The same browser again (its endpoint): the old subscription and its pending pushes go.
+    tx.execute_t(
+        "DELETE FROM messaging.push_subscriptions WHERE endpoint = $1",
+        &[&body.endpoint],
+    )
+    .await?;
+    // Per user, one at a time (a transaction-level advisory lock), so concurrent subscribes
+    // cannot pass the cap together.
+    tx.query_one_t(
+        "SELECT pg_advisory_xact_lock(hashtext('push:' || $1::text))::text",
+        &[&caller.user_id],
+    )
+    .await?;
+    let held: i64 = tx
         .query_one_t(
-            "INSERT INTO messaging.push_subscriptions
-                 (id, user_id, session_id, endpoint, p256dh, auth)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (endpoint) DO UPDATE SET
-                 id = EXCLUDED.id, user_id = EXCLUDED.user_id,
-                 session_id = EXCLUDED.session_id, p256dh = EXCLUDED.p256dh,
-                 auth = EXCLUDED.auth, created_at = now(), last_sent_at = NULL
-             RETURNING id",
-            &[
-                &Uuid::now_v7(),
-                &caller.user_id,
-                &caller.session_id,
-                &body.endpoint,
-                &body.keys.p256dh,
-                &body.keys.auth,
-            ],
+            "SELECT count(*) FROM messaging.push_subscriptions WHERE user_id = $1",
+            &[&caller.user_id],
         )
         .await?
         .get(0);
+    if held >= MAX_SUBSCRIPTIONS {
+        return Err(ApiError::Conflict(format!(
+            "an account has at most {MAX_SUBSCRIPTIONS} push subscriptions; sign out an old device first"
+        )));
+    }
+    let id = Uuid::now_v7();
+    tx.execute_t(
+        "INSERT INTO messaging.push_subscriptions (id, user_id, session_id, endpoint, p256dh, auth)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &id,
+            &caller.user_id,
+            &caller.session_id,
+            &body.endpoint,
+            &URL_SAFE_NO_PAD.encode(p256dh),
+            &URL_SAFE_NO_PAD.encode(auth),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
     Ok(consistency::written(&state, &conn, StatusCode::CREATED)
         .await?
         .json(Subscription {
@@ -351,9 +378,13 @@ pub fn spawn_sender(state: State, poll: Duration, tasks: &Tasks) {
         return;
     };
     let stopping = tasks.stopping();
-    tasks.spawn_graceful(async move {
+    let tasks = tasks.clone();
+    tasks.clone().spawn_graceful(async move {
         tokio::pin!(stopping);
         loop {
+            if tasks.is_stopping() {
+                break;
+            }
             let full = match send_pass(&state, &push).await {
                 Ok(n) => n >= BATCH as usize,
                 Err(e) => {
@@ -512,8 +543,9 @@ async fn send_one(push: &Push, row: &tokio_postgres::Row, message_id: Uuid) -> S
             429 | 500..=599 => Sent::Retry(format!("push service answered {}", res.status())),
             other => Sent::Failed(format!("push service answered {other}")),
         },
+        // (without_url: the endpoint is a capability URL, kept out of logs.)
         Err(e) if e.is_timeout() => Sent::Failed("timed out (it may have arrived)".into()),
-        Err(e) if e.is_connect() => Sent::Retry(format!("no connection: {e}")),
-        Err(e) => Sent::Failed(format!("request: {e}")),
+        Err(e) if e.is_connect() => Sent::Retry(format!("no connection: {}", e.without_url())),
+        Err(e) => Sent::Failed(format!("request: {}", e.without_url())),
     }
 }

@@ -103,13 +103,39 @@ FROM (SELECT 1) one
 LEFT JOIN written n ON true
 LEFT JOIN messaging.messages m ON m.id = n.message_id";
 
+/// How often finished rows are swept (see [`SWEEP`]).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Retention: finished push deliveries and sent digest mail after 7 days (a message can be
+/// edited, and so queued again, for minutes only), feed entries after 90 days; a bounded
+/// number per statement, so a sweep never holds long locks.
+const SWEEP: [&str; 3] = [
+    "DELETE FROM messaging.push_deliveries WHERE ctid IN (
+         SELECT ctid FROM messaging.push_deliveries
+         WHERE state <> 'pending' AND updated_at < now() - interval '7 days' LIMIT 1000)",
+    "DELETE FROM messaging.mail_outbox WHERE ctid IN (
+         SELECT ctid FROM messaging.mail_outbox
+         WHERE sent_at < now() - interval '7 days' LIMIT 1000)",
+    "DELETE FROM messaging.notifications WHERE ctid IN (
+         SELECT ctid FROM messaging.notifications
+         WHERE created_at < now() - interval '90 days' LIMIT 1000)",
+];
+
 /// Starts the worker: a pass every `poll`, and again at once while passes find a full
-/// batch. A failed pass (the primary away) is logged and tried at the next tick.
+/// batch, with a retention sweep every minute. A failed pass (the primary away) is logged
+/// and tried at the next tick.
 pub fn spawn(state: State, poll: Duration, tasks: &Tasks) {
     let sql = PASS.replace("{columns}", NOTIFICATION_COLUMNS);
     let delay = state.cfg.email_digest_delay.as_secs_f64();
     tasks.spawn("notification worker", async move {
+        let mut swept = tokio::time::Instant::now();
         loop {
+            if swept.elapsed() >= SWEEP_EVERY {
+                swept = tokio::time::Instant::now();
+                if let Err(e) = sweep(&state).await {
+                    tracing::warn!(error = %e, "notification sweep failed");
+                }
+            }
             loop {
                 match pass(&state, &sql, delay).await {
                     Ok(claimed) if claimed >= BATCH => continue,
@@ -123,6 +149,14 @@ pub fn spawn(state: State, poll: Duration, tasks: &Tasks) {
             tokio::time::sleep(poll).await;
         }
     });
+}
+
+async fn sweep(state: &State) -> Result<(), ApiError> {
+    let conn = state.db.primary().await?;
+    for statement in SWEEP {
+        conn.execute_t(statement, &[]).await?;
+    }
+    Ok(())
 }
 
 /// One pass; returns how many queue rows it took.

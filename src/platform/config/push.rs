@@ -8,7 +8,7 @@ use clap::Args;
 use super::seconds;
 
 /// Where and how pushes go. No `VAPID_PRIVATE_KEY_FILE`: push is off (subscribing answers
-/// 503; the feed and mail still work).
+/// 404; the feed and mail still work).
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Web Push")]
 pub struct PushSettings {
