@@ -195,10 +195,34 @@ async fn a_read_message_is_not_pushed_late_and_a_gone_subscription_is_dropped() 
     let after = received(&browser, 1).await;
     assert_eq!(after.len(), 1, "a read message is not pushed: {after:?}");
 
+    // A recipient removed from the group before the retry gets nothing either.
+    let group = alice.group(&[&bob], "Pushes").await;
+    answer_with(&browser, 500).await;
+    alice
+        .send(&group, &format!("@{} before you go", bob.username))
+        .await;
+    let refused = received(&browser, 2).await;
+    assert_eq!(refused[1]["answered"], 500);
+    let (s, _, _) = alice
+        .call(
+            Method::DELETE,
+            &format!("/api/conversations/{group}/participants/{}", bob.id),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    answer_with(&browser, 201).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        received(&browser, 2).await.len(),
+        2,
+        "a former member is not pushed"
+    );
+
     // 410 Gone: the subscription is dropped.
     answer_with(&browser, 410).await;
     alice.send(&conversation, "anyone there?").await;
-    let _ = received(&browser, 2).await;
+    let _ = received(&browser, 3).await;
     eventually(WAIT, || async {
         (subscriptions_of(&bob).await == 0).then_some(())
     })

@@ -249,8 +249,8 @@ pub async fn subscribe(
     .await?;
     // Per user, one at a time (a transaction-level advisory lock), so concurrent subscribes
     // cannot pass the cap together.
-    tx.query_one_t(
-        "SELECT pg_advisory_xact_lock(hashtext('push:' || $1::text))::text",
+    tx.execute_t(
+        "SELECT pg_advisory_xact_lock(hashtext('push:' || $1::uuid::text))",
         &[&caller.user_id],
     )
     .await?;
