@@ -267,7 +267,8 @@ pub async fn list(
                         coalesce(p.visible_to_seq, c.last_seq) AS visible_last_seq,
                         {ACTIVITY} AS activity_at,
                         p.last_read_seq, p.left_at IS NOT NULL AS has_left,
-                        {mention_count} AS mention_count,
+                        {mention_count} AS mention_count, p.notify_level,
+                        CASE WHEN p.muted_until > now() THEN p.muted_until END AS muted_until,
                         peer.id AS peer_id, peer.username AS peer_username,
                         peer.display_name AS peer_display_name, lm.*
                  FROM messaging.participants p
@@ -316,6 +317,10 @@ pub async fn list(
                 last_read_seq,
                 unread_count: (last_seq - last_read_seq).max(0),
                 mention_count: r.get("mention_count"),
+                notify_level: r
+                    .get::<_, Option<&str>>("notify_level")
+                    .map(super::notifications::preferences::Level::from_column),
+                muted_until: r.get("muted_until"),
                 left: r.get("has_left"),
                 peer: peer_id.map(|user_id| Peer {
                     user_id,

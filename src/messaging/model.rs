@@ -209,6 +209,10 @@ pub struct ConversationSummary {
     pub unread_count: i64,
     /// Of those, the messages that mention the caller (`@username`, or `@all` in a group).
     pub mention_count: i64,
+    /// The caller's level for this conversation (null: their default for its kind).
+    pub notify_level: Option<super::notifications::preferences::Level>,
+    /// Nothing notifies the caller from it until then (null: not muted).
+    pub muted_until: Option<DateTime<Utc>>,
     /// True once the caller has left or been removed: history up to then stays readable.
     pub left: bool,
     /// The other participant of a direct conversation (absent for groups), so a client can

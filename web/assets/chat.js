@@ -40,6 +40,8 @@ export class Messenger {
     this.pending = new Map();
     /** user id → {username, display_name}. */
     this.people = new Map([[me.id, me]]);
+    /** Unread entries of the notification feed (the Activity badge). */
+    this.activityUnread = 0;
     this.asked = new Set();
     /** user id → {online, last_seen_at}. */
     this.presence = new Map();
@@ -63,9 +65,11 @@ export class Messenger {
     this.showConnection('connecting');
     await this.loadList();
     this.live.start();
+    this.loadActivityCount().catch(() => {});
   }
 
   stop() {
+    if ($('activity-dialog').open) $('activity-dialog').close();
     this.live.stop();
     for (const off of this.disposers) off();
     for (const t of this.typing.values()) for (const timer of t.values()) clearTimeout(timer);
@@ -108,6 +112,9 @@ export class Messenger {
     this.on($('reply-cancel'), 'click', () => this.setReply(null));
     this.on($('back'), 'click', () => this.close());
     this.on($('members-button'), 'click', () => this.openMembers());
+    this.on($('mute-button'), 'click', () => this.toggleMute());
+    this.on($('activity-open'), 'click', () => this.openActivity());
+    this.on($('activity-read-all'), 'click', () => this.markActivityRead(null));
     this.on($('new-group'), 'click', () => this.openGroupDialog());
     this.on($('people-search'), 'input', debounce(() => this.searchPeople(), 250));
     this.on($('people-search'), 'keydown', (e) => {
@@ -400,6 +407,11 @@ export class Messenger {
     }
     $('thread-sub').textContent = sub;
     $('members-button').hidden = !conv.is_group || conv.left;
+    const muted = !!c?.muted_until && new Date(c.muted_until) > new Date();
+    $('mute-button').hidden = !c || conv.left;
+    $('mute-button').textContent = muted ? 'Unmute' : 'Mute';
+    $('mute-button').setAttribute('aria-pressed', String(muted));
+    $('mute-button').title = muted ? `Muted until ${shortTime(c.muted_until)}` : 'Mute for 8 hours';
     $('left-note').hidden = !conv.left;
     $('composer').hidden = !!conv.left;
   }
@@ -580,6 +592,80 @@ export class Messenger {
         }
       })
       .catch(() => {});
+  }
+
+  // ---- notifications ---------------------------------------------------------------------
+
+  /** Mutes the open conversation for 8 hours, or unmutes it (its level stays). */
+  async toggleMute() {
+    const c = this.convs.get(this.active);
+    if (!c) return;
+    const muted = !!c.muted_until && new Date(c.muted_until) > new Date();
+    const until = muted ? null : new Date(Date.now() + 8 * 3600_000).toISOString();
+    $('mute-button').disabled = true;
+    try {
+      const saved = await api('PUT', `/api/conversations/${c.id}/notifications`, {
+        level: c.notify_level ?? null,
+        muted_until: until,
+      });
+      c.muted_until = saved.muted_until;
+    } catch {
+      /* unchanged; the button shows the state as it is */
+    } finally {
+      $('mute-button').disabled = false;
+      this.renderHeader();
+    }
+  }
+
+  async loadActivityCount() {
+    const { unread } = await api('GET', '/api/notifications?limit=1');
+    this.activityUnread = unread;
+    this.renderActivityCount();
+  }
+
+  renderActivityCount() {
+    const n = this.activityUnread ?? 0;
+    $('activity-count').hidden = n === 0;
+    $('activity-count').textContent = n ? String(n) : '';
+    $('activity-open').setAttribute('aria-label', n ? `Activity, ${n} unread` : 'Activity');
+  }
+
+  /** The feed: each entry opens its conversation and is marked read. */
+  async openActivity() {
+    const dialog = $('activity-dialog');
+    const { notifications, unread } = await api('GET', '/api/notifications?limit=30');
+    this.activityUnread = unread;
+    this.renderActivityCount();
+    $('activity-list').replaceChildren(...notifications.map((n) => {
+      const conv = this.convs.get(n.conversation_id);
+      const where = conv ? this.title(conv) : 'a conversation';
+      return h('li', { class: n.read_at ? '' : 'unread', dataset: { id: n.id } },
+        h('button', {
+          type: 'button',
+          class: 'what',
+          onclick: async () => {
+            dialog.close();
+            await this.open(n.conversation_id);
+            if (!n.read_at) await this.markActivityRead([n.id]);
+          },
+        }, `${this.name(n.actor_id)} mentioned you in ${where}`, n.excerpt ? `: ${n.excerpt}` : ''),
+        h('span', { class: 'when' }, shortTime(n.created_at)));
+    }));
+    if (!notifications.length) $('activity-list').append(h('li', {}, 'Nothing yet.'));
+    if (!dialog.open) dialog.showModal();
+  }
+
+  /** Marks `ids` (or, with null, every entry) read. */
+  async markActivityRead(ids) {
+    const { unread } = await api('POST', '/api/notifications/read', ids ? { ids } : { all: true })
+      .catch(() => ({ unread: this.activityUnread }));
+    this.activityUnread = unread;
+    this.renderActivityCount();
+    if ($('activity-dialog').open) {
+      for (const li of $('activity-list').querySelectorAll('li.unread')) {
+        if (!ids || ids.includes(li.dataset.id)) li.classList.remove('unread');
+      }
+    }
   }
 
   // ---- composing -------------------------------------------------------------------------
@@ -789,6 +875,11 @@ export class Messenger {
       }
       case 'typing':
         this.onTyping(id, f.data);
+        break;
+      case 'notification':
+        this.activityUnread += 1;
+        this.renderActivityCount();
+        if ($('activity-dialog').open) this.openActivity().catch(() => {});
         break;
       case 'presence':
         this.presence.set(f.data.user_id, { online: f.data.online, last_seen_at: f.data.last_seen_at });

@@ -146,8 +146,43 @@ async function loadDevice() {
   $('device-off').hidden = !on;
 }
 
+async function loadPrefs() {
+  const p = await api('GET', '/api/notification-settings');
+  const f = $('prefs-form');
+  f.direct_level.value = p.direct_level;
+  f.group_level.value = p.group_level;
+  f.push.checked = p.push;
+  f.email.checked = p.email;
+  f.previews.checked = p.previews;
+  f.quiet_start.value = p.quiet_hours?.start?.slice(0, 5) ?? '';
+  f.quiet_end.value = p.quiet_hours?.end?.slice(0, 5) ?? '';
+  f.time_zone.value = p.time_zone === 'UTC' && !p.quiet_hours
+    ? Intl.DateTimeFormat().resolvedOptions().timeZone ?? 'UTC'
+    : p.time_zone;
+}
+
+$('prefs-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const f = e.target;
+  guarded(f, async () => {
+    const quiet = f.quiet_start.value && f.quiet_end.value
+      ? { start: `${f.quiet_start.value}:00`, end: `${f.quiet_end.value}:00` }
+      : null;
+    await api('PUT', '/api/notification-settings', {
+      direct_level: f.direct_level.value,
+      group_level: f.group_level.value,
+      push: f.push.checked,
+      email: f.email.checked,
+      previews: f.previews.checked,
+      quiet_hours: quiet,
+      time_zone: f.time_zone.value.trim() || 'UTC',
+    });
+    status('Notification settings saved.');
+  });
+});
+
 async function refresh() {
-  await Promise.all([loadSessions(), loadTotp(), loadPasskeys(), loadEvents(), loadDevice()])
+  await Promise.all([loadSessions(), loadTotp(), loadPasskeys(), loadEvents(), loadDevice(), loadPrefs()])
     .catch((err) => status(err.message));
 }
 

@@ -293,6 +293,22 @@ test('two people chat live in Chromium on cookie refresh', async (top) => {
     await bob.page.locator('#messages li', { hasText: 'Thanks' }).waitFor();
   });
 
+  await t.test('the mention is in the Activity feed; a conversation mutes in one click', async () => {
+    const { page } = bob;
+    await page.getByRole('button', { name: /^Activity/ }).click();
+    const entry = page.locator('#activity-list li', { hasText: 'have a look' });
+    await entry.waitFor();
+    assert.match(await entry.textContent(), /Alice mentioned you in Plans/);
+    await page.getByRole('button', { name: 'Mark all read' }).click();
+    await until('no unread activity', async () => (await page.locator('#activity-count').isHidden()));
+    await entry.getByRole('button').click();
+    await page.locator('#thread-title', { hasText: `Plans ${tag}` }).waitFor();
+    await page.getByRole('button', { name: 'Mute', exact: true }).click();
+    await page.getByRole('button', { name: 'Unmute' }).waitFor();
+    await page.getByRole('button', { name: 'Unmute' }).click();
+    await page.getByRole('button', { name: 'Mute', exact: true }).waitFor();
+  });
+
   await t.test('a reload stays signed in through the refresh cookie', async () => {
     if (BASE.startsWith('https:')) {
       // Over HTTPS the refresh token is a __Secure- cookie: Secure, HttpOnly, SameSite=Strict,
@@ -696,6 +712,10 @@ test('passkeys, two-factor enrolment, sessions and events from the security page
     await add.locator('.form-error', { hasText: 'two-factor sign-in is on' }).waitFor({ timeout: WAIT });
     assert.equal((await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials.length, 1);
     await shot({ page }, 'security.png');
+    // Notification settings: groups notify for every message from now on.
+    await security.getByLabel('Groups').selectOption('all');
+    await security.getByRole('button', { name: 'Save notification settings' }).click();
+    await security.locator('#security-status', { hasText: 'Notification settings saved.' }).waitFor({ timeout: WAIT });
     for (const text of ['Two-factor sign-in turned on', 'Passkey added (Laptop)', 'Session ended', 'Signed in']) {
       await security.locator('#security-events li', { hasText: text }).first().waitFor({ timeout: WAIT });
     }
