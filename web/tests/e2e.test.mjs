@@ -562,9 +562,13 @@ async function apiCall(method, path, body, token, client) {
 test('a confirmed address, a reset password and a two-factor sign-in, all from the browser', async () => {
   const username = `erin_${tag}`;
   const email = `${username}@example.test`;
-  const signedUp = await apiCall('POST', '/auth/register', { username, email, password: 'first password here' });
+  const signedUp = await apiCall('POST', '/auth/register', { username, email, password: 'first password here' }, undefined, '10.19.0.5');
   assert.equal(signedUp.status, 201, JSON.stringify(signedUp.body));
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const context = await browser.newContext({
+    // A client address of its own (the stack trusts 127.0.0.1 as a proxy): the sign-ins of
+    // each test spend their own per-address brake, not the others'.
+    extraHTTPHeaders: { 'x-forwarded-for': '10.20.0.3' },
+    viewport: { width: 1100, height: 720 } });
   const page = await context.newPage();
   const problems = [];
   watch(page, problems);
@@ -589,7 +593,8 @@ test('a confirmed address, a reset password and a two-factor sign-in, all from t
     await shot({ page }, 'password-reset.png');
 
     // Two-factor on (through the API), then the browser signs in in two steps.
-    const login = await apiCall('POST', '/auth/login', { login: username, password: 'second password here' });
+    // (From its own client address: the browser's sign-ins keep the per-address brake.)
+    const login = await apiCall('POST', '/auth/login', { login: username, password: 'second password here' }, undefined, '10.19.0.3');
     assert.equal(login.status, 200, JSON.stringify(login.body));
     const token = login.body.access_token;
     const enrolment = await apiCall('POST', '/auth/me/totp', { password: 'second password here' }, token);
@@ -629,14 +634,18 @@ const SITE = BASE.replace('//127.0.0.1:', '//localhost:');
 test('passkeys, two-factor enrolment, sessions and events from the security page', async () => {
   const username = `frank_${tag}`;
   const password = 'frank password here';
-  const signedUp = await apiCall('POST', '/auth/register', { username, email: `${username}@example.test`, password });
+  const signedUp = await apiCall('POST', '/auth/register', { username, email: `${username}@example.test`, password }, undefined, '10.19.0.6');
   assert.equal(signedUp.status, 201, JSON.stringify(signedUp.body));
   const otherDevice = signedUp.body.access_token;
-  const gina = await apiCall('POST', '/auth/register', { username: `gina_${tag}`, email: `gina_${tag}@example.test`, password });
+  const gina = await apiCall('POST', '/auth/register', { username: `gina_${tag}`, email: `gina_${tag}@example.test`, password }, undefined, '10.19.0.7');
   assert.equal(gina.status, 201);
   const ginaToken = gina.body.access_token;
 
-  const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+  const context = await browser.newContext({
+    // A client address of its own (the stack trusts 127.0.0.1 as a proxy): the sign-ins of
+    // each test spend their own per-address brake, not the others'.
+    extraHTTPHeaders: { 'x-forwarded-for': '10.20.0.4' },
+    viewport: { width: 1100, height: 800 } });
   const page = await context.newPage();
   const problems = [];
   watch(page, problems);
@@ -757,7 +766,7 @@ test('passkeys, two-factor enrolment, sessions and events from the security page
     // This session was signed in with the passkey: removing it ends the session too.
     await security.getByRole('button', { name: 'Remove passkey Laptop' }).click();
     await page.locator('#auth-view').waitFor({ timeout: WAIT });
-    const again = await apiCall('POST', '/auth/login', { login: username, password });
+    const again = await apiCall('POST', '/auth/login', { login: username, password }, undefined, '10.19.0.4');
     assert.equal(again.status, 200, 'two-factor is off: the password alone signs in');
     const events = await apiCall('GET', '/auth/me/events', undefined, again.body.access_token);
     assert.ok(events.body.events.some((e) => e.kind === 'passkey_removed' && e.detail === 'Laptop'));
@@ -802,7 +811,11 @@ test('a push for someone away reaches the service worker, shows, and links to th
   });
   assert.equal(payload.message_id, sent.body.id);
 
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const context = await browser.newContext({
+    // A client address of its own (the stack trusts 127.0.0.1 as a proxy): the sign-ins of
+    // each test spend their own per-address brake, not the others'.
+    extraHTTPHeaders: { 'x-forwarded-for': '10.20.0.5' },
+    viewport: { width: 1100, height: 720 } });
   await context.grantPermissions(['notifications'], { origin: SITE });
   const page = await context.newPage();
   const problems = [];
