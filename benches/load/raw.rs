@@ -188,6 +188,10 @@ fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
         of("md5(random()::text)"),
         "1000000000::int8".to_owned(),
         "10::float8".to_owned(),
+        // No mentions (`$9` names, `$10` `@all`), members may not mention all (`$11`).
+        of("''::text"),
+        of("false"),
+        "false".to_owned(),
     ];
     let bind = |sql: &str, map: &[String]| -> Res<String> {
         let mut out = String::with_capacity(sql.len() * 2);
