@@ -84,15 +84,7 @@ async fn an_away_user_gets_one_digest_per_conversation_and_can_unsubscribe_in_on
     assert_eq!(digests_to(&bob).len(), 1, "a read message is not mailed");
 
     // Muted: no digest.
-    let path = format!("/api/conversations/{conversation}/notifications");
-    let (s, _, _) = bob
-        .call(
-            Method::PUT,
-            &path,
-            Some(json!({"level": null, "muted_until": "2099-01-01T00:00:00Z"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    bob.mute(&conversation, true).await;
     alice.send(&conversation, "while muted").await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
@@ -100,14 +92,7 @@ async fn an_away_user_gets_one_digest_per_conversation_and_can_unsubscribe_in_on
         1,
         "a muted conversation mails nothing"
     );
-    let (s, _, _) = bob
-        .call(
-            Method::PUT,
-            &path,
-            Some(json!({"level": null, "muted_until": null})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    bob.mute(&conversation, false).await;
 
     // One click (a POST to the link, no sign-in): no more digests. A forged link: 400.
     let path = url

@@ -120,28 +120,13 @@ async fn an_offline_recipient_gets_one_verified_encrypted_push_per_message() {
     assert!(pushes[1]["payload"]["preview"].is_null(), "{}", pushes[1]);
 
     // Muted: nothing. Online (a socket open): nothing.
-    let path = format!("/api/conversations/{conversation}/notifications");
-    let (s, _, _) = bob
-        .call(
-            Method::PUT,
-            &path,
-            Some(json!({"level": null, "muted_until": "2099-01-01T00:00:00Z"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    bob.mute(&conversation, true).await;
     alice
         .send(&conversation, &format!("@{} muted", bob.username))
         .await;
     // (Mutes apply when the worker takes the message: let it, before unmuting.)
     tokio::time::sleep(QUIET).await;
-    let (s, _, _) = bob
-        .call(
-            Method::PUT,
-            &path,
-            Some(json!({"level": null, "muted_until": null})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    bob.mute(&conversation, false).await;
     let mut ws = bob.socket().await;
     let _ = next_event(&mut ws, "hello", WAIT).await;
     let admin = admin(false).await;

@@ -257,6 +257,23 @@ impl User {
         body["id"].as_str().expect("id").to_owned()
     }
 
+    /// Mutes `conversation` for the caller (until 2099), or unmutes it; asserts 200.
+    pub async fn mute(&self, conversation: &str, muted: bool) {
+        let until = if muted {
+            json!("2099-01-01T00:00:00Z")
+        } else {
+            Value::Null
+        };
+        let (s, _, body) = self
+            .call(
+                Method::PUT,
+                &format!("/api/conversations/{conversation}/notifications"),
+                Some(json!({"level": null, "muted_until": until})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+
     /// Sends a text message; returns the message JSON.
     pub async fn send(&self, conversation: &str, content: &str) -> Value {
         let (s, body) = self

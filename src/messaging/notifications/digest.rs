@@ -72,12 +72,7 @@ SELECT d.user_id, d.conversation_id, d.first_seq, d.last_seq,
        coalesce(s.email, true) AS email_on,
        coalesce(s.previews, true) AS previews,
        coalesce(p.muted_until > now(), false) AS muted,
-       CASE WHEN s.quiet_start IS NULL THEN false
-            WHEN s.quiet_start <= s.quiet_end
-                 THEN (now() AT TIME ZONE s.time_zone)::time >= s.quiet_start
-                  AND (now() AT TIME ZONE s.time_zone)::time < s.quiet_end
-            ELSE (now() AT TIME ZONE s.time_zone)::time >= s.quiet_start
-              OR (now() AT TIME ZONE s.time_zone)::time < s.quiet_end END AS quiet
+       {quiet} AS quiet
 FROM due d
 JOIN messaging.conversations c ON c.id = d.conversation_id
 LEFT JOIN messaging.participants p ON p.conversation_id = d.conversation_id
@@ -87,9 +82,10 @@ LEFT JOIN messaging.presence pr ON pr.user_id = d.user_id";
 
 /// Starts the digest worker: a pass every `poll`.
 pub fn spawn(state: State, outbox: Outbox, poll: Duration, tasks: &Tasks) {
+    let take = TAKE.replace("{quiet}", super::preferences::QUIET_NOW);
     tasks.spawn("digest worker", async move {
         loop {
-            match pass(&state, &outbox).await {
+            match pass(&state, &outbox, &take).await {
                 Ok(n) if n >= BATCH as usize => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "digest pass failed"),
@@ -99,10 +95,10 @@ pub fn spawn(state: State, outbox: Outbox, poll: Duration, tasks: &Tasks) {
     });
 }
 
-async fn pass(state: &State, outbox: &Outbox) -> Result<usize, ApiError> {
+async fn pass(state: &State, outbox: &Outbox, take: &str) -> Result<usize, ApiError> {
     let mut conn = state.db.primary().await?;
     let tx = conn.transaction().await?;
-    let due = tx.query_t(TAKE, &[&BATCH]).await?;
+    let due = tx.query_t(take, &[&BATCH]).await?;
     let mut mailed = 0;
     for d in &due {
         let user: Uuid = d.get("user_id");

@@ -96,6 +96,16 @@ impl Default for Settings {
     }
 }
 
+/// SQL: whether it is now within the quiet hours of the settings row `s`
+/// (`messaging.notification_settings`; false without quiet hours; an `end` before `start`
+/// spans midnight), in the user's time zone.
+pub const QUIET_NOW: &str = "CASE WHEN s.quiet_start IS NULL THEN false
+     WHEN s.quiet_start <= s.quiet_end
+          THEN (now() AT TIME ZONE s.time_zone)::time >= s.quiet_start
+           AND (now() AT TIME ZONE s.time_zone)::time < s.quiet_end
+     ELSE (now() AT TIME ZONE s.time_zone)::time >= s.quiet_start
+       OR (now() AT TIME ZONE s.time_zone)::time < s.quiet_end END";
+
 /// The columns [`Settings::from_row`] reads, from `messaging.notification_settings s`.
 pub const SETTINGS_COLUMNS: &str = "s.direct_level, s.group_level, s.push, s.email, s.previews, \
      s.quiet_start, s.quiet_end, s.time_zone";

@@ -26,7 +26,10 @@ use super::super::{
     publish::publish_to_users,
     State,
 };
-use super::feed::{Notification, NOTIFICATION_COLUMNS};
+use super::{
+    feed::{Notification, NOTIFICATION_COLUMNS},
+    preferences::QUIET_NOW,
+};
 use crate::platform::{db::Traced, error::ApiError, tasks::Tasks};
 
 /// Queue rows one pass takes at most.
@@ -53,12 +56,7 @@ WITH claimed AS (
            coalesce(p.muted_until > now(), false) AS muted,
            coalesce(s.push, true) AS push_on,
            coalesce(s.email, true) AS email_on,
-           CASE WHEN s.quiet_start IS NULL THEN false
-                WHEN s.quiet_start <= s.quiet_end
-                     THEN (now() AT TIME ZONE s.time_zone)::time >= s.quiet_start
-                      AND (now() AT TIME ZONE s.time_zone)::time < s.quiet_end
-                ELSE (now() AT TIME ZONE s.time_zone)::time >= s.quiet_start
-                  OR (now() AT TIME ZONE s.time_zone)::time < s.quiet_end END AS quiet,
+           {quiet} AS quiet,
            coalesce(pr.online, false) AS online
     FROM claimed cl
     JOIN messaging.messages m ON m.id = cl.message_id AND m.deleted_at IS NULL
@@ -125,7 +123,9 @@ const SWEEP: [&str; 3] = [
 /// batch, with a retention sweep every minute. A failed pass (the primary away) is logged
 /// and tried at the next tick.
 pub fn spawn(state: State, poll: Duration, tasks: &Tasks) {
-    let sql = PASS.replace("{columns}", NOTIFICATION_COLUMNS);
+    let sql = PASS
+        .replace("{columns}", NOTIFICATION_COLUMNS)
+        .replace("{quiet}", QUIET_NOW);
     let delay = state.cfg.email_digest_delay.as_secs_f64();
     tasks.spawn("notification worker", async move {
         let mut swept = tokio::time::Instant::now();
