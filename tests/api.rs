@@ -23,6 +23,8 @@ mod digests;
 mod edge;
 #[path = "api/groups.rs"]
 mod groups;
+#[path = "api/interactions.rs"]
+mod interactions;
 #[path = "api/messaging.rs"]
 mod messaging;
 #[path = "api/notifications.rs"]

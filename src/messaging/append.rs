@@ -102,7 +102,8 @@ pub async fn append_for(
                  UPDATE messaging.conversations
                  SET last_seq = last_seq + 1, last_rev = last_rev + 1, last_activity_at = now()
                  WHERE id = $2::uuid
-                   AND ($4::text = 'system' OR messaging.is_current_participant(id, $3::uuid))
+                   AND ($4::text = 'system'
+                        OR (NOT blocked AND messaging.is_current_participant(id, $3::uuid)))
                  RETURNING last_seq, last_rev
              ), m AS (
                  INSERT INTO messaging.messages
@@ -149,8 +150,35 @@ pub async fn append_for(
     Ok((Message::from_row(&row), Audience::from_row(&row)))
 }
 
+/// Takes the conversation's row lock for a change to one of its messages by `user_id`
+/// (a reaction, a pin), as every send, edit and membership change takes it, and checks under
+/// it that they are still a current participant and that no block made it read-only.
+/// Returns whether they are an admin.
+///
+/// Errors: 404 when they are no longer a participant; 403 when it is read-only.
+pub async fn lock_writable(
+    tx: &impl Traced,
+    conversation_id: Uuid,
+    user_id: Uuid,
+) -> Result<bool, ApiError> {
+    let row = tx
+        .query_opt_t(
+            "SELECT c.blocked, p.role = 'admin' FROM messaging.conversations c
+             JOIN messaging.participants p ON p.conversation_id = c.id
+             WHERE c.id = $1 AND p.user_id = $2 AND p.left_at IS NULL
+             FOR UPDATE OF c",
+            &[&conversation_id, &user_id],
+        )
+        .await?
+        .ok_or_else(super::visibility::message_not_found)?;
+    if row.get::<_, bool>(0) {
+        return Err(super::visibility::read_only());
+    }
+    Ok(row.get(1))
+}
+
 /// Takes the conversation's next revision for a change to an existing message (edit,
-/// delete), under the conversation's row lock like [`append`].
+/// delete, reaction, pin), under the conversation's row lock like [`append`].
 ///
 /// Errors: the update fails.
 pub async fn next_rev(tx: &impl Traced, conversation_id: Uuid) -> Result<i64, ApiError> {

@@ -291,7 +291,9 @@ pub async fn upload(
     {
         // Check before reading the body, and hold no connection while it streams in.
         let conn = state.db.primary().await?;
-        current_scope(&conn, conversation_id, caller.user_id).await?;
+        current_scope(&conn, conversation_id, caller.user_id)
+            .await?
+            .writable()?;
         charge_upload(&state, &conn, caller.user_id, 0).await?;
         check_send_rate(&state, &conn, caller.user_id).await?;
     }
@@ -303,7 +305,9 @@ pub async fn upload(
     let mut conn = state.db.primary().await?;
     let tx = conn.transaction().await?;
     // Membership may have ended while the file streamed in.
-    current_scope(&tx, conversation_id, caller.user_id).await?;
+    current_scope(&tx, conversation_id, caller.user_id)
+        .await?
+        .writable()?;
     charge_upload(&state, &tx, caller.user_id, upload.size).await?;
     let attachment_id = store(&tx, Some(conversation_id), caller.user_id, &upload).await?;
     let (message, recipients) = append_for(

@@ -13,13 +13,15 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
+    blocks,
     caller::Caller,
     consistency::{self, Consistency},
     domain::{GroupName, Role},
     mentions,
     model::{self, message_from_seen_from, ConversationSummary, Message, Peer, MESSAGE_COLUMNS},
     protocol::{Event, ParticipantsAdded, ReadMoved, ServerFrame},
-    publish::publish_frame,
+    publish::{publish_frame, publish_to_users},
+    visibility::current_scope,
     State,
 };
 use crate::platform::error::{field, ApiError, FieldErrors};
@@ -112,6 +114,12 @@ pub async fn create(
 
     let tx = conn.transaction().await?;
     let id = Uuid::now_v7();
+    if is_group {
+        let refusing = blocks::blocking(&tx, caller.user_id, &others).await?;
+        if !refusing.is_empty() {
+            return Err(blocks::cannot_add(&refusing));
+        }
+    }
     let (id, created) = if is_group {
         tx.execute_t(
             "INSERT INTO messaging.conversations (id, is_group, name, created_by)
@@ -121,8 +129,11 @@ pub async fn create(
         .await?;
         (id, true)
     } else {
-        let (a, b) = (caller.user_id.min(others[0]), caller.user_id.max(others[0]));
-        let key = format!("{a}:{b}");
+        let key = blocks::direct_key(caller.user_id, others[0]);
+        // An existing direct conversation is returned (read-only if blocked); a new one is
+        // refused while either blocks the other.
+        blocks::lock_pair(&tx, caller.user_id, others[0]).await?;
+        let blocked = blocks::between(&tx, caller.user_id, others[0]).await?;
         let inserted = tx
             .query_opt_t(
                 "INSERT INTO messaging.conversations (id, is_group, direct_key, created_by)
@@ -132,6 +143,11 @@ pub async fn create(
             )
             .await?;
         match inserted {
+            Some(_) if blocked => {
+                return Err(ApiError::Forbidden(
+                    "you cannot start a conversation with this user".into(),
+                ))
+            }
             Some(_) => (id, true),
             None => {
                 let row = tx
@@ -266,7 +282,8 @@ pub async fn list(
                         CASE WHEN p.left_at IS NULL THEN c.name ELSE p.left_name END AS name,
                         coalesce(p.visible_to_seq, c.last_seq) AS visible_last_seq,
                         {ACTIVITY} AS activity_at,
-                        p.last_read_seq, p.left_at IS NOT NULL AS has_left,
+                        p.last_read_seq, p.unread_from_seq, c.blocked AS conv_blocked,
+                        p.left_at IS NOT NULL AS has_left,
                         {mention_count} AS mention_count, p.notify_level,
                         CASE WHEN p.muted_until > now() THEN p.muted_until END AS muted_until,
                         peer.id AS peer_id, peer.username AS peer_username,
@@ -306,6 +323,7 @@ pub async fn list(
         .map(|r| {
             let last_seq: i64 = r.get("visible_last_seq");
             let last_read_seq: i64 = r.get("last_read_seq");
+            let unread_from_seq: Option<i64> = r.get("unread_from_seq");
             let has_message: Option<Uuid> = r.get("id");
             let peer_id: Option<Uuid> = r.get("peer_id");
             ConversationSummary {
@@ -315,13 +333,15 @@ pub async fn list(
                 last_seq,
                 last_activity_at: r.get("activity_at"),
                 last_read_seq,
-                unread_count: (last_seq - last_read_seq).max(0),
+                unread_from_seq,
+                unread_count: unread_count(last_seq, last_read_seq, unread_from_seq),
                 mention_count: r.get("mention_count"),
                 notify_level: r
                     .get::<_, Option<&str>>("notify_level")
                     .map(super::notifications::preferences::Level::from_column),
                 muted_until: r.get("muted_until"),
                 left: r.get("has_left"),
+                blocked: r.get("conv_blocked"),
                 peer: peer_id.map(|user_id| Peer {
                     user_id,
                     username: r.get("peer_username"),
@@ -364,11 +384,16 @@ pub async fn get(
             Box::pin(async move {
                 let scope = super::visibility::any_scope(conn, id, user).await?;
                 if scope.current() {
-                    model::load_conversation(conn, id).await?
+                    let mut c = model::load_conversation(conn, id)
+                        .await?
+                        .ok_or_else(not_found)?;
+                    blocks::hide_presence(conn, user, &mut c).await?;
+                    Ok(c)
                 } else {
-                    model::load_as_left(conn, id, user).await?
+                    model::load_as_left(conn, id, user)
+                        .await?
+                        .ok_or_else(not_found)
                 }
-                .ok_or_else(not_found)
             })
         })
         .await?;
@@ -385,12 +410,21 @@ pub struct ReadRequest {
     pub seq: i64,
 }
 
-/// Answer of the read endpoints.
-#[derive(Serialize, utoipa::ToSchema)]
+/// Answer of the read endpoints (and `conversation.unread`'s data).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReadMarker {
     pub conversation_id: Uuid,
     pub last_read_seq: i64,
+    /// Marked unread from this `seq` on (`POST …/unread`) until read up to it again.
+    pub unread_from_seq: Option<i64>,
     pub unread_count: i64,
+}
+
+/// Messages counted unread: after the read marker, or from where the participant marked the
+/// conversation unread, whichever is earlier.
+pub fn unread_count(last_seq: i64, last_read_seq: i64, unread_from_seq: Option<i64>) -> i64 {
+    let read_to = unread_from_seq.map_or(last_read_seq, |u| last_read_seq.min(u - 1));
+    (last_seq - read_to).max(0)
 }
 
 /// Moves the caller's read marker forward to `seq` — never back, never past the last message
@@ -413,10 +447,14 @@ pub async fn mark_read(
              )
              UPDATE messaging.participants p
              SET last_read_seq = GREATEST(p.last_read_seq,
-                                          LEAST($3, coalesce(p.visible_to_seq, c.last_seq)))
+                                          LEAST($3, coalesce(p.visible_to_seq, c.last_seq))),
+                 -- Reading up to where it was marked unread clears the mark.
+                 unread_from_seq = CASE WHEN p.unread_from_seq <= $3 THEN NULL
+                                        ELSE p.unread_from_seq END
              FROM messaging.conversations c, old
              WHERE c.id = p.conversation_id AND p.conversation_id = $1 AND p.user_id = $2
-             RETURNING p.last_read_seq, coalesce(p.visible_to_seq, c.last_seq) AS last_seq,
+             RETURNING p.last_read_seq, p.unread_from_seq,
+                       coalesce(p.visible_to_seq, c.last_seq) AS last_seq,
                        old.last_read_seq AS previous, p.left_at IS NULL AS current",
             &[&conversation_id, &user_id, &seq],
         )
@@ -436,10 +474,12 @@ pub async fn mark_read(
         .at(Some(last_read_seq));
         publish_frame(state, conversation_id, None, frame.to_json());
     }
+    let unread_from_seq: Option<i64> = row.get("unread_from_seq");
     Ok(ReadMarker {
         conversation_id,
         last_read_seq,
-        unread_count: (last_seq - last_read_seq).max(0),
+        unread_from_seq,
+        unread_count: unread_count(last_seq, last_read_seq, unread_from_seq),
     })
 }
 
@@ -459,6 +499,62 @@ pub async fn read(
     }
     let conn = state.db.primary().await?;
     let marker = mark_read(&state, &conn, id.into_inner(), caller.user_id, body.seq).await?;
+    Ok(consistency::written(&state, &conn, StatusCode::OK)
+        .await?
+        .json(marker))
+}
+
+/// `POST /api/conversations/{id}/unread` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct UnreadRequest {
+    /// The first message to count as unread again.
+    #[schema(minimum = 1)]
+    pub seq: i64,
+}
+
+/// `POST /api/conversations/{id}/unread` `{seq}`: counts the conversation unread from `seq`
+/// for the caller, without moving the read marker back (others keep seeing it as read);
+/// reading up to `seq` again clears it. The caller's other sockets get
+/// `conversation.unread`. 200 with the marker. 404 for a conversation the caller is not in;
+/// 422 for a `seq` outside what they can see.
+#[utoipa::path(post, path = "/api/conversations/{id}/unread", tag = "messages", params(("id" = Uuid, Path, description = "conversation id")),
+    request_body = UnreadRequest,
+    responses((status = 200, description = "The caller's read marker and unread mark.", body = ReadMarker)))]
+pub async fn mark_unread(
+    state: web::Data<State>,
+    caller: Caller,
+    id: Path<Uuid>,
+    body: Json<UnreadRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let conversation_id = id.into_inner();
+    let conn = state.db.primary().await?;
+    let row = conn
+        .query_opt_t(
+            "UPDATE messaging.participants p SET unread_from_seq = $3
+             FROM messaging.conversations c
+             WHERE c.id = p.conversation_id AND p.conversation_id = $1 AND p.user_id = $2
+               AND p.left_at IS NULL
+               AND $3 >= GREATEST(p.visible_from_seq, 1) AND $3 <= c.last_seq
+             RETURNING p.last_read_seq, c.last_seq",
+            &[&conversation_id, &caller.user_id, &body.seq],
+        )
+        .await?;
+    let Some(row) = row else {
+        current_scope(&conn, conversation_id, caller.user_id).await?;
+        return Err(ApiError::invalid_field(
+            "seq",
+            "must be a message of this conversation that you can see",
+        ));
+    };
+    let last_read_seq: i64 = row.get(0);
+    let marker = ReadMarker {
+        conversation_id,
+        last_read_seq,
+        unread_from_seq: Some(body.seq),
+        unread_count: unread_count(row.get(1), last_read_seq, Some(body.seq)),
+    };
+    let frame = ServerFrame::of(conversation_id, Event::ConversationUnread(marker.clone()));
+    publish_to_users(&state, vec![caller.user_id], frame.to_json());
     Ok(consistency::written(&state, &conn, StatusCode::OK)
         .await?
         .json(marker))

@@ -16,11 +16,12 @@ use crate::auth::session::SessionEnded;
 #[serde(rename_all = "snake_case")]
 pub enum BusEvent {
     /// Deliver `frame` (a server frame, already JSON) to the sockets of every participant of
-    /// the conversation, except `exclude_user`'s.
+    /// the conversation, except those of the users in `exclude` (the actor of a typing
+    /// event, and the users they block).
     Conversation {
         conversation_id: Uuid,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        exclude_user: Option<Uuid>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exclude: Vec<Uuid>,
         /// For a stored change to a message: its `seq` (only participants who can see it get
         /// the frame) …
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,7 +17,7 @@
 //!    earlier send to those conversations (READ COMMITTED takes a new snapshot per
 //!    statement, PostgreSQL docs §13.2.1);
 //! 2. one statement ([`APPEND_BATCH`]) checks each send — the sender is a current
-//!    participant, its `client_id` is new here (a repeat is answered with the original),
+//!    participant of a conversation no block made read-only, its `client_id` is new here (a repeat is answered with the original),
 //!    its `reply_to` is a message the sender can see, the sender's send budget has room
 //!    (counted in queue order, exactly as one send at a time would) — and appends those that
 //!    pass with gapless `seq`s in queue order, moving each sender's read marker;
@@ -395,15 +395,18 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
                  WITH ORDINALITY AS t(id, conversation_id, sender_id, content, reply_to,
                                       client_id, names, want_all, ord)
          ), scoped AS (
-             SELECT i.*, p.visible_from_seq, p.role AS sender_role
+             SELECT i.*, p.visible_from_seq, p.role AS sender_role, cv.blocked
              FROM input i
              JOIN messaging.participants p
                ON p.conversation_id = i.conversation_id AND p.user_id = i.sender_id
               AND p.left_at IS NULL
+             JOIN messaging.conversations cv ON cv.id = i.conversation_id
+         ), writable AS (
+             SELECT s.* FROM scoped s WHERE NOT s.blocked
          ), fresh AS (
              SELECT s.*, row_number() OVER (PARTITION BY s.conversation_id, s.sender_id,
                                                          s.client_id ORDER BY s.ord) AS nth
-             FROM scoped s
+             FROM writable s
              WHERE s.client_id IS NULL OR NOT EXISTS (
                  SELECT 1 FROM messaging.messages e
                  WHERE e.conversation_id = s.conversation_id AND e.sender_id = s.sender_id
@@ -478,6 +481,8 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
                 CASE WHEN m.id IS NOT NULL THEN 'created'
                      WHEN NOT EXISTS (SELECT 1 FROM scoped s WHERE s.ord = i.ord)
                           THEN 'not_found'
+                     WHEN NOT EXISTS (SELECT 1 FROM writable w WHERE w.ord = i.ord)
+                          THEN 'read_only'
                      WHEN NOT EXISTS (SELECT 1 FROM first_sends f WHERE f.ord = i.ord)
                           THEN 'repeated'
                      WHEN NOT EXISTS (SELECT 1 FROM replying r WHERE r.ord = i.ord)
@@ -627,6 +632,7 @@ async fn append_batch(
                     audience: Audience::from_row(row),
                 },
                 "repeated" => Outcome::Repeated,
+                "read_only" => return Err(super::visibility::read_only()),
                 "bad_reply" => {
                     return Err(ApiError::invalid_field(
                         "reply_to",

@@ -25,7 +25,7 @@ use super::{
     conversations::{mark_read, page_limit},
     domain::{MessageContent, MessageKind},
     mentions::{self, Mentions},
-    model::{load_message, Message, MESSAGE_COLUMNS, MESSAGE_FROM},
+    model::{load_message, my_reactions_column, Message, MESSAGE_COLUMNS, MESSAGE_FROM},
     visibility::{self, conversation_not_found, current_scope, visible_message},
     State,
 };
@@ -188,6 +188,24 @@ pub async fn answer(
         .json(message))
 }
 
+/// A write's answer about message `id`, loaded again as `reader` (whose visible range starts
+/// at `visible_from`) sees it now: 200 with the message and the consistency token.
+///
+/// Errors: 404 if it is gone; the query fails.
+pub async fn answer_with(
+    state: &State,
+    conn: &Conn,
+    id: Uuid,
+    reader: Uuid,
+    visible_from: i64,
+) -> Result<HttpResponse, ApiError> {
+    let message = super::model::load_message_for(conn, id, reader)
+        .await?
+        .ok_or_else(visibility::message_not_found)?
+        .seen_from(visible_from);
+    answer(state, conn, &message, StatusCode::OK).await
+}
+
 /// `PATCH /api/messages/{id}` body.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct EditMessage {
@@ -219,11 +237,7 @@ pub async fn edit(
             "only the sender can edit a message".into(),
         ));
     }
-    if !scope.current() {
-        return Err(ApiError::Forbidden(
-            "you are no longer in this conversation".into(),
-        ));
-    }
+    scope.writable()?;
     if message.deleted {
         return Err(ApiError::Conflict("the message was deleted".into()));
     }
@@ -237,6 +251,9 @@ pub async fn edit(
     let mentioned = Mentions::of(content.as_str());
     let tx = conn.transaction().await?;
     let rev = next_rev(&tx, message.conversation_id).await?;
+    // The text being replaced becomes the next earlier version (edits of one conversation
+    // queue on its row lock, just taken, so versions are numbered without gaps).
+    tx.execute_t(SAVE_VERSION, &[&message.id]).await?;
     let updated = tx
         .execute_t(
             // After next_rev took the conversation's row lock, so this statement's snapshot
@@ -279,13 +296,29 @@ pub async fn edit(
     )
     .await?;
     tx.commit().await?;
+    let reactions = message.reactions;
     let message = load_message(&conn, message.id)
         .await?
         .ok_or_else(visibility::message_not_found)?;
     publish_message(&state, MessageEvent::Edited, &message);
-    let message = message.seen_from(scope.visible_from_seq);
+    // An edit leaves the reactions as they were: the caller's answer keeps their `me`.
+    let message = Message {
+        reactions,
+        ..message.seen_from(scope.visible_from_seq)
+    };
     answer(&state, &conn, &message, StatusCode::OK).await
 }
+
+/// Keeps the current text of message `$1` as its next earlier version, with the time it was
+/// written (see `GET /api/messages/{id}/versions`, [`super::versions`]).
+const SAVE_VERSION: &str =
+    "INSERT INTO messaging.message_versions (message_id, version, content, written_at)
+     SELECT m.id,
+            coalesce((SELECT max(v.version) FROM messaging.message_versions v
+                      WHERE v.message_id = m.id), 0) + 1,
+            m.content, coalesce(m.edited_at, m.created_at)
+     FROM messaging.messages m
+     WHERE m.id = $1 AND m.deleted_at IS NULL AND m.content IS NOT NULL";
 
 /// An edit by its sender (`$4`, still a participant): the text (`$2`), the revision (`$3`),
 /// and the mentions resolved again (`$5` names, `$6` `@all`, `$7` whether members may).
@@ -295,7 +328,7 @@ static EDIT_MESSAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
              mentions = {mentions}, mentions_all = {mentions_all}
          FROM messaging.conversations c, messaging.participants sp
          WHERE m.id = $1 AND m.deleted_at IS NULL AND c.id = m.conversation_id
-           AND sp.conversation_id = m.conversation_id AND sp.user_id = $4
+           AND NOT c.blocked AND sp.conversation_id = m.conversation_id AND sp.user_id = $4
            AND sp.left_at IS NULL",
         mentions = mentions::resolve_sql("m.conversation_id", "$4", "$5::text"),
         mentions_all = mentions::all_sql("$6::bool", "c.is_group", "sp.role", "$7::bool"),
@@ -332,7 +365,8 @@ pub async fn delete(
                 "WITH old AS (SELECT attachment_id FROM messaging.messages WHERE id = $1 FOR UPDATE)
                  UPDATE messaging.messages m
                  SET content = NULL, attachment_id = NULL, deleted_at = now(), rev = $2,
-                     mentions = '{}', mentions_all = false
+                     mentions = '{}', mentions_all = false, reactions = NULL,
+                     pinned_at = NULL, pinned_by = NULL
                  FROM old WHERE m.id = $1
                    AND ($3 OR EXISTS (SELECT 1 FROM messaging.participants p
                                       WHERE p.conversation_id = m.conversation_id
@@ -350,6 +384,13 @@ pub async fn delete(
             tx.execute_t("DELETE FROM messaging.attachments WHERE id = $1", &[&a])
                 .await?;
         }
+        // Its earlier texts and its reactions go with its content.
+        tx.execute_t(
+            "WITH v AS (DELETE FROM messaging.message_versions WHERE message_id = $1)
+             DELETE FROM messaging.reactions WHERE message_id = $1",
+            &[&message.id],
+        )
+        .await?;
         // A deleted message mentions nobody any more: not counted, not in anyone's feed.
         tx.execute_t(
             "DELETE FROM messaging.mentions WHERE conversation_id = $1 AND seq = $2",
@@ -428,7 +469,7 @@ pub async fn history(
                 Ok(conn
                     .query_t(
                         &format!(
-                            "SELECT {MESSAGE_COLUMNS}
+                            "SELECT {MESSAGE_COLUMNS}, {mine}
                  FROM messaging.participants s
                  LEFT JOIN LATERAL (
                      SELECT * FROM messaging.messages p
@@ -444,7 +485,8 @@ pub async fn history(
                         ON pm.id = m.reply_to AND pm.seq >= s.visible_from_seq
                  LEFT JOIN messaging.attachments a ON a.id = m.attachment_id
                  WHERE s.conversation_id = $1 AND s.user_id = $5
-                 ORDER BY m.seq {order}"
+                 ORDER BY m.seq {order}",
+                            mine = my_reactions_column("$5"),
                         ),
                         &[&conversation_id, &before, &after, &(limit + 1), &user],
                     )

@@ -5,6 +5,7 @@
 pub mod append;
 pub mod attachments;
 pub mod avatars;
+pub mod blocks;
 pub mod budget;
 pub mod caller;
 pub mod consistency;
@@ -19,10 +20,13 @@ pub mod mentions;
 pub mod messages;
 pub mod model;
 pub mod notifications;
+pub mod pins;
 pub mod protocol;
 pub mod publish;
+pub mod reactions;
 pub mod receipts;
 pub mod search;
+pub mod versions;
 pub mod visibility;
 
 use std::sync::Arc;
@@ -90,6 +94,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .delete(messages::delete),
             )
             .service(resource("/messages/{id}/read").post(messages::read))
+            .service(
+                resource("/messages/{id}/reactions/{emoji}")
+                    .put(reactions::add)
+                    .delete(reactions::remove),
+            )
+            .service(
+                resource("/messages/{id}/pin")
+                    .put(pins::pin)
+                    .delete(pins::unpin),
+            )
+            .service(resource("/messages/{id}/versions").get(versions::list))
+            .service(resource("/conversations/{id}/pins").get(pins::list))
+            .service(resource("/conversations/{id}/unread").post(conversations::mark_unread))
+            .service(resource("/blocks").get(blocks::list))
+            .service(
+                resource("/blocks/{user_id}")
+                    .put(blocks::block)
+                    .delete(blocks::unblock),
+            )
             .service(resource("/messages/{id}/receipts").get(receipts::receipts))
             .service(resource("/attachments/{id}").get(attachments::download))
             .service(

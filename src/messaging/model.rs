@@ -3,7 +3,7 @@
 
 use crate::platform::db::Traced;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::domain::MessageKind;
@@ -38,6 +38,12 @@ pub struct Message {
     pub mentions: Vec<Uuid>,
     /// True when it mentions the whole group (`@all`).
     pub mentions_all: bool,
+    /// Reactions, each emoji once with how many reacted with it, in the order each emoji
+    /// was first used (at most [`super::reactions::MAX_DISTINCT`]); empty for none.
+    pub reactions: Vec<ReactionCount>,
+    /// Pinned to the conversation: by whom and when (absent: not pinned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<Pinned>,
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted: bool,
@@ -55,6 +61,25 @@ pub struct Quote {
     pub sender_id: Option<Uuid>,
     pub excerpt: Option<String>,
     pub deleted: bool,
+}
+
+/// One emoji's reactions on a message.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReactionCount {
+    pub emoji: String,
+    pub count: i64,
+    /// Whether the reader reacted with it. Present in answers to one reader (HTTP, and a
+    /// socket's `resume` replay); absent in live frames shared by every recipient, where the
+    /// `reaction.*` events name who reacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub me: Option<bool>,
+}
+
+/// Who pinned a message, and when.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Pinned {
+    pub by: Uuid,
+    pub at: DateTime<Utc>,
 }
 
 /// Length of a reply's quote, in characters.
@@ -76,7 +101,19 @@ pub const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.rev, m.send
      m.meta, m.mentions, m.mentions_all, pm.id AS quote_id, pm.seq AS quote_seq, pm.sender_id AS quote_sender_id, \
      left(pm.content, 140) AS quote_excerpt, pm.deleted_at IS NOT NULL AS quote_deleted, \
      a.id AS att_id, a.filename AS att_filename, a.content_type AS att_content_type, \
-     a.size AS att_size, encode(a.sha256, 'hex') AS att_sha256";
+     a.size AS att_size, encode(a.sha256, 'hex') AS att_sha256, \
+     m.reactions, m.pinned_at, m.pinned_by";
+
+/// One more column for [`MESSAGE_COLUMNS`] (after a comma): the emoji `reader` (an SQL
+/// expression: a parameter or a column) reacted with, so each reaction says `me`. Looked up
+/// only for messages that have reactions.
+pub fn my_reactions_column(reader: &str) -> String {
+    format!(
+        "CASE WHEN m.reactions IS NULL THEN NULL ELSE ARRAY(
+             SELECT r.emoji FROM messaging.reactions r
+             WHERE r.message_id = m.id AND r.user_id = {reader}) END AS my_reactions"
+    )
+}
 
 /// The join [`MESSAGE_COLUMNS`] reads from: the message `m`, its parent `pm`, its file `a`.
 /// Unscoped: for a message as its sender wrote it; a reader's view goes through
@@ -129,11 +166,38 @@ impl Message {
                 .get::<_, Option<Vec<Uuid>>>("mentions")
                 .unwrap_or_default(),
             mentions_all: row.get::<_, Option<bool>>("mentions_all") == Some(true),
+            reactions: reactions_of(row),
+            pinned: row
+                .get::<_, Option<DateTime<Utc>>>("pinned_at")
+                .zip(row.get::<_, Option<Uuid>>("pinned_by"))
+                .map(|(at, by)| Pinned { by, at }),
             created_at: row.get("created_at"),
             edited_at: row.get("edited_at"),
             deleted: row.get("deleted"),
         }
     }
+}
+
+/// The `reactions` column as counts, each with `me` when the row has `my_reactions`.
+fn reactions_of(row: &tokio_postgres::Row) -> Vec<ReactionCount> {
+    let Some(serde_json::Value::Array(items)) =
+        row.get::<_, Option<serde_json::Value>>("reactions")
+    else {
+        return Vec::new();
+    };
+    // Absent column (a statement without it): `me` unknown. Present: known, NULL meaning none.
+    let mine: Option<Vec<String>> = row
+        .try_get::<_, Option<Vec<String>>>("my_reactions")
+        .ok()
+        .map(Option::unwrap_or_default);
+    items
+        .into_iter()
+        .filter_map(|v| serde_json::from_value::<ReactionCount>(v).ok())
+        .map(|mut r| {
+            r.me = mine.as_ref().map(|m| m.contains(&r.emoji));
+            r
+        })
+        .collect()
 }
 
 impl Message {
@@ -148,7 +212,8 @@ impl Message {
     }
 }
 
-/// Loads one message by id.
+/// Loads one message by id (reactions without `me`: as every recipient of a live frame
+/// gets it).
 ///
 /// Errors: the query fails.
 pub async fn load_message(
@@ -161,6 +226,25 @@ pub async fn load_message(
             &[&id],
         )
         .await?;
+    Ok(row.as_ref().map(Message::from_row))
+}
+
+/// Loads one message by id as `reader` gets it in an answer: each reaction says `me`.
+/// Unscoped (see [`super::visibility::visible_message`]).
+///
+/// Errors: the query fails.
+pub async fn load_message_for(
+    db: &impl Traced,
+    id: Uuid,
+    reader: Uuid,
+) -> Result<Option<Message>, tokio_postgres::Error> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {MESSAGE_COLUMNS}, {mine} FROM {MESSAGE_FROM} WHERE m.id = $1",
+            mine = my_reactions_column("$2")
+        )
+    });
+    let row = db.query_opt_t(SQL.as_str(), &[&id, &reader]).await?;
     Ok(row.as_ref().map(Message::from_row))
 }
 
@@ -191,6 +275,8 @@ pub struct Conversation {
     pub created_at: DateTime<Utc>,
     pub last_seq: i64,
     pub last_activity_at: DateTime<Utc>,
+    /// A direct conversation made read-only by a block (either way).
+    pub blocked: bool,
     pub participants: Vec<Participant>,
 }
 
@@ -205,7 +291,9 @@ pub struct ConversationSummary {
     pub last_activity_at: DateTime<Utc>,
     /// The caller's read marker.
     pub last_read_seq: i64,
-    /// `last_seq - last_read_seq`.
+    /// Marked unread from this `seq` (`POST …/unread`) until read up to it again.
+    pub unread_from_seq: Option<i64>,
+    /// `last_seq - last_read_seq`, or from `unread_from_seq` when that is earlier.
     pub unread_count: i64,
     /// Of those, the messages that mention the caller (`@username`, or `@all` in a group).
     pub mention_count: i64,
@@ -215,6 +303,8 @@ pub struct ConversationSummary {
     pub muted_until: Option<DateTime<Utc>>,
     /// True once the caller has left or been removed: history up to then stays readable.
     pub left: bool,
+    /// A direct conversation made read-only by a block (either way): see `GET /api/blocks`.
+    pub blocked: bool,
     /// The other participant of a direct conversation (absent for groups), so a client can
     /// title it without loading the details.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -232,7 +322,7 @@ pub struct Peer {
 
 impl Conversation {
     /// A conversation from a row of `id, is_group, name, created_by, created_at, last_seq,
-    /// last_activity_at`, with `participants`.
+    /// last_activity_at, blocked`, with `participants`.
     fn from_row(c: &tokio_postgres::Row, participants: Vec<Participant>) -> Self {
         Self {
             id: c.get("id"),
@@ -242,6 +332,7 @@ impl Conversation {
             created_at: c.get("created_at"),
             last_seq: c.get("last_seq"),
             last_activity_at: c.get("last_activity_at"),
+            blocked: c.get("blocked"),
             participants,
         }
     }
@@ -256,7 +347,8 @@ pub async fn load_conversation(
 ) -> Result<Option<Conversation>, tokio_postgres::Error> {
     let Some(c) = db
         .query_opt_t(
-            "SELECT id, is_group, name, created_by, created_at, last_seq, last_activity_at
+            "SELECT id, is_group, name, created_by, created_at, last_seq, last_activity_at,
+                    blocked
              FROM messaging.conversations WHERE id = $1",
             &[&id],
         )
@@ -305,7 +397,7 @@ pub async fn load_as_left(
     let Some(c) = db
         .query_opt_t(
             "SELECT c.id, c.is_group, p.left_name AS name, c.created_by, c.created_at,
-                    p.visible_to_seq AS last_seq, p.left_at AS last_activity_at
+                    p.visible_to_seq AS last_seq, p.left_at AS last_activity_at, c.blocked
              FROM messaging.participants p
              JOIN messaging.conversations c ON c.id = p.conversation_id
              WHERE p.conversation_id = $1 AND p.user_id = $2 AND p.left_at IS NOT NULL",

@@ -41,6 +41,21 @@ pub enum Event {
     /// A message was deleted: the tombstone.
     #[serde(rename = "message.deleted")]
     MessageDeleted(Message),
+    /// Someone reacted to a message (`seq`/`rev` are the message's and the change's).
+    #[serde(rename = "reaction.added")]
+    ReactionAdded(crate::messaging::reactions::ReactionChanged),
+    /// Someone took a reaction back.
+    #[serde(rename = "reaction.removed")]
+    ReactionRemoved(crate::messaging::reactions::ReactionChanged),
+    /// A message was pinned to the conversation: the message, with `pinned`.
+    #[serde(rename = "message.pinned")]
+    MessagePinned(Message),
+    /// A message was unpinned.
+    #[serde(rename = "message.unpinned")]
+    MessageUnpinned(Message),
+    /// You marked a conversation unread (on another device): sent to your own sockets only.
+    #[serde(rename = "conversation.unread")]
+    ConversationUnread(crate::messaging::conversations::ReadMarker),
     /// A participant's read marker moved.
     #[serde(rename = "read")]
     Read(ReadMoved),
@@ -167,6 +182,10 @@ pub enum MessageEvent {
     Edited,
     #[serde(rename = "message.deleted")]
     Deleted,
+    #[serde(rename = "message.pinned")]
+    Pinned,
+    #[serde(rename = "message.unpinned")]
+    Unpinned,
 }
 
 impl MessageEvent {
@@ -176,6 +195,8 @@ impl MessageEvent {
             Self::Created => Event::MessageCreated(message),
             Self::Edited => Event::MessageEdited(message),
             Self::Deleted => Event::MessageDeleted(message),
+            Self::Pinned => Event::MessagePinned(message),
+            Self::Unpinned => Event::MessageUnpinned(message),
         }
     }
 }

@@ -21,15 +21,23 @@ pub fn publish_frame(
     exclude_user: Option<Uuid>,
     frame: String,
 ) {
-    publish(
+    publish_frame_except(
         state,
         conversation_id,
-        exclude_user,
-        None,
-        None,
-        None,
+        exclude_user.into_iter().collect(),
         frame,
     );
+}
+
+/// Queues a frame for every current participant of a conversation except the users in
+/// `exclude`.
+pub fn publish_frame_except(
+    state: &State,
+    conversation_id: Uuid,
+    exclude: Vec<Uuid>,
+    frame: String,
+) {
+    publish(state, conversation_id, exclude, None, None, None, frame);
 }
 
 /// Queues the frame of a stored change to a message at `(seq, rev)`: delivered only to
@@ -45,7 +53,7 @@ pub fn publish_message_frame(
     publish(
         state,
         conversation_id,
-        None,
+        Vec::new(),
         Some(at),
         None,
         recipients,
@@ -67,7 +75,7 @@ pub fn publish_split_frames(
     publish(
         state,
         conversation_id,
-        None,
+        Vec::new(),
         Some((parent_seq, at.1)),
         None,
         None,
@@ -76,7 +84,7 @@ pub fn publish_split_frames(
     publish(
         state,
         conversation_id,
-        None,
+        Vec::new(),
         Some(at),
         Some(parent_seq),
         None,
@@ -87,7 +95,7 @@ pub fn publish_split_frames(
 fn publish(
     state: &State,
     conversation_id: Uuid,
-    exclude_user: Option<Uuid>,
+    exclude: Vec<Uuid>,
     at: Option<(i64, i64)>,
     joined_after: Option<i64>,
     recipients: Option<Vec<Uuid>>,
@@ -96,7 +104,7 @@ fn publish(
     match serde_json::value::RawValue::from_string(frame) {
         Ok(frame) => state.publisher.publish(BusEvent::Conversation {
             conversation_id,
-            exclude_user,
+            exclude,
             message_seq: at.map(|a| a.0),
             joined_after,
             rev: at.map(|a| a.1),

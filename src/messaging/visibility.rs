@@ -6,7 +6,7 @@
 use crate::platform::db::Traced;
 use uuid::Uuid;
 
-use super::model::{load_message, Message};
+use super::model::{load_message_for, Message};
 use crate::platform::error::ApiError;
 
 /// What one user may see of one conversation: the seq range of their membership, whether it
@@ -18,12 +18,31 @@ pub struct Scope {
     pub visible_to_seq: Option<i64>,
     pub admin: bool,
     pub is_group: bool,
+    /// A direct conversation one of whose two participants blocked the other: read-only
+    /// both ways ([`super::blocks`]).
+    pub blocked: bool,
 }
 
 impl Scope {
     /// Still a participant (may send, read, act).
     pub fn current(&self) -> bool {
         self.visible_to_seq.is_none()
+    }
+
+    /// Whether the caller may change anything here (send, edit, react, pin): a current
+    /// participant of a conversation that no block made read-only.
+    ///
+    /// Errors: 403 saying which.
+    pub fn writable(&self) -> Result<(), ApiError> {
+        if !self.current() {
+            return Err(ApiError::Forbidden(
+                "you are no longer in this conversation".into(),
+            ));
+        }
+        if self.blocked {
+            return Err(read_only());
+        }
+        Ok(())
     }
 
     /// `seq` lies within the visible range.
@@ -42,7 +61,8 @@ pub async fn scope(
 ) -> Result<Option<Scope>, tokio_postgres::Error> {
     let row = db
         .query_opt_t(
-            "SELECT p.visible_from_seq, p.visible_to_seq, p.role = 'admin' AS admin, c.is_group
+            "SELECT p.visible_from_seq, p.visible_to_seq, p.role = 'admin' AS admin, c.is_group,
+                    c.blocked
              FROM messaging.participants p
              JOIN messaging.conversations c ON c.id = p.conversation_id
              WHERE p.conversation_id = $1 AND p.user_id = $2",
@@ -54,6 +74,7 @@ pub async fn scope(
         visible_to_seq: r.get(1),
         admin: r.get(2),
         is_group: r.get(3),
+        blocked: r.get(4),
     }))
 }
 
@@ -102,6 +123,13 @@ pub fn conversation_not_found() -> ApiError {
     ApiError::NotFound("conversation not found".into())
 }
 
+/// The answer for a change to a direct conversation that a block made read-only.
+pub fn read_only() -> ApiError {
+    ApiError::Forbidden(
+        "this conversation is read-only: one of its participants blocked the other".into(),
+    )
+}
+
 /// The answer for a message that does not exist or that the caller cannot see.
 pub fn message_not_found() -> ApiError {
     ApiError::NotFound("message not found".into())
@@ -115,7 +143,7 @@ pub async fn visible_message(
     message_id: Uuid,
     user_id: Uuid,
 ) -> Result<(Message, Scope), ApiError> {
-    let message = load_message(db, message_id)
+    let message = load_message_for(db, message_id, user_id)
         .await?
         .ok_or_else(message_not_found)?;
     match scope(db, message.conversation_id, user_id).await? {

@@ -216,11 +216,6 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
         &[(403, "not an admin of this group")],
     ),
     (
-        "post",
-        "/api/conversations/{id}/participants",
-        &[(403, "not an admin of this group")],
-    ),
-    (
         "delete",
         "/api/conversations/{id}/participants/{user_id}",
         &[(403, "not an admin of this group")],
@@ -234,6 +229,7 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
         "post",
         "/api/conversations/{id}/messages",
         &[
+            (403, "a read-only (blocked) direct conversation"),
             (409, "the client_id is being used by a concurrent send"),
             (429, "past the send rate limit"),
         ],
@@ -242,6 +238,7 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
         "post",
         "/api/conversations/{id}/attachments",
         &[
+            (403, "a read-only (blocked) direct conversation"),
             (413, "past the upload size limit or the stored-bytes quota"),
             (429, "past the send rate limit or the upload quota"),
         ],
@@ -263,7 +260,10 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
         "patch",
         "/api/messages/{id}",
         &[
-            (403, "not the sender, or past the edit window"),
+            (
+                403,
+                "not the sender, past the edit window, or a read-only (blocked) conversation",
+            ),
             (409, "the message is deleted"),
         ],
     ),
@@ -271,6 +271,68 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
         "delete",
         "/api/messages/{id}",
         &[(403, "neither the sender nor a group admin")],
+    ),
+    (
+        "put",
+        "/api/messages/{id}/reactions/{emoji}",
+        &[
+            (403, "a former participant, or a read-only (blocked) conversation"),
+            (409, "the message is deleted, or has 20 other emoji"),
+            (422, "not one Unicode emoji"),
+        ],
+    ),
+    (
+        "delete",
+        "/api/messages/{id}/reactions/{emoji}",
+        &[
+            (403, "a former participant, or a read-only (blocked) conversation"),
+            (409, "the message is deleted"),
+            (422, "not one Unicode emoji"),
+        ],
+    ),
+    (
+        "put",
+        "/api/messages/{id}/pin",
+        &[
+            (403, "a group member who is not an admin, a former participant, or a read-only (blocked) conversation"),
+            (409, "the message is deleted, or the conversation has 50 pins"),
+        ],
+    ),
+    (
+        "delete",
+        "/api/messages/{id}/pin",
+        &[
+            (403, "a group member who is not an admin, a former participant, or a read-only (blocked) conversation"),
+            (409, "the message is deleted"),
+        ],
+    ),
+    (
+        "get",
+        "/api/conversations/{id}/pins",
+        &[(403, "a former participant")],
+    ),
+    (
+        "put",
+        "/api/blocks/{user_id}",
+        &[
+            (409, "past 1000 blocks"),
+            (422, "blocking oneself"),
+        ],
+    ),
+    (
+        "delete",
+        "/api/blocks/{user_id}",
+        &[(422, "unblocking oneself")],
+    ),
+    (
+        "post",
+        "/api/conversations",
+        &[(403, "a direct conversation with, or a group of, someone who blocks the caller (or whom the caller blocks, for a new direct one)")],
+    ),
+    (
+        "post",
+        "/api/conversations/{id}/participants",
+        &[(403, "not an admin, or adding someone who blocks the caller")],
     ),
     (
         "get",

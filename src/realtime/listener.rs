@@ -191,7 +191,7 @@ async fn dispatch(
         }),
         BusEvent::Conversation {
             conversation_id,
-            exclude_user,
+            exclude,
             message_seq,
             joined_after,
             rev,
@@ -217,17 +217,14 @@ async fn dispatch(
                 span.add_link(sc);
             }
             let users = match carried {
-                Some(users) => users
-                    .into_iter()
-                    .filter(|u| Some(*u) != exclude_user)
-                    .collect(),
+                Some(users) => users.into_iter().filter(|u| !exclude.contains(u)).collect(),
                 None => {
                     recipients(
                         primary,
                         conversation_id,
                         message_seq,
                         joined_after,
-                        exclude_user,
+                        &exclude,
                     )
                     .instrument(span.clone())
                     .await?
@@ -269,7 +266,7 @@ async fn dispatch(
             // A reply's quote goes only to those who can see its parent (issue 14).
             let parent = message.quote.as_ref().map(|q| q.seq);
             let seeing = parent.unwrap_or(message.seq);
-            let users = recipients(primary, conversation_id, Some(seeing), None, None).await?;
+            let users = recipients(primary, conversation_id, Some(seeing), None, &[]).await?;
             hub.send(Command::Deliver {
                 users,
                 frame: Frame {
@@ -284,7 +281,7 @@ async fn dispatch(
                     conversation_id,
                     Some(message.seq),
                     parent.into(),
-                    None,
+                    &[],
                 )
                 .await?;
                 let message = message.seen_from(parent + 1);
@@ -310,7 +307,7 @@ async fn recipients(
     conversation_id: Uuid,
     seq: Option<i64>,
     joined_after: Option<i64>,
-    exclude: Option<Uuid>,
+    exclude: &[Uuid],
 ) -> anyhow::Result<Vec<Uuid>> {
     let conn = Conn::get(primary, Route::BACKGROUND).await?;
     let stmt = conn
@@ -326,6 +323,6 @@ async fn recipients(
         .await?
         .iter()
         .map(|r| r.get::<_, Uuid>(0))
-        .filter(|u| Some(*u) != exclude)
+        .filter(|u| !exclude.contains(u))
         .collect())
 }

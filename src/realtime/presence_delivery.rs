@@ -69,6 +69,9 @@ async fn deliver(
              JOIN messaging.participants o
                ON o.conversation_id = p.conversation_id AND o.left_at IS NULL
              WHERE p.user_id = ANY($1) AND p.left_at IS NULL
+               -- Nobody they block sees their presence (issue 20).
+               AND NOT EXISTS (SELECT 1 FROM messaging.blocks b
+                               WHERE b.blocker_id = p.user_id AND b.blocked_id = o.user_id)
              GROUP BY p.user_id",
             &[&subjects],
         )

@@ -75,7 +75,7 @@ pub(super) struct Socket {
     synced: HashMap<Uuid, i64>,
     /// Conversations this socket is typing in: when the state expires, and when it was last
     /// announced.
-    typing: HashMap<Uuid, (Instant, Instant)>,
+    typing: HashMap<Uuid, typing::TypingState>,
     /// Client frames in the current one-second window.
     window: (Instant, u32),
     /// The access token the socket lives on.
@@ -131,8 +131,8 @@ impl Socket {
         } else {
             self.closing().await
         };
-        for conversation_id in self.typing.keys().copied().collect::<Vec<_>>() {
-            self.announce_typing(conversation_id, false);
+        for (conversation_id, t) in std::mem::take(&mut self.typing) {
+            self.announce_typing(conversation_id, false, t.hidden);
         }
         self.live.hub.send(Command::Unregister {
             id: self.conn_id,
@@ -154,7 +154,7 @@ impl Socket {
         ping.tick().await;
         let mut last_heard = Instant::now();
         loop {
-            let typing_due = self.typing.values().map(|t| t.0).min();
+            let typing_due = self.typing.values().map(|t| t.until).min();
             tokio::select! {
                 biased;
                 changed = self.close_rx.changed() => {

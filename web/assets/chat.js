@@ -4,6 +4,7 @@
 import { api, blob, upload } from './api.js';
 import { $, h, shortTime, bytes, debounce } from './dom.js';
 import { Live } from './live.js';
+import * as act from './interactions.js';
 import * as session from './session.js';
 
 const PAGE = 50;
@@ -45,6 +46,8 @@ export class Messenger {
     this.asked = new Set();
     /** user id → {online, last_seen_at}. */
     this.presence = new Map();
+    /** Users the signed-in user blocks. */
+    this.blocks = new Set();
     /** conversation id → Map<user id, timer> of who is typing. */
     this.typing = new Map();
     this.active = null;
@@ -66,6 +69,7 @@ export class Messenger {
     await this.loadList();
     this.live.start();
     this.loadActivityCount().catch(() => {});
+    this.loadBlocks().catch(() => {});
   }
 
   stop() {
@@ -113,6 +117,8 @@ export class Messenger {
     this.on($('back'), 'click', () => this.close());
     this.on($('members-button'), 'click', () => this.openMembers());
     this.on($('mute-button'), 'click', () => this.toggleMute());
+    this.on($('pins-button'), 'click', () => this.openPins());
+    this.on($('block-button'), 'click', () => this.toggleBlock());
     this.on($('activity-open'), 'click', () => this.openActivity());
     this.on($('activity-read-all'), 'click', () => this.markActivityRead(null));
     this.on($('new-group'), 'click', () => this.openGroupDialog());
@@ -413,7 +419,88 @@ export class Messenger {
     $('mute-button').setAttribute('aria-pressed', String(muted));
     $('mute-button').title = muted ? `Muted until ${shortTime(c.muted_until)}` : 'Mute for 8 hours';
     $('left-note').hidden = !conv.left;
-    $('composer').hidden = !!conv.left;
+    const blocked = !!(d?.blocked ?? c?.blocked);
+    $('blocked-note').hidden = conv.left || !blocked;
+    $('composer').hidden = !!conv.left || blocked;
+    $('pins-button').hidden = !!conv.left;
+    $('block-button').hidden = !peer || conv.left;
+    const iBlock = !!peer && this.blocks.has(peer);
+    $('block-button').textContent = iBlock ? 'Unblock' : 'Block';
+    $('block-button').setAttribute('aria-pressed', String(iBlock));
+  }
+
+  /** Loads the users the signed-in user blocks (for the Block/Unblock button). */
+  async loadBlocks() {
+    const { blocks } = await api('GET', '/api/blocks');
+    this.blocks = new Set(blocks.map((b) => b.user_id));
+    this.renderHeader();
+  }
+
+  /** Blocks or unblocks the other person of the open direct conversation. */
+  async toggleBlock() {
+    const c = this.convs.get(this.active) ?? this.details.get(this.active);
+    const peer = c && this.peerOf(c);
+    if (!peer) return;
+    const blocking = !this.blocks.has(peer);
+    if (blocking && !confirm(`Block ${this.name(peer)}? Neither of you can write here until you unblock.`)) return;
+    const { blocks } = await act.setBlocked(peer, blocking);
+    this.blocks = new Set(blocks.map((b) => b.user_id));
+    const conv = this.convs.get(this.active);
+    if (conv) conv.blocked = blocking || conv.blocked;
+    const d = this.details.get(this.active);
+    if (d) d.blocked = blocking || d.blocked;
+    this.renderHeader();
+  }
+
+  /** The pinned messages of the open conversation, in a dialog. */
+  async openPins() {
+    const dialog = $('pins-dialog');
+    const id = this.active;
+    await act.showPins(id, $('pins-list'), (u) => this.name(u), (m) => {
+      dialog.close();
+      document.querySelector(`#messages li[data-seq="${m.seq}"]`)?.scrollIntoView({ block: 'center' });
+    });
+    dialog.showModal();
+  }
+
+  /** What an edited message said before, in a dialog. */
+  async openVersions(m) {
+    await act.showVersions(m, $('versions-list'));
+    $('versions-dialog').showModal();
+  }
+
+  /** Reacts to `m` with `emoji`, or takes the reaction back. */
+  async react(m, emoji) {
+    try {
+      this.upsert(await act.toggleReaction(m, emoji));
+    } catch {
+      /* refused (read-only, left): the message stays as it was */
+    }
+  }
+
+  async pin(m) {
+    try {
+      this.upsert(await act.togglePin(m));
+    } catch {
+      /* refused: stays */
+    }
+  }
+
+  /** Counts the conversation unread from `m` on and goes back to the list. */
+  async markUnread(m) {
+    const marker = await act.markUnread(m);
+    this.adoptMarker(marker);
+    this.close();
+  }
+
+  /** A read marker (an answer, or `conversation.unread` from another device). */
+  adoptMarker(r) {
+    const c = this.convs.get(r.conversation_id);
+    if (!c) return;
+    c.last_read_seq = Math.max(c.last_read_seq, r.last_read_seq);
+    c.unread_from_seq = r.unread_from_seq;
+    c.unread_count = r.unread_count;
+    this.renderList();
   }
 
   /**
@@ -499,21 +586,33 @@ export class Messenger {
     else if (m.kind === 'file') body.append(this.fileView(m));
     else body.append(m.content);
     const actions = [];
-    if (!m.deleted && !conv?.left) {
+    const writable = !m.deleted && !conv?.left && !(conv?.blocked ?? d?.blocked);
+    if (writable) {
       actions.push(h('button', { type: 'button', onclick: () => this.setReply(m), 'aria-label': 'Reply' }, 'Reply'));
+      if (!conv?.is_group || admin) {
+        actions.push(h('button', { type: 'button', onclick: () => this.pin(m), 'aria-label': m.pinned ? 'Unpin' : 'Pin' },
+          m.pinned ? 'Unpin' : 'Pin'));
+      }
       if (mine && m.kind === 'text') {
         actions.push(h('button', { type: 'button', onclick: (e) => this.startEdit(m, e.target.closest('li')), 'aria-label': 'Edit' }, 'Edit'));
       }
-      if (mine || admin) {
-        actions.push(h('button', { type: 'button', onclick: () => this.remove(m), 'aria-label': 'Delete' }, 'Delete'));
-      }
+    }
+    if (!m.deleted && !conv?.left && (mine || admin)) {
+      actions.push(h('button', { type: 'button', onclick: () => this.remove(m), 'aria-label': 'Delete' }, 'Delete'));
+    }
+    if (!m.deleted && !conv?.left && !mine) {
+      actions.push(h('button', { type: 'button', onclick: () => this.markUnread(m), 'aria-label': 'Mark unread from here' }, 'Mark unread'));
     }
     return h('li', { class: cls, dataset: { seq: m.seq, id: m.id } },
       conv?.is_group && !mine ? h('span', { class: 'author' }, this.name(m.sender_id)) : null,
+      m.pinned ? h('span', { class: 'pinned-mark', 'aria-label': 'Pinned' }, '📌') : null,
       body,
+      m.deleted ? null : act.reactionRow(m, writable, (e) => this.react(m, e)),
       h('div', { class: 'meta' },
         h('time', { datetime: m.created_at }, shortTime(m.created_at)),
-        m.edited_at && !m.deleted ? h('span', {}, 'edited') : null,
+        m.edited_at && !m.deleted
+          ? h('button', { type: 'button', class: 'link', onclick: () => this.openVersions(m), 'aria-label': 'Edited: show earlier versions' }, 'edited')
+          : null,
         ...actions));
   }
 
@@ -577,19 +676,17 @@ export class Messenger {
     const t = this.threads.get(id);
     if (!c || !t || c.left || document.visibilityState !== 'visible' || !this.nearBottom()) return;
     const newest = t.messages.size ? Math.max(...t.messages.keys()) : 0;
-    if (newest <= c.last_read_seq) return;
-    c.last_read_seq = newest;
-    c.unread_count = Math.max(0, c.last_seq - newest);
+    // Marked unread (here or on another device): reading it again clears that too.
+    if (newest <= c.last_read_seq && !c.unread_from_seq) return;
+    c.last_read_seq = Math.max(c.last_read_seq, newest);
+    c.unread_from_seq = null;
+    c.unread_count = Math.max(0, c.last_seq - c.last_read_seq);
     if (!c.unread_count) c.mention_count = 0;
     this.renderList();
     api('POST', `/api/conversations/${id}/read`, { seq: newest })
       .then((r) => {
         const cur = this.convs.get(id);
-        if (cur && r.last_read_seq >= cur.last_read_seq) {
-          cur.last_read_seq = r.last_read_seq;
-          cur.unread_count = Math.max(0, cur.last_seq - r.last_read_seq);
-          this.renderList();
-        }
+        if (cur && r.last_read_seq >= cur.last_read_seq) this.adoptMarker(r);
       })
       .catch(() => {});
   }
@@ -819,7 +916,7 @@ export class Messenger {
     if (t) {
       const had = t.messages.get(m.seq);
       // Frames and answers can cross: keep the newest revision.
-      if (!had || (m.rev ?? 0) >= (had.rev ?? 0)) t.messages.set(m.seq, m);
+      if (!had || (m.rev ?? 0) >= (had.rev ?? 0)) t.messages.set(m.seq, act.keepMine(m, had));
     }
     // An own message whose frame beat the answer to its send.
     if (m.sender_id === this.me.id) {
@@ -839,7 +936,7 @@ export class Messenger {
         else if (this.mentionsMe(m)) c.mention_count = (c.mention_count ?? 0) + 1;
       }
       if (!c.last_message || m.seq >= c.last_message.seq) c.last_message = m;
-      c.unread_count = Math.max(0, c.last_seq - c.last_read_seq);
+      c.unread_count = Math.max(0, c.last_seq - Math.min(c.last_read_seq, (c.unread_from_seq ?? Infinity) - 1));
       this.renderList();
     }
     if (id === this.active) {
@@ -854,6 +951,8 @@ export class Messenger {
       case 'message.created':
       case 'message.edited':
       case 'message.deleted':
+      case 'message.pinned':
+      case 'message.unpinned':
         if (!this.convs.has(id)) this.loadList().catch(() => {});
         this.upsert(f.data);
         break;
@@ -876,6 +975,19 @@ export class Messenger {
       case 'typing':
         this.onTyping(id, f.data);
         break;
+      case 'reaction.added':
+      case 'reaction.removed': {
+        const t = this.threads.get(id);
+        const m = t?.messages.get(f.seq);
+        if (m && (f.rev ?? 0) > (m.rev ?? 0)) {
+          t.messages.set(f.seq, { ...act.applyReaction(m, f.type, f.data, this.me.id), rev: f.rev });
+          if (id === this.active) this.renderThread();
+        }
+        break;
+      }
+      case 'conversation.unread':
+        this.adoptMarker(f.data);
+        break;
       case 'notification':
         this.activityUnread += 1;
         this.renderActivityCount();
@@ -895,7 +1007,7 @@ export class Messenger {
         if (f.data?.conversation) {
           this.adoptDetails(f.data.conversation);
           const c = this.convs.get(id);
-          if (c) c.name = f.data.conversation.name;
+          if (c) Object.assign(c, { name: f.data.conversation.name, blocked: f.data.conversation.blocked });
         }
         if (!this.convs.has(id)) this.loadList().catch(() => {});
         this.renderList();

@@ -97,6 +97,10 @@ pub async fn add(
         drop(tx);
         return respond(&state, &conn, conversation_id).await;
     }
+    let refusing = crate::messaging::blocks::blocking(&tx, caller.user_id, &new).await?;
+    if !refusing.is_empty() {
+        return Err(crate::messaging::blocks::cannot_add(&refusing));
+    }
     if current.len() + new.len() > MAX_PARTICIPANTS {
         return Err(ApiError::invalid_field(
             "user_ids",

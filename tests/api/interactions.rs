@@ -1,0 +1,557 @@
+//! What people do with messages (issue 20), through NGINX and across both messaging
+//! instances: reactions, pins, edit history, marking unread, blocking — each tried by the
+//! people who must not get it (strangers, former members, late joiners, the blocked).
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Percent-encodes a path segment (an emoji) byte by byte (RFC 3986 §2.1).
+fn pct(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+async fn react(user: &User, message: &str, emoji: &str, on: bool) -> (StatusCode, Value) {
+    let method = if on { Method::PUT } else { Method::DELETE };
+    let (s, _, b) = user
+        .call(
+            method,
+            &format!("/api/messages/{message}/reactions/{}", pct(emoji)),
+            None,
+        )
+        .await;
+    (s, b)
+}
+
+/// The reaction entry for `emoji` in a message JSON.
+fn reaction<'a>(message: &'a Value, emoji: &str) -> Option<&'a Value> {
+    message["reactions"]
+        .as_array()?
+        .iter()
+        .find(|r| r["emoji"] == emoji)
+}
+
+/// The two messaging instances' names (the suite runs two).
+fn two_instances() -> (String, String) {
+    let names: Vec<String> = instances().into_iter().map(|(n, _)| n).collect();
+    assert!(names.len() >= 2, "the suite runs two messaging instances");
+    (names[0].clone(), names[1].clone())
+}
+
+#[tokio::test]
+async fn reactions_count_once_per_user_reach_both_instances_and_replay_on_resume() {
+    let (alice, bob, carol) = (
+        register("rx_a").await,
+        register("rx_b").await,
+        register("rx_c").await,
+    );
+    let stranger = register("rx_x").await;
+    let group = alice.group(&[&bob], "Reactions").await;
+    let first = alice.send(&group, "react to me").await;
+    let id = first["id"].as_str().expect("id");
+    let (one, two) = two_instances();
+    let mut alice_ws = socket_on(&alice, &one).await;
+    let mut bob_ws = socket_on(&bob, &two).await;
+
+    let (s, m) = react(&bob, id, "👍", true).await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    assert_eq!(reaction(&m, "👍").expect("👍")["count"], 1);
+    assert_eq!(reaction(&m, "👍").expect("👍")["me"], true);
+    // A retry changes nothing and announces nothing.
+    let (s, m) = react(&bob, id, "👍", true).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(reaction(&m, "👍").expect("👍")["count"], 1);
+    let (s, m) = react(&alice, id, "👍", true).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(reaction(&m, "👍").expect("👍")["count"], 2);
+    for ws in [&mut alice_ws, &mut bob_ws] {
+        let first = next_event(ws, "reaction.added", WAIT).await;
+        assert_eq!(first["data"]["user_id"], bob.id.as_str());
+        assert_eq!(first["data"]["count"], 1);
+        let second = next_event(ws, "reaction.added", WAIT).await;
+        assert_eq!(second["data"]["user_id"], alice.id.as_str());
+        assert_eq!(second["data"]["count"], 2);
+        assert!(second["rev"].as_i64() > first["rev"].as_i64(), "{second}");
+        assert_eq!(second["seq"], first_seq(&first));
+    }
+    // Each reader's `me` in history; the counts are shared.
+    eventually(WAIT, || async {
+        let (_, page) = alice
+            .get(&format!("/api/conversations/{group}/messages"))
+            .await;
+        let m = page["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == id)?
+            .clone();
+        (reaction(&m, "👍")?["count"] == 2 && reaction(&m, "👍")?["me"] == true).then_some(())
+    })
+    .await;
+
+    // Strangers and bad emoji.
+    let (s, _) = react(&stranger, id, "👍", true).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for bad in ["x", "👍👍", ":+1:"] {
+        let (s, b) = react(&bob, id, bad, true).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {b}");
+    }
+
+    // A bounded set of distinct emoji.
+    let many = [
+        "😀", "😃", "😄", "😁", "😆", "😅", "😂", "🤣", "😊", "😇", "🙂", "🙃", "😉", "😌", "😍",
+        "🥰", "😘", "😗", "😙",
+    ];
+    for e in many {
+        let (s, b) = react(&bob, id, e, true).await;
+        assert_eq!(s, StatusCode::OK, "{e}: {b}");
+    }
+    let (s, b) = react(&bob, id, "🎉", true).await;
+    assert_eq!(s, StatusCode::CONFLICT, "a 21st emoji: {b}");
+    // One already there is still fine for someone else.
+    let (s, _) = react(&alice, id, "😀", true).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Taking one back: once.
+    let (s, m) = react(&bob, id, "👍", false).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(reaction(&m, "👍").expect("👍")["count"], 1);
+    assert_eq!(reaction(&m, "👍").expect("👍")["me"], false);
+    let (s, m) = react(&bob, id, "👍", false).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(reaction(&m, "👍").expect("👍")["count"], 1);
+    let removed = next_event(&mut alice_ws, "reaction.removed", WAIT).await;
+    assert_eq!(removed["data"]["count"], 1);
+
+    // A late joiner does not see (or react to) what came before them.
+    let (s, _) = alice
+        .post(
+            &format!("/api/conversations/{group}/participants"),
+            json!({"user_ids": [carol.id]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = react(&carol, id, "👍", true).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A former member can no longer react.
+    let (s, _) = bob
+        .post(&format!("/api/conversations/{group}/leave"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = react(&bob, id, "🎉", true).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // Resume from before the reactions: the message comes back with its counts and `me`.
+    let mut ws = alice.socket().await;
+    next_event(&mut ws, "hello", WAIT).await;
+    send_frame(
+        &mut ws,
+        json!({"type": "resume", "cursors": {group.clone(): first_seq(&first)}}),
+    )
+    .await;
+    let replay = next_event(&mut ws, "message.edited", WAIT).await;
+    assert_eq!(replay["data"]["id"], id);
+    assert_eq!(reaction(&replay["data"], "😀").expect("😀")["count"], 2);
+    assert_eq!(reaction(&replay["data"], "😀").expect("😀")["me"], true);
+    assert_eq!(reaction(&replay["data"], "👍").expect("👍")["me"], true);
+
+    // Deleting the message takes its reactions with it.
+    let (s, _, _) = alice
+        .call(Method::DELETE, &format!("/api/messages/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = react(&alice, id, "👍", true).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let db = admin(false).await;
+    let left: i64 = db
+        .query_one(
+            "SELECT count(*) FROM messaging.reactions WHERE message_id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+async fn pin(
+    user: &User,
+    message: &str,
+    on: bool,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let method = if on { Method::PUT } else { Method::DELETE };
+    user.call(method, &format!("/api/messages/{message}/pin"), None)
+        .await
+}
+
+fn first_seq(v: &Value) -> i64 {
+    v["seq"]
+        .as_i64()
+        .or_else(|| v["data"]["seq"].as_i64())
+        .expect("seq")
+}
+
+#[tokio::test]
+async fn pins_are_for_admins_in_groups_and_either_person_in_a_direct_conversation() {
+    let (alice, bob) = (register("pin_a").await, register("pin_b").await);
+    let stranger = register("pin_x").await;
+    let group = alice.group(&[&bob], "Pins").await;
+    let m = alice.send(&group, "pin me").await;
+    let id = m["id"].as_str().expect("id");
+    let mut bob_ws = bob.socket().await;
+    next_event(&mut bob_ws, "hello", WAIT).await;
+
+    let (s, _, _) = pin(&bob, id, true).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a member pins in a group");
+    let (s, _, _) = pin(&stranger, id, true).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, body) = pin(&alice, id, true).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["pinned"]["by"], alice.id.as_str());
+    let (s, _, _) = pin(&alice, id, true).await;
+    assert_eq!(s, StatusCode::OK, "pinning again");
+    let event = next_event(&mut bob_ws, "message.pinned", WAIT).await;
+    assert_eq!(event["data"]["id"], id);
+
+    let pins = eventually(WAIT, || async {
+        let (s, b) = bob.get(&format!("/api/conversations/{group}/pins")).await;
+        (s == StatusCode::OK && b["messages"].as_array()?.len() == 1).then_some(b)
+    })
+    .await;
+    assert_eq!(pins["messages"][0]["id"], id);
+    let (s, _) = stranger
+        .get(&format!("/api/conversations/{group}/pins"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A direct conversation: either of the two.
+    let direct = alice.direct_with(&bob).await;
+    let d = alice.send(&direct, "ours").await;
+    let (s, _, body) = bob
+        .call(
+            Method::PUT,
+            &format!("/api/messages/{}/pin", d["id"].as_str().expect("id")),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    let (s, _, _) = pin(&alice, id, false).await;
+    assert_eq!(s, StatusCode::OK);
+    next_event(&mut bob_ws, "message.unpinned", WAIT).await;
+
+    // A former member gets no pins.
+    let (s, _) = bob
+        .post(&format!("/api/conversations/{group}/leave"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = bob.get(&format!("/api/conversations/{group}/pins")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn earlier_versions_are_kept_for_those_who_see_the_message_and_go_with_it() {
+    let (alice, bob, carol) = (
+        register("ver_a").await,
+        register("ver_b").await,
+        register("ver_c").await,
+    );
+    let group = alice.group(&[&bob], "Versions").await;
+    let m = alice.send(&group, "first").await;
+    let id = m["id"].as_str().expect("id");
+    for text in ["second", "third"] {
+        let (s, _, b) = alice
+            .call(
+                Method::PATCH,
+                &format!("/api/messages/{id}"),
+                Some(json!({"content": text})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let (s, v) = bob.get(&format!("/api/messages/{id}/versions")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let texts: Vec<&str> = v["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|x| x["content"].as_str().expect("content"))
+        .collect();
+    assert_eq!(texts, ["first", "second"]);
+    assert_eq!(v["versions"][0]["version"], 1);
+
+    // A late joiner and a stranger: as if it did not exist.
+    let (s, _) = alice
+        .post(
+            &format!("/api/conversations/{group}/participants"),
+            json!({"user_ids": [carol.id]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = carol.get(&format!("/api/messages/{id}/versions")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (s, _, _) = alice
+        .call(Method::DELETE, &format!("/api/messages/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = bob.get(&format!("/api/messages/{id}/versions")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["versions"], json!([]), "versions outlived the delete");
+}
+
+#[tokio::test]
+async fn marking_unread_counts_again_without_moving_the_read_marker_back() {
+    let (alice, bob) = (register("unr_a").await, register("unr_b").await);
+    let stranger = register("unr_x").await;
+    let direct = alice.direct_with(&bob).await;
+    for i in 1..=3 {
+        alice.send(&direct, &format!("m{i}")).await;
+    }
+    let (s, marker) = bob
+        .post(
+            &format!("/api/conversations/{direct}/read"),
+            json!({"seq": 3}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{marker}");
+    let mut other_device = bob.socket().await;
+    next_event(&mut other_device, "hello", WAIT).await;
+
+    let (s, marker) = bob
+        .post(
+            &format!("/api/conversations/{direct}/unread"),
+            json!({"seq": 2}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{marker}");
+    assert_eq!(marker["last_read_seq"], 3);
+    assert_eq!(marker["unread_from_seq"], 2);
+    assert_eq!(marker["unread_count"], 2);
+    let event = next_event(&mut other_device, "conversation.unread", WAIT).await;
+    assert_eq!(event["data"]["unread_from_seq"], 2);
+    eventually(WAIT, || async {
+        let (_, list) = bob.get("/api/conversations").await;
+        let c = list["conversations"]
+            .as_array()?
+            .iter()
+            .find(|c| c["id"] == direct.as_str())?
+            .clone();
+        (c["unread_count"] == 2 && c["last_read_seq"] == 3).then_some(())
+    })
+    .await;
+    // The sender's receipts still say read.
+    let (_, conv) = alice.get(&format!("/api/conversations/{direct}")).await;
+    let bob_marker = conv["participants"]
+        .as_array()
+        .expect("participants")
+        .iter()
+        .find(|p| p["user_id"] == bob.id.as_str())
+        .expect("bob")["last_read_seq"]
+        .clone();
+    assert_eq!(bob_marker, 3);
+
+    for bad in [0, 4, -1] {
+        let (s, b) = bob
+            .post(
+                &format!("/api/conversations/{direct}/unread"),
+                json!({"seq": bad}),
+            )
+            .await;
+        assert!(
+            s == StatusCode::UNPROCESSABLE_ENTITY || s == StatusCode::BAD_REQUEST,
+            "{bad}: {s} {b}"
+        );
+    }
+    let (s, _) = stranger
+        .post(
+            &format!("/api/conversations/{direct}/unread"),
+            json!({"seq": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Reading it again clears the mark.
+    let (s, marker) = bob
+        .post(
+            &format!("/api/conversations/{direct}/read"),
+            json!({"seq": 3}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(marker["unread_from_seq"], Value::Null);
+    assert_eq!(marker["unread_count"], 0);
+}
+
+#[tokio::test]
+async fn a_block_closes_the_direct_conversation_both_ways_and_hides_presence_and_typing() {
+    let (alice, bob, carol) = (
+        register("blk_a").await,
+        register("blk_b").await,
+        register("blk_c").await,
+    );
+    let direct = alice.direct_with(&bob).await;
+    let hello = alice.send(&direct, "hi bob").await;
+    let group = carol.group(&[&alice, &bob], "Blocks").await;
+
+    // Bob blocks Alice.
+    let (s, _, blocks) = bob
+        .call(Method::PUT, &format!("/api/blocks/{}", alice.id), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{blocks}");
+    assert_eq!(blocks["blocks"][0]["user_id"], alice.id.as_str());
+    let (s, _, again) = bob
+        .call(Method::PUT, &format!("/api/blocks/{}", alice.id), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again["blocks"].as_array().map(Vec::len), Some(1));
+
+    // Read-only both ways: sends, edits, reactions, pins, files.
+    for (who, text) in [(&alice, "let me in"), (&bob, "nor me")] {
+        let (s, _, b) = who
+            .call(
+                Method::POST,
+                &format!("/api/conversations/{direct}/messages"),
+                Some(json!({"content": text})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    }
+    let hid = hello["id"].as_str().expect("id");
+    let (s, _, _) = alice
+        .call(
+            Method::PATCH,
+            &format!("/api/messages/{hid}"),
+            Some(json!({"content": "edited"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = react(&bob, hid, "👍", true).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = alice
+        .call(Method::PUT, &format!("/api/messages/{hid}/pin"), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // History stays readable; the conversation says it is read-only.
+    let (s, conv) = alice.get(&format!("/api/conversations/{direct}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(conv["blocked"], true);
+
+    // No new direct conversation, no adding Bob to a group — by Alice.
+    let dave = register("blk_d").await;
+    let (s, _, _) = dave
+        .call(Method::PUT, &format!("/api/blocks/{}", alice.id), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = alice
+        .post("/api/conversations", json!({"participant_ids": [dave.id]}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    let (s, b) = alice
+        .post(
+            "/api/conversations",
+            json!({"participant_ids": [bob.id, carol.id], "name": "sneaky"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    let other = alice.group(&[&carol], "Other").await;
+    let (s, b) = alice
+        .post(
+            &format!("/api/conversations/{other}/participants"),
+            json!({"user_ids": [bob.id]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    // Bob may still add Alice (his choice).
+    let mine = bob.group(&[&carol], "Bob's").await;
+    let (s, _) = bob
+        .post(
+            &format!("/api/conversations/{mine}/participants"),
+            json!({"user_ids": [alice.id]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Typing in the shared group: Carol sees Bob's, Alice does not.
+    let mut alice_ws = alice.socket().await;
+    next_event(&mut alice_ws, "hello", WAIT).await;
+    let mut carol_ws = carol.socket().await;
+    next_event(&mut carol_ws, "hello", WAIT).await;
+    let mut bob_ws = bob.socket().await;
+    next_event(&mut bob_ws, "hello", WAIT).await;
+    send_frame(
+        &mut bob_ws,
+        json!({"type": "typing", "conversation_id": group, "is_typing": true}),
+    )
+    .await;
+    let t = next_event_of(&mut carol_ws, "typing", &bob.id, WAIT).await;
+    assert_eq!(t["data"]["is_typing"], true);
+    let seen = frames_within(
+        &mut alice_ws,
+        &["typing", "presence"],
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(
+        seen.iter().all(|f| f["data"]["user_id"] != bob.id.as_str()),
+        "Alice saw Bob: {seen:?}"
+    );
+    // Typing in the blocked direct conversation is refused.
+    send_frame(
+        &mut alice_ws,
+        json!({"type": "typing", "conversation_id": direct, "is_typing": true}),
+    )
+    .await;
+    let err = next_event(&mut alice_ws, "error", WAIT).await;
+    assert!(
+        err["data"]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("read-only"),
+        "{err}"
+    );
+    // Bob's presence is hidden from Alice in the group's details, not from Carol.
+    let bob_there = |g: &Value| {
+        g["participants"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["user_id"] == bob.id.as_str()))
+            .map(|p| p["online"].clone())
+            .unwrap_or(Value::Null)
+    };
+    eventually(WAIT, || async {
+        let (_, g) = carol.get(&format!("/api/conversations/{group}")).await;
+        (bob_there(&g) == true).then_some(())
+    })
+    .await;
+    let (_, g) = alice.get(&format!("/api/conversations/{group}")).await;
+    assert_eq!(bob_there(&g), false, "{g}");
+
+    // Undo: writable again, announced to both.
+    let (s, _, blocks) = bob
+        .call(Method::DELETE, &format!("/api/blocks/{}", alice.id), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(blocks["blocks"], json!([]));
+    let updated = next_event(&mut alice_ws, "conversation.updated", WAIT).await;
+    assert_eq!(updated["data"]["conversation"]["blocked"], false);
+    alice.send(&direct, "thanks").await;
+
+    // Nonsense.
+    let (s, _, _) = bob
+        .call(Method::PUT, &format!("/api/blocks/{}", bob.id), None)
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _, _) = bob
+        .call(
+            Method::PUT,
+            &format!("/api/blocks/{}", uuid::Uuid::now_v7()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
