@@ -192,6 +192,8 @@ fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
         of("''::text"),
         of("false"),
         "false".to_owned(),
+        // Normal priority (`$12`).
+        of("'normal'::text"),
     ];
     let bind = |sql: &str, map: &[String]| -> Res<String> {
         let mut out = String::with_capacity(sql.len() * 2);

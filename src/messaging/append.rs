@@ -22,6 +22,8 @@ pub struct NewMessage<'a> {
     pub client_id: Option<&'a str>,
     pub meta: Option<serde_json::Value>,
     pub attachment_id: Option<Uuid>,
+    /// Provenance of a forwarded copy ([`super::model::ForwardedFrom`]).
+    pub forwarded_from: Option<serde_json::Value>,
 }
 
 /// Appends a message in one statement (atomic on its own, or part of the caller's
@@ -108,13 +110,14 @@ pub async fn append_for(
              ), m AS (
                  INSERT INTO messaging.messages
                      (id, conversation_id, seq, sender_id, kind, content, reply_to, client_id,
-                      meta, attachment_id, rev, created_rev)
+                      meta, attachment_id, rev, created_rev, forwarded_from)
                  SELECT $1::uuid, $2::uuid, c.last_seq, $3::uuid, $4::text, $5::text, $6::uuid,
-                        $7::text, $8::jsonb, $9::uuid, c.last_rev, c.last_rev
+                        $7::text, $8::jsonb, $9::uuid, c.last_rev, c.last_rev, $10::jsonb
                  FROM c
                  RETURNING *
              ), r AS (
-                 UPDATE messaging.participants p SET last_read_seq = GREATEST(p.last_read_seq, m.seq)
+                 UPDATE messaging.participants p SET last_read_seq = GREATEST(p.last_read_seq, m.seq),
+                     last_delivered_seq = GREATEST(p.last_delivered_seq, m.seq)
                  FROM m WHERE p.conversation_id = m.conversation_id AND p.user_id = m.sender_id
              )
              SELECT {MESSAGE_COLUMNS}, {audience}
@@ -137,6 +140,7 @@ pub async fn append_for(
                 &new.client_id,
                 &new.meta,
                 &new.attachment_id,
+                &new.forwarded_from,
             ],
         )
         .await

@@ -32,7 +32,7 @@ use super::{
     messages::{answer, check_send_rate},
     protocol::MessageEvent,
     publish::publish_message_to,
-    visibility::{self, current_scope},
+    visibility::current_scope,
     State,
 };
 use crate::platform::error::ApiError;
@@ -349,22 +349,24 @@ pub async fn download(
         .reading::<_, ApiError, _>(consistency.0, move |conn| {
             let range = range.clone();
             Box::pin(async move {
+                // Any message of it the caller can see will do: a forwarded file is shared
+                // by reference between the original and its copies.
                 let row = conn
                     .query_opt_t(
                         &format!(
-                            "SELECT {STORED_COLUMNS}, m.conversation_id, m.seq
-                             FROM messaging.attachments a
-                             JOIN messaging.messages m ON m.attachment_id = a.id
-                             WHERE a.id = $1"
+                            "SELECT {STORED_COLUMNS} FROM messaging.attachments a
+                             WHERE a.id = $1 AND EXISTS (
+                                 SELECT 1 FROM messaging.messages m
+                                 JOIN messaging.participants p
+                                   ON p.conversation_id = m.conversation_id AND p.user_id = $2
+                                  AND m.seq >= p.visible_from_seq
+                                  AND (p.visible_to_seq IS NULL OR m.seq <= p.visible_to_seq)
+                                 WHERE m.attachment_id = a.id)"
                         ),
-                        &[&id],
+                        &[&id, &user],
                     )
                     .await?
                     .ok_or_else(|| ApiError::NotFound("attachment not found".into()))?;
-                let scope = visibility::scope(conn, row.get("conversation_id"), user).await?;
-                if !scope.is_some_and(|s| s.sees(row.get("seq"))) {
-                    return Err(ApiError::NotFound("attachment not found".into()));
-                }
                 serve(conn, &Stored::from_row(&row), range.as_deref()).await
             })
         })

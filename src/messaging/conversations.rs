@@ -444,18 +444,29 @@ pub async fn mark_read(
             "WITH old AS (
                  SELECT last_read_seq FROM messaging.participants
                  WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE
+             ), moved AS (
+                 UPDATE messaging.participants p
+                 SET last_read_seq = GREATEST(p.last_read_seq,
+                                              LEAST($3, coalesce(p.visible_to_seq, c.last_seq))),
+                     -- Reading implies delivery.
+                     last_delivered_seq = GREATEST(p.last_delivered_seq, p.last_read_seq,
+                                              LEAST($3, coalesce(p.visible_to_seq, c.last_seq))),
+                     -- Reading up to where it was marked unread clears the mark.
+                     unread_from_seq = CASE WHEN p.unread_from_seq <= $3 THEN NULL
+                                            ELSE p.unread_from_seq END
+                 FROM messaging.conversations c, old
+                 WHERE c.id = p.conversation_id AND p.conversation_id = $1 AND p.user_id = $2
+                 RETURNING p.last_read_seq, p.unread_from_seq,
+                           coalesce(p.visible_to_seq, c.last_seq) AS last_seq,
+                           old.last_read_seq AS previous, p.left_at IS NULL AS current
+             ), timed AS (
+                 -- When it was read, for receipts with times (messaging::delivered).
+                 INSERT INTO messaging.receipt_marks (conversation_id, user_id, kind, seq)
+                 SELECT $1, $2, 'read', moved.last_read_seq FROM moved
+                 WHERE moved.last_read_seq > moved.previous AND moved.current
+                 ON CONFLICT DO NOTHING
              )
-             UPDATE messaging.participants p
-             SET last_read_seq = GREATEST(p.last_read_seq,
-                                          LEAST($3, coalesce(p.visible_to_seq, c.last_seq))),
-                 -- Reading up to where it was marked unread clears the mark.
-                 unread_from_seq = CASE WHEN p.unread_from_seq <= $3 THEN NULL
-                                        ELSE p.unread_from_seq END
-             FROM messaging.conversations c, old
-             WHERE c.id = p.conversation_id AND p.conversation_id = $1 AND p.user_id = $2
-             RETURNING p.last_read_seq, p.unread_from_seq,
-                       coalesce(p.visible_to_seq, c.last_seq) AS last_seq,
-                       old.last_read_seq AS previous, p.left_at IS NULL AS current",
+             SELECT * FROM moved",
             &[&conversation_id, &user_id, &seq],
         )
         .await?

@@ -36,6 +36,38 @@ impl MessageKind {
     }
 }
 
+/// A message's `priority`, set by its sender (`messages.priority` CHECK): shown to the
+/// recipients; an `urgent` one notifies even through a mute (see
+/// `notifications::worker`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    #[default]
+    Normal,
+    Important,
+    Urgent,
+}
+
+impl Priority {
+    /// The column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Important => "important",
+            Self::Urgent => "urgent",
+        }
+    }
+
+    /// From the column value (the CHECK constraint allows no other).
+    pub fn from_column(value: &str) -> Self {
+        match value {
+            "important" => Self::Important,
+            "urgent" => Self::Urgent,
+            _ => Self::Normal,
+        }
+    }
+}
+
 /// A participant's role: `admin` or `member` (`participants.role` CHECK).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -62,6 +62,7 @@ pub struct NewSend {
     pub content: MessageContent,
     pub reply_to: Option<Uuid>,
     pub client_id: Option<String>,
+    pub priority: super::domain::Priority,
 }
 
 /// What became of a send.
@@ -391,9 +392,9 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     format!(
         "WITH input AS (
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[],
-                                  $6::text[], $9::text[], $10::bool[])
+                                  $6::text[], $9::text[], $10::bool[], $12::text[])
                  WITH ORDINALITY AS t(id, conversation_id, sender_id, content, reply_to,
-                                      client_id, names, want_all, ord)
+                                      client_id, names, want_all, priority, ord)
          ), scoped AS (
              SELECT i.*, p.visible_from_seq, p.role AS sender_role, cv.blocked
              FROM input i
@@ -442,7 +443,7 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
              WHERE sp.total - q.n + q.k <= $7::int8
          ), numbered AS (
              SELECT a.id, a.conversation_id, a.sender_id, a.content, a.reply_to, a.client_id,
-                    a.names, a.want_all, a.sender_role,
+                    a.names, a.want_all, a.sender_role, a.priority,
                     row_number() OVER (PARTITION BY a.conversation_id ORDER BY a.ord) AS pos
              FROM allowed a
          ), bumped AS (
@@ -457,11 +458,11 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
          ), m AS (
              INSERT INTO messaging.messages
                  (id, conversation_id, seq, sender_id, kind, content, reply_to, client_id,
-                  rev, created_rev, mentions, mentions_all)
+                  rev, created_rev, mentions, mentions_all, priority)
              SELECT nb.id, nb.conversation_id, b.base_seq + nb.pos, nb.sender_id, 'text',
                     nb.content, nb.reply_to, nb.client_id, b.base_rev + nb.pos,
                     b.base_rev + nb.pos,
-                    {mentions}, {mentions_all}
+                    {mentions}, {mentions_all}, nb.priority
              FROM numbered nb JOIN bumped b ON b.id = nb.conversation_id
              RETURNING *
          ), mentioned AS (
@@ -472,7 +473,8 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
              INSERT INTO messaging.notify_queue (message_id, conversation_id, seq)
              SELECT m.id, m.conversation_id, m.seq FROM m
          ), marked AS (
-             UPDATE messaging.participants p SET last_read_seq = GREATEST(p.last_read_seq, x.seq)
+             UPDATE messaging.participants p SET last_read_seq = GREATEST(p.last_read_seq, x.seq),
+                 last_delivered_seq = GREATEST(p.last_delivered_seq, x.seq)
              FROM (SELECT conversation_id, sender_id, max(seq) AS seq FROM m
                    GROUP BY conversation_id, sender_id) x
              WHERE p.conversation_id = x.conversation_id AND p.user_id = x.sender_id
@@ -564,6 +566,7 @@ async fn append_batch(
         .collect();
     let names: Vec<String> = mentions.iter().map(|m| m.names.join(" ")).collect();
     let all: Vec<bool> = mentions.iter().map(|m| m.all).collect();
+    let priorities: Vec<&str> = sends.iter().map(|s| s.priority.as_str()).collect();
     let window = settings.rate_window.as_secs_f64().max(1.0);
 
     // BEGIN, the lock and the batch go out together (tokio-postgres pipelines requests
@@ -602,6 +605,7 @@ async fn append_batch(
                         &names,
                         &all,
                         &settings.mention_all_members,
+                        &priorities,
                     ],
                 )
                 .await

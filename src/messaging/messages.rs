@@ -23,6 +23,7 @@ use super::{
     caller::Caller,
     consistency::{self, Consistency},
     conversations::{mark_read, page_limit},
+    delivered::mark_delivered,
     domain::{MessageContent, MessageKind},
     mentions::{self, Mentions},
     model::{load_message, my_reactions_column, Message, MESSAGE_COLUMNS, MESSAGE_FROM},
@@ -72,6 +73,9 @@ pub struct SendMessage {
     /// the same message.
     #[schema(min_length = 1, max_length = 64)]
     pub client_id: Option<String>,
+    /// `normal` (default), `important` or `urgent` (notifies even where muted).
+    #[serde(default)]
+    pub priority: super::domain::Priority,
 }
 
 /// Checks a `client_id`: 1–64 printable characters.
@@ -124,6 +128,7 @@ pub async fn send(
             content,
             reply_to: body.reply_to,
             client_id: body.client_id.clone(),
+            priority: body.priority,
         })
         .await?;
     match sent.outcome {
@@ -381,8 +386,13 @@ pub async fn delete(
             })?
             .get(0);
         if let Some(a) = old_attachment {
-            tx.execute_t("DELETE FROM messaging.attachments WHERE id = $1", &[&a])
-                .await?;
+            // The file goes with its last message (forwarded copies refer to the same one).
+            tx.execute_t(
+                "DELETE FROM messaging.attachments a WHERE a.id = $1
+                 AND NOT EXISTS (SELECT 1 FROM messaging.messages m WHERE m.attachment_id = a.id)",
+                &[&a],
+            )
+            .await?;
         }
         // Its earlier texts and its reactions go with its content.
         tx.execute_t(
@@ -469,7 +479,9 @@ pub async fn history(
                 Ok(conn
                     .query_t(
                         &format!(
-                            "SELECT {MESSAGE_COLUMNS}, {mine}
+                            "SELECT {MESSAGE_COLUMNS}, {mine},
+                        s.last_delivered_seq AS my_delivered_seq,
+                        s.visible_to_seq IS NULL AS my_current
                  FROM messaging.participants s
                  LEFT JOIN LATERAL (
                      SELECT * FROM messaging.messages p
@@ -494,20 +506,39 @@ pub async fn history(
             })
         })
         .await?;
-    if rows.is_empty() {
+    let Some(first) = rows.first() else {
         return Err(conversation_not_found());
-    }
+    };
+    let (delivered, current): (i64, bool) =
+        (first.get("my_delivered_seq"), first.get("my_current"));
     let rows: Vec<_> = rows
         .iter()
         .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
         .collect();
     let has_more = rows.len() as i64 > limit;
-    let messages = rows
+    let messages: Vec<Message> = rows
         .into_iter()
         .take(limit as usize)
         .map(Message::from_row)
         .collect();
+    // Fetching is delivery: the delivered marker follows the newest message of the page.
+    let newest = messages.iter().map(|m| m.seq).max().unwrap_or(0);
+    if current && newest > delivered {
+        fetched(&state, conversation_id, caller.user_id, newest).await;
+    }
     Ok(HttpResponse::Ok().json(HistoryPage { messages, has_more }))
+}
+
+/// Moves the reader's delivered marker after a fetch, on the primary; a failure (the primary
+/// down, reads still served) is logged, never the read's.
+async fn fetched(state: &State, conversation_id: Uuid, user: Uuid, seq: i64) {
+    let moved = match state.db.primary().await {
+        Ok(conn) => mark_delivered(state, &conn, conversation_id, user, seq).await,
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = moved {
+        tracing::info!(error = %e, "delivered marker not moved after a fetch");
+    }
 }
 
 /// `POST /api/messages/{id}/read`: moves the read marker up to this message. 404 if the

@@ -10,10 +10,12 @@ pub mod budget;
 pub mod caller;
 pub mod consistency;
 pub mod conversations;
+pub mod delivered;
 pub mod domain;
 pub mod ended_sessions;
 pub mod events;
 pub mod file_serving;
+pub mod forward;
 pub mod group_commit;
 pub mod groups;
 pub mod mentions;
@@ -105,6 +107,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .delete(pins::unpin),
             )
             .service(resource("/messages/{id}/versions").get(versions::list))
+            .service(resource("/messages/{id}/forward").post(forward::forward))
             .service(resource("/conversations/{id}/pins").get(pins::list))
             .service(resource("/conversations/{id}/unread").post(conversations::mark_unread))
             .service(resource("/blocks").get(blocks::list))

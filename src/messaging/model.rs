@@ -41,6 +41,11 @@ pub struct Message {
     /// Reactions, each emoji once with how many reacted with it, in the order each emoji
     /// was first used (at most [`super::reactions::MAX_DISTINCT`]); empty for none.
     pub reactions: Vec<ReactionCount>,
+    /// Set by the sender: `normal`, `important` or `urgent`.
+    pub priority: super::domain::Priority,
+    /// A forwarded copy: where it came from (absent: not forwarded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded_from: Option<ForwardedFrom>,
     /// Pinned to the conversation: by whom and when (absent: not pinned).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
@@ -75,6 +80,17 @@ pub struct ReactionCount {
     pub me: Option<bool>,
 }
 
+/// Where a forwarded message came from: the original's sender and time, and its
+/// conversation when every participant here could see the original as it was forwarded.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ForwardedFrom {
+    pub message_id: Uuid,
+    pub sender_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<Uuid>,
+}
+
 /// Who pinned a message, and when.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Pinned {
@@ -102,7 +118,7 @@ pub const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.rev, m.send
      left(pm.content, 140) AS quote_excerpt, pm.deleted_at IS NOT NULL AS quote_deleted, \
      a.id AS att_id, a.filename AS att_filename, a.content_type AS att_content_type, \
      a.size AS att_size, encode(a.sha256, 'hex') AS att_sha256, \
-     m.reactions, m.pinned_at, m.pinned_by";
+     m.reactions, m.pinned_at, m.pinned_by, m.priority, m.forwarded_from";
 
 /// One more column for [`MESSAGE_COLUMNS`] (after a comma): the emoji `reader` (an SQL
 /// expression: a parameter or a column) reacted with, so each reaction says `me`. Looked up
@@ -167,6 +183,10 @@ impl Message {
                 .unwrap_or_default(),
             mentions_all: row.get::<_, Option<bool>>("mentions_all") == Some(true),
             reactions: reactions_of(row),
+            priority: super::domain::Priority::from_column(row.get("priority")),
+            forwarded_from: row
+                .get::<_, Option<serde_json::Value>>("forwarded_from")
+                .and_then(|v| serde_json::from_value(v).ok()),
             pinned: row
                 .get::<_, Option<DateTime<Utc>>>("pinned_at")
                 .zip(row.get::<_, Option<Uuid>>("pinned_by"))
@@ -259,6 +279,8 @@ pub struct Participant {
     pub joined_at: DateTime<Utc>,
     /// Read marker: every `seq` up to this one has been read.
     pub last_read_seq: i64,
+    /// Delivered marker: every `seq` up to this one reached one of their devices.
+    pub last_delivered_seq: i64,
     /// Connected right now (any device, any instance).
     pub online: bool,
     /// When they were last connected, if ever and not now.
@@ -359,7 +381,7 @@ pub async fn load_conversation(
     let participants = db
         .query_t(
             "SELECT p.user_id, u.username, u.display_name, p.role, p.joined_at, p.last_read_seq,
-                    coalesce(pr.online, false) AS online, pr.last_seen_at
+                    p.last_delivered_seq, coalesce(pr.online, false) AS online, pr.last_seen_at
              FROM messaging.participants p
              LEFT JOIN auth.public_profiles u ON u.id = p.user_id
              LEFT JOIN messaging.presence pr ON pr.user_id = p.user_id
@@ -376,6 +398,7 @@ pub async fn load_conversation(
             role: r.get("role"),
             joined_at: r.get("joined_at"),
             last_read_seq: r.get("last_read_seq"),
+            last_delivered_seq: r.get("last_delivered_seq"),
             online: r.get("online"),
             last_seen_at: r.get("last_seen_at"),
         })
@@ -422,10 +445,12 @@ pub async fn left_roster(
 ) -> Result<Vec<Participant>, tokio_postgres::Error> {
     Ok(db
         .query_t(
-            "SELECT r.user_id, u.username, u.display_name, r.role, r.joined_at, r.last_read_seq
+            "SELECT r.user_id, u.username, u.display_name, r.role, r.joined_at, r.last_read_seq,
+                    r.last_delivered_seq
              FROM messaging.participants p
              CROSS JOIN LATERAL jsonb_to_recordset(coalesce(p.left_roster, '[]'::jsonb))
-                 AS r(user_id uuid, role text, joined_at timestamptz, last_read_seq bigint)
+                 AS r(user_id uuid, role text, joined_at timestamptz, last_read_seq bigint,
+                      last_delivered_seq bigint)
              LEFT JOIN auth.public_profiles u ON u.id = r.user_id
              WHERE p.conversation_id = $1 AND p.user_id = $2 AND p.left_at IS NOT NULL
              ORDER BY r.joined_at, r.user_id",
@@ -440,6 +465,9 @@ pub async fn left_roster(
             role: r.get("role"),
             joined_at: r.get("joined_at"),
             last_read_seq: r.get("last_read_seq"),
+            last_delivered_seq: r
+                .get::<_, Option<i64>>("last_delivered_seq")
+                .unwrap_or_default(),
             online: false,
             last_seen_at: None,
         })

@@ -56,6 +56,10 @@ pub enum Event {
     /// You marked a conversation unread (on another device): sent to your own sockets only.
     #[serde(rename = "conversation.unread")]
     ConversationUnread(crate::messaging::conversations::ReadMarker),
+    /// A participant's delivered marker moved (their read marker carries it too: take the
+    /// larger of the two).
+    #[serde(rename = "delivered")]
+    Delivered(crate::messaging::delivered::DeliveredMoved),
     /// A participant's read marker moved.
     #[serde(rename = "read")]
     Read(ReadMoved),
@@ -264,6 +268,9 @@ pub enum ClientFrame {
     },
     /// `{type:"read", conversation_id, seq}`: moves the read marker, like the HTTP endpoint.
     Read { conversation_id: Uuid, seq: i64 },
+    /// `{type:"delivered", conversation_id, seq}`: every message up to `seq` reached this
+    /// device; moves the delivered marker (announced as `delivered`).
+    Delivered { conversation_id: Uuid, seq: i64 },
     /// `{type:"resume", cursors:{conversation_id: seq}}`: replay every stored change after
     /// each cursor (the last message `seq` the client has), then continue live. At most
     /// `WS_RESUMES_PER_MINUTE` per user and `RESUME_MAX_EVENTS_PER_FRAME` rows read in all;

@@ -307,6 +307,15 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
         ],
     ),
     (
+        "post",
+        "/api/messages/{id}/forward",
+        &[
+            (403, "a read-only (blocked) target conversation"),
+            (409, "the message is deleted, or the client_id is being used by a concurrent forward"),
+            (429, "past the send rate limit"),
+        ],
+    ),
+    (
         "get",
         "/api/conversations/{id}/pins",
         &[(403, "a former participant")],

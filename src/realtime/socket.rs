@@ -23,6 +23,7 @@ use crate::{
     messaging::{
         caller::Caller,
         conversations::mark_read,
+        delivered::mark_delivered,
         protocol::{AuthOk, ClientFrame, Detail, Empty, Event, Hello, ServerFrame, SessionEnded},
         State,
     },
@@ -285,7 +286,7 @@ impl Socket {
             Err(e) => {
                 return self
                     .send(error_frame(&format!(
-                        "unreadable frame ({e}); expected type ping, typing, read, resume or auth"
+                        "unreadable frame ({e}); expected type ping, typing, read, delivered, resume or auth"
                     )))
                     .await
             }
@@ -305,36 +306,39 @@ impl Socket {
             ClientFrame::Read {
                 conversation_id,
                 seq,
-            } => {
-                if seq < 0 {
-                    return self.send(error_frame("seq must be zero or more")).await;
-                }
-                let result = match self.state.db.primary().await {
-                    Ok(conn) => {
-                        mark_read(
-                            &self.state,
-                            &conn,
-                            conversation_id,
-                            self.caller.user_id,
-                            seq,
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e.into()),
-                };
-                match result {
-                    Ok(_) => true,
-                    Err(ApiError::NotFound(_)) => {
-                        self.send(error_frame("conversation not found")).await
-                    }
-                    Err(_) => {
-                        self.send(error_frame("service unavailable; try again"))
-                            .await
-                    }
-                }
-            }
+            } => self.move_marker(conversation_id, seq, false).await,
+            ClientFrame::Delivered {
+                conversation_id,
+                seq,
+            } => self.move_marker(conversation_id, seq, true).await,
             ClientFrame::Resume { cursors } => self.resume(cursors).await,
             ClientFrame::Auth { access_token } => self.reauthenticate(&access_token).await,
+        }
+    }
+
+    /// `read` and `delivered`: moves the caller's read (or delivered) marker, as the HTTP
+    /// endpoints do; an `error` frame when it cannot. Returns false if the socket must close.
+    async fn move_marker(&mut self, conversation_id: Uuid, seq: i64, delivered: bool) -> bool {
+        if seq < 0 {
+            return self.send(error_frame("seq must be zero or more")).await;
+        }
+        let user = self.caller.user_id;
+        let result = match self.state.db.primary().await {
+            Ok(conn) if delivered => mark_delivered(&self.state, &conn, conversation_id, user, seq)
+                .await
+                .map(|_| ()),
+            Ok(conn) => mark_read(&self.state, &conn, conversation_id, user, seq)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(()) => true,
+            Err(ApiError::NotFound(_)) => self.send(error_frame("conversation not found")).await,
+            Err(_) => {
+                self.send(error_frame("service unavailable; try again"))
+                    .await
+            }
         }
     }
 

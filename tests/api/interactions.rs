@@ -555,3 +555,276 @@ async fn a_block_closes_the_direct_conversation_both_ways_and_hides_presence_and
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// The pushes the push service received for subscription `id` within `window` (none refused).
+async fn pushes_after(id: &str, window: Duration) -> Vec<Value> {
+    tokio::time::sleep(window).await;
+    let s = seen(id).await;
+    assert_eq!(s["refused"], json!([]), "the push service refused: {s}");
+    s["received"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_urgent_message_pushes_through_a_mute_but_nothing_comes_from_someone_blocked() {
+    let (alice, bob, carol) = (
+        register("prio_a").await,
+        register("prio_b").await,
+        register("prio_c").await,
+    );
+    let group = alice.group(&[&bob, &carol], "Priority").await;
+    let (browser, subscription) = browser_subscription().await;
+    let (s, b) = bob.post("/api/push/subscriptions", subscription).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    bob.mute(&group, true).await;
+
+    let send = |who: &User, text: &str, priority: &str| {
+        let body = json!({"content": text, "priority": priority});
+        let path = format!("/api/conversations/{group}/messages");
+        let who = who.clone();
+        async move { who.post(&path, body).await }
+    };
+    // Shown as sent; nonsense refused.
+    let (s, m) = send(&alice, "fyi", "important").await;
+    assert_eq!(s, StatusCode::CREATED, "{m}");
+    assert_eq!(m["priority"], "important");
+    let (s, _) = send(&alice, "??", "shouting").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // Muted: an important message does not push, an urgent one does.
+    let (s, urgent) = send(&alice, "the build is on fire", "urgent").await;
+    assert_eq!(s, StatusCode::CREATED);
+    let got = eventually(WAIT, || async {
+        let s = seen(&browser).await;
+        let got = s["received"].as_array()?.clone();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["payload"]["message_id"], urgent["id"]);
+
+    // Bob blocks Carol: not even her urgent mention reaches him.
+    let (s, _, _) = bob
+        .call(Method::PUT, &format!("/api/blocks/{}", carol.id), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = send(&carol, &format!("@{} urgent!!", bob.username), "urgent").await;
+    assert_eq!(s, StatusCode::CREATED);
+    let after = pushes_after(&browser, Duration::from_millis(1500)).await;
+    assert_eq!(after.len(), 1, "a push from a blocked sender: {after:?}");
+    let (_, feed) = bob.get("/api/notifications").await;
+    assert_eq!(
+        feed["notifications"],
+        json!([]),
+        "a feed entry from a blocked sender"
+    );
+}
+
+#[tokio::test]
+async fn the_sender_sees_sent_then_delivered_then_read_with_times_per_member() {
+    let (alice, bob, carol) = (
+        register("dlv_a").await,
+        register("dlv_b").await,
+        register("dlv_c").await,
+    );
+    let stranger = register("dlv_x").await;
+    let group = alice.group(&[&bob, &carol], "Ticks").await;
+    let mut alice_ws = alice.socket().await;
+    next_event(&mut alice_ws, "hello", WAIT).await;
+    let m = alice.send(&group, "did you get this?").await;
+    let (id, seq) = (
+        m["id"].as_str().expect("id"),
+        m["seq"].as_i64().expect("seq"),
+    );
+    let state_of = |r: &Value, u: &User| {
+        r["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|x| x["user_id"] == u.id.as_str()))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let receipts = || async {
+        let (s, r) = alice.get(&format!("/api/messages/{id}/receipts")).await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        r
+    };
+    let r = receipts().await;
+    assert_eq!(state_of(&r, &bob)["state"], "sent", "{r}");
+
+    // Bob's device acknowledges over the socket: delivered, with a time, announced.
+    let mut bob_ws = bob.socket().await;
+    next_event(&mut bob_ws, "hello", WAIT).await;
+    send_frame(
+        &mut bob_ws,
+        json!({"type": "delivered", "conversation_id": group, "seq": seq}),
+    )
+    .await;
+    let moved = next_event_of(&mut alice_ws, "delivered", &bob.id, WAIT).await;
+    assert_eq!(moved["data"]["last_delivered_seq"], seq);
+    let r = eventually(WAIT, || async {
+        let r = receipts().await;
+        (state_of(&r, &bob)["state"] == "delivered").then_some(r)
+    })
+    .await;
+    assert!(state_of(&r, &bob)["delivered_at"].is_string(), "{r}");
+    assert_eq!(state_of(&r, &bob)["read_at"], Value::Null);
+    // Carol fetches the history: that is delivery too.
+    eventually(WAIT, || async {
+        let (_, page) = carol
+            .get(&format!("/api/conversations/{group}/messages"))
+            .await;
+        page["messages"]
+            .as_array()?
+            .iter()
+            .any(|x| x["id"] == id)
+            .then_some(())
+    })
+    .await;
+    eventually(WAIT, || async {
+        let r = receipts().await;
+        (state_of(&r, &carol)["state"] == "delivered").then_some(())
+    })
+    .await;
+    // Bob reads it.
+    let (s, _) = bob
+        .post(
+            &format!("/api/conversations/{group}/read"),
+            json!({"seq": seq}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r = eventually(WAIT, || async {
+        let r = receipts().await;
+        (state_of(&r, &bob)["state"] == "read").then_some(r)
+    })
+    .await;
+    let (d, rd) = (
+        state_of(&r, &bob)["delivered_at"]
+            .as_str()
+            .map(str::to_owned),
+        state_of(&r, &bob)["read_at"].as_str().map(str::to_owned),
+    );
+    assert!(d.is_some() && rd.is_some() && d <= rd, "{r}");
+    assert_eq!(r["read_by"].as_array().map(Vec::len), Some(1));
+
+    // Nobody acknowledges for a conversation they are not in.
+    let mut x_ws = stranger.socket().await;
+    next_event(&mut x_ws, "hello", WAIT).await;
+    send_frame(
+        &mut x_ws,
+        json!({"type": "delivered", "conversation_id": group, "seq": seq}),
+    )
+    .await;
+    let err = next_event(&mut x_ws, "error", WAIT).await;
+    assert_eq!(err["data"]["detail"], "conversation not found");
+    let (s, _) = stranger.get(&format!("/api/messages/{id}/receipts")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn forwarding_copies_what_you_can_see_with_provenance_and_shares_the_file() {
+    let (alice, bob, carol) = (
+        register("fwd_a").await,
+        register("fwd_b").await,
+        register("fwd_c").await,
+    );
+    let stranger = register("fwd_x").await;
+    let source = alice.group(&[&bob], "Source").await;
+    let original = alice.send(&source, "worth sharing").await;
+    let oid = original["id"].as_str().expect("id");
+    // A file, forwarded by reference.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"hello file".to_vec()).file_name("note.txt"),
+    );
+    let res = http()
+        .post(format!("{}/api/conversations/{source}/attachments", base()))
+        .bearer_auth(&alice.access)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let file: Value = res.json().await.expect("json");
+    let fid = file["id"].as_str().expect("id");
+    let attachment = file["attachment"]["id"]
+        .as_str()
+        .expect("attachment")
+        .to_owned();
+
+    // Bob forwards to Carol (who is not in the source): no source conversation in the copy.
+    let to_carol = bob.direct_with(&carol).await;
+    let forward = |who: &User, message: &str, to: &str, client: &str| {
+        let path = format!("/api/messages/{message}/forward");
+        let body = json!({"conversation_id": to, "client_id": client});
+        let who = who.clone();
+        async move { who.post(&path, body).await }
+    };
+    let (s, copy) = forward(&bob, oid, &to_carol, "fw-1").await;
+    assert_eq!(s, StatusCode::CREATED, "{copy}");
+    assert_eq!(copy["content"], "worth sharing");
+    assert_eq!(copy["sender_id"], bob.id.as_str());
+    assert_eq!(copy["forwarded_from"]["sender_id"], alice.id.as_str());
+    assert_eq!(copy["forwarded_from"]["message_id"], oid);
+    assert_eq!(copy["forwarded_from"]["created_at"], original["created_at"]);
+    assert!(
+        copy["forwarded_from"].get("conversation_id").is_none(),
+        "{copy}"
+    );
+    // A retry: the same copy.
+    let (s, again) = forward(&bob, oid, &to_carol, "fw-1").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again["id"], copy["id"]);
+    // Bob forwards to a conversation whose people all see the source: it is named.
+    let (s, own) = forward(&bob, oid, &source, "fw-2").await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(own["forwarded_from"]["conversation_id"], source.as_str());
+
+    // The file: Carol can fetch it through her copy, the stranger cannot.
+    let (s, fcopy) = forward(&bob, fid, &to_carol, "fw-3").await;
+    assert_eq!(s, StatusCode::CREATED, "{fcopy}");
+    assert_eq!(fcopy["attachment"]["id"], attachment.as_str());
+    let get_file = |who: &User| {
+        let url = format!("{}/api/attachments/{attachment}", base());
+        let token = who.access.clone();
+        async move {
+            http()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("download")
+                .status()
+        }
+    };
+    assert_eq!(get_file(&carol).await, StatusCode::OK);
+    assert_eq!(get_file(&stranger).await, StatusCode::NOT_FOUND);
+    // Deleting the original keeps the copy's file.
+    let (s, _, _) = alice
+        .call(Method::DELETE, &format!("/api/messages/{fid}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(get_file(&carol).await, StatusCode::OK);
+    assert_eq!(
+        get_file(&bob).await,
+        StatusCode::OK,
+        "Bob has the copy he sent"
+    );
+
+    // What cannot be forwarded, and by whom.
+    let (s, _) = forward(&stranger, oid, &to_carol, "fw-x").await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "a stranger forwards what they cannot see"
+    );
+    let (s, _) = forward(&carol, oid, &to_carol, "fw-y").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "Carol never saw the original");
+    let elsewhere = stranger.direct_with(&carol).await;
+    let (s, _) = forward(&bob, oid, &elsewhere, "fw-z").await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "into a conversation Bob is not in"
+    );
+    let (s, _) = forward(&bob, fid, &to_carol, "fw-4").await;
+    assert_eq!(s, StatusCode::CONFLICT, "a deleted message");
+}

@@ -48,6 +48,8 @@ export class Messenger {
     this.presence = new Map();
     /** Users the signed-in user blocks. */
     this.blocks = new Set();
+    /** conversation id → highest seq to acknowledge as delivered. */
+    this.toAck = new Map();
     /** conversation id → Map<user id, timer> of who is typing. */
     this.typing = new Map();
     this.active = null;
@@ -582,6 +584,9 @@ export class Messenger {
         h('span', { class: 'author' }, this.name(m.quote.sender_id)), ' ',
         m.quote.deleted ? 'deleted message' : m.quote.excerpt));
     }
+    if (m.forwarded_from && !m.deleted) {
+      body.append(h('div', { class: 'forwarded' }, `Forwarded from ${this.name(m.forwarded_from.sender_id)}`));
+    }
     if (m.deleted) body.append('This message was deleted');
     else if (m.kind === 'file') body.append(this.fileView(m));
     else body.append(m.content);
@@ -589,6 +594,9 @@ export class Messenger {
     const writable = !m.deleted && !conv?.left && !(conv?.blocked ?? d?.blocked);
     if (writable) {
       actions.push(h('button', { type: 'button', onclick: () => this.setReply(m), 'aria-label': 'Reply' }, 'Reply'));
+      if (m.kind !== 'system') {
+        actions.push(h('button', { type: 'button', onclick: () => this.openForward(m), 'aria-label': 'Forward' }, 'Forward'));
+      }
       if (!conv?.is_group || admin) {
         actions.push(h('button', { type: 'button', onclick: () => this.pin(m), 'aria-label': m.pinned ? 'Unpin' : 'Pin' },
           m.pinned ? 'Unpin' : 'Pin'));
@@ -606,6 +614,9 @@ export class Messenger {
     return h('li', { class: cls, dataset: { seq: m.seq, id: m.id } },
       conv?.is_group && !mine ? h('span', { class: 'author' }, this.name(m.sender_id)) : null,
       m.pinned ? h('span', { class: 'pinned-mark', 'aria-label': 'Pinned' }, '📌') : null,
+      m.priority && m.priority !== 'normal' && !m.deleted
+        ? h('span', { class: `priority ${m.priority}` }, m.priority === 'urgent' ? 'Urgent' : 'Important')
+        : null,
       body,
       m.deleted ? null : act.reactionRow(m, writable, (e) => this.react(m, e)),
       h('div', { class: 'meta' },
@@ -652,7 +663,7 @@ export class Messenger {
 
   /** "Seen" under the caller's last message, from the others' read markers. */
   renderReceipt() {
-    for (const el of document.querySelectorAll('#messages .receipt')) el.remove();
+    for (const el of document.querySelectorAll('#messages .receipt, #messages .tick')) el.remove();
     const id = this.active;
     const d = this.details.get(id);
     const t = this.threads.get(id);
@@ -667,6 +678,54 @@ export class Messenger {
     else if (seen.length) text = seen.length === others.length ? 'Seen by everyone' : `Seen by ${seen.map((p) => this.name(p.user_id)).join(', ')}`;
     const li = document.querySelector(`#messages li[data-seq="${last.seq}"]`);
     li?.append(h('span', { class: 'receipt', 'aria-label': `Read receipt: ${text}` }, text));
+    // Each own message: sent ✓, delivered ✓✓ (to everyone), read ✓✓ (by everyone).
+    for (const m of own) {
+      const state = act.tickState(m.seq, others);
+      const meta = document.querySelector(`#messages li[data-seq="${m.seq}"] .meta`);
+      meta?.append(h('button', {
+        type: 'button', class: `tick ${state}`, 'aria-label': `${act.TICK_TEXT[state]}: show receipts`,
+        onclick: () => this.openReceipts(m),
+      }, state === 'sent' ? '✓' : '✓✓'));
+    }
+  }
+
+  /** Who got and read `m`, and when, in a dialog. */
+  async openReceipts(m) {
+    await act.showReceipts(m, $('receipts-list'), (u) => this.name(u));
+    $('receipts-dialog').showModal();
+  }
+
+  /** Forwards `m` to a conversation picked in a dialog. */
+  openForward(m) {
+    const list = $('forward-list');
+    const targets = [...this.convs.values()].filter((c) => !c.left && !c.blocked);
+    list.replaceChildren(...targets.map((c) => h('li', {},
+      h('button', {
+        type: 'button',
+        onclick: async () => {
+          try {
+            const copy = await act.forward(m, c.id, clientId());
+            $('forward-dialog').close();
+            this.upsert(copy);
+          } catch (e) {
+            $('forward-dialog').querySelector('.form-error').textContent = e.message;
+          }
+        },
+      }, this.title(c)))));
+    $('forward-dialog').querySelector('.form-error').textContent = '';
+    $('forward-dialog').showModal();
+  }
+
+  /** Acknowledges delivery of what arrived (coalesced: one frame per conversation). */
+  acknowledge(m) {
+    if (m.sender_id === this.me.id) return;
+    const due = this.toAck.get(m.conversation_id) ?? 0;
+    this.toAck.set(m.conversation_id, Math.max(due, m.seq));
+    clearTimeout(this.ackTimer);
+    this.ackTimer = setTimeout(() => {
+      for (const [conversation_id, seq] of this.toAck) this.live.send({ type: 'delivered', conversation_id, seq });
+      this.toAck.clear();
+    }, 300);
   }
 
   /** Marks the active thread read up to its newest message when the reader can see it. */
@@ -793,7 +852,9 @@ export class Messenger {
     input.value = '';
     input.style.height = 'auto';
     this.typed(false);
-    const p = { client_id: clientId(), conv: this.active, content, reply_to: this.replyTo?.id, state: 'sending' };
+    const priority = $('priority').value;
+    $('priority').value = 'normal';
+    const p = { client_id: clientId(), conv: this.active, content, reply_to: this.replyTo?.id, priority, state: 'sending' };
     this.setReply(null);
     this.pending.set(p.client_id, p);
     this.renderThread();
@@ -815,6 +876,7 @@ export class Messenger {
           content: p.content,
           reply_to: p.reply_to,
           client_id: p.client_id,
+          priority: p.priority,
         });
         this.pending.delete(p.client_id);
         this.upsert(m);
@@ -955,7 +1017,14 @@ export class Messenger {
       case 'message.unpinned':
         if (!this.convs.has(id)) this.loadList().catch(() => {});
         this.upsert(f.data);
+        if (f.type === 'message.created') this.acknowledge(f.data);
         break;
+      case 'delivered': {
+        const p = this.details.get(id)?.participants?.find((x) => x.user_id === f.data.user_id);
+        if (p) p.last_delivered_seq = Math.max(p.last_delivered_seq ?? 0, f.data.last_delivered_seq);
+        if (id === this.active) this.renderReceipt();
+        break;
+      }
       case 'read': {
         const { user_id, last_read_seq } = f.data;
         if (user_id === this.me.id) {

@@ -104,3 +104,32 @@ export function markUnread(m) {
 export function setBlocked(userId, blocked) {
   return api(blocked ? 'PUT' : 'DELETE', `/api/blocks/${userId}`);
 }
+
+/** Words for a tick's state. */
+export const TICK_TEXT = { sent: 'Sent', delivered: 'Delivered', read: 'Read' };
+
+/**
+ * How far the own message at `seq` got with `others` (participants with their markers):
+ * read by every one of them, else delivered to every one, else sent. A read marker implies
+ * delivery.
+ */
+export function tickState(seq, others) {
+  if (!others.length) return 'sent';
+  if (others.every((p) => p.last_read_seq >= seq)) return 'read';
+  if (others.every((p) => Math.max(p.last_delivered_seq ?? 0, p.last_read_seq) >= seq)) return 'delivered';
+  return 'sent';
+}
+
+/** Fills `list` with each member's receipt for `m`: state and times. */
+export async function showReceipts(m, list, name) {
+  const { members } = await api('GET', `/api/messages/${m.id}/receipts`);
+  list.replaceChildren(...members.map((r) => h('li', {},
+    h('strong', {}, name(r.user_id)), ' ', TICK_TEXT[r.state],
+    r.read_at ? ` · read ${shortTime(r.read_at)}` : '',
+    r.delivered_at ? ` · delivered ${shortTime(r.delivered_at)}` : '')));
+}
+
+/** Forwards `m` into conversation `to`; resolves to the copy. */
+export function forward(m, to, clientId) {
+  return api('POST', `/api/messages/${m.id}/forward`, { conversation_id: to, client_id: clientId });
+}

@@ -864,3 +864,94 @@ test('a push for someone away reaches the service worker, shows, and links to th
     await context.close();
   }
 });
+
+test('reactions, a pin, earlier versions, marking unread and blocking, from the browser', async () => {
+  const password = 'ivy and jack password';
+  const ivy = await apiCall('POST', '/auth/register', { username: `ivy_${tag}`, email: `ivy_${tag}@example.test`, password, display_name: 'Ivy' }, undefined, '10.21.0.1');
+  const jack = await apiCall('POST', '/auth/register', { username: `jack_${tag}`, email: `jack_${tag}@example.test`, password, display_name: 'Jack' }, undefined, '10.21.0.2');
+  assert.equal(ivy.status, 201);
+  assert.equal(jack.status, 201);
+  const jackToken = jack.body.access_token;
+  const direct = await apiCall('POST', '/api/conversations', { participant_ids: [ivy.body.user.id] }, jackToken);
+  assert.equal(direct.status, 201, JSON.stringify(direct.body));
+  const conv = direct.body.id;
+  const first = await apiCall('POST', `/api/conversations/${conv}/messages`, { content: 'hello ivy' }, jackToken);
+  assert.equal(first.status, 201);
+  const msg = first.body.id;
+
+  const context = await browser.newContext({
+    extraHTTPHeaders: { 'x-forwarded-for': '10.21.0.5' },
+    viewport: { width: 1100, height: 720 } });
+  const page = await context.newPage();
+  const problems = [];
+  watch(page, problems);
+  page.on('dialog', (d) => d.accept());
+  try {
+    await page.goto(BASE);
+    const form = page.getByRole('tabpanel', { name: 'Sign in', exact: true });
+    await form.getByLabel('Username or email').fill(`ivy_${tag}`);
+    await form.getByLabel('Password').fill(password);
+    await form.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await page.locator('#app-view').waitFor({ timeout: WAIT });
+    await until('Ivy connected', async () => (await page.locator('body').getAttribute('data-connection')) === 'live');
+    await page.locator('#conversation-list button', { hasText: 'Jack' }).click();
+    const item = page.locator('#messages li', { hasText: 'hello ivy' });
+    await item.waitFor({ timeout: WAIT });
+
+    // React from the picker; Jack's reaction arrives live.
+    await item.getByRole('button', { name: 'Add reaction' }).click();
+    await item.getByRole('button', { name: 'React with 👍' }).click();
+    await item.getByRole('button', { name: '👍 1, including you' }).waitFor({ timeout: WAIT });
+    const jacks = await apiCall('PUT', `/api/messages/${msg}/reactions/${encodeURIComponent('👍')}`, undefined, jackToken);
+    assert.equal(jacks.status, 200, JSON.stringify(jacks.body));
+    assert.equal(jacks.body.reactions[0].count, 2);
+    assert.equal(jacks.body.reactions[0].me, true);
+    await item.getByRole('button', { name: '👍 2, including you' }).waitFor({ timeout: WAIT });
+    // Taking hers back leaves Jack's.
+    await item.getByRole('button', { name: '👍 2, including you' }).click();
+    await item.getByRole('button', { name: '👍 1', exact: true }).waitFor({ timeout: WAIT });
+
+    // Pin it; the pinned list shows it.
+    await item.getByRole('button', { name: 'Pin', exact: true }).click();
+    await item.getByLabel('Pinned').waitFor({ timeout: WAIT });
+    await page.getByRole('button', { name: 'Pinned', exact: true }).click();
+    await page.locator('#pins-list li', { hasText: 'hello ivy' }).waitFor({ timeout: WAIT });
+    await page.locator('#pins-dialog').getByRole('button', { name: 'Close' }).click();
+
+    // Jack edits it: the earlier text is a click away.
+    const edited = await apiCall('PATCH', `/api/messages/${msg}`, { content: 'hello, Ivy!' }, jackToken);
+    assert.equal(edited.status, 200);
+    const editedItem = page.locator('#messages li', { hasText: 'hello, Ivy!' });
+    await editedItem.getByRole('button', { name: 'Edited: show earlier versions' }).click();
+    await page.locator('#versions-list li', { hasText: 'hello ivy' }).waitFor({ timeout: WAIT });
+    await page.locator('#versions-dialog').getByRole('button', { name: 'Close' }).click();
+
+    // Mark unread from it: back to the list with a badge; opening it reads it again.
+    await editedItem.getByRole('button', { name: 'Mark unread from here' }).click();
+    await page.locator('#conversation-list button[aria-label="Jack, 1 unread"]').waitFor({ timeout: WAIT });
+    const marker = await until('the unread mark stored', async () => {
+      const list = await apiCall('GET', '/api/conversations', undefined, ivy.body.access_token);
+      const c = list.body.conversations.find((x) => x.id === conv);
+      return c?.unread_from_seq === first.body.seq ? c : null;
+    });
+    assert.equal(marker.last_read_seq, first.body.seq, 'the read marker stayed');
+    await page.locator('#conversation-list button', { hasText: 'Jack' }).click();
+    await page.locator('#conversation-list button[aria-label="Jack"]').waitFor({ timeout: WAIT });
+
+    // Block Jack: the conversation turns read-only for both; unblock opens it again.
+    await page.getByRole('button', { name: 'Block' }).click();
+    await page.locator('#blocked-note').waitFor({ state: 'visible', timeout: WAIT });
+    assert.equal(await page.locator('#composer').isHidden(), true);
+    const refused = await apiCall('POST', `/api/conversations/${conv}/messages`, { content: 'let me in' }, jackToken);
+    assert.equal(refused.status, 403);
+    await page.getByRole('button', { name: 'Unblock' }).click();
+    await page.locator('#composer').waitFor({ state: 'visible', timeout: WAIT });
+    const again = await apiCall('POST', `/api/conversations/${conv}/messages`, { content: 'thanks' }, jackToken);
+    assert.equal(again.status, 201);
+    await page.locator('#messages li', { hasText: 'thanks' }).waitFor({ timeout: WAIT });
+    await shot({ page }, 'interactions.png');
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});

@@ -170,7 +170,8 @@ async fn end_membership(
              left_roster = (
                  SELECT coalesce(jsonb_agg(jsonb_build_object(
                             'user_id', o.user_id, 'role', o.role, 'joined_at', o.joined_at,
-                            'last_read_seq', o.last_read_seq)
+                            'last_read_seq', o.last_read_seq,
+                            'last_delivered_seq', o.last_delivered_seq)
                             ORDER BY o.joined_at, o.user_id), '[]'::jsonb)
                  FROM messaging.participants o
                  WHERE o.conversation_id = $1 AND o.left_at IS NULL AND o.user_id <> $2)

@@ -10,6 +10,8 @@
 //! (joined before it).
 //! - The feed: when it mentions them (`@username`, or `@all` in a group); an entry for a
 //!   message they had read already is written read. Mutes and levels do not apply.
+//! - Nothing at all from someone they block (issue 20); an `urgent` message notifies by push
+//!   and digest whatever the level and mute (quiet hours still hold).
 //! - A push to each of their subscriptions (`messaging.push_deliveries`, sent by
 //!   [`super::push`]): when the conversation's level says so (`all`, or `mentions` and it
 //!   mentions them; the conversation's own level, else their default for its kind), it is
@@ -57,7 +59,10 @@ WITH claimed AS (
            coalesce(s.push, true) AS push_on,
            coalesce(s.email, true) AS email_on,
            {quiet} AS quiet,
-           coalesce(pr.online, false) AS online
+           coalesce(pr.online, false) AS online,
+           m.priority = 'urgent' AS urgent,
+           EXISTS (SELECT 1 FROM messaging.blocks b
+                   WHERE b.blocker_id = p.user_id AND b.blocked_id = m.sender_id) AS blocks_sender
     FROM claimed cl
     JOIN messaging.messages m ON m.id = cl.message_id AND m.deleted_at IS NULL
      AND m.kind <> 'system'
@@ -72,16 +77,18 @@ WITH claimed AS (
     SELECT r.message_id, ps.id, r.user_id
     FROM recipients r
     JOIN messaging.push_subscriptions ps ON ps.user_id = r.user_id
-    WHERE NOT r.seen AND NOT r.muted AND r.push_on AND NOT r.quiet AND NOT r.online
-      AND (r.level = 'all' OR (r.level = 'mentions' AND r.mentioned))
+    WHERE NOT r.seen AND NOT r.blocks_sender AND r.push_on AND NOT r.quiet AND NOT r.online
+      AND (r.urgent
+           OR (NOT r.muted AND (r.level = 'all' OR (r.level = 'mentions' AND r.mentioned))))
     ON CONFLICT (message_id, subscription_id) DO NOTHING
 ), digested AS (
     INSERT INTO messaging.email_digests AS d (user_id, conversation_id, first_seq, last_seq, due_at)
     SELECT r.user_id, r.conversation_id, min(r.seq), max(r.seq),
            now() + make_interval(secs => $2)
     FROM recipients r
-    WHERE NOT r.seen AND NOT r.muted AND r.email_on
-      AND (r.level = 'all' OR (r.level = 'mentions' AND r.mentioned))
+    WHERE NOT r.seen AND NOT r.blocks_sender AND r.email_on
+      AND (r.urgent
+           OR (NOT r.muted AND (r.level = 'all' OR (r.level = 'mentions' AND r.mentioned))))
     GROUP BY r.user_id, r.conversation_id
     ON CONFLICT (user_id, conversation_id) DO UPDATE SET
         first_seq = LEAST(d.first_seq, EXCLUDED.first_seq),
@@ -92,7 +99,7 @@ WITH claimed AS (
     SELECT r.user_id, 'mention', r.conversation_id, r.message_id, r.seq,
            r.sender_id, CASE WHEN r.seen THEN now() END
     FROM recipients r
-    WHERE r.mentioned
+    WHERE r.mentioned AND NOT r.blocks_sender
     ON CONFLICT (user_id, message_id, kind) DO NOTHING
     RETURNING *
 )
@@ -105,15 +112,18 @@ LEFT JOIN messaging.messages m ON m.id = n.message_id";
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Retention: finished push deliveries and sent digest mail after 7 days (a message can be
-/// edited, and so queued again, for minutes only), feed entries after 90 days; a bounded
+/// edited, and so queued again, for minutes only), feed entries and receipt times after 90 days; a bounded
 /// number per statement, so a sweep never holds long locks.
-const SWEEP: [&str; 3] = [
+const SWEEP: [&str; 4] = [
     "DELETE FROM messaging.push_deliveries WHERE ctid IN (
          SELECT ctid FROM messaging.push_deliveries
          WHERE state <> 'pending' AND updated_at < now() - interval '7 days' LIMIT 1000)",
     "DELETE FROM messaging.mail_outbox WHERE ctid IN (
          SELECT ctid FROM messaging.mail_outbox
          WHERE sent_at < now() - interval '7 days' LIMIT 1000)",
+    "DELETE FROM messaging.receipt_marks WHERE ctid IN (
+         SELECT ctid FROM messaging.receipt_marks
+         WHERE at < now() - interval '90 days' LIMIT 1000)",
     "DELETE FROM messaging.notifications WHERE ctid IN (
          SELECT ctid FROM messaging.notifications
          WHERE created_at < now() - interval '90 days' LIMIT 1000)",
