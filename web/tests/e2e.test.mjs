@@ -949,6 +949,40 @@ test('reactions, a pin, earlier versions, marking unread and blocking, from the 
     const again = await apiCall('POST', `/api/conversations/${conv}/messages`, { content: 'thanks' }, jackToken);
     assert.equal(again.status, 201);
     await page.locator('#messages li', { hasText: 'thanks' }).waitFor({ timeout: WAIT });
+
+    // An urgent message: marked for both; its tick goes sent → delivered → read as Jack's
+    // client fetches and then reads it.
+    await page.getByLabel('Priority').selectOption('urgent');
+    await send({ page }, 'call me now');
+    const mine = page.locator('#messages li', { hasText: 'call me now' });
+    await mine.locator('.priority', { hasText: 'Urgent' }).waitFor({ timeout: WAIT });
+    assert.equal(await page.getByLabel('Priority').inputValue(), 'normal');
+    await mine.getByRole('button', { name: 'Sent: show receipts' }).waitFor({ timeout: WAIT });
+    const urgent = await until('Jack fetched the urgent message', async () => {
+      const page1 = await apiCall('GET', `/api/conversations/${conv}/messages`, undefined, jackToken);
+      return page1.body?.messages?.find((m) => m.content === 'call me now');
+    });
+    assert.equal(urgent.priority, 'urgent');
+    await mine.getByRole('button', { name: 'Delivered: show receipts' }).waitFor({ timeout: WAIT });
+    const read = await apiCall('POST', `/api/conversations/${conv}/read`, { seq: urgent.seq }, jackToken);
+    assert.equal(read.status, 200);
+    await mine.getByRole('button', { name: 'Read: show receipts' }).click();
+    await page.locator('#receipts-list li', { hasText: 'Read · read' }).waitFor({ timeout: WAIT });
+    await page.locator('#receipts-dialog').getByRole('button', { name: 'Close' }).click();
+
+    // Forward Jack's message into a group with him: it arrives marked as forwarded.
+    const pals = await apiCall('POST', '/api/conversations', { participant_ids: [ivy.body.user.id], name: 'Pals' }, jackToken);
+    assert.equal(pals.status, 201);
+    await page.locator('#conversation-list button', { hasText: 'Pals' }).waitFor({ timeout: WAIT });
+    await page.locator('#messages li', { hasText: 'thanks' }).getByRole('button', { name: 'Forward' }).click();
+    await page.locator('#forward-list').getByRole('button', { name: 'Pals' }).click();
+    const copies = await until('the copy in Pals', async () => {
+      const got = await apiCall('GET', `/api/conversations/${pals.body.id}/messages`, undefined, jackToken);
+      return got.body?.messages?.find((m) => m.content === 'thanks');
+    });
+    assert.equal(copies.forwarded_from.sender_id, jack.body.user.id);
+    await page.locator('#conversation-list button', { hasText: 'Pals' }).click();
+    await page.locator('#messages li', { hasText: 'Forwarded from Jack' }).waitFor({ timeout: WAIT });
     await shot({ page }, 'interactions.png');
     assert.deepEqual(problems, []);
   } finally {
