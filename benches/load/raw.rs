@@ -192,8 +192,9 @@ fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
         of("''::text"),
         of("false"),
         "false".to_owned(),
-        // Normal priority (`$12`).
+        // Normal priority (`$12`), no thread (`$13`).
         of("'normal'::text"),
+        of("NULL::uuid"),
     ];
     let bind = |sql: &str, map: &[String]| -> Res<String> {
         let mut out = String::with_capacity(sql.len() * 2);

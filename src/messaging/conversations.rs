@@ -283,6 +283,8 @@ pub async fn list(
                         coalesce(p.visible_to_seq, c.last_seq) AS visible_last_seq,
                         {ACTIVITY} AS activity_at,
                         p.last_read_seq, p.unread_from_seq, c.blocked AS conv_blocked,
+                        {UNREAD_THREAD_REPLIES} AS unread_thread_replies,
+                        {thread_unread} AS thread_unread_count,
                         p.left_at IS NOT NULL AS has_left,
                         {mention_count} AS mention_count, p.notify_level,
                         CASE WHEN p.muted_until > now() THEN p.muted_until END AS muted_until,
@@ -309,6 +311,7 @@ pub async fn list(
                  LIMIT $4",
                             seen = message_from_seen_from("p.visible_from_seq"),
                             mention_count = mentions::unread_count_sql("$1"),
+                            thread_unread = super::threads::UNREAD_IN_FOLLOWED,
                         ),
                         &[&user, &after_at, &after_id, &(limit + 1)],
                     )
@@ -334,7 +337,13 @@ pub async fn list(
                 last_activity_at: r.get("activity_at"),
                 last_read_seq,
                 unread_from_seq,
-                unread_count: unread_count(last_seq, last_read_seq, unread_from_seq),
+                unread_count: unread_count(
+                    last_seq,
+                    last_read_seq,
+                    unread_from_seq,
+                    r.get("unread_thread_replies"),
+                ),
+                thread_unread_count: r.get("thread_unread_count"),
                 mention_count: r.get("mention_count"),
                 notify_level: r
                     .get::<_, Option<&str>>("notify_level")
@@ -421,11 +430,25 @@ pub struct ReadMarker {
 }
 
 /// Messages counted unread: after the read marker, or from where the participant marked the
-/// conversation unread, whichever is earlier.
-pub fn unread_count(last_seq: i64, last_read_seq: i64, unread_from_seq: Option<i64>) -> i64 {
+/// conversation unread, whichever is earlier — less the `thread_replies` among them (a
+/// thread's replies are counted by its own read marker: [`super::threads`]).
+pub fn unread_count(
+    last_seq: i64,
+    last_read_seq: i64,
+    unread_from_seq: Option<i64>,
+    thread_replies: i64,
+) -> i64 {
     let read_to = unread_from_seq.map_or(last_read_seq, |u| last_read_seq.min(u - 1));
-    (last_seq - read_to).max(0)
+    (last_seq - read_to - thread_replies).max(0)
 }
+
+/// SQL: how many thread replies of participant `p`'s conversation (`c`) lie in their unread
+/// range (see [`unread_count`]); the statement names the participant row `p` and the
+/// conversation `c`.
+const UNREAD_THREAD_REPLIES: &str = "(SELECT count(*) FROM messaging.messages t
+     WHERE t.conversation_id = p.conversation_id AND t.thread_root_id IS NOT NULL
+       AND t.seq > LEAST(p.last_read_seq, coalesce(p.unread_from_seq - 1, p.last_read_seq))
+       AND t.seq <= coalesce(p.visible_to_seq, c.last_seq))";
 
 /// Moves the caller's read marker forward to `seq` — never back, never past the last message
 /// they can see (a former participant: their departure) — and announces a `read` event to
@@ -441,7 +464,8 @@ pub async fn mark_read(
 ) -> Result<ReadMarker, ApiError> {
     let row = conn
         .query_opt_t(
-            "WITH old AS (
+            &format!(
+                "WITH old AS (
                  SELECT last_read_seq FROM messaging.participants
                  WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE
              ), moved AS (
@@ -458,6 +482,7 @@ pub async fn mark_read(
                  WHERE c.id = p.conversation_id AND p.conversation_id = $1 AND p.user_id = $2
                  RETURNING p.last_read_seq, p.unread_from_seq,
                            coalesce(p.visible_to_seq, c.last_seq) AS last_seq,
+                           {UNREAD_THREAD_REPLIES} AS thread_replies,
                            old.last_read_seq AS previous, p.left_at IS NULL AS current
              ), timed AS (
                  -- When it was read, for receipts with times (messaging::delivered).
@@ -466,7 +491,8 @@ pub async fn mark_read(
                  WHERE moved.last_read_seq > moved.previous AND moved.current
                  ON CONFLICT DO NOTHING
              )
-             SELECT * FROM moved",
+             SELECT * FROM moved"
+            ),
             &[&conversation_id, &user_id, &seq],
         )
         .await?
@@ -490,7 +516,12 @@ pub async fn mark_read(
         conversation_id,
         last_read_seq,
         unread_from_seq,
-        unread_count: unread_count(last_seq, last_read_seq, unread_from_seq),
+        unread_count: unread_count(
+            last_seq,
+            last_read_seq,
+            unread_from_seq,
+            row.get("thread_replies"),
+        ),
     })
 }
 
@@ -541,12 +572,14 @@ pub async fn mark_unread(
     let conn = state.db.primary().await?;
     let row = conn
         .query_opt_t(
-            "UPDATE messaging.participants p SET unread_from_seq = $3
+            &format!(
+                "UPDATE messaging.participants p SET unread_from_seq = $3
              FROM messaging.conversations c
              WHERE c.id = p.conversation_id AND p.conversation_id = $1 AND p.user_id = $2
                AND p.left_at IS NULL
                AND $3 >= GREATEST(p.visible_from_seq, 1) AND $3 <= c.last_seq
-             RETURNING p.last_read_seq, c.last_seq",
+             RETURNING p.last_read_seq, c.last_seq, {UNREAD_THREAD_REPLIES}"
+            ),
             &[&conversation_id, &caller.user_id, &body.seq],
         )
         .await?;
@@ -562,7 +595,7 @@ pub async fn mark_unread(
         conversation_id,
         last_read_seq,
         unread_from_seq: Some(body.seq),
-        unread_count: unread_count(row.get(1), last_read_seq, Some(body.seq)),
+        unread_count: unread_count(row.get(1), last_read_seq, Some(body.seq), row.get(2)),
     };
     let frame = ServerFrame::of(conversation_id, Event::ConversationUnread(marker.clone()));
     publish_to_users(&state, vec![caller.user_id], frame.to_json());

@@ -18,7 +18,7 @@
 //!    statement, PostgreSQL docs §13.2.1);
 //! 2. one statement ([`APPEND_BATCH`]) checks each send — the sender is a current
 //!    participant of a conversation no block made read-only, its `client_id` is new here (a repeat is answered with the original),
-//!    its `reply_to` is a message the sender can see, the sender's send budget has room
+//!    its `reply_to` (and thread root) is a message the sender can see, the sender's send budget has room
 //!    (counted in queue order, exactly as one send at a time would) — and appends those that
 //!    pass with gapless `seq`s in queue order, moving each sender's read marker;
 //! 3. `COMMIT`, then `pg_current_wal_lsn()`: every send of the batch answers with that
@@ -63,6 +63,8 @@ pub struct NewSend {
     pub reply_to: Option<Uuid>,
     pub client_id: Option<String>,
     pub priority: super::domain::Priority,
+    /// Reply in the thread of this message (its root, or a reply in it).
+    pub thread_root: Option<Uuid>,
 }
 
 /// What became of a send.
@@ -72,6 +74,8 @@ pub enum Outcome {
     Created {
         message: Box<Message>,
         audience: Option<Audience>,
+        /// For a thread reply: its root's `seq` and summary right after it.
+        thread: Option<(i64, super::model::ThreadSummary)>,
     },
     /// Its `client_id` was already used by this sender here: answer with that message.
     Repeated,
@@ -392,9 +396,9 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     format!(
         "WITH input AS (
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[],
-                                  $6::text[], $9::text[], $10::bool[], $12::text[])
+                                  $6::text[], $9::text[], $10::bool[], $12::text[], $13::uuid[])
                  WITH ORDINALITY AS t(id, conversation_id, sender_id, content, reply_to,
-                                      client_id, names, want_all, priority, ord)
+                                      client_id, names, want_all, priority, thread_root, ord)
          ), scoped AS (
              SELECT i.*, p.visible_from_seq, p.role AS sender_role, cv.blocked
              FROM input i
@@ -420,13 +424,22 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
                  SELECT 1 FROM messaging.messages pm
                  WHERE pm.id = f.reply_to AND pm.conversation_id = f.conversation_id
                    AND pm.seq >= f.visible_from_seq)
+         ), threaded AS (
+             -- A thread reply names a message the sender can see (not a system message);
+             -- naming a reply continues that reply's thread.
+             SELECT r.*, t.root FROM replying r
+             LEFT JOIN LATERAL (
+                 SELECT coalesce(x.thread_root_id, x.id) AS root FROM messaging.messages x
+                 WHERE x.id = r.thread_root AND x.conversation_id = r.conversation_id
+                   AND x.seq >= r.visible_from_seq AND x.kind <> 'system') t ON true
+             WHERE r.thread_root IS NULL OR t.root IS NOT NULL
          ), spend AS (
              INSERT INTO messaging.user_counters AS s (user_id, budget, window_start, amount)
              SELECT r.sender_id, 'send',
                     to_timestamp(floor(extract(epoch FROM now())::float8 / $8::float8)
                                  * $8::float8),
                     count(*)
-             FROM replying r GROUP BY r.sender_id ORDER BY r.sender_id
+             FROM threaded r GROUP BY r.sender_id ORDER BY r.sender_id
              ON CONFLICT (user_id, budget) DO UPDATE SET
                  amount = CASE WHEN s.window_start = EXCLUDED.window_start
                                THEN s.amount + EXCLUDED.amount ELSE EXCLUDED.amount END,
@@ -438,12 +451,12 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
              SELECT q.* FROM (
                  SELECT r.*, row_number() OVER (PARTITION BY r.sender_id ORDER BY r.ord) AS k,
                         count(*) OVER (PARTITION BY r.sender_id) AS n
-                 FROM replying r) q
+                 FROM threaded r) q
              JOIN spend sp ON sp.user_id = q.sender_id
              WHERE sp.total - q.n + q.k <= $7::int8
          ), numbered AS (
              SELECT a.id, a.conversation_id, a.sender_id, a.content, a.reply_to, a.client_id,
-                    a.names, a.want_all, a.sender_role, a.priority,
+                    a.names, a.want_all, a.sender_role, a.priority, a.root,
                     row_number() OVER (PARTITION BY a.conversation_id ORDER BY a.ord) AS pos
              FROM allowed a
          ), bumped AS (
@@ -458,11 +471,11 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
          ), m AS (
              INSERT INTO messaging.messages
                  (id, conversation_id, seq, sender_id, kind, content, reply_to, client_id,
-                  rev, created_rev, mentions, mentions_all, priority)
+                  rev, created_rev, mentions, mentions_all, priority, thread_root_id)
              SELECT nb.id, nb.conversation_id, b.base_seq + nb.pos, nb.sender_id, 'text',
                     nb.content, nb.reply_to, nb.client_id, b.base_rev + nb.pos,
                     b.base_rev + nb.pos,
-                    {mentions}, {mentions_all}, nb.priority
+                    {mentions}, {mentions_all}, nb.priority, nb.root
              FROM numbered nb JOIN bumped b ON b.id = nb.conversation_id
              RETURNING *
          ), mentioned AS (
@@ -472,6 +485,37 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
          ), queued AS (
              INSERT INTO messaging.notify_queue (message_id, conversation_id, seq)
              SELECT m.id, m.conversation_id, m.seq FROM m
+         ), roots AS (
+             -- Each thread's root: its reply count, last reply, and who took part.
+             UPDATE messaging.messages r
+             SET thread_reply_count = r.thread_reply_count + x.n,
+                 thread_last_reply_at = x.at,
+                 thread_participants = (
+                     SELECT array_agg(d.u ORDER BY d.first) FROM (
+                         SELECT t.u, min(t.o) AS first
+                         FROM unnest(coalesce(r.thread_participants, ARRAY[r.sender_id])
+                                     || x.senders) WITH ORDINALITY AS t(u, o)
+                         WHERE t.u IS NOT NULL GROUP BY t.u ORDER BY first LIMIT 20) d)
+             FROM (SELECT thread_root_id, count(*) AS n, max(created_at) AS at,
+                          array_agg(sender_id ORDER BY seq) AS senders
+                   FROM m WHERE thread_root_id IS NOT NULL GROUP BY thread_root_id) x
+             WHERE r.id = x.thread_root_id
+             RETURNING r.id, r.seq, r.thread_reply_count, r.thread_last_reply_at,
+                       r.thread_participants
+         ), followed AS (
+             -- The root's sender and each replier follow the thread; a replier has read it
+             -- up to their reply.
+             INSERT INTO messaging.thread_reads AS tr (user_id, root_id, conversation_id, last_read_seq)
+             SELECT y.u, y.root, y.conv, max(y.s) FROM (
+                 SELECT m.sender_id AS u, m.thread_root_id AS root, m.conversation_id AS conv,
+                        m.seq AS s
+                 FROM m WHERE m.thread_root_id IS NOT NULL
+                 UNION ALL
+                 SELECT r.sender_id, r.id, r.conversation_id, 0 FROM messaging.messages r
+                 WHERE r.id IN (SELECT thread_root_id FROM m) AND r.sender_id IS NOT NULL
+             ) y GROUP BY y.u, y.root, y.conv
+             ON CONFLICT (user_id, root_id) DO UPDATE
+                 SET last_read_seq = GREATEST(tr.last_read_seq, EXCLUDED.last_read_seq)
          ), marked AS (
              UPDATE messaging.participants p SET last_read_seq = GREATEST(p.last_read_seq, x.seq),
                  last_delivered_seq = GREATEST(p.last_delivered_seq, x.seq)
@@ -489,12 +533,17 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
                           THEN 'repeated'
                      WHEN NOT EXISTS (SELECT 1 FROM replying r WHERE r.ord = i.ord)
                           THEN 'bad_reply'
+                     WHEN NOT EXISTS (SELECT 1 FROM threaded t WHERE t.ord = i.ord)
+                          THEN 'bad_thread'
                      ELSE 'rate_limited' END AS status,
                 (SELECT sp.window_left FROM spend sp WHERE sp.user_id = i.sender_id)
                     AS window_left,
-                {MESSAGE_COLUMNS}, {audience}
+                {MESSAGE_COLUMNS}, {audience}, rt.thread_reply_count AS root_reply_count,
+                rt.thread_last_reply_at AS root_last_reply_at,
+                rt.thread_participants AS root_participants, rt.seq AS root_seq
          FROM input i
              LEFT JOIN m ON m.id = i.id
+             LEFT JOIN roots rt ON rt.id = m.thread_root_id
              LEFT JOIN messaging.messages pm ON pm.id = m.reply_to
              LEFT JOIN messaging.attachments a ON a.id = m.attachment_id
          ORDER BY i.ord",
@@ -567,6 +616,7 @@ async fn append_batch(
     let names: Vec<String> = mentions.iter().map(|m| m.names.join(" ")).collect();
     let all: Vec<bool> = mentions.iter().map(|m| m.all).collect();
     let priorities: Vec<&str> = sends.iter().map(|s| s.priority.as_str()).collect();
+    let roots: Vec<Option<Uuid>> = sends.iter().map(|s| s.thread_root).collect();
     let window = settings.rate_window.as_secs_f64().max(1.0);
 
     // BEGIN, the lock and the batch go out together (tokio-postgres pipelines requests
@@ -606,6 +656,7 @@ async fn append_batch(
                         &all,
                         &settings.mention_all_members,
                         &priorities,
+                        &roots,
                     ],
                 )
                 .await
@@ -634,9 +685,28 @@ async fn append_batch(
                 "created" => Outcome::Created {
                     message: Box::new(Message::from_row(row)),
                     audience: Audience::from_row(row),
+                    thread: row
+                        .get::<_, Option<i64>>("root_seq")
+                        .zip(row.get::<_, Option<i32>>("root_reply_count"))
+                        .map(|(seq, reply_count)| {
+                            let summary = super::model::ThreadSummary {
+                                reply_count,
+                                last_reply_at: row.get("root_last_reply_at"),
+                                participants: row
+                                    .get::<_, Option<Vec<Uuid>>>("root_participants")
+                                    .unwrap_or_default(),
+                            };
+                            (seq, summary)
+                        }),
                 },
                 "repeated" => Outcome::Repeated,
                 "read_only" => return Err(super::visibility::read_only()),
+                "bad_thread" => {
+                    return Err(ApiError::invalid_field(
+                        "thread_root_id",
+                        "no such message in this conversation",
+                    ))
+                }
                 "bad_reply" => {
                     return Err(ApiError::invalid_field(
                         "reply_to",

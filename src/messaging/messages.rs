@@ -76,6 +76,9 @@ pub struct SendMessage {
     /// `normal` (default), `important` or `urgent` (notifies even where muted).
     #[serde(default)]
     pub priority: super::domain::Priority,
+    /// Reply in a thread: its root (a top-level message the caller can see), or any reply in
+    /// it. Thread replies stay out of the main history (see `GET /api/messages/{id}/thread`).
+    pub thread_root_id: Option<Uuid>,
 }
 
 /// Checks a `client_id`: 1–64 printable characters.
@@ -129,11 +132,19 @@ pub async fn send(
             reply_to: body.reply_to,
             client_id: body.client_id.clone(),
             priority: body.priority,
+            thread_root: body.thread_root_id,
         })
         .await?;
     match sent.outcome {
-        Outcome::Created { message, audience } => {
+        Outcome::Created {
+            message,
+            audience,
+            thread,
+        } => {
             publish_message_to(&state, MessageEvent::Created, &message, audience);
+            if let (Some(root_id), Some((root_seq, summary))) = (message.thread_root_id, thread) {
+                super::threads::announce(&state, &message, root_id, root_seq, summary);
+            }
             let mut res = HttpResponse::Created();
             consistency::attach(&state, &mut res, sent.lsn);
             Ok(res.json(message))
@@ -446,7 +457,8 @@ pub struct HistoryPage {
 }
 
 /// `GET /api/conversations/{id}/messages?before=&after=&limit=`: a page of the history the
-/// caller can see (for a former participant, up to their departure). Without `after`, newest
+/// caller can see (for a former participant, up to their departure), thread replies left out
+/// (a root says how many it has). Fetching moves the caller's delivered marker. Without `after`, newest
 /// first (below `before` if given); with `after`, oldest first. Served by the replica
 /// (read-your-writes). 404 if the caller never was a participant; 400 for a bad limit or a
 /// negative cursor.
@@ -485,7 +497,7 @@ pub async fn history(
                  FROM messaging.participants s
                  LEFT JOIN LATERAL (
                      SELECT * FROM messaging.messages p
-                     WHERE p.conversation_id = s.conversation_id
+                     WHERE p.conversation_id = s.conversation_id AND p.thread_root_id IS NULL
                        AND ($2::bigint IS NULL OR p.seq < $2)
                        AND ($3::bigint IS NULL OR p.seq > $3)
                        AND p.seq >= s.visible_from_seq

@@ -28,6 +28,7 @@ pub mod publish;
 pub mod reactions;
 pub mod receipts;
 pub mod search;
+pub mod threads;
 pub mod versions;
 pub mod visibility;
 
@@ -108,6 +109,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(resource("/messages/{id}/versions").get(versions::list))
             .service(resource("/messages/{id}/forward").post(forward::forward))
+            .service(resource("/messages/{id}/thread").get(threads::thread))
+            .service(resource("/messages/{id}/thread/read").post(threads::read))
             .service(resource("/conversations/{id}/pins").get(pins::list))
             .service(resource("/conversations/{id}/unread").post(conversations::mark_unread))
             .service(resource("/blocks").get(blocks::list))

@@ -24,6 +24,13 @@ pub struct Message {
     pub kind: MessageKind,
     pub content: Option<String>,
     pub reply_to: Option<Uuid>,
+    /// The thread this message replies in (its root, a top-level message); absent for a
+    /// top-level message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_root_id: Option<Uuid>,
+    /// On a thread's root: its replies (absent while it has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<ThreadSummary>,
     /// A short quote of the parent when `reply_to` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quote: Option<Quote>,
@@ -91,6 +98,15 @@ pub struct ForwardedFrom {
     pub conversation_id: Option<Uuid>,
 }
 
+/// A thread's root summary: how many replies, the last one's time, who took part (the
+/// root's sender first, then repliers by their first reply; at most 20).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ThreadSummary {
+    pub reply_count: i32,
+    pub last_reply_at: Option<DateTime<Utc>>,
+    pub participants: Vec<Uuid>,
+}
+
 /// Who pinned a message, and when.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Pinned {
@@ -118,7 +134,8 @@ pub const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.rev, m.send
      left(pm.content, 140) AS quote_excerpt, pm.deleted_at IS NOT NULL AS quote_deleted, \
      a.id AS att_id, a.filename AS att_filename, a.content_type AS att_content_type, \
      a.size AS att_size, encode(a.sha256, 'hex') AS att_sha256, \
-     m.reactions, m.pinned_at, m.pinned_by, m.priority, m.forwarded_from";
+     m.reactions, m.pinned_at, m.pinned_by, m.priority, m.forwarded_from, m.thread_root_id, \
+     m.thread_reply_count, m.thread_last_reply_at, m.thread_participants";
 
 /// One more column for [`MESSAGE_COLUMNS`] (after a comma): the emoji `reader` (an SQL
 /// expression: a parameter or a column) reacted with, so each reaction says `me`. Looked up
@@ -163,6 +180,14 @@ impl Message {
             kind: MessageKind::from_column(row.get("kind")),
             content: row.get("content"),
             reply_to: row.get("reply_to"),
+            thread_root_id: row.get("thread_root_id"),
+            thread: (row.get::<_, i32>("thread_reply_count") > 0).then(|| ThreadSummary {
+                reply_count: row.get("thread_reply_count"),
+                last_reply_at: row.get("thread_last_reply_at"),
+                participants: row
+                    .get::<_, Option<Vec<Uuid>>>("thread_participants")
+                    .unwrap_or_default(),
+            }),
             quote: quote_id.map(|id| Quote {
                 seq: row.get("quote_seq"),
                 id,
@@ -315,9 +340,13 @@ pub struct ConversationSummary {
     pub last_read_seq: i64,
     /// Marked unread from this `seq` (`POST …/unread`) until read up to it again.
     pub unread_from_seq: Option<i64>,
-    /// `last_seq - last_read_seq`, or from `unread_from_seq` when that is earlier.
+    /// `last_seq - last_read_seq` (or from `unread_from_seq` when that is earlier), thread
+    /// replies left out.
     pub unread_count: i64,
-    /// Of those, the messages that mention the caller (`@username`, or `@all` in a group).
+    /// Replies by others in threads the caller follows, after their thread read markers
+    /// (not in `unread_count`).
+    pub thread_unread_count: i64,
+    /// Of the unread, the messages that mention the caller (`@username`, or `@all` in a group).
     pub mention_count: i64,
     /// The caller's level for this conversation (null: their default for its kind).
     pub notify_level: Option<super::notifications::preferences::Level>,

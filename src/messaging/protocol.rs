@@ -60,6 +60,9 @@ pub enum Event {
     /// larger of the two).
     #[serde(rename = "delivered")]
     Delivered(crate::messaging::delivered::DeliveredMoved),
+    /// A thread's root has a new reply: its summary now (`seq` is the root's).
+    #[serde(rename = "thread.updated")]
+    ThreadUpdated(crate::messaging::threads::ThreadUpdated),
     /// A participant's read marker moved.
     #[serde(rename = "read")]
     Read(ReadMoved),

@@ -37,7 +37,15 @@ pub fn publish_frame_except(
     exclude: Vec<Uuid>,
     frame: String,
 ) {
-    publish(state, conversation_id, exclude, None, None, None, frame);
+    publish(
+        state,
+        conversation_id,
+        exclude,
+        (None, None),
+        None,
+        None,
+        frame,
+    );
 }
 
 /// Queues the frame of a stored change to a message at `(seq, rev)`: delivered only to
@@ -54,9 +62,23 @@ pub fn publish_message_frame(
         state,
         conversation_id,
         Vec::new(),
-        Some(at),
+        (Some(at.0), Some(at.1)),
         None,
         recipients,
+        frame,
+    );
+}
+
+/// Queues a frame about message `seq` that is not a stored change (no revision, so not
+/// ordered with them): delivered to the participants who can see that message.
+pub fn publish_seen_frame(state: &State, conversation_id: Uuid, seq: i64, frame: String) {
+    publish(
+        state,
+        conversation_id,
+        Vec::new(),
+        (Some(seq), None),
+        None,
+        None,
         frame,
     );
 }
@@ -76,7 +98,7 @@ pub fn publish_split_frames(
         state,
         conversation_id,
         Vec::new(),
-        Some((parent_seq, at.1)),
+        (Some(parent_seq), Some(at.1)),
         None,
         None,
         frame,
@@ -85,7 +107,7 @@ pub fn publish_split_frames(
         state,
         conversation_id,
         Vec::new(),
-        Some(at),
+        (Some(at.0), Some(at.1)),
         Some(parent_seq),
         None,
         blind_frame,
@@ -96,7 +118,7 @@ fn publish(
     state: &State,
     conversation_id: Uuid,
     exclude: Vec<Uuid>,
-    at: Option<(i64, i64)>,
+    (seq, rev): (Option<i64>, Option<i64>),
     joined_after: Option<i64>,
     recipients: Option<Vec<Uuid>>,
     frame: String,
@@ -105,9 +127,9 @@ fn publish(
         Ok(frame) => state.publisher.publish(BusEvent::Conversation {
             conversation_id,
             exclude,
-            message_seq: at.map(|a| a.0),
+            message_seq: seq,
             joined_after,
-            rev: at.map(|a| a.1),
+            rev,
             recipients,
             trace: crate::platform::bus::current_traceparent(),
             at_us: Some(chrono::Utc::now().timestamp_micros()),

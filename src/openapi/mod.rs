@@ -84,7 +84,7 @@ pub struct AuthApi;
         messaging::reactions::add, messaging::reactions::remove,
         messaging::pins::pin, messaging::pins::unpin, messaging::pins::list,
         messaging::versions::list, messaging::conversations::mark_unread,
-        messaging::forward::forward,
+        messaging::forward::forward, messaging::threads::thread, messaging::threads::read,
         messaging::blocks::list, messaging::blocks::block, messaging::blocks::unblock,
         realtime::tickets::ticket, messaging::healthz, messaging::readyz,
     ),

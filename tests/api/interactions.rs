@@ -828,3 +828,155 @@ async fn forwarding_copies_what_you_can_see_with_provenance_and_shares_the_file(
     let (s, _) = forward(&bob, fid, &to_carol, "fw-4").await;
     assert_eq!(s, StatusCode::CONFLICT, "a deleted message");
 }
+
+#[tokio::test]
+async fn threads_keep_their_replies_apart_with_their_own_read_markers() {
+    let (alice, bob, carol, dave) = (
+        register("thr_a").await,
+        register("thr_b").await,
+        register("thr_c").await,
+        register("thr_d").await,
+    );
+    let stranger = register("thr_x").await;
+    let group = alice.group(&[&bob, &carol], "Threads").await;
+    let root = alice.send(&group, "thoughts on the launch?").await;
+    let rid = root["id"].as_str().expect("id");
+    let mut alice_ws = alice.socket().await;
+    next_event(&mut alice_ws, "hello", WAIT).await;
+
+    let reply = |who: &User, text: &str, to: &str| {
+        let path = format!("/api/conversations/{group}/messages");
+        let body = json!({"content": text, "thread_root_id": to});
+        let who = who.clone();
+        async move { who.post(&path, body).await }
+    };
+    let (s, first) = reply(&bob, "ship it", rid).await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    assert_eq!(first["thread_root_id"], rid);
+    // Naming a reply continues its thread.
+    let (s, second) = reply(&carol, "agreed", first["id"].as_str().expect("id")).await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    assert_eq!(second["thread_root_id"], rid);
+    let created = next_event(&mut alice_ws, "message.created", WAIT).await;
+    assert_eq!(created["data"]["thread_root_id"], rid);
+    let mut updated = next_event(&mut alice_ws, "thread.updated", WAIT).await;
+    if updated["data"]["reply_count"] == 1 {
+        updated = next_event(&mut alice_ws, "thread.updated", WAIT).await;
+    }
+    assert_eq!(updated["data"]["root_id"], rid);
+    assert_eq!(updated["data"]["reply_count"], 2);
+    assert_eq!(
+        updated["data"]["participants"],
+        json!([alice.id, bob.id, carol.id])
+    );
+
+    // The main history leaves the replies out; the root carries the summary.
+    let page = eventually(WAIT, || async {
+        let (_, page) = alice
+            .get(&format!("/api/conversations/{group}/messages"))
+            .await;
+        let root = page["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == rid)?
+            .clone();
+        (root["thread"]["reply_count"] == 2).then_some(page)
+    })
+    .await;
+    assert!(
+        page["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .all(|m| m["thread_root_id"].is_null()),
+        "{page}"
+    );
+    // The thread: oldest first; two unread for Alice, who wrote the root.
+    let (s, thread) = alice.get(&format!("/api/messages/{rid}/thread")).await;
+    assert_eq!(s, StatusCode::OK, "{thread}");
+    let texts: Vec<&str> = thread["replies"]
+        .as_array()
+        .expect("replies")
+        .iter()
+        .map(|m| m["content"].as_str().expect("content"))
+        .collect();
+    assert_eq!(texts, ["ship it", "agreed"]);
+    assert_eq!(thread["unread_count"], 2);
+    // The list counts them apart from the main unread count.
+    let summary = |u: &User| {
+        let u = u.clone();
+        let group = group.clone();
+        async move {
+            let (_, list) = u.get("/api/conversations").await;
+            list["conversations"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["id"] == group.as_str()).cloned())
+                .unwrap_or(Value::Null)
+        }
+    };
+    let c = summary(&alice).await;
+    assert_eq!(c["thread_unread_count"], 2, "{c}");
+    assert_eq!(c["unread_count"], 0, "{c}");
+    // Bob follows since he replied: only Carol's reply is unread for him.
+    let c = summary(&bob).await;
+    assert_eq!(c["thread_unread_count"], 1, "{c}");
+    let (s, marker) = alice
+        .post(
+            &format!("/api/messages/{rid}/thread/read"),
+            json!({"seq": second["seq"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{marker}");
+    assert_eq!(marker["unread_count"], 0);
+    eventually(WAIT, || async {
+        (summary(&alice).await["thread_unread_count"] == 0).then_some(())
+    })
+    .await;
+
+    // A late joiner sees neither the thread nor can reply in it; a stranger gets nothing.
+    let (s, _) = alice
+        .post(
+            &format!("/api/conversations/{group}/participants"),
+            json!({"user_ids": [dave.id]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = dave.get(&format!("/api/messages/{rid}/thread")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = reply(&dave, "late", rid).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, _) = stranger.get(&format!("/api/messages/{rid}/thread")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = reply(&stranger, "hi", rid).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // A root from another conversation, or a system message, is no thread here.
+    let other = alice.group(&[&bob], "Other").await;
+    let elsewhere = alice.send(&other, "elsewhere").await;
+    let (s, _) = reply(&alice, "x", elsewhere["id"].as_str().expect("id")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, page) = alice
+        .get(&format!("/api/conversations/{group}/messages?after=0"))
+        .await;
+    let system = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .find(|m| m["kind"] == "system")
+        .expect("a system message")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (s, _) = reply(&alice, "x", &system).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Resume replays a thread reply like any message, with its root.
+    let mut ws = alice.socket().await;
+    next_event(&mut ws, "hello", WAIT).await;
+    send_frame(
+        &mut ws,
+        json!({"type": "resume", "cursors": {group.clone(): root["seq"]}}),
+    )
+    .await;
+    let replayed = next_event(&mut ws, "message.created", WAIT).await;
+    assert_eq!(replayed["data"]["thread_root_id"], rid);
+}

@@ -5,6 +5,7 @@ import { api, blob, upload } from './api.js';
 import { $, h, shortTime, bytes, debounce } from './dom.js';
 import { Live } from './live.js';
 import * as act from './interactions.js';
+import { ThreadPanel, threadButton } from './threads.js';
 import * as session from './session.js';
 
 const PAGE = 50;
@@ -67,6 +68,7 @@ export class Messenger {
   async start() {
     $('me-name').textContent = this.me.display_name || this.me.username;
     this.bindUi();
+    this.threadPanel = new ThreadPanel((u) => this.name(u), clientId);
     this.showConnection('connecting');
     await this.loadList();
     this.live.start();
@@ -282,11 +284,12 @@ export class Messenger {
         const unread = c.left ? 0 : c.unread_count;
         const mentioned = c.left ? 0 : Math.min(c.mention_count ?? 0, unread);
         const title = this.title(c);
+        const threadUnread = c.left ? 0 : (c.thread_unread_count ?? 0);
         return h('li', { dataset: { id: c.id } },
           h('button', {
             type: 'button',
             'aria-current': c.id === this.active ? 'true' : 'false',
-            'aria-label': `${title}${unread ? `, ${unread} unread` : ''}${mentioned ? `, ${mentioned} mentioning you` : ''}${peer && this.online(peer) ? ', online' : ''}`,
+            'aria-label': `${title}${unread ? `, ${unread} unread` : ''}${mentioned ? `, ${mentioned} mentioning you` : ''}${threadUnread ? `, ${threadUnread} unread in threads` : ''}${peer && this.online(peer) ? ', online' : ''}`,
             onclick: () => this.open(c.id),
           },
           h('span', { class: `presence ${peer ? (this.online(peer) ? 'online' : '') : 'none'}`, 'aria-hidden': 'true' }),
@@ -294,7 +297,7 @@ export class Messenger {
           unread
             ? h('span', { class: `badge${mentioned ? ' mention' : ''}`, 'aria-hidden': 'true' }, mentioned ? `@${unread}` : String(unread))
             : h('span'),
-          h('span', { class: 'last' }, this.excerpt(c.last_message))));
+          h('span', { class: 'last' }, threadUnread ? `🧵${threadUnread} · ` : '', this.excerpt(c.last_message))));
       }),
     );
   }
@@ -429,6 +432,12 @@ export class Messenger {
     const iBlock = !!peer && this.blocks.has(peer);
     $('block-button').textContent = iBlock ? 'Unblock' : 'Block';
     $('block-button').setAttribute('aria-pressed', String(iBlock));
+  }
+
+  /** Reloads the conversation list soon (coalesced), for counts only the server knows. */
+  refreshList() {
+    clearTimeout(this.listTimer);
+    this.listTimer = setTimeout(() => this.loadList().catch(() => {}), 500);
   }
 
   /** Loads the users the signed-in user blocks (for the Block/Unblock button). */
@@ -619,6 +628,7 @@ export class Messenger {
         : null,
       body,
       m.deleted ? null : act.reactionRow(m, writable, (e) => this.react(m, e)),
+      m.thread || (writable && !m.thread_root_id) ? threadButton(m, (root) => this.threadPanel.open(root)) : null,
       h('div', { class: 'meta' },
         h('time', { datetime: m.created_at }, shortTime(m.created_at)),
         m.edited_at && !m.deleted
@@ -973,6 +983,11 @@ export class Messenger {
 
   /** A message from an answer or a frame: into its thread and its list entry. */
   upsert(m) {
+    if (m.thread_root_id) {
+      // A thread reply: never in the main timeline; the open thread shows it.
+      this.threadPanel?.add(m);
+      return;
+    }
     const id = m.conversation_id;
     const t = this.threads.get(id);
     if (t) {
@@ -1052,6 +1067,17 @@ export class Messenger {
           t.messages.set(f.seq, { ...act.applyReaction(m, f.type, f.data, this.me.id), rev: f.rev });
           if (id === this.active) this.renderThread();
         }
+        break;
+      }
+      case 'thread.updated': {
+        const root = [...(this.threads.get(id)?.messages.values() ?? [])].find((m) => m.id === f.data.root_id);
+        if (root) {
+          const { root_id: _, ...summary } = f.data;
+          this.threads.get(id).messages.set(root.seq, { ...root, thread: summary });
+          if (id === this.active) this.renderThread();
+        }
+        // Thread counts live in the list (followed threads): fetch it again.
+        this.refreshList();
         break;
       }
       case 'conversation.unread':

@@ -983,6 +983,21 @@ test('reactions, a pin, earlier versions, marking unread and blocking, from the 
     assert.equal(copies.forwarded_from.sender_id, jack.body.user.id);
     await page.locator('#conversation-list button', { hasText: 'Pals' }).click();
     await page.locator('#messages li', { hasText: 'Forwarded from Jack' }).waitFor({ timeout: WAIT });
+
+    // A thread under the forwarded copy: Ivy replies in it, Jack's reply arrives live there,
+    // the main timeline stays as it was and the root counts the replies.
+    const rootItem = page.locator('#messages li', { hasText: 'Forwarded from Jack' });
+    await rootItem.getByRole('button', { name: 'Reply in thread' }).click();
+    await page.getByLabel('Reply in thread').fill('on it');
+    await page.locator('#thread-dialog').getByRole('button', { name: 'Reply', exact: true }).click();
+    await page.locator('#thread-replies li', { hasText: 'on it' }).waitFor({ timeout: WAIT });
+    const jackReply = await apiCall('POST', `/api/conversations/${pals.body.id}/messages`,
+      { content: 'great, thanks', thread_root_id: copies.id }, jackToken);
+    assert.equal(jackReply.status, 201, JSON.stringify(jackReply.body));
+    await page.locator('#thread-replies li', { hasText: 'great, thanks' }).waitFor({ timeout: WAIT });
+    await page.locator('#thread-dialog').getByRole('button', { name: 'Close' }).click();
+    await rootItem.getByRole('button', { name: '2 replies in thread' }).waitFor({ timeout: WAIT });
+    assert.equal(await page.locator('#messages li', { hasText: 'great, thanks' }).count(), 0);
     await shot({ page }, 'interactions.png');
     assert.deepEqual(problems, []);
   } finally {
