@@ -259,7 +259,14 @@ pub async fn charge_upload(
     .await?;
     let stored: i64 = db
         .query_one_t(
-            "SELECT coalesce(sum(size), 0)::bigint FROM messaging.attachments WHERE uploader_id = $1",
+            // A file forwarded to others stays while their copies name it, but stops counting
+            // for its uploader once they deleted their own messages of it.
+            "SELECT coalesce(sum(a.size), 0)::bigint FROM messaging.attachments a
+             WHERE a.uploader_id = $1
+               AND (EXISTS (SELECT 1 FROM messaging.messages m
+                            WHERE m.attachment_id = a.id AND m.sender_id = $1)
+                    OR NOT EXISTS (SELECT 1 FROM messaging.messages m
+                                   WHERE m.attachment_id = a.id))",
             &[&user_id],
         )
         .await?

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency,
-    model::{load_conversation, Conversation},
+    model::load_conversation,
     protocol::{ConversationChanged, Event, ServerFrame},
     publish::publish_frame,
     State,
@@ -47,6 +47,23 @@ pub async fn lock_pair(tx: &impl Traced, a: Uuid, b: Uuid) -> Result<(), ApiErro
     tx.execute_t(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 20))",
         &[&direct_key(a, b)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// [`lock_pair`] for `actor` with each of `others`, in one order (the pairs' keys sorted), so
+/// two transactions locking overlapping pairs never deadlock. A group add or creation takes
+/// them before checking [`blocking`]: a block committed meanwhile is seen.
+///
+/// Errors: the query fails.
+pub async fn lock_pairs(tx: &impl Traced, actor: Uuid, others: &[Uuid]) -> Result<(), ApiError> {
+    let mut keys: Vec<String> = others.iter().map(|o| direct_key(actor, *o)).collect();
+    keys.sort();
+    keys.dedup();
+    tx.execute_t(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 20)) FROM unnest($1::text[]) AS k",
+        &[&keys],
     )
     .await?;
     Ok(())
@@ -84,32 +101,6 @@ pub async fn blocking(
         .iter()
         .map(|r| r.get(0))
         .collect())
-}
-
-/// Clears the presence (`online`, `last_seen_at`) of the participants who block `reader`
-/// from `conversation` as `reader` gets it.
-///
-/// Errors: the query fails.
-pub async fn hide_presence(
-    db: &impl Traced,
-    reader: Uuid,
-    conversation: &mut Conversation,
-) -> Result<(), ApiError> {
-    let ids: Vec<Uuid> = conversation
-        .participants
-        .iter()
-        .map(|p| p.user_id)
-        .collect();
-    let hiding = blocking(db, reader, &ids).await?;
-    for p in conversation
-        .participants
-        .iter_mut()
-        .filter(|p| hiding.contains(&p.user_id))
-    {
-        p.online = false;
-        p.last_seen_at = None;
-    }
-    Ok(())
 }
 
 /// The answer when `users` block the one adding them.
@@ -201,6 +192,13 @@ async fn change(
     }
     let mut conn = state.db.primary().await?;
     let tx = conn.transaction().await?;
+    // The blocker's own changes take turns (the count below holds under concurrent blocks),
+    // then the pair's (against a direct conversation or group add being made).
+    tx.execute_t(
+        "SELECT pg_advisory_xact_lock(hashtextextended('blocks:' || $1::uuid::text, 20))",
+        &[&me],
+    )
+    .await?;
     lock_pair(&tx, me, other).await?;
     let changed = if blocking {
         let exists = tx

@@ -21,6 +21,8 @@ pub enum Budget {
     UploadBytes,
     /// WebSocket `resume` frames, across all the user's sockets: `WS_RESUMES_PER_MINUTE`.
     Resume,
+    /// Typing announcements over HTTP: `typing::HTTP_TYPING_PER_MINUTE`.
+    Typing,
 }
 
 impl Budget {
@@ -30,6 +32,7 @@ impl Budget {
             Self::Ticket => "ticket",
             Self::UploadBytes => "upload_bytes",
             Self::Resume => "resume",
+            Self::Typing => "typing",
         }
     }
 }

@@ -115,6 +115,7 @@ pub async fn create(
     let tx = conn.transaction().await?;
     let id = Uuid::now_v7();
     if is_group {
+        blocks::lock_pairs(&tx, caller.user_id, &others).await?;
         let refusing = blocks::blocking(&tx, caller.user_id, &others).await?;
         if !refusing.is_empty() {
             return Err(blocks::cannot_add(&refusing));
@@ -176,10 +177,12 @@ pub async fn create(
         .await?;
     }
     tx.commit().await?;
-    let conversation = model::load_conversation(&conn, id)
-        .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("conversation vanished after commit")))?;
+    let vanished = || ApiError::Internal(anyhow::anyhow!("conversation vanished after commit"));
     if created {
+        // The frame without presence (every participant gets the same), the answer with it.
+        let conversation = model::load_conversation(&conn, id)
+            .await?
+            .ok_or_else(vanished)?;
         let frame = ServerFrame::of(
             id,
             Event::ParticipantAdded(ParticipantsAdded {
@@ -193,6 +196,9 @@ pub async fn create(
         );
         publish_frame(&state, id, None, frame.to_json());
     }
+    let conversation = model::load_conversation_for(&conn, id, caller.user_id)
+        .await?
+        .ok_or_else(vanished)?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -306,6 +312,7 @@ pub async fn list(
                        AND m.seq >= p.visible_from_seq
                  ) lm ON true
                  WHERE p.user_id = $1
+                   AND (p.hidden_at IS NULL OR {ACTIVITY} > p.hidden_at)
                    AND ($2::timestamptz IS NULL OR ({ACTIVITY}, c.id) < ($2, $3))
                  ORDER BY {ACTIVITY} DESC, c.id DESC
                  LIMIT $4",
@@ -356,7 +363,14 @@ pub async fn list(
                     username: r.get("peer_username"),
                     display_name: r.get("peer_display_name"),
                 }),
-                last_message: has_message.map(|_| Message::from_row(r)),
+                last_message: has_message.map(|_| {
+                    let m = Message::from_row(r);
+                    if r.get("has_left") {
+                        m.seen_as_former()
+                    } else {
+                        m
+                    }
+                }),
             }
         })
         .collect();
@@ -393,11 +407,9 @@ pub async fn get(
             Box::pin(async move {
                 let scope = super::visibility::any_scope(conn, id, user).await?;
                 if scope.current() {
-                    let mut c = model::load_conversation(conn, id)
+                    model::load_conversation_for(conn, id, user)
                         .await?
-                        .ok_or_else(not_found)?;
-                    blocks::hide_presence(conn, user, &mut c).await?;
-                    Ok(c)
+                        .ok_or_else(not_found)
                 } else {
                     model::load_as_left(conn, id, user)
                         .await?
@@ -544,6 +556,32 @@ pub async fn read(
     Ok(consistency::written(&state, &conn, StatusCode::OK)
         .await?
         .json(marker))
+}
+
+/// `POST /api/conversations/{id}/hide`: takes the conversation out of the caller's list
+/// until its next activity (a message, a membership change, a rename); nothing else changes
+/// and nobody else is told. 204. 404 for a conversation the caller never was in.
+#[utoipa::path(post, path = "/api/conversations/{id}/hide", tag = "conversations", params(("id" = Uuid, Path, description = "conversation id")),
+    responses((status = 204, description = "Hidden until its next activity.")))]
+pub async fn hide(
+    state: web::Data<State>,
+    caller: Caller,
+    id: Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let conn = state.db.primary().await?;
+    let hidden = conn
+        .execute_t(
+            "UPDATE messaging.participants SET hidden_at = now()
+             WHERE conversation_id = $1 AND user_id = $2",
+            &[&id.into_inner(), &caller.user_id],
+        )
+        .await?;
+    if hidden == 0 {
+        return Err(not_found());
+    }
+    Ok(consistency::written(&state, &conn, StatusCode::NO_CONTENT)
+        .await?
+        .finish())
 }
 
 /// `POST /api/conversations/{id}/unread` body.

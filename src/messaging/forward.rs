@@ -79,15 +79,29 @@ pub async fn forward(
     check_send_rate(&state, &conn, caller.user_id).await?;
     let provenance = provenance(&conn, &source, target).await?;
     let tx = conn.transaction().await?;
+    // The original as it is now, kept from being deleted until this commits (a delete takes
+    // the row FOR UPDATE): its file is then still named by the copy, and never left behind.
+    let Some(original) = tx
+        .query_opt_t(
+            "SELECT content, attachment_id FROM messaging.messages
+             WHERE id = $1 AND deleted_at IS NULL FOR SHARE",
+            &[&source.id],
+        )
+        .await?
+    else {
+        return Err(ApiError::Conflict("the message was deleted".into()));
+    };
+    let (content, attachment_id): (Option<String>, Option<Uuid>) =
+        (original.get(0), original.get(1));
     let (copy, audience) = append_for(
         &tx,
         target,
         NewMessage {
             kind: source.kind,
             sender_id: Some(caller.user_id),
-            content: source.content.as_deref(),
+            content: content.as_deref(),
             client_id: body.client_id.as_deref(),
-            attachment_id: source.attachment.as_ref().map(|a| a.id),
+            attachment_id,
             forwarded_from: Some(serde_json::to_value(&provenance).map_err(anyhow::Error::from)?),
             ..NewMessage::default()
         },

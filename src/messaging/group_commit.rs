@@ -427,11 +427,14 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
          ), threaded AS (
              -- A thread reply names a message the sender can see (not a system message);
              -- naming a reply continues that reply's thread.
+             -- The root must be visible to the sender too (it comes before its replies).
              SELECT r.*, t.root FROM replying r
              LEFT JOIN LATERAL (
                  SELECT coalesce(x.thread_root_id, x.id) AS root FROM messaging.messages x
+                 LEFT JOIN messaging.messages rt ON rt.id = x.thread_root_id
                  WHERE x.id = r.thread_root AND x.conversation_id = r.conversation_id
-                   AND x.seq >= r.visible_from_seq AND x.kind <> 'system') t ON true
+                   AND coalesce(rt.seq, x.seq) >= r.visible_from_seq
+                   AND x.kind <> 'system') t ON true
              WHERE r.thread_root IS NULL OR t.root IS NOT NULL
          ), spend AS (
              INSERT INTO messaging.user_counters AS s (user_id, budget, window_start, amount)
@@ -479,9 +482,11 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
              FROM numbered nb JOIN bumped b ON b.id = nb.conversation_id
              RETURNING *
          ), mentioned AS (
+             -- Not counted for whoever blocks the sender (issue 20).
              INSERT INTO messaging.mentions (user_id, conversation_id, seq)
-             SELECT unnest(m.mentions), m.conversation_id, m.seq FROM m
-             WHERE cardinality(m.mentions) > 0
+             SELECT u.id, m.conversation_id, m.seq FROM m, unnest(m.mentions) AS u(id)
+             WHERE NOT EXISTS (SELECT 1 FROM messaging.blocks bl
+                               WHERE bl.blocker_id = u.id AND bl.blocked_id = m.sender_id)
          ), queued AS (
              INSERT INTO messaging.notify_queue (message_id, conversation_id, seq)
              SELECT m.id, m.conversation_id, m.seq FROM m

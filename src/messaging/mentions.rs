@@ -38,6 +38,8 @@ pub fn unread_count_sql(me: &str) -> String {
            WHERE ma.conversation_id = c.id AND ma.mentions_all
              AND ma.seq > GREATEST(p.last_read_seq, p.visible_from_seq - 1)
              AND ma.seq <= coalesce(p.visible_to_seq, c.last_seq)
-             AND ma.sender_id IS DISTINCT FROM {me}))"
+             AND ma.sender_id IS DISTINCT FROM {me}
+             AND NOT EXISTS (SELECT 1 FROM messaging.blocks bl
+                             WHERE bl.blocker_id = {me} AND bl.blocked_id = ma.sender_id)))"
     )
 }

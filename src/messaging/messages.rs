@@ -27,6 +27,7 @@ use super::{
     domain::{MessageContent, MessageKind},
     mentions::{self, Mentions},
     model::{load_message, my_reactions_column, Message, MESSAGE_COLUMNS, MESSAGE_FROM},
+    versions::MAX_VERSIONS,
     visibility::{self, conversation_not_found, current_scope, visible_message},
     State,
 };
@@ -269,7 +270,15 @@ pub async fn edit(
     let rev = next_rev(&tx, message.conversation_id).await?;
     // The text being replaced becomes the next earlier version (edits of one conversation
     // queue on its row lock, just taken, so versions are numbered without gaps).
-    tx.execute_t(SAVE_VERSION, &[&message.id]).await?;
+    if tx
+        .execute_t(SAVE_VERSION, &[&message.id, &MAX_VERSIONS])
+        .await?
+        == 0
+    {
+        return Err(ApiError::Conflict(format!(
+            "a message can be edited at most {MAX_VERSIONS} times"
+        )));
+    }
     let updated = tx
         .execute_t(
             // After next_rev took the conversation's row lock, so this statement's snapshot
@@ -304,7 +313,11 @@ pub async fn edit(
     tx.execute_t(
         "WITH added AS (
              INSERT INTO messaging.mentions (user_id, conversation_id, seq)
-             SELECT unnest(mentions), conversation_id, seq FROM messaging.messages WHERE id = $1
+             SELECT u.id, m.conversation_id, m.seq
+             FROM messaging.messages m, unnest(m.mentions) AS u(id)
+             WHERE m.id = $1 AND NOT EXISTS (
+                 SELECT 1 FROM messaging.blocks bl
+                 WHERE bl.blocker_id = u.id AND bl.blocked_id = m.sender_id)
          )
          INSERT INTO messaging.notify_queue (message_id, conversation_id, seq)
          VALUES ($1, $2, $3) ON CONFLICT (message_id) DO NOTHING",
@@ -326,7 +339,8 @@ pub async fn edit(
 }
 
 /// Keeps the current text of message `$1` as its next earlier version, with the time it was
-/// written (see `GET /api/messages/{id}/versions`, [`super::versions`]).
+/// written (see `GET /api/messages/{id}/versions`, [`super::versions`]) — unless it has `$2`
+/// versions already (then nothing is inserted).
 const SAVE_VERSION: &str =
     "INSERT INTO messaging.message_versions (message_id, version, content, written_at)
      SELECT m.id,
@@ -334,7 +348,8 @@ const SAVE_VERSION: &str =
                       WHERE v.message_id = m.id), 0) + 1,
             m.content, coalesce(m.edited_at, m.created_at)
      FROM messaging.messages m
-     WHERE m.id = $1 AND m.deleted_at IS NULL AND m.content IS NOT NULL";
+     WHERE m.id = $1 AND m.deleted_at IS NULL AND m.content IS NOT NULL
+       AND (SELECT count(*) FROM messaging.message_versions v WHERE v.message_id = m.id) < $2";
 
 /// An edit by its sender (`$4`, still a participant): the text (`$2`), the revision (`$3`),
 /// and the mentions resolved again (`$5` names, `$6` `@all`, `$7` whether members may).
@@ -532,6 +547,7 @@ pub async fn history(
         .into_iter()
         .take(limit as usize)
         .map(Message::from_row)
+        .map(|m| if current { m } else { m.seen_as_former() })
         .collect();
     // Fetching is delivery: the delivered marker follows the newest message of the page.
     let newest = messages.iter().map(|m| m.seq).max().unwrap_or(0);

@@ -9,6 +9,7 @@ pub mod blocks;
 pub mod budget;
 pub mod caller;
 pub mod consistency;
+pub mod contacts;
 pub mod conversations;
 pub mod delivered;
 pub mod domain;
@@ -29,6 +30,7 @@ pub mod reactions;
 pub mod receipts;
 pub mod search;
 pub mod threads;
+pub mod typing;
 pub mod versions;
 pub mod visibility;
 
@@ -113,6 +115,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/messages/{id}/thread/read").post(threads::read))
             .service(resource("/conversations/{id}/pins").get(pins::list))
             .service(resource("/conversations/{id}/unread").post(conversations::mark_unread))
+            .service(resource("/conversations/{id}/typing").post(typing::typing))
+            .service(resource("/conversations/{id}/hide").post(conversations::hide))
+            .service(resource("/contacts/online").get(contacts::online))
             .service(resource("/blocks").get(blocks::list))
             .service(
                 resource("/blocks/{user_id}")

@@ -255,6 +255,16 @@ impl Message {
         }
         self
     }
+
+    /// The message as a former participant sees it: without what others do with it now —
+    /// reactions, the pin, the thread's summary — which may have changed after they left
+    /// (their view of a conversation stops at their departure, DESIGN.md §7).
+    pub fn seen_as_former(mut self) -> Self {
+        self.reactions = Vec::new();
+        self.pinned = None;
+        self.thread = None;
+        self
+    }
 }
 
 /// Loads one message by id (reactions without `me`: as every recipient of a live frame
@@ -306,8 +316,10 @@ pub struct Participant {
     pub last_read_seq: i64,
     /// Delivered marker: every `seq` up to this one reached one of their devices.
     pub last_delivered_seq: i64,
-    /// Connected right now (any device, any instance).
-    pub online: bool,
+    /// Connected right now (any device, any instance). Only in answers to one reader (absent
+    /// in live frames shared by every participant, and for whoever blocks the reader).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
     /// When they were last connected, if ever and not now.
     pub last_seen_at: Option<DateTime<Utc>>,
 }
@@ -389,12 +401,33 @@ impl Conversation {
     }
 }
 
-/// Loads a conversation with its current participants, or `None` if it does not exist.
+/// Loads a conversation with its current participants, or `None` if it does not exist —
+/// without presence: as live frames carry it to every participant alike.
 ///
 /// Errors: the queries fail.
 pub async fn load_conversation(
     db: &impl Traced,
     id: Uuid,
+) -> Result<Option<Conversation>, tokio_postgres::Error> {
+    load(db, id, None).await
+}
+
+/// [`load_conversation`] as `reader` gets it in an answer: with each participant's presence,
+/// except of those who block the reader (issue 20).
+///
+/// Errors: the queries fail.
+pub async fn load_conversation_for(
+    db: &impl Traced,
+    id: Uuid,
+    reader: Uuid,
+) -> Result<Option<Conversation>, tokio_postgres::Error> {
+    load(db, id, Some(reader)).await
+}
+
+async fn load(
+    db: &impl Traced,
+    id: Uuid,
+    reader: Option<Uuid>,
 ) -> Result<Option<Conversation>, tokio_postgres::Error> {
     let Some(c) = db
         .query_opt_t(
@@ -410,13 +443,21 @@ pub async fn load_conversation(
     let participants = db
         .query_t(
             "SELECT p.user_id, u.username, u.display_name, p.role, p.joined_at, p.last_read_seq,
-                    p.last_delivered_seq, coalesce(pr.online, false) AS online, pr.last_seen_at
+                    p.last_delivered_seq,
+                    CASE WHEN $2::uuid IS NULL OR EXISTS (
+                             SELECT 1 FROM messaging.blocks b
+                             WHERE b.blocker_id = p.user_id AND b.blocked_id = $2)
+                         THEN NULL ELSE coalesce(pr.online, false) END AS online,
+                    CASE WHEN $2::uuid IS NULL OR EXISTS (
+                             SELECT 1 FROM messaging.blocks b
+                             WHERE b.blocker_id = p.user_id AND b.blocked_id = $2)
+                         THEN NULL ELSE pr.last_seen_at END AS last_seen_at
              FROM messaging.participants p
              LEFT JOIN auth.public_profiles u ON u.id = p.user_id
              LEFT JOIN messaging.presence pr ON pr.user_id = p.user_id
              WHERE p.conversation_id = $1 AND p.left_at IS NULL
              ORDER BY p.joined_at, p.user_id",
-            &[&id],
+            &[&id, &reader],
         )
         .await?
         .iter()
@@ -497,7 +538,7 @@ pub async fn left_roster(
             last_delivered_seq: r
                 .get::<_, Option<i64>>("last_delivered_seq")
                 .unwrap_or_default(),
-            online: false,
+            online: None,
             last_seen_at: None,
         })
         .collect())

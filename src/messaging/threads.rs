@@ -27,9 +27,13 @@ use super::{
 use crate::platform::{db::Traced, error::ApiError};
 
 /// SQL: replies by others in the threads of conversation `c` that the user `$1` follows,
-/// after their thread read markers and within their visible range (participant row `p`).
+/// after their thread read markers and within their visible range (participant row `p`),
+/// leaving out the threads whose root they cannot see and the replies of anyone they block.
 pub const UNREAD_IN_FOLLOWED: &str = "(SELECT count(*) FROM messaging.thread_reads tr
+     JOIN messaging.messages rt ON rt.id = tr.root_id AND rt.seq >= p.visible_from_seq
      JOIN messaging.messages t ON t.thread_root_id = tr.root_id
+      AND NOT EXISTS (SELECT 1 FROM messaging.blocks b
+                      WHERE b.blocker_id = tr.user_id AND b.blocked_id = t.sender_id)
       AND t.seq > GREATEST(tr.last_read_seq, p.visible_from_seq - 1)
       AND t.seq <= coalesce(p.visible_to_seq, c.last_seq)
       AND t.sender_id IS DISTINCT FROM tr.user_id
@@ -150,6 +154,7 @@ pub async fn thread(
                     .iter()
                     .take(limit as usize)
                     .map(|r| Message::from_row(r).seen_from(scope.visible_from_seq))
+                    .map(|m| if scope.current() { m } else { m.seen_as_former() })
                     .collect();
                 Ok(ThreadPage {
                     root,

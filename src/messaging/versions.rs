@@ -13,6 +13,10 @@ use uuid::Uuid;
 use super::{caller::Caller, visibility::visible_message, State};
 use crate::platform::{db::Traced, error::ApiError};
 
+/// Earlier versions one message keeps at most: past them, an edit answers 409 (a message is
+/// not a document; and the table cannot grow without bound from one message).
+pub const MAX_VERSIONS: i64 = 50;
+
 /// An earlier text of a message.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Version {

@@ -147,7 +147,15 @@ pub async fn visible_message(
         .await?
         .ok_or_else(message_not_found)?;
     match scope(db, message.conversation_id, user_id).await? {
-        Some(s) if s.sees(message.seq) => Ok((message.seen_from(s.visible_from_seq), s)),
+        Some(s) if s.sees(message.seq) => {
+            let message = message.seen_from(s.visible_from_seq);
+            let message = if s.current() {
+                message
+            } else {
+                message.seen_as_former()
+            };
+            Ok((message, s))
+        }
         _ => Err(message_not_found()),
     }
 }

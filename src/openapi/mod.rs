@@ -85,6 +85,7 @@ pub struct AuthApi;
         messaging::pins::pin, messaging::pins::unpin, messaging::pins::list,
         messaging::versions::list, messaging::conversations::mark_unread,
         messaging::forward::forward, messaging::threads::thread, messaging::threads::read,
+        messaging::typing::typing, messaging::conversations::hide, messaging::contacts::online,
         messaging::blocks::list, messaging::blocks::block, messaging::blocks::unblock,
         realtime::tickets::ticket, messaging::healthz, messaging::readyz,
     ),

@@ -316,6 +316,14 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
         ],
     ),
     (
+        "post",
+        "/api/conversations/{id}/typing",
+        &[
+            (403, "a read-only (blocked) direct conversation"),
+            (429, "past 60 typing announcements a minute"),
+        ],
+    ),
+    (
         "get",
         "/api/conversations/{id}/pins",
         &[(403, "a former participant")],

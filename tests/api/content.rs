@@ -15,29 +15,6 @@ async fn group(owner: &User, members: &[&User]) -> String {
     owner.group(members, "Group").await
 }
 
-async fn upload(
-    user: &User,
-    path: &str,
-    form: multipart::Form,
-) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    // The avatar is a resource of its own (PUT); files are sent into conversations (POST).
-    let method = if path.ends_with("/avatar") {
-        Method::PUT
-    } else {
-        Method::POST
-    };
-    let res = http()
-        .request(method, format!("{}{path}", base()))
-        .bearer_auth(&user.access)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    let status = res.status();
-    let headers = res.headers().clone();
-    (status, headers, res.json().await.unwrap_or(Value::Null))
-}
-
 fn file_part(bytes: Vec<u8>, name: &str, claimed: &str) -> multipart::Part {
     multipart::Part::bytes(bytes)
         .file_name(name.to_owned())
@@ -328,7 +305,8 @@ async fn attachments_are_sniffed_hashed_served_with_ranges_and_only_to_participa
             file_part(bytes.clone(), "../../holiday.png", "text/plain"),
         )
         .text("caption", "look");
-    let (s, h, msg) = upload(&a, &format!("/api/conversations/{conv}/attachments"), form).await;
+    let (s, h, msg) =
+        upload_form(&a, &format!("/api/conversations/{conv}/attachments"), form).await;
     assert_eq!(s, StatusCode::CREATED, "{msg}");
     assert!(h.get("x-consistency-token").is_some());
     assert_eq!(msg["kind"], "file");
@@ -413,7 +391,7 @@ async fn bad_uploads_get_clear_4xx_answers() {
     let path = format!("/api/conversations/{conv}/attachments");
     // Over the limit (1 MiB in the test stack): refused while streaming.
     let big = vec![7u8; 1024 * 1024 + 1];
-    let (s, h, body) = upload(
+    let (s, h, body) = upload_form(
         &a,
         &path,
         multipart::Form::new().part(
@@ -423,9 +401,10 @@ async fn bad_uploads_get_clear_4xx_answers() {
     )
     .await;
     assert_problem(s, &h, &body, 413);
-    let (s, h, body) = upload(&a, &path, multipart::Form::new().text("caption", "no file")).await;
+    let (s, h, body) =
+        upload_form(&a, &path, multipart::Form::new().text("caption", "no file")).await;
     assert_problem(s, &h, &body, 422);
-    let (s, h, body) = upload(
+    let (s, h, body) = upload_form(
         &a,
         &path,
         multipart::Form::new()
@@ -434,7 +413,7 @@ async fn bad_uploads_get_clear_4xx_answers() {
     )
     .await;
     assert_problem(s, &h, &body, 422);
-    let (s, h, body) = upload(
+    let (s, h, body) = upload_form(
         &stranger,
         &path,
         multipart::Form::new().part("file", file_part(vec![1], "a", "x/y")),
@@ -459,7 +438,7 @@ async fn bad_uploads_get_clear_4xx_answers() {
 async fn avatars_take_small_images_only() {
     let a = register("a").await;
     let b = register("b").await;
-    let (s, _, info) = upload(
+    let (s, _, info) = upload_form(
         &a,
         "/api/users/me/avatar",
         multipart::Form::new().part("file", file_part(PNG.to_vec(), "me.png", "image/png")),
@@ -473,7 +452,7 @@ async fn avatars_take_small_images_only() {
     })
     .await;
     assert_eq!(res.bytes().await.expect("body").as_ref(), PNG);
-    let (s, h, body) = upload(
+    let (s, h, body) = upload_form(
         &a,
         "/api/users/me/avatar",
         multipart::Form::new().part(
@@ -485,7 +464,7 @@ async fn avatars_take_small_images_only() {
     assert_problem(s, &h, &body, 422);
     let mut big = PNG.to_vec();
     big.resize(65537, 0);
-    let (s, h, body) = upload(
+    let (s, h, body) = upload_form(
         &a,
         "/api/users/me/avatar",
         multipart::Form::new().part("file", file_part(big, "big.png", "image/png")),

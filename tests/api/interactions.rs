@@ -145,6 +145,15 @@ async fn reactions_count_once_per_user_reach_both_instances_and_replay_on_resume
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = react(&bob, id, "🎉", true).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // … nor sees what others do with it now (reactions change after they left).
+    let (_, page) = bob
+        .get(&format!("/api/conversations/{group}/messages?after=0"))
+        .await;
+    let seen = page["messages"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["id"] == id).cloned())
+        .expect("still in Bob's history");
+    assert_eq!(seen["reactions"], json!([]), "{seen}");
 
     // Resume from before the reactions: the message comes back with its counts and `me`.
     let mut ws = alice.socket().await;
@@ -437,6 +446,16 @@ async fn a_block_closes_the_direct_conversation_both_ways_and_hides_presence_and
         .call(Method::PUT, &format!("/api/messages/{hid}/pin"), None)
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // Asking for the direct conversation again shows Alice no presence of Bob's.
+    let (s, again) = alice
+        .post("/api/conversations", json!({"participant_ids": [bob.id]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    let bob_row = again["participants"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["user_id"] == bob.id.as_str()).cloned())
+        .expect("bob");
+    assert!(bob_row.get("online").is_none(), "{bob_row}");
     // History stays readable; the conversation says it is read-only.
     let (s, conv) = alice.get(&format!("/api/conversations/{direct}")).await;
     assert_eq!(s, StatusCode::OK);
@@ -529,7 +548,11 @@ async fn a_block_closes_the_direct_conversation_both_ways_and_hides_presence_and
     })
     .await;
     let (_, g) = alice.get(&format!("/api/conversations/{group}")).await;
-    assert_eq!(bob_there(&g), false, "{g}");
+    assert_eq!(
+        bob_there(&g),
+        Value::Null,
+        "no presence of Bob's for Alice: {g}"
+    );
 
     // Undo: writable again, announced to both.
     let (s, _, blocks) = bob
@@ -735,15 +758,13 @@ async fn forwarding_copies_what_you_can_see_with_provenance_and_shares_the_file(
         "file",
         reqwest::multipart::Part::bytes(b"hello file".to_vec()).file_name("note.txt"),
     );
-    let res = http()
-        .post(format!("{}/api/conversations/{source}/attachments", base()))
-        .bearer_auth(&alice.access)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let file: Value = res.json().await.expect("json");
+    let (s, _, file) = upload_form(
+        &alice,
+        &format!("/api/conversations/{source}/attachments"),
+        form,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{file}");
     let fid = file["id"].as_str().expect("id");
     let attachment = file["attachment"]["id"]
         .as_str()
@@ -945,6 +966,13 @@ async fn threads_keep_their_replies_apart_with_their_own_read_markers() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, b) = reply(&dave, "late", rid).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    // … not even through a reply written after they joined.
+    let (s, later) = reply(&carol, "still here", rid).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, b) = reply(&dave, "late", later["id"].as_str().expect("id")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let c = summary(&dave).await;
+    assert_eq!(c["thread_unread_count"], 0, "{c}");
     let (s, _) = stranger.get(&format!("/api/messages/{rid}/thread")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = reply(&stranger, "hi", rid).await;
@@ -979,4 +1007,217 @@ async fn threads_keep_their_replies_apart_with_their_own_read_markers() {
     .await;
     let replayed = next_event(&mut ws, "message.created", WAIT).await;
     assert_eq!(replayed["data"]["thread_root_id"], rid);
+}
+
+#[tokio::test]
+async fn typing_over_http_hiding_online_contacts_and_search_filters() {
+    let (alice, bob, carol) = (
+        register("gap_a").await,
+        register("gap_b").await,
+        register("gap_c").await,
+    );
+    let stranger = register("gap_x").await;
+    let group = alice.group(&[&bob, &carol], "Gapsteam").await;
+    let direct = alice.direct_with(&bob).await;
+
+    // Typing over HTTP reaches the others' sockets, as a socket's typing frame does.
+    let mut bob_ws = bob.socket().await;
+    next_event(&mut bob_ws, "hello", WAIT).await;
+    let (s, _, b) = alice
+        .call(
+            Method::POST,
+            &format!("/api/conversations/{group}/typing"),
+            Some(json!({"is_typing": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let t = next_event_of(&mut bob_ws, "typing", &alice.id, WAIT).await;
+    assert_eq!(t["data"]["is_typing"], true);
+    assert!(
+        t["data"]["expires_in"].as_f64().is_some_and(|e| e > 0.0),
+        "{t}"
+    );
+    let (s, _, _) = stranger
+        .call(
+            Method::POST,
+            &format!("/api/conversations/{group}/typing"),
+            Some(json!({"is_typing": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Online contacts: Bob (socket open) for Alice; not once he blocks her.
+    let online = |u: &User| {
+        let u = u.clone();
+        async move {
+            let (s, b) = u.get("/api/contacts/online").await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            b["contacts"]
+                .as_array()
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| c["user_id"].as_str().map(str::to_owned))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        }
+    };
+    eventually(WAIT, || async {
+        online(&alice).await.contains(&bob.id).then_some(())
+    })
+    .await;
+    assert!(!online(&stranger).await.contains(&bob.id));
+    let (s, _, _) = bob
+        .call(Method::PUT, &format!("/api/blocks/{}", alice.id), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    eventually(WAIT, || async {
+        (!online(&alice).await.contains(&bob.id)).then_some(())
+    })
+    .await;
+    let (s, _, _) = alice
+        .call(
+            Method::POST,
+            &format!("/api/conversations/{direct}/typing"),
+            Some(json!({"is_typing": true})),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "typing in a read-only conversation"
+    );
+
+    // Hiding: out of Alice's list until something new happens there.
+    let listed = |u: &User, id: &str| {
+        let (u, id) = (u.clone(), id.to_owned());
+        async move {
+            let (_, list) = u.get("/api/conversations").await;
+            list["conversations"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["id"] == id.as_str()))
+        }
+    };
+    let (s, _) = alice
+        .post(&format!("/api/conversations/{group}/hide"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    eventually(WAIT, || async {
+        (!listed(&alice, &group).await).then_some(())
+    })
+    .await;
+    assert!(listed(&bob, &group).await, "hidden for Bob too");
+    carol.send(&group, "back again").await;
+    eventually(WAIT, || async {
+        listed(&alice, &group).await.then_some(())
+    })
+    .await;
+    let (s, _) = stranger
+        .post(&format!("/api/conversations/{group}/hide"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Search filters.
+    carol.send(&group, "launch checklist from carol").await;
+    bob.send(&group, "launch checklist from bob").await;
+    let search = |q: &str| {
+        let q = q.to_owned();
+        let alice = alice.clone();
+        async move {
+            let url = format!(
+                "/api/search?q={}",
+                q.bytes().map(|b| format!("%{b:02X}")).collect::<String>()
+            );
+            let (s, b) = alice.get(&url).await;
+            (s, b)
+        }
+    };
+    let texts = |b: &Value| -> Vec<String> {
+        let mut t: Vec<String> = b["results"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter_map(|r| r["message"]["content"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        t.sort();
+        t
+    };
+    let found = eventually(WAIT, || async {
+        let (s, b) = search(&format!("checklist from:{}", carol.username)).await;
+        (s == StatusCode::OK && !texts(&b).is_empty()).then_some(b)
+    })
+    .await;
+    assert_eq!(texts(&found), ["launch checklist from carol"]);
+    let (_, b) = search("checklist in:gapsteam").await;
+    assert_eq!(texts(&b).len(), 2, "a group by its name: {b}");
+    let (_, b) = search(&format!("checklist in:@{}", bob.username)).await;
+    assert_eq!(
+        texts(&b).len(),
+        0,
+        "the direct conversation has no checklist: {b}"
+    );
+    let (s, b) = search(&format!("checklist in:{group}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(texts(&b).len(), 2, "{b}");
+    let (_, b) = search("checklist before:2000-01-01").await;
+    assert_eq!(texts(&b).len(), 0, "{b}");
+    let (_, b) = search("checklist after:2000-01-01 has:file").await;
+    assert_eq!(texts(&b).len(), 0, "{b}");
+    let (s, _) = search("checklist has:image").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = search("before:nonsense").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // A stranger filtering by a conversation they are not in finds nothing.
+    let (s, b) = stranger
+        .get(&format!("/api/search?q=checklist%20in%3A{group}"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["results"], json!([]));
+}
+
+#[tokio::test]
+async fn a_forwarded_file_stops_counting_for_its_uploader_once_they_delete_it() {
+    // The test stack keeps 4 MiB stored per user (UPLOAD_QUOTA_TOTAL_BYTES), files of 1 MiB.
+    let (erin, bob, carol) = (
+        register("quota_e").await,
+        register("quota_b").await,
+        register("quota_c").await,
+    );
+    let shared = erin.group(&[&bob], "Files").await;
+    let mut files = Vec::new();
+    for _ in 0..4 {
+        let (s, m, _) = upload_bytes(&erin, &shared, 1_000_000).await;
+        assert_eq!(s, StatusCode::CREATED, "{m}");
+        files.push(m);
+    }
+    let (s, _, _) = upload_bytes(&erin, &shared, 1_000_000).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "past the stored quota");
+    // Bob forwards the first to Carol; Erin deletes hers: the copy keeps the file, Erin's
+    // quota has room again.
+    let to_carol = bob.direct_with(&carol).await;
+    let first = files[0]["id"].as_str().expect("id");
+    let (s, copy) = bob
+        .post(
+            &format!("/api/messages/{first}/forward"),
+            json!({"conversation_id": to_carol}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{copy}");
+    let (s, _, _) = erin
+        .call(Method::DELETE, &format!("/api/messages/{first}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, m, _) = upload_bytes(&erin, &shared, 1_000_000).await;
+    assert_eq!(s, StatusCode::CREATED, "{m}");
+    let attachment = copy["attachment"]["id"].as_str().expect("attachment");
+    let res = http()
+        .get(format!("{}/api/attachments/{attachment}", base()))
+        .bearer_auth(&carol.access)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.bytes().await.expect("bytes").len(), 1_000_000);
 }

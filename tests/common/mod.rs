@@ -681,3 +681,48 @@ pub async fn seen(id: &str) -> Value {
         .await
         .expect("json")
 }
+
+/// A multipart upload through NGINX: PUT for an avatar, POST for a file into a
+/// conversation; returns status, headers and the JSON body (Null when there is none).
+pub async fn upload_form(
+    user: &User,
+    path: &str,
+    form: reqwest::multipart::Form,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    // The avatar is a resource of its own (PUT); files are sent into conversations (POST).
+    let method = if path.ends_with("/avatar") {
+        Method::PUT
+    } else {
+        Method::POST
+    };
+    let res = http()
+        .request(method, format!("{}{path}", base()))
+        .bearer_auth(&user.access)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    let status = res.status();
+    let headers = res.headers().clone();
+    (status, headers, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Uploads `bytes` bytes as a file message of `user` in `conversation`; returns status, the
+/// JSON body and the headers.
+pub async fn upload_bytes(
+    user: &User,
+    conversation: &str,
+    bytes: usize,
+) -> (StatusCode, Value, HeaderMap) {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(vec![b'q'; bytes]).file_name("blob.bin"),
+    );
+    let (status, headers, body) = upload_form(
+        user,
+        &format!("/api/conversations/{conversation}/attachments"),
+        form,
+    )
+    .await;
+    (status, body, headers)
+}

@@ -123,6 +123,7 @@ export class Messenger {
     this.on($('mute-button'), 'click', () => this.toggleMute());
     this.on($('pins-button'), 'click', () => this.openPins());
     this.on($('block-button'), 'click', () => this.toggleBlock());
+    this.on($('hide-button'), 'click', () => this.hide());
     this.on($('activity-open'), 'click', () => this.openActivity());
     this.on($('activity-read-all'), 'click', () => this.markActivityRead(null));
     this.on($('new-group'), 'click', () => this.openGroupDialog());
@@ -428,6 +429,7 @@ export class Messenger {
     $('blocked-note').hidden = conv.left || !blocked;
     $('composer').hidden = !!conv.left || blocked;
     $('pins-button').hidden = !!conv.left;
+    $('hide-button').hidden = !c;
     $('block-button').hidden = !peer || conv.left;
     const iBlock = !!peer && this.blocks.has(peer);
     $('block-button').textContent = iBlock ? 'Unblock' : 'Block';
@@ -438,6 +440,16 @@ export class Messenger {
   refreshList() {
     clearTimeout(this.listTimer);
     this.listTimer = setTimeout(() => this.loadList().catch(() => {}), 500);
+  }
+
+  /** Hides the open conversation from the list until its next activity. */
+  async hide() {
+    const id = this.active;
+    if (!id) return;
+    await api('POST', `/api/conversations/${id}/hide`);
+    this.convs.delete(id);
+    this.close();
+    this.renderList();
   }
 
   /** Loads the users the signed-in user blocks (for the Block/Unblock button). */

@@ -217,7 +217,7 @@ test('two people chat live in Chromium on cookie refresh', async (top) => {
 
   await t.test('reply, edit, delete and a file arrive on the other side', async () => {
     // Alice replies to bob's message.
-    await alice.page.locator('#messages li', { hasText: 'Hi Alice' }).getByRole('button', { name: 'Reply' }).click();
+    await alice.page.locator('#messages li', { hasText: 'Hi Alice' }).getByRole('button', { name: 'Reply', exact: true }).click();
     await send(alice, 'Glad you are here');
     await bob.page.locator('#messages li', { hasText: 'Glad you are here' }).locator('.quote', { hasText: 'Hi Alice' }).waitFor();
 
@@ -225,7 +225,7 @@ test('two people chat live in Chromium on cookie refresh', async (top) => {
     await send(alice, 'Tpyo here');
     const typo = alice.page.locator('#messages li[data-seq]', { hasText: 'Tpyo here' });
     await typo.waitFor();
-    await typo.getByRole('button', { name: 'Edit' }).click();
+    await typo.getByRole('button', { name: 'Edit', exact: true }).click();
     const edit = alice.page.getByLabel('Edit message');
     await edit.fill('Typo fixed');
     await edit.press('Enter');
@@ -234,7 +234,7 @@ test('two people chat live in Chromium on cookie refresh', async (top) => {
     const doomed = alice.page.locator('#messages li[data-seq]', { hasText: 'Delete me' });
     await doomed.waitFor();
     await bob.page.locator('#messages li', { hasText: 'Delete me' }).waitFor();
-    await doomed.getByRole('button', { name: 'Delete' }).click();
+    await doomed.getByRole('button', { name: 'Delete', exact: true }).click();
     await bob.page.locator('#messages li.deleted', { hasText: 'This message was deleted' }).waitFor();
     assert.equal(await bob.page.locator('#messages li', { hasText: 'Delete me' }).count(), 0);
 

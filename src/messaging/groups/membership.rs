@@ -95,8 +95,9 @@ pub async fn add(
         .collect();
     if new.is_empty() {
         drop(tx);
-        return respond(&state, &conn, conversation_id).await;
+        return respond(&state, &conn, conversation_id, caller.user_id).await;
     }
+    crate::messaging::blocks::lock_pairs(&tx, caller.user_id, &new).await?;
     let refusing = crate::messaging::blocks::blocking(&tx, caller.user_id, &new).await?;
     if !refusing.is_empty() {
         return Err(crate::messaging::blocks::cannot_add(&refusing));
@@ -151,7 +152,7 @@ pub async fn add(
         }),
         Vec::new(),
     );
-    respond(&state, &conn, conversation_id).await
+    respond(&state, &conn, conversation_id, caller.user_id).await
 }
 
 /// Ends `user_id`'s membership at `seq` (they keep history up to and including it), keeping

@@ -19,7 +19,7 @@ use super::{
     consistency,
     domain::{MessageKind, SystemRecord},
     events::BusEvent,
-    model::{load_conversation, Message},
+    model::{load_conversation, load_conversation_for, Message},
     protocol::{ConversationChanged, Event, MessageEvent, ServerFrame},
     publish::{message_frame, publish_frame, publish_message, publish_to_users},
     visibility::{self, Scope},
@@ -130,7 +130,12 @@ fn announce(
 
 /// After a committed rename or role change: announces the system message and
 /// `conversation.updated`, and answers with the conversation.
-async fn updated(state: &State, conn: &Conn, message: Message) -> Result<HttpResponse, ApiError> {
+async fn updated(
+    state: &State,
+    conn: &Conn,
+    message: Message,
+    reader: Uuid,
+) -> Result<HttpResponse, ApiError> {
     let conversation_id = message.conversation_id;
     let conversation = load_conversation(conn, conversation_id).await?;
     announce(
@@ -140,16 +145,17 @@ async fn updated(state: &State, conn: &Conn, message: Message) -> Result<HttpRes
         Event::ConversationUpdated(ConversationChanged { conversation }),
         Vec::new(),
     );
-    respond(state, conn, conversation_id).await
+    respond(state, conn, conversation_id, reader).await
 }
 
-/// The conversation's details as the answer to a change, with the consistency token.
+/// The conversation's details as the answer to `reader`'s change, with the consistency token.
 async fn respond(
     state: &State,
     conn: &Conn,
     conversation_id: Uuid,
+    reader: Uuid,
 ) -> Result<HttpResponse, ApiError> {
-    let conversation = load_conversation(conn, conversation_id)
+    let conversation = load_conversation_for(conn, conversation_id, reader)
         .await?
         .ok_or_else(visibility::conversation_not_found)?;
     Ok(consistency::written(state, conn, StatusCode::OK)

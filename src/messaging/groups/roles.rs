@@ -57,7 +57,7 @@ pub async fn set_role(
     };
     if target_scope.admin == (role == Role::Admin) {
         drop(tx);
-        return respond(&state, &conn, conversation_id).await;
+        return respond(&state, &conn, conversation_id, caller.user_id).await;
     }
     if role == Role::Member {
         let admins: i64 = tx
@@ -106,7 +106,7 @@ pub async fn set_role(
     )
     .await?;
     tx.commit().await?;
-    updated(&state, &conn, message).await
+    updated(&state, &conn, message, caller.user_id).await
 }
 
 /// `PATCH /api/conversations/{id}` body.
@@ -163,5 +163,5 @@ pub async fn rename(
     )
     .await?;
     tx.commit().await?;
-    updated(&state, &conn, message).await
+    updated(&state, &conn, message, caller.user_id).await
 }

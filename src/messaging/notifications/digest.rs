@@ -211,6 +211,7 @@ fn digest_mail(
                 ("file", None) => "(a file)".into(),
                 (_, content) => content.unwrap_or_default(),
             };
+            let text = crate::platform::text::preview(&text, crate::platform::text::PREVIEW_CHARS);
             format!("{}: {text}", m.get::<_, String>("sender"))
         })
         .collect();

@@ -159,6 +159,11 @@ impl Socket {
         }
         for row in &rows {
             let message = Message::from_row(row);
+            let message = if scope.current() {
+                message
+            } else {
+                message.seen_as_former()
+            };
             let created_rev: i64 = row.get("created_rev");
             let kind = if created_rev > after_rev {
                 MessageEvent::Created

@@ -6,11 +6,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::Socket;
-use crate::messaging::{
-    protocol::{Event, ServerFrame, Typing},
-    publish::publish_frame_except,
-};
-use crate::platform::db::Traced;
+use crate::messaging::typing::{announce, audience, Refused};
 
 /// A refreshed `typing: true` is re-announced at most this often.
 const TYPING_REANNOUNCE: Duration = Duration::from_secs(2);
@@ -52,11 +48,11 @@ impl Socket {
             }
         }
         let audience = match self.state.db.primary().await {
-            Ok(conn) => typing_audience(&conn, conversation_id, self.caller.user_id).await,
+            Ok(conn) => audience(&conn, conversation_id, self.caller.user_id).await,
             Err(_) => return Err("service unavailable; try again"),
         };
         match audience {
-            Ok(Some(hidden)) => {
+            Ok(Ok(hidden)) => {
                 self.typing.insert(
                     conversation_id,
                     TypingState {
@@ -68,15 +64,15 @@ impl Socket {
                 self.announce_typing(conversation_id, true, hidden);
                 Ok(())
             }
-            Ok(None) => {
+            Ok(Err(Refused::NotFound)) => {
                 self.typing.remove(&conversation_id);
                 Err("conversation not found")
             }
-            Err(TypingRefused::ReadOnly) => {
+            Ok(Err(Refused::ReadOnly)) => {
                 self.typing.remove(&conversation_id);
                 Err("this conversation is read-only")
             }
-            Err(TypingRefused::Unavailable) => Err("service unavailable; try again"),
+            Err(_) => Err("service unavailable; try again"),
         }
     }
 
@@ -101,18 +97,15 @@ impl Socket {
         &self,
         conversation_id: Uuid,
         is_typing: bool,
-        mut hidden: Vec<Uuid>,
+        hidden: Vec<Uuid>,
     ) {
-        let frame = ServerFrame::of(
+        announce(
+            &self.state,
             conversation_id,
-            Event::Typing(Typing {
-                user_id: self.caller.user_id,
-                is_typing,
-                expires_in: is_typing.then(|| self.state.cfg.typing_ttl.as_secs_f64()),
-            }),
+            self.caller.user_id,
+            is_typing,
+            hidden,
         );
-        hidden.push(self.caller.user_id);
-        publish_frame_except(&self.state, conversation_id, hidden, frame.to_json());
     }
 }
 
@@ -124,39 +117,4 @@ pub(super) struct TypingState {
     pub announced: Instant,
     /// Participants the typist blocks: their typing never reaches them.
     pub hidden: Vec<Uuid>,
-}
-
-enum TypingRefused {
-    ReadOnly,
-    Unavailable,
-}
-
-/// Who must not see `user_id` typing in `conversation_id` (the participants they block), or
-/// `None` when they are not a current participant.
-///
-/// Errors: [`TypingRefused::ReadOnly`] in a direct conversation a block made read-only.
-async fn typing_audience(
-    db: &impl Traced,
-    conversation_id: Uuid,
-    user_id: Uuid,
-) -> Result<Option<Vec<Uuid>>, TypingRefused> {
-    let row = db
-        .query_opt_t(
-            "SELECT c.blocked, ARRAY(
-                 SELECT b.blocked_id FROM messaging.blocks b
-                 JOIN messaging.participants o
-                   ON o.conversation_id = c.id AND o.user_id = b.blocked_id AND o.left_at IS NULL
-                 WHERE b.blocker_id = $2) AS hidden
-             FROM messaging.conversations c
-             JOIN messaging.participants p ON p.conversation_id = c.id
-             WHERE c.id = $1 AND p.user_id = $2 AND p.left_at IS NULL",
-            &[&conversation_id, &user_id],
-        )
-        .await
-        .map_err(|_| TypingRefused::Unavailable)?;
-    match row {
-        None => Ok(None),
-        Some(r) if r.get::<_, bool>(0) => Err(TypingRefused::ReadOnly),
-        Some(r) => Ok(Some(r.get(1))),
-    }
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::{multipart, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -329,23 +329,6 @@ async fn tickets_and_resumes_are_bounded() {
     }
 }
 
-async fn upload(
-    user: &User,
-    conv: &str,
-    bytes: usize,
-) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-    let part = multipart::Part::bytes(vec![b'q'; bytes]).file_name("blob.bin");
-    let res = http()
-        .post(format!("{}/api/conversations/{conv}/attachments", base()))
-        .bearer_auth(&user.access)
-        .multipart(multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .expect("upload");
-    let (s, h) = (res.status(), res.headers().clone());
-    (s, res.json().await.unwrap_or(Value::Null), h)
-}
-
 #[tokio::test]
 async fn upload_quotas_hold_in_total_and_per_window() {
     // The test stack: 1 MiB per file, 4 MiB stored, 6 MiB per window.
@@ -353,11 +336,11 @@ async fn upload_quotas_hold_in_total_and_per_window() {
     let conv = user.direct_with(&register("quota2").await).await;
     let mut sent = Vec::new();
     for i in 0..4 {
-        let (s, b, _) = upload(&user, &conv, MIB).await;
+        let (s, b, _) = upload_bytes(&user, &conv, MIB).await;
         assert_eq!(s, StatusCode::CREATED, "file {i}: {b}");
         sent.push(b["id"].as_str().expect("id").to_owned());
     }
-    let (s, b, h) = upload(&user, &conv, MIB).await;
+    let (s, b, h) = upload_bytes(&user, &conv, MIB).await;
     assert_problem(s, &h, &b, 413);
     // Deleting frees the stored bytes, not the window's.
     for id in &sent {
@@ -367,10 +350,10 @@ async fn upload_quotas_hold_in_total_and_per_window() {
         assert_eq!(s, StatusCode::NO_CONTENT);
     }
     for i in 0..2 {
-        let (s, b, _) = upload(&user, &conv, MIB).await;
+        let (s, b, _) = upload_bytes(&user, &conv, MIB).await;
         assert_eq!(s, StatusCode::CREATED, "file {i} after the deletes: {b}");
     }
-    let (s, b, h) = upload(&user, &conv, MIB).await;
+    let (s, b, h) = upload_bytes(&user, &conv, MIB).await;
     assert_problem(s, &h, &b, 429);
     assert!(h.get("retry-after").is_some(), "{b}");
 }
@@ -380,7 +363,7 @@ async fn a_download_racing_a_delete_is_a_404_never_a_500() {
     let owner = register("race_dl").await;
     let conv = owner.direct_with(&register("race_dl2").await).await;
     for round in 0..3 {
-        let (s, m, _) = upload(&owner, &conv, MIB - 1).await;
+        let (s, m, _) = upload_bytes(&owner, &conv, MIB - 1).await;
         assert_eq!(s, StatusCode::CREATED, "{m}");
         let file = m["attachment"]["id"]
             .as_str()
