@@ -289,6 +289,7 @@ pub async fn list(
                         coalesce(p.visible_to_seq, c.last_seq) AS visible_last_seq,
                         {ACTIVITY} AS activity_at,
                         p.last_read_seq, p.unread_from_seq, c.blocked AS conv_blocked,
+                        CASE WHEN p.left_at IS NULL THEN c.avatar_id END AS conv_avatar_id,
                         {UNREAD_THREAD_REPLIES} AS unread_thread_replies,
                         {thread_unread} AS thread_unread_count,
                         p.left_at IS NOT NULL AS has_left,
@@ -358,6 +359,7 @@ pub async fn list(
                 muted_until: r.get("muted_until"),
                 left: r.get("has_left"),
                 blocked: r.get("conv_blocked"),
+                avatar_id: r.get("conv_avatar_id"),
                 peer: peer_id.map(|user_id| Peer {
                     user_id,
                     username: r.get("peer_username"),

@@ -132,6 +132,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .delete(avatars::delete_avatar),
             )
             .service(resource("/users/{id}/avatar").get(avatars::get_avatar))
+            .service(
+                resource("/conversations/{id}/avatar")
+                    .put(avatars::put_group_avatar)
+                    .delete(avatars::delete_group_avatar)
+                    .get(avatars::get_group_avatar),
+            )
             .service(resource("/search").get(search::search))
             .service(
                 resource("/conversations/{id}/notifications")

@@ -336,6 +336,9 @@ pub struct Conversation {
     pub last_activity_at: DateTime<Utc>,
     /// A direct conversation made read-only by a block (either way).
     pub blocked: bool,
+    /// A group's avatar (`GET /api/conversations/{id}/avatar`); a new id when it changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_id: Option<Uuid>,
     pub participants: Vec<Participant>,
 }
 
@@ -368,6 +371,9 @@ pub struct ConversationSummary {
     pub left: bool,
     /// A direct conversation made read-only by a block (either way): see `GET /api/blocks`.
     pub blocked: bool,
+    /// A group's avatar, while the caller is in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_id: Option<Uuid>,
     /// The other participant of a direct conversation (absent for groups), so a client can
     /// title it without loading the details.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -385,7 +391,7 @@ pub struct Peer {
 
 impl Conversation {
     /// A conversation from a row of `id, is_group, name, created_by, created_at, last_seq,
-    /// last_activity_at, blocked`, with `participants`.
+    /// last_activity_at, blocked, avatar_id`, with `participants`.
     fn from_row(c: &tokio_postgres::Row, participants: Vec<Participant>) -> Self {
         Self {
             id: c.get("id"),
@@ -396,6 +402,7 @@ impl Conversation {
             last_seq: c.get("last_seq"),
             last_activity_at: c.get("last_activity_at"),
             blocked: c.get("blocked"),
+            avatar_id: c.get("avatar_id"),
             participants,
         }
     }
@@ -432,7 +439,7 @@ async fn load(
     let Some(c) = db
         .query_opt_t(
             "SELECT id, is_group, name, created_by, created_at, last_seq, last_activity_at,
-                    blocked
+                    blocked, avatar_id
              FROM messaging.conversations WHERE id = $1",
             &[&id],
         )
@@ -490,7 +497,8 @@ pub async fn load_as_left(
     let Some(c) = db
         .query_opt_t(
             "SELECT c.id, c.is_group, p.left_name AS name, c.created_by, c.created_at,
-                    p.visible_to_seq AS last_seq, p.left_at AS last_activity_at, c.blocked
+                    p.visible_to_seq AS last_seq, p.left_at AS last_activity_at, c.blocked,
+                    NULL::uuid AS avatar_id
              FROM messaging.participants p
              JOIN messaging.conversations c ON c.id = p.conversation_id
              WHERE p.conversation_id = $1 AND p.user_id = $2 AND p.left_at IS NOT NULL",

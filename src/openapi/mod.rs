@@ -86,6 +86,8 @@ pub struct AuthApi;
         messaging::versions::list, messaging::conversations::mark_unread,
         messaging::forward::forward, messaging::threads::thread, messaging::threads::read,
         messaging::typing::typing, messaging::conversations::hide, messaging::contacts::online,
+        messaging::avatars::put_group_avatar, messaging::avatars::delete_group_avatar,
+        messaging::avatars::get_group_avatar,
         messaging::blocks::list, messaging::blocks::block, messaging::blocks::unblock,
         realtime::tickets::ticket, messaging::healthz, messaging::readyz,
     ),

@@ -324,6 +324,23 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
         ],
     ),
     (
+        "put",
+        "/api/conversations/{id}/avatar",
+        &[
+            (403, "a member who is not an admin"),
+            (413, "past the avatar size limit or the stored-bytes quota"),
+            (429, "past the upload quota"),
+        ],
+    ),
+    (
+        "delete",
+        "/api/conversations/{id}/avatar",
+        &[
+            (403, "a member who is not an admin"),
+            (422, "a direct conversation"),
+        ],
+    ),
+    (
         "get",
         "/api/conversations/{id}/pins",
         &[(403, "a former participant")],

@@ -1221,3 +1221,78 @@ async fn a_forwarded_file_stops_counting_for_its_uploader_once_they_delete_it() 
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.bytes().await.expect("bytes").len(), 1_000_000);
 }
+
+#[tokio::test]
+async fn a_group_avatar_is_set_by_admins_and_seen_by_participants_only() {
+    const PNG: &[u8] =
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+    let (alice, bob) = (register("gav_a").await, register("gav_b").await);
+    let stranger = register("gav_x").await;
+    let group = alice.group(&[&bob], "Avatars").await;
+    let direct = alice.direct_with(&bob).await;
+    let mut bob_ws = bob.socket().await;
+    next_event(&mut bob_ws, "hello", WAIT).await;
+    let put = |who: &User, conversation: &str, bytes: &'static [u8]| {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("a.png"),
+        );
+        let (who, path) = (
+            who.clone(),
+            format!("/api/conversations/{conversation}/avatar"),
+        );
+        async move { upload_form(&who, &path, form).await }
+    };
+    let (s, _, b) = put(&bob, &group, PNG).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a member: {b}");
+    let (s, _, b) = put(&alice, &direct, PNG).await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a direct conversation: {b}"
+    );
+    let (s, _, b) = put(&alice, &group, b"plain text, not an image").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "not an image: {b}");
+    let (s, _, conv) = put(&alice, &group, PNG).await;
+    assert_eq!(s, StatusCode::OK, "{conv}");
+    let avatar = conv["avatar_id"].as_str().expect("avatar_id").to_owned();
+    let updated = next_event(&mut bob_ws, "conversation.updated", WAIT).await;
+    assert_eq!(
+        updated["data"]["conversation"]["avatar_id"],
+        avatar.as_str()
+    );
+    let fetch = |who: &User| {
+        let url = format!("{}/api/conversations/{group}/avatar", base());
+        let token = who.access.clone();
+        async move {
+            let res = http()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get");
+            (res.status(), res.bytes().await.expect("bytes").to_vec())
+        }
+    };
+    let (s, bytes) = eventually(WAIT, || async {
+        let got = fetch(&bob).await;
+        (got.0 == StatusCode::OK).then_some(got)
+    })
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(bytes, PNG);
+    assert_eq!(fetch(&stranger).await.0, StatusCode::NOT_FOUND);
+    let (s, _, conv) = alice
+        .call(
+            Method::DELETE,
+            &format!("/api/conversations/{group}/avatar"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(conv.get("avatar_id").is_none(), "{conv}");
+    eventually(WAIT, || async {
+        (fetch(&bob).await.0 == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+}

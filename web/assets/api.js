@@ -82,14 +82,15 @@ export async function blob(path) {
 
 /**
  * Multipart upload with progress (fetch cannot report upload progress; XMLHttpRequest can).
- * `onProgress(fraction)` gets 0…1. Resolves to the parsed JSON; throws ApiError.
+ * `onProgress(fraction)` gets 0…1; `method` is POST (a file into a conversation) or PUT (an
+ * avatar). Resolves to the parsed JSON; throws ApiError.
  */
-export async function upload(path, form, onProgress) {
+export async function upload(path, form, onProgress, method = 'POST') {
   const { status, text, retryAfter } = await authorized(
     (headers) =>
       new Promise((resolve) => {
         const xhr = new XMLHttpRequest();
-        xhr.open('POST', path);
+        xhr.open(method, path);
         for (const [k, v] of Object.entries(headers)) xhr.setRequestHeader(k, v);
         xhr.upload.onprogress = (e) => e.lengthComputable && onProgress?.(e.loaded / e.total);
         xhr.onload = () =>

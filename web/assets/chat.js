@@ -429,6 +429,7 @@ export class Messenger {
     $('blocked-note').hidden = conv.left || !blocked;
     $('composer').hidden = !!conv.left || blocked;
     $('pins-button').hidden = !!conv.left;
+    this.showGroupAvatar(conv.is_group && !conv.left ? (d?.avatar_id ?? c?.avatar_id) : null);
     $('hide-button').hidden = !c;
     $('block-button').hidden = !peer || conv.left;
     const iBlock = !!peer && this.blocks.has(peer);
@@ -440,6 +441,26 @@ export class Messenger {
   refreshList() {
     clearTimeout(this.listTimer);
     this.listTimer = setTimeout(() => this.loadList().catch(() => {}), 500);
+  }
+
+  /** The open group's picture in the header (fetched with the access token). */
+  showGroupAvatar(avatarId) {
+    const img = $('thread-avatar');
+    if (!avatarId) {
+      img.hidden = true;
+      img.dataset.avatar = '';
+      return;
+    }
+    if (img.dataset.avatar === avatarId) return;
+    img.dataset.avatar = avatarId;
+    const id = this.active;
+    blob(`/api/conversations/${id}/avatar`).then((b) => {
+      if (img.dataset.avatar !== avatarId) return;
+      if (img.src.startsWith('blob:')) URL.revokeObjectURL(img.src);
+      img.src = URL.createObjectURL(b);
+      img.alt = 'Group picture';
+      img.hidden = false;
+    }).catch(() => { img.hidden = true; });
   }
 
   /** Hides the open conversation from the list until its next activity. */
@@ -1114,7 +1135,13 @@ export class Messenger {
         if (f.data?.conversation) {
           this.adoptDetails(f.data.conversation);
           const c = this.convs.get(id);
-          if (c) Object.assign(c, { name: f.data.conversation.name, blocked: f.data.conversation.blocked });
+          if (c) {
+            Object.assign(c, {
+              name: f.data.conversation.name,
+              blocked: f.data.conversation.blocked,
+              avatar_id: f.data.conversation.avatar_id,
+            });
+          }
         }
         if (!this.convs.has(id)) this.loadList().catch(() => {});
         this.renderList();
@@ -1243,6 +1270,14 @@ export class Messenger {
       render();
       this.renderHeader();
     };
+    $('group-avatar-input').value = '';
+    $('group-avatar-input').onchange = (e) => act(async () => {
+      const file = e.target.files?.[0];
+      if (!file) return;
+      const form = new FormData();
+      form.append('file', file);
+      this.adoptDetails(await upload(`/api/conversations/${id}/avatar`, form, null, 'PUT'));
+    });
     $('members-search').value = '';
     $('members-results').replaceChildren();
     $('members-search').oninput = debounce(async () => {

@@ -988,7 +988,7 @@ test('reactions, a pin, earlier versions, marking unread and blocking, from the 
     // the main timeline stays as it was and the root counts the replies.
     const rootItem = page.locator('#messages li', { hasText: 'Forwarded from Jack' });
     await rootItem.getByRole('button', { name: 'Reply in thread' }).click();
-    await page.getByLabel('Reply in thread').fill('on it');
+    await page.getByRole('textbox', { name: 'Reply in thread' }).fill('on it');
     await page.locator('#thread-dialog').getByRole('button', { name: 'Reply', exact: true }).click();
     await page.locator('#thread-replies li', { hasText: 'on it' }).waitFor({ timeout: WAIT });
     const jackReply = await apiCall('POST', `/api/conversations/${pals.body.id}/messages`,

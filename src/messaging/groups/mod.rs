@@ -29,7 +29,13 @@ use crate::platform::error::ApiError;
 
 /// Locks the conversation row (serialising membership changes, so two admins cannot demote
 /// each other into a group with none) and returns the caller's scope as of now.
-async fn lock(tx: &Tx<'_>, conversation_id: Uuid, user_id: Uuid) -> Result<Scope, ApiError> {
+///
+/// Errors: 404 unless a current participant; 422 for a direct conversation.
+pub(crate) async fn lock(
+    tx: &Tx<'_>,
+    conversation_id: Uuid,
+    user_id: Uuid,
+) -> Result<Scope, ApiError> {
     tx.execute_t(
         "SELECT 1 FROM messaging.conversations WHERE id = $1 FOR UPDATE",
         &[&conversation_id],
@@ -45,7 +51,8 @@ async fn lock(tx: &Tx<'_>, conversation_id: Uuid, user_id: Uuid) -> Result<Scope
     Ok(scope)
 }
 
-fn require_admin(scope: &Scope) -> Result<(), ApiError> {
+/// Errors: 403 unless `scope` is a group admin's.
+pub(crate) fn require_admin(scope: &Scope) -> Result<(), ApiError> {
     if scope.admin {
         Ok(())
     } else {
