@@ -441,6 +441,11 @@ where
             .configure(configure.clone())
             .default_service(web::to(error::not_found))
     })
+    // Idle connections outlive NGINX's upstream keepalive_timeout (60 s,
+    // nginx/switchboard.conf.template): the proxy always closes first. With actix's default
+    // (5 s) a request NGINX sent on a connection the service was closing came back as a 502,
+    // and NGINX does not retry a POST.
+    .keep_alive(UPSTREAM_KEEP_ALIVE)
     .bind(bind)
     .with_context(|| format!("{service}: binding {bind}"))?;
     let addr = server
@@ -450,6 +455,10 @@ where
         .with_context(|| format!("{service}: {bind} bound nothing"))?;
     Ok((server.shutdown_timeout(10).disable_signals().run(), addr))
 }
+
+/// How long an idle HTTP connection stays open: longer than the proxy's upstream
+/// `keepalive_timeout` (60 s), so the proxy, not the service, ends an idle connection.
+pub const UPSTREAM_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(75);
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd, the run script).
 async fn shutdown_signal() {

@@ -28,7 +28,7 @@ use super::{
     consistency::Consistency,
     domain::MessageContent,
     domain::MessageKind,
-    file_serving::{range_of, serve, Stored, STORED_COLUMNS},
+    file_serving::{range_of, serve_found, STORED_COLUMNS},
     messages::{answer, check_send_rate},
     protocol::MessageEvent,
     publish::publish_message_to,
@@ -350,34 +350,26 @@ pub async fn download(
     id: Path<Uuid>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, user, range) = (id.into_inner(), caller.user_id, range_of(&req));
-    state
-        .db
-        .reading::<_, ApiError, _>(consistency.0, move |conn| {
-            let range = range.clone();
-            Box::pin(async move {
-                // Any message of it the caller can see will do: a forwarded file is shared
-                // by reference between the original and its copies.
-                let row = conn
-                    .query_opt_t(
-                        &format!(
-                            "SELECT {STORED_COLUMNS} FROM messaging.attachments a
-                             WHERE a.id = $1 AND EXISTS (
-                                 SELECT 1 FROM messaging.messages m
-                                 JOIN messaging.participants p
-                                   ON p.conversation_id = m.conversation_id AND p.user_id = $2
-                                  AND m.seq >= p.visible_from_seq
-                                  AND (p.visible_to_seq IS NULL OR m.seq <= p.visible_to_seq)
-                                 WHERE m.attachment_id = a.id)"
-                        ),
-                        &[&id, &user],
-                    )
-                    .await?
-                    .ok_or_else(|| ApiError::NotFound("attachment not found".into()))?;
-                serve(conn, &Stored::from_row(&row), range.as_deref()).await
-            })
-        })
-        .await
+    // Any message of it the caller can see will do: a forwarded file is shared by reference
+    // between the original and its copies.
+    serve_found(
+        &state.db,
+        consistency.0,
+        format!(
+            "SELECT {STORED_COLUMNS} FROM messaging.attachments a
+             WHERE a.id = $1 AND EXISTS (
+                 SELECT 1 FROM messaging.messages m
+                 JOIN messaging.participants p
+                   ON p.conversation_id = m.conversation_id AND p.user_id = $2
+                  AND m.seq >= p.visible_from_seq
+                  AND (p.visible_to_seq IS NULL OR m.seq <= p.visible_to_seq)
+                 WHERE m.attachment_id = a.id)"
+        ),
+        vec![id.into_inner(), caller.user_id],
+        range_of(&req),
+        "attachment not found",
+    )
+    .await
 }
 
 /// A multipart upload: the `file` part (its bytes; the type is sniffed from them, the

@@ -15,7 +15,7 @@ use super::{
     attachments::{charge_upload, read_upload, store, Upload, UploadForm, AVATAR_TYPES},
     caller::Caller,
     consistency::{self, Consistency},
-    file_serving::{range_of, serve, Stored, STORED_COLUMNS},
+    file_serving::{range_of, serve_found, STORED_COLUMNS},
     groups::{lock, require_admin},
     model::{load_conversation, load_conversation_for},
     protocol::{ConversationChanged, Event, ServerFrame},
@@ -193,30 +193,21 @@ pub async fn get_group_avatar(
     id: Path<Uuid>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, user, range) = (id.into_inner(), caller.user_id, range_of(&req));
-    state
-        .db
-        .reading::<_, ApiError, _>(consistency.0, move |conn| {
-            let range = range.clone();
-            Box::pin(async move {
-                let row = conn
-                    .query_opt_t(
-                        &format!(
-                            "SELECT {STORED_COLUMNS} FROM messaging.conversations c
-                             JOIN messaging.attachments a ON a.id = c.avatar_id
-                             JOIN messaging.participants p
-                               ON p.conversation_id = c.id AND p.user_id = $2
-                              AND p.left_at IS NULL
-                             WHERE c.id = $1"
-                        ),
-                        &[&id, &user],
-                    )
-                    .await?
-                    .ok_or_else(|| ApiError::NotFound("no avatar".into()))?;
-                serve(conn, &Stored::from_row(&row), range.as_deref()).await
-            })
-        })
-        .await
+    serve_found(
+        &state.db,
+        consistency.0,
+        format!(
+            "SELECT {STORED_COLUMNS} FROM messaging.conversations c
+             JOIN messaging.attachments a ON a.id = c.avatar_id
+             JOIN messaging.participants p
+               ON p.conversation_id = c.id AND p.user_id = $2 AND p.left_at IS NULL
+             WHERE c.id = $1"
+        ),
+        vec![id.into_inner(), caller.user_id],
+        range_of(&req),
+        "no avatar",
+    )
+    .await
 }
 
 /// `DELETE /api/users/me/avatar`: removes the caller's avatar. 204.
@@ -247,25 +238,17 @@ pub async fn get_avatar(
     id: Path<Uuid>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, range) = (id.into_inner(), range_of(&req));
-    state
-        .db
-        .reading::<_, ApiError, _>(consistency.0, move |conn| {
-            let range = range.clone();
-            Box::pin(async move {
-                let row = conn
-                    .query_opt_t(
-                        &format!(
-                            "SELECT {STORED_COLUMNS} FROM messaging.avatars v
-                             JOIN messaging.attachments a ON a.id = v.attachment_id
-                             WHERE v.user_id = $1"
-                        ),
-                        &[&id],
-                    )
-                    .await?
-                    .ok_or_else(|| ApiError::NotFound("no avatar".into()))?;
-                serve(conn, &Stored::from_row(&row), range.as_deref()).await
-            })
-        })
-        .await
+    serve_found(
+        &state.db,
+        consistency.0,
+        format!(
+            "SELECT {STORED_COLUMNS} FROM messaging.avatars v
+             JOIN messaging.attachments a ON a.id = v.attachment_id
+             WHERE v.user_id = $1"
+        ),
+        vec![id.into_inner()],
+        range_of(&req),
+        "no avatar",
+    )
+    .await
 }

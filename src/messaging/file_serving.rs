@@ -47,6 +47,36 @@ pub(super) fn range_of(req: &HttpRequest) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Finds a stored file with `sql` (selecting [`STORED_COLUMNS`] from `a`, with `keys` as
+/// `$1`, `$2`, …) on a replica (read-your-writes for `token`) and serves it, honouring
+/// `range`.
+///
+/// Errors: 404 with `not_found` when `sql` finds nothing; as [`serve`].
+pub(super) async fn serve_found(
+    db: &crate::platform::db::Routing,
+    token: Option<crate::platform::db::Lsn>,
+    sql: String,
+    keys: Vec<Uuid>,
+    range: Option<String>,
+    not_found: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    db.reading::<_, ApiError, _>(token, move |conn| {
+        let (sql, keys, range) = (sql.clone(), keys.clone(), range.clone());
+        Box::pin(async move {
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = keys
+                .iter()
+                .map(|k| k as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            let row = conn
+                .query_opt_t(&sql, &params)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(not_found.into()))?;
+            serve(conn, &Stored::from_row(&row), range.as_deref()).await
+        })
+    })
+    .await
+}
+
 pub(super) async fn serve(
     conn: &Conn,
     file: &Stored,
