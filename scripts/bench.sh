@@ -5,13 +5,15 @@
 #
 #   scripts/bench.sh          # short mode (CI): about a minute and a half of load
 #   scripts/bench.sh full     # the published run: report in docs/benchmarks/
+#   scripts/bench.sh soak     # ten minutes at 60 % of the sustainable send rate, watching
+#                             # latency and memory drift: target/bench/soak.md
 #
 # The short report goes to target/bench/. Figures are printed, never asserted.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 mode="${1:-short}"
-case "$mode" in short|full) ;; *) echo "usage: scripts/bench.sh [short|full]" >&2; exit 2 ;; esac
+case "$mode" in short|full|soak) ;; *) echo "usage: scripts/bench.sh [short|full|soak]" >&2; exit 2 ;; esac
 
 export SWITCHBOARD_DATA="${BENCH_DATA:-$repo/.data/bench}"
 export NGINX_PORT=28080 AUTH_PORT=28081 MESSAGING_PORT=28082 MESSAGING_INSTANCES=2

@@ -108,6 +108,30 @@ fn classify(
 
 /// Reads every process now.
 pub fn sample() -> Sample {
+    classified()
+        .into_iter()
+        .map(|(pid, class, secs)| (pid, (class, secs)))
+        .collect()
+}
+
+/// Resident memory (VmRSS, KiB) summed per process class now, by class name.
+pub fn rss_by_class() -> Vec<(String, u64)> {
+    let mut by: BTreeMap<String, u64> = BTreeMap::new();
+    for (pid, class, _) in classified() {
+        let kib = read(format!("/proc/{pid}/status"))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        *by.entry(class).or_default() += kib;
+    }
+    by.into_iter().collect()
+}
+
+/// Every classified process now: `(pid, class, CPU seconds so far)`.
+fn classified() -> Vec<(u32, String, f64)> {
     let me = std::process::id();
     let pids: Vec<u32> = std::fs::read_dir("/proc")
         .map(|d| {
@@ -135,7 +159,7 @@ pub fn sample() -> Sample {
     procs
         .into_iter()
         .filter_map(|(pid, ppid, secs, cmd)| {
-            Some((pid, (classify(pid, ppid, &cmd, me, &postmasters)?, secs)))
+            Some((pid, classify(pid, ppid, &cmd, me, &postmasters)?, secs))
         })
         .collect()
 }

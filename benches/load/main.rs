@@ -14,7 +14,9 @@
 //! 4. sockets: idle authenticated sockets opened straight on one messaging instance, and the
 //!    growth of that process's RSS per socket;
 //! 5. overload: twice the sustainable send rate, then half of it: accepted, refused, lost,
-//!    and the time back to normal latencies ([`overload`]).
+//!    and the time back to normal latencies ([`overload`]);
+//! 6. soak (its own mode, `scripts/bench.sh soak`): ten minutes at 60 % of the sustainable
+//!    send rate, latency and each process class's memory sampled every minute ([`soak`]).
 //!
 //! Sends carry a `client_id` and read the answer; history reads carry the consistency token
 //! of the reader's last send, as a browser's do. Each scenario also reports where the cores
@@ -27,6 +29,7 @@ mod fanout;
 mod overload;
 mod raw;
 mod report;
+mod soak;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -67,6 +70,9 @@ pub struct Plan {
     pub overload_secs: u64,
     #[serde(default)]
     pub recovery_secs: u64,
+    /// Seconds of the soak (soak mode only; 0: none).
+    #[serde(default)]
+    pub soak_secs: u64,
 }
 
 /// Members per fan-out group (one sender, the rest receive).
@@ -90,6 +96,15 @@ impl Plan {
                 raw_runs: 3,
                 overload_secs: 30,
                 recovery_secs: 20,
+                soak_secs: 0,
+            },
+            // Only the soak: the sustainable rate (closed loop, as in full mode), then ten
+            // minutes at 60 % of it.
+            "soak" => Self {
+                mode: mode.into(),
+                send_secs: 30,
+                soak_secs: 600,
+                ..Self::new("short")
             },
             _ => Self {
                 mode: "short".into(),
@@ -106,6 +121,7 @@ impl Plan {
                 raw_runs: 1,
                 overload_secs: 8,
                 recovery_secs: 8,
+                soak_secs: 0,
             },
         }
     }
@@ -118,6 +134,20 @@ struct Env {
     primary_admin: String,
     replica_admin: String,
     out: std::path::PathBuf,
+}
+
+impl Env {
+    /// The stack scripts/bench.sh started, from its variables.
+    fn from_vars() -> Res<Self> {
+        Ok(Self {
+            base: env("SWITCHBOARD_URL")?,
+            direct: env("BENCH_MESSAGING_DIRECT")?,
+            messaging_pid: env("BENCH_MESSAGING_PID")?.trim().parse()?,
+            primary_admin: env("SWITCHBOARD_PRIMARY_ADMIN_URL")?,
+            replica_admin: env("SWITCHBOARD_REPLICA_ADMIN_URL")?,
+            out: env("BENCH_OUT")?.into(),
+        })
+    }
 }
 
 fn env(name: &str) -> Res<String> {
@@ -801,6 +831,32 @@ async fn history(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<
     Ok(())
 }
 
+/// Soak mode: the sustainable send rate (closed loop for `send_secs`), then the soak.
+async fn soak_only(env: &Env, plan: &Plan) -> Res<(soak::Soak, Value)> {
+    let machine = machine(env).await;
+    let pairs = pairs(env, plan).await?;
+    eprintln!(
+        "soak: sustainable rate, closed loop for {} s",
+        plan.send_secs
+    );
+    let max = closed_loop(
+        "send, closed loop",
+        &pairs,
+        plan.send_secs,
+        sender(env.base.clone()),
+    )
+    .await;
+    let soak = soak::run(
+        env,
+        &pairs,
+        max.per_sec,
+        plan.soak_secs,
+        Duration::from_secs(60),
+    )
+    .await?;
+    Ok((soak, machine))
+}
+
 async fn run(env: Env, plan: Plan) -> Res<Results> {
     let mut r = Results {
         plan: Some(plan.clone()),
@@ -856,14 +912,21 @@ fn main() -> Res<()> {
     }
     let mode = std::env::var("BENCH_MODE").unwrap_or_else(|_| "short".into());
     let plan = Plan::new(&mode);
-    let env = Env {
-        base: env("SWITCHBOARD_URL")?,
-        direct: env("BENCH_MESSAGING_DIRECT")?,
-        messaging_pid: env("BENCH_MESSAGING_PID")?.trim().parse()?,
-        primary_admin: env("SWITCHBOARD_PRIMARY_ADMIN_URL")?,
-        replica_admin: env("SWITCHBOARD_REPLICA_ADMIN_URL")?,
-        out: env("BENCH_OUT")?.into(),
-    };
+    let env = Env::from_vars()?;
+    if plan.soak_secs > 0 {
+        let out = env.out.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let (soak, machine) = rt.block_on(soak_only(&env, &plan))?;
+        std::fs::create_dir_all(&out)?;
+        let md = soak::markdown(&soak, &machine);
+        std::fs::write(out.join("soak.md"), &md)?;
+        std::fs::write(out.join("soak.json"), serde_json::to_string_pretty(&soak)?)?;
+        println!("{md}");
+        eprintln!("report: {}", out.join("soak.md").display());
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -217,7 +217,15 @@ fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
     };
     let lock = bind(LOCK_CONVERSATIONS, &params[1..3])?;
     let append = bind(APPEND_BATCH.as_str(), &params)?;
-    let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    // One line per statement for pgbench: SQL comments (`--` to the end of a line) go first,
+    // or they would swallow the rest of the statement.
+    let flat = |s: &str| {
+        s.lines()
+            .map(|l| l.split("--").next().unwrap_or(""))
+            .flat_map(str::split_whitespace)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     Ok(format!(
         "\\set lo random(1, {})
 \\startpipeline

@@ -78,7 +78,8 @@ pub enum Event {
     /// People left or were removed (you too: then it is your last event of it).
     #[serde(rename = "participant.removed")]
     ParticipantRemoved(UserIds),
-    /// A rename or role change.
+    /// A rename or role change, a block or unblock of a direct conversation, a new group
+    /// picture: the conversation now (participants without presence).
     #[serde(rename = "conversation.updated")]
     ConversationUpdated(ConversationChanged),
     /// Your session ended (sign-out, refresh token reuse, revocation, password change,
@@ -218,7 +219,8 @@ pub struct ServerFrame {
     /// `session.revoked`, and errors about no conversation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<Uuid>,
-    /// The message's `seq` (`message.*`, membership events), or the read marker (`read`).
+    /// The message's `seq` (`message.*`, `reaction.*`, membership events), the thread root's
+    /// (`thread.updated`), or the marker (`read`, `delivered`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<i64>,
     /// The conversation revision of a stored change (`message.*`, `resumed`).
