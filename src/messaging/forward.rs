@@ -16,7 +16,7 @@ use super::{
     append::{append_for, NewMessage},
     caller::Caller,
     domain::MessageKind,
-    messages::{answer, check_send_rate, validate_client_id},
+    messages::{answer, by_client_id, check_send_rate, validate_client_id},
     model::{ForwardedFrom, Message},
     protocol::MessageEvent,
     publish::publish_message_to,
@@ -70,10 +70,17 @@ pub async fn forward(
         ));
     }
     let target = body.conversation_id;
-    current_scope(&conn, target, caller.user_id)
-        .await?
-        .writable()?;
-    if let Some(existing) = earlier_copy(&conn, target, caller.user_id, &body.client_id).await? {
+    let scope = current_scope(&conn, target, caller.user_id).await?;
+    scope.writable()?;
+    let earlier = by_client_id(
+        &conn,
+        target,
+        caller.user_id,
+        body.client_id.as_deref(),
+        scope.visible_from_seq,
+    )
+    .await?;
+    if let Some(existing) = earlier {
         return answer(&state, &conn, &existing, StatusCode::OK).await;
     }
     check_send_rate(&state, &conn, caller.user_id).await?;
@@ -110,29 +117,6 @@ pub async fn forward(
     tx.commit().await?;
     publish_message_to(&state, MessageEvent::Created, &copy, audience);
     answer(&state, &conn, &copy, StatusCode::CREATED).await
-}
-
-/// The copy a retry with `client_id` made before, if any.
-async fn earlier_copy(
-    db: &impl Traced,
-    conversation_id: Uuid,
-    sender: Uuid,
-    client_id: &Option<String>,
-) -> Result<Option<Message>, ApiError> {
-    let Some(client_id) = client_id else {
-        return Ok(None);
-    };
-    let row = db
-        .query_opt_t(
-            "SELECT id FROM messaging.messages
-             WHERE conversation_id = $1 AND sender_id = $2 AND client_id = $3",
-            &[&conversation_id, &sender, client_id],
-        )
-        .await?;
-    match row {
-        Some(r) => Ok(super::model::load_message_for(db, r.get(0), sender).await?),
-        None => Ok(None),
-    }
 }
 
 /// Where the copy says it came from: the original's (a forward of a forward keeps the first

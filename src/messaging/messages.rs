@@ -168,7 +168,11 @@ pub async fn send(
     }
 }
 
-async fn by_client_id(
+/// The message `sender` already appended to `conversation_id` with `client_id` (a retry), as
+/// a reader whose range starts at `visible_from` sees it; `None` without a `client_id`.
+///
+/// Errors: the query fails.
+pub(super) async fn by_client_id(
     conn: &Conn,
     conversation_id: Uuid,
     sender: Uuid,

@@ -153,8 +153,7 @@ pub async fn thread(
                 let replies = rows
                     .iter()
                     .take(limit as usize)
-                    .map(|r| Message::from_row(r).seen_from(scope.visible_from_seq))
-                    .map(|m| if scope.current() { m } else { m.seen_as_former() })
+                    .map(|r| scope.show(Message::from_row(r)))
                     .collect();
                 Ok(ThreadPage {
                     root,

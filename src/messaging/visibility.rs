@@ -45,6 +45,18 @@ impl Scope {
         Ok(())
     }
 
+    /// `message` as this reader sees it: no quote of a parent before their range
+    /// ([`Message::seen_from`]) and, once they have left, nothing others did with it since
+    /// ([`Message::seen_as_former`]).
+    pub fn show(&self, message: Message) -> Message {
+        let message = message.seen_from(self.visible_from_seq);
+        if self.current() {
+            message
+        } else {
+            message.seen_as_former()
+        }
+    }
+
     /// `seq` lies within the visible range.
     pub fn sees(&self, seq: i64) -> bool {
         seq >= self.visible_from_seq && self.visible_to_seq.is_none_or(|to| seq <= to)
@@ -147,15 +159,7 @@ pub async fn visible_message(
         .await?
         .ok_or_else(message_not_found)?;
     match scope(db, message.conversation_id, user_id).await? {
-        Some(s) if s.sees(message.seq) => {
-            let message = message.seen_from(s.visible_from_seq);
-            let message = if s.current() {
-                message
-            } else {
-                message.seen_as_former()
-            };
-            Ok((message, s))
-        }
+        Some(s) if s.sees(message.seq) => Ok((s.show(message), s)),
         _ => Err(message_not_found()),
     }
 }

@@ -158,12 +158,7 @@ impl Socket {
             return Ok((self.send(reload_frame(conversation_id, max)).await, read));
         }
         for row in &rows {
-            let message = Message::from_row(row);
-            let message = if scope.current() {
-                message
-            } else {
-                message.seen_as_former()
-            };
+            let message = scope.show(Message::from_row(row));
             let created_rev: i64 = row.get("created_rev");
             let kind = if created_rev > after_rev {
                 MessageEvent::Created
