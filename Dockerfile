@@ -1,6 +1,6 @@
 # Switchboard: one image, every binary; the command picks the part.
 #   auth | messaging | migrate | healthcheck URL
-# Build:  docker build -t switchboard .
+# Build:  docker build -t switchboard --build-arg SWITCHBOARD_REVISION=$(git rev-parse HEAD) .
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
@@ -10,6 +10,9 @@ RUN apt-get update \
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
+# The source revision, for the switchboard_build_info metric ("unknown" when not given).
+ARG SWITCHBOARD_REVISION=unknown
+ENV SWITCHBOARD_REVISION=${SWITCHBOARD_REVISION}
 RUN cargo build --release --locked --bins \
  && mkdir /out \
  && cp target/release/auth target/release/messaging target/release/migrate \
@@ -25,9 +28,13 @@ COPY web/index.html /src/web/index.html
 COPY web/sw.js /src/web/sw.js
 COPY web/assets /src/web/assets
 COPY scripts/build-web.sh /src/scripts/build-web.sh
+# The edge's trace context (switchboard.conf.template imports it with njs, which the image
+# ships as a module: loaded here, in the main context).
+COPY nginx/edge_trace.js /etc/nginx/njs/edge_trace.js
 # default.conf also listens on 8080 and would take requests first: only ours is served.
 RUN bash /src/scripts/build-web.sh /usr/share/switchboard/web \
- && rm -rf /src /etc/nginx/conf.d/default.conf
+ && rm -rf /src /etc/nginx/conf.d/default.conf \
+ && sed -i '1i load_module modules/ngx_http_js_module.so;' /etc/nginx/nginx.conf
 USER 101
 ENV WEB_ROOT=/usr/share/switchboard/web
 

@@ -23,6 +23,11 @@ export NGINX_TLS_PORT="${NGINX_TLS_PORT-8443}"
 # Proxies whose X-Forwarded-For NGINX believes, space-separated addresses or CIDR ranges
 # (empty: none; the peer is the client).
 export NGINX_TRUSTED_PROXIES="${NGINX_TRUSTED_PROXIES:-}"
+# Clients whose W3C traceparent the edge continues (space-separated addresses or CIDR
+# ranges); anyone else's request starts a new trace, linked to what it sent.
+export NGINX_TRACE_CLIENTS="${NGINX_TRACE_CLIENTS-127.0.0.1 ::1}"
+# The share of new traces the edge samples (0–1); the services follow its decision.
+export NGINX_TRACE_RATIO="${NGINX_TRACE_RATIO:-1}"
 # Internal Prometheus endpoints (not behind NGINX): auth, then one per messaging instance.
 export AUTH_METRICS_PORT="${AUTH_METRICS_PORT:-9181}"
 export MESSAGING_METRICS_PORT="${MESSAGING_METRICS_PORT:-9182}"
@@ -38,6 +43,8 @@ log() { printf '[switchboard] %s\n' "$*" >&2; }
 ensure_packages() {
   local missing=()
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  # njs: the edge's trace context and span (nginx/edge_trace.js).
+  [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || missing+=(libnginx-mod-http-js)
   command -v envsubst >/dev/null 2>&1 || missing+=(gettext-base)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   # The build links OpenSSL (webauthn-rs, for passkeys).
@@ -286,7 +293,14 @@ start_nginx() {
   for proxy in $NGINX_TRUSTED_PROXIES; do
     NGINX_REAL_IP_FROM="${NGINX_REAL_IP_FROM}set_real_ip_from ${proxy}; "
   done
-  local vars='${NGINX_PORT} ${AUTH_SERVERS} ${MESSAGING_SERVERS} ${NGINX_RUNTIME} ${NGINX_ACCESS_LOG} ${NGINX_USER} ${WEB_ROOT} ${NGINX_WORKERS} ${NGINX_WORKER_CONNECTIONS} ${NGINX_TLS} ${NGINX_REAL_IP_FROM} ${NGINX_HSTS}'
+  # The edge span of each sampled request (nginx/edge_trace.js) goes to this file, one
+  # OTLP/JSON ExportTraceServiceRequest per line (the OpenTelemetry file exporter format).
+  export NGINX_EDGE_SCRIPT="$REPO/nginx/edge_trace.js" NGINX_EDGE_SPANS=on
+  export NGINX_EDGE_SPAN_LOG="$LOG_DIR/edge-spans.jsonl" NGINX_TRACE_TRUSTED=""
+  for proxy in $NGINX_TRACE_CLIENTS; do
+    NGINX_TRACE_TRUSTED="${NGINX_TRACE_TRUSTED}${proxy} 1; "
+  done
+  local vars='${NGINX_PORT} ${AUTH_SERVERS} ${MESSAGING_SERVERS} ${NGINX_RUNTIME} ${NGINX_ACCESS_LOG} ${NGINX_USER} ${WEB_ROOT} ${NGINX_WORKERS} ${NGINX_WORKER_CONNECTIONS} ${NGINX_TLS} ${NGINX_REAL_IP_FROM} ${NGINX_HSTS} ${NGINX_EDGE_SCRIPT} ${NGINX_EDGE_SPANS} ${NGINX_EDGE_SPAN_LOG} ${NGINX_TRACE_TRUSTED} ${NGINX_TRACE_RATIO}'
   envsubst "$vars" <"$REPO/nginx/switchboard.conf.template" >"$runtime/switchboard.conf"
   envsubst "$vars" <"$REPO/nginx/nginx.local.conf.template" >"$runtime/nginx.conf"
   local nginx_bin

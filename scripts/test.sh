@@ -19,6 +19,9 @@ export NGINX_HSTS="max-age=63072000; includeSubDomains"
 # The loopback address stands in for a trusted load balancer; tests/api/edge.rs connects
 # from 127.0.0.2 as an untrusted client.
 export NGINX_TRUSTED_PROXIES=127.0.0.1
+# Test clients name themselves with loopback addresses (X-Forwarded-For): the edge continues
+# their traces; tests/api/telemetry.rs's untrusted client comes from 198.51.100.7.
+export NGINX_TRACE_CLIENTS="127.0.0.0/8 ::1"
 export AUTH_PORT="${TEST_AUTH_PORT:-18081}"
 export MESSAGING_PORT="${TEST_MESSAGING_PORT:-18082}"
 export MESSAGING_INSTANCES=2

@@ -381,6 +381,11 @@ def nginx_test(template_text, workdir, name):
         "NGINX_TLS": "",
         "NGINX_HSTS": "max-age=63072000; includeSubDomains",
         "NGINX_REAL_IP_FROM": "set_real_ip_from 10.0.0.0/8; set_real_ip_from 192.0.2.1;",
+        "NGINX_EDGE_SCRIPT": os.path.join(REPO, "nginx", "edge_trace.js"),
+        "NGINX_EDGE_SPANS": "on",
+        "NGINX_EDGE_SPAN_LOG": os.path.join(conf_dir, "edge-spans.jsonl"),
+        "NGINX_TRACE_TRUSTED": "10.0.0.0/8 1; 192.0.2.1 1;",
+        "NGINX_TRACE_RATIO": "0.1",
     }
     def render(text):
         return re.sub(r"\$\{([A-Z_]+)\}", lambda m: values.get(m.group(1), m.group(0)), text)

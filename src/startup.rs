@@ -125,9 +125,10 @@ impl App {
         let tasks = Tasks::new();
         let pool = db::Primary::new(db::pool(&cfg.database_url, &cfg.pool, "switchboard-auth")?);
         let scraped = pool.pool().clone();
-        let metrics_addr = crate::platform::metrics::serve(&cfg.metrics_bind, &tasks, move || {
-            crate::platform::metrics::record_pool("primary", scraped.status());
-        })?;
+        let metrics_addr =
+            crate::platform::metrics::serve("auth", &cfg.metrics_bind, &tasks, move || {
+                crate::platform::metrics::record_pool("primary", scraped.status());
+            })?;
         let outbox = crate::platform::mail::Outbox::new("auth.mail_outbox", &cfg.mail)?;
         crate::platform::mail::spawn(&outbox, pool.clone(), &cfg.mail, &tasks)?;
         crate::auth::audit::spawn_anchor(pool.clone(), &tasks);
@@ -199,12 +200,13 @@ impl App {
         );
         routing.spawn_monitor(&tasks);
         let scraped = routing.clone();
-        let metrics_addr = crate::platform::metrics::serve(&cfg.metrics_bind, &tasks, move || {
-            crate::platform::metrics::record_pool("primary", scraped.primary_pool().status());
-            for r in scraped.replicas() {
-                crate::platform::metrics::record_pool(&r.name, r.pool.status());
-            }
-        })?;
+        let metrics_addr =
+            crate::platform::metrics::serve("messaging", &cfg.metrics_bind, &tasks, move || {
+                crate::platform::metrics::record_pool("primary", scraped.primary_pool().status());
+                for r in scraped.replicas() {
+                    crate::platform::metrics::record_pool(&r.name, r.pool.status());
+                }
+            })?;
         let verifier = Verifier::remote(cfg.jwks_url.clone(), &cfg.tokens, cfg.jwks_min_refresh)?;
         if let Err(e) = verifier.refresh().await {
             tracing::warn!(error = %e, "JWKS not available yet; will fetch on first token");

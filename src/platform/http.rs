@@ -49,10 +49,16 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
 }
 
 /// Middleware: one server span per request, continuing the caller's W3C trace
-/// (`traceparent`, as NGINX passes it on) with NGINX's `X-Request-ID`; the trace id goes into
-/// every problem answer and log line of the request. Records the route template, status and
-/// user on the span and the duration in `http_request_duration_seconds`, logs one line when
-/// the response is ready, and gives error answers that have no body a problem+json body.
+/// (`traceparent`, as NGINX's edge span passes it on) with NGINX's `X-Request-ID`; the trace id
+/// goes into every problem answer and log line of the request. The span follows the stable
+/// OpenTelemetry HTTP server semantic conventions (v1.23+): named `{method} {http.route}`,
+/// with `http.request.method`, `http.route` (the route template), `url.path`, `url.scheme`
+/// (NGINX's `X-Forwarded-Proto`), `server.address`, `client.address` (NGINX's `X-Real-IP`),
+/// `user_agent.original`, `network.protocol.version` and `http.response.status_code`, an
+/// error status for 5xx only; the project's facts under `switchboard.` (`request_id`,
+/// `db.pool`, `db.route_reason`) and `user.id`. Records the duration in
+/// `http_server_request_duration_seconds`, logs one line when the response is ready, and gives
+/// error answers that have no body a problem+json body.
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -60,29 +66,52 @@ pub async fn request_context(
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128)
-        .unwrap_or("")
-        .to_owned();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 256)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let request_id = header("x-request-id");
+    let matched = req.match_pattern();
+    let route = matched.clone().unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
+    let scheme = match header("x-forwarded-proto") {
+        s if s == "https" || s == "http" => s,
+        _ => req.connection_info().scheme().to_owned(),
+    };
+    let client = match header("x-real-ip") {
+        ip if !ip.is_empty() => ip,
+        _ => req
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+    };
     let span = tracing::info_span!(
         "http.request",
-        otel.name = %format!("{method} {route}"),
+        otel.name = %match &matched {
+            Some(r) => format!("{method} {r}"),
+            None => method.clone(),
+        },
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = %method,
-        http.route = %route,
+        http.route = matched.as_deref(),
         http.response.status_code = tracing::field::Empty,
+        url.path = %req.path(),
+        url.scheme = %scheme,
+        server.address = %req.connection_info().host().split(':').next().unwrap_or(""),
+        client.address = %client,
+        user_agent.original = %header("user-agent"),
+        network.protocol.version = %format!("{:?}", req.version()).trim_start_matches("HTTP/"),
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
-        request_id = %request_id,
+        switchboard.request_id = %request_id,
         user.id = tracing::field::Empty,
-        db.pool = tracing::field::Empty,
-        db.route_reason = tracing::field::Empty,
+        switchboard.db.pool = tracing::field::Empty,
+        switchboard.db.route_reason = tracing::field::Empty,
     );
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&HeaderExtractor(req.headers()))
@@ -120,7 +149,7 @@ pub async fn request_context(
     }
     if let Some(m) = crate::platform::metrics::metrics() {
         m.http_duration
-            .with_label_values(&[&route, &method, status.as_str()])
+            .with_label_values(&[&method, &route, status.as_str()])
             .observe(started.elapsed().as_secs_f64());
     }
     let res = res.map_into_boxed_body();

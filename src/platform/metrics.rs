@@ -2,8 +2,17 @@
 //! (`METRICS_BIND`) that NGINX does not route. One registry per process; handlers and tasks
 //! record into the families below, and gauges that describe state (pools, sockets, replicas)
 //! are refreshed when scraped.
+//!
+//! Names: metrics that OpenTelemetry's stable semantic conventions define keep their names
+//! and attributes as the OpenTelemetry-to-Prometheus translation writes them (dots become
+//! underscores, the unit a suffix: `http.server.request.duration` in seconds is
+//! `http_server_request_duration_seconds{http_request_method, http_route,
+//! http_response_status_code}`); the project's own carry the `switchboard_` prefix; the
+//! standard `process_*` family (CPU, memory, file descriptors, start time) comes from the
+//! `prometheus` crate's process collector; `switchboard_build_info` is 1 with the build's facts
+//! as labels (the Prometheus naming practices' "info" metric).
 
-use std::sync::OnceLock;
+use std::{sync::OnceLock, time::Duration};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -13,111 +22,169 @@ use prometheus::{
 /// Every metric family of the service.
 pub struct Metrics {
     registry: Registry,
-    /// `http_request_duration_seconds{route, method, status}`.
+    /// `http_server_request_duration_seconds{http_request_method, http_route,
+    /// http_response_status_code}` (semantic conventions: `http.server.request.duration`).
     pub http_duration: HistogramVec,
-    /// `db_query_duration_seconds{pool, operation}`.
-    pub db_query_duration: HistogramVec,
-    /// `db_pool_connections{pool, state="size"|"available"|"waiting"}`.
-    pub db_pool: IntGaugeVec,
-    /// `db_read_routing_total{pool, reason}`: every routed read.
+    /// `db_client_operation_duration_seconds{db_system_name, db_operation_name,
+    /// switchboard_db_pool}` (semantic conventions: `db.client.operation.duration`).
+    pub db_operation_duration: HistogramVec,
+    /// `db_client_connection_count{db_client_connection_pool_name,
+    /// db_client_connection_state="idle"|"used"}` (semantic conventions).
+    pub db_connections: IntGaugeVec,
+    /// `db_client_connection_max{db_client_connection_pool_name}`: the pool's size limit.
+    pub db_connections_max: IntGaugeVec,
+    /// `db_client_connection_pending_requests{db_client_connection_pool_name}`: callers
+    /// waiting for a connection.
+    pub db_pending_requests: IntGaugeVec,
+    /// `switchboard_db_read_routing_total{pool, reason}`: every routed read.
     pub routing: IntCounterVec,
-    /// `replica_lag_bytes{replica}` and `replica_lag_seconds{replica}`.
+    /// `switchboard_replica_lag_bytes{replica}` and `switchboard_replica_lag_seconds{replica}`.
     pub replica_lag_bytes: GaugeVec,
+    /// See [`Self::replica_lag_bytes`].
     pub replica_lag_seconds: GaugeVec,
-    /// `replica_healthy{replica}`: 1 when used for reads.
+    /// `switchboard_replica_healthy{replica}`: 1 when used for reads.
     pub replica_healthy: IntGaugeVec,
-    /// `websocket_connections`: sockets open on this instance.
+    /// `switchboard_websocket_connections`: sockets open on this instance.
     pub sockets: IntGauge,
-    /// `fanout_delay_seconds`: from the commit of a change to its write on a socket.
+    /// `switchboard_fanout_delay_seconds`: from the commit of a change to its write on a socket.
     pub fanout_delay: Histogram,
-    /// `notify_queue_usage`: `pg_notification_queue_usage()` of the primary, 0–1.
+    /// `switchboard_notify_queue_usage_ratio`: `pg_notification_queue_usage()` of the
+    /// primary, 0–1.
     pub notify_queue_usage: Gauge,
-    /// `send_batch_size`: sends appended per group commit.
+    /// `switchboard_send_batch_size`: sends appended per group commit.
     pub send_batch_size: Histogram,
-    /// `send_queue_refused_total`: sends refused (503) by admission control (the queue full
-    /// or its queueing delay past `SEND_QUEUE_MAX_WAIT_MS`).
+    /// `switchboard_send_queue_refused_total`: sends refused (503) by admission control (the
+    /// queue full or its queueing delay past `SEND_QUEUE_MAX_WAIT_MS`).
     pub send_queue_refused: IntCounter,
 }
 
 fn build() -> prometheus::Result<Metrics> {
     let registry = Registry::new();
+    // The semantic conventions' advice for duration histograms (seconds).
     let buckets = vec![
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+        10.0,
     ];
+    let pool_label = ["db_client_connection_pool_name"];
     let m = Metrics {
         http_duration: HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request duration")
-                .buckets(buckets.clone()),
-            &["route", "method", "status"],
+            HistogramOpts::new(
+                "http_server_request_duration_seconds",
+                "Duration of HTTP server requests",
+            )
+            .buckets(buckets.clone()),
+            &[
+                "http_request_method",
+                "http_route",
+                "http_response_status_code",
+            ],
         )?,
-        db_query_duration: HistogramVec::new(
-            HistogramOpts::new("db_query_duration_seconds", "Database query duration")
-                .buckets(buckets.clone()),
-            &["pool", "operation"],
+        db_operation_duration: HistogramVec::new(
+            HistogramOpts::new(
+                "db_client_operation_duration_seconds",
+                "Duration of database client operations",
+            )
+            .buckets(buckets.clone()),
+            &["db_system_name", "db_operation_name", "switchboard_db_pool"],
         )?,
-        db_pool: IntGaugeVec::new(
+        db_connections: IntGaugeVec::new(
             Opts::new(
-                "db_pool_connections",
-                "Connection pool size, idle and waiting",
+                "db_client_connection_count",
+                "Connections of a pool by state: idle or used",
             ),
-            &["pool", "state"],
+            &[
+                "db_client_connection_pool_name",
+                "db_client_connection_state",
+            ],
+        )?,
+        db_connections_max: IntGaugeVec::new(
+            Opts::new(
+                "db_client_connection_max",
+                "The most connections a pool may open",
+            ),
+            &pool_label,
+        )?,
+        db_pending_requests: IntGaugeVec::new(
+            Opts::new(
+                "db_client_connection_pending_requests",
+                "Callers waiting for a connection of a pool",
+            ),
+            &pool_label,
         )?,
         routing: IntCounterVec::new(
             Opts::new(
-                "db_read_routing_total",
+                "switchboard_db_read_routing_total",
                 "Reads by the pool that served them and why",
             ),
             &["pool", "reason"],
         )?,
         replica_lag_bytes: GaugeVec::new(
-            Opts::new("replica_lag_bytes", "WAL bytes a replica has yet to replay"),
+            Opts::new(
+                "switchboard_replica_lag_bytes",
+                "WAL bytes a replica has yet to replay",
+            ),
             &["replica"],
         )?,
         replica_lag_seconds: GaugeVec::new(
-            Opts::new("replica_lag_seconds", "Replay delay of a replica"),
+            Opts::new(
+                "switchboard_replica_lag_seconds",
+                "Replay delay of a replica",
+            ),
             &["replica"],
         )?,
         replica_healthy: IntGaugeVec::new(
-            Opts::new("replica_healthy", "1 when the replica is used for reads"),
+            Opts::new(
+                "switchboard_replica_healthy",
+                "1 when the replica is used for reads",
+            ),
             &["replica"],
         )?,
-        sockets: IntGauge::new("websocket_connections", "WebSockets open on this instance")?,
+        sockets: IntGauge::new(
+            "switchboard_websocket_connections",
+            "WebSockets open on this instance",
+        )?,
         fanout_delay: Histogram::with_opts(
             HistogramOpts::new(
-                "fanout_delay_seconds",
+                "switchboard_fanout_delay_seconds",
                 "From a change's commit to its write on a socket",
             )
             .buckets(buckets),
         )?,
         notify_queue_usage: Gauge::new(
-            "notify_queue_usage",
+            "switchboard_notify_queue_usage_ratio",
             "Fraction of the primary's NOTIFY queue in use",
         )?,
         send_batch_size: Histogram::with_opts(
-            HistogramOpts::new("send_batch_size", "Sends appended per group commit")
-                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            HistogramOpts::new(
+                "switchboard_send_batch_size",
+                "Sends appended per group commit",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         )?,
         send_queue_refused: IntCounter::new(
-            "send_queue_refused_total",
+            "switchboard_send_queue_refused_total",
             "Sends refused by admission control: send queue full or its delay too long",
         )?,
         registry,
     };
-    m.registry.register(Box::new(m.http_duration.clone()))?;
-    m.registry.register(Box::new(m.db_query_duration.clone()))?;
-    m.registry.register(Box::new(m.db_pool.clone()))?;
-    m.registry.register(Box::new(m.routing.clone()))?;
-    m.registry.register(Box::new(m.replica_lag_bytes.clone()))?;
-    m.registry
-        .register(Box::new(m.replica_lag_seconds.clone()))?;
-    m.registry.register(Box::new(m.replica_healthy.clone()))?;
-    m.registry.register(Box::new(m.sockets.clone()))?;
-    m.registry.register(Box::new(m.fanout_delay.clone()))?;
-    m.registry
-        .register(Box::new(m.notify_queue_usage.clone()))?;
-    m.registry.register(Box::new(m.send_batch_size.clone()))?;
-    m.registry
-        .register(Box::new(m.send_queue_refused.clone()))?;
+    let r = &m.registry;
+    r.register(Box::new(m.http_duration.clone()))?;
+    r.register(Box::new(m.db_operation_duration.clone()))?;
+    r.register(Box::new(m.db_connections.clone()))?;
+    r.register(Box::new(m.db_connections_max.clone()))?;
+    r.register(Box::new(m.db_pending_requests.clone()))?;
+    r.register(Box::new(m.routing.clone()))?;
+    r.register(Box::new(m.replica_lag_bytes.clone()))?;
+    r.register(Box::new(m.replica_lag_seconds.clone()))?;
+    r.register(Box::new(m.replica_healthy.clone()))?;
+    r.register(Box::new(m.sockets.clone()))?;
+    r.register(Box::new(m.fanout_delay.clone()))?;
+    r.register(Box::new(m.notify_queue_usage.clone()))?;
+    r.register(Box::new(m.send_batch_size.clone()))?;
+    r.register(Box::new(m.send_queue_refused.clone()))?;
+    r.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     Ok(m)
 }
 
@@ -135,17 +202,59 @@ pub fn metrics() -> Option<&'static Metrics> {
         .as_ref()
 }
 
-/// Records a deadpool pool's status under `pool`.
+/// Registers `switchboard_build_info{service, version, revision}` = 1: the package version,
+/// and the source revision when the build was given one (`SWITCHBOARD_REVISION` at compile
+/// time, as the container build does), else `unknown`.
+fn register_build_info(service: &str) {
+    let Some(m) = metrics() else { return };
+    let info = IntGauge::with_opts(
+        Opts::new(
+            "switchboard_build_info",
+            "Always 1; the build's version and revision as labels",
+        )
+        .const_label("service", service)
+        .const_label("version", env!("CARGO_PKG_VERSION"))
+        .const_label(
+            "revision",
+            option_env!("SWITCHBOARD_REVISION").unwrap_or("unknown"),
+        ),
+    );
+    match info {
+        Ok(info) => {
+            info.set(1);
+            if let Err(e) = m.registry.register(Box::new(info)) {
+                tracing::warn!(error = %e, "build_info not registered");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "build_info not built"),
+    }
+}
+
+/// Records one database operation's duration (`pool`: the [`crate::platform::db::Route`]'s).
+pub fn observe_db_operation(pool: &str, operation: &str, took: Duration) {
+    if let Some(m) = metrics() {
+        m.db_operation_duration
+            .with_label_values(&["postgresql", operation, pool])
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// Records a deadpool pool's status under `pool`: used and idle connections, the limit, and
+/// the callers waiting.
 pub fn record_pool(pool: &str, status: deadpool_postgres::Status) {
     if let Some(m) = metrics() {
-        m.db_pool
-            .with_label_values(&[pool, "size"])
-            .set(status.size as i64);
-        m.db_pool
-            .with_label_values(&[pool, "available"])
-            .set(status.available as i64);
-        m.db_pool
-            .with_label_values(&[pool, "waiting"])
+        let idle = status.available as i64;
+        m.db_connections
+            .with_label_values(&[pool, "idle"])
+            .set(idle);
+        m.db_connections
+            .with_label_values(&[pool, "used"])
+            .set((status.size as i64 - idle).max(0));
+        m.db_connections_max
+            .with_label_values(&[pool])
+            .set(status.max_size as i64);
+        m.db_pending_requests
+            .with_label_values(&[pool])
             .set(status.waiting as i64);
     }
 }
@@ -162,16 +271,18 @@ pub fn render() -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Starts the internal metrics server on `bind`: `GET /metrics`. `refresh` updates state
-/// gauges just before each scrape.
+/// Starts the internal metrics server of `service` (`auth`, `messaging`) on `bind`:
+/// `GET /metrics`. `refresh` updates state gauges just before each scrape.
 ///
 /// Errors: the address cannot be bound.
 pub fn serve(
+    service: &str,
     bind: &str,
     tasks: &crate::platform::tasks::Tasks,
     refresh: impl Fn() + Clone + Send + 'static,
 ) -> anyhow::Result<std::net::SocketAddr> {
     use actix_web::{web, App, HttpResponse, HttpServer};
+    register_build_info(service);
     let server = HttpServer::new(move || {
         let refresh = refresh.clone();
         App::new().route(

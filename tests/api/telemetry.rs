@@ -180,6 +180,48 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// NGINX's edge spans (nginx/edge_trace.js): the OpenTelemetry file exporter's format, one
+/// OTLP/JSON `ExportTraceServiceRequest` per line, in the stack's log folder.
+fn edge_spans() -> Vec<serde_json::Value> {
+    let path = format!(
+        "{}/logs/edge-spans.jsonl",
+        std::env::var("SWITCHBOARD_DATA").expect("set by scripts/test.sh")
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut spans = Vec::new();
+    for line in text.lines() {
+        let doc: serde_json::Value = serde_json::from_str(line).expect("each line is OTLP/JSON");
+        for rs in doc["resourceSpans"].as_array().into_iter().flatten() {
+            let service = rs["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["key"] == "service.name")
+                .map(|a| a["value"]["stringValue"].clone())
+                .unwrap_or_default();
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for span in ss["spans"].as_array().into_iter().flatten() {
+                    let mut span = span.clone();
+                    span["service"] = service.clone();
+                    spans.push(span);
+                }
+            }
+        }
+    }
+    spans
+}
+
+fn edge_attr(span: &serde_json::Value, key: &str) -> Option<String> {
+    let value = &span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)?["value"];
+    value["stringValue"]
+        .as_str()
+        .or(value["intValue"].as_str())
+        .map(str::to_owned)
+}
+
 #[tokio::test]
 async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold_no_secret() {
     let spans = receiver().await;
@@ -202,7 +244,8 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
     assert_eq!(s, StatusCode::CREATED, "{sent}");
     next_event(&mut b_ws, "message.created", Duration::from_secs(10)).await;
 
-    // The server span continues the given trace; the send's wait for group commit is its
+    // NGINX's edge span continues the given trace (the test client is a trusted one); the
+    // service's server span is its child. The send's wait for group commit is its
     // child; the batch that appended it (its own trace, holding the DB spans, which name the
     // pool) links to that wait, and the fan-out span (its own trace) to the request.
     let (server, dbs, fanout) = eventually(Duration::from_secs(15), || async {
@@ -241,35 +284,92 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
         (!dbs.is_empty()).then_some((server, dbs, fanout))
     })
     .await;
+    let edge = eventually(Duration::from_secs(10), || async {
+        edge_spans()
+            .into_iter()
+            .find(|e| e["traceId"] == trace.as_str() && e["name"] == "POST /api/")
+    })
+    .await;
+    assert_eq!(edge["service"], "switchboard-nginx");
+    assert_eq!(edge["kind"], 2, "a server span");
+    assert_eq!(
+        edge["parentSpanId"], parent,
+        "the edge continues the caller's span"
+    );
     assert_eq!(
         hex(&server.parent_span_id),
-        parent,
-        "continues the caller's span"
+        edge["spanId"].as_str().expect("span id"),
+        "the service span's parent is the edge's"
+    );
+    assert_eq!(
+        edge_attr(&edge, "http.response.status_code").as_deref(),
+        Some("201")
+    );
+    assert_eq!(
+        edge_attr(&edge, "http.request.method").as_deref(),
+        Some("POST")
+    );
+    assert_eq!(
+        edge_attr(&edge, "url.path"),
+        Some(format!("/api/conversations/{conv}/messages"))
+    );
+    assert_eq!(
+        edge_attr(&edge, "switchboard.nginx.location").as_deref(),
+        Some("/api/")
+    );
+    let request_id = edge_attr(&edge, "switchboard.request_id").expect("request id");
+    assert_eq!(request_id.len(), 32);
+    assert_eq!(
+        server.attr("switchboard.request_id"),
+        Some(request_id),
+        "one request id at the edge and in the service"
     );
     assert_eq!(server.name, "POST /api/conversations/{id}/messages");
+    // Stable HTTP server semantic conventions.
+    assert_eq!(server.attr("http.request.method").as_deref(), Some("POST"));
+    assert_eq!(
+        server.attr("http.route").as_deref(),
+        Some("/api/conversations/{id}/messages")
+    );
+    assert_eq!(
+        server.attr("url.path"),
+        Some(format!("/api/conversations/{conv}/messages"))
+    );
+    assert_eq!(server.attr("url.scheme").as_deref(), Some("http"));
+    assert!(server.attr("client.address").is_some_and(|a| !a.is_empty()));
     assert_eq!(
         server.attr("http.response.status_code").as_deref(),
         Some("201")
     );
     assert_eq!(server.attr("user.id").as_deref(), Some(a.id.as_str()));
     for db in &dbs {
+        // Stable database client semantic conventions; the routing facts in our namespace.
         assert_eq!(
-            db.attr("db.system").as_deref(),
+            db.attr("db.system.name").as_deref(),
             Some("postgresql"),
             "{db:?}"
         );
+        let namespace = db.attr("db.namespace").expect("db.namespace");
+        assert!(!namespace.is_empty());
+        let operation = db.attr("db.operation.name").expect("db.operation.name");
+        assert_eq!(db.name, format!("{operation} {namespace}"));
+        assert!(db.attr("server.address").is_some_and(|a| !a.is_empty()));
+        assert!(db.attr("server.port").is_some_and(|p| p != "0"));
         assert_eq!(
-            db.attr("db.pool").as_deref(),
+            db.attr("switchboard.db.pool").as_deref(),
             Some("primary"),
             "writes use the primary"
         );
+        for old in ["db.system", "db.statement", "db.operation", "db.pool"] {
+            assert!(db.attr(old).is_none(), "{old} is not a current name");
+        }
         assert!(
-            db.attr("db.statement")
+            db.attr("db.query.text")
                 .is_some_and(|s| !s.contains("traced")),
             "no values in spans"
         );
     }
-    let statements: Vec<String> = dbs.iter().filter_map(|d| d.attr("db.statement")).collect();
+    let statements: Vec<String> = dbs.iter().filter_map(|d| d.attr("db.query.text")).collect();
     assert!(
         statements.iter().any(|s| s.contains("FOR UPDATE"))
             && statements.iter().any(|s| s.starts_with("WITH input AS")),
@@ -290,6 +390,52 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
     // A replica read names the replica pool.
     let (s, _) = a.get(&format!("/api/conversations/{conv}/messages")).await;
     assert_eq!(s, StatusCode::OK);
+
+    // A client the edge does not trust (198.51.100.7, named by the trusted proxy at
+    // 127.0.0.1, is not in NGINX_TRACE_CLIENTS) cannot join a trace of its choosing: the edge
+    // starts a new one and links what it sent.
+    let forged = format!("{:032x}", rand::random::<u128>());
+    let forged_parent = format!("{:016x}", rand::random::<u64>() | 1);
+    let s = http_from(std::net::Ipv4Addr::LOCALHOST.into())
+        .get(format!("{}/api/conversations", base()))
+        .bearer_auth(&a.access)
+        .header("traceparent", format!("00-{forged}-{forged_parent}-01"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_eq!(s, StatusCode::OK);
+    let restarted = eventually(Duration::from_secs(10), || async {
+        edge_spans().into_iter().find(|e| {
+            e["links"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|l| l["traceId"] == forged.as_str()))
+        })
+    })
+    .await;
+    assert_ne!(restarted["traceId"], forged.as_str());
+    assert!(restarted.get("parentSpanId").is_none(), "a new trace");
+    assert_eq!(
+        restarted["links"][0]["spanId"], forged_parent,
+        "the client's context is kept as a link"
+    );
+    let new_trace = restarted["traceId"].as_str().expect("trace id").to_owned();
+    eventually(Duration::from_secs(15), || async {
+        let all = spans.lock().expect("spans").clone();
+        assert!(
+            all.iter().all(|(_, s)| hex(&s.trace_id) != forged),
+            "no service span joins the forged trace"
+        );
+        all.iter()
+            .any(|(_, s)| {
+                hex(&s.trace_id) == new_trace
+                    && s.kind == otlp::SPAN_KIND_SERVER
+                    && hex(&s.parent_span_id) == restarted["spanId"].as_str().unwrap_or("")
+            })
+            .then_some(())
+    })
+    .await;
 
     logs_hold_no_secret(&a).await;
     metrics_after_traffic().await;
@@ -371,18 +517,33 @@ async fn metrics_after_traffic() {
     assert!(
         sample(
             &auth,
-            "http_request_duration_seconds_count",
-            &["route=\"/auth/register\""]
+            "http_server_request_duration_seconds_count",
+            &["http_route=\"/auth/register\""]
         )
         .is_some_and(|n| n >= 1.0),
         "{auth}"
     );
     assert!(sample(
         &auth,
-        "db_pool_connections",
-        &["pool=\"primary\"", "state=\"size\""]
+        "db_client_connection_max",
+        &["db_client_connection_pool_name=\"primary\""]
     )
     .is_some_and(|n| n >= 1.0));
+    for (family, least) in [
+        ("switchboard_build_info{", 1.0),
+        ("process_cpu_seconds_total", 0.0),
+        ("process_resident_memory_bytes", 1.0),
+        ("process_open_fds", 1.0),
+    ] {
+        assert!(
+            sample(&auth, family, &[]).is_some_and(|v| v >= least),
+            "{family} in {auth}"
+        );
+    }
+    assert!(
+        auth.contains("service=\"auth\""),
+        "build_info names the service"
+    );
     let mut all = String::new();
     for n in 0..instances().len() as u16 {
         let text = http()
@@ -400,33 +561,46 @@ async fn metrics_after_traffic() {
     }
     for (family, labels) in [
         (
-            "http_request_duration_seconds_count",
+            "http_server_request_duration_seconds_count",
             vec![
-                "route=\"/api/conversations/{id}/messages\"",
-                "status=\"201\"",
+                "http_request_method=\"POST\"",
+                "http_route=\"/api/conversations/{id}/messages\"",
+                "http_response_status_code=\"201\"",
             ],
         ),
-        ("db_query_duration_seconds_count", vec!["pool=\"primary\""]),
-        ("db_read_routing_total", vec!["reason=\"default\""]),
         (
-            "db_pool_connections",
-            vec!["pool=\"replica-1\"", "state=\"size\""],
+            "db_client_operation_duration_seconds_count",
+            vec![
+                "db_system_name=\"postgresql\"",
+                "switchboard_db_pool=\"primary\"",
+            ],
         ),
-        ("replica_healthy", vec!["replica=\"replica-2\""]),
-        ("fanout_delay_seconds_count", vec![]),
+        (
+            "switchboard_db_read_routing_total",
+            vec!["reason=\"default\""],
+        ),
+        (
+            "db_client_connection_max",
+            vec!["db_client_connection_pool_name=\"replica-1\""],
+        ),
+        ("switchboard_replica_healthy", vec!["replica=\"replica-2\""]),
+        ("switchboard_fanout_delay_seconds_count", vec![]),
+        ("switchboard_build_info", vec!["service=\"messaging\""]),
     ] {
         let v = sample(&all, family, &labels);
         assert!(v.is_some_and(|v| v >= 1.0), "{family}{labels:?} = {v:?}");
     }
     for family in [
-        "replica_lag_bytes",
-        "replica_lag_seconds",
-        "websocket_connections",
-        "notify_queue_usage",
+        "switchboard_replica_lag_bytes",
+        "switchboard_replica_lag_seconds",
+        "switchboard_websocket_connections",
+        "switchboard_notify_queue_usage_ratio",
+        "db_client_connection_count",
+        "db_client_connection_pending_requests",
     ] {
         let v = sample(&all, family, &[]);
         assert!(v.is_some_and(|v| v >= 0.0), "{family} = {v:?}");
     }
-    let p99 = sample(&all, "fanout_delay_seconds_sum", &[]).unwrap_or(f64::MAX);
+    let p99 = sample(&all, "switchboard_fanout_delay_seconds_sum", &[]).unwrap_or(f64::MAX);
     assert!(p99 < 60.0, "fan-out delays are seconds, not garbage: {p99}");
 }

@@ -2,12 +2,80 @@
 //! it was chosen for, and every query through [`Traced`] gets a client span and a duration
 //! sample labelled with it.
 
+use std::sync::{Arc, OnceLock, RwLock};
+
 use deadpool_postgres::{GenericClient, Object, Pool};
 
 use super::DbError;
 
-/// Which pool a connection came from and why it was chosen: the `db.pool` and
-/// `db.route_reason` of its queries' spans and the `pool` label of their metrics.
+/// The database server a pool connects to, for the client spans' `db.namespace`,
+/// `server.address` and `server.port` (OpenTelemetry database semantic conventions).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The database name.
+    pub namespace: String,
+    /// The host name or address (a Unix socket directory for local sockets).
+    pub address: String,
+    /// The TCP port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// The first host, port and the database name of `cfg` (PostgreSQL's defaults, 5432 and
+    /// the user's name, where the URL gives none).
+    pub fn of(cfg: &tokio_postgres::Config) -> Self {
+        let address = match cfg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        Self {
+            namespace: cfg
+                .get_dbname()
+                .or(cfg.get_user())
+                .unwrap_or_default()
+                .to_owned(),
+            address,
+            port: cfg.get_ports().first().copied().unwrap_or(5432),
+        }
+    }
+}
+
+/// Each pool's [`Endpoint`], by the address of the pool's manager (a pool is built a few
+/// times per process, at start-up; [`register`] records it).
+type Endpoints = RwLock<Vec<(usize, Arc<Endpoint>)>>;
+
+fn endpoints() -> &'static Endpoints {
+    static ENDPOINTS: OnceLock<Endpoints> = OnceLock::new();
+    ENDPOINTS.get_or_init(RwLock::default)
+}
+
+fn key(pool: &Pool) -> usize {
+    pool.manager() as *const deadpool_postgres::Manager as usize
+}
+
+/// Records where `pool` connects, for its connections' spans.
+pub fn register(pool: &Pool, endpoint: Endpoint) {
+    if let Ok(mut all) = endpoints().write() {
+        all.retain(|(k, _)| *k != key(pool));
+        all.push((key(pool), Arc::new(endpoint)));
+    }
+}
+
+fn endpoint_of(client: &Object) -> Arc<Endpoint> {
+    Object::pool(client)
+        .and_then(|pool| {
+            let k = key(&pool);
+            let all = endpoints().read().ok()?;
+            all.iter().find(|(p, _)| *p == k).map(|(_, e)| e.clone())
+        })
+        .unwrap_or_default()
+}
+
+/// Which pool a connection came from and why it was chosen: the `switchboard.db.pool` and
+/// `switchboard.db.route_reason` of its queries' spans and the `switchboard_db_pool` label of
+/// their metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route {
     /// `primary`, `replica`, or `replica-or-primary` (a retry).
@@ -41,6 +109,7 @@ impl Route {
 pub struct Conn {
     client: Object,
     route: Route,
+    endpoint: Arc<Endpoint>,
 }
 
 impl Conn {
@@ -53,7 +122,12 @@ impl Conn {
 
     /// Labels an already pooled connection.
     pub fn new(client: Object, route: Route) -> Self {
-        Self { client, route }
+        let endpoint = endpoint_of(&client);
+        Self {
+            client,
+            route,
+            endpoint,
+        }
     }
 
     /// Where this connection runs, and why.
@@ -65,10 +139,11 @@ impl Conn {
     ///
     /// Errors: `BEGIN` fails.
     pub async fn transaction(&mut self) -> Result<Tx<'_>, DbError> {
-        let route = self.route;
+        let (route, endpoint) = (self.route, self.endpoint.clone());
         Ok(Tx {
             tx: self.client.transaction().await?,
             route,
+            endpoint,
         })
     }
 
@@ -77,7 +152,7 @@ impl Conn {
     ///
     /// Errors: `BEGIN` fails.
     pub async fn snapshot(&mut self) -> Result<Tx<'_>, DbError> {
-        let route = self.route;
+        let (route, endpoint) = (self.route, self.endpoint.clone());
         let tx = self
             .client
             .build_transaction()
@@ -85,7 +160,11 @@ impl Conn {
             .read_only(true)
             .start()
             .await?;
-        Ok(Tx { tx, route })
+        Ok(Tx {
+            tx,
+            route,
+            endpoint,
+        })
     }
 }
 
@@ -100,6 +179,7 @@ impl std::ops::Deref for Conn {
 pub struct Tx<'a> {
     tx: deadpool_postgres::Transaction<'a>,
     route: Route,
+    endpoint: Arc<Endpoint>,
 }
 
 impl<'a> Tx<'a> {
@@ -118,11 +198,16 @@ impl<'a> std::ops::Deref for Tx<'a> {
     }
 }
 
-/// Queries with a client span each (OpenTelemetry database semantic conventions):
-/// `db.system=postgresql`, `db.operation` (the statement's first keyword), `db.statement`
-/// (the SQL text; values travel as bind parameters and never appear), and `db.pool` /
-/// `db.route_reason` from the connection's [`Route`]. Each query's duration goes to
-/// `db_query_duration_seconds{pool, operation}`. Use these instead of the plain methods.
+/// Queries with a client span each, named and attributed by the stable OpenTelemetry database
+/// semantic conventions (v1.33+, "Semantic conventions for database client spans" and the
+/// PostgreSQL page): `db.system.name=postgresql`, `db.namespace` (the database),
+/// `db.operation.name` (the statement's first keyword), `db.query.text` (the SQL text; values
+/// travel as bind parameters and never appear), `server.address`/`server.port`, on failure
+/// `db.response.status_code` (the SQLSTATE) and `error.type`; the routing facts under the
+/// project's namespace: `switchboard.db.pool` / `switchboard.db.route_reason` from the
+/// connection's [`Route`]. The span is named `{db.operation.name} {db.namespace}`. Each query's
+/// duration goes to `db_client_operation_duration_seconds{db_system_name,
+/// db_operation_name, switchboard_db_pool}`. Use these instead of the plain methods.
 ///
 /// Statements are prepared once per connection and cached by their text (deadpool's
 /// `prepare_cached`), so a query is one round trip (Bind/Execute) instead of two
@@ -139,6 +224,9 @@ pub trait Traced {
     /// Where the client runs.
     fn route(&self) -> Route;
 
+    /// The server the client is connected to.
+    fn endpoint(&self) -> &Endpoint;
+
     /// [`deadpool_postgres::GenericClient::query`], traced.
     async fn query_t(
         &self,
@@ -146,7 +234,7 @@ pub trait Traced {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
         let c = self.client();
-        traced(self.route(), sql, async {
+        traced(self.route(), self.endpoint(), sql, async {
             let statement = c.prepare_cached(sql).await?;
             c.query(&statement, params).await
         })
@@ -160,7 +248,7 @@ pub trait Traced {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
         let c = self.client();
-        traced(self.route(), sql, async {
+        traced(self.route(), self.endpoint(), sql, async {
             let statement = c.prepare_cached(sql).await?;
             c.query_one(&statement, params).await
         })
@@ -174,7 +262,7 @@ pub trait Traced {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
         let c = self.client();
-        traced(self.route(), sql, async {
+        traced(self.route(), self.endpoint(), sql, async {
             let statement = c.prepare_cached(sql).await?;
             c.query_opt(&statement, params).await
         })
@@ -188,7 +276,7 @@ pub trait Traced {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
         let c = self.client();
-        traced(self.route(), sql, async {
+        traced(self.route(), self.endpoint(), sql, async {
             let statement = c.prepare_cached(sql).await?;
             c.execute(&statement, params).await
         })
@@ -204,6 +292,9 @@ impl Traced for Conn {
     fn route(&self) -> Route {
         self.route
     }
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 impl<'a> Traced for Tx<'a> {
@@ -214,10 +305,14 @@ impl<'a> Traced for Tx<'a> {
     fn route(&self) -> Route {
         self.route
     }
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 async fn traced<T>(
     route: Route,
+    endpoint: &Endpoint,
     sql: &str,
     query: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, tokio_postgres::Error> {
@@ -232,25 +327,35 @@ async fn traced<T>(
     // statement text only when something records it.
     let span = tracing::info_span!(
         "db.query",
-        otel.name = %format!("{operation} {pool}"),
+        otel.name = %format!("{operation} {}", endpoint.namespace),
         otel.kind = "client",
-        db.system = "postgresql",
-        db.operation = %operation,
-        db.statement = %statement_text(sql),
-        db.pool = pool,
-        db.route_reason = reason,
         otel.status_code = tracing::field::Empty,
+        db.system.name = "postgresql",
+        db.namespace = %endpoint.namespace,
+        db.operation.name = %operation,
+        db.query.text = %statement_text(sql),
+        db.response.status_code = tracing::field::Empty,
+        server.address = %endpoint.address,
+        server.port = endpoint.port,
+        error.type = tracing::field::Empty,
+        switchboard.db.pool = pool,
+        switchboard.db.route_reason = reason,
     );
     let started = std::time::Instant::now();
     let result = query.instrument(span.clone()).await;
-    if result.is_err() {
+    if let Err(e) = &result {
         span.record("otel.status_code", "ERROR");
+        match e.code() {
+            Some(code) => {
+                span.record("db.response.status_code", code.code());
+                span.record("error.type", code.code());
+            }
+            None => {
+                span.record("error.type", "tokio_postgres::Error");
+            }
+        }
     }
-    if let Some(m) = crate::platform::metrics::metrics() {
-        m.db_query_duration
-            .with_label_values(&[pool, &operation])
-            .observe(started.elapsed().as_secs_f64());
-    }
+    crate::platform::metrics::observe_db_operation(pool, &operation, started.elapsed());
     result
 }
 

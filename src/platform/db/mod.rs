@@ -6,7 +6,7 @@ mod error;
 pub mod routing;
 pub mod tls;
 
-pub use conn::{Conn, Primary, Route, Traced, Tx};
+pub use conn::{Conn, Endpoint, Primary, Route, Traced, Tx};
 pub use error::{unique_violation, DbError};
 pub use routing::{ReadRoute, Routing};
 
@@ -31,6 +31,7 @@ pub fn pool(
     application_name: &str,
 ) -> anyhow::Result<Pool> {
     let (mut cfg, tls) = config(url, application_name)?;
+    let endpoint = Endpoint::of(&cfg);
     // A connection left inside a transaction (a task stopped mid-way) must not hold its
     // locks for long nor hand the transaction to the pool's next user: the server ends the
     // session after twice the statement limit (PostgreSQL docs §20.11.1,
@@ -47,7 +48,7 @@ pub fn pool(
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(manager)
+    let pool = Pool::builder(manager)
         .max_size(settings.max_size)
         .runtime(Runtime::Tokio1)
         .timeouts(Timeouts {
@@ -56,7 +57,9 @@ pub fn pool(
             recycle: Some(Duration::from_secs(1)),
         })
         .build()
-        .context("building connection pool")
+        .context("building connection pool")?;
+    conn::register(&pool, endpoint);
+    Ok(pool)
 }
 
 /// Parses a `postgres://` URL into a client config with our application name and a 1 s

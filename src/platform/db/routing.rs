@@ -36,8 +36,8 @@ mod monitor;
 
 use super::Lsn;
 
-/// Which pool served a read, and why (recorded on the request span as `db.pool` and
-/// `db.route_reason`).
+/// Which pool served a read, and why (recorded on the request span as `switchboard.db.pool`
+/// and `switchboard.db.route_reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadRoute {
     /// A healthy replica, with no token or one it had replayed.
@@ -169,7 +169,7 @@ impl Routing {
     /// exhausted within `DB_POOL_TIMEOUT_MS`).
     pub async fn primary(&self) -> Result<Conn, DbError> {
         let conn = Conn::get(&self.primary, Route::WRITE).await?;
-        tracing::Span::current().record("db.pool", "primary");
+        tracing::Span::current().record("switchboard.db.pool", "primary");
         Ok(conn)
     }
 
@@ -277,8 +277,8 @@ impl Routing {
     fn chosen(&self, conn: Object, route: ReadRoute) -> (Conn, ReadRoute) {
         let labels = route.route();
         let span = tracing::Span::current();
-        span.record("db.pool", labels.pool);
-        span.record("db.route_reason", labels.reason);
+        span.record("switchboard.db.pool", labels.pool);
+        span.record("switchboard.db.route_reason", labels.reason);
         if let Some(m) = crate::platform::metrics::metrics() {
             m.routing
                 .with_label_values(&[labels.pool, labels.reason])

@@ -99,7 +99,8 @@ async fn concurrent_sends_keep_every_seq_gapless_and_lose_nothing() {
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
-        shared |= value("send_batch_size_count") > value("send_batch_size_bucket{le=\"1\"}");
+        shared |= value("switchboard_send_batch_size_count")
+            > value("switchboard_send_batch_size_bucket{le=\"1\"}");
     }
     assert!(shared, "no batch held more than one send");
 
