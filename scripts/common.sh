@@ -45,6 +45,8 @@ ensure_packages() {
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
   # njs: the edge's trace context and span (nginx/edge_trace.js).
   [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || missing+=(libnginx-mod-http-js)
+  # promtool: the alert rules' checks and unit tests (scripts/validate_deploy.py).
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v envsubst >/dev/null 2>&1 || missing+=(gettext-base)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   # The build links OpenSSL (webauthn-rs, for passkeys).

@@ -5,7 +5,8 @@ names given to each binary against the names its code reads. Then proves each va
 catches a deliberate error. Exits non-zero on the first failure.
 
 Tools (installed by scripts/validate-deploy.sh): docker-compose, kubectl (kustomize),
-kubernetes-validate, check-jsonschema, openapi-spec-validator, nginx.
+kubernetes-validate, check-jsonschema, openapi-spec-validator, nginx, promtool (Debian's
+prometheus package).
 """
 import copy
 import ipaddress
@@ -152,7 +153,7 @@ CUSTOM_KINDS = {
     "Cluster": "postgresql.cnpg.io/v1", "ScheduledBackup": "postgresql.cnpg.io/v1",
     "ObjectStore": "barmancloud.cnpg.io/v1", "Gateway": "gateway.networking.k8s.io/v1",
     "HTTPRoute": "gateway.networking.k8s.io/v1", "Issuer": "cert-manager.io/v1",
-    "PodMonitor": "monitoring.coreos.com/v1",
+    "PodMonitor": "monitoring.coreos.com/v1", "PrometheusRule": "monitoring.coreos.com/v1",
 }
 # Connections a pod opens besides its pool(s) (src/startup.rs): messaging's LISTEN connection
 # (realtime/listener.rs) and NOTIFY publisher (platform/bus.rs); auth none.
@@ -396,6 +397,71 @@ def nginx_test(template_text, workdir, name):
     return r.returncode == 0, r.stderr
 
 
+def promtool_check(path):
+    r = run([tool("promtool"), "check", "rules", path])
+    return r.returncode == 0, (r.stdout + r.stderr).strip()
+
+
+def dashboard_queries(dashboard):
+    """Every PromQL query of a Grafana dashboard (panels, rows' panels, query variables),
+    with Grafana's variables replaced by what they stand for, so promtool can parse them."""
+    exprs = []
+    def walk(panels):
+        for p in panels:
+            exprs.extend(t["expr"] for t in p.get("targets", []) if t.get("expr"))
+            walk(p.get("panels", []))
+    walk(dashboard.get("panels", []))
+    for v in dashboard.get("templating", {}).get("list", []):
+        q = v.get("query")
+        if v.get("type") == "query" and isinstance(q, dict):
+            m = re.fullmatch(r"label_values\((.+),\s*\w+\)", q["query"])
+            exprs.append(m.group(1) if m else q["query"])
+    subst = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$job": ".*"}
+    out = []
+    for e in exprs:
+        for k, v in subst.items():
+            e = e.replace(k, v)
+        out.append(e)
+    return out
+
+
+def monitoring_errors(work):
+    """The alert rules (promtool check and unit tests), the dashboards' queries (parsed by
+    promtool as recording rules), and the Kubernetes copies of both."""
+    errors = []
+    rules = os.path.join(REPO, "ops", "prometheus", "alerts.yaml")
+    good, out = promtool_check(rules)
+    if not good:
+        errors.append(f"promtool check rules: {out}")
+    r = run([tool("promtool"), "test", "rules", "alerts.test.yaml"],
+            cwd=os.path.join(REPO, "ops", "prometheus"))
+    if r.returncode != 0:
+        errors.append(f"promtool test rules: {(r.stdout + r.stderr).strip()}")
+    copy_doc = yaml.safe_load(open(os.path.join(REPO, "k8s", "components", "observability",
+                                                "prometheus-rules.yaml")))
+    if copy_doc["spec"]["groups"] != yaml.safe_load(open(rules))["groups"]:
+        errors.append("k8s/components/observability/prometheus-rules.yaml: groups differ "
+                      "from ops/prometheus/alerts.yaml")
+    for name in sorted(os.listdir(os.path.join(REPO, "ops", "grafana"))):
+        path = os.path.join(REPO, "ops", "grafana", name)
+        dashboard = json.load(open(path))
+        queries = dashboard_queries(dashboard)
+        if not queries:
+            errors.append(f"ops/grafana/{name}: no queries")
+            continue
+        as_rules = os.path.join(work, f"dashboard-{name}.rules.yaml")
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
+            {"record": f"dashboard:query:{i}", "expr": q} for i, q in enumerate(queries)]}]},
+            open(as_rules, "w"))
+        good, out = promtool_check(as_rules)
+        if not good:
+            errors.append(f"ops/grafana/{name}: a query does not parse: {out}")
+        copy_path = os.path.join(REPO, "k8s", "components", "observability", "dashboards", name)
+        if not os.path.exists(copy_path) or open(copy_path).read() != open(path).read():
+            errors.append(f"k8s/components/observability/dashboards/{name} differs from ops/grafana/{name}")
+    return errors
+
+
 def openapi_validate(path):
     r = run([tool("openapi-spec-validator"), path])
     return r.returncode == 0, (r.stdout + r.stderr).strip()
@@ -470,6 +536,13 @@ def main():
     for where, names_given in given.items():
         if wanted - names_given:
             errors.append(f"{where}: nginx template needs {sorted(wanted - names_given)}")
+
+    # Alert rules and dashboards (ops/), and their Kubernetes copies.
+    monitoring = monitoring_errors(work)
+    if monitoring:
+        fail("monitoring: " + "; ".join(monitoring))
+    ok("alert rules pass promtool check and their unit tests; dashboard queries parse; "
+       "the Kubernetes copies match")
 
     # The API documents the services serve (committed copies, equal to the code's by a unit
     # test), checked by an independent validator: code generators need them valid.
@@ -557,6 +630,11 @@ def main():
         mutate(broken)
         if not manifest_errors(broken, names, production=True):
             fail(f"the manifest checks accepted {what}")
+    bad_rules = os.path.join(work, "alerts.broken.yaml")
+    open(bad_rules, "w").write(open(os.path.join(REPO, "ops", "prometheus", "alerts.yaml")).read()
+                               .replace("> 5", "> > 5", 1))
+    if promtool_check(bad_rules)[0]:
+        fail("promtool check rules accepted a rule that does not parse")
     ok("every validator rejects a deliberately broken input")
     print("validate-deploy: 0 errors")
 

@@ -35,6 +35,31 @@ use crate::{
     },
 };
 
+/// The auth service's database queues, sampled for the backlog metrics: account mail not yet
+/// sent.
+const AUTH_QUEUES: &[crate::platform::backlog::Queue] = &[crate::platform::backlog::Queue {
+    name: "auth.mail_outbox",
+    sql: "SELECT count(*), COALESCE(EXTRACT(epoch FROM now() - min(created_at)), 0)::float8
+          FROM auth.mail_outbox WHERE sent_at IS NULL",
+}];
+
+/// The messaging service's database queues, sampled for the backlog metrics: digests not yet
+/// sent, and messages whose notifications (feed, push, digest) are not yet worked out (age:
+/// how far past due the oldest is).
+const MESSAGING_QUEUES: &[crate::platform::backlog::Queue] = &[
+    crate::platform::backlog::Queue {
+        name: "messaging.mail_outbox",
+        sql: "SELECT count(*), COALESCE(EXTRACT(epoch FROM now() - min(created_at)), 0)::float8
+              FROM messaging.mail_outbox WHERE sent_at IS NULL",
+    },
+    crate::platform::backlog::Queue {
+        name: "messaging.notify_queue",
+        sql: "SELECT count(*),
+                     GREATEST(COALESCE(EXTRACT(epoch FROM now() - min(due_at)), 0), 0)::float8
+              FROM messaging.notify_queue",
+    },
+];
+
 /// The SQL migrations of both schemas, embedded at build time from `migrations/`.
 pub mod migrations {
     /// `migrations/auth`: applied by the auth service as `switchboard_auth`.
@@ -131,6 +156,7 @@ impl App {
             })?;
         let outbox = crate::platform::mail::Outbox::new("auth.mail_outbox", &cfg.mail)?;
         crate::platform::mail::spawn(&outbox, pool.clone(), &cfg.mail, &tasks)?;
+        crate::platform::backlog::spawn(pool.pool().clone(), AUTH_QUEUES, &tasks);
         crate::auth::audit::spawn_anchor(pool.clone(), &tasks);
         let bind = cfg.bind.clone();
         let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, outbox, cfg)?);
@@ -263,6 +289,7 @@ impl App {
             state.cfg.notify_poll_interval,
             &tasks,
         );
+        crate::platform::backlog::spawn(state.db.primary_pool().clone(), MESSAGING_QUEUES, &tasks);
         // Digests of missed messages go out through an outbox of messaging's own, delivered
         // like account mail.
         let digests = crate::platform::mail::Outbox::new("messaging.mail_outbox", &state.cfg.mail)?;

@@ -56,6 +56,11 @@ pub struct Metrics {
     /// `switchboard_send_queue_refused_total`: sends refused (503) by admission control (the
     /// queue full or its queueing delay past `SEND_QUEUE_MAX_WAIT_MS`).
     pub send_queue_refused: IntCounter,
+    /// `switchboard_queue_depth{queue}`: rows waiting in a database queue
+    /// ([`crate::platform::backlog`]).
+    pub queue_depth: IntGaugeVec,
+    /// `switchboard_queue_oldest_age_seconds{queue}`: how long the oldest of them has waited.
+    pub queue_oldest_age: GaugeVec,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -165,6 +170,20 @@ fn build() -> prometheus::Result<Metrics> {
             "switchboard_send_queue_refused_total",
             "Sends refused by admission control: send queue full or its delay too long",
         )?,
+        queue_depth: IntGaugeVec::new(
+            Opts::new(
+                "switchboard_queue_depth",
+                "Rows waiting in a database queue (outbox, notification queue)",
+            ),
+            &["queue"],
+        )?,
+        queue_oldest_age: GaugeVec::new(
+            Opts::new(
+                "switchboard_queue_oldest_age_seconds",
+                "How long the oldest waiting row of a database queue has waited",
+            ),
+            &["queue"],
+        )?,
         registry,
     };
     let r = &m.registry;
@@ -182,6 +201,8 @@ fn build() -> prometheus::Result<Metrics> {
     r.register(Box::new(m.notify_queue_usage.clone()))?;
     r.register(Box::new(m.send_batch_size.clone()))?;
     r.register(Box::new(m.send_queue_refused.clone()))?;
+    r.register(Box::new(m.queue_depth.clone()))?;
+    r.register(Box::new(m.queue_oldest_age.clone()))?;
     r.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
     ))?;

@@ -4,6 +4,7 @@
 //! access-token verification. Nothing here imports `auth`, `messaging` or `realtime`.
 
 pub mod access;
+pub mod backlog;
 pub mod bus;
 pub mod config;
 pub mod context;

@@ -10,9 +10,28 @@
 //! standard variables itself (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
 //! `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*`). W3C trace context
 //! (`traceparent`) is the propagator. Unset: no exporter, nothing leaves the process.
+//!
+//! Resource: `service.name` (see [`service_name`]), `service.version`, `service.instance.id`
+//! (from `OTEL_RESOURCE_ATTRIBUTES` when it has one — the Kubernetes manifests put the pod
+//! name there, with `k8s.pod.name`, `k8s.namespace.name` and `k8s.node.name` from the
+//! downward API — else a random UUID per process, as the semantic conventions advise).
+//!
+//! Sampling: the SDK's sampler from `OTEL_TRACES_SAMPLER` (default parent-based always-on),
+//! wrapped in [`FollowLinks`] unless `TRACE_FOLLOW_LINKS=false`: a root span linked to a
+//! sampled span is sampled too. The fan-out of a change and the group commit that appended a
+//! send are such roots (their own traces, linked to the request), so with head sampling at
+//! 10 % every sampled send keeps its fan-out instead of 10 % of 10 %.
 
-use opentelemetry::{global, trace::TracerProvider as _, KeyValue};
-use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
+use opentelemetry::{
+    global,
+    trace::{Link, SpanKind, TraceContextExt as _, TraceId, TracerProvider as _},
+    Context, KeyValue,
+};
+use opentelemetry_sdk::{
+    propagation::TraceContextPropagator,
+    trace::{SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample},
+    Resource,
+};
 use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
 use crate::platform::config::LogSettings;
@@ -57,6 +76,54 @@ fn service_name(service: &str, env: impl Fn(&str) -> Option<String>) -> String {
         .unwrap_or_else(|| format!("switchboard-{service}"))
 }
 
+/// A sampler that samples a root span when any of its links is sampled, and otherwise asks
+/// `inner`. Spans with a parent always go to `inner` (parent-based samplers follow the
+/// parent there).
+#[derive(Clone, Debug)]
+pub struct FollowLinks {
+    inner: Box<dyn ShouldSample>,
+}
+
+impl FollowLinks {
+    /// Wraps `inner`.
+    pub fn new(inner: Box<dyn ShouldSample>) -> Self {
+        Self { inner }
+    }
+}
+
+impl ShouldSample for FollowLinks {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        let root = !parent_context.is_some_and(|cx| cx.has_active_span());
+        if root && links.iter().any(|l| l.span_context.is_sampled()) {
+            return SamplingResult {
+                decision: SamplingDecision::RecordAndSample,
+                attributes: Vec::new(),
+                trace_state: Default::default(),
+            };
+        }
+        self.inner
+            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
+}
+
+/// Whether `OTEL_RESOURCE_ATTRIBUTES` names `key`.
+fn resource_attribute_set(key: &str) -> bool {
+    std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attributes| {
+        attributes
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .any(|(k, _)| k.trim() == key)
+    })
+}
+
 fn provider(service: &'static str) -> Option<SdkTracerProvider> {
     if !exporting() {
         return None;
@@ -77,16 +144,27 @@ fn provider(service: &'static str) -> Option<SdkTracerProvider> {
             return None;
         }
     };
-    let resource = Resource::builder()
+    let mut resource = Resource::builder()
         .with_service_name(service_name(service, |name| std::env::var(name).ok()))
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .build();
-    Some(
-        SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_resource(resource)
-            .build(),
-    )
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    if !resource_attribute_set("service.instance.id") {
+        resource = resource.with_attribute(KeyValue::new(
+            "service.instance.id",
+            uuid::Uuid::new_v4().to_string(),
+        ));
+    }
+    // The SDK's configuration from the environment, OTEL_TRACES_SAMPLER included.
+    let sampler = opentelemetry_sdk::trace::Config::default().sampler;
+    let follow_links = !std::env::var("TRACE_FOLLOW_LINKS")
+        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("false") || v.trim() == "0");
+    let builder = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build());
+    Some(if follow_links {
+        builder.with_sampler(FollowLinks::new(sampler)).build()
+    } else {
+        builder.with_sampler(sampler).build()
+    })
 }
 
 /// Installs the global subscriber and, when configured, the OTLP trace pipeline. Call once,
@@ -137,7 +215,57 @@ pub fn init(service: &'static str, logs: &LogSettings) -> Telemetry {
 
 #[cfg(test)]
 mod tests {
-    use super::service_name;
+    use super::{service_name, FollowLinks};
+    use opentelemetry::trace::{
+        Link, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample};
+
+    fn context(sampled: bool) -> SpanContext {
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        SpanContext::new(
+            TraceId::from(7u128),
+            SpanId::from(9u64),
+            flags,
+            true,
+            TraceState::default(),
+        )
+    }
+
+    #[test]
+    fn a_root_linked_to_a_sampled_span_is_sampled_and_nothing_else_changes() {
+        let never = FollowLinks::new(Box::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOff))));
+        let decide = |parent: Option<&opentelemetry::Context>, links: &[Link]| {
+            never
+                .should_sample(
+                    parent,
+                    TraceId::from(1u128),
+                    "realtime.fan_out",
+                    &SpanKind::Consumer,
+                    &[],
+                    links,
+                )
+                .decision
+        };
+        let linked = |sampled| [Link::new(context(sampled), Vec::new(), 0)];
+        assert_eq!(
+            decide(None, &linked(true)),
+            SamplingDecision::RecordAndSample
+        );
+        assert_eq!(decide(None, &linked(false)), SamplingDecision::Drop);
+        assert_eq!(decide(None, &[]), SamplingDecision::Drop);
+        // A child follows its parent, whatever it links to.
+        let unsampled_parent =
+            opentelemetry::Context::new().with_remote_span_context(context(false));
+        assert_eq!(
+            decide(Some(&unsampled_parent), &linked(true)),
+            SamplingDecision::Drop
+        );
+    }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {

@@ -144,7 +144,10 @@ impl Socket {
             .disconnected(self.caller.user_id, self.conn_id);
         let reason = match end {
             End::Gone => None,
-            End::Close(code, text) => close_reason(code, text),
+            End::Close(code, text) => {
+                tracing::Span::current().record("switchboard.socket.close_code", code);
+                close_reason(code, text)
+            }
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), self.session.close(reason)).await;
         tracing::info!(user.id = %self.caller.user_id, "socket closed");
@@ -291,6 +294,25 @@ impl Socket {
                     .await
             }
         };
+        let kind = match &frame {
+            ClientFrame::Ping => "ping",
+            ClientFrame::Typing { .. } => "typing",
+            ClientFrame::Read { .. } => "read",
+            ClientFrame::Delivered { .. } => "delivered",
+            ClientFrame::Resume { .. } => "resume",
+            ClientFrame::Auth { .. } => "auth",
+        };
+        // Each client frame is a span inside the session's, holding the queries it runs.
+        let span = tracing::info_span!(
+            "realtime.client_frame",
+            otel.name = %format!("WebSocket {kind}"),
+            otel.kind = "server",
+            switchboard.frame.type = kind,
+        );
+        tracing::Instrument::instrument(self.handle(frame), span).await
+    }
+
+    async fn handle(&mut self, frame: ClientFrame) -> bool {
         match frame {
             ClientFrame::Ping => {
                 self.send(ServerFrame::new(Event::Pong(Empty {})).to_json())

@@ -186,6 +186,20 @@ pub async fn connect(
         synced,
         token,
     );
-    actix_web::rt::spawn(socket.run(stream));
+    // One span per socket session, a child of the upgrade request's: the session's own queries
+    // (resume, typing, markers, catch-up) and each client frame's span fall inside it.
+    let session_span = tracing::info_span!(
+        "realtime.socket",
+        otel.name = "WebSocket session",
+        otel.kind = "internal",
+        user.id = %user_id,
+        switchboard.session.id = %session_id,
+        switchboard.socket.frames_received = tracing::field::Empty,
+        switchboard.socket.close_code = tracing::field::Empty,
+    );
+    actix_web::rt::spawn(tracing::Instrument::instrument(
+        socket.run(stream),
+        session_span,
+    ));
     Ok(response)
 }

@@ -601,6 +601,38 @@ async fn metrics_after_traffic() {
         let v = sample(&all, family, &[]);
         assert!(v.is_some_and(|v| v >= 0.0), "{family} = {v:?}");
     }
+    // Every metric the alert rules and dashboards query is one the services serve (a renamed
+    // metric would leave an alert that can never fire).
+    let served = format!("{auth}{all}");
+    for file in ["ops/prometheus/alerts.yaml", "ops/grafana/switchboard.json"] {
+        let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR")))
+            .expect("monitoring file");
+        let mut names: Vec<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| {
+                ["switchboard_", "http_server_", "db_client_", "process_"]
+                    .iter()
+                    .any(|p| w.starts_with(p))
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() >= 8, "{file}: {names:?}");
+        for name in names {
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            let metric = served
+                .lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(base));
+            let label = served.contains(&format!("{name}=\""));
+            assert!(
+                metric || label,
+                "{file} queries {name}, which no service serves (as a metric or a label)"
+            );
+        }
+    }
     let p99 = sample(&all, "switchboard_fanout_delay_seconds_sum", &[]).unwrap_or(f64::MAX);
     assert!(p99 < 60.0, "fan-out delays are seconds, not garbage: {p99}");
 }

@@ -323,6 +323,16 @@ async fn traced<T>(
         .unwrap_or("")
         .to_ascii_uppercase();
     let Route { pool, reason } = route;
+    // A query outside any span (presence heartbeats, sweeps, outbox polls) would be a trace of
+    // its own, one span long: those are not traced (only timed), so background loops never
+    // fill the backend with orphans. Loops that matter open a span of their own first (the
+    // group commit, the fan-out, a socket session).
+    if tracing::Span::current().is_none() {
+        let started = std::time::Instant::now();
+        let result = query.await;
+        crate::platform::metrics::observe_db_operation(pool, &operation, started.elapsed());
+        return result;
+    }
     // Field values are evaluated only when the span is enabled: a query pays for the
     // statement text only when something records it.
     let span = tracing::info_span!(
