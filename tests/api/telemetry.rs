@@ -387,6 +387,45 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
         "{services:?}"
     );
 
+    // A socket session is a span (child of its upgrade request), each client frame a span in
+    // it, and the frame's queries (here a resume's) are the frame's children.
+    send_frame(
+        &mut b_ws,
+        json!({"type": "resume", "cursors": {conv.to_string(): 0}}),
+    )
+    .await;
+    next_event(&mut b_ws, "resumed", Duration::from_secs(10)).await;
+    drop(b_ws);
+    eventually(Duration::from_secs(15), || async {
+        let all = spans.lock().expect("spans").clone();
+        let by_id = |id: &[u8]| all.iter().map(|(_, s)| s).find(|s| s.span_id == id);
+        let frame = all.iter().map(|(_, s)| s).find(|s| {
+            s.name == "WebSocket resume"
+                && s.attr("user.id").is_none()
+                && s.attr("switchboard.frame.type").as_deref() == Some("resume")
+        })?;
+        let session = by_id(&frame.parent_span_id)?;
+        assert_eq!(session.name, "WebSocket session");
+        assert_eq!(session.attr("user.id").as_deref(), Some(b.id.as_str()));
+        let upgrade = by_id(&session.parent_span_id)?;
+        assert_eq!(upgrade.name, "GET /ws");
+        all.iter()
+            .any(|(_, s)| s.parent_span_id == frame.span_id && s.kind == otlp::SPAN_KIND_CLIENT)
+            .then_some(())
+    })
+    .await;
+
+    // No database span is a trace of its own: background loops (presence, sweeps, outbox
+    // polls, backlog samples) run outside any span and are timed, not traced.
+    let orphans: Vec<String> = spans
+        .lock()
+        .expect("spans")
+        .iter()
+        .filter(|(_, s)| s.kind == otlp::SPAN_KIND_CLIENT && s.parent_span_id.is_empty())
+        .map(|(_, s)| s.name.clone())
+        .collect();
+    assert!(orphans.is_empty(), "orphan database spans: {orphans:?}");
+
     // A replica read names the replica pool.
     let (s, _) = a.get(&format!("/api/conversations/{conv}/messages")).await;
     assert_eq!(s, StatusCode::OK);
