@@ -230,9 +230,7 @@ impl SendQueue {
             queued_at: Instant::now(),
         };
         if self.standing_queue() || self.tx.try_send(pending).is_err() {
-            if let Some(m) = crate::platform::metrics::metrics() {
-                m.send_queue_refused.inc();
-            }
+            crate::platform::metrics::send_refused();
             return Err(ApiError::Unavailable {
                 detail: "too many messages are being sent right now; retry shortly".into(),
                 retry_after: 1,
@@ -278,9 +276,7 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Pending>>, max: usize) -> Option<V
 async fn run_batch(db: &Routing, settings: &GroupCommitSettings, batch: Vec<Pending>) {
     use tracing::Instrument;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    if let Some(m) = crate::platform::metrics::metrics() {
-        m.send_batch_size.observe(batch.len() as f64);
-    }
+    crate::platform::metrics::observe_send_batch(batch.len());
     let span = tracing::info_span!(
         parent: None,
         "messaging.group_commit",

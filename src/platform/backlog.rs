@@ -41,13 +41,6 @@ pub fn spawn(pool: Pool, queues: &'static [Queue], tasks: &crate::platform::task
 async fn sample(pool: &Pool, queue: &Queue) -> anyhow::Result<()> {
     let conn = Conn::get(pool, Route::BACKGROUND).await?;
     let row = conn.query_one_t(queue.sql, &[]).await?;
-    if let Some(m) = crate::platform::metrics::metrics() {
-        m.queue_depth
-            .with_label_values(&[queue.name])
-            .set(row.get::<_, i64>(0));
-        m.queue_oldest_age
-            .with_label_values(&[queue.name])
-            .set(row.get::<_, f64>(1));
-    }
+    crate::platform::metrics::record_queue(queue.name, row.get(0), row.get(1));
     Ok(())
 }

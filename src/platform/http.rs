@@ -147,11 +147,15 @@ pub async fn request_context(
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
-    if let Some(m) = crate::platform::metrics::metrics() {
-        m.http_duration
-            .with_label_values(&[&method, &route, status.as_str()])
-            .observe(started.elapsed().as_secs_f64());
-    }
+    // The exemplar names this request's trace when it is sampled (exported).
+    let sampled = span_cx.is_sampled().then_some(trace_id.as_str());
+    crate::platform::metrics::observe_http(
+        &method,
+        &route,
+        status.as_u16(),
+        started.elapsed(),
+        sampled,
+    );
     let res = res.map_into_boxed_body();
     let res =
         if status.as_u16() >= 400 && res.response().headers().get(header::CONTENT_TYPE).is_none() {

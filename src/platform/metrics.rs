@@ -1,295 +1,326 @@
-//! Prometheus metrics (text exposition format 0.0.4), served on a separate internal port
-//! (`METRICS_BIND`) that NGINX does not route. One registry per process; handlers and tasks
-//! record into the families below, and gauges that describe state (pools, sockets, replicas)
-//! are refreshed when scraped.
+//! Metrics in the OpenMetrics text format (1.0; Prometheus scrapes it), served on a separate
+//! internal port (`METRICS_BIND`) that NGINX does not route. One registry per process
+//! (the `prometheus-client` crate); handlers and tasks record through the functions below,
+//! and gauges that describe state (pools, sockets, replicas) are refreshed when scraped.
 //!
 //! Names: metrics that OpenTelemetry's stable semantic conventions define keep their names
 //! and attributes as the OpenTelemetry-to-Prometheus translation writes them (dots become
 //! underscores, the unit a suffix: `http.server.request.duration` in seconds is
 //! `http_server_request_duration_seconds{http_request_method, http_route,
 //! http_response_status_code}`); the project's own carry the `switchboard_` prefix; the
-//! standard `process_*` family (CPU, memory, file descriptors, start time) comes from the
-//! `prometheus` crate's process collector; `switchboard_build_info` is 1 with the build's facts
-//! as labels (the Prometheus naming practices' "info" metric).
+//! standard `process_*` family and `switchboard_build_info` come from [`process`].
+//!
+//! Exemplars: the request and database latency histograms carry, on the bucket a sample fell
+//! in, the `trace_id` of a sampled trace that took that long (OpenMetrics exemplars; Prometheus
+//! keeps them with `--enable-feature=exemplar-storage`), so a latency spike leads to a trace.
 
-use std::{sync::OnceLock, time::Duration};
+mod process;
 
-use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+use std::{
+    sync::{atomic::AtomicU64, OnceLock},
+    time::Duration,
 };
 
+use prometheus_client::{
+    metrics::{
+        counter::Counter, exemplar::HistogramWithExemplars, family::Family, gauge::Gauge,
+        histogram::Histogram,
+    },
+    registry::Registry,
+};
+
+/// A metric's labels, by name.
+type Labels = Vec<(&'static str, String)>;
+/// An exemplar's labels: `trace_id`.
+type TraceLabel = Vec<(&'static str, String)>;
+type Durations =
+    Family<Labels, HistogramWithExemplars<TraceLabel>, fn() -> HistogramWithExemplars<TraceLabel>>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The semantic conventions' advice for duration histograms (seconds).
+const DURATION_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+fn durations() -> HistogramWithExemplars<TraceLabel> {
+    HistogramWithExemplars::new(DURATION_BUCKETS.into_iter())
+}
+
 /// Every metric family of the service.
-pub struct Metrics {
+struct Metrics {
     registry: Registry,
     /// `http_server_request_duration_seconds{http_request_method, http_route,
     /// http_response_status_code}` (semantic conventions: `http.server.request.duration`).
-    pub http_duration: HistogramVec,
+    http_duration: Durations,
     /// `db_client_operation_duration_seconds{db_system_name, db_operation_name,
     /// switchboard_db_pool}` (semantic conventions: `db.client.operation.duration`).
-    pub db_operation_duration: HistogramVec,
+    db_operation_duration: Durations,
     /// `db_client_connection_count{db_client_connection_pool_name,
     /// db_client_connection_state="idle"|"used"}` (semantic conventions).
-    pub db_connections: IntGaugeVec,
-    /// `db_client_connection_max{db_client_connection_pool_name}`: the pool's size limit.
-    pub db_connections_max: IntGaugeVec,
-    /// `db_client_connection_pending_requests{db_client_connection_pool_name}`: callers
-    /// waiting for a connection.
-    pub db_pending_requests: IntGaugeVec,
-    /// `switchboard_db_read_routing_total{pool, reason}`: every routed read.
-    pub routing: IntCounterVec,
-    /// `switchboard_replica_lag_bytes{replica}` and `switchboard_replica_lag_seconds{replica}`.
-    pub replica_lag_bytes: GaugeVec,
-    /// See [`Self::replica_lag_bytes`].
-    pub replica_lag_seconds: GaugeVec,
-    /// `switchboard_replica_healthy{replica}`: 1 when used for reads.
-    pub replica_healthy: IntGaugeVec,
-    /// `switchboard_websocket_connections`: sockets open on this instance.
-    pub sockets: IntGauge,
-    /// `switchboard_fanout_delay_seconds`: from the commit of a change to its write on a socket.
-    pub fanout_delay: Histogram,
-    /// `switchboard_notify_queue_usage_ratio`: `pg_notification_queue_usage()` of the
-    /// primary, 0–1.
-    pub notify_queue_usage: Gauge,
-    /// `switchboard_send_batch_size`: sends appended per group commit.
-    pub send_batch_size: Histogram,
-    /// `switchboard_send_queue_refused_total`: sends refused (503) by admission control (the
-    /// queue full or its queueing delay past `SEND_QUEUE_MAX_WAIT_MS`).
-    pub send_queue_refused: IntCounter,
-    /// `switchboard_queue_depth{queue}`: rows waiting in a database queue
-    /// ([`crate::platform::backlog`]).
-    pub queue_depth: IntGaugeVec,
-    /// `switchboard_queue_oldest_age_seconds{queue}`: how long the oldest of them has waited.
-    pub queue_oldest_age: GaugeVec,
+    db_connections: Family<Labels, Gauge>,
+    /// `db_client_connection_max{db_client_connection_pool_name}`.
+    db_connections_max: Family<Labels, Gauge>,
+    /// `db_client_connection_pending_requests{db_client_connection_pool_name}`.
+    db_pending_requests: Family<Labels, Gauge>,
+    /// `switchboard_db_read_routing_total{pool, reason}`.
+    routing: Family<Labels, Counter>,
+    /// `switchboard_replica_lag_bytes{replica}`.
+    replica_lag_bytes: Family<Labels, FloatGauge>,
+    /// `switchboard_replica_lag_seconds{replica}`.
+    replica_lag_seconds: Family<Labels, FloatGauge>,
+    /// `switchboard_replica_healthy{replica}`.
+    replica_healthy: Family<Labels, Gauge>,
+    /// `switchboard_websocket_connections`.
+    sockets: Gauge,
+    /// `switchboard_fanout_delay_seconds`.
+    fanout_delay: Histogram,
+    /// `switchboard_notify_queue_usage_ratio`.
+    notify_queue_usage: FloatGauge,
+    /// `switchboard_send_batch_size`.
+    send_batch_size: Histogram,
+    /// `switchboard_send_queue_refused_total`.
+    send_queue_refused: Counter,
+    /// `switchboard_queue_depth{queue}`.
+    queue_depth: Family<Labels, Gauge>,
+    /// `switchboard_queue_oldest_age_seconds{queue}`.
+    queue_oldest_age: Family<Labels, FloatGauge>,
 }
 
-fn build() -> prometheus::Result<Metrics> {
-    let registry = Registry::new();
-    // The semantic conventions' advice for duration histograms (seconds).
-    let buckets = vec![
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
-        10.0,
-    ];
-    let pool_label = ["db_client_connection_pool_name"];
-    let m = Metrics {
-        http_duration: HistogramVec::new(
-            HistogramOpts::new(
-                "http_server_request_duration_seconds",
-                "Duration of HTTP server requests",
-            )
-            .buckets(buckets.clone()),
-            &[
-                "http_request_method",
-                "http_route",
-                "http_response_status_code",
-            ],
-        )?,
-        db_operation_duration: HistogramVec::new(
-            HistogramOpts::new(
-                "db_client_operation_duration_seconds",
-                "Duration of database client operations",
-            )
-            .buckets(buckets.clone()),
-            &["db_system_name", "db_operation_name", "switchboard_db_pool"],
-        )?,
-        db_connections: IntGaugeVec::new(
-            Opts::new(
-                "db_client_connection_count",
-                "Connections of a pool by state: idle or used",
-            ),
-            &[
-                "db_client_connection_pool_name",
-                "db_client_connection_state",
-            ],
-        )?,
-        db_connections_max: IntGaugeVec::new(
-            Opts::new(
-                "db_client_connection_max",
-                "The most connections a pool may open",
-            ),
-            &pool_label,
-        )?,
-        db_pending_requests: IntGaugeVec::new(
-            Opts::new(
-                "db_client_connection_pending_requests",
-                "Callers waiting for a connection of a pool",
-            ),
-            &pool_label,
-        )?,
-        routing: IntCounterVec::new(
-            Opts::new(
-                "switchboard_db_read_routing_total",
-                "Reads by the pool that served them and why",
-            ),
-            &["pool", "reason"],
-        )?,
-        replica_lag_bytes: GaugeVec::new(
-            Opts::new(
-                "switchboard_replica_lag_bytes",
-                "WAL bytes a replica has yet to replay",
-            ),
-            &["replica"],
-        )?,
-        replica_lag_seconds: GaugeVec::new(
-            Opts::new(
-                "switchboard_replica_lag_seconds",
-                "Replay delay of a replica",
-            ),
-            &["replica"],
-        )?,
-        replica_healthy: IntGaugeVec::new(
-            Opts::new(
-                "switchboard_replica_healthy",
-                "1 when the replica is used for reads",
-            ),
-            &["replica"],
-        )?,
-        sockets: IntGauge::new(
-            "switchboard_websocket_connections",
-            "WebSockets open on this instance",
-        )?,
-        fanout_delay: Histogram::with_opts(
-            HistogramOpts::new(
-                "switchboard_fanout_delay_seconds",
-                "From a change's commit to its write on a socket",
-            )
-            .buckets(buckets),
-        )?,
-        notify_queue_usage: Gauge::new(
-            "switchboard_notify_queue_usage_ratio",
-            "Fraction of the primary's NOTIFY queue in use",
-        )?,
-        send_batch_size: Histogram::with_opts(
-            HistogramOpts::new(
-                "switchboard_send_batch_size",
-                "Sends appended per group commit",
-            )
-            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
-        )?,
-        send_queue_refused: IntCounter::new(
-            "switchboard_send_queue_refused_total",
-            "Sends refused by admission control: send queue full or its delay too long",
-        )?,
-        queue_depth: IntGaugeVec::new(
-            Opts::new(
-                "switchboard_queue_depth",
-                "Rows waiting in a database queue (outbox, notification queue)",
-            ),
-            &["queue"],
-        )?,
-        queue_oldest_age: GaugeVec::new(
-            Opts::new(
-                "switchboard_queue_oldest_age_seconds",
-                "How long the oldest waiting row of a database queue has waited",
-            ),
-            &["queue"],
-        )?,
-        registry,
+fn build() -> Metrics {
+    let mut m = Metrics {
+        http_duration: Family::new_with_constructor(durations),
+        db_operation_duration: Family::new_with_constructor(durations),
+        db_connections: Family::default(),
+        db_connections_max: Family::default(),
+        db_pending_requests: Family::default(),
+        routing: Family::default(),
+        replica_lag_bytes: Family::default(),
+        replica_lag_seconds: Family::default(),
+        replica_healthy: Family::default(),
+        sockets: Gauge::default(),
+        fanout_delay: Histogram::new(DURATION_BUCKETS),
+        notify_queue_usage: FloatGauge::default(),
+        send_batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        send_queue_refused: Counter::default(),
+        queue_depth: Family::default(),
+        queue_oldest_age: Family::default(),
+        registry: Registry::default(),
     };
-    let r = &m.registry;
-    r.register(Box::new(m.http_duration.clone()))?;
-    r.register(Box::new(m.db_operation_duration.clone()))?;
-    r.register(Box::new(m.db_connections.clone()))?;
-    r.register(Box::new(m.db_connections_max.clone()))?;
-    r.register(Box::new(m.db_pending_requests.clone()))?;
-    r.register(Box::new(m.routing.clone()))?;
-    r.register(Box::new(m.replica_lag_bytes.clone()))?;
-    r.register(Box::new(m.replica_lag_seconds.clone()))?;
-    r.register(Box::new(m.replica_healthy.clone()))?;
-    r.register(Box::new(m.sockets.clone()))?;
-    r.register(Box::new(m.fanout_delay.clone()))?;
-    r.register(Box::new(m.notify_queue_usage.clone()))?;
-    r.register(Box::new(m.send_batch_size.clone()))?;
-    r.register(Box::new(m.send_queue_refused.clone()))?;
-    r.register(Box::new(m.queue_depth.clone()))?;
-    r.register(Box::new(m.queue_oldest_age.clone()))?;
-    r.register(Box::new(
-        prometheus::process_collector::ProcessCollector::for_self(),
-    ))?;
-    Ok(m)
-}
-
-/// The process's metrics, or `None` if they could not be built (a bug; logged once).
-pub fn metrics() -> Option<&'static Metrics> {
-    static METRICS: OnceLock<Option<Metrics>> = OnceLock::new();
-    METRICS
-        .get_or_init(|| match build() {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::error!(error = %e, "metrics registry could not be built");
-                None
-            }
-        })
-        .as_ref()
-}
-
-/// Registers `switchboard_build_info{service, version, revision}` = 1: the package version,
-/// and the source revision when the build was given one (`SWITCHBOARD_REVISION` at compile
-/// time, as the container build does), else `unknown`.
-fn register_build_info(service: &str) {
-    let Some(m) = metrics() else { return };
-    let info = IntGauge::with_opts(
-        Opts::new(
-            "switchboard_build_info",
-            "Always 1; the build's version and revision as labels",
-        )
-        .const_label("service", service)
-        .const_label("version", env!("CARGO_PKG_VERSION"))
-        .const_label(
-            "revision",
-            option_env!("SWITCHBOARD_REVISION").unwrap_or("unknown"),
-        ),
+    let r = &mut m.registry;
+    r.register(
+        "http_server_request_duration_seconds",
+        "Duration of HTTP server requests",
+        m.http_duration.clone(),
     );
-    match info {
-        Ok(info) => {
-            info.set(1);
-            if let Err(e) = m.registry.register(Box::new(info)) {
-                tracing::warn!(error = %e, "build_info not registered");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "build_info not built"),
-    }
+    r.register(
+        "db_client_operation_duration_seconds",
+        "Duration of database client operations",
+        m.db_operation_duration.clone(),
+    );
+    r.register(
+        "db_client_connection_count",
+        "Connections of a pool by state: idle or used",
+        m.db_connections.clone(),
+    );
+    r.register(
+        "db_client_connection_max",
+        "The most connections a pool may open",
+        m.db_connections_max.clone(),
+    );
+    r.register(
+        "db_client_connection_pending_requests",
+        "Callers waiting for a connection of a pool",
+        m.db_pending_requests.clone(),
+    );
+    r.register(
+        "switchboard_db_read_routing",
+        "Reads by the pool that served them and why",
+        m.routing.clone(),
+    );
+    r.register(
+        "switchboard_replica_lag_bytes",
+        "WAL bytes a replica has yet to replay",
+        m.replica_lag_bytes.clone(),
+    );
+    r.register(
+        "switchboard_replica_lag_seconds",
+        "Replay delay of a replica",
+        m.replica_lag_seconds.clone(),
+    );
+    r.register(
+        "switchboard_replica_healthy",
+        "1 when the replica is used for reads",
+        m.replica_healthy.clone(),
+    );
+    r.register(
+        "switchboard_websocket_connections",
+        "WebSockets open on this instance",
+        m.sockets.clone(),
+    );
+    r.register(
+        "switchboard_fanout_delay_seconds",
+        "From a change's commit to its write on a socket",
+        m.fanout_delay.clone(),
+    );
+    r.register(
+        "switchboard_notify_queue_usage_ratio",
+        "Fraction of the primary's NOTIFY queue in use",
+        m.notify_queue_usage.clone(),
+    );
+    r.register(
+        "switchboard_send_batch_size",
+        "Sends appended per group commit",
+        m.send_batch_size.clone(),
+    );
+    r.register(
+        "switchboard_send_queue_refused",
+        "Sends refused by admission control: send queue full or its delay too long",
+        m.send_queue_refused.clone(),
+    );
+    r.register(
+        "switchboard_queue_depth",
+        "Rows waiting in a database queue (outbox, notification queue)",
+        m.queue_depth.clone(),
+    );
+    r.register(
+        "switchboard_queue_oldest_age_seconds",
+        "How long the oldest waiting row of a database queue has waited",
+        m.queue_oldest_age.clone(),
+    );
+    r.register_collector(Box::new(process::ProcessCollector));
+    r.register_collector(Box::new(process::BuildInfo));
+    m
 }
 
-/// Records one database operation's duration (`pool`: the [`crate::platform::db::Route`]'s).
-pub fn observe_db_operation(pool: &str, operation: &str, took: Duration) {
-    if let Some(m) = metrics() {
-        m.db_operation_duration
-            .with_label_values(&["postgresql", operation, pool])
-            .observe(took.as_secs_f64());
-    }
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(build)
+}
+
+fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+fn exemplar(trace_id: Option<&str>) -> Option<TraceLabel> {
+    trace_id.map(|t| vec![("trace_id", t.to_owned())])
+}
+
+/// Records one HTTP request's duration; `trace_id`: its trace when sampled (the exemplar).
+pub fn observe_http(
+    method: &str,
+    route: &str,
+    status: u16,
+    took: Duration,
+    trace_id: Option<&str>,
+) {
+    metrics()
+        .http_duration
+        .get_or_create(&labels([
+            ("http_request_method", method),
+            ("http_route", route),
+            ("http_response_status_code", &status.to_string()),
+        ]))
+        .observe(took.as_secs_f64(), exemplar(trace_id), None);
+}
+
+/// Records one database operation's duration (`pool`: the [`crate::platform::db::Route`]'s;
+/// `trace_id`: the sampled trace it ran in, the exemplar).
+pub fn observe_db_operation(pool: &str, operation: &str, took: Duration, trace_id: Option<&str>) {
+    metrics()
+        .db_operation_duration
+        .get_or_create(&labels([
+            ("db_system_name", "postgresql"),
+            ("db_operation_name", operation),
+            ("switchboard_db_pool", pool),
+        ]))
+        .observe(took.as_secs_f64(), exemplar(trace_id), None);
 }
 
 /// Records a deadpool pool's status under `pool`: used and idle connections, the limit, and
 /// the callers waiting.
 pub fn record_pool(pool: &str, status: deadpool_postgres::Status) {
-    if let Some(m) = metrics() {
-        let idle = status.available as i64;
-        m.db_connections
-            .with_label_values(&[pool, "idle"])
-            .set(idle);
-        m.db_connections
-            .with_label_values(&[pool, "used"])
-            .set((status.size as i64 - idle).max(0));
-        m.db_connections_max
-            .with_label_values(&[pool])
-            .set(status.max_size as i64);
-        m.db_pending_requests
-            .with_label_values(&[pool])
-            .set(status.waiting as i64);
-    }
+    let m = metrics();
+    let idle = status.available as i64;
+    let state = |s| {
+        labels([
+            ("db_client_connection_pool_name", pool),
+            ("db_client_connection_state", s),
+        ])
+    };
+    m.db_connections.get_or_create(&state("idle")).set(idle);
+    m.db_connections
+        .get_or_create(&state("used"))
+        .set((status.size as i64 - idle).max(0));
+    let name = labels([("db_client_connection_pool_name", pool)]);
+    m.db_connections_max
+        .get_or_create(&name)
+        .set(status.max_size as i64);
+    m.db_pending_requests
+        .get_or_create(&name)
+        .set(status.waiting as i64);
 }
 
-/// The registry in Prometheus text format.
+/// Counts a routed read.
+pub fn routed(pool: &str, reason: &str) {
+    metrics()
+        .routing
+        .get_or_create(&labels([("pool", pool), ("reason", reason)]))
+        .inc();
+}
+
+/// Records what the replica monitor last saw of `replica`.
+pub fn record_replica(replica: &str, healthy: bool, lag_bytes: f64, lag_seconds: f64) {
+    let m = metrics();
+    let name = labels([("replica", replica)]);
+    m.replica_healthy
+        .get_or_create(&name)
+        .set(i64::from(healthy));
+    m.replica_lag_bytes.get_or_create(&name).set(lag_bytes);
+    m.replica_lag_seconds.get_or_create(&name).set(lag_seconds);
+}
+
+/// Sets the number of sockets open on this instance.
+pub fn set_sockets(open: usize) {
+    metrics().sockets.set(open as i64);
+}
+
+/// Records one delivery's delay from the change's commit to its write on a socket.
+pub fn observe_fanout_delay(seconds: f64) {
+    metrics().fanout_delay.observe(seconds);
+}
+
+/// Sets the primary's `pg_notification_queue_usage()` (0–1).
+pub fn set_notify_queue_usage(ratio: f64) {
+    metrics().notify_queue_usage.set(ratio);
+}
+
+/// Records the size of one group commit.
+pub fn observe_send_batch(sends: usize) {
+    metrics().send_batch_size.observe(sends as f64);
+}
+
+/// Counts a send refused by admission control.
+pub fn send_refused() {
+    metrics().send_queue_refused.inc();
+}
+
+/// Records a database queue's depth and the age of its oldest row (seconds).
+pub fn record_queue(queue: &str, depth: i64, oldest_age_seconds: f64) {
+    let m = metrics();
+    let name = labels([("queue", queue)]);
+    m.queue_depth.get_or_create(&name).set(depth);
+    m.queue_oldest_age
+        .get_or_create(&name)
+        .set(oldest_age_seconds);
+}
+
+/// The registry in the OpenMetrics text format.
 pub fn render() -> String {
-    let Some(m) = metrics() else {
-        return String::new();
-    };
-    let mut out = Vec::new();
-    if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut out) {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &metrics().registry) {
         tracing::warn!(error = %e, "metrics encoding failed");
     }
-    String::from_utf8(out).unwrap_or_default()
+    out
 }
 
 /// Starts the internal metrics server of `service` (`auth`, `messaging`) on `bind`:
@@ -303,7 +334,7 @@ pub fn serve(
     refresh: impl Fn() + Clone + Send + 'static,
 ) -> anyhow::Result<std::net::SocketAddr> {
     use actix_web::{web, App, HttpResponse, HttpServer};
-    register_build_info(service);
+    process::set_service(service);
     let server = HttpServer::new(move || {
         let refresh = refresh.clone();
         App::new().route(
@@ -312,7 +343,7 @@ pub fn serve(
                 refresh();
                 async {
                     HttpResponse::Ok()
-                        .content_type("text/plain; version=0.0.4")
+                        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
                         .body(render())
                 }
             }),

@@ -221,9 +221,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>, count: Arc<AtomicUsize>) 
             }
         }
         count.store(n, Ordering::Relaxed);
-        if let Some(m) = crate::platform::metrics::metrics() {
-            m.sockets.set(n as i64);
-        }
+        crate::platform::metrics::set_sockets(n);
     }
 }
 

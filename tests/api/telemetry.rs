@@ -527,8 +527,11 @@ async fn logs_hold_no_secret(user: &User) {
     assert!(files >= 4, "auth, messaging and nginx logs were read");
 }
 
+/// The sum of `family`'s samples whose line holds every one of `labels` (OpenMetrics text;
+/// an exemplar after ` # ` is not the value).
 fn sample(text: &str, family: &str, labels: &[&str]) -> Option<f64> {
     text.lines()
+        .map(|l| l.split(" # ").next().unwrap_or(l))
         .filter(|l| !l.starts_with('#') && l.starts_with(family))
         .filter(|l| labels.iter().all(|lab| l.contains(lab)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -640,6 +643,25 @@ async fn metrics_after_traffic() {
         let v = sample(&all, family, &[]);
         assert!(v.is_some_and(|v| v >= 0.0), "{family} = {v:?}");
     }
+    // The latency histograms carry exemplars naming sampled traces.
+    for family in [
+        "http_server_request_duration_seconds_bucket",
+        "db_client_operation_duration_seconds_bucket",
+    ] {
+        let exemplars: Vec<&str> = all
+            .lines()
+            .filter(|l| l.starts_with(family))
+            .filter_map(|l| l.split_once(" # {trace_id=\"")?.1.get(..32))
+            .collect();
+        assert!(!exemplars.is_empty(), "{family} has no exemplar");
+        assert!(
+            exemplars
+                .iter()
+                .all(|t| t.bytes().all(|b| b.is_ascii_hexdigit()) && *t != "0".repeat(32)),
+            "{exemplars:?}"
+        );
+    }
+
     // Every metric the alert rules and dashboards query is one the services serve (a renamed
     // metric would leave an alert that can never fire).
     let served = format!("{auth}{all}");

@@ -330,7 +330,7 @@ async fn traced<T>(
     if tracing::Span::current().is_none() {
         let started = std::time::Instant::now();
         let result = query.await;
-        crate::platform::metrics::observe_db_operation(pool, &operation, started.elapsed());
+        crate::platform::metrics::observe_db_operation(pool, &operation, started.elapsed(), None);
         return result;
     }
     // Field values are evaluated only when the span is enabled: a query pays for the
@@ -365,7 +365,20 @@ async fn traced<T>(
             }
         }
     }
-    crate::platform::metrics::observe_db_operation(pool, &operation, started.elapsed());
+    // The exemplar names the trace when it is sampled (exported).
+    let trace_id = {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        sc.is_sampled().then(|| sc.trace_id().to_string())
+    };
+    crate::platform::metrics::observe_db_operation(
+        pool,
+        &operation,
+        started.elapsed(),
+        trace_id.as_deref(),
+    );
     result
 }
 

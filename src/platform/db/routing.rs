@@ -279,11 +279,7 @@ impl Routing {
         let span = tracing::Span::current();
         span.record("switchboard.db.pool", labels.pool);
         span.record("switchboard.db.route_reason", labels.reason);
-        if let Some(m) = crate::platform::metrics::metrics() {
-            m.routing
-                .with_label_values(&[labels.pool, labels.reason])
-                .inc();
-        }
+        crate::platform::metrics::routed(labels.pool, labels.reason);
         (Conn::new(conn, labels), route)
     }
 

@@ -41,9 +41,9 @@ impl Socket {
     /// Delivers a live frame; stored changes only in revision order, once, catching up from
     /// the database over any revision skipped.
     pub(super) async fn deliver(&mut self, frame: Frame) -> bool {
-        if let (Some(m), Some(at)) = (crate::platform::metrics::metrics(), frame.committed_us) {
+        if let Some(at) = frame.committed_us {
             let delay = chrono::Utc::now().timestamp_micros() - at;
-            m.fanout_delay.observe(delay.max(0) as f64 / 1e6);
+            crate::platform::metrics::observe_fanout_delay(delay.max(0) as f64 / 1e6);
         }
         let Some((conversation_id, rev)) = frame.at else {
             return self.send(frame.text.to_string()).await;

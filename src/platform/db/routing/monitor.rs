@@ -39,9 +39,7 @@ impl Routing {
                 )
                 .await
                 .ok()?;
-            if let Some(m) = crate::platform::metrics::metrics() {
-                m.notify_queue_usage.set(row.get::<_, f64>(1));
-            }
+            crate::platform::metrics::set_notify_queue_usage(row.get(1));
             Some(row.get::<_, PgLsn>(0))
         })
         .await
@@ -78,18 +76,12 @@ impl Routing {
                 tracing::warn!(replica = %replica.name, ?health, "replica health changed");
             }
             replica.set(health);
-            if let Some(m) = crate::platform::metrics::metrics() {
-                let name = [replica.name.as_str()];
-                m.replica_healthy
-                    .with_label_values(&name)
-                    .set(i64::from(healthy));
-                m.replica_lag_bytes
-                    .with_label_values(&name)
-                    .set(health.lag_bytes.unwrap_or(0) as f64);
-                m.replica_lag_seconds
-                    .with_label_values(&name)
-                    .set(health.lag_seconds.unwrap_or(0.0));
-            }
+            crate::platform::metrics::record_replica(
+                &replica.name,
+                healthy,
+                health.lag_bytes.unwrap_or(0) as f64,
+                health.lag_seconds.unwrap_or(0.0),
+            );
         }
     }
 
