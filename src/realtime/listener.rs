@@ -202,13 +202,21 @@ async fn dispatch(
         } => {
             use tracing::Instrument;
             use tracing_opentelemetry::OpenTelemetrySpanExt;
-            // A new trace per fan-out, linked to the request that made the change.
+            // A new trace per fan-out, linked to the request that made the change (sampled
+            // whenever that request was: telemetry::FollowLinks). Named and attributed by
+            // the messaging semantic conventions (still "development" upstream): a consumer's
+            // `process` of a message from the NOTIFY channel.
             let span = tracing::info_span!(
                 parent: None,
                 "realtime.fan_out",
+                otel.name = %format!("process {CHANNEL}"),
                 otel.kind = "consumer",
-                conversation.id = %conversation_id,
-                recipients = tracing::field::Empty,
+                messaging.system = "postgresql",
+                messaging.operation.type = "process",
+                messaging.operation.name = "fan_out",
+                messaging.destination.name = CHANNEL,
+                switchboard.conversation.id = %conversation_id,
+                switchboard.fanout.recipients = tracing::field::Empty,
             );
             if let Some(sc) = trace
                 .as_deref()
@@ -230,7 +238,7 @@ async fn dispatch(
                     .await?
                 }
             };
-            span.record("recipients", users.len());
+            span.record("switchboard.fanout.recipients", users.len());
             hub.send(Command::Deliver {
                 users,
                 frame: Frame {

@@ -278,7 +278,8 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
             .iter()
             .map(|(_, s)| s)
             .find(|s| {
-                s.name == "realtime.fan_out" && s.links.iter().any(|l| hex(&l.trace_id) == trace)
+                s.name == "process switchboard_events"
+                    && s.links.iter().any(|l| hex(&l.trace_id) == trace)
             })?
             .clone();
         (!dbs.is_empty()).then_some((server, dbs, fanout))
@@ -376,6 +377,19 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
         "the batch's lock and append statements are its spans: {statements:?}"
     );
     assert!(fanout.links.iter().any(|l| l.span_id == server.span_id));
+    assert_eq!(fanout.kind, 5, "a consumer span");
+    assert_eq!(
+        fanout.attr("messaging.operation.type").as_deref(),
+        Some("process")
+    );
+    assert_eq!(
+        fanout.attr("messaging.destination.name").as_deref(),
+        Some("switchboard_events")
+    );
+    assert!(fanout
+        .attr("switchboard.fanout.recipients")
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n >= 1));
     let services: Vec<String> = spans
         .lock()
         .expect("spans")
