@@ -34,6 +34,9 @@ export SESSION_END_MEMORY_SECS=7230 WS_TICKETS_PER_MINUTE=1000000 WS_MAX_SOCKETS
 export RUST_LOG=warn LOG_FORMAT=json
 export CONSISTENCY_TOKEN_SECRET=bench-consistency-token-secret-0123456789
 unset OTEL_EXPORTER_OTLP_ENDPOINT
+# No trace at the edge either: it samples nothing, so it writes no edge span (it still decides
+# each request's trace context, as in production).
+export NGINX_TRACE_RATIO=0
 # Thousands of sockets: every process may open as many files as this machine allows, and
 # NGINX runs a worker per core.
 ulimit -n "$(ulimit -Hn)"
