@@ -39,7 +39,13 @@ function parse(value) {
     if (/^0+$/.test(m[2]) || /^0+$/.test(m[3])) {
         return null;
     }
-    return { trace: m[2], parent: m[3], sampled: (parseInt(m[4], 16) & 1) === 1 };
+    // Passed on in the normalized form (lower case, no padding), which every parser takes.
+    return {
+        trace: m[2],
+        parent: m[3],
+        sampled: (parseInt(m[4], 16) & 1) === 1,
+        header: m[1] + '-' + m[2] + '-' + m[3] + '-' + m[4],
+    };
 }
 
 // Decides the context once per request and keeps it in js_var variables.
@@ -53,7 +59,9 @@ function context(r) {
     const trusted = v.edge_trace_trusted === '1';
     const exporting = v.edge_spans === 'on';
     if (!exporting) {
-        v.edge_upstream = incoming && trusted ? r.headersIn.traceparent : '';
+        const kept = incoming && trusted;
+        v.edge_trace_id = kept ? incoming.trace : '';
+        v.edge_upstream = kept ? incoming.header : '';
         v.edge_flag = '0';
         return;
     }
@@ -80,6 +88,13 @@ function context(r) {
 function traceparent(r) {
     context(r);
     return r.variables.edge_upstream;
+}
+
+// $edge_trace: the request's trace id for the access log (empty where the service starts
+// the trace: spans off and no trusted context came in).
+function traceId(r) {
+    context(r);
+    return r.variables.edge_trace_id;
 }
 
 // $edge_sampled: "1" when this request's edge span is written.
@@ -110,7 +125,8 @@ function span(r) {
     const route = v.edge_route || '';
     const attributes = [
         attr('http.request.method', r.method),
-        attr('url.path', v.uri),
+        // The path as the client sent it, never the query (a WebSocket ticket travels there).
+        attr('url.path', (v.request_uri || '').split('?')[0]),
         attr('url.scheme', v.scheme),
         attr('http.response.status_code', status),
         attr('network.protocol.name', 'http'),
@@ -160,4 +176,4 @@ function span(r) {
     });
 }
 
-export default { traceparent, sampled, span };
+export default { traceparent, traceId, sampled, span };

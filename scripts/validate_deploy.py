@@ -316,6 +316,21 @@ def manifest_errors(docs, names, production):
                 continue
             if net.prefixlen < 8 or (net.version == 6 and net.prefixlen < 32):
                 errors.append(f"production: NGINX_REAL_IP_FROM trusts {p}: every client could pick its address")
+        # Trace-trusted clients must not include those proxies: a request a proxy sends with
+        # no X-Forwarded-For counts as the proxy's own, and its traceparent would be believed.
+        trace_trusted = {e["name"]: e.get("value", "") for e in nginx.get("env", [])}.get("NGINX_TRACE_TRUSTED", "")
+        for t in re.findall(r"([0-9a-fA-F.:/]+)\s+1;", trace_trusted):
+            try:
+                tnet = ipaddress.ip_network(t, strict=False)
+            except ValueError:
+                errors.append(f"production: NGINX_TRACE_TRUSTED: {t} is not an address or range")
+                continue
+            for p in proxies:
+                try:
+                    if tnet.overlaps(ipaddress.ip_network(p, strict=False)):
+                        errors.append(f"production: NGINX_TRACE_TRUSTED {t} overlaps the proxy range {p}")
+                except ValueError:
+                    pass
         if not cluster["spec"].get("postgresql", {}).get("synchronous"):
             errors.append("production: replication is asynchronous (a failover can lose acknowledged writes)")
         if not any(p.get("isWALArchiver") for p in plugins):
@@ -385,7 +400,7 @@ def nginx_test(template_text, workdir, name):
         "NGINX_EDGE_SCRIPT": os.path.join(REPO, "nginx", "edge_trace.js"),
         "NGINX_EDGE_SPANS": "on",
         "NGINX_EDGE_SPAN_LOG": os.path.join(conf_dir, "edge-spans.jsonl"),
-        "NGINX_TRACE_TRUSTED": "10.0.0.0/8 1; 192.0.2.1 1;",
+        "NGINX_TRACE_TRUSTED": "172.16.0.0/12 1; 192.0.2.7 1;",
         "NGINX_TRACE_RATIO": "0.1",
     }
     def render(text):
@@ -621,6 +636,10 @@ def main():
                      if e["name"] == "AUTH_DATABASE_URL"]),
         ("asynchronous replication in production",
          lambda ds: next(d for d in ds if d["kind"] == "Cluster")["spec"]["postgresql"].pop("synchronous")),
+        ("a trace-trusted range overlapping the proxies'",
+         lambda ds: [e.update(value="10.1.0.0/16 1;") for d in ds
+                     if d["kind"] == "Deployment" and d["metadata"]["name"] == "nginx"
+                     for e in d["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "NGINX_TRACE_TRUSTED"]),
         ("NGINX believing every client's X-Forwarded-For",
          lambda ds: [e.update(value="set_real_ip_from 0.0.0.0/0;") for d in ds
                      if d["kind"] == "Deployment" and d["metadata"]["name"] == "nginx"

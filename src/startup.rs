@@ -44,8 +44,8 @@ const AUTH_QUEUES: &[crate::platform::backlog::Queue] = &[crate::platform::backl
 }];
 
 /// The messaging service's database queues, sampled for the backlog metrics: digests not yet
-/// sent, and messages whose notifications (feed, push, digest) are not yet worked out (age:
-/// how far past due the oldest is).
+/// sent, messages whose notifications (feed, push, digest) are not yet worked out, and Web
+/// Push deliveries not yet made (ages of the last two: how far past due the oldest is).
 const MESSAGING_QUEUES: &[crate::platform::backlog::Queue] = &[
     crate::platform::backlog::Queue {
         name: "messaging.mail_outbox",
@@ -57,6 +57,12 @@ const MESSAGING_QUEUES: &[crate::platform::backlog::Queue] = &[
         sql: "SELECT count(*),
                      GREATEST(COALESCE(EXTRACT(epoch FROM now() - min(due_at)), 0), 0)::float8
               FROM messaging.notify_queue",
+    },
+    crate::platform::backlog::Queue {
+        name: "messaging.push_deliveries",
+        sql: "SELECT count(*),
+                     GREATEST(COALESCE(EXTRACT(epoch FROM now() - min(due_at)), 0), 0)::float8
+              FROM messaging.push_deliveries WHERE state = 'pending'",
     },
 ];
 

@@ -225,16 +225,26 @@ pub async fn resend_verification(
 
 /// Runs `work` after the answer went out: the answer then takes the same time whether or
 /// not an account has the address (the work differs: a lookup, or a lookup, inserts and a
-/// commit). Failures are logged; the caller already got its 202.
+/// commit). Failures are logged; the caller already got its 202. The work is a span of the
+/// request's trace (`auth.account_mail`), so its queries are traced with the request.
 pub fn in_background(
     what: &'static str,
     work: impl std::future::Future<Output = Result<(), ApiError>> + 'static,
 ) {
-    actix_web::rt::spawn(async move {
-        if let Err(e) = work.await {
-            tracing::warn!(error = %e, what, "account mail not written");
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "auth.account_mail",
+        otel.kind = "internal",
+        switchboard.work = what
+    );
+    actix_web::rt::spawn(
+        async move {
+            if let Err(e) = work.await {
+                tracing::warn!(error = %e, what, "account mail not written");
+            }
         }
-    });
+        .instrument(span),
+    );
 }
 
 /// Mails a reset link to the account that has `email`, if one does and its hourly budget

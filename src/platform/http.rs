@@ -31,6 +31,18 @@ pub fn trace_id_from_traceparent(value: &str) -> Option<String> {
     Some(trace_id.to_ascii_lowercase())
 }
 
+/// The host of the request's `Host` header (NGINX sets it to the name the client asked
+/// for), without the port: `server.address` of the server span. Never from `Forwarded` or
+/// `X-Forwarded-Host`, which a client writes.
+fn server_address(headers: &actix_web::http::header::HeaderMap) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.parse::<actix_web::http::uri::Authority>().ok())
+        .map(|a| a.host().chars().take(255).collect())
+        .unwrap_or_default()
+}
+
 fn new_trace_id() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -77,7 +89,15 @@ pub async fn request_context(
     let request_id = header("x-request-id");
     let matched = req.match_pattern();
     let route = matched.clone().unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    // Known methods by name; anything else is `_OTHER` (HTTP semantic conventions), so a
+    // client cannot mint metric series with made-up methods.
+    let method_original = req.method().as_str();
+    let method = match method_original {
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" => {
+            method_original.to_owned()
+        }
+        _ => "_OTHER".to_owned(),
+    };
     let scheme = match header("x-forwarded-proto") {
         s if s == "https" || s == "http" => s,
         _ => req.connection_info().scheme().to_owned(),
@@ -98,11 +118,12 @@ pub async fn request_context(
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = %method,
+        http.request.method_original = (method != method_original).then_some(method_original),
         http.route = matched.as_deref(),
         http.response.status_code = tracing::field::Empty,
         url.path = %req.path(),
         url.scheme = %scheme,
-        server.address = %req.connection_info().host().split(':').next().unwrap_or(""),
+        server.address = %server_address(req.headers()),
         client.address = %client,
         user_agent.original = %header("user-agent"),
         network.protocol.version = %format!("{:?}", req.version()).trim_start_matches("HTTP/"),

@@ -194,7 +194,6 @@ pub async fn connect(
         otel.kind = "internal",
         user.id = %user_id,
         switchboard.session.id = %session_id,
-        switchboard.socket.frames_received = tracing::field::Empty,
         switchboard.socket.close_code = tracing::field::Empty,
     );
     actix_web::rt::spawn(tracing::Instrument::instrument(

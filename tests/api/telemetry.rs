@@ -238,7 +238,12 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
             Method::POST,
             &format!("/api/conversations/{conv}/messages"),
             Some(json!({"content": "traced"})),
-            &[("traceparent", &traceparent)],
+            &[
+                ("traceparent", &traceparent),
+                // A client cannot name the host on the service's span.
+                ("x-forwarded-host", "evil.example"),
+                ("forwarded", "host=evil.example"),
+            ],
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{sent}");
@@ -337,6 +342,7 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
         Some(format!("/api/conversations/{conv}/messages"))
     );
     assert_eq!(server.attr("url.scheme").as_deref(), Some("http"));
+    assert_eq!(server.attr("server.address").as_deref(), Some("127.0.0.1"));
     assert!(server.attr("client.address").is_some_and(|a| !a.is_empty()));
     assert_eq!(
         server.attr("http.response.status_code").as_deref(),
@@ -428,6 +434,43 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
             .then_some(())
     })
     .await;
+
+    // Work a request leaves running after its answer (a reset link's mail) stays in the
+    // request's trace, with its queries.
+    let s = http()
+        .post(format!("{}/auth/password/forgot", base()))
+        .json(&json!({"email": format!("{}@example.com", a.username)}))
+        .send()
+        .await
+        .expect("forgot")
+        .status();
+    assert_eq!(s, StatusCode::ACCEPTED);
+    eventually(Duration::from_secs(10), || async {
+        let all = spans.lock().expect("spans").clone();
+        let mail = all.iter().map(|(_, s)| s).find(|s| {
+            s.name == "auth.account_mail"
+                && all.iter().any(|(_, p)| {
+                    p.span_id == s.parent_span_id && p.name == "POST /auth/password/forgot"
+                })
+        })?;
+        all.iter()
+            .any(|(_, s)| s.parent_span_id == mail.span_id && s.kind == otlp::SPAN_KIND_CLIENT)
+            .then_some(())
+    })
+    .await;
+
+    // A made-up method is `_OTHER` on the span and in the metrics: no series per method.
+    let s = http()
+        .request(
+            Method::from_bytes(b"FROB").expect("method"),
+            format!("{}/api/conversations", base()),
+        )
+        .bearer_auth(&a.access)
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert!(s.is_client_error(), "{s}");
 
     // No database span is a trace of its own: background loops (presence, sweeps, outbox
     // polls, backlog samples) run outside any span and are timed, not traced.
@@ -657,6 +700,12 @@ async fn metrics_after_traffic() {
         let v = sample(&all, family, &[]);
         assert!(v.is_some_and(|v| v >= 0.0), "{family} = {v:?}");
     }
+    assert!(
+        all.contains("http_request_method=\"_OTHER\""),
+        "made-up methods are _OTHER"
+    );
+    assert!(!all.contains("FROB"), "no series for a made-up method");
+
     // The latency histograms carry exemplars naming sampled traces.
     for family in [
         "http_server_request_duration_seconds_bucket",
