@@ -266,6 +266,19 @@ stop_recorded() {
   done
 }
 
+# When traces are exported (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT
+# + /v1/traces), ships NGINX's edge spans there too (scripts/edge_spans.py; pid in
+# $SWITCHBOARD_DATA/pids/edge-spans.pid, a previous one stopped first).
+start_edge_span_shipper() {
+  local url="${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-}" pidfile="$SWITCHBOARD_DATA/pids/edge-spans.pid"
+  [ -z "$url" ] && [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ] && url="${OTEL_EXPORTER_OTLP_ENDPOINT%/}/v1/traces"
+  if [ -f "$pidfile" ]; then kill -TERM "$(cat "$pidfile")" 2>/dev/null || true; fi
+  rm -f "$pidfile"
+  [ -z "$url" ] && return 0
+  python3 "$REPO/scripts/edge_spans.py" "$NGINX_EDGE_SPAN_LOG" "$url" >>"$LOG_DIR/edge-spans.log" 2>&1 &
+  echo "$!" >"$pidfile"
+}
+
 # Renders the NGINX config into $SWITCHBOARD_DATA/nginx and starts it in the foreground of a
 # background job; $! is its pid.
 start_nginx() {
@@ -308,6 +321,7 @@ start_nginx() {
   local nginx_bin
   nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
   "$nginx_bin" -t -q -p "$runtime" -c "$runtime/nginx.conf"
+  start_edge_span_shipper
   "$nginx_bin" -p "$runtime" -c "$runtime/nginx.conf" >>"$LOG_DIR/nginx.log" 2>&1 &
   echo "$!" >"$SWITCHBOARD_DATA/pids/nginx.pid"
   log "nginx starting on 127.0.0.1:${NGINX_PORT}${NGINX_TLS_PORT:+ and https on ${NGINX_TLS_PORT}}"

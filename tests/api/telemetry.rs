@@ -104,10 +104,16 @@ mod otlp {
 }
 
 type Spans = Arc<Mutex<Vec<(String, otlp::Span)>>>;
+/// Spans that came as OTLP/JSON (NGINX's edge spans, shipped by scripts/edge_spans.py), each
+/// with its resource's `service.name` as `service`.
+type JsonSpans = Arc<Mutex<Vec<serde_json::Value>>>;
 
-/// A minimal OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body, answered 200.
-async fn receiver() -> Spans {
+/// A minimal OTLP/HTTP receiver: `POST /v1/traces` with a protobuf or a JSON body (OTLP/HTTP
+/// allows both), answered 200.
+async fn receiver() -> (Spans, JsonSpans) {
     let spans: Spans = Arc::default();
+    let json_spans: JsonSpans = Arc::default();
+    let json_sink = json_spans.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:18318")
         .await
         .expect("OTLP receiver port (OTEL_EXPORTER_OTLP_ENDPOINT of the test stack)");
@@ -115,10 +121,12 @@ async fn receiver() -> Spans {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let sink = sink.clone();
+            let json_sink = json_sink.clone();
             tokio::spawn(async move {
                 let mut reader = BufReader::new(stream);
                 loop {
                     let mut length = 0usize;
+                    let mut json = false;
                     let mut line = String::new();
                     let mut first = true;
                     loop {
@@ -137,13 +145,20 @@ async fn receiver() -> Spans {
                             if k.eq_ignore_ascii_case("content-length") {
                                 length = v.trim().parse().unwrap_or(0);
                             }
+                            if k.eq_ignore_ascii_case("content-type") {
+                                json = v.trim().starts_with("application/json");
+                            }
                         }
                     }
                     let mut body = vec![0u8; length];
                     if reader.read_exact(&mut body).await.is_err() {
                         return;
                     }
-                    if let Ok(req) =
+                    if json {
+                        let doc: serde_json::Value =
+                            serde_json::from_slice(&body).expect("an OTLP/JSON body");
+                        json_sink.lock().expect("spans").extend(flatten_json(&doc));
+                    } else if let Ok(req) =
                         <otlp::ExportTraceServiceRequest as prost::Message>::decode(body.as_slice())
                     {
                         let mut all = sink.lock().expect("spans");
@@ -173,24 +188,17 @@ async fn receiver() -> Spans {
             });
         }
     });
-    spans
+    (spans, json_spans)
 }
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// NGINX's edge spans (nginx/edge_trace.js): the OpenTelemetry file exporter's format, one
-/// OTLP/JSON `ExportTraceServiceRequest` per line, in the stack's log folder.
-fn edge_spans() -> Vec<serde_json::Value> {
-    let path = format!(
-        "{}/logs/edge-spans.jsonl",
-        std::env::var("SWITCHBOARD_DATA").expect("set by scripts/test.sh")
-    );
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+/// The spans of an OTLP/JSON `ExportTraceServiceRequest`, each with `service`.
+fn flatten_json(doc: &serde_json::Value) -> Vec<serde_json::Value> {
     let mut spans = Vec::new();
-    for line in text.lines() {
-        let doc: serde_json::Value = serde_json::from_str(line).expect("each line is OTLP/JSON");
+    {
         for rs in doc["resourceSpans"].as_array().into_iter().flatten() {
             let service = rs["resource"]["attributes"]
                 .as_array()
@@ -211,6 +219,12 @@ fn edge_spans() -> Vec<serde_json::Value> {
     spans
 }
 
+/// NGINX's edge spans received so far: nginx/edge_trace.js writes them in the OpenTelemetry
+/// file exporter's format and scripts/edge_spans.py ships them to this receiver.
+fn edge_spans(received: &JsonSpans) -> Vec<serde_json::Value> {
+    received.lock().expect("spans").clone()
+}
+
 fn edge_attr(span: &serde_json::Value, key: &str) -> Option<String> {
     let value = &span["attributes"]
         .as_array()?
@@ -224,7 +238,7 @@ fn edge_attr(span: &serde_json::Value, key: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold_no_secret() {
-    let spans = receiver().await;
+    let (spans, edges) = receiver().await;
     let a = register("otel").await;
     let b = register("otelpeer").await;
     let conv = a.direct_with(&b).await;
@@ -290,8 +304,8 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
         (!dbs.is_empty()).then_some((server, dbs, fanout))
     })
     .await;
-    let edge = eventually(Duration::from_secs(10), || async {
-        edge_spans()
+    let edge = eventually(Duration::from_secs(20), || async {
+        edge_spans(&edges)
             .into_iter()
             .find(|e| e["traceId"] == trace.as_str() && e["name"] == "POST /api/")
     })
@@ -502,8 +516,8 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
         .expect("request")
         .status();
     assert_eq!(s, StatusCode::OK);
-    let restarted = eventually(Duration::from_secs(10), || async {
-        edge_spans().into_iter().find(|e| {
+    let restarted = eventually(Duration::from_secs(20), || async {
+        edge_spans(&edges).into_iter().find(|e| {
             e["links"]
                 .as_array()
                 .is_some_and(|l| l.iter().any(|l| l["traceId"] == forged.as_str()))
