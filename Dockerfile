@@ -29,11 +29,16 @@ COPY web/sw.js /src/web/sw.js
 COPY web/assets /src/web/assets
 COPY scripts/build-web.sh /src/scripts/build-web.sh
 # The edge's trace context (switchboard.conf.template imports it with njs, which the image
-# ships as a module: loaded here, in the main context).
+# ships as a module: loaded here, in the main context), and the edge-span shipper its sidecar
+# runs (python3; /var/log/edge is the span file's volume, writable by NGINX's uid 101).
 COPY nginx/edge_trace.js /etc/nginx/njs/edge_trace.js
+COPY scripts/edge_spans.py /usr/local/bin/edge_spans.py
 # default.conf also listens on 8080 and would take requests first: only ours is served.
 RUN bash /src/scripts/build-web.sh /usr/share/switchboard/web \
  && rm -rf /src /etc/nginx/conf.d/default.conf \
+ && apt-get update && apt-get install -y --no-install-recommends python3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && install -d -o 101 -g 101 /var/log/edge \
  && sed -i '1i load_module modules/ngx_http_js_module.so;' /etc/nginx/nginx.conf
 USER 101
 ENV WEB_ROOT=/usr/share/switchboard/web

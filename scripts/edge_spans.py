@@ -6,9 +6,15 @@ OpenTelemetry file exporter's format: one OTLP/JSON ExportTraceServiceRequest pe
 follows that file (from its end when it starts, like `tail -f`, starting over when the file
 is replaced or truncated) and posts what arrives to the traces endpoint as OTLP/HTTP JSON
 (`Content-Type: application/json`, which every OTLP/HTTP receiver accepts), at most 512
-spans a request, twice a second. It stands in, for the local stack only, for a Collector's
-`otlpjsonfile` receiver. An endpoint that does not answer is retried every 2 s at most; at most
-10 000 spans wait, the oldest dropped first (counted in its log).
+spans a request, twice a second. The local stack runs it beside NGINX; the compose
+file and the Kubernetes manifests run it as a sidecar sharing the span file's volume. An
+endpoint that does not answer is retried every 2 s at most (logged when the error changes
+and once a minute); at most 10 000 spans wait, the oldest dropped first (counted in its log).
+
+The file stays small: once everything in it is read and it has grown past 8 MiB, it is
+truncated. NGINX appends with O_APPEND, so its next line lands at the new end; a line NGINX
+writes between the last read and the truncation is lost (a rare lost span, never a broken
+line).
 
     edge_spans.py FILE TRACES_URL      # e.g. http://127.0.0.1:4318/v1/traces
 """
@@ -21,6 +27,7 @@ import urllib.request
 
 BATCH = 512
 BACKLOG = 10_000
+TRUNCATE_AT = 8 * 1024 * 1024
 
 
 def post(url, resource_spans):
@@ -35,6 +42,7 @@ def main():
     path, url = sys.argv[1], sys.argv[2]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     pending, partial, dropped, backoff = [], "", 0, 0.5
+    last_error, last_logged = None, 0.0
     f, inode = None, None
     # What the file holds when this starts was for an earlier run; a file made later is read
     # from its start.
@@ -68,12 +76,21 @@ def main():
             try:
                 post(url, batch)
             except OSError as e:
-                print(f"edge spans: {url}: {e}; retrying in {backoff:.1f} s", flush=True)
+                if str(e) != last_error or time.monotonic() - last_logged > 60:
+                    print(f"edge spans: {url}: {e}; retrying", flush=True)
+                    last_error, last_logged = str(e), time.monotonic()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2)
                 break
             del pending[:len(batch)]
-            backoff = 0.5
+            backoff, last_error = 0.5, None
+        if f is not None and not partial and f.tell() > TRUNCATE_AT:
+            try:
+                if os.stat(path).st_size == f.tell():
+                    os.truncate(path, 0)
+                    f.seek(0)
+            except OSError as e:
+                print(f"edge spans: truncating {path}: {e}", flush=True)
         time.sleep(0.5)
 
 

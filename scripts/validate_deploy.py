@@ -477,6 +477,48 @@ def monitoring_errors(work):
     return errors
 
 
+def edge_span_errors(where, nginx_env, nginx_mounts, shipper_command, shipper_mounts):
+    """The edge-span shipper reads the file NGINX writes: its first argument is NGINX's
+    NGINX_EDGE_SPAN_LOG, in a folder both containers mount from the same volume, and it
+    posts to the collector's OTLP/HTTP traces endpoint."""
+    errors = []
+    if nginx_env.get("NGINX_EDGE_SPANS") != "on":
+        return errors
+    path = nginx_env.get("NGINX_EDGE_SPAN_LOG", "")
+    cmd = list(shipper_command or [])
+    if len(cmd) < 4 or not cmd[1].endswith("edge_spans.py"):
+        return [f"{where}: edge spans are on but no container runs edge_spans.py FILE URL"]
+    if cmd[2] != path:
+        errors.append(f"{where}: the shipper reads {cmd[2]}, NGINX writes {path}")
+    folder = os.path.dirname(path)
+    if nginx_mounts.get(folder) is None or nginx_mounts.get(folder) != shipper_mounts.get(folder):
+        errors.append(f"{where}: NGINX and the shipper do not share a volume at {folder}")
+    if not re.fullmatch(r"http://otel-collector:4318/v1/traces", cmd[3]):
+        errors.append(f"{where}: the shipper posts to {cmd[3]}, not the collector's /v1/traces")
+    return errors
+
+
+def compose_edge_errors(doc):
+    services = doc["services"]
+    mounts = lambda svc: {v.split(":")[1]: v.split(":")[0] for v in svc.get("volumes", [])
+                          if isinstance(v, str) and v.count(":") >= 1}
+    nginx = services["nginx"]
+    shipper = next((s for s in services.values()
+                    if any("edge_spans.py" in str(c) for c in s.get("command", []) or [])), {})
+    return edge_span_errors("compose", {k: str(v) for k, v in nginx.get("environment", {}).items()},
+                            mounts(nginx), shipper.get("command"), mounts(shipper))
+
+
+def k8s_edge_errors(docs, overlay):
+    dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "nginx")
+    containers = dep["spec"]["template"]["spec"]["containers"]
+    mounts = lambda c: {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+    nginx = next(c for c in containers if c["name"] == "nginx")
+    shipper = next((c for c in containers if any("edge_spans.py" in a for a in c.get("command", []))), {})
+    return edge_span_errors(f"k8s {overlay}", {e["name"]: e.get("value", "") for e in nginx.get("env", [])},
+                            mounts(nginx), shipper.get("command"), mounts(shipper))
+
+
 def openapi_validate(path):
     r = run([tool("openapi-spec-validator"), path])
     return r.returncode == 0, (r.stdout + r.stderr).strip()
@@ -551,6 +593,14 @@ def main():
     for where, names_given in given.items():
         if wanted - names_given:
             errors.append(f"{where}: nginx template needs {sorted(wanted - names_given)}")
+
+    # The edge-span shipper reads what NGINX writes (compose and each overlay).
+    edge = compose_edge_errors(doc)
+    for overlay in ("dev", "production"):
+        edge += k8s_edge_errors(kustomize(overlay), overlay)
+    if edge:
+        fail("edge spans: " + "; ".join(edge))
+    ok("edge spans: NGINX's span file is read by the shipper on a shared volume and posted to the collector")
 
     # Alert rules and dashboards (ops/), and their Kubernetes copies.
     monitoring = monitoring_errors(work)
@@ -649,6 +699,10 @@ def main():
         mutate(broken)
         if not manifest_errors(broken, names, production=True):
             fail(f"the manifest checks accepted {what}")
+    bc = yaml.safe_load(open(compose))
+    bc["services"]["nginx"]["environment"]["NGINX_EDGE_SPAN_LOG"] = "/var/log/other/edge.jsonl"
+    if not compose_edge_errors(bc):
+        fail("the edge-span check accepted a shipper reading another file")
     bad_rules = os.path.join(work, "alerts.broken.yaml")
     open(bad_rules, "w").write(open(os.path.join(REPO, "ops", "prometheus", "alerts.yaml")).read()
                                .replace("> 5", "> > 5", 1))
