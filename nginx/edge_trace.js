@@ -167,7 +167,7 @@ function span(r) {
         resourceSpans: [{
             resource: {
                 attributes: [
-                    attr('service.name', v.edge_service_name || 'switchboard-nginx'),
+                    attr('service.name', 'switchboard-nginx'),
                     attr('service.instance.id', v.hostname),
                 ],
             },

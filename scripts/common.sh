@@ -274,7 +274,7 @@ start_edge_span_shipper() {
   [ -z "$url" ] && [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ] && url="${OTEL_EXPORTER_OTLP_ENDPOINT%/}/v1/traces"
   if [ -f "$pidfile" ]; then kill -TERM "$(cat "$pidfile")" 2>/dev/null || true; fi
   rm -f "$pidfile"
-  [ -z "$url" ] && return 0
+  if [ -z "$url" ] || [ "$NGINX_EDGE_SPANS" != on ]; then return 0; fi
   python3 "$REPO/scripts/edge_spans.py" "$NGINX_EDGE_SPAN_LOG" "$url" >>"$LOG_DIR/edge-spans.log" 2>&1 &
   echo "$!" >"$pidfile"
 }
@@ -310,8 +310,13 @@ start_nginx() {
   done
   # The edge span of each sampled request (nginx/edge_trace.js) goes to this file, one
   # OTLP/JSON ExportTraceServiceRequest per line (the OpenTelemetry file exporter format).
-  export NGINX_EDGE_SCRIPT="$REPO/nginx/edge_trace.js" NGINX_EDGE_SPANS=on
+  # On when traces are exported (the shipper then sends the file there); off, the file would
+  # only grow.
+  local spans=off
+  [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-}" ] && spans=on
+  export NGINX_EDGE_SCRIPT="$REPO/nginx/edge_trace.js" NGINX_EDGE_SPANS="${NGINX_EDGE_SPANS:-$spans}"
   export NGINX_EDGE_SPAN_LOG="$LOG_DIR/edge-spans.jsonl" NGINX_TRACE_TRUSTED=""
+  [ "$NGINX_EDGE_SPANS" = on ] || NGINX_EDGE_SPAN_LOG=/dev/null
   for proxy in $NGINX_TRACE_CLIENTS; do
     NGINX_TRACE_TRUSTED="${NGINX_TRACE_TRUSTED}${proxy} 1; "
   done

@@ -60,6 +60,10 @@ def main():
             chunk = f.read()
         except FileNotFoundError:
             chunk = ""
+        except (OSError, UnicodeDecodeError) as e:
+            # Unreadable for now (permissions, a torn write): log, start the file over.
+            print(f"edge spans: reading {path}: {e}", flush=True)
+            f, chunk, partial = None, "", ""
         if chunk:
             *lines, partial = (partial + chunk).split("\n")
             for line in filter(str.strip, lines):
@@ -75,7 +79,7 @@ def main():
             batch = pending[:BATCH]
             try:
                 post(url, batch)
-            except OSError as e:
+            except Exception as e:  # noqa: BLE001 — any failure of one post is retried
                 if str(e) != last_error or time.monotonic() - last_logged > 60:
                     print(f"edge spans: {url}: {e}; retrying", flush=True)
                     last_error, last_logged = str(e), time.monotonic()

@@ -576,7 +576,8 @@ async fn logs_hold_no_secret(user: &User) {
         body["access_token"].as_str().unwrap_or("").to_owned(),
         ticket,
     ];
-    tokio::time::sleep(Duration::from_millis(500)).await; // let log writes land
+    // Let log writes land: NGINX flushes its buffered logs (access, edge spans) every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let dir = format!(
         "{}/logs",
         std::env::var("SWITCHBOARD_DATA").expect("set by scripts/test.sh")
