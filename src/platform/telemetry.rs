@@ -68,10 +68,7 @@ fn service_name(service: &str, env: impl Fn(&str) -> Option<String>) -> String {
     set(env("OTEL_SERVICE_NAME"))
         .or_else(|| {
             let attributes = env("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
-            set(attributes.split(',').find_map(|pair| {
-                let (key, value) = pair.split_once('=')?;
-                (key.trim() == "service.name").then(|| value.to_owned())
-            }))
+            set(resource_attribute(&attributes, "service.name").map(str::to_owned))
         })
         .unwrap_or_else(|| format!("switchboard-{service}"))
 }
@@ -114,13 +111,11 @@ impl ShouldSample for FollowLinks {
     }
 }
 
-/// Whether `OTEL_RESOURCE_ATTRIBUTES` names `key`.
-fn resource_attribute_set(key: &str) -> bool {
-    std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attributes| {
-        attributes
-            .split(',')
-            .filter_map(|pair| pair.split_once('='))
-            .any(|(k, _)| k.trim() == key)
+/// The value of `key` in an `OTEL_RESOURCE_ATTRIBUTES` list (comma-separated `key=value`).
+fn resource_attribute<'a>(attributes: &'a str, key: &str) -> Option<&'a str> {
+    attributes.split(',').find_map(|pair| {
+        let (k, value) = pair.split_once('=')?;
+        (k.trim() == key).then_some(value)
     })
 }
 
@@ -147,7 +142,8 @@ fn provider(service: &'static str) -> Option<SdkTracerProvider> {
     let mut resource = Resource::builder()
         .with_service_name(service_name(service, |name| std::env::var(name).ok()))
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
-    if !resource_attribute_set("service.instance.id") {
+    let attributes = std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+    if resource_attribute(&attributes, "service.instance.id").is_none() {
         resource = resource.with_attribute(KeyValue::new(
             "service.instance.id",
             uuid::Uuid::new_v4().to_string(),

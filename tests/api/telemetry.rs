@@ -198,21 +198,19 @@ fn hex(b: &[u8]) -> String {
 /// The spans of an OTLP/JSON `ExportTraceServiceRequest`, each with `service`.
 fn flatten_json(doc: &serde_json::Value) -> Vec<serde_json::Value> {
     let mut spans = Vec::new();
-    {
-        for rs in doc["resourceSpans"].as_array().into_iter().flatten() {
-            let service = rs["resource"]["attributes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|a| a["key"] == "service.name")
-                .map(|a| a["value"]["stringValue"].clone())
-                .unwrap_or_default();
-            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-                for span in ss["spans"].as_array().into_iter().flatten() {
-                    let mut span = span.clone();
-                    span["service"] = service.clone();
-                    spans.push(span);
-                }
+    for rs in doc["resourceSpans"].as_array().into_iter().flatten() {
+        let service = rs["resource"]["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["key"] == "service.name")
+            .map(|a| a["value"]["stringValue"].clone())
+            .unwrap_or_default();
+        for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+            for span in ss["spans"].as_array().into_iter().flatten() {
+                let mut span = span.clone();
+                span["service"] = service.clone();
+                spans.push(span);
             }
         }
     }
