@@ -93,7 +93,7 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-cargo build --locked --all-targets
+cargo build --locked --bins
 log "deployment files (docker-compose, k8s, nginx, env names from each binary's --help)"
 SWITCHBOARD_BIN_DIR="$CARGO_TARGET_DIR/debug" "$here/validate-deploy.sh"
 start_stack_background
@@ -117,7 +117,7 @@ export SWITCHBOARD_MESSAGING_DB_URL="postgres://switchboard_messaging:${MESSAGIN
 export SWITCHBOARD_AUTH_DB_URL="postgres://switchboard_auth:${AUTH_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}$(db_tls_query)"
 
 status=0
-cargo test --locked --no-fail-fast --all-targets -- "$@" || status=$?
+cargo test --locked --no-fail-fast --lib --tests -- "$@" || status=$?
 
 # Restarts the auth service with the current environment (same binary, same ports).
 restart_auth() {
