@@ -12,9 +12,10 @@
 //! Read-your-writes: a read carrying the caller's consistency token (the primary's WAL LSN
 //! after their last write, signed so it cannot be forged) uses a replica only once that
 //! replica — judged on the very connection that serves the read — has replayed it, waiting
-//! at most `RYW_WAIT_MS` in all; otherwise the primary. A read cancelled on a replica by a
-//! recovery conflict (PostgreSQL docs §27.4.2, "Handling Query Conflicts") is tried once
-//! more elsewhere.
+//! at most `RYW_WAIT_MS` in all; otherwise the primary. A connection that already reported
+//! a position at or past the token is not asked again (`routing/replayed.rs`). A read
+//! cancelled on a replica by a recovery conflict (PostgreSQL docs §27.4.2, "Handling Query
+//! Conflicts") is tried once more elsewhere.
 
 use std::{
     future::Future,
@@ -33,6 +34,9 @@ use serde::Serialize;
 use tokio_postgres::types::PgLsn;
 
 mod monitor;
+mod replayed;
+
+use replayed::ReplayedByConnection;
 
 use super::Lsn;
 
@@ -84,6 +88,8 @@ pub struct Replica {
     pub name: String,
     pub pool: Pool,
     health: RwLock<Health>,
+    /// What each of its connections last reported replaying.
+    replayed: ReplayedByConnection,
 }
 
 impl Replica {
@@ -146,6 +152,7 @@ impl Routing {
                     Arc::new(Replica {
                         name,
                         pool,
+                        replayed: ReplayedByConnection::default(),
                         // Optimistic until the first check, a second away.
                         health: RwLock::new(Health {
                             reachable: true,
@@ -246,7 +253,7 @@ impl Routing {
             };
             match token {
                 None => return Ok(self.on_replica(conn, replica)),
-                Some(t) => match replayed(&conn, t, deadline).await {
+                Some(t) => match replayed(&conn, &replica.replayed, t, deadline).await {
                     Ok(true) => return Ok(self.on_replica(conn, replica)),
                     Ok(false) => route = ReadRoute::PrimaryTokenNotReplayed,
                     Err(e) => {
@@ -340,12 +347,18 @@ impl Routing {
     }
 }
 
-/// Polls `pg_last_wal_replay_lsn()` on `conn` until it reaches `token` or `deadline` passes.
+/// Whether `conn` has replayed `token`: at once when the connection already reported a
+/// position at or past it (`known`), else polling `pg_last_wal_replay_lsn()` on it until it
+/// reaches `token` or `deadline` passes (each answer recorded in `known`).
 async fn replayed(
     conn: &Object,
+    known: &ReplayedByConnection,
     token: Lsn,
     deadline: tokio::time::Instant,
 ) -> Result<bool, tokio_postgres::Error> {
+    if known.covers(&conn.statement_cache, token) {
+        return Ok(true);
+    }
     let stmt = conn
         .prepare_cached("SELECT pg_last_wal_replay_lsn()")
         .await?;
@@ -353,6 +366,9 @@ async fn replayed(
     loop {
         let row = conn.query_one(&stmt, &[]).await?;
         let replayed: Option<PgLsn> = row.get(0);
+        if let Some(r) = replayed {
+            known.saw(&conn.statement_cache, r);
+        }
         if replayed.is_some_and(|r| r >= token) {
             return Ok(true);
         }
