@@ -14,6 +14,11 @@
 //!
 //! Each limit is taken in several short runs before and after its scenario; the figure is
 //! the median of all runs (the report shows the spread).
+//!
+//! pgbench connects over TLS (`PGSSLMODE=require`), as every service connection does
+//! (`postgres/pg_hba.conf` refuses the service roles without it): the encryption of each
+//! query and answer is part of what the stack pays per request, so the limit pays it too.
+//! `PGSSLMODE=disable` in the environment takes the plaintext limit instead (for comparison).
 
 use super::{admin, Pairs, Res};
 
@@ -25,6 +30,9 @@ pub struct Raw {
     pub latency_avg_ms: f64,
     pub clients: usize,
     pub script: String,
+    /// libpq's `sslmode` for pgbench's connections (`require`: TLS, as the services).
+    #[serde(default)]
+    pub sslmode: String,
     /// Each run's figure, in the order taken.
     #[serde(default)]
     pub runs: Vec<f64>,
@@ -87,14 +95,17 @@ pub fn pgbench(
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("script.sql");
     std::fs::write(&file, script)?;
+    let sslmode = std::env::var("PGSSLMODE").unwrap_or_else(|_| "require".into());
     let mut out = Raw {
         clients,
         script: script.trim().into(),
+        sslmode: sslmode.clone(),
         ..Default::default()
     };
     let mut latency = 0.0;
     for _ in 0..runs.max(1) {
         let run = std::process::Command::new(pgbench_path())
+            .env("PGSSLMODE", &sslmode)
             .args([
                 "-n",
                 "-M",
