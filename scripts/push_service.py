@@ -5,7 +5,9 @@ independent implementations: the VAPID JWT (RFC 8292) with py-vapid, the payload
 
 It plays both the push service and the browser behind it:
   POST /subscriptions            a new browser subscription: {id, endpoint, keys: {p256dh, auth}}
-  PUT  /subscriptions/<id>       {"status": 201|404|410|429|500}: how its pushes are answered
+  PUT  /subscriptions/<id>       {"status": 201|404|410|429|500, "delay_ms": N}: how its
+                                 pushes are answered, and how long each answer takes (a slow
+                                 push service keeps the sender's pass under way for a while)
   GET  /subscriptions/<id>       {"received": [...], "refused": [...]}: every push that came
                                  (decrypted payload, TTL, Urgency, VAPID claims, the answer
                                  given) and every one that failed the checks (why)
@@ -83,7 +85,7 @@ class Handler(BaseHTTPRequestHandler):
             sid = b64url(os.urandom(12))
             auth = os.urandom(16)
             with lock:
-                subscriptions[sid] = {"key": key, "auth": auth, "status": 201,
+                subscriptions[sid] = {"key": key, "auth": auth, "status": 201, "delay_ms": 0,
                                       "received": [], "refused": []}
             return self.answer(201, {"id": sid, "endpoint": f"{ORIGIN}/push/{sid}",
                                      "keys": {"p256dh": b64url(public), "auth": b64url(auth)}})
@@ -106,6 +108,7 @@ class Handler(BaseHTTPRequestHandler):
                 with lock:
                     sub["refused"].append(str(e))
                 return self.answer(400, {"error": str(e)})
+            time.sleep(sub["delay_ms"] / 1000)
             with lock:
                 status = sub["status"]
                 sub["received"].append({
@@ -122,7 +125,9 @@ class Handler(BaseHTTPRequestHandler):
             sub = subscriptions.get(sid) if self.path.startswith("/subscriptions/") else None
             if sub is None:
                 return self.answer(404, {"error": "no such subscription"})
-            sub["status"] = int(json.loads(self.body() or b"{}").get("status", 201))
+            settings = json.loads(self.body() or b"{}")
+            sub["status"] = int(settings.get("status", 201))
+            sub["delay_ms"] = int(settings.get("delay_ms", 0))
         return self.answer(204)
 
     def do_GET(self):

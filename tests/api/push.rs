@@ -16,17 +16,6 @@ const WAIT: Duration = Duration::from_secs(10);
 /// 200 ms), for checks that nothing came.
 const QUIET: Duration = Duration::from_millis(1500);
 
-/// How the push service answers `id`'s pushes from now on.
-async fn answer_with(id: &str, status: u16) {
-    let res = http()
-        .put(format!("{}/subscriptions/{id}", push_service_url()))
-        .json(&json!({"status": status}))
-        .send()
-        .await
-        .expect("push service");
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
-}
-
 /// The pushes `id` received, once there are `n` (none refused).
 async fn received(id: &str, n: usize) -> Vec<Value> {
     eventually(WAIT, || async {
@@ -164,7 +153,7 @@ async fn a_read_message_is_not_pushed_late_and_a_gone_subscription_is_dropped() 
     subscribe(&bob, &subscription).await;
 
     // The push service refuses (500): retried. Read meanwhile: not sent again.
-    answer_with(&browser, 500).await;
+    push_service_answers(&browser, 500, Duration::ZERO).await;
     let sent = alice.send(&conversation, "read me soon").await;
     let first = received(&browser, 1).await;
     assert_eq!(first[0]["answered"], 500);
@@ -175,14 +164,14 @@ async fn a_read_message_is_not_pushed_late_and_a_gone_subscription_is_dropped() 
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    answer_with(&browser, 201).await;
+    push_service_answers(&browser, 201, Duration::ZERO).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let after = received(&browser, 1).await;
     assert_eq!(after.len(), 1, "a read message is not pushed: {after:?}");
 
     // A recipient removed from the group before the retry gets nothing either.
     let group = alice.group(&[&bob], "Pushes").await;
-    answer_with(&browser, 500).await;
+    push_service_answers(&browser, 500, Duration::ZERO).await;
     alice
         .send(&group, &format!("@{} before you go", bob.username))
         .await;
@@ -196,7 +185,7 @@ async fn a_read_message_is_not_pushed_late_and_a_gone_subscription_is_dropped() 
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    answer_with(&browser, 201).await;
+    push_service_answers(&browser, 201, Duration::ZERO).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         received(&browser, 2).await.len(),
@@ -205,7 +194,7 @@ async fn a_read_message_is_not_pushed_late_and_a_gone_subscription_is_dropped() 
     );
 
     // 410 Gone: the subscription is dropped.
-    answer_with(&browser, 410).await;
+    push_service_answers(&browser, 410, Duration::ZERO).await;
     alice.send(&conversation, "anyone there?").await;
     let _ = received(&browser, 3).await;
     eventually(WAIT, || async {

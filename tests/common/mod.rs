@@ -670,6 +670,18 @@ pub async fn browser_subscription() -> (String, Value) {
     )
 }
 
+/// How the push service answers subscription `id`'s pushes from now on: with `status`,
+/// each after `delay`.
+pub async fn push_service_answers(id: &str, status: u16, delay: Duration) {
+    let res = http()
+        .put(format!("{}/subscriptions/{id}", push_service_url()))
+        .json(&json!({"status": status, "delay_ms": delay.as_millis() as u64}))
+        .send()
+        .await
+        .expect("push service");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+}
+
 /// What the push service saw for subscription `id`: `{received: [...], refused: [...]}`.
 pub async fn seen(id: &str) -> Value {
     http()

@@ -11,6 +11,8 @@ use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 const MESSAGES: usize = 12;
+/// How long the push service takes per push: 12 of them keep one pass busy for 3 s.
+const PUSH_ANSWER_DELAY: Duration = Duration::from_millis(250);
 
 #[tokio::test]
 async fn restarting_every_service_mid_way_loses_no_push_and_sends_none_twice() {
@@ -20,6 +22,17 @@ async fn restarting_every_service_mid_way_loses_no_push_and_sends_none_twice() {
     let (browser, subscription) = browser_subscription().await;
     let (s, body) = bob.post("/api/push/subscriptions", subscription).await;
     assert_eq!(s.as_u16(), 201, "{body}");
+    // A slow push service: the sender's pass over these messages is still under way when
+    // the instances stop (their HTTP workers, and the connections those made, go first).
+    push_service_answers(&browser, 201, PUSH_ANSWER_DELAY).await;
+
+    // Busy pools first: concurrent writes make each instance's HTTP workers open primary
+    // connections of their own, which the sender's pass may then be handed (it was, in a
+    // CI run, and lost them mid-pass when the workers stopped).
+    let first = bob.send(&conversation, "hello").await;
+    let read = format!("/api/messages/{}/read", first["id"].as_str().expect("id"));
+    let marks = futures_util::future::join_all((0..48).map(|_| alice.post(&read, json!({})))).await;
+    assert!(marks.iter().all(|(s, _)| s.is_success()), "{marks:?}");
 
     let mut sent = Vec::new();
     for n in 0..MESSAGES {
@@ -28,8 +41,13 @@ async fn restarting_every_service_mid_way_loses_no_push_and_sends_none_twice() {
             .await;
         sent.push(m["id"].as_str().expect("id").to_owned());
     }
-    // Mid-way: the worker and the sender are busy with these. Each instance stops (TERM,
-    // as an orchestrator does), and so does auth; all start again alike.
+    eventually(WAIT, || async {
+        let pushed = seen(&browser).await["received"].as_array()?.len();
+        (pushed >= 1).then_some(())
+    })
+    .await;
+    // Mid-way: the sender is busy with these (some pushed, some not yet). Each instance
+    // stops (TERM, as an orchestrator does), and so does auth; all start again alike.
     let mut stopped = Vec::new();
     for (name, url) in instances() {
         let pid = pid_of(&name);

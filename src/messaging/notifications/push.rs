@@ -8,8 +8,10 @@
 //! - `POST /api/push/subscriptions`, `DELETE /api/push/subscriptions/{id}`: a subscription
 //!   belongs to the session that made it and ends with it;
 //! - the sender ([`spawn_sender`]): claims due rows of `messaging.push_deliveries` (written
-//!   by the notification worker), marks them `sending` and commits before the call, so a
-//!   push goes out at most once per message per device; a push service's 404/410 drops the
+//!   by the notification worker) one at a time, each marked `sending` and committed with
+//!   everything its push needs just before the call, so a push goes out at most once per
+//!   message per device and a pass cut short strands no claimed row; the outcome is recorded
+//!   on a fresh connection (twice if need be); a push service's 404/410 drops the
 //!   subscription, 429/5xx or no connection retries with backoff (5 attempts), a timeout
 //!   counts as sent (it may have arrived).
 //!
@@ -35,7 +37,7 @@ use web_push::{
 use super::super::{caller::Caller, consistency, State};
 use crate::platform::{
     config::PushSettings,
-    db::Traced,
+    db::{self, Traced},
     error::{ApiError, FieldErrors},
     tasks::Tasks,
 };
@@ -44,7 +46,7 @@ use crate::platform::{
 pub const MAX_SUBSCRIPTIONS: i64 = 10;
 /// Attempts at one push before it is given up.
 pub const MAX_ATTEMPTS: i32 = 5;
-/// Pushes one sender pass claims at most.
+/// Deliveries one sender pass claims at most (one at a time) before it yields.
 const BATCH: i64 = 50;
 /// Characters of a message a push may carry (when previews are on).
 pub const PREVIEW_CHARS: usize = 100;
@@ -330,45 +332,45 @@ pub struct Payload {
     pub mention: bool,
 }
 
-/// Claims due deliveries, marks them `sending`, and returns what each needs. Deliveries of
-/// messages deleted, read, or of a recipient no longer in the conversation are `skipped`
-/// here instead.
-const CLAIM: &str = "
+/// Claims the next due delivery, marks it `sending` and returns everything its push needs
+/// (the subscription, the message and its conversation, whether the recipient's session is
+/// still active, whether previews are on), in one autocommitted statement: once a delivery
+/// is `sending`, no database call stands between it and the push service, so a connection
+/// lost mid-pass (a failover, the instance stopping) strands no claimed push. A delivery of
+/// a message deleted or read, or of a recipient no longer in the conversation, is `skipped`
+/// instead (`wanted` false). `$1`: the preview's length in characters.
+const CLAIM_NEXT: &str = "
 WITH due AS (
     SELECT d.message_id, d.subscription_id, d.user_id FROM messaging.push_deliveries d
     WHERE d.state = 'pending' AND d.due_at <= now()
-    ORDER BY d.due_at LIMIT $1 FOR UPDATE SKIP LOCKED
+    ORDER BY d.due_at LIMIT 1 FOR UPDATE SKIP LOCKED
 ), facts AS (
     SELECT d.message_id, d.subscription_id,
-           m.deleted_at IS NULL AND p.user_id IS NOT NULL AND p.last_read_seq < m.seq AS wanted
+           m.deleted_at IS NULL AND p.user_id IS NOT NULL AND p.last_read_seq < m.seq AS wanted,
+           s.endpoint, s.p256dh, s.auth,
+           s.id IS NOT NULL AND auth.session_active(s.session_id, s.user_id) AS active,
+           m.conversation_id, m.seq, left(m.content, $1) AS preview,
+           (s.user_id = ANY (m.mentions) OR m.mentions_all) AS mention,
+           coalesce(ns.previews, true) AS previews,
+           CASE WHEN c.is_group THEN c.name ELSE u.display_name END AS title,
+           u.display_name AS sender
     FROM due d
     JOIN messaging.messages m ON m.id = d.message_id
+    JOIN messaging.conversations c ON c.id = m.conversation_id
     LEFT JOIN messaging.participants p ON p.conversation_id = m.conversation_id
      AND p.user_id = d.user_id AND p.left_at IS NULL
+    LEFT JOIN messaging.push_subscriptions s ON s.id = d.subscription_id
+    LEFT JOIN auth.public_profiles u ON u.id = m.sender_id
+    LEFT JOIN messaging.notification_settings ns ON ns.user_id = s.user_id
 )
 UPDATE messaging.push_deliveries d
 SET state = CASE WHEN f.wanted THEN 'sending' ELSE 'skipped' END,
     attempts = d.attempts + CASE WHEN f.wanted THEN 1 ELSE 0 END, updated_at = now()
 FROM facts f
 WHERE d.message_id = f.message_id AND d.subscription_id = f.subscription_id
-RETURNING d.message_id, d.subscription_id, d.attempts, f.wanted";
-
-/// What a claimed push needs: the subscription, the message and its conversation, whether
-/// the recipient's session is still active and whether previews are on.
-const LOAD: &str = "
-SELECT s.endpoint, s.p256dh, s.auth, s.user_id,
-       auth.session_active(s.session_id, s.user_id) AS active,
-       m.conversation_id, m.seq, left(m.content, $3) AS preview,
-       (s.user_id = ANY (m.mentions) OR m.mentions_all) AS mention,
-       coalesce(ns.previews, true) AS previews,
-       CASE WHEN c.is_group THEN c.name ELSE u.display_name END AS title,
-       u.display_name AS sender
-FROM messaging.push_subscriptions s
-JOIN messaging.messages m ON m.id = $1
-JOIN messaging.conversations c ON c.id = m.conversation_id
-LEFT JOIN auth.public_profiles u ON u.id = m.sender_id
-LEFT JOIN messaging.notification_settings ns ON ns.user_id = s.user_id
-WHERE s.id = $2";
+RETURNING d.message_id, d.subscription_id, d.attempts, f.wanted, f.endpoint, f.p256dh, f.auth,
+          f.active, f.conversation_id, f.seq, f.preview, f.mention, f.previews, f.title,
+          f.sender";
 
 /// Starts the push sender (when push is configured): a pass every `poll`, and again at
 /// once while a pass finds a full batch. Graceful: a stopping service lets the pass under
@@ -414,67 +416,100 @@ enum Sent {
     Failed(String),
 }
 
+/// One pass: claims due deliveries one at a time ([`CLAIM_NEXT`]), up to [`BATCH`], and
+/// pushes each. Returns how many it claimed.
+///
+/// Errors: the database fails (a claim, or recording an outcome twice in a row).
 async fn send_pass(state: &State, push: &Arc<Push>) -> Result<usize, ApiError> {
-    let conn = state.db.primary().await?;
-    // The claim commits on its own (autocommit) before any call goes out.
-    let claimed = conn.query_t(CLAIM, &[&BATCH]).await?;
-    for row in claimed.iter().filter(|r| r.get::<_, bool>("wanted")) {
+    let mut claimed = 0;
+    while claimed < BATCH as usize {
+        // A connection per step: one held across the pass could be one an HTTP worker made,
+        // which ends with that worker when the instance stops.
+        let Some(row) = state
+            .db
+            .primary()
+            .await?
+            .query_opt_t(CLAIM_NEXT, &[&(PREVIEW_CHARS as i32)])
+            .await?
+        else {
+            break;
+        };
+        claimed += 1;
+        if !row.get::<_, bool>("wanted") {
+            continue;
+        }
         let message_id: Uuid = row.get("message_id");
         let subscription_id: Uuid = row.get("subscription_id");
         let attempts: i32 = row.get("attempts");
-        let outcome = match conn
-            .query_opt_t(
-                LOAD,
-                &[&message_id, &subscription_id, &(PREVIEW_CHARS as i32)],
-            )
-            .await?
-        {
-            None => Sent::Gone,
-            Some(r) if !r.get::<_, bool>("active") => Sent::Gone,
-            Some(r) => send_one(push, &r, message_id).await,
+        let outcome = if row.get::<_, bool>("active") {
+            send_one(push, &row, message_id).await
+        } else {
+            Sent::Gone
         };
-        let (state_after, detail, retry_in) = match outcome {
-            Sent::Delivered => ("sent", None, None),
-            Sent::Gone => {
-                conn.execute_t(
-                    "DELETE FROM messaging.push_subscriptions WHERE id = $1",
-                    &[&subscription_id],
-                )
-                .await?;
-                continue;
-            }
-            Sent::Retry(why) if attempts < MAX_ATTEMPTS => {
-                let wait = Duration::from_secs(1u64 << attempts.clamp(0, 16)).min(push.retry_max);
-                ("pending", Some(why), Some(wait))
-            }
-            Sent::Retry(why) | Sent::Failed(why) => ("failed", Some(why), None),
-        };
-        if detail.is_some() {
-            tracing::info!(message.id = %message_id, subscription.id = %subscription_id, attempts, state = state_after, detail = detail.as_deref().unwrap_or(""), "push not delivered");
-        }
-        conn.execute_t(
-            "UPDATE messaging.push_deliveries
-             SET state = $3, detail = $4, updated_at = now(),
-                 due_at = now() + make_interval(secs => $5)
-             WHERE message_id = $1 AND subscription_id = $2",
-            &[
-                &message_id,
-                &subscription_id,
-                &state_after,
-                &detail,
-                &retry_in.unwrap_or_default().as_secs_f64(),
-            ],
-        )
+        // The push is out (or given up): what happened is recorded, on a second connection if
+        // the first is lost meanwhile, so a delivered push is never left `sending`.
+        db::record_twice("push outcome", || {
+            record(state, push, message_id, subscription_id, attempts, &outcome)
+        })
         .await?;
-        if state_after == "sent" {
+    }
+    Ok(claimed)
+}
+
+/// Records how a claimed push ended: `sent`, `pending` again after a backoff (while attempts
+/// remain), `failed`, or the subscription dropped (gone). Idempotent.
+///
+/// Errors: the database fails.
+async fn record(
+    state: &State,
+    push: &Push,
+    message_id: Uuid,
+    subscription_id: Uuid,
+    attempts: i32,
+    outcome: &Sent,
+) -> Result<(), ApiError> {
+    let conn = state.db.primary().await?;
+    let (state_after, detail, retry_in) = match outcome {
+        Sent::Delivered => ("sent", None, None),
+        Sent::Gone => {
             conn.execute_t(
-                "UPDATE messaging.push_subscriptions SET last_sent_at = now() WHERE id = $1",
+                "DELETE FROM messaging.push_subscriptions WHERE id = $1",
                 &[&subscription_id],
             )
             .await?;
+            return Ok(());
         }
+        Sent::Retry(why) if attempts < MAX_ATTEMPTS => {
+            let wait = Duration::from_secs(1u64 << attempts.clamp(0, 16)).min(push.retry_max);
+            ("pending", Some(why.as_str()), Some(wait))
+        }
+        Sent::Retry(why) | Sent::Failed(why) => ("failed", Some(why.as_str()), None),
+    };
+    if let Some(detail) = detail {
+        tracing::info!(message.id = %message_id, subscription.id = %subscription_id, attempts, state = state_after, detail, "push not delivered");
     }
-    Ok(claimed.len())
+    conn.execute_t(
+        "UPDATE messaging.push_deliveries
+         SET state = $3, detail = $4, updated_at = now(),
+             due_at = now() + make_interval(secs => $5)
+         WHERE message_id = $1 AND subscription_id = $2",
+        &[
+            &message_id,
+            &subscription_id,
+            &state_after,
+            &detail,
+            &retry_in.unwrap_or_default().as_secs_f64(),
+        ],
+    )
+    .await?;
+    if state_after == "sent" {
+        conn.execute_t(
+            "UPDATE messaging.push_subscriptions SET last_sent_at = now() WHERE id = $1",
+            &[&subscription_id],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Encrypts, signs and sends one push.
