@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::platform::{
     config::MailSettings,
-    db::{Primary, Traced},
+    db::{self, Primary, Traced},
     tasks::Tasks,
 };
 
@@ -227,43 +227,62 @@ impl Worker {
             )
             .await?;
         tx.commit().await?;
+        drop(db);
         for row in &rows {
             let id: Uuid = row.get("id");
             let attempts: i32 = row.get("attempts");
             let sent = tokio::time::timeout(SEND_TIMEOUT, self.send(row))
                 .await
                 .unwrap_or_else(|_| Err(anyhow!("the relay took longer than {SEND_TIMEOUT:?}")));
-            match sent {
+            let outcome = match sent {
                 Ok(()) => {
-                    db.execute_t(
-                        &format!(
-                            "UPDATE {table} SET sent_at = now(), body_text = NULL,
-                                 body_html = NULL, last_error = NULL
-                             WHERE id = $1"
-                        ),
-                        &[&id],
-                    )
-                    .await?;
                     tracing::info!(mail.id = %id, "mail sent");
+                    None
                 }
                 Err(e) => {
                     let wait = retry_wait(attempts - 1, self.retry_max);
                     let error = format!("{e:#}");
                     tracing::warn!(mail.id = %id, attempts, retry_in_s = wait.as_secs(),
                                    error, "mail not sent; will retry");
-                    db.execute_t(
-                        &format!(
-                            "UPDATE {table} SET last_error = $2,
-                                 next_attempt_at = now() + make_interval(secs => $3)
-                             WHERE id = $1"
-                        ),
-                        &[&id, &error, &wait.as_secs_f64()],
-                    )
-                    .await?;
+                    Some((error, wait))
                 }
-            }
+            };
+            // On a connection of its own (and a second if that one is lost): a sent mail left
+            // unrecorded would go out again when its lease ends.
+            db::record_twice("mail outcome", || self.record(id, outcome.as_ref())).await?;
         }
         Ok(rows.len())
+    }
+
+    /// Records row `id` as sent (bodies cleared), or, with `(error, wait)`, its next attempt.
+    async fn record(&self, id: Uuid, failed: Option<&(String, Duration)>) -> anyhow::Result<()> {
+        let table = self.outbox.table;
+        let db = self.db.get().await?;
+        match failed {
+            None => {
+                db.execute_t(
+                    &format!(
+                        "UPDATE {table} SET sent_at = now(), body_text = NULL, body_html = NULL,
+                             last_error = NULL
+                         WHERE id = $1"
+                    ),
+                    &[&id],
+                )
+                .await?
+            }
+            Some((error, wait)) => {
+                db.execute_t(
+                    &format!(
+                        "UPDATE {table} SET last_error = $2,
+                             next_attempt_at = now() + make_interval(secs => $3)
+                         WHERE id = $1"
+                    ),
+                    &[&id, error, &wait.as_secs_f64()],
+                )
+                .await?
+            }
+        };
+        Ok(())
     }
 
     async fn send(&self, row: &tokio_postgres::Row) -> anyhow::Result<()> {

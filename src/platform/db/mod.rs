@@ -158,6 +158,28 @@ pub async fn current_lsn(conn: &Object) -> Result<Lsn, DbError> {
     Ok(row.get::<_, PgLsn>(0))
 }
 
+/// Records what already happened outside the database (a push or a mail that went out):
+/// runs `write`, and once more if it fails. `write` takes its own connection from a pool each
+/// time, so a connection lost in between — one an HTTP worker made, which ends with that worker
+/// when the instance stops; a failover — does not leave the record undone (the thing would be
+/// stranded half-done, or done twice). `write` must be idempotent. Logs the first failure.
+///
+/// Errors: the second attempt's.
+pub async fn record_twice<T, E, F, Fut>(what: &str, mut write: F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    match write().await {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            tracing::info!(error = %e, what, "recording failed; once more on another connection");
+            write().await
+        }
+    }
+}
+
 /// `true` if a trivial query succeeds on a connection from `pool` (readiness checks).
 pub async fn ping(pool: &Pool) -> bool {
     match pool.get().await {
