@@ -273,6 +273,16 @@ async fn tickets_and_resumes_are_bounded() {
         o1.send(&c1, &format!("one {i}")).await;
         o2.send(&c2, &format!("two {i}")).await;
     }
+    // The budget's windows are whole minutes of the Unix epoch (`messaging::budget`): the
+    // eleven frames below must fall into one, so they start early in a minute.
+    let into_minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        % 60;
+    if into_minute > 40 {
+        tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
+    }
     let (mut ws, _) = socket_hello(&reader).await;
     send_frame(
         &mut ws,
