@@ -228,12 +228,18 @@ pub fn markdown(r: &Results) -> String {
     }
     md.push_str(&notes.join("\n"));
     let runs = plan.raw_runs.max(1);
+    // Either limit says how pgbench ran (`BENCH_ONLY=history` takes only the select's).
+    let ran = if r.raw_insert.clients > 0 {
+        &r.raw_insert
+    } else {
+        &r.raw_select
+    };
     md.push_str(&format!(
         "\n\n## Raw limits\n\nLike for like with the stack: `pgbench -n -M prepared -c {} -T {}` as the superuser over TCP on loopback with `sslmode={}` ({}), {runs} run(s) before and {runs} after the scenario, the median of all; each client writes or reads its own benchmark user's conversation (looked up once per client).\n\nInsert (primary, into `bench.messages`: a copy of `messaging.messages` with the same columns, generated search vector, indexes and foreign keys, UUIDv7 ids and a `client_id` as the service writes them):\n\n```sql\n{}\n```\n\nPage select (replica):\n\n```sql\n{}\n```\n",
-        r.raw_insert.clients,
+        ran.clients,
         plan.raw_secs,
-        r.raw_insert.sslmode,
-        if r.raw_insert.sslmode == "disable" {
+        ran.sslmode,
+        if ran.sslmode == "disable" {
             "plaintext, unlike the services, whose connections all use TLS"
         } else {
             "TLS, as every service connection"
