@@ -120,10 +120,9 @@ pub async fn append_for(
                      last_delivered_seq = GREATEST(p.last_delivered_seq, m.seq)
                  FROM m WHERE p.conversation_id = m.conversation_id AND p.user_id = m.sender_id
              )
-             SELECT {MESSAGE_COLUMNS}, {audience}
-             FROM m
-                 LEFT JOIN messaging.messages pm ON pm.id = m.reply_to
-                 LEFT JOIN messaging.attachments a ON a.id = m.attachment_id",
+             SELECT {columns}, {audience}
+             FROM m LEFT JOIN messaging.messages pm ON pm.id = m.reply_to",
+            columns = MESSAGE_COLUMNS.as_str(),
             audience = AUDIENCE_COLUMNS.as_str()
         )
     });

@@ -18,7 +18,7 @@ use super::{
     consistency::{self, Consistency},
     domain::{GroupName, Role},
     mentions,
-    model::{self, message_from_seen_from, ConversationSummary, Message, Peer, MESSAGE_COLUMNS},
+    model::{self, message_columns_seen_from, ConversationSummary, Message, Peer, MESSAGE_FROM},
     protocol::{Event, ParticipantsAdded, ReadMoved, ServerFrame},
     publish::{publish_frame, publish_to_users},
     visibility::current_scope,
@@ -307,7 +307,7 @@ pub async fn list(
                      LIMIT 1
                  ) peer ON true
                  LEFT JOIN LATERAL (
-                     SELECT {MESSAGE_COLUMNS} FROM {seen}
+                     SELECT {columns} FROM {MESSAGE_FROM}
                      WHERE m.conversation_id = c.id
                        AND m.seq = coalesce(p.visible_to_seq, c.last_seq)
                        AND m.seq >= p.visible_from_seq
@@ -317,7 +317,7 @@ pub async fn list(
                    AND ($2::timestamptz IS NULL OR ({ACTIVITY}, c.id) < ($2, $3))
                  ORDER BY {ACTIVITY} DESC, c.id DESC
                  LIMIT $4",
-                            seen = message_from_seen_from("p.visible_from_seq"),
+                            columns = message_columns_seen_from("p.visible_from_seq"),
                             mention_count = mentions::unread_count_sql("$1"),
                             thread_unread = super::threads::UNREAD_IN_FOLLOWED,
                         ),

@@ -539,15 +539,15 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
                      ELSE 'rate_limited' END AS status,
                 (SELECT sp.window_left FROM spend sp WHERE sp.user_id = i.sender_id)
                     AS window_left,
-                {MESSAGE_COLUMNS}, {audience}, rt.thread_reply_count AS root_reply_count,
+                {columns}, {audience}, rt.thread_reply_count AS root_reply_count,
                 rt.thread_last_reply_at AS root_last_reply_at,
                 rt.thread_participants AS root_participants, rt.seq AS root_seq
          FROM input i
              LEFT JOIN m ON m.id = i.id
              LEFT JOIN roots rt ON rt.id = m.thread_root_id
              LEFT JOIN messaging.messages pm ON pm.id = m.reply_to
-             LEFT JOIN messaging.attachments a ON a.id = m.attachment_id
          ORDER BY i.ord",
+        columns = MESSAGE_COLUMNS.as_str(),
         audience = AUDIENCE_COLUMNS.as_str(),
         mentions = mentions::resolve_sql("nb.conversation_id", "nb.sender_id", "nb.names"),
         mentions_all =

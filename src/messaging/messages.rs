@@ -26,7 +26,10 @@ use super::{
     delivered::mark_delivered,
     domain::{MessageContent, MessageKind},
     mentions::{self, Mentions},
-    model::{load_message, my_reactions_column, Message, MESSAGE_COLUMNS, MESSAGE_FROM},
+    model::{
+        load_message, message_columns_seen_from, my_reactions_column, Message, MESSAGE_COLUMNS,
+        MESSAGE_FROM,
+    },
     versions::MAX_VERSIONS,
     visibility::{self, conversation_not_found, current_scope, visible_message},
     State,
@@ -185,9 +188,10 @@ pub(super) async fn by_client_id(
     let row = conn
         .query_opt_t(
             &format!(
-                "SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}
+                "SELECT {} FROM {MESSAGE_FROM}
                  WHERE m.conversation_id = $1 AND m.sender_id = $2 AND m.client_id = $3
-                   AND m.seq >= $4"
+                   AND m.seq >= $4",
+                MESSAGE_COLUMNS.as_str()
             ),
             &[&conversation_id, &sender, &client_id, &visible_from],
         )
@@ -510,7 +514,7 @@ pub async fn history(
                 Ok(conn
                     .query_t(
                         &format!(
-                            "SELECT {MESSAGE_COLUMNS}, {mine},
+                            "SELECT {columns}, {mine},
                         s.last_delivered_seq AS my_delivered_seq,
                         s.visible_to_seq IS NULL AS my_current
                  FROM messaging.participants s
@@ -524,11 +528,9 @@ pub async fn history(
                      ORDER BY p.seq {order}
                      LIMIT $4
                  ) m ON true
-                 LEFT JOIN messaging.messages pm
-                        ON pm.id = m.reply_to AND pm.seq >= s.visible_from_seq
-                 LEFT JOIN messaging.attachments a ON a.id = m.attachment_id
                  WHERE s.conversation_id = $1 AND s.user_id = $5
                  ORDER BY m.seq {order}",
+                            columns = message_columns_seen_from("s.visible_from_seq"),
                             mine = my_reactions_column("$5"),
                         ),
                         &[&conversation_id, &before, &after, &(limit + 1), &user],

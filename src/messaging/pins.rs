@@ -15,7 +15,7 @@ use super::{
     caller::Caller,
     consistency::Consistency,
     messages::answer_with,
-    model::{load_message, message_from_seen_from, my_reactions_column, Message, MESSAGE_COLUMNS},
+    model::{load_message, message_columns_seen_from, my_reactions_column, Message, MESSAGE_FROM},
     protocol::MessageEvent,
     publish::publish_message,
     visibility::{self, any_scope, visible_message},
@@ -147,11 +147,11 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "SELECT {MESSAGE_COLUMNS}, {mine} FROM {from}
+            "SELECT {columns}, {mine} FROM {MESSAGE_FROM}
              WHERE m.conversation_id = $1 AND m.pinned_at IS NOT NULL AND m.seq >= $3
              ORDER BY m.pinned_at DESC, m.seq DESC",
+            columns = message_columns_seen_from("$3"),
             mine = my_reactions_column("$2"),
-            from = message_from_seen_from("$3"),
         )
     });
     let conversation_id = id.into_inner();

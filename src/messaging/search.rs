@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{
     caller::Caller,
     consistency::Consistency,
-    model::{Message, MESSAGE_COLUMNS},
+    model::{message_columns_seen_from, Message},
     visibility::any_scope,
     State,
 };
@@ -158,15 +158,12 @@ pub async fn search(
                 Ok(conn
                     .query_t(
                         &format!(
-                            "SELECT {MESSAGE_COLUMNS}, ts_rank(m.search, q) AS rank,
+                            "SELECT {columns}, ts_rank(m.search, q) AS rank,
                         p.visible_to_seq IS NOT NULL AS former,
                         ts_headline('simple', m.content, q,
                                     'MaxFragments=1, MaxWords=24, MinWords=8') AS highlight
                  FROM messaging.participants p
                  JOIN messaging.messages m ON m.conversation_id = p.conversation_id
-                 LEFT JOIN messaging.messages pm
-                        ON pm.id = m.reply_to AND pm.seq >= p.visible_from_seq
-                 LEFT JOIN messaging.attachments a ON a.id = m.attachment_id
                  CROSS JOIN websearch_to_tsquery('simple', $2) AS q
                  WHERE p.user_id = $1
                    AND ($2 = '' OR m.search @@ q) AND m.kind <> 'system' AND m.deleted_at IS NULL
@@ -191,7 +188,8 @@ pub async fn search(
                    AND ($10::timestamptz IS NULL OR m.created_at < $10)
                    AND ($11::timestamptz IS NULL OR m.created_at >= $11)
                  ORDER BY rank DESC, m.created_at DESC, m.id DESC
-                 LIMIT $4 OFFSET $5"
+                 LIMIT $4 OFFSET $5",
+                            columns = message_columns_seen_from("p.visible_from_seq"),
                         ),
                         &[
                             &user,

@@ -18,7 +18,7 @@ use super::{
     caller::Caller,
     consistency::{self, Consistency},
     conversations::page_limit,
-    model::{message_from_seen_from, my_reactions_column, Message, ThreadSummary, MESSAGE_COLUMNS},
+    model::{message_columns_seen_from, my_reactions_column, Message, ThreadSummary, MESSAGE_FROM},
     protocol::{Event, ServerFrame},
     publish::publish_seen_frame,
     visibility::{self, visible_message},
@@ -105,12 +105,12 @@ pub async fn thread(
 ) -> Result<HttpResponse, ApiError> {
     static REPLIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "SELECT {MESSAGE_COLUMNS}, {mine} FROM {from}
+            "SELECT {columns}, {mine} FROM {MESSAGE_FROM}
              WHERE m.thread_root_id = $1 AND m.seq > $3
                AND m.seq >= $4 AND ($5::bigint IS NULL OR m.seq <= $5)
              ORDER BY m.seq LIMIT $6",
+            columns = message_columns_seen_from("$4"),
             mine = my_reactions_column("$2"),
-            from = message_from_seen_from("$4"),
         )
     });
     let limit = page_limit(query.limit)?;

@@ -330,7 +330,7 @@ mod tests {
         }
         let quote = messaging::model::QUOTE_CHARS;
         assert!(
-            messaging::model::MESSAGE_COLUMNS.contains(&format!("left(pm.content, {quote})")),
+            messaging::model::MESSAGE_COLUMNS.contains(&format!("left(parent.content, {quote})")),
             "the quote's SQL cuts at QUOTE_CHARS"
         );
     }

@@ -15,7 +15,7 @@ use crate::{
     messaging::protocol::MAX_RESUME_CONVERSATIONS,
     messaging::{
         budget::{self, Budget},
-        model::{message_from_seen_from, my_reactions_column, Message, MESSAGE_COLUMNS},
+        model::{message_columns_seen_from, my_reactions_column, Message, MESSAGE_FROM},
         protocol::{Detail, Event, MessageEvent, Resumed, ServerFrame},
         publish::message_frame,
         visibility::scope,
@@ -131,12 +131,12 @@ impl Socket {
         let rows = tx
             .query_t(
                 &format!(
-                    "SELECT {MESSAGE_COLUMNS}, m.created_rev, {mine} FROM {seen}
+                    "SELECT {columns}, m.created_rev, {mine} FROM {MESSAGE_FROM}
                      WHERE m.conversation_id = $1 AND m.rev > $2 AND m.rev <= $6
                        AND m.seq >= $3 AND ($4::bigint IS NULL OR m.seq <= $4)
                      ORDER BY m.rev
                      LIMIT $5",
-                    seen = message_from_seen_from("$3"),
+                    columns = message_columns_seen_from("$3"),
                     mine = my_reactions_column("$7"),
                 ),
                 &[
