@@ -373,8 +373,10 @@ RETURNING d.message_id, d.subscription_id, d.attempts, f.wanted, f.endpoint, f.p
           f.sender";
 
 /// Starts the push sender (when push is configured): a pass every `poll`, and again at
-/// once while a pass finds a full batch. Graceful: a stopping service lets the pass under
-/// way finish (its pushes are marked `sending`: cut short, they would be lost), then ends.
+/// once while a pass finds a full batch. Graceful: once the service is stopping, the pass
+/// claims nothing more but finishes the push it has claimed (marked `sending`: cut short, it
+/// would be lost), then ends — within the stop's grace (5 s) unless the push service is that
+/// slow to answer.
 pub fn spawn_sender(state: State, poll: Duration, tasks: &Tasks) {
     let Some(push) = state.push.clone() else {
         return;
@@ -387,7 +389,7 @@ pub fn spawn_sender(state: State, poll: Duration, tasks: &Tasks) {
             if tasks.is_stopping() {
                 break;
             }
-            let full = match send_pass(&state, &push).await {
+            let full = match send_pass(&state, &push, &tasks).await {
                 Ok(n) => n >= BATCH as usize,
                 Err(e) => {
                     tracing::warn!(error = %e, "push pass failed");
@@ -416,13 +418,15 @@ enum Sent {
     Failed(String),
 }
 
-/// One pass: claims due deliveries one at a time ([`CLAIM_NEXT`]), up to [`BATCH`], and
-/// pushes each. Returns how many it claimed.
+/// One pass: claims due deliveries one at a time ([`CLAIM_NEXT`]), up to [`BATCH`] or until
+/// the service is stopping, and pushes each. Returns how many it claimed.
 ///
 /// Errors: the database fails (a claim, or recording an outcome twice in a row).
-async fn send_pass(state: &State, push: &Arc<Push>) -> Result<usize, ApiError> {
+async fn send_pass(state: &State, push: &Arc<Push>, tasks: &Tasks) -> Result<usize, ApiError> {
     let mut claimed = 0;
-    while claimed < BATCH as usize {
+    // A stopping instance has a few seconds left (`TASKS_GRACE`): it claims nothing it may not
+    // have the time to push.
+    while claimed < BATCH as usize && !tasks.is_stopping() {
         // A connection per step: one held across the pass could be one an HTTP worker made,
         // which ends with that worker when the instance stops.
         let Some(row) = state
