@@ -290,7 +290,7 @@ impl App {
             state.cfg.notify_poll_interval,
             &tasks,
         );
-        crate::messaging::notifications::push::spawn_sender(
+        let push_sender = crate::messaging::notifications::push::spawn_sender(
             state.clone(),
             state.cfg.notify_poll_interval,
             &tasks,
@@ -333,8 +333,13 @@ impl App {
             },
         )?;
         // Graceful shutdown (DESIGN.md §4): every socket closes with 1001 so its client
-        // reconnects to another instance and resumes; this instance's presence rows go.
+        // reconnects to another instance and resumes; this instance's presence rows go. The
+        // push sender stops first, while the HTTP workers' connections still work
+        // (`SenderStop`).
         let on_stop = Box::pin(async move {
+            if let Some(sender) = push_sender {
+                sender.stop(TASKS_GRACE).await;
+            }
             hub.send(Command::Shutdown);
             presence.shutdown().await;
         });

@@ -28,6 +28,7 @@ use actix_web::{
 use anyhow::Context;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use web_push::{
     request_builder::build_request, ContentEncoding, PartialVapidSignatureBuilder,
@@ -373,23 +374,24 @@ RETURNING d.message_id, d.subscription_id, d.attempts, f.wanted, f.endpoint, f.p
           f.sender";
 
 /// Starts the push sender (when push is configured): a pass every `poll`, and again at
-/// once while a pass finds a full batch. Graceful: once the service is stopping, the pass
-/// claims nothing more but finishes the push it has claimed (marked `sending`: cut short, it
-/// would be lost), then ends — within the stop's grace (5 s) unless the push service is that
-/// slow to answer.
-pub fn spawn_sender(state: State, poll: Duration, tasks: &Tasks) {
-    let Some(push) = state.push.clone() else {
-        return;
-    };
+/// once while a pass finds a full batch. Returns the handle that stops it ([`SenderStop`]).
+pub fn spawn_sender(state: State, poll: Duration, tasks: &Tasks) -> Option<SenderStop> {
+    let push = state.push.clone()?;
+    let stop = CancellationToken::new();
+    let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
     let stopping = tasks.stopping();
     let tasks = tasks.clone();
+    let handle = SenderStop {
+        stop: stop.clone(),
+        stopped,
+    };
     tasks.clone().spawn_graceful(async move {
         tokio::pin!(stopping);
         loop {
-            if tasks.is_stopping() {
+            if tasks.is_stopping() || stop.is_cancelled() {
                 break;
             }
-            let full = match send_pass(&state, &push, &tasks).await {
+            let full = match send_pass(&state, &push, &stop).await {
                 Ok(n) => n >= BATCH as usize,
                 Err(e) => {
                     tracing::warn!(error = %e, "push pass failed");
@@ -401,10 +403,32 @@ pub fn spawn_sender(state: State, poll: Duration, tasks: &Tasks) {
             }
             tokio::select! {
                 _ = &mut stopping => break,
+                _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(poll) => {}
             }
         }
+        let _ = stopped_tx.send(true);
     });
+    Some(handle)
+}
+
+/// Stops the push sender, called before the HTTP server stops: its HTTP workers end with
+/// the pooled connections they made, and a claim in flight on one of those would be
+/// committed (`sending`) with its answer lost — a push lost for good. Stopped first, the
+/// sender claims nothing more, finishes the push it has claimed, records it and ends while
+/// every connection still works.
+pub struct SenderStop {
+    stop: CancellationToken,
+    stopped: tokio::sync::watch::Receiver<bool>,
+}
+
+impl SenderStop {
+    /// Tells the sender to claim nothing more and waits, at most `grace`, until it has ended
+    /// (a push service slower than that loses the push in flight: at most once).
+    pub async fn stop(mut self, grace: Duration) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(grace, self.stopped.wait_for(|done| *done)).await;
+    }
 }
 
 /// How one push attempt ended.
@@ -419,14 +443,17 @@ enum Sent {
 }
 
 /// One pass: claims due deliveries one at a time ([`CLAIM_NEXT`]), up to [`BATCH`] or until
-/// the service is stopping, and pushes each. Returns how many it claimed.
+/// `stop`, and pushes each. Returns how many it claimed.
 ///
 /// Errors: the database fails (a claim, or recording an outcome twice in a row).
-async fn send_pass(state: &State, push: &Arc<Push>, tasks: &Tasks) -> Result<usize, ApiError> {
+async fn send_pass(
+    state: &State,
+    push: &Arc<Push>,
+    stop: &CancellationToken,
+) -> Result<usize, ApiError> {
     let mut claimed = 0;
-    // A stopping instance has a few seconds left (`TASKS_GRACE`): it claims nothing it may not
-    // have the time to push.
-    while claimed < BATCH as usize && !tasks.is_stopping() {
+    // A stopping instance claims nothing more (see [`SenderStop`]).
+    while claimed < BATCH as usize && !stop.is_cancelled() {
         // A connection per step: one held across the pass could be one an HTTP worker made,
         // which ends with that worker when the instance stops.
         let Some(row) = state
