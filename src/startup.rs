@@ -370,8 +370,8 @@ impl App {
     }
 
     /// Serves until SIGINT/SIGTERM or the stop token, then stops in order: the service's own
-    /// goodbye (sockets, presence), the HTTP server (in-flight requests get 10 s), then the
-    /// background tasks (the publisher sends what is queued; 5 s at most).
+    /// goodbye (the push sender, sockets, presence), the HTTP server (in-flight requests get
+    /// 10 s), then the background tasks (the publisher sends what is queued; 5 s at most).
     ///
     /// Errors: the HTTP server failed.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
