@@ -48,6 +48,12 @@ impl Tasks {
         self.token.clone().cancelled_owned()
     }
 
+    /// A token cancelled when the service stops, which its holder may also cancel earlier
+    /// (one task stopped ahead of the others, without stopping them).
+    pub fn child_token(&self) -> CancellationToken {
+        self.token.child_token()
+    }
+
     /// Whether the service is stopping.
     pub fn is_stopping(&self) -> bool {
         self.token.is_cancelled()

@@ -377,20 +377,15 @@ RETURNING d.message_id, d.subscription_id, d.attempts, f.wanted, f.endpoint, f.p
 /// once while a pass finds a full batch. Returns the handle that stops it ([`SenderStop`]).
 pub fn spawn_sender(state: State, poll: Duration, tasks: &Tasks) -> Option<SenderStop> {
     let push = state.push.clone()?;
-    let stop = CancellationToken::new();
+    // Cancelled by the service's stop, or earlier by `SenderStop`.
+    let stop = tasks.child_token();
     let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
-    let stopping = tasks.stopping();
-    let tasks = tasks.clone();
     let handle = SenderStop {
         stop: stop.clone(),
         stopped,
     };
-    tasks.clone().spawn_graceful(async move {
-        tokio::pin!(stopping);
-        loop {
-            if tasks.is_stopping() || stop.is_cancelled() {
-                break;
-            }
+    tasks.spawn_graceful(async move {
+        while !stop.is_cancelled() {
             let full = match send_pass(&state, &push, &stop).await {
                 Ok(n) => n >= BATCH as usize,
                 Err(e) => {
@@ -402,7 +397,6 @@ pub fn spawn_sender(state: State, poll: Duration, tasks: &Tasks) -> Option<Sende
                 continue;
             }
             tokio::select! {
-                _ = &mut stopping => break,
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(poll) => {}
             }
