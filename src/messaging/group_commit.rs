@@ -112,6 +112,8 @@ struct Pending {
     reply: Reply,
     /// The submitting request's `messaging.send_queue` span, which the batch links to.
     link: Option<opentelemetry::trace::SpanContext>,
+    /// When the request reached the edge ([`crate::platform::queue_time::arrived_at`]): its
+    /// queueing delay counts the wait before the handler too.
     queued_at: Instant,
 }
 
@@ -193,8 +195,9 @@ impl SendQueue {
                     };
                     let Some(batch) = batch else { break };
                     waiting.fetch_sub(batch.len(), Ordering::Relaxed);
-                    if let Some(oldest) = batch.first() {
-                        standing.observe(oldest.queued_at.elapsed());
+                    // Arrival is at the edge, so the oldest need not be the first queued.
+                    if let Some(oldest) = batch.iter().map(|p| p.queued_at).min() {
+                        standing.observe(oldest.elapsed());
                     }
                     run_batch(&db, &settings, batch).await;
                 }
@@ -207,7 +210,8 @@ impl SendQueue {
         }
     }
 
-    /// Queues `send` and waits for its batch.
+    /// Queues `send`, whose request reached the edge at `arrived` (its queueing delay starts
+    /// there), and waits for its batch.
     ///
     /// Errors: 503 with `Retry-After: 1` at once when the queue is full, its queueing delay
     /// is past the allowed one, or the service is stopping; the send's own refusal (404 not a participant, 422 `reply_to`, 429 budget);
@@ -216,7 +220,7 @@ impl SendQueue {
     /// Traces: the wait is a `messaging.send_queue` span in the request's trace; the batch
     /// that appended it is a `messaging.group_commit` span (a trace of its own, holding the
     /// database spans) linked to every send's `messaging.send_queue` span.
-    pub async fn submit(&self, send: NewSend) -> Result<Appended, ApiError> {
+    pub async fn submit(&self, send: NewSend, arrived: Instant) -> Result<Appended, ApiError> {
         use opentelemetry::trace::TraceContextExt;
         use tracing::Instrument;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -227,7 +231,7 @@ impl SendQueue {
             send,
             reply,
             link,
-            queued_at: Instant::now(),
+            queued_at: arrived,
         };
         if self.standing_queue() || self.tx.try_send(pending).is_err() {
             crate::platform::metrics::send_refused();

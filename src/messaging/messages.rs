@@ -6,7 +6,7 @@ use crate::platform::db::{Conn, Traced};
 use actix_web::{
     http::StatusCode,
     web::{self, Json, Path, Query},
-    HttpResponse,
+    HttpRequest, HttpResponse,
 };
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -108,6 +108,7 @@ pub fn validate_client_id(client_id: Option<&str>, errors: &mut FieldErrors) {
             headers(("X-Consistency-Token" = String, description = "read-your-writes token: echo it on reads (browsers get the ryw_lsn cookie)"))),
         (status = 200, description = "A retry with a client_id already used here: the original message.", body = Message)))]
 pub async fn send(
+    req: HttpRequest,
     state: web::Data<State>,
     caller: Caller,
     id: Path<Uuid>,
@@ -129,15 +130,18 @@ pub async fn send(
 
     let sent = state
         .sends
-        .submit(NewSend {
-            conversation_id,
-            sender_id: caller.user_id,
-            content,
-            reply_to: body.reply_to,
-            client_id: body.client_id.clone(),
-            priority: body.priority,
-            thread_root: body.thread_root_id,
-        })
+        .submit(
+            NewSend {
+                conversation_id,
+                sender_id: caller.user_id,
+                content,
+                reply_to: body.reply_to,
+                client_id: body.client_id.clone(),
+                priority: body.priority,
+                thread_root: body.thread_root_id,
+            },
+            crate::platform::queue_time::arrived_at(req.headers()),
+        )
         .await?;
     match sent.outcome {
         Outcome::Created {

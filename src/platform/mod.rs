@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod mail;
 pub mod metrics;
+pub mod queue_time;
 pub mod secrets;
 pub mod tasks;
 pub mod telemetry;

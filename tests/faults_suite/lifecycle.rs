@@ -148,7 +148,8 @@ async fn a_full_send_queue_refuses_fast_and_loses_nothing_it_accepted() {
     let _alone = exclusive().await;
     send_burst(
         "queue",
-        1,
+        (1, 80),
+        None,
         &[
             "--send-queue-capacity=1",
             "--send-writers=1",
@@ -168,7 +169,8 @@ async fn a_send_queue_past_its_delay_refuses_fast_and_loses_nothing_it_accepted(
     let _alone = exclusive().await;
     send_burst(
         "delay",
-        8,
+        (8, 80),
+        None,
         &[
             "--send-queue-capacity=1000",
             "--send-queue-max-wait-ms=1",
@@ -180,10 +182,33 @@ async fn a_send_queue_past_its_delay_refuses_fast_and_loses_nothing_it_accepted(
     .await;
 }
 
-/// Sends `waves` waves of 80 messages at once, 50 ms apart, to an in-process instance
-/// started with `args` and checks that some were refused fast (503 problem+json with
+/// Admission control counts the wait before the handler (src/platform/queue_time.rs): the
+/// same eight waves 50 ms apart, but of ten sends each — a load the default allowed delay
+/// (40 ms) never refuses — stamped by "the edge" as having arrived 300 ms before they were
+/// sent, are partly refused at once once the queue has stood for CoDel's interval, and every
+/// accepted send is stored, in a gapless `seq`. (Without the stamp nothing is refused.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_waited_before_its_handler_counts_toward_the_queue_delay() {
+    let _alone = exclusive().await;
+    send_burst(
+        "edge-wait",
+        (8, 10),
+        Some(Duration::from_millis(300)),
+        &["--send-queue-capacity=1000", "--send-rate-limit=100000"],
+    )
+    .await;
+}
+
+/// Sends `waves` waves of `per_wave` messages at once, 50 ms apart, to an in-process
+/// instance started with `args` — each stamped `X-Request-Start` as `waited` before it was
+/// sent, if given — and checks that some were refused fast (503 problem+json with
 /// `Retry-After`), some accepted, and exactly the accepted ones stored with gapless `seq`s.
-async fn send_burst(name: &str, waves: usize, args: &[&str]) {
+async fn send_burst(
+    name: &str,
+    (waves, per_wave): (usize, usize),
+    waited: Option<Duration>,
+    args: &[&str],
+) {
     let app = in_process_messaging(&format!("overload-{name}-{}", unique()), args).await;
     let (port, stop) = (app.port(), app.stop_token());
     let running = tokio::spawn(app.run_until_stopped());
@@ -195,14 +220,24 @@ async fn send_burst(name: &str, waves: usize, args: &[&str]) {
     );
     let conv = a.direct_with(&b).await;
     let client = http();
-    let answers = futures_util::future::join_all((0..80 * waves).map(|n| {
+    let answers = futures_util::future::join_all((0..per_wave * waves).map(|n| {
         let (client, server, conv, token) = (&client, &server, &conv, &a.access);
         async move {
-            tokio::time::sleep(Duration::from_millis(50 * (n / 80) as u64)).await;
+            tokio::time::sleep(Duration::from_millis(50 * (n / per_wave) as u64)).await;
             let started = std::time::Instant::now();
-            let r = client
+            let mut r = client
                 .post(format!("{server}/api/conversations/{conv}/messages"))
-                .bearer_auth(token)
+                .bearer_auth(token);
+            if let Some(waited) = waited {
+                let at = (std::time::SystemTime::now() - waited)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("after the epoch");
+                r = r.header(
+                    "X-Request-Start",
+                    format!("t={}.{:03}", at.as_secs(), at.subsec_millis()),
+                );
+            }
+            let r = r
                 .json(&serde_json::json!({"content": format!("m{n}")}))
                 .send()
                 .await

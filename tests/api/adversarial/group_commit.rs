@@ -198,3 +198,36 @@ async fn a_bad_send_in_a_burst_fails_alone_and_a_client_id_appends_once() {
     assert_eq!(created, 21, "20 sends and the client_id's one");
     assert_eq!(stored_seqs(&conv).await, (1..=21).collect::<Vec<i64>>());
 }
+
+/// Admission control trusts the edge's `X-Request-Start` (src/platform/queue_time.rs): a
+/// client that could send its own would make every send look like it had waited seconds,
+/// and its instance would refuse everyone's sends once the queue looked standing. Eight
+/// waves of ten sends 50 ms apart, each claiming to have started in 2001, all get 201:
+/// NGINX replaces the header. (Passed through, the stamps would stand the queue for longer
+/// than CoDel's 100 ms interval and sends would be refused — the in-process fault test
+/// `a_send_that_waited_before_its_handler_counts_toward_the_queue_delay` shows that.)
+#[tokio::test]
+async fn a_client_cannot_forge_how_long_its_sends_waited() {
+    let (a, b) = (register("forge_a").await, register("forge_b").await);
+    let conv = a.direct_with(&b).await;
+    let client = http();
+    let answers = join_all((0..80).map(|n| {
+        let (client, conv, token) = (&client, &conv, &a.access);
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50 * (n / 10) as u64)).await;
+            let r = client
+                .post(format!("{}/api/conversations/{conv}/messages", base()))
+                .bearer_auth(token)
+                .header("X-Request-Start", "t=1000000000.000")
+                .json(&json!({"content": format!("forged {n}")}))
+                .send()
+                .await
+                .expect("request");
+            (r.status(), r.text().await.unwrap_or_default())
+        }
+    }))
+    .await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::CREATED, "{body}");
+    }
+}
