@@ -140,7 +140,7 @@ pub async fn send(
                 priority: body.priority,
                 thread_root: body.thread_root_id,
             },
-            crate::platform::queue_time::arrived_at(req.headers()),
+            crate::platform::queue_time::arrived_at(&req),
         )
         .await?;
     match sent.outcome {

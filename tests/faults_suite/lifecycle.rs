@@ -184,9 +184,11 @@ async fn a_send_queue_past_its_delay_refuses_fast_and_loses_nothing_it_accepted(
 
 /// Admission control counts the wait before the handler (src/platform/queue_time.rs): the
 /// same eight waves 50 ms apart, but of ten sends each — a load the default allowed delay
-/// (40 ms) never refuses — stamped by "the edge" as having arrived 300 ms before they were
-/// sent, are partly refused at once once the queue has stood for CoDel's interval, and every
-/// accepted send is stored, in a gapless `seq`. (Without the stamp nothing is refused.)
+/// (40 ms) never refuses — the first wave stamped by "the edge" as it is sent (so the
+/// instance learns the edge's clock offset as zero), the others as having arrived 300 ms
+/// before they were sent, are partly refused at once once the queue has stood for CoDel's
+/// interval, and every accepted send is stored, in a gapless `seq`. (Without the stamp
+/// nothing is refused.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_that_waited_before_its_handler_counts_toward_the_queue_delay() {
     let _alone = exclusive().await;
@@ -200,8 +202,8 @@ async fn a_send_that_waited_before_its_handler_counts_toward_the_queue_delay() {
 }
 
 /// Sends `waves` waves of `per_wave` messages at once, 50 ms apart, to an in-process
-/// instance started with `args` — each stamped `X-Request-Start` as `waited` before it was
-/// sent, if given — and checks that some were refused fast (503 problem+json with
+/// instance started with `args` — if `waited` is given, each stamped `X-Request-Start`: the
+/// first wave as sent, the others as `waited` before it — and checks that some were refused fast (503 problem+json with
 /// `Retry-After`), some accepted, and exactly the accepted ones stored with gapless `seq`s.
 async fn send_burst(
     name: &str,
@@ -229,6 +231,7 @@ async fn send_burst(
                 .post(format!("{server}/api/conversations/{conv}/messages"))
                 .bearer_auth(token);
             if let Some(waited) = waited {
+                let waited = if n < per_wave { Duration::ZERO } else { waited };
                 let at = (std::time::SystemTime::now() - waited)
                     .duration_since(std::time::UNIX_EPOCH)
                     .expect("after the epoch");

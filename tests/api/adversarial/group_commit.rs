@@ -202,10 +202,13 @@ async fn a_bad_send_in_a_burst_fails_alone_and_a_client_id_appends_once() {
 /// Admission control trusts the edge's `X-Request-Start` (src/platform/queue_time.rs): a
 /// client that could send its own would make every send look like it had waited seconds,
 /// and its instance would refuse everyone's sends once the queue looked standing. Eight
-/// waves of ten sends 50 ms apart, each claiming to have started in 2001, all get 201:
+/// waves of ten sends 50 ms apart — the first claiming to be fresh, the others to have
+/// started in 2001 — are accepted:
 /// NGINX replaces the header. (Passed through, the stamps would stand the queue for longer
-/// than CoDel's 100 ms interval and sends would be refused — the in-process fault test
-/// `a_send_that_waited_before_its_handler_counts_toward_the_queue_delay` shows that.)
+/// than CoDel's 100 ms interval and most sends after the first waves would be refused — the
+/// in-process fault test `a_send_that_waited_before_its_handler_counts_toward_the_queue_delay`
+/// shows that; a few refusals are allowed, since on a loaded 2-core CI machine the real wait
+/// before the handler can stand the queue for a moment.)
 #[tokio::test]
 async fn a_client_cannot_forge_how_long_its_sends_waited() {
     let (a, b) = (register("forge_a").await, register("forge_b").await);
@@ -215,10 +218,21 @@ async fn a_client_cannot_forge_how_long_its_sends_waited() {
         let (client, conv, token) = (&client, &conv, &a.access);
         async move {
             tokio::time::sleep(std::time::Duration::from_millis(50 * (n / 10) as u64)).await;
-            let r = client
+            let mut r = client
                 .post(format!("{}/api/conversations/{conv}/messages", base()))
-                .bearer_auth(token)
-                .header("X-Request-Start", "t=1000000000.000")
+                .bearer_auth(token);
+            // The first wave claims to be fresh, so an instance that believed it would take
+            // the edge's clock offset as zero; the rest claim to have waited since 2001.
+            let forged = if n < 10 {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("after the epoch");
+                format!("t={}.{:03}", now.as_secs(), now.subsec_millis())
+            } else {
+                "t=1000000000.000".to_owned()
+            };
+            r = r.header("X-Request-Start", forged);
+            let r = r
                 .json(&json!({"content": format!("forged {n}")}))
                 .send()
                 .await
@@ -227,7 +241,17 @@ async fn a_client_cannot_forge_how_long_its_sends_waited() {
         }
     }))
     .await;
+    let mut refused = 0;
     for (status, body) in &answers {
-        assert_eq!(*status, StatusCode::CREATED, "{body}");
+        match *status {
+            StatusCode::CREATED => {}
+            StatusCode::SERVICE_UNAVAILABLE => refused += 1,
+            other => panic!("{other}: {body}"),
+        }
     }
+    assert!(
+        refused <= answers.len() / 8,
+        "{refused} of {} forged sends refused: the forged stamps counted",
+        answers.len()
+    );
 }
