@@ -184,7 +184,7 @@ ORDER BY m.seq DESC LIMIT 50;
 /// BEGIN, the lock and the batch; then COMMIT and the WAL position); the writer's parameters
 /// become SQL over `bench.pairs`.
 fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
-    use switchboard::messaging::group_commit::{APPEND_BATCH, LOCK_CONVERSATIONS};
+    use switchboard::messaging::group_commit::{APPEND_BATCH, BEGIN_BATCH, LOCK_CONVERSATIONS};
     let of = |column: &str| {
         format!(
             "ARRAY(SELECT {column} FROM bench.pairs WHERE n >= :lo AND n < :lo + {batch} ORDER BY n)"
@@ -240,7 +240,7 @@ fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
     Ok(format!(
         "\\set lo random(1, {})
 \\startpipeline
-BEGIN;
+{};
 {};
 {};
 \\endpipeline
@@ -250,6 +250,8 @@ SELECT pg_current_wal_lsn();
 \\endpipeline
 ",
         pairs + 1 - batch,
+        // One command per line: pgbench prepares each alone.
+        BEGIN_BATCH.replace("; ", ";\n"),
         flat(&lock),
         flat(&append)
     ))
