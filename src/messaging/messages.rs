@@ -510,7 +510,15 @@ pub async fn history(
     let order = if ascending { "ASC" } else { "DESC" };
     let (before, after, user) = (query.before, query.after, caller.user_id);
     // One statement: the caller's visible range and the page within it (a member with an
-    // empty page gets one row of NULLs; a non-member no row at all).
+    // empty page gets one row of NULLs; a non-member no row at all). The page's bounds are
+    // ranges on `seq` even when absent (`coalesce` to the widest), never `$2 IS NULL OR …`:
+    // then the plan PostgreSQL makes once for any parameters (its generic plan) scans the
+    // index between the bounds and costs the same as one made for these values, so it keeps
+    // it instead of planning this statement at every request (docs §20.7.2 and PREPARE's
+    // notes). With `$2 IS NULL OR …` PostgreSQL planned this statement at every request:
+    // 0.2 ms of planning for 0.13 ms of execution (EXPLAIN ANALYZE, the 6th execution); with
+    // the ranges, 0.01 ms. pgbench, this statement alone, 32 clients: 2907–3889 pages/s before,
+    // 8856 after, the raw select of 50 rows 8190.
     let rows = state
         .db
         .reading::<_, ApiError, _>(consistency.0, move |conn| {
@@ -525,10 +533,10 @@ pub async fn history(
                  LEFT JOIN LATERAL (
                      SELECT * FROM messaging.messages p
                      WHERE p.conversation_id = s.conversation_id AND p.thread_root_id IS NULL
-                       AND ($2::bigint IS NULL OR p.seq < $2)
-                       AND ($3::bigint IS NULL OR p.seq > $3)
+                       AND p.seq < coalesce($2::bigint, 9223372036854775807)
+                       AND p.seq > coalesce($3::bigint, -1)
                        AND p.seq >= s.visible_from_seq
-                       AND (s.visible_to_seq IS NULL OR p.seq <= s.visible_to_seq)
+                       AND p.seq <= coalesce(s.visible_to_seq, 9223372036854775807)
                      ORDER BY p.seq {order}
                      LIMIT $4
                  ) m ON true
