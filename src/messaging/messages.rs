@@ -27,8 +27,8 @@ use super::{
     domain::{MessageContent, MessageKind},
     mentions::{self, Mentions},
     model::{
-        load_message, message_columns_seen_from, my_reactions_column, Message, MESSAGE_COLUMNS,
-        MESSAGE_FROM,
+        load_message, message_columns_seen_from, my_reactions_column, Message, MessageColumnIndex,
+        MESSAGE_COLUMNS, MESSAGE_FROM,
     },
     versions::MAX_VERSIONS,
     visibility::{self, conversation_not_found, current_scope, visible_message},
@@ -561,10 +561,11 @@ pub async fn history(
         .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
         .collect();
     let has_more = rows.len() as i64 > limit;
+    let columns = MessageColumnIndex::of(first.columns());
     let messages: Vec<Message> = rows
         .into_iter()
         .take(limit as usize)
-        .map(Message::from_row)
+        .map(|row| Message::from_row_at(row, &columns))
         .map(|m| if current { m } else { m.seen_as_former() })
         .collect();
     // Fetching is delivery: the delivered marker follows the newest message of the page.

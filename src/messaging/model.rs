@@ -194,28 +194,108 @@ struct QuoteColumn {
     deleted: bool,
 }
 
-impl Message {
-    /// Reads a row selected with [`MESSAGE_COLUMNS`].
-    pub fn from_row(row: &tokio_postgres::Row) -> Self {
-        let json = |column: &str| row.get::<_, Option<serde_json::Value>>(column);
+/// Where each column [`Message::from_row`] reads sits in a result set, found by name once
+/// per result set: `Row::get` by name compares the name with every column's name at each
+/// call, and a page of 50 messages made some 1 200 such calls over about 30 columns.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageColumnIndex {
+    id: usize,
+    conversation_id: usize,
+    seq: usize,
+    rev: usize,
+    sender_id: usize,
+    kind: usize,
+    content: usize,
+    reply_to: usize,
+    thread_root_id: usize,
+    thread_reply_count: usize,
+    thread_last_reply_at: usize,
+    thread_participants: usize,
+    quote: usize,
+    attachment: usize,
+    meta: usize,
+    mentions: usize,
+    mentions_all: usize,
+    reactions: usize,
+    /// Only in statements that add [`my_reactions_column`].
+    my_reactions: Option<usize>,
+    priority: usize,
+    forwarded_from: usize,
+    pinned_at: usize,
+    pinned_by: usize,
+    created_at: usize,
+    edited_at: usize,
+    deleted: usize,
+}
+
+impl MessageColumnIndex {
+    /// The positions of [`MESSAGE_COLUMNS`] among `columns` (a statement's or a row's). A
+    /// column the statement lacks gets a position past the end, so reading it fails exactly
+    /// as `Row::get` by name does (a mistake in the statement, not something a request can
+    /// cause).
+    pub fn of(columns: &[tokio_postgres::Column]) -> Self {
+        let find = |name: &str| columns.iter().position(|c| c.name() == name);
+        let at = |name: &str| find(name).unwrap_or(columns.len());
         Self {
-            id: row.get("id"),
-            conversation_id: row.get("conversation_id"),
-            seq: row.get("seq"),
-            rev: row.get("rev"),
-            sender_id: row.get("sender_id"),
-            kind: MessageKind::from_column(row.get("kind")),
-            content: row.get("content"),
-            reply_to: row.get("reply_to"),
-            thread_root_id: row.get("thread_root_id"),
-            thread: (row.get::<_, i32>("thread_reply_count") > 0).then(|| ThreadSummary {
-                reply_count: row.get("thread_reply_count"),
-                last_reply_at: row.get("thread_last_reply_at"),
+            id: at("id"),
+            conversation_id: at("conversation_id"),
+            seq: at("seq"),
+            rev: at("rev"),
+            sender_id: at("sender_id"),
+            kind: at("kind"),
+            content: at("content"),
+            reply_to: at("reply_to"),
+            thread_root_id: at("thread_root_id"),
+            thread_reply_count: at("thread_reply_count"),
+            thread_last_reply_at: at("thread_last_reply_at"),
+            thread_participants: at("thread_participants"),
+            quote: at("quote"),
+            attachment: at("attachment"),
+            meta: at("meta"),
+            mentions: at("mentions"),
+            mentions_all: at("mentions_all"),
+            reactions: at("reactions"),
+            my_reactions: find("my_reactions"),
+            priority: at("priority"),
+            forwarded_from: at("forwarded_from"),
+            pinned_at: at("pinned_at"),
+            pinned_by: at("pinned_by"),
+            created_at: at("created_at"),
+            edited_at: at("edited_at"),
+            deleted: at("deleted"),
+        }
+    }
+}
+
+impl Message {
+    /// Reads a row selected with [`MESSAGE_COLUMNS`]. For many rows of one result, find the
+    /// columns once ([`MessageColumnIndex::of`]) and use [`Message::from_row_at`].
+    pub fn from_row(row: &tokio_postgres::Row) -> Self {
+        Self::from_row_at(row, &MessageColumnIndex::of(row.columns()))
+    }
+
+    /// Reads a row selected with [`MESSAGE_COLUMNS`], its columns where `at` found them.
+    pub fn from_row_at(row: &tokio_postgres::Row, at: &MessageColumnIndex) -> Self {
+        let json = |column: usize| row.get::<_, Option<serde_json::Value>>(column);
+        let thread_reply_count: i32 = row.get(at.thread_reply_count);
+        Self {
+            id: row.get(at.id),
+            conversation_id: row.get(at.conversation_id),
+            seq: row.get(at.seq),
+            rev: row.get(at.rev),
+            sender_id: row.get(at.sender_id),
+            kind: MessageKind::from_column(row.get(at.kind)),
+            content: row.get(at.content),
+            reply_to: row.get(at.reply_to),
+            thread_root_id: row.get(at.thread_root_id),
+            thread: (thread_reply_count > 0).then(|| ThreadSummary {
+                reply_count: thread_reply_count,
+                last_reply_at: row.get(at.thread_last_reply_at),
                 participants: row
-                    .get::<_, Option<Vec<Uuid>>>("thread_participants")
+                    .get::<_, Option<Vec<Uuid>>>(at.thread_participants)
                     .unwrap_or_default(),
             }),
-            quote: json("quote")
+            quote: json(at.quote)
                 .and_then(|v| serde_json::from_value::<QuoteColumn>(v).ok())
                 .map(|q| Quote {
                     seq: q.seq,
@@ -224,37 +304,37 @@ impl Message {
                     excerpt: q.excerpt,
                     deleted: q.deleted,
                 }),
-            attachment: json("attachment").and_then(|v| serde_json::from_value(v).ok()),
-            system: row.get("meta"),
+            attachment: json(at.attachment).and_then(|v| serde_json::from_value(v).ok()),
+            system: row.get(at.meta),
             mentions: row
-                .get::<_, Option<Vec<Uuid>>>("mentions")
+                .get::<_, Option<Vec<Uuid>>>(at.mentions)
                 .unwrap_or_default(),
-            mentions_all: row.get::<_, Option<bool>>("mentions_all") == Some(true),
-            reactions: reactions_of(row),
-            priority: super::domain::Priority::from_column(row.get("priority")),
-            forwarded_from: json("forwarded_from").and_then(|v| serde_json::from_value(v).ok()),
+            mentions_all: row.get::<_, Option<bool>>(at.mentions_all) == Some(true),
+            reactions: reactions_of(row, at),
+            priority: super::domain::Priority::from_column(row.get(at.priority)),
+            forwarded_from: json(at.forwarded_from).and_then(|v| serde_json::from_value(v).ok()),
             pinned: row
-                .get::<_, Option<DateTime<Utc>>>("pinned_at")
-                .zip(row.get::<_, Option<Uuid>>("pinned_by"))
+                .get::<_, Option<DateTime<Utc>>>(at.pinned_at)
+                .zip(row.get::<_, Option<Uuid>>(at.pinned_by))
                 .map(|(at, by)| Pinned { by, at }),
-            created_at: row.get("created_at"),
-            edited_at: row.get("edited_at"),
-            deleted: row.get("deleted"),
+            created_at: row.get(at.created_at),
+            edited_at: row.get(at.edited_at),
+            deleted: row.get(at.deleted),
         }
     }
 }
 
 /// The `reactions` column as counts, each with `me` when the row has `my_reactions`.
-fn reactions_of(row: &tokio_postgres::Row) -> Vec<ReactionCount> {
+fn reactions_of(row: &tokio_postgres::Row, at: &MessageColumnIndex) -> Vec<ReactionCount> {
     let Some(serde_json::Value::Array(items)) =
-        row.get::<_, Option<serde_json::Value>>("reactions")
+        row.get::<_, Option<serde_json::Value>>(at.reactions)
     else {
         return Vec::new();
     };
     // Absent column (a statement without it): `me` unknown. Present: known, NULL meaning none.
-    let mine: Option<Vec<String>> = row
-        .try_get::<_, Option<Vec<String>>>("my_reactions")
-        .ok()
+    let mine: Option<Vec<String>> = at
+        .my_reactions
+        .and_then(|i| row.try_get::<_, Option<Vec<String>>>(i).ok())
         .map(Option::unwrap_or_default);
     items
         .into_iter()
