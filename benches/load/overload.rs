@@ -12,7 +12,7 @@ use std::{
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use super::{admin, client, hist, Env, Lat, Pairs, Plan, Res};
+use super::{admin, client, hist, Env, Lat, Pairs, Plan, Res, User};
 
 /// What the overload scenario measured.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -41,11 +41,45 @@ pub struct Overload {
     pub recovery_secs: f64,
 }
 
+/// How the stack answered one send.
 #[derive(Clone, Copy, PartialEq)]
-enum Answer {
+pub(crate) enum Answer {
+    /// 201, its body read.
     Accepted,
+    /// 503 or 429 with `Retry-After`: admission control turned it away, cleanly.
     Refused,
+    /// Anything else: another status, a refusal without `Retry-After`, or no answer.
     Failed,
+}
+
+/// Sends `content` to `conv` as `user` with `client_id`, and classifies the answer.
+pub(crate) async fn send_once(
+    c: &reqwest::Client,
+    base: &str,
+    user: &User,
+    conv: &str,
+    client_id: &str,
+    content: &str,
+) -> Answer {
+    let res = c
+        .post(format!("{base}/api/conversations/{conv}/messages"))
+        .bearer_auth(&user.token)
+        .json(&json!({"content": content, "client_id": client_id}))
+        .send()
+        .await;
+    match res {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let retry_after = r.headers().contains_key("retry-after");
+            let body_ok = r.bytes().await.is_ok();
+            match status {
+                201 if body_ok => Answer::Accepted,
+                503 | 429 if retry_after => Answer::Refused,
+                _ => Answer::Failed,
+            }
+        }
+        Err(_) => Answer::Failed,
+    }
 }
 
 /// One send: its answer, latency (µs, from its scheduled start) and scheduled offset.
@@ -75,25 +109,8 @@ async fn offer(
         let client_id = format!("{tag}-{i}");
         tasks.push(tokio::spawn(async move {
             let at = start + offset;
-            let res = c
-                .post(format!("{base}/api/conversations/{conv}/messages"))
-                .bearer_auth(&user.token)
-                .json(&json!({"content": format!("overload {client_id}"), "client_id": client_id}))
-                .send()
-                .await;
-            let answer = match res {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let retry_after = r.headers().contains_key("retry-after");
-                    let body_ok = r.bytes().await.is_ok();
-                    match status {
-                        201 if body_ok => Answer::Accepted,
-                        503 | 429 if retry_after => Answer::Refused,
-                        _ => Answer::Failed,
-                    }
-                }
-                Err(_) => Answer::Failed,
-            };
+            let content = format!("overload {client_id}");
+            let answer = send_once(&c, &base, &user, &conv, &client_id, &content).await;
             let micros = at.elapsed().as_micros() as u64;
             if answer == Answer::Accepted {
                 if let Ok(mut a) = accepted.lock() {

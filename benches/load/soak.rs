@@ -1,6 +1,8 @@
 //! Soak (`scripts/bench.sh soak`): a long run at a steady share of the sustainable send rate
 //! (measured first, closed loop), open loop, with a sample every window: the latency of the
-//! sends scheduled in that window, their failures, and the resident memory of each process
+//! sends scheduled in that window, those refused (503/429 with `Retry-After`: admission
+//! control, which at this load should refuse nothing) and those that failed otherwise, and
+//! the resident memory of each process
 //! class — so a leak or a latency that creeps up with time shows as drift between the first
 //! and the last windows.
 
@@ -14,7 +16,11 @@ use std::{
 
 use hdrhistogram::Histogram;
 
-use super::{cpu, hist, sender, Env, Lat, Pairs, Res};
+use super::{
+    cpu, hist,
+    overload::{send_once, Answer},
+    Env, Lat, Pairs, Res,
+};
 
 /// Share of the sustainable send rate a soak runs at.
 pub const LOAD: f64 = 0.6;
@@ -24,8 +30,14 @@ pub const LOAD: f64 = 0.6;
 pub struct Window {
     /// Seconds since the soak started, at the window's end.
     pub at_secs: u64,
+    /// Accepted sends (201).
     pub sends: Lat,
-    pub errors: u64,
+    /// Refused with `Retry-After` (503/429).
+    #[serde(default)]
+    pub refused: u64,
+    /// Any other answer, or none.
+    #[serde(default)]
+    pub failed: u64,
     /// Resident memory per process class at the window's end, KiB.
     pub rss_kib: Vec<(String, u64)>,
 }
@@ -71,9 +83,11 @@ pub async fn run(
     let windows = (secs / window.as_secs().max(1)).max(1) as usize;
     let hists: Arc<Vec<Mutex<Histogram<u64>>>> =
         Arc::new((0..windows).map(|_| Mutex::new(hist())).collect());
-    let errors: Arc<Vec<AtomicU64>> = Arc::new((0..windows).map(|_| AtomicU64::new(0)).collect());
+    let counter =
+        || -> Arc<Vec<AtomicU64>> { Arc::new((0..windows).map(|_| AtomicU64::new(0)).collect()) };
+    let (refused, failed) = (counter(), counter());
     let c = super::client()?;
-    let op = sender(env.base.clone());
+    let run = rand::random::<u32>();
     let start = tokio::time::Instant::now();
     // Memory at each window's end, read while the load runs.
     let sampler = tokio::spawn(async move {
@@ -95,16 +109,25 @@ pub async fn run(
         tokio::time::sleep_until(at).await;
         let w = ((at - start).as_secs() / window.as_secs().max(1)) as usize;
         let (user, conv) = pairs[i as usize % pairs.len()].clone();
-        let (c, op, hists, errors) = (c.clone(), op.clone(), hists.clone(), errors.clone());
+        let (c, base, hists) = (c.clone(), env.base.clone(), hists.clone());
+        let (refused, failed) = (refused.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
-            let ok = op(c, user, conv, i).await;
+            let client_id = format!("soak{run:x}-{i}");
+            let content = format!("soak message {i} with some ordinary words in it");
+            let answer = send_once(&c, &base, &user, &conv, &client_id, &content).await;
             let slot = w.min(hists.len() - 1);
-            if ok {
-                if let Ok(mut h) = hists[slot].lock() {
-                    let _ = h.record(at.elapsed().as_micros() as u64);
+            match answer {
+                Answer::Accepted => {
+                    if let Ok(mut h) = hists[slot].lock() {
+                        let _ = h.record(at.elapsed().as_micros() as u64);
+                    }
                 }
-            } else {
-                errors[slot].fetch_add(1, Ordering::Relaxed);
+                Answer::Refused => {
+                    refused[slot].fetch_add(1, Ordering::Relaxed);
+                }
+                Answer::Failed => {
+                    failed[slot].fetch_add(1, Ordering::Relaxed);
+                }
             }
         }));
         // Finished tasks are let go as the run goes, so the list stays short.
@@ -120,7 +143,8 @@ pub async fn run(
         .map(|w| Window {
             at_secs: (w as u64 + 1) * window.as_secs(),
             sends: hists[w].lock().map(|h| Lat::of(&h)).unwrap_or_default(),
-            errors: errors[w].load(Ordering::Relaxed),
+            refused: refused[w].load(Ordering::Relaxed),
+            failed: failed[w].load(Ordering::Relaxed),
             rss_kib: rss.get(w).cloned().unwrap_or_default(),
         })
         .collect();
@@ -138,7 +162,7 @@ pub fn markdown(s: &Soak, machine: &serde_json::Value) -> String {
         "# Switchboard soak\n\nMachine: {} × {} cores; {}. Run {}.\n\n\
          Sends at {:.0} % of the sustainable rate ({:.0} of {:.0} messages/s, closed loop \
          measured just before), open loop for {} s; latency from each send's scheduled start.\n\n\
-         | at | sends | p50 | p99 | max | errors | resident memory (KiB) |\n|---|---|---|---|---|---|---|\n",
+         | at | accepted | p50 | p99 | max | refused (Retry-After) | failed | resident memory (KiB) |\n|---|---|---|---|---|---|---|---|\n",
         machine["cpu"].as_str().unwrap_or("?"),
         machine["cores"],
         machine["stack"].as_str().unwrap_or(""),
@@ -151,13 +175,14 @@ pub fn markdown(s: &Soak, machine: &serde_json::Value) -> String {
     for w in &s.windows {
         let rss: Vec<String> = w.rss_kib.iter().map(|(c, k)| format!("{c} {k}")).collect();
         md.push_str(&format!(
-            "| {} s | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} |\n",
+            "| {} s | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} |\n",
             w.at_secs,
             w.sends.count,
             w.sends.p50,
             w.sends.p99,
             w.sends.max,
-            w.errors,
+            w.refused,
+            w.failed,
             rss.join(", ")
         ));
     }
