@@ -42,6 +42,24 @@ fn raw_cell(raw: &super::raw::Raw, unit: &str) -> String {
     }
 }
 
+/// CPU milliseconds per operation of `scenario` by process class (those of at least
+/// 0.005 ms), from its CPU table row over `ops` operations: `"messaging 0.190 ms, …"`.
+fn cpu_per_op(r: &Results, scenario: &str, ops: f64) -> String {
+    let Some(u) = r.cpu.iter().find(|u| u.scenario == scenario) else {
+        return "not measured".into();
+    };
+    if ops <= 0.0 {
+        return "not measured".into();
+    }
+    u.by_class
+        .iter()
+        .map(|(class, secs)| (class, secs * 1000.0 / ops))
+        .filter(|(_, ms)| *ms >= 0.005)
+        .map(|(class, ms)| format!("{class} {ms:.3} ms"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "met"
@@ -177,10 +195,21 @@ pub fn markdown(r: &Results) -> String {
     md.push_str("## Where targets are missed, and why\n\n");
     let mut notes = Vec::new();
     if send_ratio < SEND_RATIO {
-        notes.push(format!("- send: {send_ratio:.2} of the raw insert rate, {:.0}% short of {SEND_RATIO:.2}. Sends are group-committed (one transaction, one statement and one WAL flush per batch of concurrent sends), so the database part is no longer what limits them: each send is still an HTTP request through NGINX to a messaging instance, JSON in and out, a NOTIFY that both instances' listeners receive and fan out, and the load generator's own client — all on the same 2 cores as PostgreSQL (see where the cores went, above).", (1.0 - send_ratio / SEND_RATIO) * 100.0));
+        let alone = r
+            .group_commit
+            .iter()
+            .map(|(batch, a)| {
+                format!(
+                    "{:.2} × in batches of {batch}",
+                    ratio(a.tps, r.raw_insert.tps)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        notes.push(format!("- send: {send_ratio:.2} of the raw insert rate, {:.0}% short of {SEND_RATIO:.2}. CPU per send: {}. Sends are group-committed (one transaction, one statement, one WAL flush per batch), but the batch statement still writes five rows per send where the raw insert writes one (the message; the conversation's `seq` and `rev`; the sender's read marker; the send budget; the notification outbox), and every conversation here has a single sender, so no two sends of a batch share those rows: the group commit alone reaches {alone} (above). Each send is also an HTTP request through NGINX, JSON in and out, a NOTIFY both instances' listeners fan out, and the load generator's own client, on the same 2 cores as PostgreSQL.", (1.0 - send_ratio / SEND_RATIO) * 100.0, cpu_per_op(r, "send, closed loop", r.send_max.per_sec * plan.send_secs as f64)));
     }
     if history_ratio < HISTORY_RATIO {
-        notes.push(format!("- history: {history_ratio:.2} of the raw select rate, {:.0}% short of {HISTORY_RATIO:.2}: each page is also a JWT check, a visibility-scope query and JSON encoding of 50 messages, through NGINX, on the same 2 cores as the replica.", (1.0 - history_ratio / HISTORY_RATIO) * 100.0));
+        notes.push(format!("- history: {history_ratio:.2} of the raw select rate, {:.0}% short of {HISTORY_RATIO:.2}. CPU per page: {}; the raw select's whole cost, PostgreSQL and pgbench together, is at most {:.3} ms (2 cores over its rate). The page's statement itself runs about as fast as the raw select (planned once per connection; `pg_stat_statements` put both near 0.17–0.18 ms of execution per call in a separate run); the rest is the service (the access token, decoding 50 rows, JSON encoding), NGINX and the load generator's HTTP client, on the same 2 cores as the replica.", (1.0 - history_ratio / HISTORY_RATIO) * 100.0, cpu_per_op(r, "history, pages of 50", r.history.per_sec * plan.history_secs as f64), ratio(2000.0, r.raw_select.tps)));
     }
     if !fanout_ok && !at_target {
         notes.push(format!(
@@ -190,15 +219,17 @@ pub fn markdown(r: &Results) -> String {
     } else if !fanout_ok {
         let share = ratio(f.offered_per_sec as f64, r.send_max.per_sec);
         notes.push(format!(
-            "- fan-out: {} sockets at {} messages/s: p50 {:.1} ms, p99 {:.1} ms against ≤ {FANOUT_P99_MS} ms. {} messages/s is {:.0}% of the most this machine sends at all ({:.0}/s, above), and each one is also {} socket deliveries, plus the load generator's own {} sockets parsing every frame, all on the same 2 cores: the stack runs near saturation and the delivery queues grow for the length of the run (most deliveries arrive within tens of ms, the tail waits seconds behind them). With the machine not saturated the fan-out path is much faster: the short mode (1000 sockets, 200 messages/s) measured p50 1–2 ms and p99 between 5 and 64 ms across runs on this shared machine. Reaching the target needs a cheaper send path first (see send) and the load generator on another machine.",
+            "- fan-out: {} sockets at {} messages/s: p50 {:.1} ms, p99 {:.1} ms against ≤ {FANOUT_P99_MS} ms ({} messages/s is {:.0}% of the most this machine sends at all, {:.0}/s above; each is also {} socket deliveries, and the load generator's own {} sockets parse every frame, on the same 2 cores). By rate, p99: {}. Latency counts from the send's start, so it holds the send's own commit; the send latency table above shows that tail alone at light load.",
             fanout.sockets, f.offered_per_sec, f.latency.p50, f.latency.p99,
-            f.offered_per_sec, share * 100.0, r.send_max.per_sec, super::GROUP - 1, fanout.sockets
+            f.offered_per_sec, share * 100.0, r.send_max.per_sec, super::GROUP - 1, fanout.sockets,
+            fanout.rounds.iter().map(|rd| format!("{:.1} ms at {}/s", rd.latency.p99, rd.offered_per_sec)).collect::<Vec<_>>().join(", ")
         ));
     }
     if o.attempted > 0 && !overload_ok {
         notes.push(format!(
-            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, back to normal after {:.1} s. Admission control refuses at the send queue (503 when it is full or has stood longer than `SEND_QUEUE_MAX_WAIT_MS`); time a send spends before that queue — in NGINX, in the services' accept queues, waiting for a core — is not seen by it, and shows as accepted latency.",
-            o.lost, o.failed, o.accepted_latency.p99, o.recovery_secs
+            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, refused p99 {:.1} ms, back to normal after {:.1} s. Admission control refuses at the send queue (503 when it is full, or while it stands: every batch for 100 ms found its oldest send waiting longer than `SEND_QUEUE_MAX_WAIT_MS`, counted from NGINX's `X-Request-Start` stamp). It accepted {:.0} sends/s here, more than the closed loop's {:.0}/s (bigger batches), which leaves the 2 cores no headroom: when they saturate, requests wait before NGINX stamps them (the kernel's accept queues, the load generator's own client on the same cores), where no queue of ours sees them — refusals then take as long as acceptances.",
+            o.lost, o.failed, o.accepted_latency.p99, o.refused_latency.p99, o.recovery_secs,
+            ratio(o.accepted as f64, o.secs as f64), r.send_max.per_sec
         ));
     }
     if !idle_ok {
