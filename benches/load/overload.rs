@@ -46,7 +46,8 @@ pub struct Overload {
 pub(crate) enum Answer {
     /// 201, its body read.
     Accepted,
-    /// 503 or 429 with `Retry-After`: admission control turned it away, cleanly.
+    /// 503 or 429 with `Retry-After`: turned away cleanly — by admission control (503), or
+    /// by the per-user send budget (429), which scripts/bench.sh lifts out of the way.
     Refused,
     /// Anything else: another status, a refusal without `Retry-After`, or no answer.
     Failed,

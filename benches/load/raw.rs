@@ -250,7 +250,7 @@ SELECT pg_current_wal_lsn();
 \\endpipeline
 ",
         pairs + 1 - batch,
-        // One command per line: pgbench prepares each alone.
+        // pgbench ends a command at `;` and prepares each alone; one per line reads plainly.
         BEGIN_BATCH.replace("; ", ";\n"),
         flat(&lock),
         flat(&append)

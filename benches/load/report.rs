@@ -43,21 +43,23 @@ fn raw_cell(raw: &super::raw::Raw, unit: &str) -> String {
 }
 
 /// CPU milliseconds per operation of `scenario` by process class (those of at least
-/// 0.005 ms), from its CPU table row over `ops` operations: `"messaging 0.190 ms, …"`.
-fn cpu_per_op(r: &Results, scenario: &str, ops: f64) -> String {
+/// 0.005 ms), from its CPU table row over `ops` operations (the successes the scenario
+/// counted in the same window): `"messaging 0.190 ms, …"`.
+fn cpu_per_op(r: &Results, scenario: &str, ops: u64) -> String {
     let Some(u) = r.cpu.iter().find(|u| u.scenario == scenario) else {
         return "not measured".into();
     };
-    if ops <= 0.0 {
-        return "not measured".into();
-    }
-    u.by_class
+    let classes: Vec<String> = u
+        .by_class
         .iter()
-        .map(|(class, secs)| (class, secs * 1000.0 / ops))
+        .map(|(class, secs)| (class, secs * 1000.0 / ops.max(1) as f64))
         .filter(|(_, ms)| *ms >= 0.005)
         .map(|(class, ms)| format!("{class} {ms:.3} ms"))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    if ops == 0 || classes.is_empty() {
+        return "not measured".into();
+    }
+    classes.join(", ")
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -73,6 +75,7 @@ pub fn markdown(r: &Results) -> String {
     let mut md = String::new();
     let plan = r.plan.clone().unwrap_or_else(|| super::Plan::new("short"));
     let m = &r.machine;
+    let cores = m["cores"].as_u64().unwrap_or(2);
     md.push_str(&format!(
         "# Switchboard benchmark ({} mode)\n\nMachine: {} × {} cores, {} GiB, Linux {}, PostgreSQL {}; {}. Run {}.\n\n",
         plan.mode, m["cpu"].as_str().unwrap_or("?"), m["cores"], m["memory_gib"], m["kernel"].as_str().unwrap_or("?"),
@@ -206,10 +209,15 @@ pub fn markdown(r: &Results) -> String {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        notes.push(format!("- send: {send_ratio:.2} of the raw insert rate, {:.0}% short of {SEND_RATIO:.2}. CPU per send: {}. Sends are group-committed (one transaction, one statement, one WAL flush per batch), but the batch statement still writes five rows per send where the raw insert writes one (the message; the conversation's `seq` and `rev`; the sender's read marker; the send budget; the notification outbox), and every conversation here has a single sender, so no two sends of a batch share those rows: the group commit alone reaches {alone} (above). Each send is also an HTTP request through NGINX, JSON in and out, a NOTIFY both instances' listeners fan out, and the load generator's own client, on the same 2 cores as PostgreSQL.", (1.0 - send_ratio / SEND_RATIO) * 100.0, cpu_per_op(r, "send, closed loop", r.send_max.per_sec * plan.send_secs as f64)));
+        let alone = if alone.is_empty() {
+            "a rate not measured in this run".to_owned()
+        } else {
+            format!("{alone} (above)")
+        };
+        notes.push(format!("- send: {send_ratio:.2} of the raw insert rate, {:.0}% short of {SEND_RATIO:.2}. CPU per send: {}. Sends are group-committed (one transaction, one statement, one WAL flush per batch), but the batch statement still writes five rows per send where the raw insert writes one (the message; the conversation's `seq` and `rev`; the sender's read marker; the send budget; the notification outbox), and every conversation here has a single sender, so no two sends of a batch share those rows: the group commit alone reaches {alone}. Each send is also an HTTP request through NGINX, JSON in and out, a NOTIFY both instances' listeners fan out, and the load generator's own client, on the same {cores} cores as PostgreSQL.", (1.0 - send_ratio / SEND_RATIO) * 100.0, cpu_per_op(r, "send, closed loop", r.send_max.latency.count)));
     }
     if history_ratio < HISTORY_RATIO {
-        notes.push(format!("- history: {history_ratio:.2} of the raw select rate, {:.0}% short of {HISTORY_RATIO:.2}. CPU per page: {}; the raw select's whole cost, PostgreSQL and pgbench together, is at most {:.3} ms (2 cores over its rate). The page's statement itself runs about as fast as the raw select (planned once per connection; `pg_stat_statements` put both near 0.17–0.18 ms of execution per call in a separate run); the rest is the service (the access token, decoding 50 rows, JSON encoding), NGINX and the load generator's HTTP client, on the same 2 cores as the replica.", (1.0 - history_ratio / HISTORY_RATIO) * 100.0, cpu_per_op(r, "history, pages of 50", r.history.per_sec * plan.history_secs as f64), ratio(2000.0, r.raw_select.tps)));
+        notes.push(format!("- history: {history_ratio:.2} of the raw select rate, {:.0}% short of {HISTORY_RATIO:.2}. CPU per page: {}; the raw select's whole cost, PostgreSQL and pgbench together, is at most {:.3} ms ({} cores over its rate). Beyond the page's statement (planned once per connection), each page is the service's work (the access token, decoding 50 rows, JSON encoding), NGINX and the load generator's HTTP client, on the same cores as the replica.", (1.0 - history_ratio / HISTORY_RATIO) * 100.0, cpu_per_op(r, "history, pages of 50", r.history.latency.count), ratio(cores as f64 * 1000.0, r.raw_select.tps), cores));
     }
     if !fanout_ok && !at_target {
         notes.push(format!(
@@ -219,17 +227,32 @@ pub fn markdown(r: &Results) -> String {
     } else if !fanout_ok {
         let share = ratio(f.offered_per_sec as f64, r.send_max.per_sec);
         notes.push(format!(
-            "- fan-out: {} sockets at {} messages/s: p50 {:.1} ms, p99 {:.1} ms against ≤ {FANOUT_P99_MS} ms ({} messages/s is {:.0}% of the most this machine sends at all, {:.0}/s above; each is also {} socket deliveries, and the load generator's own {} sockets parse every frame, on the same 2 cores). By rate, p99: {}. Latency counts from the send's start, so it holds the send's own commit; the send latency table above shows that tail alone at light load.",
+            "- fan-out: {} sockets at {} messages/s: p50 {:.1} ms, p99 {:.1} ms against ≤ {FANOUT_P99_MS} ms ({} messages/s is {:.0}% of the most this machine sends at all, {:.0}/s above; each is also {} socket deliveries, and the load generator's own {} sockets parse every frame, on the same {cores} cores). By rate, p99: {}. Latency counts from the send's start, so it holds the send's own commit; the send latency table above shows that tail alone at light load.",
             fanout.sockets, f.offered_per_sec, f.latency.p50, f.latency.p99,
             f.offered_per_sec, share * 100.0, r.send_max.per_sec, super::GROUP - 1, fanout.sockets,
             fanout.rounds.iter().map(|rd| format!("{:.1} ms at {}/s", rd.latency.p99, rd.offered_per_sec)).collect::<Vec<_>>().join(", ")
         ));
     }
     if o.attempted > 0 && !overload_ok {
+        let accepted_rate = ratio(o.accepted as f64, o.secs as f64);
+        let headroom = if accepted_rate > r.send_max.per_sec {
+            format!(" It accepted {accepted_rate:.0} sends/s, more than the closed loop's {:.0}/s (bigger batches), leaving the {cores} cores no headroom.", r.send_max.per_sec)
+        } else {
+            format!(
+                " It accepted {accepted_rate:.0} sends/s (the closed loop: {:.0}/s).",
+                r.send_max.per_sec
+            )
+        };
+        let before_edge = if o.accepted_latency.p99 > OVERLOAD_P99_MS
+            && o.refused_latency.p99 >= o.accepted_latency.p99 * 0.5
+        {
+            " Refusals were about as slow as acceptances: requests waited before NGINX stamped them (the kernel's accept queues, the load generator's own client on the same cores), where no queue of ours sees them."
+        } else {
+            ""
+        };
         notes.push(format!(
-            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, refused p99 {:.1} ms, back to normal after {:.1} s. Admission control refuses at the send queue (503 when it is full, or while it stands: every batch for 100 ms found its oldest send waiting longer than `SEND_QUEUE_MAX_WAIT_MS`, counted from NGINX's `X-Request-Start` stamp). It accepted {:.0} sends/s here, more than the closed loop's {:.0}/s (bigger batches), which leaves the 2 cores no headroom: when they saturate, requests wait before NGINX stamps them (the kernel's accept queues, the load generator's own client on the same cores), where no queue of ours sees them — refusals then take as long as acceptances.",
-            o.lost, o.failed, o.accepted_latency.p99, o.refused_latency.p99, o.recovery_secs,
-            ratio(o.accepted as f64, o.secs as f64), r.send_max.per_sec
+            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, refused p99 {:.1} ms, back to normal after {:.1} s. Admission control refuses at the send queue (503 when it is full, or while it stands: every batch for 100 ms found its oldest send waiting longer than `SEND_QUEUE_MAX_WAIT_MS`, counted from NGINX's `X-Request-Start` stamp).{headroom}{before_edge}",
+            o.lost, o.failed, o.accepted_latency.p99, o.refused_latency.p99, o.recovery_secs
         ));
     }
     if !idle_ok {

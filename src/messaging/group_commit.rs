@@ -560,7 +560,7 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
 });
 
 /// Opens a batch's transaction, its statements planned once per connection: with PostgreSQL's
-/// default (`plan_cache_mode = auto`, docs §20.7.2) a prepared statement whose custom plans
+/// default (`plan_cache_mode = auto`, docs §20.7.4) a prepared statement whose custom plans
 /// look cheaper than the generic one is planned again at every execution, and
 /// [`APPEND_BATCH`] is a large statement — planning it cost more than executing it for small
 /// batches. Measured with pgbench (the statement with array parameters, 2 connections, a
