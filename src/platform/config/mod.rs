@@ -10,9 +10,11 @@
 //! unset. Secrets (database URLs with their passwords, key rings, the signing key) are held
 //! as [`SecretString`]: `Debug` redacts them and `--help` never prints their values.
 
-mod auth;
+/// The auth service's settings (named for the service, not the `auth` domain module).
+mod auth_service;
 mod mail;
-mod messaging;
+/// The messaging service's settings.
+mod messaging_service;
 mod push;
 
 use std::{ffi::OsString, time::Duration};
@@ -22,9 +24,9 @@ use clap::{builder::BoolishValueParser, ArgAction, Args, Parser};
 use secrecy::{ExposeSecret, SecretString};
 
 pub use self::{
-    auth::AuthConfig,
+    auth_service::AuthConfig,
     mail::{MailSettings, SMTP_DEV_URL},
-    messaging::MessagingConfig,
+    messaging_service::MessagingConfig,
     push::PushSettings,
 };
 use crate::platform::secrets;
