@@ -3,12 +3,10 @@
 //! for all of them — instead of one commit each.
 //!
 //! A handler submits its send to a bounded queue ([`SendQueue::submit`]). Admission control
-//! refuses a send at once (503 with `Retry-After`) when the queue is full, or when the queue
-//! stands: sends are queued and every batch taken for at least [`STANDING_INTERVAL`] found
-//! its oldest send waiting longer than the allowed queueing delay (`SEND_QUEUE_MAX_WAIT_MS`;
-//! CoDel's test, RFC 8289 §3: one slow batch is a burst, not a standing queue). Accepted
-//! sends keep their latency and the excess is told to come back, instead of every send
-//! waiting behind a queue that grows to its capacity. `SEND_WRITERS` writer tasks each take what queued while
+//! ([`super::admission`]) refuses a send at once (503 with `Retry-After`) when the instance
+//! already holds as many sends as the latency of recent batches allows: accepted sends keep
+//! their latency and the excess is told to come back, instead of every send waiting behind
+//! queues that grow to their bounds. `SEND_WRITERS` writer tasks each take what queued while
 //! they were busy (at most `SEND_BATCH_MAX`; no timer waits for more) and append it:
 //!
 //! 1. `BEGIN`; the batch's conversations (those its senders are participants of: a
@@ -32,10 +30,7 @@
 //! original if it was stored.
 
 use std::{
-    sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -43,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
 use super::{
+    admission::{SendAdmission, Taken},
     append::{Audience, AUDIENCE_COLUMNS},
     domain::MessageContent,
     mentions::{self, Mentions},
@@ -90,9 +86,11 @@ pub struct Appended {
 /// How sends are batched and limited.
 #[derive(Clone, Debug)]
 pub struct GroupCommitSettings {
-    /// Sends waiting at most; past it a send answers 503 at once.
+    /// Sends held at most (queued or being appended), the ceiling of admission control's
+    /// limit; past the limit a send answers 503 at once.
     pub queue_capacity: usize,
-    /// The longest queueing delay admitted (see the module documentation).
+    /// The queueing delay (from the edge to a writer taking the send) that admission
+    /// control keeps sends to ([`SendAdmission`]).
     pub max_wait: Duration,
     /// Sends in one batch at most.
     pub batch_max: usize,
@@ -114,55 +112,16 @@ struct Pending {
     link: Option<opentelemetry::trace::SpanContext>,
     /// When the request reached the edge ([`crate::platform::queue_time::arrived_at`]): its
     /// queueing delay counts the wait before the handler too.
-    queued_at: Instant,
+    arrived: Instant,
+    /// When admission control let it in ([`SendAdmission::admit`]).
+    admitted: Instant,
 }
 
 /// The instance's send queue; cheap to clone.
 #[derive(Clone)]
 pub struct SendQueue {
     tx: mpsc::Sender<Pending>,
-    waiting: Arc<AtomicUsize>,
-    standing: Arc<StandingQueue>,
-}
-
-/// How long batches must keep finding their oldest send over the allowed delay before the
-/// queue counts as standing: CoDel's default interval (RFC 8289 §4.3).
-pub const STANDING_INTERVAL: Duration = Duration::from_millis(100);
-
-/// CoDel's standing-queue test over the queueing delay of each batch's oldest send.
-struct StandingQueue {
-    epoch: Instant,
-    target: Duration,
-    /// Microseconds since `epoch` (plus one) at which batches began to find their oldest
-    /// send over `target`; 0 while the last batch did not.
-    above_since: AtomicU64,
-}
-
-impl StandingQueue {
-    fn now_us(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1)
-    }
-
-    /// Records the queueing delay of the oldest send of a batch just taken.
-    fn observe(&self, waited: Duration) {
-        if waited <= self.target {
-            self.above_since.store(0, Ordering::Relaxed);
-        } else {
-            let now = self.now_us();
-            let _ = self
-                .above_since
-                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether the delay has been over the target for a whole interval.
-    fn standing(&self) -> bool {
-        let since = self.above_since.load(Ordering::Relaxed);
-        let interval = u64::try_from(STANDING_INTERVAL.as_micros()).unwrap_or(u64::MAX);
-        since != 0 && self.now_us().saturating_sub(since) >= interval
-    }
+    admission: Arc<SendAdmission>,
 }
 
 impl SendQueue {
@@ -170,20 +129,13 @@ impl SendQueue {
     pub fn spawn(db: Arc<Routing>, settings: GroupCommitSettings, tasks: &Tasks) -> Self {
         let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let standing = Arc::new(StandingQueue {
-            epoch: Instant::now(),
-            target: settings.max_wait,
-            above_since: AtomicU64::new(0),
-        });
+        let admission = Arc::new(SendAdmission::new(
+            settings.queue_capacity,
+            settings.max_wait,
+        ));
         for _ in 0..settings.writers.max(1) {
-            let (db, rx, settings, waiting, standing) = (
-                db.clone(),
-                rx.clone(),
-                settings.clone(),
-                waiting.clone(),
-                standing.clone(),
-            );
+            let (db, rx, settings, admission) =
+                (db.clone(), rx.clone(), settings.clone(), admission.clone());
             // Never dropped in the middle of a batch (its connection would go back to the
             // pool inside a transaction): a writer stops between batches.
             let stopping = tasks.clone();
@@ -194,28 +146,33 @@ impl SendQueue {
                         _ = stopping.stopping() => None,
                     };
                     let Some(batch) = batch else { break };
-                    waiting.fetch_sub(batch.len(), Ordering::Relaxed);
+                    let sends = batch.len();
                     // Arrival is at the edge, so the oldest need not be the first queued.
-                    if let Some(oldest) = batch.iter().map(|p| p.queued_at).min() {
-                        standing.observe(oldest.elapsed());
+                    let oldest = batch.iter().map(|p| p.arrived).min();
+                    let first_admitted = batch.iter().map(|p| p.admitted).min();
+                    if let (Some(oldest), Some(first_admitted)) = (oldest, first_admitted) {
+                        admission.taken(&Taken {
+                            sends,
+                            waited: oldest.elapsed(),
+                            first_admitted,
+                        });
                     }
                     run_batch(&db, &settings, batch).await;
+                    admission.release(sends);
+                    crate::platform::metrics::record_send_admission_limit(admission.limit());
                 }
             });
         }
-        Self {
-            tx,
-            waiting,
-            standing,
-        }
+        Self { tx, admission }
     }
 
-    /// Queues `send`, whose request reached the edge at `arrived` (its queueing delay starts
-    /// there), and waits for its batch.
+    /// Queues `send`, whose request reached the edge at `arrived` (its queueing delay
+    /// starts there), and waits for its batch.
     ///
-    /// Errors: 503 with `Retry-After: 1` at once when the queue is full, its queueing delay
-    /// is past the allowed one, or the service is stopping; the send's own refusal (404 not a participant, 422 `reply_to`, 429 budget);
-    /// 503 when the primary is unavailable.
+    /// Errors: 503 with `Retry-After: 1` at once when the instance holds as many sends as
+    /// admission control allows now ([`SendAdmission`]) or the service is stopping; the
+    /// send's own refusal (404 not a participant, 422 `reply_to`, 429 budget); 503 when the
+    /// primary is unavailable.
     ///
     /// Traces: the wait is a `messaging.send_queue` span in the request's trace; the batch
     /// that appended it is a `messaging.group_commit` span (a trace of its own, holding the
@@ -224,6 +181,14 @@ impl SendQueue {
         use opentelemetry::trace::TraceContextExt;
         use tracing::Instrument;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let refused = || {
+            crate::platform::metrics::send_refused();
+            ApiError::Unavailable {
+                detail: "too many messages are being sent right now; retry shortly".into(),
+                retry_after: 1,
+            }
+        };
+        let admitted = self.admission.admit().ok_or_else(refused)?;
         let span = tracing::info_span!("messaging.send_queue", otel.kind = "internal");
         let link = Some(span.context().span().span_context().clone()).filter(|c| c.is_valid());
         let (reply, answer) = oneshot::channel();
@@ -231,16 +196,13 @@ impl SendQueue {
             send,
             reply,
             link,
-            queued_at: arrived,
+            arrived,
+            admitted,
         };
-        if self.standing_queue() || self.tx.try_send(pending).is_err() {
-            crate::platform::metrics::send_refused();
-            return Err(ApiError::Unavailable {
-                detail: "too many messages are being sent right now; retry shortly".into(),
-                retry_after: 1,
-            });
+        if self.tx.try_send(pending).is_err() {
+            self.admission.release(1);
+            return Err(refused());
         }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
         answer
             .instrument(span)
             .await
@@ -248,16 +210,6 @@ impl SendQueue {
                 detail: "the service is stopping; retry shortly".into(),
                 retry_after: 1,
             })?
-    }
-
-    /// Whether sends are queued and the queue stands (see [`StandingQueue`]).
-    fn standing_queue(&self) -> bool {
-        self.waiting() > 0 && self.standing.standing()
-    }
-
-    /// Sends waiting for a writer now.
-    pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
     }
 }
 
@@ -740,42 +692,4 @@ async fn append_batch(
             Ok(Appended { outcome, lsn })
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn queue() -> StandingQueue {
-        StandingQueue {
-            epoch: Instant::now(),
-            target: Duration::from_millis(40),
-            above_since: AtomicU64::new(0),
-        }
-    }
-
-    #[test]
-    fn one_slow_batch_is_a_burst_not_a_standing_queue() {
-        let q = queue();
-        q.observe(Duration::from_millis(120));
-        assert!(!q.standing(), "refused on one slow batch");
-        q.observe(Duration::from_millis(1));
-        std::thread::sleep(STANDING_INTERVAL + Duration::from_millis(10));
-        assert!(!q.standing(), "refused after the burst drained");
-    }
-
-    #[test]
-    fn a_delay_over_the_target_for_an_interval_stands_until_a_batch_is_under_it() {
-        let q = queue();
-        q.observe(Duration::from_millis(120));
-        std::thread::sleep(STANDING_INTERVAL / 2);
-        q.observe(Duration::from_millis(80));
-        std::thread::sleep(STANDING_INTERVAL / 2 + Duration::from_millis(10));
-        assert!(q.standing(), "over the target for a whole interval");
-        q.observe(Duration::from_millis(5));
-        assert!(
-            !q.standing(),
-            "still refusing after a batch under the target"
-        );
-    }
 }

@@ -2,6 +2,7 @@
 //! markers, and the WebSocket entry point. Every handler names its pool through
 //! [`crate::platform::db::Routing`]: writes on the primary, reads on the replica with read-your-writes.
 
+pub mod admission;
 pub mod append;
 pub mod attachments;
 pub mod avatars;

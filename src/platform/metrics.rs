@@ -80,6 +80,8 @@ struct Metrics {
     send_batch_size: Histogram,
     /// `switchboard_send_queue_refused_total`.
     send_queue_refused: Counter,
+    /// `switchboard_send_admission_limit`.
+    send_admission_limit: FloatGauge,
     /// `switchboard_queue_depth{queue}`.
     queue_depth: Family<Labels, Gauge>,
     /// `switchboard_queue_oldest_age_seconds{queue}`.
@@ -102,6 +104,7 @@ fn build() -> Metrics {
         notify_queue_usage: FloatGauge::default(),
         send_batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         send_queue_refused: Counter::default(),
+        send_admission_limit: FloatGauge::default(),
         queue_depth: Family::default(),
         queue_oldest_age: Family::default(),
         registry: Registry::default(),
@@ -174,8 +177,13 @@ fn build() -> Metrics {
     );
     r.register(
         "switchboard_send_queue_refused",
-        "Sends refused by admission control: send queue full or its delay too long",
+        "Sends refused by admission control: the instance held as many sends as its limit allowed",
         m.send_queue_refused.clone(),
+    );
+    r.register(
+        "switchboard_send_admission_limit",
+        "Sends an instance may hold at once (queued or being appended), as admission control last set it from their queueing delay",
+        m.send_admission_limit.clone(),
     );
     r.register(
         "switchboard_queue_depth",
@@ -297,6 +305,11 @@ pub fn set_notify_queue_usage(ratio: f64) {
 /// Records the size of one group commit.
 pub fn observe_send_batch(sends: usize) {
     metrics().send_batch_size.observe(sends as f64);
+}
+
+/// Records admission control's limit on sends in flight (`messaging::admission`).
+pub fn record_send_admission_limit(limit: f64) {
+    metrics().send_admission_limit.set(limit);
 }
 
 /// Counts a send refused by admission control.

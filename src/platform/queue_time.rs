@@ -4,7 +4,7 @@
 //! the header and format New Relic and Heroku use for the same purpose), replacing any value
 //! a client sent. Time spent after that — in NGINX's upstream connection, the service's
 //! accept queue, waiting for a core — is invisible to any queue inside the service;
-//! admission control counts it through [`arrived_at`] (the send queue's standing-queue test).
+//! admission control counts it through [`arrived_at`] (a send's queueing delay, `messaging::admission`).
 //!
 //! The edge and the service read different clocks (in Kubernetes, different nodes). A clock
 //! skew would count as a wait for every request — an edge 50 ms behind would make every send

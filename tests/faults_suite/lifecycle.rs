@@ -159,20 +159,21 @@ async fn a_full_send_queue_refuses_fast_and_loses_nothing_it_accepted() {
     .await;
 }
 
-/// Admission control by queueing delay: with room for every send in the queue, but an
-/// allowed delay (1 ms) shorter than one append, eight waves of 80 sends 50 ms apart (with
-/// a send budget that allows them all) are partly refused at once — once the queue has
-/// stood for CoDel's interval — and every accepted send is stored, in a gapless `seq`.
-/// (Without the delay rule nothing here is refused.)
+/// Admission control by queueing delay: with room in the queue for every send of eight
+/// waves of ten, 50 ms apart, but an allowed wait (1 ms) shorter than one append, the waits
+/// behind each wave's first append cut the number of sends the instance accepts at once
+/// (by half, once per wave) until later waves are partly refused at once, and every
+/// accepted send is stored, in a gapless `seq`. (Without the delay rule nothing here is
+/// refused: one append at a time keeps well under 40 sends in flight.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_queue_past_its_delay_refuses_fast_and_loses_nothing_it_accepted() {
+async fn sends_waiting_past_the_target_shrink_admission_and_lose_nothing() {
     let _alone = exclusive().await;
     send_burst(
         "delay",
-        (8, 80),
+        (8, 10),
         None,
         &[
-            "--send-queue-capacity=1000",
+            "--send-queue-capacity=40",
             "--send-queue-max-wait-ms=1",
             "--send-rate-limit=100000",
             "--send-writers=1",
@@ -183,20 +184,20 @@ async fn a_send_queue_past_its_delay_refuses_fast_and_loses_nothing_it_accepted(
 }
 
 /// Admission control counts the wait before the handler (src/platform/queue_time.rs): the
-/// same eight waves 50 ms apart, but of ten sends each — a load the default allowed delay
-/// (40 ms) never refuses — the first wave stamped by "the edge" as it is sent (so the
-/// instance learns the edge's clock offset as zero), the others as having arrived 300 ms
-/// before they were sent, are partly refused at once once the queue has stood for CoDel's
-/// interval, and every accepted send is stored, in a gapless `seq`. (Without the stamp
-/// nothing is refused.)
+/// same eight waves of ten sends 50 ms apart — a load the default allowed wait (40 ms)
+/// never refuses — the first wave stamped by "the edge" as it is sent (so the instance
+/// learns the edge's clock offset as zero), the others as having arrived 300 ms before they
+/// were sent, are partly refused at once once their waits have cut the limit below a wave,
+/// and every accepted send is stored, in a gapless `seq`. (Without the stamp nothing is
+/// refused.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_that_waited_before_its_handler_counts_toward_the_queue_delay() {
+async fn a_send_that_waited_before_its_handler_counts_toward_its_queueing_delay() {
     let _alone = exclusive().await;
     send_burst(
         "edge-wait",
         (8, 10),
         Some(Duration::from_millis(300)),
-        &["--send-queue-capacity=1000", "--send-rate-limit=100000"],
+        &["--send-queue-capacity=40", "--send-rate-limit=100000"],
     )
     .await;
 }

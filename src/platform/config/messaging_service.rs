@@ -157,8 +157,9 @@ pub struct MessagingConfig {
           value_parser = milliseconds, help_heading = "Messages")]
     pub notify_poll_interval: Duration,
 
-    /// Sends waiting for group commit at most, per instance; past it a send answers 503
-    /// with `Retry-After` at once (admission control).
+    /// Sends an instance holds at most (queued for group commit or being appended): the
+    /// bound on their memory and the ceiling of admission control's limit. Past the limit a
+    /// send answers 503 with `Retry-After` at once.
     #[arg(
         long = "send-queue-capacity",
         env = "SEND_QUEUE_CAPACITY",
@@ -166,10 +167,11 @@ pub struct MessagingConfig {
         help_heading = "Messages"
     )]
     pub send_queue_capacity: usize,
-    /// The longest a send may expect to wait for its batch, in milliseconds: once every
-    /// batch for 100 ms found its oldest send waiting longer, while sends are queued, new
-    /// sends answer 503 with `Retry-After` at once (admission by queueing delay, CoDel's
-    /// standing-queue test, RFC 8289 §3) — the queue's capacity bounds memory, this latency.
+    /// The queueing delay admission control keeps sends to, in milliseconds: from the edge
+    /// (NGINX's `X-Request-Start`) to a writer taking the send into a batch. A batch whose
+    /// oldest send waited longer cuts the number of sends the instance accepts at once
+    /// (by target ÷ wait, between 0.5 and 0.7), batches within it grow it again (AIMD,
+    /// RFC 5681 §3.1, on CoDel's sojourn time, RFC 8289 §3; `messaging::admission`).
     #[arg(
         long = "send-queue-max-wait-ms",
         env = "SEND_QUEUE_MAX_WAIT_MS",

@@ -1,0 +1,289 @@
+//! Admission control for sends: an adaptive limit on the sends an instance holds at once
+//! (queued for group commit or being appended), set by how long they wait.
+//!
+//! A fixed queue bound cannot keep latency: on shared cores the sends an instance can
+//! append in a given time depend on what else runs (NGINX, the database, other services),
+//! and once the cores are saturated every queue on the path grows, not only ours. The limit
+//! is found instead by additive increase, multiplicative decrease (AIMD, TCP's congestion
+//! avoidance, RFC 5681 §3.1), on the queueing delay of each batch's oldest send: from the
+//! edge (NGINX's `X-Request-Start`, [`crate::platform::queue_time`]) to the writer taking
+//! it — CoDel's sojourn time (RFC 8289 §3). Not the whole latency: appending a batch takes
+//! what it takes at any load (far more in a debug build than in a release one), so only the
+//! wait says the instance holds more than it can serve. When a writer takes a batch whose
+//! oldest send waited
+//!
+//! - longer than the target (`SEND_QUEUE_MAX_WAIT_MS`): the sends held (or the limit, if
+//!   fewer: TCP cuts its flight size, not its window, RFC 5681 §3.1 eq. 4 — a limit far
+//!   above what is held would take several cuts to bind) are multiplied by target ÷ wait,
+//!   kept between 0.5 (TCP Reno's factor) and 0.7 (CUBIC's, RFC 8312 §4.5): the longer the
+//!   wait, the deeper the cut (the ratio is Netflix Gradient's limit update). At most once
+//!   per window: only a send admitted after the last cut can cause the next, so the sends
+//!   already admitted under the old limit do not cut it again;
+//! - within the target, while the limit is in use (at least half of it held): it grows by
+//!   one per limit's worth of sends taken, probing for room;
+//! - within the target while less than half of it is held: by one per send taken. The
+//!   limit does not bind then, so growing it adds no load now; it only lets a calm
+//!   instance forget a past cut as fast as it serves sends, so a later burst that fits the
+//!   queue is not refused for a slowdown long gone (TCP restarts an idle connection from
+//!   a fresh window for the same reason, RFC 5681 §4.1).
+//!
+//! It starts at, and never exceeds, the queue's capacity (`SEND_QUEUE_CAPACITY`, the bound
+//! on memory), and never falls below one. A send over the limit answers 503 with
+//! `Retry-After` at once, before it costs the database anything: the instance accepts what
+//! it can serve without a standing queue and turns the rest away while it is cheap to.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+/// The least a wait over the target multiplies the limit by: CUBIC's β (RFC 8312 §4.5).
+pub const GENTLEST_CUT: f64 = 0.7;
+
+/// The most a wait over the target multiplies the limit by: TCP Reno's halving
+/// (RFC 5681 §3.1).
+pub const DEEPEST_CUT: f64 = 0.5;
+
+/// The adaptive limit of one instance's sends in flight.
+pub struct SendAdmission {
+    ceiling: f64,
+    target: Duration,
+    /// Sends admitted and not yet answered.
+    in_flight: AtomicUsize,
+    limit: Mutex<Window>,
+}
+
+struct Window {
+    /// Sends in flight allowed now, in [1, ceiling].
+    limit: f64,
+    /// When the limit last decreased: sends admitted before then cannot decrease it again.
+    decreased_at: Option<Instant>,
+}
+
+/// A batch a writer just took, as admission control learns from it.
+pub struct Taken {
+    /// Sends in the batch.
+    pub sends: usize,
+    /// From its oldest send's arrival at the edge to now.
+    pub waited: Duration,
+    /// When the first of its sends was admitted (see [`SendAdmission::admit`]).
+    pub first_admitted: Instant,
+}
+
+impl SendAdmission {
+    /// A limit starting at `ceiling` sends in flight (at least one), kept to `target`.
+    pub fn new(ceiling: usize, target: Duration) -> Self {
+        let ceiling = ceiling.max(1) as f64;
+        Self {
+            ceiling,
+            target,
+            in_flight: AtomicUsize::new(0),
+            limit: Mutex::new(Window {
+                limit: ceiling,
+                decreased_at: None,
+            }),
+        }
+    }
+
+    /// Takes a place for one send: `Some(now)` (its admission instant, for
+    /// [`Taken::first_admitted`]) when fewer than the limit are in flight, else `None` (the
+    /// caller refuses it). The place is given back by [`SendAdmission::release`] once the
+    /// send is answered (or was never queued).
+    pub fn admit(&self) -> Option<Instant> {
+        let limit = self.limit() as usize;
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Instant::now())
+    }
+
+    /// Gives back `sends` places taken by [`SendAdmission::admit`].
+    pub fn release(&self, sends: usize) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(sends))
+            });
+    }
+
+    /// Learns from a batch a writer just took (its sends stay held until released).
+    pub fn taken(&self, batch: &Taken) {
+        let held = self.in_flight.load(Ordering::Acquire);
+        if let Ok(mut w) = self.limit.lock() {
+            if batch.waited > self.target {
+                if w.decreased_at.is_none_or(|at| batch.first_admitted > at) {
+                    let factor = (self.target.as_secs_f64() / batch.waited.as_secs_f64())
+                        .clamp(DEEPEST_CUT, GENTLEST_CUT);
+                    w.limit = (w.limit.min(held as f64) * factor).max(1.0);
+                    w.decreased_at = Some(Instant::now());
+                }
+            } else if held as f64 * 2.0 >= w.limit {
+                w.limit = (w.limit + batch.sends as f64 / w.limit).min(self.ceiling);
+            } else {
+                w.limit = (w.limit + batch.sends as f64).min(self.ceiling);
+            }
+        }
+    }
+
+    /// Sends in flight allowed now.
+    pub fn limit(&self) -> f64 {
+        self.limit.lock().map_or(self.ceiling, |w| w.limit)
+    }
+
+    /// Sends admitted and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TARGET: Duration = Duration::from_millis(40);
+
+    fn batch(sends: usize, waited_ms: u64, first_admitted: Instant) -> Taken {
+        Taken {
+            sends,
+            waited: Duration::from_millis(waited_ms),
+            first_admitted,
+        }
+    }
+
+    /// A batch taken and answered.
+    fn served(a: &SendAdmission, batch: &Taken) {
+        a.taken(batch);
+        a.release(batch.sends);
+    }
+
+    fn admit_all(a: &SendAdmission, n: usize) -> Instant {
+        let mut first = None;
+        for _ in 0..n {
+            let at = a.admit().expect("under the limit");
+            first.get_or_insert(at);
+        }
+        first.expect("admitted one")
+    }
+
+    #[test]
+    fn a_full_limit_refuses_and_an_answer_makes_room() {
+        let a = SendAdmission::new(4, TARGET);
+        let first = admit_all(&a, 4);
+        assert!(
+            a.admit().is_none(),
+            "a fifth send admitted over a limit of 4"
+        );
+        served(&a, &batch(1, 5, first));
+        assert!(a.admit().is_some(), "no room after a send was answered");
+    }
+
+    #[test]
+    fn a_slow_batch_shrinks_the_limit_once_per_window() {
+        let a = SendAdmission::new(100, TARGET);
+        let first = admit_all(&a, 90);
+        served(&a, &batch(30, 50, first));
+        assert_near(
+            a.limit(),
+            63.0,
+            "a batch a little slow cuts the 90 held by 0.7",
+        );
+        served(&a, &batch(30, 50, first));
+        assert_near(
+            a.limit(),
+            63.0,
+            "sends admitted before the cut cut it again",
+        );
+        let later = admit_all(&a, 1) + Duration::from_millis(1);
+        served(&a, &batch(1, 60, later));
+        assert_near(
+            a.limit(),
+            31.0 * 40.0 / 60.0,
+            "a send admitted after it did not, from the 31 held, by target ÷ wait",
+        );
+        a.release(20);
+        let later = admit_all(&a, 1) + Duration::from_millis(1);
+        served(&a, &batch(1, 400, later));
+        assert_near(
+            a.limit(),
+            5.5,
+            "far over the target, the 11 held by half at most",
+        );
+        assert_eq!(a.in_flight(), 10);
+    }
+
+    #[test]
+    fn a_cut_is_from_the_sends_held_when_fewer_than_the_limit() {
+        let a = SendAdmission::new(512, TARGET);
+        let first = admit_all(&a, 40);
+        served(&a, &batch(8, 400, first));
+        assert_eq!(a.limit(), 20.0, "half of the 40 held, not 256");
+    }
+
+    #[test]
+    fn the_limit_never_falls_below_one_send() {
+        let a = SendAdmission::new(3, TARGET);
+        shrink(&a, 10);
+        assert_eq!(a.limit(), 1.0);
+        assert!(a.admit().is_some(), "an idle instance refuses every send");
+    }
+
+    /// `n` times: fills the limit and answers it all in one batch far over the target,
+    /// admitted after the cut before it (each halves the limit).
+    fn shrink(a: &SendAdmission, n: usize) {
+        for _ in 0..n {
+            let held = a.limit() as usize - a.in_flight();
+            admit_all(a, held);
+            served(
+                a,
+                &batch(held, 500, Instant::now() + Duration::from_millis(1)),
+            );
+        }
+    }
+
+    fn assert_near(got: f64, want: f64, why: &str) {
+        assert!((got - want).abs() < 1e-9, "{why}: {got}, not {want}");
+    }
+
+    #[test]
+    fn fast_batches_grow_the_limit_by_one_per_window_up_to_the_ceiling() {
+        let a = SendAdmission::new(64, TARGET);
+        shrink(&a, 3);
+        let shrunk = a.limit();
+        assert_eq!(shrunk, 8.0);
+        let first = admit_all(&a, 4);
+        served(&a, &batch(1, 5, first));
+        assert_near(
+            a.limit(),
+            shrunk + 1.0 / shrunk,
+            "one send within the target",
+        );
+        // Half the limit held, one send answered at a time, each within the target.
+        for _ in 0..10_000 {
+            while a.in_flight() * 2 < a.limit().ceil() as usize {
+                admit_all(&a, 1);
+            }
+            served(&a, &batch(1, 5, first));
+        }
+        assert_eq!(a.limit(), 64.0, "the ceiling is the queue's capacity");
+    }
+
+    #[test]
+    fn a_calm_instance_forgets_a_past_cut_one_send_at_a_time() {
+        let a = SendAdmission::new(64, TARGET);
+        shrink(&a, 4);
+        assert_eq!(a.limit(), 4.0);
+        for n in 1..=60 {
+            let at = admit_all(&a, 1);
+            served(&a, &batch(1, 5, at));
+            assert_eq!(a.limit(), 4.0 + n as f64, "after {n} calm sends");
+        }
+        let at = admit_all(&a, 1);
+        served(&a, &batch(1, 5, at));
+        assert_eq!(a.limit(), 64.0, "past the ceiling");
+    }
+}
