@@ -31,6 +31,10 @@ pub struct Overload {
     pub lost: u64,
     pub accepted_latency: Lat,
     pub refused_latency: Lat,
+    /// The accepted sends' p99 (ms) for each second of the overload, by scheduled start:
+    /// where in the run the tail was.
+    #[serde(default)]
+    pub accepted_p99_by_second: Vec<f64>,
     /// The half-load phase after the overload.
     pub after_per_sec: f64,
     pub after_secs: u64,
@@ -141,6 +145,20 @@ fn latency_of(outcomes: &[Outcome], which: Answer) -> Lat {
     Lat::of(&h)
 }
 
+/// The p99 (ms) of the sends answered `which`, for each second of `secs` by scheduled start.
+fn p99_by_second(outcomes: &[Outcome], which: Answer, secs: u64) -> Vec<f64> {
+    (0..secs)
+        .map(|s| {
+            let second: Vec<Outcome> = outcomes
+                .iter()
+                .filter(|(_, _, offset)| offset.as_secs() == s)
+                .copied()
+                .collect();
+            latency_of(&second, which).p99
+        })
+        .collect()
+}
+
 /// Runs the scenario: `sustainable` sends a second is what the closed loop achieved.
 pub async fn run(env: &Env, plan: &Plan, pairs: &Pairs, sustainable: f64) -> Res<Overload> {
     let rate = (2.0 * sustainable).max(2.0);
@@ -179,6 +197,7 @@ pub async fn run(env: &Env, plan: &Plan, pairs: &Pairs, sustainable: f64) -> Res
         lost: (accepted.len() as u64).saturating_sub(stored.max(0) as u64),
         accepted_latency: latency_of(&during, Answer::Accepted),
         refused_latency: latency_of(&during, Answer::Refused),
+        accepted_p99_by_second: p99_by_second(&during, Answer::Accepted, plan.overload_secs),
         after_per_sec: half,
         after_secs: plan.recovery_secs,
         after_latency: latency_of(&after, Answer::Accepted),
@@ -189,5 +208,11 @@ pub async fn run(env: &Env, plan: &Plan, pairs: &Pairs, sustainable: f64) -> Res
         "  {} accepted (p99 {:.1} ms), {} refused (p99 {:.1} ms), {} failed, {} lost; recovered after {:.1} s",
         r.accepted, r.accepted_latency.p99, r.refused, r.refused_latency.p99, r.failed, r.lost, r.recovery_secs
     );
+    let by_second: Vec<String> = r
+        .accepted_p99_by_second
+        .iter()
+        .map(|p| format!("{p:.0}"))
+        .collect();
+    eprintln!("  accepted p99 by second (ms): {}", by_second.join(" "));
     Ok(r)
 }

@@ -250,8 +250,26 @@ pub fn markdown(r: &Results) -> String {
         } else {
             ""
         };
+        // From which second on every second's accepted p99 was within the target.
+        let by_second = &o.accepted_p99_by_second;
+        let settled =
+            (0..by_second.len()).find(|&s| by_second[s..].iter().all(|p| *p <= OVERLOAD_P99_MS));
+        let list = by_second
+            .iter()
+            .map(|p| format!("{p:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let when = match settled {
+            _ if by_second.is_empty() => String::new(),
+            Some(0) => String::new(),
+            Some(s) => format!(
+                " Per second, the accepted p99 was {list} ms: within {OVERLOAD_P99_MS:.0} ms from second {} on, so the tail is the onset, while the limit is cut from the queue's capacity to what the cores serve.",
+                s + 1
+            ),
+            None => format!(" Per second, the accepted p99 was {list} ms."),
+        };
         notes.push(format!(
-            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, refused p99 {:.1} ms, back to normal after {:.1} s. Admission control refuses at the send queue (503 when it is full, or while it stands: every batch for 100 ms found its oldest send waiting longer than `SEND_QUEUE_MAX_WAIT_MS`, counted from NGINX's `X-Request-Start` stamp).{headroom}{before_edge}",
+            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, refused p99 {:.1} ms, back to normal after {:.1} s. Admission control refuses a send at once when its instance holds as many as its limit allows; the limit is cut when a batch's oldest send waited past `SEND_QUEUE_MAX_WAIT_MS` from NGINX's `X-Request-Start` stamp to a writer, and grows back while waits are shorter (AIMD).{headroom}{when}{before_edge}",
             o.lost, o.failed, o.accepted_latency.p99, o.refused_latency.p99, o.recovery_secs
         ));
     }

@@ -5,12 +5,14 @@
 //! append in a given time depend on what else runs (NGINX, the database, other services),
 //! and once the cores are saturated every queue on the path grows, not only ours. The limit
 //! is found instead by additive increase, multiplicative decrease (AIMD, TCP's congestion
-//! avoidance, RFC 5681 §3.1), on the queueing delay of each batch's oldest send: from the
-//! edge (NGINX's `X-Request-Start`, [`crate::platform::queue_time`]) to the writer taking
-//! it — CoDel's sojourn time (RFC 8289 §3). Not the whole latency: appending a batch takes
-//! what it takes at any load (far more in a debug build than in a release one), so only the
-//! wait says the instance holds more than it can serve. When a writer takes a batch whose
-//! oldest send waited
+//! avoidance, RFC 5681 §3.1), on the queueing delay of each batch's oldest send, counted
+//! from the edge (NGINX's `X-Request-Start`, [`crate::platform::queue_time`]) to the
+//! moment the batch before it was taken ([`SendAdmission::queueing_delay`]) — CoDel's
+//! sojourn time (RFC 8289 §3) less the one batch every send may wait behind. Not the whole
+//! latency: appending a batch takes what it takes at any load (far more in a debug build
+//! than in a release one), and a send arriving during an append waits for it at any load;
+//! only a longer wait says the instance holds more than it can serve. When a writer takes a
+//! batch whose oldest send waited
 //!
 //! - longer than the target (`SEND_QUEUE_MAX_WAIT_MS`): the sends held (or the limit, if
 //!   fewer: TCP cuts its flight size, not its window, RFC 5681 §3.1 eq. 4 — a limit far
@@ -61,13 +63,15 @@ struct Window {
     limit: f64,
     /// When the limit last decreased: sends admitted before then cannot decrease it again.
     decreased_at: Option<Instant>,
+    /// When a writer last took a batch.
+    last_take: Option<Instant>,
 }
 
 /// A batch a writer just took, as admission control learns from it.
 pub struct Taken {
     /// Sends in the batch.
     pub sends: usize,
-    /// From its oldest send's arrival at the edge to now.
+    /// Its oldest send's queueing delay ([`SendAdmission::queueing_delay`]).
     pub waited: Duration,
     /// When the first of its sends was admitted (see [`SendAdmission::admit`]).
     pub first_admitted: Instant,
@@ -84,6 +88,7 @@ impl SendAdmission {
             limit: Mutex::new(Window {
                 limit: ceiling,
                 decreased_at: None,
+                last_take: None,
             }),
         }
     }
@@ -109,6 +114,21 @@ impl SendAdmission {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 Some(n.saturating_sub(sends))
             });
+    }
+
+    /// The queueing delay of a batch taken now whose oldest send reached the edge at
+    /// `arrived`: how long that send had already waited when the batch before was taken
+    /// (zero if it arrived after, or for the first batch). A send arriving while a batch is
+    /// appended waits for it whatever the load — that is the group commit, not a queue —
+    /// so only a wait from before the last take shows a standing queue: a send that missed
+    /// a full batch, or one that reached its handler late because the cores were busy.
+    /// Records now as the last take.
+    pub fn queueing_delay(&self, arrived: Instant) -> Duration {
+        let now = Instant::now();
+        self.limit.lock().map_or(Duration::ZERO, |mut w| {
+            let before = w.last_take.replace(now);
+            before.map_or(Duration::ZERO, |t| t.saturating_duration_since(arrived))
+        })
     }
 
     /// Learns from a batch a writer just took (its sends stay held until released).
@@ -270,6 +290,26 @@ mod tests {
             served(&a, &batch(1, 5, first));
         }
         assert_eq!(a.limit(), 64.0, "the ceiling is the queue's capacity");
+    }
+
+    #[test]
+    fn only_a_wait_from_before_the_last_take_is_queueing_delay() {
+        let a = SendAdmission::new(8, TARGET);
+        let early = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(a.queueing_delay(early), Duration::ZERO, "the first batch");
+        let during = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            a.queueing_delay(during),
+            Duration::ZERO,
+            "a send that arrived while the batch before was appended"
+        );
+        let missed = a.queueing_delay(early);
+        assert!(
+            missed >= Duration::from_millis(10),
+            "a send already waiting at the last take: {missed:?}"
+        );
     }
 
     #[test]

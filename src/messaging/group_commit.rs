@@ -153,7 +153,7 @@ impl SendQueue {
                     if let (Some(oldest), Some(first_admitted)) = (oldest, first_admitted) {
                         admission.taken(&Taken {
                             sends,
-                            waited: oldest.elapsed(),
+                            waited: admission.queueing_delay(oldest),
                             first_admitted,
                         });
                     }

@@ -160,11 +160,12 @@ async fn a_full_send_queue_refuses_fast_and_loses_nothing_it_accepted() {
 }
 
 /// Admission control by queueing delay: with room in the queue for every send of eight
-/// waves of ten, 50 ms apart, but an allowed wait (1 ms) shorter than one append, the waits
-/// behind each wave's first append cut the number of sends the instance accepts at once
-/// (by half, once per wave) until later waves are partly refused at once, and every
-/// accepted send is stored, in a gapless `seq`. (Without the delay rule nothing here is
-/// refused: one append at a time keeps well under 40 sends in flight.)
+/// waves of ten, 50 ms apart, but an allowed wait (1 ms) shorter than one append (one send
+/// per batch), each wave's sends left waiting through a whole append cut the number of sends
+/// the instance accepts at once (by half, once per wave) until later waves are partly
+/// refused at once, and every accepted send is stored, in a gapless `seq`. (Without the
+/// delay rule nothing here is refused: one append at a time keeps well under 40 sends in
+/// flight.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_waiting_past_the_target_shrink_admission_and_lose_nothing() {
     let _alone = exclusive().await;
@@ -184,7 +185,7 @@ async fn sends_waiting_past_the_target_shrink_admission_and_lose_nothing() {
 }
 
 /// Admission control counts the wait before the handler (src/platform/queue_time.rs): the
-/// same eight waves of ten sends 50 ms apart — a load the default allowed wait (40 ms)
+/// same eight waves of ten sends 50 ms apart — a load the default allowed wait (20 ms)
 /// never refuses — the first wave stamped by "the edge" as it is sent (so the instance
 /// learns the edge's clock offset as zero), the others as having arrived 300 ms before they
 /// were sent, are partly refused at once once their waits have cut the limit below a wave,

@@ -175,7 +175,7 @@ pub struct MessagingConfig {
     #[arg(
         long = "send-queue-max-wait-ms",
         env = "SEND_QUEUE_MAX_WAIT_MS",
-        default_value = "40",
+        default_value = "20",
         value_parser = milliseconds,
         help_heading = "Messages"
     )]
