@@ -269,7 +269,7 @@ pub fn markdown(r: &Results) -> String {
             None => format!(" Per second, the accepted p99 was {list} ms."),
         };
         notes.push(format!(
-            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, refused p99 {:.1} ms, back to normal after {:.1} s. Admission control refuses a send at once when its instance holds as many as its limit allows; the limit is cut when a batch's oldest send waited past `SEND_QUEUE_MAX_WAIT_MS` from NGINX's `X-Request-Start` stamp to a writer, and grows back while waits are shorter (AIMD).{headroom}{when}{before_edge}",
+            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, refused p99 {:.1} ms, back to normal after {:.1} s. Admission control refuses a send at once when its instance holds as many as its limit allows; the limit is cut when a batch's oldest send had already waited past `SEND_QUEUE_MAX_WAIT_MS` (from NGINX's `X-Request-Start` stamp) when the batch before it was taken, and grows back while waits are shorter (AIMD).{headroom}{when}{before_edge}",
             o.lost, o.failed, o.accepted_latency.p99, o.refused_latency.p99, o.recovery_secs
         ));
     }
