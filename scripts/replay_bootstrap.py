@@ -40,7 +40,7 @@ sys.path.insert(0, HERE)
 from scratch_pg import Scratch, run  # noqa: E402
 from validate_deploy import REPO, fail, kustomize, ok  # noqa: E402
 
-PORT = int(os.environ.get("REPLAY_PG_PORT", "56490"))
+PORT = int(os.environ.get("REPLAY_PG_PORT", "31490"))
 
 
 def literal(value):

@@ -31,7 +31,7 @@ sys.path.insert(0, HERE)
 from scratch_pg import Scratch, pg_bin, run  # noqa: E402
 from validate_deploy import REPO, fail, ok  # noqa: E402
 
-PORT = int(os.environ.get("REPLAY_COMPOSE_PG_PORT", "56492"))
+PORT = int(os.environ.get("REPLAY_COMPOSE_PG_PORT", "31492"))
 # Lines whose upstream support ended: (image pattern, why).
 END_OF_LIFE = [
     (r"jaegertracing/all-in-one:", "Jaeger v1 (end of life since December 2025; use jaegertracing/jaeger v2)"),
