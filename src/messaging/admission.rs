@@ -14,10 +14,12 @@
 //! only a longer wait says the instance holds more than it can serve. When a writer takes a
 //! batch whose oldest send waited
 //!
-//! - longer than the target (`SEND_QUEUE_MAX_WAIT_MS`): the sends held (or the limit, if
+//! - longer than the target (`SEND_QUEUE_MAX_WAIT_MS`), as every batch has for at least
+//!   CoDel's interval (100 ms, RFC 8289 §4.3: a burst that drains within it is not a
+//!   standing queue, and is not refused): the sends held (or the limit, if
 //!   fewer: TCP cuts its flight size, not its window, RFC 5681 §3.1 eq. 4 — a limit far
 //!   above what is held would take several cuts to bind) are multiplied by target ÷ wait,
-//!   kept between 0.5 (TCP Reno's factor) and 0.7 (CUBIC's, RFC 8312 §4.5): the longer the
+//!   kept between 0.5 (TCP Reno's factor) and 0.7 (CUBIC's, RFC 9438 §4.6): the longer the
 //!   wait, the deeper the cut (the ratio is Netflix Gradient's limit update). At most once
 //!   per window: only a send admitted after the last cut can cause the next, so the sends
 //!   already admitted under the old limit do not cut it again;
@@ -26,8 +28,9 @@
 //! - within the target while less than half of it is held: by one per send taken. The
 //!   limit does not bind then, so growing it adds no load now; it only lets a calm
 //!   instance forget a past cut as fast as it serves sends, so a later burst that fits the
-//!   queue is not refused for a slowdown long gone (TCP restarts an idle connection from
-//!   a fresh window for the same reason, RFC 5681 §4.1).
+//!   queue is not refused for a slowdown long gone. (TCP does the opposite after idle,
+//!   RFC 5681 §4.1, because its window is all a sender may put on the network; this limit
+//!   binds only when sends pile up, and the next standing queue cuts it again.)
 //!
 //! It starts at, and never exceeds, the queue's capacity (`SEND_QUEUE_CAPACITY`, the bound
 //! on memory), and never falls below one. A send over the limit answers 503 with
@@ -42,17 +45,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The least a wait over the target multiplies the limit by: CUBIC's β (RFC 8312 §4.5).
+/// The least a wait over the target multiplies the limit by: CUBIC's β (RFC 9438 §4.6).
 pub const GENTLEST_CUT: f64 = 0.7;
 
 /// The most a wait over the target multiplies the limit by: TCP Reno's halving
 /// (RFC 5681 §3.1).
 pub const DEEPEST_CUT: f64 = 0.5;
 
+/// How long waits must stay past the target before they cut the limit: CoDel's interval
+/// (RFC 8289 §4.3). A burst that drains within it is not a standing queue.
+pub const STANDING_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The adaptive limit of one instance's sends in flight.
 pub struct SendAdmission {
     ceiling: f64,
     target: Duration,
+    interval: Duration,
     /// Sends admitted and not yet answered.
     in_flight: AtomicUsize,
     limit: Mutex<Window>,
@@ -65,6 +73,8 @@ struct Window {
     decreased_at: Option<Instant>,
     /// When a writer last took a batch.
     last_take: Option<Instant>,
+    /// Since when every batch taken has waited past the target; `None` while the last did not.
+    above_since: Option<Instant>,
 }
 
 /// A batch a writer just took, as admission control learns from it.
@@ -78,17 +88,24 @@ pub struct Taken {
 }
 
 impl SendAdmission {
-    /// A limit starting at `ceiling` sends in flight (at least one), kept to `target`.
+    /// A limit starting at `ceiling` sends in flight (at least one), kept to `target`, cut
+    /// once waits have stayed past it for [`STANDING_INTERVAL`].
     pub fn new(ceiling: usize, target: Duration) -> Self {
+        Self::with_interval(ceiling, target, STANDING_INTERVAL)
+    }
+
+    fn with_interval(ceiling: usize, target: Duration, interval: Duration) -> Self {
         let ceiling = ceiling.max(1) as f64;
         Self {
             ceiling,
             target,
+            interval,
             in_flight: AtomicUsize::new(0),
             limit: Mutex::new(Window {
                 limit: ceiling,
                 decreased_at: None,
                 last_take: None,
+                above_since: None,
             }),
         }
     }
@@ -136,15 +153,20 @@ impl SendAdmission {
         let held = self.in_flight.load(Ordering::Acquire);
         if let Ok(mut w) = self.limit.lock() {
             if batch.waited > self.target {
-                if w.decreased_at.is_none_or(|at| batch.first_admitted > at) {
+                let now = Instant::now();
+                let since = *w.above_since.get_or_insert(now);
+                let standing = now.saturating_duration_since(since) >= self.interval;
+                if standing && w.decreased_at.is_none_or(|at| batch.first_admitted > at) {
                     let factor = (self.target.as_secs_f64() / batch.waited.as_secs_f64())
                         .clamp(DEEPEST_CUT, GENTLEST_CUT);
                     w.limit = (w.limit.min(held as f64) * factor).max(1.0);
-                    w.decreased_at = Some(Instant::now());
+                    w.decreased_at = Some(now);
                 }
             } else if held as f64 * 2.0 >= w.limit {
+                w.above_since = None;
                 w.limit = (w.limit + batch.sends as f64 / w.limit).min(self.ceiling);
             } else {
+                w.above_since = None;
                 w.limit = (w.limit + batch.sends as f64).min(self.ceiling);
             }
         }
@@ -192,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_full_limit_refuses_and_an_answer_makes_room() {
-        let a = SendAdmission::new(4, TARGET);
+        let a = SendAdmission::with_interval(4, TARGET, Duration::ZERO);
         let first = admit_all(&a, 4);
         assert!(
             a.admit().is_none(),
@@ -204,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_slow_batch_shrinks_the_limit_once_per_window() {
-        let a = SendAdmission::new(100, TARGET);
+        let a = SendAdmission::with_interval(100, TARGET, Duration::ZERO);
         let first = admit_all(&a, 90);
         served(&a, &batch(30, 50, first));
         assert_near(
@@ -238,7 +260,7 @@ mod tests {
 
     #[test]
     fn a_cut_is_from_the_sends_held_when_fewer_than_the_limit() {
-        let a = SendAdmission::new(512, TARGET);
+        let a = SendAdmission::with_interval(512, TARGET, Duration::ZERO);
         let first = admit_all(&a, 40);
         served(&a, &batch(8, 400, first));
         assert_eq!(a.limit(), 20.0, "half of the 40 held, not 256");
@@ -246,7 +268,7 @@ mod tests {
 
     #[test]
     fn the_limit_never_falls_below_one_send() {
-        let a = SendAdmission::new(3, TARGET);
+        let a = SendAdmission::with_interval(3, TARGET, Duration::ZERO);
         shrink(&a, 10);
         assert_eq!(a.limit(), 1.0);
         assert!(a.admit().is_some(), "an idle instance refuses every send");
@@ -271,7 +293,7 @@ mod tests {
 
     #[test]
     fn fast_batches_grow_the_limit_by_one_per_window_up_to_the_ceiling() {
-        let a = SendAdmission::new(64, TARGET);
+        let a = SendAdmission::with_interval(64, TARGET, Duration::ZERO);
         shrink(&a, 3);
         let shrunk = a.limit();
         assert_eq!(shrunk, 8.0);
@@ -294,7 +316,7 @@ mod tests {
 
     #[test]
     fn only_a_wait_from_before_the_last_take_is_queueing_delay() {
-        let a = SendAdmission::new(8, TARGET);
+        let a = SendAdmission::with_interval(8, TARGET, Duration::ZERO);
         let early = Instant::now();
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(a.queueing_delay(early), Duration::ZERO, "the first batch");
@@ -313,8 +335,33 @@ mod tests {
     }
 
     #[test]
-    fn a_calm_instance_forgets_a_past_cut_one_send_at_a_time() {
+    fn a_burst_shorter_than_the_interval_is_not_cut() {
         let a = SendAdmission::new(64, TARGET);
+        let first = admit_all(&a, 40);
+        a.taken(&batch(20, 500, first));
+        assert_eq!(a.limit(), 64.0, "cut on the first slow batch");
+        a.taken(&batch(20, 5, first));
+        a.release(40);
+        std::thread::sleep(STANDING_INTERVAL);
+        let later = admit_all(&a, 40) + Duration::from_millis(1);
+        a.taken(&batch(20, 500, later));
+        assert_eq!(
+            a.limit(),
+            64.0,
+            "a fast batch between did not end the burst"
+        );
+        std::thread::sleep(STANDING_INTERVAL);
+        a.taken(&batch(20, 500, later));
+        assert_near(
+            a.limit(),
+            20.0,
+            "waits past the target for an interval: 40 held, halved",
+        );
+    }
+
+    #[test]
+    fn a_calm_instance_forgets_a_past_cut_one_send_at_a_time() {
+        let a = SendAdmission::with_interval(64, TARGET, Duration::ZERO);
         shrink(&a, 4);
         assert_eq!(a.limit(), 4.0);
         for n in 1..=60 {

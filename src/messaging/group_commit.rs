@@ -89,8 +89,8 @@ pub struct GroupCommitSettings {
     /// Sends held at most (queued or being appended), the ceiling of admission control's
     /// limit; past the limit a send answers 503 at once.
     pub queue_capacity: usize,
-    /// The queueing delay (from the edge to a writer taking the send) that admission
-    /// control keeps sends to ([`SendAdmission`]).
+    /// The queueing delay admission control keeps sends to: how long a batch's oldest send
+    /// had waited, from the edge, when the batch before it was taken ([`SendAdmission`]).
     pub max_wait: Duration,
     /// Sends in one batch at most.
     pub batch_max: usize,
@@ -133,6 +133,7 @@ impl SendQueue {
             settings.queue_capacity,
             settings.max_wait,
         ));
+        crate::platform::metrics::record_send_admission_limit(admission.limit());
         for _ in 0..settings.writers.max(1) {
             let (db, rx, settings, admission) =
                 (db.clone(), rx.clone(), settings.clone(), admission.clone());
@@ -157,8 +158,10 @@ impl SendQueue {
                             first_admitted,
                         });
                     }
+                    // Given back even if the batch panics: a place never released would
+                    // shrink the instance for good.
+                    let _held = Held(&admission, sends);
                     run_batch(&db, &settings, batch).await;
-                    admission.release(sends);
                     crate::platform::metrics::record_send_admission_limit(admission.limit());
                 }
             });
@@ -210,6 +213,15 @@ impl SendQueue {
                 detail: "the service is stopping; retry shortly".into(),
                 retry_after: 1,
             })?
+    }
+}
+
+/// The places of a batch's sends in admission control, given back when it is dropped.
+struct Held<'a>(&'a SendAdmission, usize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
     }
 }
 

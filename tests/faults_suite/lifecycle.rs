@@ -160,21 +160,21 @@ async fn a_full_send_queue_refuses_fast_and_loses_nothing_it_accepted() {
 }
 
 /// Admission control by queueing delay: with room in the queue for every send of eight
-/// waves of ten, 50 ms apart, but an allowed wait (1 ms) shorter than one append (one send
-/// per batch), each wave's sends left waiting through a whole append cut the number of sends
-/// the instance accepts at once (by half, once per wave) until later waves are partly
-/// refused at once, and every accepted send is stored, in a gapless `seq`. (Without the
-/// delay rule nothing here is refused: one append at a time keeps well under 40 sends in
-/// flight.)
+/// waves of forty, 50 ms apart, but an allowed wait (1 ms) shorter than one append (one send
+/// per batch), the sends left waiting through whole appends for longer than CoDel's 100 ms
+/// interval cut the number of sends the instance accepts at once (to at most half of those
+/// held, once per window) until later waves are partly refused at once, and every accepted
+/// send is stored, in a gapless `seq`. (Without the delay rule nothing here is refused: the
+/// 320 sends never fill the queue's 1000.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_waiting_past_the_target_shrink_admission_and_lose_nothing() {
     let _alone = exclusive().await;
     send_burst(
         "delay",
-        (8, 10),
+        (8, 40),
         None,
         &[
-            "--send-queue-capacity=40",
+            "--send-queue-capacity=1000",
             "--send-queue-max-wait-ms=1",
             "--send-rate-limit=100000",
             "--send-writers=1",
@@ -188,8 +188,9 @@ async fn sends_waiting_past_the_target_shrink_admission_and_lose_nothing() {
 /// same eight waves of ten sends 50 ms apart — a load the default allowed wait (20 ms)
 /// never refuses — the first wave stamped by "the edge" as it is sent (so the instance
 /// learns the edge's clock offset as zero), the others as having arrived 300 ms before they
-/// were sent, are partly refused at once once their waits have cut the limit below a wave,
-/// and every accepted send is stored, in a gapless `seq`. (Without the stamp nothing is
+/// were sent, are partly refused at once once their waits have stood past the target for
+/// CoDel's 100 ms and cut the limit below a wave, and every accepted send is stored, in a
+/// gapless `seq`. (Without the stamp nothing is
 /// refused.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_that_waited_before_its_handler_counts_toward_its_queueing_delay() {

@@ -167,11 +167,12 @@ pub struct MessagingConfig {
         help_heading = "Messages"
     )]
     pub send_queue_capacity: usize,
-    /// The queueing delay admission control keeps sends to, in milliseconds: from the edge
-    /// (NGINX's `X-Request-Start`) to a writer taking the send into a batch. A batch whose
-    /// oldest send waited longer cuts the number of sends the instance accepts at once
-    /// (by target ÷ wait, between 0.5 and 0.7), batches within it grow it again (AIMD,
-    /// RFC 5681 §3.1, on CoDel's sojourn time, RFC 8289 §3; `messaging::admission`).
+    /// The queueing delay admission control keeps sends to, in milliseconds: how long a
+    /// batch's oldest send had waited, from the edge (NGINX's `X-Request-Start`), when the
+    /// batch before it was taken. Once batches have waited longer for 100 ms, the number of
+    /// sends the instance accepts at once is cut (by target ÷ wait, between 0.5 and 0.7);
+    /// batches within it grow it again (AIMD, RFC 5681 §3.1, on CoDel's sojourn time,
+    /// RFC 8289 §3; `messaging::admission`).
     #[arg(
         long = "send-queue-max-wait-ms",
         env = "SEND_QUEUE_MAX_WAIT_MS",

@@ -204,8 +204,8 @@ async fn a_bad_send_in_a_burst_fails_alone_and_a_client_id_appends_once() {
 /// and its instance would cut the sends it accepts at once until it refused most of them.
 /// Sixteen waves of ten sends 50 ms apart — the first claiming to be fresh, the others to
 /// have started in 2001 — are accepted: NGINX replaces the header. (Passed through, the
-/// stamps would halve each instance's limit once per wave, from the queue's 512 to below a
-/// wave's five sends by the ninth, and most sends of the last waves would be refused — the
+/// stamps would stand for CoDel's 100 ms by the fourth wave and cut each instance's limit
+/// to half the five sends it holds, and most sends of the later waves would be refused — the
 /// in-process fault test `a_send_that_waited_before_its_handler_counts_toward_its_queueing_delay`
 /// shows the rule. A few refusals are allowed: on a loaded 2-core CI machine real latencies
 /// can wait past the target for a while.)
