@@ -541,8 +541,7 @@ pub async fn history(
                      ORDER BY p.seq {order}
                      LIMIT $4
                  ) m ON true
-                 WHERE s.conversation_id = $1 AND s.user_id = $5
-                 ORDER BY m.seq {order}",
+                 WHERE s.conversation_id = $1 AND s.user_id = $5",
                             columns = message_columns_seen_from("s.visible_from_seq"),
                             mine = my_reactions_column("$5"),
                         ),
@@ -563,12 +562,22 @@ pub async fn history(
         .collect();
     let has_more = rows.len() as i64 > limit;
     let columns = MessageColumnIndex::of(first.columns());
-    let messages: Vec<Message> = rows
+    let mut messages: Vec<Message> = rows
         .into_iter()
-        .take(limit as usize)
         .map(|row| Message::from_row_at(row, &columns))
         .map(|m| if current { m } else { m.seen_as_former() })
         .collect();
+    // The page's order is set here, not by an outer `ORDER BY`: the join has one outer row
+    // and the lateral scan already walks the index in order, but an outer `ORDER BY` made
+    // PostgreSQL sort the page again (a Sort node copying every row: about a fifth of the
+    // statement's execution time, EXPLAIN ANALYZE). On rows already in order the stable sort
+    // is one pass.
+    if ascending {
+        messages.sort_by_key(|m| m.seq);
+    } else {
+        messages.sort_by_key(|m| std::cmp::Reverse(m.seq));
+    }
+    messages.truncate(limit as usize);
     // Fetching is delivery: the delivered marker follows the newest message of the page.
     let newest = messages.iter().map(|m| m.seq).max().unwrap_or(0);
     if current && newest > delivered {
