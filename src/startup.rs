@@ -488,9 +488,9 @@ where
     .keep_alive(UPSTREAM_KEEP_ALIVE)
     // Every write leaves at once (TCP_NODELAY, RFC 1122 §4.2.3.4 lets an application turn
     // Nagle's algorithm off): actix leaves it on, so a WebSocket frame written while the
-    // previous one was still unacknowledged waited for that ACK, which NGINX's side delays by
-    // up to 40 ms (Linux's delayed ACK) — the 40 ms tail of fan-out deliveries. NGINX sets it
-    // on its own sockets (`tcp_nodelay on`, its default).
+    // previous one was still unacknowledged would wait for that ACK, which NGINX's side may
+    // delay by up to 40 ms (Linux's delayed ACK). NGINX sets it on its own sockets
+    // (`tcp_nodelay on`, its default).
     .tcp_nodelay(true)
     .bind(bind)
     .with_context(|| format!("{service}: binding {bind}"))?;
