@@ -246,7 +246,7 @@ pub fn markdown(r: &Results) -> String {
         let before_edge = if o.accepted_latency.p99 > OVERLOAD_P99_MS
             && o.refused_latency.p99 >= o.accepted_latency.p99 * 0.5
         {
-            " Refusals were about as slow as acceptances: requests waited before NGINX stamped them (the kernel's accept queues, the load generator's own client on the same cores), where no queue of ours sees them."
+            " Refusals were about as slow as acceptances, though the service answers a refusal at once: the time went outside the admission queue — waiting for the saturated cores, which NGINX, the load generator and the services share, or in the kernel's queues before NGINX."
         } else {
             ""
         };
