@@ -45,6 +45,9 @@ pub struct Round {
     pub latency: Lat,
     /// (upper bound ms, count) buckets of the delivery latency, for the chart.
     pub buckets: Vec<(f64, u64)>,
+    /// The disk's syncs while the round's messages were sent.
+    #[serde(default)]
+    pub disk: super::disk::Window,
 }
 
 impl Round {
@@ -250,6 +253,7 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             "fan-out: {open} sockets; {rate} messages/s for {} s",
             plan.fanout_secs
         );
+        let from = super::disk::now();
         let send = open_loop(
             "fan-out send",
             &senders,
@@ -258,6 +262,8 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             sender_of(env.base.clone(), timed_content),
         )
         .await;
+        let disk =
+            super::disk::Window::between(&format!("fan-out at {rate}/s"), from, super::disk::now());
         let after = last_seqs(env, &convs).await?;
         let expected: i64 = sockets
             .iter()
@@ -276,12 +282,15 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        rounds.push(verify(rate, &send, &sockets, &before, &after));
+        rounds.push(Round {
+            disk,
+            ..verify(rate, &send, &sockets, &before, &after)
+        });
         let r = rounds.last().cloned().unwrap_or_default();
         eprintln!(
-            "  {} of {} deliveries ({} missing, {} duplicated, {} out of order), p50 {:.1} p99 {:.1} ms",
+            "  {} of {} deliveries ({} missing, {} duplicated, {} out of order), p50 {:.1} p99 {:.1} ms; disk syncs p99 {:.1} ms, stalls {}",
             r.deliveries, r.expected_deliveries, r.missing, r.duplicated, r.out_of_order,
-            r.latency.p50, r.latency.p99
+            r.latency.p50, r.latency.p99, r.disk.p99_ms, r.disk.stall_list(5)
         );
     }
     stop.store(true, Ordering::Relaxed);

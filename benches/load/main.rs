@@ -25,6 +25,7 @@
 //! Raw limits: `pgbench` in the same run, like for like (see [`raw`]).
 
 mod cpu;
+mod disk;
 mod fanout;
 mod overload;
 mod raw;
@@ -580,22 +581,39 @@ pub struct Results {
     /// CPU seconds per process class in each scenario.
     #[serde(default)]
     pub cpu: Vec<cpu::Usage>,
+    /// The disk's own sync latency in each scenario.
+    #[serde(default)]
+    pub disk: Vec<disk::Window>,
 }
 
-/// Runs `f` and records the CPU each process class spent meanwhile as `scenario`.
-async fn measured<T, F: std::future::Future<Output = T>>(
-    r: &mut Vec<cpu::Usage>,
-    scenario: &str,
-    f: F,
-) -> T {
-    let (before, started) = (cpu::sample(), Instant::now());
+/// Where a scenario's resources are recorded: CPU per process class and the disk's syncs.
+struct Gauges<'a> {
+    cpu: &'a mut Vec<cpu::Usage>,
+    disk: &'a mut Vec<disk::Window>,
+}
+
+impl Results {
+    fn gauges(&mut self) -> Gauges<'_> {
+        Gauges {
+            cpu: &mut self.cpu,
+            disk: &mut self.disk,
+        }
+    }
+}
+
+/// Runs `f` and records, as `scenario`, the CPU each process class spent meanwhile and
+/// the disk's sync latency.
+async fn measured<T, F: std::future::Future<Output = T>>(r: Gauges<'_>, scenario: &str, f: F) -> T {
+    let (before, started, from) = (cpu::sample(), Instant::now(), disk::now());
     let out = f.await;
-    r.push(cpu::usage(
+    r.cpu.push(cpu::usage(
         scenario,
         started.elapsed().as_secs_f64(),
         &before,
         &cpu::sample(),
     ));
+    r.disk
+        .push(disk::Window::between(scenario, from, disk::now()));
     out
 }
 
@@ -685,7 +703,7 @@ async fn send(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<()>
         plan.clients, plan.send_secs
     );
     r.send_max = measured(
-        &mut r.cpu,
+        r.gauges(),
         "send, closed loop",
         closed_loop(
             "send, closed loop",
@@ -805,7 +823,7 @@ async fn history(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<
         readers.push((user, conv.clone()));
     }
     r.history = measured(
-        &mut r.cpu,
+        r.gauges(),
         "history, pages of 50",
         closed_loop(
             "history, pages of 50",
@@ -858,6 +876,13 @@ async fn soak_only(env: &Env, plan: &Plan) -> Res<(soak::Soak, Value)> {
 }
 
 async fn run(env: Env, plan: Plan) -> Res<Results> {
+    // The disk probe shares PostgreSQL's file system: scripts/bench.sh keeps the clusters in
+    // SWITCHBOARD_DATA.
+    if let Ok(dir) = std::env::var("SWITCHBOARD_DATA") {
+        if let Err(e) = disk::start(std::path::Path::new(&dir)) {
+            eprintln!("disk probe not started in {dir}: {e}");
+        }
+    }
     let mut r = Results {
         plan: Some(plan.clone()),
         machine: machine(&env).await,
@@ -875,7 +900,7 @@ async fn run(env: Env, plan: Plan) -> Res<Results> {
         if wanted("overload") && wanted("send") {
             let sustainable = r.send_max.per_sec;
             r.overload = measured(
-                &mut r.cpu,
+                r.gauges(),
                 "overload",
                 overload::run(&env, &plan, &pairs, sustainable),
             )
@@ -884,7 +909,7 @@ async fn run(env: Env, plan: Plan) -> Res<Results> {
     }
     raw::clean(&env.primary_admin).await?;
     if wanted("fanout") {
-        r.fanout = measured(&mut r.cpu, "fan-out", fanout::run(&env, &plan)).await?;
+        r.fanout = measured(r.gauges(), "fan-out", fanout::run(&env, &plan)).await?;
     }
     if wanted("sockets") {
         r.idle = idle(&env, &plan).await?;

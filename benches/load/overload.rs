@@ -12,7 +12,7 @@ use std::{
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use super::{admin, client, hist, Env, Lat, Pairs, Plan, Res, User};
+use super::{admin, client, disk, hist, Env, Lat, Pairs, Plan, Res, User};
 
 /// What the overload scenario measured.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -39,11 +39,37 @@ pub struct Overload {
     pub after_per_sec: f64,
     pub after_secs: u64,
     pub after_latency: Lat,
+    /// Sends of the half-load phase not accepted: refused cleanly or failed.
     pub after_failed: u64,
-    /// From the end of the overload to the last send of the half-load phase that failed
-    /// or took over 100 ms (0: none did).
+    /// Of those, the clean refusals (503/429 with `Retry-After`).
+    #[serde(default)]
+    pub after_refused: u64,
+    /// The half-load phase's accepted p99 (ms) for each second, by scheduled start.
+    #[serde(default)]
+    pub after_p99_by_second: Vec<f64>,
+    /// The half-load phase's sends not accepted, for each second by scheduled start.
+    #[serde(default)]
+    pub after_not_accepted_by_second: Vec<u64>,
+    /// The disk's syncs during the overload and during the half-load phase after it.
+    #[serde(default)]
+    pub disk_during: super::disk::Window,
+    #[serde(default)]
+    pub disk_after: super::disk::Window,
+    /// From the end of the overload to the first second of the half-load phase that was
+    /// normal again: every send accepted, their p99 within [`NORMAL_P99_MS`] (the whole
+    /// phase's length: none was). A standing queue left by the overload shows as the
+    /// seconds before it; a later slow second (the disk stalling, say) is not a queue the
+    /// overload left, and is listed in the report beside the disk's stalls.
     pub recovery_secs: f64,
+    /// From the end of the overload to the last send of the half-load phase that was not
+    /// accepted or took over [`NORMAL_P99_MS`] (0: none).
+    #[serde(default)]
+    pub last_slow_secs: f64,
 }
+
+/// The accepted sends' p99 (ms) a second of the half-load phase must keep to be normal:
+/// the overload target (the report's `OVERLOAD_P99_MS` is this).
+pub const NORMAL_P99_MS: f64 = 100.0;
 
 /// How the stack answered one send.
 #[derive(Clone, Copy, PartialEq)]
@@ -167,10 +193,15 @@ pub async fn run(env: &Env, plan: &Plan, pairs: &Pairs, sustainable: f64) -> Res
         "overload: {rate:.0} sends/s (2 × {sustainable:.0}) for {} s",
         plan.overload_secs
     );
+    let from = disk::now();
     let (during, accepted) = offer(env, pairs, rate, plan.overload_secs, &tag).await?;
+    let disk_during =
+        disk::Window::between("overload: 2 × the sustainable rate", from, disk::now());
     let half = (sustainable / 2.0).max(1.0);
     eprintln!("  then {half:.0}/s for {} s", plan.recovery_secs);
+    let from = disk::now();
     let (after, _) = offer(env, pairs, half, plan.recovery_secs, &format!("{tag}r")).await?;
+    let disk_after = disk::Window::between("overload: half load after it", from, disk::now());
 
     let stored: i64 = admin(&env.primary_admin)
         .await?
@@ -181,11 +212,25 @@ pub async fn run(env: &Env, plan: &Plan, pairs: &Pairs, sustainable: f64) -> Res
         .await?
         .get(0);
     let count = |o: &[Outcome], a: Answer| o.iter().filter(|(x, _, _)| *x == a).count() as u64;
-    let recovery = after
+    let last_slow = after
         .iter()
-        .filter(|(a, micros, _)| *a != Answer::Accepted || *micros > 100_000)
+        .filter(|(a, micros, _)| *a != Answer::Accepted || *micros as f64 > NORMAL_P99_MS * 1e3)
         .map(|(_, _, offset)| offset.as_secs_f64())
         .fold(0.0, f64::max);
+    let after_p99_by_second = p99_by_second(&after, Answer::Accepted, plan.recovery_secs);
+    let after_not_accepted_by_second: Vec<u64> = (0..plan.recovery_secs)
+        .map(|s| {
+            after
+                .iter()
+                .filter(|(a, _, offset)| *a != Answer::Accepted && offset.as_secs() == s)
+                .count() as u64
+        })
+        .collect();
+    let recovery = after_p99_by_second
+        .iter()
+        .zip(&after_not_accepted_by_second)
+        .position(|(p99, refused)| *refused == 0 && *p99 <= NORMAL_P99_MS)
+        .unwrap_or(plan.recovery_secs as usize) as f64;
     let r = Overload {
         sustainable_per_sec: sustainable,
         offered_per_sec: rate,
@@ -202,11 +247,17 @@ pub async fn run(env: &Env, plan: &Plan, pairs: &Pairs, sustainable: f64) -> Res
         after_secs: plan.recovery_secs,
         after_latency: latency_of(&after, Answer::Accepted),
         after_failed: after.len() as u64 - count(&after, Answer::Accepted),
+        after_refused: count(&after, Answer::Refused),
+        after_p99_by_second,
+        after_not_accepted_by_second,
         recovery_secs: recovery,
+        last_slow_secs: last_slow,
+        disk_during,
+        disk_after,
     };
     eprintln!(
-        "  {} accepted (p99 {:.1} ms), {} refused (p99 {:.1} ms), {} failed, {} lost; recovered after {:.1} s",
-        r.accepted, r.accepted_latency.p99, r.refused, r.refused_latency.p99, r.failed, r.lost, r.recovery_secs
+        "  {} accepted (p99 {:.1} ms), {} refused (p99 {:.1} ms), {} failed, {} lost; normal again after {:.0} s (last slow send at {:.1} s)",
+        r.accepted, r.accepted_latency.p99, r.refused, r.refused_latency.p99, r.failed, r.lost, r.recovery_secs, r.last_slow_secs
     );
     let by_second: Vec<String> = r
         .accepted_p99_by_second
@@ -214,5 +265,24 @@ pub async fn run(env: &Env, plan: &Plan, pairs: &Pairs, sustainable: f64) -> Res
         .map(|p| format!("{p:.0}"))
         .collect();
     eprintln!("  accepted p99 by second (ms): {}", by_second.join(" "));
+    let after_by_second: Vec<String> = r
+        .after_p99_by_second
+        .iter()
+        .zip(&r.after_not_accepted_by_second)
+        .map(|(p, n)| format!("{p:.0}/{n}"))
+        .collect();
+    eprintln!(
+        "  after: {} not accepted ({} refused); p99 ms / not accepted by second: {}",
+        r.after_failed,
+        r.after_refused,
+        after_by_second.join(" ")
+    );
+    eprintln!(
+        "  disk syncs: during p99 {:.1} ms, stalls {}; after p99 {:.1} ms, stalls {}",
+        r.disk_during.p99_ms,
+        r.disk_during.stall_list(5),
+        r.disk_after.p99_ms,
+        r.disk_after.stall_list(5)
+    );
     Ok(r)
 }

@@ -17,7 +17,7 @@ const FANOUT_RATE: u64 = 1_000;
 const IDLE_SOCKETS: usize = 50_000;
 const IDLE_KIB: f64 = 20.0;
 /// Overload: accepted sends keep p99 ≤ 100 ms and the stack is back within 5 s.
-const OVERLOAD_P99_MS: f64 = 100.0;
+const OVERLOAD_P99_MS: f64 = super::overload::NORMAL_P99_MS;
 const RECOVERY_SECS: f64 = 5.0;
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -128,10 +128,10 @@ pub fn markdown(r: &Results) -> String {
         // Appended to the table above (its last row ended the table; reopen it).
         md.truncate(md.trim_end().len());
         md.push_str(&format!(
-            "\n| overload: {:.0} sends/s offered (2 × {:.0}) for {} s, then {:.0}/s for {} s | {} accepted (p99 {:.1} ms), {} refused with Retry-After (p99 {:.1} ms), {} failed, {} lost; after: p99 {:.1} ms, {} failed, back to normal after {:.1} s | — | — | nothing lost, accepted p99 ≤ {OVERLOAD_P99_MS} ms, back within {RECOVERY_SECS} s: {} |\n\n",
+            "\n| overload: {:.0} sends/s offered (2 × {:.0}) for {} s, then {:.0}/s for {} s | {} accepted (p99 {:.1} ms), {} refused with Retry-After (p99 {:.1} ms), {} failed, {} lost; after: p99 {:.1} ms, {} not accepted ({} of them refused with Retry-After), normal again after {:.0} s (last slow send at {:.1} s) | — | — | nothing lost, accepted p99 ≤ {OVERLOAD_P99_MS} ms, back within {RECOVERY_SECS} s: {} |\n\n",
             o.offered_per_sec, o.sustainable_per_sec, o.secs, o.after_per_sec, o.after_secs,
             o.accepted, o.accepted_latency.p99, o.refused, o.refused_latency.p99, o.failed, o.lost,
-            o.after_latency.p99, o.after_failed, o.recovery_secs, verdict(overload_ok)
+            o.after_latency.p99, o.after_failed, o.after_refused, o.recovery_secs, o.last_slow_secs, verdict(overload_ok)
         ));
     }
 
@@ -195,6 +195,8 @@ pub fn markdown(r: &Results) -> String {
         md.push('\n');
     }
 
+    md.push_str(&disk_section(r));
+
     md.push_str("## Where targets are missed, and why\n\n");
     let mut notes = Vec::new();
     if send_ratio < SEND_RATIO {
@@ -256,7 +258,8 @@ pub fn markdown(r: &Results) -> String {
             (0..by_second.len()).find(|&s| by_second[s..].iter().all(|p| *p <= OVERLOAD_P99_MS));
         let list = by_second
             .iter()
-            .map(|p| format!("{p:.0}"))
+            .enumerate()
+            .map(|(s, p)| with_stall(*p, &o.disk_during, s))
             .collect::<Vec<_>>()
             .join(", ");
         let when = match settled {
@@ -268,8 +271,37 @@ pub fn markdown(r: &Results) -> String {
             ),
             None => format!(" Per second, the accepted p99 was {list} ms."),
         };
+        let after = if o.after_p99_by_second.is_empty() {
+            String::new()
+        } else {
+            let list = o
+                .after_p99_by_second
+                .iter()
+                .zip(&o.after_not_accepted_by_second)
+                .enumerate()
+                .map(|(s, (p, n))| {
+                    let p = with_stall(*p, &o.disk_after, s);
+                    if *n > 0 {
+                        format!("{p} ({n} not accepted)")
+                    } else {
+                        p
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(" At half load afterwards, the accepted p99 per second was {list} ms: normal (every send accepted, p99 ≤ {OVERLOAD_P99_MS:.0} ms) from second {:.0} on, the last send over {OVERLOAD_P99_MS:.0} ms or not accepted at {:.1} s.", o.recovery_secs + 1.0, o.last_slow_secs)
+        };
+        let disk = if o.disk_during.syncs + o.disk_after.syncs == 0 {
+            String::new()
+        } else {
+            format!(
+                " The disk's own syncs (below) stalled during the overload: {}; during the half load after it: {} — every commit in flight waits out such a stall.",
+                o.disk_during.stall_list(4),
+                o.disk_after.stall_list(4)
+            )
+        };
         notes.push(format!(
-            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, refused p99 {:.1} ms, back to normal after {:.1} s. Admission control refuses a send at once when its instance holds as many as its limit allows; the limit is cut when a batch's oldest send had already waited past `SEND_QUEUE_MAX_WAIT_MS` (from NGINX's `X-Request-Start` stamp) when the batch before it was taken, and grows back while waits are shorter (AIMD).{headroom}{when}{before_edge}",
+            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, refused p99 {:.1} ms, back to normal after {:.1} s. Admission control refuses a send at once when its instance holds as many as its limit allows; the limit is cut when a batch's oldest send had already waited past `SEND_QUEUE_MAX_WAIT_MS` (from NGINX's `X-Request-Start` stamp) when the batch before it was taken, and grows back while waits are shorter (AIMD).{headroom}{when}{before_edge}{after}{disk}",
             o.lost, o.failed, o.accepted_latency.p99, o.refused_latency.p99, o.recovery_secs
         ));
     }
@@ -447,4 +479,46 @@ pub fn write(out: &Path, r: &Results) -> Res<()> {
         eprintln!("fan-out chart: {e}");
     }
     Ok(())
+}
+
+/// The disk's sync latency in each scenario, its phases and fan-out rounds (empty when the
+/// run had no probe).
+fn disk_section(r: &Results) -> String {
+    let o = &r.overload;
+    let windows: Vec<&super::disk::Window> = r
+        .disk
+        .iter()
+        .chain(r.fanout.rounds.iter().map(|round| &round.disk))
+        .chain([&o.disk_during, &o.disk_after])
+        .filter(|w| w.syncs > 0)
+        .collect();
+    if windows.is_empty() {
+        return String::new();
+    }
+    let mut md = format!(
+        "## The disk under the database\n\nEvery commit waits for its WAL to reach the disk (`synchronous_commit = on`), so no send answers faster than the disk syncs, and a disk that stalls holds every send in flight. A probe wrote 8 KiB and `fdatasync`ed it every 10 ms on PostgreSQL's file system for the whole run (`benches/load/disk.rs`); stalls are syncs over {:.0} ms, at seconds from the start of the scenario, phase or round.\n\n| scenario | syncs | p50 | p99 | max | stalls |\n|---|---|---|---|---|---|\n",
+        super::disk::STALL_MS
+    );
+    for w in windows {
+        md.push_str(&format!(
+            "| {} | {} | {:.2} ms | {:.2} ms | {:.1} ms | {} |\n",
+            w.scenario,
+            w.syncs,
+            w.p50_ms,
+            w.p99_ms,
+            w.max_ms,
+            w.stall_list(6)
+        ));
+    }
+    md.push('\n');
+    md
+}
+
+/// A per-second p99 (ms), with the disk's longest stall in that second when there was one:
+/// "253 (disk stalled 165 ms)".
+fn with_stall(p99: f64, disk: &super::disk::Window, second: usize) -> String {
+    match disk.stalled_in(second as u64) {
+        Some(ms) => format!("{p99:.0} (disk stalled {ms:.0} ms)"),
+        None => format!("{p99:.0}"),
+    }
 }
