@@ -5,9 +5,13 @@
 //! on`, WAL flushed with `fdatasync`: PostgreSQL docs §30.5 "WAL Configuration"), so a
 //! send can never answer faster than the disk syncs, and a disk that stalls holds every
 //! send in flight for as long. A probe thread writes 8 KiB (one WAL page) to a file of its
-//! own on that file system and `fdatasync`s it, every 10 ms for the whole run; a scenario's
-//! window of those syncs says what the disk alone gave in the same seconds, beside the
-//! stack's latencies — a tail the disk already had is not the stack's.
+//! own on that file system and `fdatasync`s it, the syncs 10 ms apart, for the whole run; a
+//! scenario's window of those syncs says what the disk alone gave in the same seconds,
+//! beside the stack's latencies — a tail the disk already had is not the stack's.
+//!
+//! The probe is load on the disk it measures: up to 100 more flushes a second beside
+//! PostgreSQL's own, in every scenario and in the raw limits alike (so the ratios stay like
+//! for like). `BENCH_DISK_PROBE=0` runs without it.
 
 use std::{
     io::Write,
@@ -22,7 +26,8 @@ use hdrhistogram::Histogram;
 /// A sync slower than this (ms) is listed as a stall.
 pub const STALL_MS: f64 = 50.0;
 
-/// Pause between two syncs: 100 a second, a small share of what the primary does itself.
+/// Pause between two syncs (so at most 100 a second): a small share of what the primary
+/// does itself.
 const EVERY: Duration = Duration::from_millis(10);
 
 /// One probe write's size: a WAL page (`XLOG_BLCKSZ`, 8 KiB by default).
@@ -39,11 +44,15 @@ struct Probe {
 
 static PROBE: OnceLock<Probe> = OnceLock::new();
 
-/// Starts the probe on `dir`'s file system (a file `fsync-probe` in it), once per run.
-/// Without it (not started, or the file could not be made) windows are empty.
+/// Starts the probe on `dir`'s file system (a file `fsync-probe` in it), once per run,
+/// unless `BENCH_DISK_PROBE=0`. Without it (off, or the file could not be made) windows
+/// are empty.
 ///
 /// Errors: the probe file cannot be created.
 pub fn start(dir: &Path) -> std::io::Result<()> {
+    if std::env::var("BENCH_DISK_PROBE").is_ok_and(|v| v == "0") {
+        return Ok(());
+    }
     let path = dir.join("fsync-probe");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -98,12 +107,16 @@ pub struct Window {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    /// Syncs over [`STALL_MS`]: (s from the window's start, ms).
+    /// Syncs over [`STALL_MS`] that overlapped the window: (s from the window's start —
+    /// negative for one that began before it — and ms).
     pub stalls: Vec<(f64, f64)>,
 }
 
 impl Window {
-    /// The syncs that started between `from` and `to` ([`now`] values), as `scenario`.
+    /// The syncs between `from` and `to` ([`now`] values), as `scenario`: the latencies of
+    /// those that started in it, the stalls that overlapped it. A sync still running now is
+    /// not in it: take a window once its end has passed by a stall's length, when one may
+    /// matter.
     pub fn between(scenario: &str, from: f64, to: f64) -> Self {
         let mut w = Window {
             scenario: scenario.to_owned(),
@@ -117,9 +130,11 @@ impl Window {
             return w;
         };
         let mut h: Histogram<u64> = super::hist();
-        for &(at, ms) in syncs.iter().filter(|(at, _)| (from..to).contains(at)) {
-            let _ = h.record(((ms * 1000.0) as u64).max(1));
-            if ms > STALL_MS {
+        for &(at, ms) in &syncs {
+            if (from..to).contains(&at) {
+                let _ = h.record(((ms * 1000.0) as u64).clamp(1, h.high()));
+            }
+            if ms > STALL_MS && at < to && at + ms / 1000.0 > from {
                 w.stalls.push((at - from, ms));
             }
         }
@@ -138,7 +153,7 @@ impl Window {
             .reduce(f64::max)
     }
 
-    /// The stalls as "at 3.2 s: 456 ms, …" (at most `n`, longest first), or "none".
+    /// The stalls as "456 ms at 3.2 s, …" (at most `n`, longest first), or "none".
     pub fn stall_list(&self, n: usize) -> String {
         if self.stalls.is_empty() {
             return "none".into();

@@ -262,8 +262,7 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             sender_of(env.base.clone(), timed_content),
         )
         .await;
-        let disk =
-            super::disk::Window::between(&format!("fan-out at {rate}/s"), from, super::disk::now());
+        let sent_until = super::disk::now();
         let after = last_seqs(env, &convs).await?;
         let expected: i64 = sockets
             .iter()
@@ -283,7 +282,9 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         rounds.push(Round {
-            disk,
+            // Taken after the deliveries' wait: a sync still running as the sends ended
+            // (a stall) has been recorded by now.
+            disk: super::disk::Window::between(&format!("fan-out at {rate}/s"), from, sent_until),
             ..verify(rate, &send, &sockets, &before, &after)
         });
         let r = rounds.last().cloned().unwrap_or_default();

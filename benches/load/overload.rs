@@ -55,16 +55,34 @@ pub struct Overload {
     pub disk_during: super::disk::Window,
     #[serde(default)]
     pub disk_after: super::disk::Window,
-    /// From the end of the overload to the first second of the half-load phase that was
-    /// normal again: every send accepted, their p99 within [`NORMAL_P99_MS`] (the whole
-    /// phase's length: none was). A standing queue left by the overload shows as the
-    /// seconds before it; a later slow second (the disk stalling, say) is not a queue the
-    /// overload left, and is listed in the report beside the disk's stalls.
-    pub recovery_secs: f64,
     /// From the end of the overload to the last send of the half-load phase that was not
-    /// accepted or took over [`NORMAL_P99_MS`] (0: none).
-    #[serde(default)]
-    pub last_slow_secs: f64,
+    /// accepted or took over [`NORMAL_P99_MS`] (0: none did).
+    pub recovery_secs: f64,
+}
+
+impl Overload {
+    /// When the half-load phase was back to normal: the first second from which every
+    /// second was normal — every send accepted and the accepted p99 within
+    /// [`NORMAL_P99_MS`], or over it only while the disk stalled (such a second is not a
+    /// queue the overload left; those seconds are returned too, for the report to list) —
+    /// as seconds from the phase's start; `None` when its last second was not normal (or
+    /// the run has no per-second figures). A standing queue shows as the seconds before it.
+    pub fn normal_from(&self) -> (Option<f64>, Vec<u64>) {
+        let (p99, refused) = (
+            &self.after_p99_by_second,
+            &self.after_not_accepted_by_second,
+        );
+        let normal = |s: usize| {
+            refused.get(s).is_some_and(|n| *n == 0)
+                && (p99[s] <= NORMAL_P99_MS || self.disk_after.stalled_in(s as u64).is_some())
+        };
+        let from = (0..p99.len()).find(|&s| (s..p99.len()).all(normal));
+        let excused = (0..p99.len())
+            .filter(|&s| p99[s] > NORMAL_P99_MS && normal(s))
+            .map(|s| s as u64)
+            .collect();
+        (from.map(|s| s as f64), excused)
+    }
 }
 
 /// The accepted sends' p99 (ms) a second of the half-load phase must keep to be normal:
@@ -116,19 +134,17 @@ pub(crate) async fn send_once(
 /// One send: its answer, latency (µs, from its scheduled start) and scheduled offset.
 type Outcome = (Answer, u64, Duration);
 
+/// What [`offer`] returns: each send's outcome, the `client_id`s accepted, and the phase's
+/// bounds on the disk probe's clock ([`disk::now`]).
+type Offered = (Vec<Outcome>, Vec<String>, (f64, f64));
+
 /// Offers `rate` sends a second for `secs` (open loop; latency from each send's scheduled
-/// start); returns each send's outcome and the `client_id`s accepted.
-async fn offer(
-    env: &Env,
-    pairs: &Pairs,
-    rate: f64,
-    secs: u64,
-    tag: &str,
-) -> Res<(Vec<Outcome>, Vec<String>)> {
+/// start).
+async fn offer(env: &Env, pairs: &Pairs, rate: f64, secs: u64, tag: &str) -> Res<Offered> {
     let c = client()?;
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let accepted = Arc::new(Mutex::new(Vec::new()));
-    let start = tokio::time::Instant::now();
+    let (start, from) = (tokio::time::Instant::now(), disk::now());
     let n = (rate * secs as f64) as u64;
     let mut tasks = Vec::with_capacity(n as usize);
     for i in 0..n {
@@ -158,7 +174,7 @@ async fn offer(
     }
     let outcomes = outcomes.lock().map(|o| o.clone()).unwrap_or_default();
     let accepted = accepted.lock().map(|a| a.clone()).unwrap_or_default();
-    Ok((outcomes, accepted))
+    Ok((outcomes, accepted, (from, disk::now())))
 }
 
 fn latency_of(outcomes: &[Outcome], which: Answer) -> Lat {
@@ -193,15 +209,15 @@ pub async fn run(env: &Env, plan: &Plan, pairs: &Pairs, sustainable: f64) -> Res
         "overload: {rate:.0} sends/s (2 × {sustainable:.0}) for {} s",
         plan.overload_secs
     );
-    let from = disk::now();
-    let (during, accepted) = offer(env, pairs, rate, plan.overload_secs, &tag).await?;
-    let disk_during =
-        disk::Window::between("overload: 2 × the sustainable rate", from, disk::now());
+    let (during, accepted, (from, to)) = offer(env, pairs, rate, plan.overload_secs, &tag).await?;
     let half = (sustainable / 2.0).max(1.0);
     eprintln!("  then {half:.0}/s for {} s", plan.recovery_secs);
-    let from = disk::now();
-    let (after, _) = offer(env, pairs, half, plan.recovery_secs, &format!("{tag}r")).await?;
-    let disk_after = disk::Window::between("overload: half load after it", from, disk::now());
+    let (after, _, (after_from, after_to)) =
+        offer(env, pairs, half, plan.recovery_secs, &format!("{tag}r")).await?;
+    // Both windows once both phases are over: a sync still running when the overload
+    // ended (a stall across the boundary) has been recorded by now.
+    let disk_during = disk::Window::between("overload: 2 × the sustainable rate", from, to);
+    let disk_after = disk::Window::between("overload: half load after it", after_from, after_to);
 
     let stored: i64 = admin(&env.primary_admin)
         .await?
@@ -226,11 +242,6 @@ pub async fn run(env: &Env, plan: &Plan, pairs: &Pairs, sustainable: f64) -> Res
                 .count() as u64
         })
         .collect();
-    let recovery = after_p99_by_second
-        .iter()
-        .zip(&after_not_accepted_by_second)
-        .position(|(p99, refused)| *refused == 0 && *p99 <= NORMAL_P99_MS)
-        .unwrap_or(plan.recovery_secs as usize) as f64;
     let r = Overload {
         sustainable_per_sec: sustainable,
         offered_per_sec: rate,
@@ -250,14 +261,14 @@ pub async fn run(env: &Env, plan: &Plan, pairs: &Pairs, sustainable: f64) -> Res
         after_refused: count(&after, Answer::Refused),
         after_p99_by_second,
         after_not_accepted_by_second,
-        recovery_secs: recovery,
-        last_slow_secs: last_slow,
+        recovery_secs: last_slow,
         disk_during,
         disk_after,
     };
+    let (normal_from, excused) = r.normal_from();
     eprintln!(
-        "  {} accepted (p99 {:.1} ms), {} refused (p99 {:.1} ms), {} failed, {} lost; normal again after {:.0} s (last slow send at {:.1} s)",
-        r.accepted, r.accepted_latency.p99, r.refused, r.refused_latency.p99, r.failed, r.lost, r.recovery_secs, r.last_slow_secs
+        "  {} accepted (p99 {:.1} ms), {} refused (p99 {:.1} ms), {} failed, {} lost; half load normal from {normal_from:?} s on (disk-stall seconds counted normal: {excused:?}), last slow send at {:.1} s",
+        r.accepted, r.accepted_latency.p99, r.refused, r.refused_latency.p99, r.failed, r.lost, r.recovery_secs
     );
     let by_second: Vec<String> = r
         .accepted_p99_by_second
