@@ -5,12 +5,29 @@
 //! grace period with no socket anywhere, so a reconnect (even to another instance) does not
 //! flap. A sweeper on every instance turns users offline whose sockets were on an instance
 //! that stopped beating (crashed).
+//!
+//! Socket arrivals and departures are written by one writer per instance, which takes
+//! whatever queued while it last wrote and applies it in one transaction (the group commit's
+//! pattern: a batch is what queued meanwhile, no timer): one connection however many sockets
+//! come and go at once. Written one by one, 10 000 sockets closing together (a deploy, a
+//! network blip) asked the pool for 10 000 connections; most waited past the pool's timeout,
+//! their rows stayed — keeping their users online for as long as the instance lived — and the
+//! requests of everyone else found no connection either. A batch that fails is kept and
+//! written again (after a pause that doubles up to [`RETRY_MAX`]), so a busy or briefly
+//! unreachable database delays presence but never loses it. Users are upserted in id order,
+//! so two instances' batches lock `messaging.presence` rows in the same order (no deadlock).
 
 use crate::platform::{
     db::{Conn, Route, Traced},
     tasks::Tasks,
 };
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, oneshot};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -29,6 +46,29 @@ const INSTANCE_TIMEOUT_SECS: f64 = 30.0;
 const HEARTBEAT: Duration = Duration::from_secs(5);
 const SWEEP: Duration = Duration::from_secs(10);
 
+/// Most socket changes the writer applies in one transaction (the rest wait for the next).
+const BATCH_MAX: usize = 2048;
+
+/// The first pause before a failed batch is written again; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+
+/// The longest pause between two tries of a failed batch.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// One change for the writer.
+enum Change {
+    /// A socket opened; `done` is answered once it is written (or its first try failed).
+    Arrived {
+        user_id: Uuid,
+        conn_id: u64,
+        done: Option<oneshot::Sender<()>>,
+    },
+    /// A socket closed.
+    Left { user_id: Uuid, conn_id: u64 },
+    /// Answered once everything queued before it was tried.
+    Flush(Option<oneshot::Sender<()>>),
+}
+
 /// Presence bookkeeping of one instance.
 pub struct Presence {
     instance: String,
@@ -36,6 +76,9 @@ pub struct Presence {
     publisher: Publisher,
     grace: Duration,
     tasks: Tasks,
+    /// To the writer. Unbounded, yet bounded by the sockets: each queues one arrival and
+    /// one departure.
+    changes: mpsc::UnboundedSender<Change>,
 }
 
 impl Presence {
@@ -47,13 +90,17 @@ impl Presence {
         grace: Duration,
         tasks: &Tasks,
     ) -> Arc<Self> {
+        let (changes, queued) = mpsc::unbounded_channel();
         let this = Arc::new(Self {
             instance,
             db,
             publisher,
             grace,
             tasks: tasks.clone(),
+            changes,
         });
+        let writer = this.clone();
+        tasks.spawn("presence-writer", async move { writer.write(queued).await });
         let beat = this.clone();
         tasks.spawn("presence-heartbeat", async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
@@ -93,74 +140,181 @@ impl Presence {
         Ok(())
     }
 
-    /// Records socket `conn_id` of `user_id`; announces `online` if the user was offline.
+    /// Records socket `conn_id` of `user_id` and announces `online` if the user was
+    /// offline; returns once written (or once the first try failed: the writer tries again
+    /// on its own).
     pub async fn connected(&self, user_id: Uuid, conn_id: u64) {
-        if let Err(e) = self.try_connected(user_id, conn_id).await {
-            tracing::warn!(error = %e, "presence not recorded");
+        let (done, written) = oneshot::channel();
+        let change = Change::Arrived {
+            user_id,
+            conn_id,
+            done: Some(done),
+        };
+        if self.changes.send(change).is_ok() {
+            let _ = written.await;
         }
-    }
-
-    async fn try_connected(&self, user_id: Uuid, conn_id: u64) -> anyhow::Result<()> {
-        let conn = Conn::get(&self.db, Route::BACKGROUND).await?;
-        conn.execute_t(
-            "WITH beat AS (
-                 INSERT INTO messaging.instances (id, heartbeat_at) VALUES ($1, now())
-                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now())
-             INSERT INTO messaging.presence_sockets (instance_id, conn_id, user_id)
-             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            &[&self.instance, &(conn_id as i64), &user_id],
-        )
-        .await?;
-        let went_online = conn
-            .query_opt_t(
-                "INSERT INTO messaging.presence AS p (user_id, online, changed_at)
-                 VALUES ($1, true, now())
-                 ON CONFLICT (user_id) DO UPDATE SET online = true, changed_at = now()
-                 WHERE NOT p.online
-                 RETURNING last_seen_at",
-                &[&user_id],
-            )
-            .await?;
-        if let Some(row) = went_online {
-            self.announce(user_id, true, row.get(0));
-        }
-        Ok(())
     }
 
     /// Forgets socket `conn_id`; after the grace period, if the user has no socket left on a
     /// live instance, marks them offline (`last_seen_at` = now) and announces it.
-    pub fn disconnected(self: &Arc<Self>, user_id: Uuid, conn_id: u64) {
+    pub fn disconnected(&self, user_id: Uuid, conn_id: u64) {
+        let _ = self.changes.send(Change::Left { user_id, conn_id });
+    }
+
+    /// The writer: applies what queued, batch by batch, until the service stops.
+    async fn write(self: Arc<Self>, mut queued: mpsc::UnboundedReceiver<Change>) {
+        let mut batch: Vec<Change> = Vec::new();
+        let mut pause = RETRY_FIRST;
+        loop {
+            if batch.is_empty() {
+                match queued.recv().await {
+                    Some(c) => batch.push(c),
+                    None => return,
+                }
+            }
+            while batch.len() < BATCH_MAX {
+                match queued.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let written = self.apply(&batch).await;
+            // Whoever waits is answered either way: a socket does not wait for the database
+            // to come back, and a flush (on stop) does not hang.
+            for change in &mut batch {
+                if let Change::Arrived { done, .. } | Change::Flush(done) = change {
+                    if let Some(done) = done.take() {
+                        let _ = done.send(());
+                    }
+                }
+            }
+            batch.retain(|c| !matches!(c, Change::Flush(_)));
+            match written {
+                Ok(departed) => {
+                    batch.clear();
+                    pause = RETRY_FIRST;
+                    if !departed.is_empty() {
+                        self.check_after_grace(departed);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, changes = batch.len(), retry_in_ms = pause.as_millis() as u64, "presence not written; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Writes `batch` in one transaction: the net change per socket (one that opened and
+    /// closed within the batch writes nothing), then `online` for users who were offline
+    /// (announced). Returns the users who lost a socket.
+    async fn apply(&self, batch: &[Change]) -> anyhow::Result<Vec<Uuid>> {
+        // Per socket, its last change wins: true = open.
+        let mut sockets: BTreeMap<u64, (Uuid, bool)> = BTreeMap::new();
+        for change in batch {
+            match change {
+                Change::Arrived {
+                    user_id, conn_id, ..
+                } => {
+                    sockets.insert(*conn_id, (*user_id, true));
+                }
+                Change::Left { user_id, conn_id } => {
+                    sockets.insert(*conn_id, (*user_id, false));
+                }
+                Change::Flush(_) => {}
+            }
+        }
+        if sockets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut open_ids, mut open_users, mut closed_ids) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut arrived, mut departed) = (BTreeSet::new(), BTreeSet::new());
+        for (conn_id, (user_id, open)) in &sockets {
+            if *open {
+                open_ids.push(*conn_id as i64);
+                open_users.push(*user_id);
+                arrived.insert(*user_id);
+            } else {
+                closed_ids.push(*conn_id as i64);
+                departed.insert(*user_id);
+            }
+        }
+        let mut conn = Conn::get(&self.db, Route::BACKGROUND).await?;
+        let tx = conn.transaction().await?;
+        if !open_ids.is_empty() {
+            tx.execute_t(
+                "WITH beat AS (
+                     INSERT INTO messaging.instances (id, heartbeat_at) VALUES ($1, now())
+                     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now())
+                 INSERT INTO messaging.presence_sockets (instance_id, conn_id, user_id)
+                 SELECT $1, s.conn_id, s.user_id
+                 FROM unnest($2::bigint[], $3::uuid[]) AS s(conn_id, user_id)
+                 ON CONFLICT DO NOTHING",
+                &[&self.instance, &open_ids, &open_users],
+            )
+            .await?;
+        }
+        if !closed_ids.is_empty() {
+            tx.execute_t(
+                "DELETE FROM messaging.presence_sockets
+                 WHERE instance_id = $1 AND conn_id = ANY($2::bigint[])",
+                &[&self.instance, &closed_ids],
+            )
+            .await?;
+        }
+        let arrived: Vec<Uuid> = arrived.into_iter().collect();
+        let went_online = if arrived.is_empty() {
+            Vec::new()
+        } else {
+            // In id order: every instance locks these rows in the same order.
+            tx.query_t(
+                "INSERT INTO messaging.presence AS p (user_id, online, changed_at)
+                 SELECT u, true, now() FROM unnest($1::uuid[]) AS u ORDER BY u
+                 ON CONFLICT (user_id) DO UPDATE SET online = true, changed_at = now()
+                 WHERE NOT p.online
+                 RETURNING p.user_id, p.last_seen_at",
+                &[&arrived],
+            )
+            .await?
+        };
+        tx.commit().await?;
+        for row in &went_online {
+            self.announce(row.get(0), true, row.get(1));
+        }
+        Ok(departed.into_iter().collect())
+    }
+
+    /// After the grace period, marks offline those of `users` left without a socket on a
+    /// live instance (the sweeper would, within [`SWEEP`]; this is on time).
+    fn check_after_grace(self: &Arc<Self>, users: Vec<Uuid>) {
         let this = self.clone();
         self.tasks.spawn("presence-departure", async move {
-            if let Err(e) = this.forget(conn_id).await {
-                tracing::warn!(error = %e, "presence socket not removed");
-            }
             tokio::time::sleep(this.grace).await;
-            if let Err(e) = this.sweep(Some(user_id)).await {
-                tracing::warn!(error = %e, "presence not updated");
+            if let Err(e) = this.sweep(Some(users.as_slice())).await {
+                tracing::warn!(error = %e, users = users.len(), "presence not updated; the sweeper will");
             }
         });
     }
 
-    async fn forget(&self, conn_id: u64) -> anyhow::Result<()> {
-        let conn = Conn::get(&self.db, Route::BACKGROUND).await?;
-        conn.execute_t(
-            "DELETE FROM messaging.presence_sockets WHERE instance_id = $1 AND conn_id = $2",
-            &[&self.instance, &(conn_id as i64)],
-        )
-        .await?;
-        Ok(())
+    /// Returns once every change queued before it was tried (written, or its first try
+    /// failed), or at once when the writer has stopped.
+    async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.changes.send(Change::Flush(Some(done))).is_ok() {
+            let _ = flushed.await;
+        }
     }
 
-    /// Marks offline (one user, or everyone) whoever is online with no socket on a live
+    /// Marks offline (some users, or everyone) whoever is online with no socket on a live
     /// instance and has been in that state past the grace period; announces each.
-    async fn sweep(&self, user: Option<Uuid>) -> anyhow::Result<()> {
+    async fn sweep(&self, users: Option<&[Uuid]>) -> anyhow::Result<()> {
         let conn = Conn::get(&self.db, Route::BACKGROUND).await?;
         let rows = conn
             .query_t(
                 "UPDATE messaging.presence p
                  SET online = false, last_seen_at = now(), changed_at = now()
-                 WHERE p.online AND ($1::uuid IS NULL OR p.user_id = $1)
+                 WHERE p.online AND ($1::uuid[] IS NULL OR p.user_id = ANY($1))
                    AND p.changed_at <= now() - make_interval(secs => $2)
                    AND NOT EXISTS (
                        SELECT 1 FROM messaging.presence_sockets s
@@ -168,13 +322,13 @@ impl Presence {
                        WHERE s.user_id = p.user_id
                          AND i.heartbeat_at > now() - make_interval(secs => $3))
                  RETURNING p.user_id, p.last_seen_at",
-                &[&user, &self.grace.as_secs_f64(), &INSTANCE_TIMEOUT_SECS],
+                &[&users, &self.grace.as_secs_f64(), &INSTANCE_TIMEOUT_SECS],
             )
             .await?;
         for r in &rows {
             self.announce(r.get(0), false, r.get(1));
         }
-        if user.is_none() {
+        if users.is_none() {
             conn.execute_t(
                 "DELETE FROM messaging.presence_sockets s USING messaging.instances i
                  WHERE i.id = s.instance_id
@@ -186,9 +340,11 @@ impl Presence {
         Ok(())
     }
 
-    /// On shutdown: forgets every socket of this instance and checks their users after the
-    /// grace period elsewhere (the sweeper of any instance).
+    /// On shutdown: lets the writer finish what queued (so no socket row is written after
+    /// the instance's are deleted), then forgets every socket of this instance; their users
+    /// are checked after the grace period elsewhere (the sweeper of any instance).
     pub async fn shutdown(&self) {
+        self.flush().await;
         let result = async {
             let conn = Conn::get(&self.db, Route::BACKGROUND).await?;
             conn.execute_t(

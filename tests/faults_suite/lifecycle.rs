@@ -22,6 +22,18 @@ async fn presence_rows(primary_admin: &tokio_postgres::Client, instance: &str) -
         .get(0)
 }
 
+/// How many of `users` are online on the primary.
+async fn online_users(primary_admin: &tokio_postgres::Client, users: &[uuid::Uuid]) -> i64 {
+    primary_admin
+        .query_one(
+            "SELECT count(*) FILTER (WHERE online) FROM messaging.presence WHERE user_id = ANY($1)",
+            &[&users],
+        )
+        .await
+        .expect("presence")
+        .get(0)
+}
+
 /// Backends of one messaging instance (each connection it opens is named
 /// `switchboard-<role> <instance>`).
 async fn backends_of(admin: &tokio_postgres::Client, instance: &str) -> HashSet<(i32, String)> {
@@ -137,6 +149,67 @@ async fn an_app_built_in_process_serves_then_stops_every_task_it_started() {
             "port {p} still accepts connections"
         );
     }
+}
+
+/// Presence through a socket storm: 240 sockets of 24 users, on an instance whose database
+/// pool has two connections and lets a caller wait 5 ms for one, all closed at once (a
+/// deploy, a network blip: 10 000 sockets closing in the benchmark left thousands of
+/// presence rows behind at the real pool's 16 and 800 ms). Every socket is recorded while it
+/// is open; once they close none is left behind (a left-over row keeps its user online for as
+/// long as the instance lives) and every user is offline after the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_storm_leaves_no_presence_behind_with_a_busy_pool() {
+    let _alone = exclusive().await;
+    let primary_admin = admin(false).await;
+    let instance = format!("storm-{}", unique());
+    let app =
+        in_process_messaging(&instance, &["--db-pool-size=2", "--db-pool-timeout-ms=5"]).await;
+    let (port, stop) = (app.port(), app.stop_token());
+    let running = tokio::spawn(app.run_until_stopped());
+    let server = format!("http://127.0.0.1:{port}");
+
+    let users = futures_util::future::join_all((0..24).map(|_| register("storm"))).await;
+    let mut sockets = Vec::new();
+    for user in &users {
+        for _ in 0..10 {
+            let mut ws = socket_at(user, &server).await;
+            next_event(&mut ws, "hello", Duration::from_secs(10)).await;
+            sockets.push(ws);
+        }
+    }
+    eventually(Duration::from_secs(10), || async {
+        (presence_rows(&primary_admin, &instance).await == 240).then_some(())
+    })
+    .await;
+    let ids: Vec<uuid::Uuid> = users
+        .iter()
+        .map(|u| u.id.parse().expect("user id"))
+        .collect();
+    assert_eq!(
+        online_users(&primary_admin, &ids).await,
+        24,
+        "every user is online"
+    );
+
+    // All at once.
+    futures_util::future::join_all(sockets.iter_mut().map(|ws| ws.close(None))).await;
+    drop(sockets);
+    eventually(Duration::from_secs(10), || async {
+        (presence_rows(&primary_admin, &instance).await == 0).then_some(())
+    })
+    .await;
+    // Grace (PRESENCE_GRACE_SECS, 1 s in the tests), then each user's own check.
+    eventually(Duration::from_secs(10), || async {
+        (online_users(&primary_admin, &ids).await == 0).then_some(())
+    })
+    .await;
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("stops within 20 s")
+        .expect("task")
+        .expect("stops cleanly");
 }
 
 /// Admission control by capacity: an instance whose send queue holds one send and whose one
