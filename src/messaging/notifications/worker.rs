@@ -38,7 +38,11 @@ use crate::platform::{db::Traced, error::ApiError, tasks::Tasks};
 pub const BATCH: i64 = 200;
 
 /// Takes the due queue rows (at most `$1`), writes their feed entries, push deliveries and
-/// digests (due `$2` seconds from now), deletes the rows.
+/// digests (due `$2` seconds from now), deletes the rows. Digests are upserted in key order:
+/// two passes (one per instance) that claimed different messages of the same conversation
+/// share digest rows, and upserting them in whatever order the grouping produced deadlocked
+/// (six times in a benchmark run, each holding the other pass for `deadlock_timeout`, 1 s);
+/// in one order the second pass waits for the first instead.
 /// One row per new entry (with [`NOTIFICATION_COLUMNS`] and the recipient `user_id`), or a
 /// single row of NULLs; `claimed` on every row: how many queue rows were taken.
 const PASS: &str = "
@@ -90,6 +94,7 @@ WITH claimed AS (
       AND (r.urgent
            OR (NOT r.muted AND (r.level = 'all' OR (r.level = 'mentions' AND r.mentioned))))
     GROUP BY r.user_id, r.conversation_id
+    ORDER BY r.user_id, r.conversation_id
     ON CONFLICT (user_id, conversation_id) DO UPDATE SET
         first_seq = LEAST(d.first_seq, EXCLUDED.first_seq),
         last_seq = GREATEST(d.last_seq, EXCLUDED.last_seq)
