@@ -75,10 +75,12 @@ pub struct Presence {
     db: Pool,
     publisher: Publisher,
     grace: Duration,
-    tasks: Tasks,
     /// To the writer. Unbounded, yet bounded by the sockets: each queues one arrival and
     /// one departure.
     changes: mpsc::UnboundedSender<Change>,
+    /// To the departures' checker: users who lost a socket, and when their grace ends (at
+    /// most one entry per written batch).
+    departures: mpsc::UnboundedSender<(tokio::time::Instant, Vec<Uuid>)>,
 }
 
 impl Presence {
@@ -91,16 +93,21 @@ impl Presence {
         tasks: &Tasks,
     ) -> Arc<Self> {
         let (changes, queued) = mpsc::unbounded_channel();
+        let (departures, due) = mpsc::unbounded_channel();
         let this = Arc::new(Self {
             instance,
             db,
             publisher,
             grace,
-            tasks: tasks.clone(),
             changes,
+            departures,
         });
         let writer = this.clone();
         tasks.spawn("presence-writer", async move { writer.write(queued).await });
+        let checker = this.clone();
+        tasks.spawn("presence-departures", async move {
+            checker.check_departures(due).await
+        });
         let beat = this.clone();
         tasks.spawn("presence-heartbeat", async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
@@ -194,7 +201,9 @@ impl Presence {
                     batch.clear();
                     pause = RETRY_FIRST;
                     if !departed.is_empty() {
-                        self.check_after_grace(departed);
+                        let _ = self
+                            .departures
+                            .send((tokio::time::Instant::now() + self.grace, departed));
                     }
                 }
                 Err(e) => {
@@ -285,16 +294,39 @@ impl Presence {
         Ok(departed.into_iter().collect())
     }
 
-    /// After the grace period, marks offline those of `users` left without a socket on a
-    /// live instance (the sweeper would, within [`SWEEP`]; this is on time).
-    fn check_after_grace(self: &Arc<Self>, users: Vec<Uuid>) {
-        let this = self.clone();
-        self.tasks.spawn("presence-departure", async move {
-            tokio::time::sleep(this.grace).await;
-            if let Err(e) = this.sweep(Some(users.as_slice())).await {
+    /// The departures' checker: when a batch's grace ends, marks offline those of its users
+    /// left without a socket on a live instance (the sweeper would, within [`SWEEP`]; this is
+    /// on time). Every batch whose grace has ended by then joins the same check (the grace
+    /// is the same for all, so they queue in deadline order): one statement however many
+    /// batches a storm of departures was written in.
+    async fn check_departures(
+        self: Arc<Self>,
+        mut due: mpsc::UnboundedReceiver<(tokio::time::Instant, Vec<Uuid>)>,
+    ) {
+        let mut next = None;
+        loop {
+            let (at, mut users) = match next.take() {
+                Some(n) => n,
+                None => match due.recv().await {
+                    Some(n) => n,
+                    None => return,
+                },
+            };
+            tokio::time::sleep_until(at).await;
+            while let Ok((at, more)) = due.try_recv() {
+                if at <= tokio::time::Instant::now() {
+                    users.extend(more);
+                } else {
+                    next = Some((at, more));
+                    break;
+                }
+            }
+            users.sort_unstable();
+            users.dedup();
+            if let Err(e) = self.sweep(Some(&users)).await {
                 tracing::warn!(error = %e, users = users.len(), "presence not updated; the sweeper will");
             }
-        });
+        }
     }
 
     /// Returns once every change queued before it was tried (written, or its first try
