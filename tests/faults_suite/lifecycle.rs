@@ -54,6 +54,16 @@ fn with_port(url: &str, from: &str, to: &str) -> String {
     url.replace(&format!(":{from}/"), &format!(":{to}/"))
 }
 
+/// Waits for an in-process instance, whose stop token was cancelled, to stop cleanly
+/// (within 20 s).
+async fn stopped(running: tokio::task::JoinHandle<anyhow::Result<()>>) {
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("stops within 20 s")
+        .expect("task")
+        .expect("stops cleanly");
+}
+
 /// A messaging instance built in-process on free ports against the test stack's databases,
 /// named `instance`, with `extra` flags.
 async fn in_process_messaging(instance: &str, extra: &[&str]) -> App {
@@ -127,11 +137,7 @@ async fn an_app_built_in_process_serves_then_stops_every_task_it_started() {
     stop.cancel();
     let (code, _) = until_closed(&mut ws, Duration::from_secs(10)).await;
     assert_eq!(code, Some(1001), "sockets are told to go elsewhere");
-    tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("stops within 20 s")
-        .expect("task")
-        .expect("stops cleanly");
+    stopped(running).await;
 
     let rows = presence_rows(&primary_admin, &instance).await;
     assert_eq!(rows, 0, "its presence rows are gone");
@@ -205,11 +211,7 @@ async fn a_socket_storm_leaves_no_presence_behind_with_a_busy_pool() {
     .await;
 
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("stops within 20 s")
-        .expect("task")
-        .expect("stops cleanly");
+    stopped(running).await;
 }
 
 /// Admission control by capacity: an instance whose send queue holds one send and whose one
@@ -356,9 +358,5 @@ async fn send_burst(
     assert_eq!(stored, (1..=stored.len() as i64).collect::<Vec<_>>());
 
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("stops")
-        .expect("task")
-        .expect("stops cleanly");
+    stopped(running).await;
 }
