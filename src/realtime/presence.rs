@@ -13,8 +13,9 @@
 //! network blip) asked the pool for 10 000 connections; most waited past the pool's timeout,
 //! their rows stayed — keeping their users online for as long as the instance lived — and the
 //! requests of everyone else found no connection either. A batch that fails is kept and
-//! written again (after a pause that doubles up to [`RETRY_MAX`]), so a busy or briefly
-//! unreachable database delays presence but never loses it. Users are upserted in id order,
+//! written again (after [`crate::platform::db::reconnect_backoff`]'s pauses, 100 ms
+//! doubling to 5 s), so a busy or briefly unreachable database delays presence but never
+//! loses it. Users are upserted in id order,
 //! so two instances' batches lock `messaging.presence` rows in the same order (no deadlock).
 
 use crate::platform::{
@@ -27,6 +28,7 @@ use std::{
     time::Duration,
 };
 
+use backon::BackoffBuilder;
 use tokio::sync::{mpsc, oneshot};
 
 use chrono::{DateTime, Utc};
@@ -49,15 +51,10 @@ const SWEEP: Duration = Duration::from_secs(10);
 /// Most socket changes the writer applies in one transaction (the rest wait for the next).
 const BATCH_MAX: usize = 2048;
 
-/// The first pause before a failed batch is written again; it doubles up to [`RETRY_MAX`].
-const RETRY_FIRST: Duration = Duration::from_millis(50);
-
-/// The longest pause between two tries of a failed batch.
-const RETRY_MAX: Duration = Duration::from_secs(5);
-
 /// One change for the writer.
 enum Change {
-    /// A socket opened; `done` is answered once it is written (or its first try failed).
+    /// A socket opened; `done` is answered once it is written, or once a try failed (a
+    /// socket never waits for the database to come back).
     Arrived {
         user_id: Uuid,
         conn_id: u64,
@@ -65,7 +62,7 @@ enum Change {
     },
     /// A socket closed.
     Left { user_id: Uuid, conn_id: u64 },
-    /// Answered once everything queued before it was tried.
+    /// Answered once everything queued before it was tried (or a try failed).
     Flush(Option<oneshot::Sender<()>>),
 }
 
@@ -81,6 +78,15 @@ pub struct Presence {
     /// To the departures' checker: users who lost a socket, and when their grace ends (at
     /// most one entry per written batch).
     departures: mpsc::UnboundedSender<(tokio::time::Instant, Vec<Uuid>)>,
+}
+
+/// Answers whoever waits on `change` (an arrival's socket, a flush).
+fn answer(change: &mut Change) {
+    if let Change::Arrived { done, .. } | Change::Flush(done) = change {
+        if let Some(done) = done.take() {
+            let _ = done.send(());
+        }
+    }
 }
 
 impl Presence {
@@ -171,7 +177,7 @@ impl Presence {
     /// The writer: applies what queued, batch by batch, until the service stops.
     async fn write(self: Arc<Self>, mut queued: mpsc::UnboundedReceiver<Change>) {
         let mut batch: Vec<Change> = Vec::new();
-        let mut pause = RETRY_FIRST;
+        let mut pauses = crate::platform::db::reconnect_backoff().build();
         loop {
             if batch.is_empty() {
                 match queued.recv().await {
@@ -188,18 +194,12 @@ impl Presence {
             let written = self.apply(&batch).await;
             // Whoever waits is answered either way: a socket does not wait for the database
             // to come back, and a flush (on stop) does not hang.
-            for change in &mut batch {
-                if let Change::Arrived { done, .. } | Change::Flush(done) = change {
-                    if let Some(done) = done.take() {
-                        let _ = done.send(());
-                    }
-                }
-            }
+            batch.iter_mut().for_each(answer);
             batch.retain(|c| !matches!(c, Change::Flush(_)));
             match written {
                 Ok(departed) => {
                     batch.clear();
-                    pause = RETRY_FIRST;
+                    pauses = crate::platform::db::reconnect_backoff().build();
                     if !departed.is_empty() {
                         let _ = self
                             .departures
@@ -207,9 +207,25 @@ impl Presence {
                     }
                 }
                 Err(e) => {
+                    let pause = pauses.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(error = %e, changes = batch.len(), retry_in_ms = pause.as_millis() as u64, "presence not written; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(RETRY_MAX);
+                    // Changes arriving meanwhile join the next try, and their waiters are
+                    // answered at once.
+                    let until = tokio::time::Instant::now() + pause;
+                    loop {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(until) => break,
+                            change = queued.recv() => match change {
+                                Some(mut c) => {
+                                    answer(&mut c);
+                                    if !matches!(c, Change::Flush(_)) {
+                                        batch.push(c);
+                                    }
+                                }
+                                None => return,
+                            },
+                        }
+                    }
                 }
             }
         }
