@@ -18,3 +18,4 @@ pub mod secrets;
 pub mod tasks;
 pub mod telemetry;
 pub mod text;
+pub mod windowed_min;
