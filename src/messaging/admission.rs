@@ -5,14 +5,23 @@
 //! append in a given time depend on what else runs (NGINX, the database, other services),
 //! and once the cores are saturated every queue on the path grows, not only ours. The limit
 //! is found instead by additive increase, multiplicative decrease (AIMD, TCP's congestion
-//! avoidance, RFC 5681 §3.1), on the queueing delay of each batch's oldest send, counted
-//! from the edge (NGINX's `X-Request-Start`, [`crate::platform::queue_time`]) to the
-//! moment the batch before it was taken ([`SendAdmission::queueing_delay`]) — CoDel's
-//! sojourn time (RFC 8289 §3) less the one batch every send may wait behind. Not the whole
-//! latency: appending a batch takes what it takes at any load (far more in a debug build
-//! than in a release one), and a send arriving during an append waits for it at any load;
-//! only a longer wait says the instance holds more than it can serve. When a writer takes a
-//! batch whose oldest send waited
+//! avoidance, RFC 5681 §3.1), on the queueing delay of each batch's oldest send
+//! ([`SendAdmission::queueing_delay`]): CoDel's sojourn time (RFC 8289 §3), counted from the
+//! edge (NGINX's `X-Request-Start`, [`crate::platform::queue_time`]) to the moment its batch
+//! was taken, less the append floor — the quickest append of the last one to two minutes
+//! ([`APPEND_FLOOR_WINDOW`], [`crate::platform::windowed_min`]).
+//!
+//! Why less the floor: appending even a batch of one takes what it takes at any load (a
+//! WAL flush, a round trip to the primary; far more in a debug build, or with a
+//! synchronous standby far away), and a send arriving during an append waits for it at any
+//! load; that wait is not a queue. Why not less the whole batch before it: a batch holds
+//! what queued while the one before it ran, so under load each batch is bigger and slower
+//! than the last until it reaches `SEND_BATCH_MAX`. That growth is a queue too — hidden
+//! inside the batches — and a send waits behind it (2026-12-02, 2 × the sustainable rate:
+//! every send was accepted at p50 60–120 ms while no send ever missed a batch, so a delay
+//! that left out the batch before saw no wait at all and never cut the limit).
+//!
+//! When a writer takes a batch whose oldest send waited
 //!
 //! - longer than the target (`SEND_QUEUE_MAX_WAIT_MS`), as every batch has for at least
 //!   CoDel's interval (100 ms, RFC 8289 §4.3: a burst that drains within it is not a
@@ -45,6 +54,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::platform::windowed_min::WindowedMin;
+
 /// The least a wait over the target multiplies the limit by: CUBIC's β (RFC 9438 §4.6).
 pub const GENTLEST_CUT: f64 = 0.7;
 
@@ -55,6 +66,13 @@ pub const DEEPEST_CUT: f64 = 0.5;
 /// How long waits must stay past the target before they cut the limit: CoDel's interval
 /// (RFC 8289 §4.3). A burst that drains within it is not a standing queue.
 pub const STANDING_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long the quickest append stands as the append floor: for this window and the next
+/// (so the floor covers the last one to two minutes). Long enough that a calm stretch —
+/// a batch of one or two — falls in it even while the instance is busy; short enough that a
+/// database that has become slower for good (a standby added far away) raises the floor
+/// within two minutes instead of being taken for a queue.
+pub const APPEND_FLOOR_WINDOW: Duration = Duration::from_secs(60);
 
 /// The adaptive limit of one instance's sends in flight.
 pub struct SendAdmission {
@@ -71,8 +89,8 @@ struct Window {
     limit: f64,
     /// When the limit last decreased: sends admitted before then cannot decrease it again.
     decreased_at: Option<Instant>,
-    /// When a writer last took a batch.
-    last_take: Option<Instant>,
+    /// The quickest append of the last one to two [`APPEND_FLOOR_WINDOW`]s.
+    floor: WindowedMin<Duration>,
     /// Since when every batch taken has waited past the target; `None` while the last did not.
     above_since: Option<Instant>,
 }
@@ -104,7 +122,7 @@ impl SendAdmission {
             limit: Mutex::new(Window {
                 limit: ceiling,
                 decreased_at: None,
-                last_take: None,
+                floor: WindowedMin::new(APPEND_FLOOR_WINDOW, Instant::now()),
                 above_since: None,
             }),
         }
@@ -133,19 +151,27 @@ impl SendAdmission {
             });
     }
 
-    /// The queueing delay of a batch taken now whose oldest send reached the edge at
-    /// `arrived`: how long that send had already waited when the batch before was taken
-    /// (zero if it arrived after, or for the first batch). A send arriving while a batch is
-    /// appended waits for it whatever the load — that is the group commit, not a queue —
-    /// so only a wait from before the last take shows a standing queue: a send that missed
-    /// a full batch, or one that reached its handler late because the cores were busy.
-    /// Records now as the last take.
-    pub fn queueing_delay(&self, arrived: Instant) -> Duration {
-        let now = Instant::now();
-        self.limit.lock().map_or(Duration::ZERO, |mut w| {
-            let before = w.last_take.replace(now);
-            before.map_or(Duration::ZERO, |t| t.saturating_duration_since(arrived))
-        })
+    /// The queueing delay of a batch taken at `now` whose oldest send reached the edge at
+    /// `arrived`: how long that send waited until its batch was taken, less the append floor
+    /// (the quickest append [`SendAdmission::appended`] recorded over the last one to two
+    /// [`APPEND_FLOOR_WINDOW`]s; nothing before the first append), never below zero.
+    pub fn queueing_delay(&self, arrived: Instant, now: Instant) -> Duration {
+        let sojourn = now.saturating_duration_since(arrived);
+        let floor = self
+            .limit
+            .lock()
+            .ok()
+            .and_then(|mut w| w.floor.get(now))
+            .unwrap_or(Duration::ZERO);
+        sojourn.saturating_sub(floor)
+    }
+
+    /// Records that a writer appended a batch in `took` (from taking it to answering its
+    /// sends), finished at `now`: the quickest of these is the append floor.
+    pub fn appended(&self, took: Duration, now: Instant) {
+        if let Ok(mut w) = self.limit.lock() {
+            w.floor.record(took, now);
+        }
     }
 
     /// Learns from a batch a writer just took (its sends stay held until released).
@@ -315,23 +341,27 @@ mod tests {
     }
 
     #[test]
-    fn only_a_wait_from_before_the_last_take_is_queueing_delay() {
+    fn the_wait_behind_a_growing_batch_is_queueing_delay_and_the_floor_is_not() {
         let a = SendAdmission::with_interval(8, TARGET, Duration::ZERO);
-        let early = Instant::now();
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(a.queueing_delay(early), Duration::ZERO, "the first batch");
-        let during = Instant::now();
-        std::thread::sleep(Duration::from_millis(5));
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
         assert_eq!(
-            a.queueing_delay(during),
-            Duration::ZERO,
-            "a send that arrived while the batch before was appended"
+            a.queueing_delay(t0, t0 + ms(30)),
+            ms(30),
+            "before any append, the whole wait"
         );
-        let missed = a.queueing_delay(early);
-        assert!(
-            missed >= Duration::from_millis(10),
-            "a send already waiting at the last take: {missed:?}"
-        );
+        // A batch of one took 12 ms (a WAL flush, a round trip): a send that waited behind
+        // it waited for the group commit, not in a queue.
+        a.appended(ms(12), t0 + ms(42));
+        assert_eq!(a.queueing_delay(t0 + ms(40), t0 + ms(50)), Duration::ZERO);
+        // A send that waited behind a batch grown to 70 ms waited 58 ms more than that.
+        a.appended(ms(70), t0 + ms(120));
+        assert_eq!(a.queueing_delay(t0 + ms(50), t0 + ms(120)), ms(58));
+        // Two windows later the 12 ms append is forgotten: the floor is what appends
+        // take now.
+        let later = t0 + 2 * APPEND_FLOOR_WINDOW + ms(200);
+        a.appended(ms(30), later);
+        assert_eq!(a.queueing_delay(later - ms(35), later), ms(5));
     }
 
     #[test]

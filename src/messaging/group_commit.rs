@@ -90,7 +90,8 @@ pub struct GroupCommitSettings {
     /// limit; past the limit a send answers 503 at once.
     pub queue_capacity: usize,
     /// The queueing delay admission control keeps sends to: how long a batch's oldest send
-    /// had waited, from the edge, when the batch before it was taken ([`SendAdmission`]).
+    /// had waited, from the edge, when its batch was taken, less the quickest recent append
+    /// ([`SendAdmission::queueing_delay`]).
     pub max_wait: Duration,
     /// Sends in one batch at most.
     pub batch_max: usize,
@@ -151,17 +152,21 @@ impl SendQueue {
                     // Arrival is at the edge, so the oldest need not be the first queued.
                     let oldest = batch.iter().map(|p| p.arrived).min();
                     let first_admitted = batch.iter().map(|p| p.admitted).min();
+                    let taken_at = Instant::now();
                     if let (Some(oldest), Some(first_admitted)) = (oldest, first_admitted) {
                         admission.taken(&Taken {
                             sends,
-                            waited: admission.queueing_delay(oldest),
+                            waited: admission.queueing_delay(oldest, taken_at),
                             first_admitted,
                         });
                     }
                     // Given back even if the batch panics: a place never released would
                     // shrink the instance for good.
                     let _held = Held(&admission, sends);
-                    run_batch(&db, &settings, batch).await;
+                    if run_batch(&db, &settings, batch).await {
+                        let done = Instant::now();
+                        admission.appended(done.saturating_duration_since(taken_at), done);
+                    }
                     crate::platform::metrics::record_send_admission_limit(admission.limit());
                 }
             });
@@ -240,8 +245,9 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Pending>>, max: usize) -> Option<V
     Some(batch)
 }
 
-/// Appends a batch and answers each of its sends.
-async fn run_batch(db: &Routing, settings: &GroupCommitSettings, batch: Vec<Pending>) {
+/// Appends a batch and answers each of its sends; true when it was appended as one
+/// ([`answer_batch`]).
+async fn run_batch(db: &Routing, settings: &GroupCommitSettings, batch: Vec<Pending>) -> bool {
     use tracing::Instrument;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     crate::platform::metrics::observe_send_batch(batch.len());
@@ -262,21 +268,24 @@ async fn run_batch(db: &Routing, settings: &GroupCommitSettings, batch: Vec<Pend
     }
     answer_batch(db, settings, sends, replies)
         .instrument(span)
-        .await;
+        .await
 }
 
-/// Appends `sends` and answers each on its `replies`.
+/// Appends `sends` and answers each on its `replies`. True when the batch was appended as
+/// one (its time is an append's, [`SendAdmission::appended`]); false when it failed or was
+/// appended send by send.
 async fn answer_batch(
     db: &Routing,
     settings: &GroupCommitSettings,
     sends: Vec<NewSend>,
     replies: Vec<Reply>,
-) {
+) -> bool {
     match append_batch(db, settings, &sends).await {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
+            return true;
         }
         Err(BatchError::CommitUnknown(e)) => {
             tracing::warn!(error = %e, sends = sends.len(), "batch commit not confirmed");
@@ -321,6 +330,7 @@ async fn answer_batch(
             }
         }
     }
+    false
 }
 
 /// The answer to a send appended alone whose statement failed: its `client_id` taken by a

@@ -223,7 +223,7 @@ async fn a_full_send_queue_refuses_fast_and_loses_nothing_it_accepted() {
     let _alone = exclusive().await;
     send_burst(
         "queue",
-        (1, 80),
+        (1, 80, WAVE_GAP),
         None,
         &[
             "--send-queue-capacity=1",
@@ -246,7 +246,7 @@ async fn sends_waiting_past_the_target_shrink_admission_and_lose_nothing() {
     let _alone = exclusive().await;
     send_burst(
         "delay",
-        (8, 40),
+        (8, 40, WAVE_GAP),
         None,
         &[
             "--send-queue-capacity=1000",
@@ -272,20 +272,49 @@ async fn a_send_that_waited_before_its_handler_counts_toward_its_queueing_delay(
     let _alone = exclusive().await;
     send_burst(
         "edge-wait",
-        (8, 10),
+        (8, 10, WAVE_GAP),
         Some(Duration::from_millis(300)),
         &["--send-queue-capacity=40", "--send-rate-limit=100000"],
     )
     .await;
 }
 
-/// Sends `waves` waves of `per_wave` messages at once, 50 ms apart, to an in-process
+/// Admission control counts the wait behind a batch grown by the queue: with every send
+/// fitting the next batch (`--send-batch-max=1000`) and the queue (1000), so that no send
+/// ever misses a batch, forty waves of twenty sends 5 ms apart — more than a debug build
+/// appends — make each batch bigger and slower than the one before; the sends waiting
+/// behind them, past the quickest append by more than the allowed 1 ms for CoDel's 100 ms,
+/// cut the instance's limit until later sends are refused at once, and every accepted send
+/// is stored, in a gapless `seq`. (When the delay counted only a wait from before the batch
+/// before was taken, nothing here was refused: no send waited that long.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_waiting_behind_growing_batches_shrink_admission_and_lose_nothing() {
+    let _alone = exclusive().await;
+    send_burst(
+        "batch-wait",
+        (40, 20, Duration::from_millis(5)),
+        None,
+        &[
+            "--send-queue-capacity=1000",
+            "--send-queue-max-wait-ms=1",
+            "--send-rate-limit=100000",
+            "--send-writers=1",
+            "--send-batch-max=1000",
+        ],
+    )
+    .await;
+}
+
+/// The gap between waves of the admission tests' bursts.
+const WAVE_GAP: Duration = Duration::from_millis(50);
+
+/// Sends `waves` waves of `per_wave` messages at once, `gap` apart, to an in-process
 /// instance started with `args` — if `waited` is given, each stamped `X-Request-Start`: the
 /// first wave as sent, the others as `waited` before it — and checks that some were refused fast (503 problem+json with
 /// `Retry-After`), some accepted, and exactly the accepted ones stored with gapless `seq`s.
 async fn send_burst(
     name: &str,
-    (waves, per_wave): (usize, usize),
+    (waves, per_wave, gap): (usize, usize, Duration),
     waited: Option<Duration>,
     args: &[&str],
 ) {
@@ -303,7 +332,7 @@ async fn send_burst(
     let answers = futures_util::future::join_all((0..per_wave * waves).map(|n| {
         let (client, server, conv, token) = (&client, &server, &conv, &a.access);
         async move {
-            tokio::time::sleep(Duration::from_millis(50 * (n / per_wave) as u64)).await;
+            tokio::time::sleep(gap * (n / per_wave) as u32).await;
             let started = std::time::Instant::now();
             let mut r = client
                 .post(format!("{server}/api/conversations/{conv}/messages"))
