@@ -645,8 +645,18 @@ async fn machine(env: &Env) -> Value {
             .unwrap_or_default(),
         Err(_) => String::new(),
     };
+    // This process's nice value (/proc/self/stat field 19, proc(5)): bench.sh raises the load
+    // generator's priority where it may, and the report says so.
+    let nice = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1.to_owned();
+            after.split_whitespace().nth(16)?.parse::<i64>().ok()
+        })
+        .unwrap_or(0);
     json!({
         "cpu": cpu,
+        "generator_nice": nice,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "memory_gib": (mem as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
         "kernel": kernel.trim(),

@@ -81,6 +81,13 @@ pub fn markdown(r: &Results) -> String {
         plan.mode, m["cpu"].as_str().unwrap_or("?"), m["cores"], m["memory_gib"], m["kernel"].as_str().unwrap_or("?"),
         m["postgresql"].as_str().unwrap_or("?"), m["stack"].as_str().unwrap_or(""), m["date"].as_str().unwrap_or("")
     ));
+    match m["generator_nice"].as_i64() {
+        Some(n) if n < 0 => md.push_str(&format!(
+            "The load generator (and pgbench, which it runs) ran at nice {n}, ahead of the stack for the cores: it stands for clients on other machines, and an open-loop send it issued late on saturated cores would count its own wait as the stack's latency (at nice 0, overload latencies at the generator ran seconds above NGINX's `request_time` for the same requests; at nice −10, within tens of milliseconds). Its CPU is still counted below.\n\n"
+        )),
+        Some(_) => md.push_str("The load generator ran at the stack's priority: on saturated cores its own scheduling delay counts as latency.\n\n"),
+        None => {}
+    }
     let send_ratio = ratio(r.send_max.per_sec, r.raw_insert.tps);
     let history_ratio = ratio(r.history.per_sec, r.raw_select.tps);
     let fanout = &r.fanout;
