@@ -155,9 +155,12 @@ CUSTOM_KINDS = {
     "HTTPRoute": "gateway.networking.k8s.io/v1", "Issuer": "cert-manager.io/v1",
     "PodMonitor": "monitoring.coreos.com/v1", "PrometheusRule": "monitoring.coreos.com/v1",
 }
-# Connections a pod opens besides its pool(s) (src/startup.rs): messaging's LISTEN connection
-# (realtime/listener.rs) and NOTIFY publisher (platform/bus.rs); auth none.
-DEDICATED = {"auth": 0, "messaging": 2}
+# Connections a pod opens on the primary besides its pool (src/startup.rs): messaging's LISTEN
+# connection (realtime/listener.rs), NOTIFY publisher (platform/bus.rs) and health monitor's
+# own (platform/db/routing/monitor.rs); auth none.
+DEDICATED = {"auth": 0, "messaging": 3}
+# And on each replica URL besides its pool: messaging's health monitor's own connection.
+DEDICATED_PER_REPLICA = {"auth": 0, "messaging": 1}
 # Room kept on each instance for CloudNativePG's instance manager and exporter, backups and
 # an operator's psql, beyond superuser_reserved_connections (3).
 OPERATOR_ROOM = 20
@@ -197,7 +200,8 @@ def connection_budget(docs, pool_size_default):
                  if isinstance(surge, str) and surge.endswith("%") else int(surge))
         pods = hpa["spec"]["maxReplicas"] + extra
         primary += pods * (pool + DEDICATED[target])
-        replica += pods * pool * len([u for u in env.get("REPLICA_URLS", "").split(",") if u])
+        urls = len([u for u in env.get("REPLICA_URLS", "").split(",") if u])
+        replica += pods * (pool + DEDICATED_PER_REPLICA[target]) * urls
     cluster = next(d for d in docs if d["kind"] == "Cluster")
     params = cluster["spec"].get("postgresql", {}).get("parameters", {})
     reserved = int(params.get("superuser_reserved_connections", 3)) + OPERATOR_ROOM

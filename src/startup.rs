@@ -22,7 +22,7 @@ use crate::{
     platform::config::{AuthConfig, MessagingConfig, MigrateConfig},
     platform::db::{
         self,
-        routing::{ReplicaPolicy, Routing},
+        routing::{ReplicaPolicy, Routing, ServerPools},
     },
     platform::error,
     platform::http::request_context,
@@ -203,13 +203,20 @@ impl App {
         // Each connection names its instance in `pg_stat_activity` (PostgreSQL truncates
         // names to 63 bytes).
         let named = |role: &str| format!("switchboard-{role} {}", cfg.instance_id);
-        let primary = db::pool(&cfg.primary_url, &cfg.pool, &named("messaging"))?;
+        let server = |url| {
+            anyhow::Ok(ServerPools {
+                requests: db::pool(url, &cfg.pool, &named("messaging"))?,
+                monitor: db::monitor_pool(url, &cfg.pool, &named("monitor"))?,
+            })
+        };
+        let primary_pools = server(&cfg.primary_url)?;
+        let primary = primary_pools.requests.clone();
         let replicas = cfg
             .replica_urls
             .iter()
             .enumerate()
             .map(|(i, url)| {
-                let pool = db::pool(url, &cfg.pool, &named("messaging"))?;
+                let pools = server(url)?;
                 let host = db::tls::parse(url.expose_secret())
                     .ok()
                     .map(|(c, _)| {
@@ -217,11 +224,11 @@ impl App {
                     })
                     .unwrap_or_default();
                 tracing::info!(replica = i + 1, %host, "replica configured");
-                anyhow::Ok((format!("replica-{}", i + 1), pool))
+                anyhow::Ok((format!("replica-{}", i + 1), pools))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let routing = Routing::new(
-            primary.clone(),
+            primary_pools,
             replicas,
             ReplicaPolicy {
                 max_lag_bytes: cfg.replica_max_lag_bytes,

@@ -177,7 +177,7 @@ pub(crate) async fn healthz() -> actix_web::HttpResponse {
     responses((status = 200, description = "Ready (perhaps read-only: only replicas answer).", body = crate::platform::http::Readiness),
         (status = 503, description = "Neither the primary nor a replica answers.", body = crate::platform::http::Readiness)))]
 pub(crate) async fn readyz(state: web::Data<State>) -> actix_web::HttpResponse {
-    let primary = crate::platform::db::ping(state.db.primary_pool()).await;
+    let primary = state.db.ping_primary().await;
     let replicas: Vec<serde_json::Value> = state
         .db
         .replicas()

@@ -52,18 +52,23 @@ async fn replica_admin(n: usize) -> tokio_postgres::Client {
     client
 }
 
+/// A messaging instance's `/api/readyz` body (`Null` if it is not JSON) at `url`.
+pub(crate) async fn readyz(url: &str) -> Value {
+    http()
+        .get(format!("{url}/api/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .unwrap_or(Value::Null)
+}
+
 /// Replica health as each messaging instance reports it: `[(name, healthy)]` per instance.
 async fn replica_health() -> Vec<Vec<(String, bool)>> {
     let mut out = Vec::new();
     for (_, url) in instances() {
-        let body: Value = http()
-            .get(format!("{url}/api/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .unwrap_or(Value::Null);
+        let body = readyz(&url).await;
         out.push(
             body["checks"]["replicas"]
                 .as_array()

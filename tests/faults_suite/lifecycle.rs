@@ -126,6 +126,7 @@ async fn an_app_built_in_process_serves_then_stops_every_task_it_started() {
         (named("switchboard-listener ")
             && named("switchboard-publisher ")
             && named("switchboard-messaging ")
+            && named("switchboard-monitor ")
             && on_replica)
             .then_some(())
     })
@@ -209,6 +210,110 @@ async fn a_socket_storm_leaves_no_presence_behind_with_a_busy_pool() {
         (online_users(&primary_admin, &ids).await == 0).then_some(())
     })
     .await;
+
+    stop.cancel();
+    stopped(running).await;
+}
+
+/// What an instance's `/api/readyz` says: whether the primary answered, and whether its
+/// one replica is healthy.
+async fn readiness(server: &str) -> (bool, bool) {
+    let body = crate::faults::readyz(server).await;
+    (
+        body["checks"]["primary"] == true,
+        body["checks"]["replicas"][0]["health"]["healthy"] == true,
+    )
+}
+
+/// A busy pool is not a sick server. An instance with one connection per pool reads
+/// history from the replica while the primary holds an ACCESS EXCLUSIVE lock on the
+/// messages (replayed on the standby, PostgreSQL docs §27.4.4, "Hot Standby": the read waits
+/// for it, holding the instance's only replica connection). For two seconds — ten health
+/// checks — the replica stays healthy and the primary ready on `/api/readyz`: the monitor and
+/// the readiness check ask on connections of their own. (When both took a connection from
+/// the requests' pool, the first check marked the replica unhealthy, which moves reads to
+/// the primary, and readyz said the primary was down: a storm that fills a pool would shift
+/// its reads onto the writer and take the instance out of its Service.) The read then
+/// completes once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_pool_held_by_a_blocked_read_is_not_an_unhealthy_replica() {
+    let _alone = exclusive().await;
+    let (primary_admin, replica_admin) = (admin(false).await, admin(true).await);
+    let app = in_process_messaging(
+        &format!("busy-pool-{}", unique()),
+        &[
+            "--db-pool-size=1",
+            "--db-pool-timeout-ms=4000",
+            "--replica-check-interval-ms=200",
+        ],
+    )
+    .await;
+    let (port, stop) = (app.port(), app.stop_token());
+    let running = tokio::spawn(app.run_until_stopped());
+    let server = format!("http://127.0.0.1:{port}");
+    let (a, b) = (register("busy_a").await, register("busy_b").await);
+    let conv = a.direct_with(&b).await;
+    eventually(Duration::from_secs(10), || async {
+        (readiness(&server).await == (true, true)).then_some(())
+    })
+    .await;
+
+    primary_admin
+        .batch_execute("BEGIN; LOCK TABLE messaging.messages IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock on the primary");
+    eventually(Duration::from_secs(10), || async {
+        let held: i64 = replica_admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'relation'
+                   AND mode = 'AccessExclusiveLock'
+                   AND relation = 'messaging.messages'::regclass",
+                &[],
+            )
+            .await
+            .expect("pg_locks")
+            .get(0);
+        (held > 0).then_some(())
+    })
+    .await;
+    let read = tokio::spawn({
+        let (url, token) = (
+            format!("{server}/api/conversations/{conv}/messages"),
+            a.access.clone(),
+        );
+        async move {
+            http()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < until {
+        assert_eq!(
+            readiness(&server).await,
+            (true, true),
+            "with the pools held, readyz says (primary up, replica healthy)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !read.is_finished(),
+        "the read was not held by the lock: the pool was never busy"
+    );
+
+    primary_admin
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("unlock");
+    let status = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the read ends once the lock is gone")
+        .expect("task")
+        .expect("answer");
+    assert_eq!(status, StatusCode::OK);
 
     stop.cancel();
     stopped(running).await;

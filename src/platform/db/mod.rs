@@ -62,6 +62,27 @@ pub fn pool(
     Ok(pool)
 }
 
+/// Builds the one-connection pool a health monitor checks `url` through: its own
+/// connection, so that requests that have taken every connection of the server's request
+/// pool ([`pool`]) are not read as the server being down — a busy pool would otherwise
+/// mark a healthy replica unhealthy, move its reads to the primary, and make the storm
+/// worse. Same URL, TLS and statement limit as `settings`; waits at most 800 ms for the
+/// connection (the monitor's own check is never longer).
+///
+/// Errors: the URL does not parse.
+pub fn monitor_pool(
+    url: &SecretString,
+    settings: &PoolSettings,
+    application_name: &str,
+) -> anyhow::Result<Pool> {
+    let settings = PoolSettings {
+        max_size: 1,
+        wait_timeout: Duration::from_millis(800),
+        statement_timeout: settings.statement_timeout,
+    };
+    pool(url, &settings, application_name)
+}
+
 /// Parses a `postgres://` URL into a client config with our application name and a 1 s
 /// connect timeout, and the TLS connector its `sslmode`/`sslrootcert` call for ([`tls`]).
 ///

@@ -87,6 +87,8 @@ pub struct Health {
 pub struct Replica {
     pub name: String,
     pub pool: Pool,
+    /// The health monitor's own connection ([`ServerPools::monitor`]).
+    monitor: Pool,
     health: RwLock<Health>,
     /// What each of its connections last reported replaying.
     replayed: ReplayedByConnection,
@@ -115,9 +117,20 @@ pub struct ReplicaPolicy {
     pub ryw_wait: Duration,
 }
 
+/// One database server's pools.
+pub struct ServerPools {
+    /// The requests' and background tasks' connections (`DB_POOL_SIZE`).
+    pub requests: Pool,
+    /// The health monitor's one connection ([`crate::platform::db::monitor_pool`]): a
+    /// request pool exhausted by a storm is not a server that is down.
+    pub monitor: Pool,
+}
+
 /// The primary, the replicas, and the rules between them.
 pub struct Routing {
     primary: Pool,
+    /// The health monitor's own primary connection.
+    primary_monitor: Pool,
     replicas: Vec<Arc<Replica>>,
     policy: ReplicaPolicy,
     next: AtomicUsize,
@@ -142,16 +155,22 @@ impl RetryElsewhere for DbError {
 }
 
 impl Routing {
-    /// `replicas` are `(name, pool)`.
-    pub fn new(primary: Pool, replicas: Vec<(String, Pool)>, policy: ReplicaPolicy) -> Arc<Self> {
+    /// `replicas` are `(name, pools)`.
+    pub fn new(
+        primary: ServerPools,
+        replicas: Vec<(String, ServerPools)>,
+        policy: ReplicaPolicy,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            primary,
+            primary: primary.requests,
+            primary_monitor: primary.monitor,
             replicas: replicas
                 .into_iter()
-                .map(|(name, pool)| {
+                .map(|(name, pools)| {
                     Arc::new(Replica {
                         name,
-                        pool,
+                        pool: pools.requests,
+                        monitor: pools.monitor,
                         replayed: ReplayedByConnection::default(),
                         // Optimistic until the first check, a second away.
                         health: RwLock::new(Health {
@@ -195,6 +214,13 @@ impl Routing {
     /// The replicas and their last health.
     pub fn replicas(&self) -> &[Arc<Replica>] {
         &self.replicas
+    }
+
+    /// Whether the primary answers a trivial query now, asked on the monitor's own
+    /// connection (readiness): a request pool a storm has exhausted is not a primary that
+    /// is down, and must not take the instance out of its Service.
+    pub async fn ping_primary(&self) -> bool {
+        super::ping(&self.primary_monitor).await
     }
 
     /// Whether the last check reached the primary.

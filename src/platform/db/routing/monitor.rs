@@ -2,7 +2,9 @@
 //! WAL position and checks each replica — reachable, in recovery, lag in bytes (the
 //! primary's `pg_current_wal_lsn()` minus the replica's `pg_last_wal_replay_lsn()`) and in
 //! seconds (how long ago the primary wrote the oldest WAL the replica has not replayed) —
-//! marking it healthy or not for [`super::Routing`]'s reads.
+//! marking it healthy or not for [`super::Routing`]'s reads. It checks through each server's
+//! own monitor connection ([`super::ServerPools::monitor`]), never the requests' pool: a pool
+//! a storm has exhausted is not a server that is down.
 
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -31,7 +33,7 @@ impl Routing {
     async fn check(&self) {
         let timeout = self.policy.check_interval.min(Duration::from_millis(800));
         let primary_lsn = tokio::time::timeout(timeout, async {
-            let conn = self.primary.get().await.ok()?;
+            let conn = self.primary_monitor.get().await.ok()?;
             let row = conn
                 .query_one(
                     "SELECT pg_current_wal_lsn(), pg_notification_queue_usage()",
@@ -102,7 +104,7 @@ impl Routing {
 /// Health of one replica (unreachable if anything fails); `lag_seconds` is filled in by the
 /// caller from the primary's sampled positions.
 async fn probe(replica: &Replica, primary_lsn: Option<Lsn>) -> Health {
-    let Ok(conn) = replica.pool.get().await else {
+    let Ok(conn) = replica.monitor.get().await else {
         return Health::default();
     };
     let row = conn
