@@ -18,4 +18,3 @@ pub mod secrets;
 pub mod tasks;
 pub mod telemetry;
 pub mod text;
-pub mod windowed_min;

@@ -22,8 +22,6 @@ use std::{
 
 use actix_web::HttpRequest;
 
-use super::windowed_min::WindowedMin;
-
 /// The header NGINX sets (`nginx/switchboard.conf.template`).
 pub const REQUEST_START: &str = "x-request-start";
 
@@ -79,20 +77,40 @@ fn micros(d: Duration) -> i64 {
 
 /// One edge's clock offset from ours: the smallest apparent wait (our clock minus its stamp,
 /// in microseconds; negative when its clock is ahead) of the current window and of the one
-/// before it, each [`OFFSET_WINDOW`] long ([`WindowedMin`]).
+/// before it, each [`OFFSET_WINDOW`] long.
 #[derive(Debug)]
-pub struct EdgeClock(WindowedMin<i64>);
+pub struct EdgeClock {
+    window_started: Instant,
+    current_min: i64,
+    previous_min: i64,
+}
 
 impl EdgeClock {
     /// No request seen yet; the first window starts at `now`.
     pub fn new(now: Instant) -> Self {
-        Self(WindowedMin::new(OFFSET_WINDOW, now))
+        Self {
+            window_started: now,
+            current_min: i64::MAX,
+            previous_min: i64::MAX,
+        }
     }
 
     /// Records an apparent wait (µs) seen at `now` and returns the wait it stands for: the
     /// apparent wait less the offset, never below zero or above [`MAX_QUEUE_TIME`].
     pub fn waited(&mut self, apparent_us: i64, now: Instant) -> Duration {
-        let offset = self.0.record(apparent_us, now);
+        let elapsed = now.saturating_duration_since(self.window_started);
+        if elapsed >= OFFSET_WINDOW {
+            // A window with nothing in it (or two gone by) leaves no offset behind.
+            self.previous_min = if elapsed >= 2 * OFFSET_WINDOW {
+                i64::MAX
+            } else {
+                self.current_min
+            };
+            self.current_min = i64::MAX;
+            self.window_started = now;
+        }
+        self.current_min = self.current_min.min(apparent_us);
+        let offset = self.current_min.min(self.previous_min);
         let us = apparent_us.saturating_sub(offset).max(0);
         Duration::from_micros(u64::try_from(us).unwrap_or(0)).min(MAX_QUEUE_TIME)
     }
