@@ -8,18 +8,21 @@
 //! avoidance, RFC 5681 §3.1), on the queueing delay of each batch's oldest send
 //! ([`SendAdmission::queueing_delay`]): CoDel's sojourn time (RFC 8289 §3), counted from the
 //! edge (NGINX's `X-Request-Start`, [`crate::platform::queue_time`]) to the moment its batch
-//! was taken, less the append floor — the quickest append of the last one to two minutes
-//! ([`APPEND_FLOOR_WINDOW`], [`crate::platform::windowed_min`]).
+//! was taken, less the commit of the batch before it — the round trip of its `COMMIT`,
+//! which waits for the WAL to reach the disk.
 //!
-//! Why less the floor: appending even a batch of one takes what it takes at any load (a
-//! WAL flush, a round trip to the primary; far more in a debug build, or with a
-//! synchronous standby far away), and a send arriving during an append waits for it at any
-//! load; that wait is not a queue. Why not less the whole batch before it: a batch holds
-//! what queued while the one before it ran, so under load each batch is bigger and slower
-//! than the last until it reaches `SEND_BATCH_MAX`. That growth is a queue too — hidden
-//! inside the batches — and a send waits behind it (2026-12-02, 2 × the sustainable rate:
-//! every send was accepted at p50 60–120 ms while no send ever missed a batch, so a delay
-//! that left out the batch before saw no wait at all and never cut the limit).
+//! What the wait behind the batch before is made of: its statement, whose time grows with
+//! the sends in it, and its commit, whose time does not. A batch holds what queued while the
+//! one before it ran, so under overload each batch is bigger and slower than the last until
+//! it reaches `SEND_BATCH_MAX`: that growth is a queue too, hidden inside the batches, and a
+//! send waits behind it without ever missing a batch. It counts (2026-12-02, 2 × the
+//! sustainable rate: every send was accepted at p50 60–120 ms while no send missed a batch,
+//! so a delay that left out the whole batch before saw no wait and never cut the limit).
+//! The commit does not: it is the disk's time, not the queue's — a WAL flush at any load, a
+//! synchronous standby's round trip, and the disk's stalls (50 ms to 2.5 s on the benchmark
+//! host). Refusing sends does not shorten a stalled flush, and a closed loop of clients that
+//! never queue beyond one batch would otherwise be refused after every stall (counting the
+//! whole wait, the benchmark's closed loop of 32 users got 41 refusals in 30 s).
 //!
 //! When a writer takes a batch whose oldest send waited
 //!
@@ -54,8 +57,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::platform::windowed_min::WindowedMin;
-
 /// The least a wait over the target multiplies the limit by: CUBIC's β (RFC 9438 §4.6).
 pub const GENTLEST_CUT: f64 = 0.7;
 
@@ -66,13 +67,6 @@ pub const DEEPEST_CUT: f64 = 0.5;
 /// How long waits must stay past the target before they cut the limit: CoDel's interval
 /// (RFC 8289 §4.3). A burst that drains within it is not a standing queue.
 pub const STANDING_INTERVAL: Duration = Duration::from_millis(100);
-
-/// How long the quickest append stands as the append floor: for this window and the next
-/// (so the floor covers the last one to two minutes). Long enough that a calm stretch —
-/// a batch of one or two — falls in it even while the instance is busy; short enough that a
-/// database that has become slower for good (a standby added far away) raises the floor
-/// within two minutes instead of being taken for a queue.
-pub const APPEND_FLOOR_WINDOW: Duration = Duration::from_secs(60);
 
 /// The adaptive limit of one instance's sends in flight.
 pub struct SendAdmission {
@@ -89,8 +83,8 @@ struct Window {
     limit: f64,
     /// When the limit last decreased: sends admitted before then cannot decrease it again.
     decreased_at: Option<Instant>,
-    /// The quickest append of the last one to two [`APPEND_FLOOR_WINDOW`]s.
-    floor: WindowedMin<Duration>,
+    /// How long the last batch appended took to commit ([`SendAdmission::appended`]).
+    last_commit: Duration,
     /// Since when every batch taken has waited past the target; `None` while the last did not.
     above_since: Option<Instant>,
 }
@@ -122,7 +116,7 @@ impl SendAdmission {
             limit: Mutex::new(Window {
                 limit: ceiling,
                 decreased_at: None,
-                floor: WindowedMin::new(APPEND_FLOOR_WINDOW, Instant::now()),
+                last_commit: Duration::ZERO,
                 above_since: None,
             }),
         }
@@ -152,25 +146,20 @@ impl SendAdmission {
     }
 
     /// The queueing delay of a batch taken at `now` whose oldest send reached the edge at
-    /// `arrived`: how long that send waited until its batch was taken, less the append floor
-    /// (the quickest append [`SendAdmission::appended`] recorded over the last one to two
-    /// [`APPEND_FLOOR_WINDOW`]s; nothing before the first append), never below zero.
+    /// `arrived`: how long that send waited until its batch was taken, less the commit of
+    /// the batch before ([`SendAdmission::appended`]; nothing before the first), never below
+    /// zero.
     pub fn queueing_delay(&self, arrived: Instant, now: Instant) -> Duration {
         let sojourn = now.saturating_duration_since(arrived);
-        let floor = self
-            .limit
-            .lock()
-            .ok()
-            .and_then(|mut w| w.floor.get(now))
-            .unwrap_or(Duration::ZERO);
-        sojourn.saturating_sub(floor)
+        let commit = self.limit.lock().map_or(Duration::ZERO, |w| w.last_commit);
+        sojourn.saturating_sub(commit)
     }
 
-    /// Records that a writer appended a batch in `took` (from taking it to answering its
-    /// sends), finished at `now`: the quickest of these is the append floor.
-    pub fn appended(&self, took: Duration, now: Instant) {
+    /// Records how long the batch a writer just appended took to commit (the round trip of
+    /// its `COMMIT`): the part of the wait behind it that is the disk's, not the queue's.
+    pub fn appended(&self, commit: Duration) {
         if let Ok(mut w) = self.limit.lock() {
-            w.floor.record(took, now);
+            w.last_commit = commit;
         }
     }
 
@@ -341,27 +330,23 @@ mod tests {
     }
 
     #[test]
-    fn the_wait_behind_a_growing_batch_is_queueing_delay_and_the_floor_is_not() {
+    fn the_wait_behind_a_growing_batch_is_queueing_delay_and_its_commit_is_not() {
         let a = SendAdmission::with_interval(8, TARGET, Duration::ZERO);
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         assert_eq!(
             a.queueing_delay(t0, t0 + ms(30)),
             ms(30),
-            "before any append, the whole wait"
+            "before any batch, the whole wait"
         );
-        // A batch of one took 12 ms (a WAL flush, a round trip): a send that waited behind
-        // it waited for the group commit, not in a queue.
-        a.appended(ms(12), t0 + ms(42));
-        assert_eq!(a.queueing_delay(t0 + ms(40), t0 + ms(50)), Duration::ZERO);
-        // A send that waited behind a batch grown to 70 ms waited 58 ms more than that.
-        a.appended(ms(70), t0 + ms(120));
-        assert_eq!(a.queueing_delay(t0 + ms(50), t0 + ms(120)), ms(58));
-        // Two windows later the 12 ms append is forgotten: the floor is what appends
-        // take now.
-        let later = t0 + 2 * APPEND_FLOOR_WINDOW + ms(200);
-        a.appended(ms(30), later);
-        assert_eq!(a.queueing_delay(later - ms(35), later), ms(5));
+        // The batch before took 70 ms, 12 of them its commit: a send that waited through it
+        // waited 58 ms for the sends ahead of it.
+        a.appended(ms(12));
+        assert_eq!(a.queueing_delay(t0, t0 + ms(70)), ms(58));
+        // A stalled disk held the commit for 900 ms: the wait through it is the disk's.
+        a.appended(ms(900));
+        assert_eq!(a.queueing_delay(t0, t0 + ms(905)), ms(5));
+        assert_eq!(a.queueing_delay(t0, t0 + ms(800)), Duration::ZERO);
     }
 
     #[test]

@@ -90,8 +90,8 @@ pub struct GroupCommitSettings {
     /// limit; past the limit a send answers 503 at once.
     pub queue_capacity: usize,
     /// The queueing delay admission control keeps sends to: how long a batch's oldest send
-    /// had waited, from the edge, when its batch was taken, less the quickest recent append
-    /// ([`SendAdmission::queueing_delay`]).
+    /// had waited, from the edge, when its batch was taken, less the commit of the batch
+    /// before it ([`SendAdmission::queueing_delay`]).
     pub max_wait: Duration,
     /// Sends in one batch at most.
     pub batch_max: usize,
@@ -163,9 +163,8 @@ impl SendQueue {
                     // Given back even if the batch panics: a place never released would
                     // shrink the instance for good.
                     let _held = Held(&admission, sends);
-                    if run_batch(&db, &settings, batch).await {
-                        let done = Instant::now();
-                        admission.appended(done.saturating_duration_since(taken_at), done);
+                    if let Some(commit) = run_batch(&db, &settings, batch).await {
+                        admission.appended(commit);
                     }
                     crate::platform::metrics::record_send_admission_limit(admission.limit());
                 }
@@ -245,9 +244,13 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Pending>>, max: usize) -> Option<V
     Some(batch)
 }
 
-/// Appends a batch and answers each of its sends; true when it was appended as one
-/// ([`answer_batch`]).
-async fn run_batch(db: &Routing, settings: &GroupCommitSettings, batch: Vec<Pending>) -> bool {
+/// Appends a batch and answers each of its sends; its commit's round trip when it was
+/// appended as one ([`answer_batch`]).
+async fn run_batch(
+    db: &Routing,
+    settings: &GroupCommitSettings,
+    batch: Vec<Pending>,
+) -> Option<Duration> {
     use tracing::Instrument;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     crate::platform::metrics::observe_send_batch(batch.len());
@@ -271,21 +274,21 @@ async fn run_batch(db: &Routing, settings: &GroupCommitSettings, batch: Vec<Pend
         .await
 }
 
-/// Appends `sends` and answers each on its `replies`. True when the batch was appended as
-/// one (its time is an append's, [`SendAdmission::appended`]); false when it failed or was
+/// Appends `sends` and answers each on its `replies`. The commit's round trip when the
+/// batch was appended as one ([`SendAdmission::appended`]); `None` when it failed or was
 /// appended send by send.
 async fn answer_batch(
     db: &Routing,
     settings: &GroupCommitSettings,
     sends: Vec<NewSend>,
     replies: Vec<Reply>,
-) -> bool {
+) -> Option<Duration> {
     match append_batch(db, settings, &sends).await {
-        Ok(results) => {
+        Ok((results, commit)) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
-            return true;
+            return Some(commit);
         }
         Err(BatchError::CommitUnknown(e)) => {
             tracing::warn!(error = %e, sends = sends.len(), "batch commit not confirmed");
@@ -317,7 +320,7 @@ async fn answer_batch(
             tracing::warn!(error = %e, sends = sends.len(), "batch failed; appending its sends one by one");
             for (send, reply) in sends.into_iter().zip(replies) {
                 let result = match append_batch(db, settings, std::slice::from_ref(&send)).await {
-                    Ok(mut r) => r.pop().unwrap_or_else(|| Err(conversation_not_found())),
+                    Ok((mut r, _)) => r.pop().unwrap_or_else(|| Err(conversation_not_found())),
                     Err(BatchError::Failed(e)) => single_failure(e),
                     Err(BatchError::CommitUnknown(_)) => Err(ApiError::Unavailable {
                         detail: "the database did not confirm the send; retry it with the \
@@ -330,7 +333,7 @@ async fn answer_batch(
             }
         }
     }
-    false
+    None
 }
 
 /// The answer to a send appended alone whose statement failed: its `client_id` taken by a
@@ -583,7 +586,8 @@ async fn commit_at(conn: &Conn) -> Result<Lsn, DbError> {
 }
 
 /// Appends `sends` in one transaction (see the module documentation) and returns each
-/// one's result, in order.
+/// one's result, in order, with how long the commit's round trip took (the WAL flush, a
+/// disk's stall included: [`SendAdmission::appended`]).
 ///
 /// Errors: [`BatchError::Failed`] when nothing of it was appended,
 /// [`BatchError::CommitUnknown`] when the commit's outcome is unknown.
@@ -591,7 +595,7 @@ async fn append_batch(
     db: &Routing,
     settings: &GroupCommitSettings,
     sends: &[NewSend],
-) -> Result<Vec<Result<Appended, ApiError>>, BatchError> {
+) -> Result<(Vec<Result<Appended, ApiError>>, Duration), BatchError> {
     let ids: Vec<Uuid> = sends.iter().map(|_| Uuid::now_v7()).collect();
     let convs: Vec<Uuid> = sends.iter().map(|s| s.conversation_id).collect();
     let senders: Vec<Uuid> = sends.iter().map(|s| s.sender_id).collect();
@@ -663,10 +667,12 @@ async fn append_batch(
     };
     // A failure from here on leaves the outcome unknown (the commit may have happened):
     // never retried, so nothing is appended twice.
+    let committing = Instant::now();
     let lsn = commit_at(&conn).await.map_err(BatchError::CommitUnknown)?;
+    let commit = committing.elapsed();
 
     let rate_detail = || super::budget::send_detail(settings.rate_limit, settings.rate_window);
-    Ok(rows
+    let results = rows
         .iter()
         .map(|row| {
             let status: &str = row.get("status");
@@ -713,5 +719,6 @@ async fn append_batch(
             };
             Ok(Appended { outcome, lsn })
         })
-        .collect())
+        .collect();
+    Ok((results, commit))
 }

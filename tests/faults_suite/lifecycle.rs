@@ -410,6 +410,93 @@ async fn sends_waiting_behind_growing_batches_shrink_admission_and_lose_nothing(
     .await;
 }
 
+/// A slow disk is not a queue: with every commit of the instance's role held 100 ms
+/// before its WAL flush (`commit_delay`, PostgreSQL docs §20.5.1 — a disk that stalls), eight
+/// clients sending one message after another never queue beyond one batch, and admission
+/// control at its default target (20 ms) refuses none of them, though each waits over 100 ms
+/// for the batch before its own. The wait behind a batch's commit is the disk's, not the
+/// queue's; refusing would not shorten it. (Counting the whole wait, every batch would have
+/// stood past the target and the sends been cut to a few at once.) All 64 are stored,
+/// gapless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_commit_is_not_a_queue_and_refuses_no_one() {
+    let _alone = exclusive().await;
+    let primary_admin = admin(false).await;
+    // The service's role: the user of its database URL (postgres://user:password@…).
+    let url = std::env::var("SWITCHBOARD_MESSAGING_DB_URL").expect("test.sh sets it");
+    let role = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split([':', '@']).next())
+        .expect("a user in the database URL")
+        .to_owned();
+    let (a, b) = (register("slow_disk_a").await, register("slow_disk_b").await);
+    let conv = a.direct_with(&b).await;
+    let slow = format!(
+        "ALTER ROLE {role} SET commit_delay = 100000; ALTER ROLE {role} SET commit_siblings = 0"
+    );
+    primary_admin
+        .batch_execute(&slow)
+        .await
+        .expect("slow commits");
+    // Sessions started from now on commit slowly: the instance's pools open theirs on
+    // first use.
+    let app = in_process_messaging(
+        &format!("slow-disk-{}", unique()),
+        &["--send-rate-limit=100000"],
+    )
+    .await;
+    let (port, stop) = (app.port(), app.stop_token());
+    let running = tokio::spawn(app.run_until_stopped());
+    let server = format!("http://127.0.0.1:{port}");
+    let client = http();
+    let answers = futures_util::future::join_all((0..8).map(|c| {
+        let (client, url, token) = (
+            &client,
+            format!("{server}/api/conversations/{conv}/messages"),
+            &a.access,
+        );
+        async move {
+            let mut out = Vec::new();
+            for n in 0..8 {
+                let started = std::time::Instant::now();
+                let status = client
+                    .post(&url)
+                    .bearer_auth(token)
+                    .json(&serde_json::json!({"content": format!("c{c} m{n}")}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                out.push((status, started.elapsed()));
+            }
+            out
+        }
+    }))
+    .await;
+    primary_admin
+        .batch_execute(&format!(
+            "ALTER ROLE {role} RESET commit_delay; ALTER ROLE {role} RESET commit_siblings"
+        ))
+        .await
+        .expect("commits as before");
+    let answers: Vec<_> = answers.into_iter().flatten().collect();
+    let slowest = answers.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    assert!(
+        slowest >= Duration::from_millis(100),
+        "no commit was slow ({slowest:?}): the test proves nothing"
+    );
+    let refused = answers.iter().filter(|(s, _)| *s == 503).count();
+    assert_eq!(refused, 0, "sends refused behind slow commits: {answers:?}");
+    assert!(
+        answers.iter().all(|(s, _)| *s == 201),
+        "every send created: {answers:?}"
+    );
+    assert_eq!(stored_seqs(&conv).await, (1..=64).collect::<Vec<i64>>());
+
+    stop.cancel();
+    stopped(running).await;
+}
+
 /// The gap between waves of the admission tests' bursts.
 const WAVE_GAP: Duration = Duration::from_millis(50);
 
