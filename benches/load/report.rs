@@ -287,7 +287,7 @@ pub fn markdown(r: &Results) -> String {
             )
         };
         notes.push(format!(
-            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, refused p99 {:.1} ms; at half load after it {}. Admission control refuses a send at once when its instance holds as many as its limit allows; the limit is cut when a batch's oldest send had waited past `SEND_QUEUE_MAX_WAIT_MS` (from NGINX's `X-Request-Start` stamp until its batch was taken, less the commit of the batch before it: a WAL flush, stalls included, is the disk's time, not the queue's), and grows back while waits are shorter (AIMD).{headroom}{when}{before_edge}{after}{disk}",
+            "- overload: {} lost, {} failed without a clean refusal, accepted p99 {:.1} ms, refused p99 {:.1} ms; at half load after it {}. Admission control refuses a send at once when its instance holds as many as its limit allows; the limit is cut when a batch's oldest send had waited past `SEND_QUEUE_MAX_WAIT_MS` (from NGINX's `X-Request-Start` stamp until its batch was taken, less the part of that wait the batch before it spent committing: a WAL flush, stalls included, is the disk's time, not the queue's), and grows back while waits are shorter (AIMD).{headroom}{when}{before_edge}{after}{disk}",
             o.lost, o.failed, o.accepted_latency.p99, o.refused_latency.p99, recovery_text(o)
         ));
     } else if o.attempted > 0 && (!o.normal_from().1.is_empty() || o.recovery_secs > 0.0) {

@@ -8,8 +8,8 @@
 //! avoidance, RFC 5681 §3.1), on the queueing delay of each batch's oldest send
 //! ([`SendAdmission::queueing_delay`]): CoDel's sojourn time (RFC 8289 §3), counted from the
 //! edge (NGINX's `X-Request-Start`, [`crate::platform::queue_time`]) to the moment its batch
-//! was taken, less the commit of the batch before it — the round trip of its `COMMIT`,
-//! which waits for the WAL to reach the disk.
+//! was taken, less the part of that wait the batch before it spent committing — the round
+//! trip of its `COMMIT`, which waits for the WAL to reach the disk.
 //!
 //! What the wait behind the batch before is made of: its statement, whose time grows with
 //! the sends in it, and its commit, whose time does not. A batch holds what queued while the
@@ -23,6 +23,10 @@
 //! host). Refusing sends does not shorten a stalled flush, and a closed loop of clients that
 //! never queue beyond one batch would otherwise be refused after every stall (counting the
 //! whole wait, the benchmark's closed loop of 32 users got 41 refusals in 30 s).
+//!
+//! Approximations: with several writers (`SEND_WRITERS`) the commit excused is the last one
+//! recorded by any of them, and only where it overlapped the wait; on saturated cores a
+//! commit's round trip holds some waiting for a core too, which is then not counted.
 //!
 //! When a writer takes a batch whose oldest send waited
 //!
@@ -83,8 +87,9 @@ struct Window {
     limit: f64,
     /// When the limit last decreased: sends admitted before then cannot decrease it again.
     decreased_at: Option<Instant>,
-    /// How long the last batch appended took to commit ([`SendAdmission::appended`]).
-    last_commit: Duration,
+    /// When the last batch appended was committing: from sending its `COMMIT` to the answer
+    /// ([`SendAdmission::appended`]).
+    last_commit: Option<(Instant, Instant)>,
     /// Since when every batch taken has waited past the target; `None` while the last did not.
     above_since: Option<Instant>,
 }
@@ -116,7 +121,7 @@ impl SendAdmission {
             limit: Mutex::new(Window {
                 limit: ceiling,
                 decreased_at: None,
-                last_commit: Duration::ZERO,
+                last_commit: None,
                 above_since: None,
             }),
         }
@@ -146,20 +151,29 @@ impl SendAdmission {
     }
 
     /// The queueing delay of a batch taken at `now` whose oldest send reached the edge at
-    /// `arrived`: how long that send waited until its batch was taken, less the commit of
-    /// the batch before ([`SendAdmission::appended`]; nothing before the first), never below
-    /// zero.
+    /// `arrived`: how long that send waited until its batch was taken, less the part of that
+    /// wait the last batch appended spent committing ([`SendAdmission::appended`]; with one
+    /// writer, the batch it waited behind; nothing before the first, nor for a send that
+    /// arrived after that commit), never below zero.
     pub fn queueing_delay(&self, arrived: Instant, now: Instant) -> Duration {
         let sojourn = now.saturating_duration_since(arrived);
-        let commit = self.limit.lock().map_or(Duration::ZERO, |w| w.last_commit);
-        sojourn.saturating_sub(commit)
+        let committing = self
+            .limit
+            .lock()
+            .ok()
+            .and_then(|w| w.last_commit)
+            .map_or(Duration::ZERO, |(from, to)| {
+                to.min(now).saturating_duration_since(from.max(arrived))
+            });
+        sojourn.saturating_sub(committing)
     }
 
-    /// Records how long the batch a writer just appended took to commit (the round trip of
-    /// its `COMMIT`): the part of the wait behind it that is the disk's, not the queue's.
-    pub fn appended(&self, commit: Duration) {
+    /// Records when the batch a writer just appended was committing (`from` sending its
+    /// `COMMIT` to `to`, the answer): the part of a wait behind it that is the disk's, not
+    /// the queue's.
+    pub fn appended(&self, from: Instant, to: Instant) {
         if let Ok(mut w) = self.limit.lock() {
-            w.last_commit = commit;
+            w.last_commit = Some((from, to));
         }
     }
 
@@ -339,14 +353,17 @@ mod tests {
             ms(30),
             "before any batch, the whole wait"
         );
-        // The batch before took 70 ms, 12 of them its commit: a send that waited through it
-        // waited 58 ms for the sends ahead of it.
-        a.appended(ms(12));
+        // The batch before ran from 0 to 70 ms, committing from 58 ms: a send that waited
+        // through it waited 58 ms for the sends ahead of it.
+        a.appended(t0 + ms(58), t0 + ms(70));
         assert_eq!(a.queueing_delay(t0, t0 + ms(70)), ms(58));
-        // A stalled disk held the commit for 900 ms: the wait through it is the disk's.
-        a.appended(ms(900));
-        assert_eq!(a.queueing_delay(t0, t0 + ms(905)), ms(5));
-        assert_eq!(a.queueing_delay(t0, t0 + ms(800)), Duration::ZERO);
+        // One that arrived during the commit waited for the disk alone.
+        assert_eq!(a.queueing_delay(t0 + ms(60), t0 + ms(70)), Duration::ZERO);
+        // A stalled disk held the next commit for 900 ms: the wait through it is the disk's.
+        a.appended(t0 + ms(75), t0 + ms(975));
+        assert_eq!(a.queueing_delay(t0 + ms(70), t0 + ms(975)), ms(5));
+        // A send that arrived after that commit, once the writer was idle, is not excused by it.
+        assert_eq!(a.queueing_delay(t0 + ms(2000), t0 + ms(2030)), ms(30));
     }
 
     #[test]

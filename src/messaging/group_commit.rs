@@ -90,8 +90,8 @@ pub struct GroupCommitSettings {
     /// limit; past the limit a send answers 503 at once.
     pub queue_capacity: usize,
     /// The queueing delay admission control keeps sends to: how long a batch's oldest send
-    /// had waited, from the edge, when its batch was taken, less the commit of the batch
-    /// before it ([`SendAdmission::queueing_delay`]).
+    /// had waited, from the edge, when its batch was taken, less the part of that wait the
+    /// batch before it spent committing ([`SendAdmission::queueing_delay`]).
     pub max_wait: Duration,
     /// Sends in one batch at most.
     pub batch_max: usize,
@@ -163,8 +163,8 @@ impl SendQueue {
                     // Given back even if the batch panics: a place never released would
                     // shrink the instance for good.
                     let _held = Held(&admission, sends);
-                    if let Some(commit) = run_batch(&db, &settings, batch).await {
-                        admission.appended(commit);
+                    if let Some((from, to)) = run_batch(&db, &settings, batch).await {
+                        admission.appended(from, to);
                     }
                     crate::platform::metrics::record_send_admission_limit(admission.limit());
                 }
@@ -244,13 +244,13 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Pending>>, max: usize) -> Option<V
     Some(batch)
 }
 
-/// Appends a batch and answers each of its sends; its commit's round trip when it was
-/// appended as one ([`answer_batch`]).
+/// Appends a batch and answers each of its sends; when its commit ran, if it was appended as
+/// one ([`answer_batch`]).
 async fn run_batch(
     db: &Routing,
     settings: &GroupCommitSettings,
     batch: Vec<Pending>,
-) -> Option<Duration> {
+) -> Option<Committed> {
     use tracing::Instrument;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     crate::platform::metrics::observe_send_batch(batch.len());
@@ -274,15 +274,19 @@ async fn run_batch(
         .await
 }
 
-/// Appends `sends` and answers each on its `replies`. The commit's round trip when the
-/// batch was appended as one ([`SendAdmission::appended`]); `None` when it failed or was
-/// appended send by send.
+/// When a batch's `COMMIT` was sent and when it was answered.
+type Committed = (Instant, Instant);
+
+/// Appends `sends` and answers each on its `replies`. When the commit ran, if the batch was
+/// appended as one ([`SendAdmission::appended`]); `None` when it failed or was appended send
+/// by send (rare: then the last commit recorded stays, and excuses only the part of a wait
+/// it overlapped).
 async fn answer_batch(
     db: &Routing,
     settings: &GroupCommitSettings,
     sends: Vec<NewSend>,
     replies: Vec<Reply>,
-) -> Option<Duration> {
+) -> Option<Committed> {
     match append_batch(db, settings, &sends).await {
         Ok((results, commit)) => {
             for (reply, result) in replies.into_iter().zip(results) {
@@ -586,8 +590,8 @@ async fn commit_at(conn: &Conn) -> Result<Lsn, DbError> {
 }
 
 /// Appends `sends` in one transaction (see the module documentation) and returns each
-/// one's result, in order, with how long the commit's round trip took (the WAL flush, a
-/// disk's stall included: [`SendAdmission::appended`]).
+/// one's result, in order, with when its commit's round trip ran, from sending `COMMIT` to
+/// the answer (the WAL flush, a disk's stall included: [`SendAdmission::appended`]).
 ///
 /// Errors: [`BatchError::Failed`] when nothing of it was appended,
 /// [`BatchError::CommitUnknown`] when the commit's outcome is unknown.
@@ -595,7 +599,7 @@ async fn append_batch(
     db: &Routing,
     settings: &GroupCommitSettings,
     sends: &[NewSend],
-) -> Result<(Vec<Result<Appended, ApiError>>, Duration), BatchError> {
+) -> Result<(Vec<Result<Appended, ApiError>>, Committed), BatchError> {
     let ids: Vec<Uuid> = sends.iter().map(|_| Uuid::now_v7()).collect();
     let convs: Vec<Uuid> = sends.iter().map(|s| s.conversation_id).collect();
     let senders: Vec<Uuid> = sends.iter().map(|s| s.sender_id).collect();
@@ -669,7 +673,7 @@ async fn append_batch(
     // never retried, so nothing is appended twice.
     let committing = Instant::now();
     let lsn = commit_at(&conn).await.map_err(BatchError::CommitUnknown)?;
-    let commit = committing.elapsed();
+    let commit = (committing, Instant::now());
 
     let rate_detail = || super::budget::send_detail(settings.rate_limit, settings.rate_window);
     let results = rows

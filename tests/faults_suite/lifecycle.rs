@@ -228,23 +228,26 @@ async fn readiness(server: &str) -> (bool, bool) {
 /// A busy pool is not a sick server. An instance with one connection per pool reads
 /// history from the replica while the primary holds an ACCESS EXCLUSIVE lock on the
 /// messages (replayed on the standby, PostgreSQL docs §27.4.4, "Hot Standby": the read waits
-/// for it, holding the instance's only replica connection). For two seconds — ten health
-/// checks — the replica stays healthy and the primary ready on `/api/readyz`: the monitor and
+/// for it, holding the instance's only replica connection), and sends one (its batch waits
+/// for the lock holding the only primary connection; both backends are seen waiting on a
+/// lock). For 2.5 s — five health checks — the replica stays healthy and the primary ready
+/// on `/api/readyz`: the monitor and
 /// the readiness check ask on connections of their own. (When both took a connection from
 /// the requests' pool, the first check marked the replica unhealthy, which moves reads to
 /// the primary, and readyz said the primary was down: a storm that fills a pool would shift
-/// its reads onto the writer and take the instance out of its Service.) The read then
-/// completes once the lock is gone.
+/// its reads onto the writer and take the instance out of its Service.) The read and the
+/// send then complete once the lock is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_pool_held_by_a_blocked_read_is_not_an_unhealthy_replica() {
     let _alone = exclusive().await;
     let (primary_admin, replica_admin) = (admin(false).await, admin(true).await);
+    let instance = format!("busy-pool-{}", unique());
     let app = in_process_messaging(
-        &format!("busy-pool-{}", unique()),
+        &instance,
         &[
             "--db-pool-size=1",
             "--db-pool-timeout-ms=4000",
-            "--replica-check-interval-ms=200",
+            "--replica-check-interval-ms=500",
         ],
     )
     .await;
@@ -276,11 +279,11 @@ async fn a_replica_pool_held_by_a_blocked_read_is_not_an_unhealthy_replica() {
         (held > 0).then_some(())
     })
     .await;
+    // A read, held on the replica; a send, held on the primary (its batch appends to the
+    // messages): each holds its pool's only connection.
+    let url = format!("{server}/api/conversations/{conv}/messages");
     let read = tokio::spawn({
-        let (url, token) = (
-            format!("{server}/api/conversations/{conv}/messages"),
-            a.access.clone(),
-        );
+        let (url, token) = (url.clone(), a.access.clone());
         async move {
             http()
                 .get(url)
@@ -290,7 +293,40 @@ async fn a_replica_pool_held_by_a_blocked_read_is_not_an_unhealthy_replica() {
                 .map(|r| r.status())
         }
     });
-    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    let send = tokio::spawn({
+        let (url, token) = (url.clone(), a.access.clone());
+        async move {
+            http()
+                .post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({"content": "held"}))
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    // This instance's backends waiting on a lock, on the replica or the primary.
+    let waiting = |on_replica: bool| {
+        let instance = instance.clone();
+        async move {
+            let client = admin(on_replica).await;
+            client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE application_name = 'switchboard-messaging ' || $1
+                        AND wait_event_type = 'Lock'",
+                    &[&instance],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get::<_, i64>(0)
+        }
+    };
+    eventually(Duration::from_secs(10), || async {
+        (waiting(true).await > 0 && waiting(false).await > 0).then_some(())
+    })
+    .await;
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
     while tokio::time::Instant::now() < until {
         assert_eq!(
             readiness(&server).await,
@@ -300,20 +336,22 @@ async fn a_replica_pool_held_by_a_blocked_read_is_not_an_unhealthy_replica() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        !read.is_finished(),
-        "the read was not held by the lock: the pool was never busy"
+        !read.is_finished() && !send.is_finished(),
+        "the read or the send was not held by the lock: a pool was not busy throughout"
     );
 
     primary_admin
         .batch_execute("ROLLBACK")
         .await
         .expect("unlock");
-    let status = tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("the read ends once the lock is gone")
-        .expect("task")
-        .expect("answer");
-    assert_eq!(status, StatusCode::OK);
+    for (held, expected) in [(read, StatusCode::OK), (send, StatusCode::CREATED)] {
+        let status = tokio::time::timeout(Duration::from_secs(10), held)
+            .await
+            .expect("answered once the lock is gone")
+            .expect("task")
+            .expect("answer");
+        assert_eq!(status, expected);
+    }
 
     stop.cancel();
     stopped(running).await;
@@ -413,8 +451,9 @@ async fn sends_waiting_behind_growing_batches_shrink_admission_and_lose_nothing(
 /// A slow disk is not a queue: with every commit of the instance's role held 100 ms
 /// before its WAL flush (`commit_delay`, PostgreSQL docs §20.5.1 — a disk that stalls), eight
 /// clients sending one message after another never queue beyond one batch, and admission
-/// control at its default target (20 ms) refuses none of them, though each waits over 100 ms
-/// for the batch before its own. The wait behind a batch's commit is the disk's, not the
+/// control with a 50 ms target (room for a loaded debug build's statements, still under the
+/// 100 ms commit) refuses none of them, though each may wait over 100 ms for the batch
+/// before its own. The wait behind a batch's commit is the disk's, not the
 /// queue's; refusing would not shorten it. (Counting the whole wait, every batch would have
 /// stood past the target and the sends been cut to a few at once.) All 64 are stored,
 /// gapless.
@@ -432,58 +471,71 @@ async fn a_slow_commit_is_not_a_queue_and_refuses_no_one() {
     let (a, b) = (register("slow_disk_a").await, register("slow_disk_b").await);
     let conv = a.direct_with(&b).await;
     let slow = format!(
-        "ALTER ROLE {role} SET commit_delay = 100000; ALTER ROLE {role} SET commit_siblings = 0"
+        "ALTER ROLE \"{role}\" SET commit_delay = 100000;
+         ALTER ROLE \"{role}\" SET commit_siblings = 0"
     );
     primary_admin
         .batch_execute(&slow)
         .await
         .expect("slow commits");
-    // Sessions started from now on commit slowly: the instance's pools open theirs on
-    // first use.
-    let app = in_process_messaging(
-        &format!("slow-disk-{}", unique()),
-        &["--send-rate-limit=100000"],
-    )
-    .await;
-    let (port, stop) = (app.port(), app.stop_token());
-    let running = tokio::spawn(app.run_until_stopped());
-    let server = format!("http://127.0.0.1:{port}");
-    let client = http();
-    let answers = futures_util::future::join_all((0..8).map(|c| {
-        let (client, url, token) = (
-            &client,
-            format!("{server}/api/conversations/{conv}/messages"),
-            &a.access,
-        );
-        async move {
-            let mut out = Vec::new();
-            for n in 0..8 {
-                let started = std::time::Instant::now();
-                let status = client
-                    .post(&url)
-                    .bearer_auth(token)
-                    .json(&serde_json::json!({"content": format!("c{c} m{n}")}))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0);
-                out.push((status, started.elapsed()));
+    // Sessions started from now on commit slowly: the instance's pools open theirs on first
+    // use. (A session another instance of the stack opens meanwhile commits slowly for its
+    // life: slower, never wrong.) In a task of its own, so that a panic in it cannot skip
+    // the reset below.
+    let (url, token) = (
+        format!("/api/conversations/{conv}/messages"),
+        a.access.clone(),
+    );
+    let slowly = tokio::spawn(async move {
+        let app = in_process_messaging(
+            &format!("slow-disk-{}", unique()),
+            &["--send-rate-limit=100000", "--send-queue-max-wait-ms=50"],
+        )
+        .await;
+        let (port, stop) = (app.port(), app.stop_token());
+        let running = tokio::spawn(app.run_until_stopped());
+        let url = format!("http://127.0.0.1:{port}{url}");
+        let client = http();
+        let answers = futures_util::future::join_all((0..8).map(|c| {
+            let (client, url, token) = (&client, &url, &token);
+            async move {
+                let mut out = Vec::new();
+                for n in 0..8 {
+                    let started = std::time::Instant::now();
+                    let status = client
+                        .post(url)
+                        .bearer_auth(token)
+                        .json(&serde_json::json!({"content": format!("c{c} m{n}")}))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    out.push((status, started.elapsed()));
+                }
+                out
             }
-            out
-        }
-    }))
+        }))
+        .await;
+        stop.cancel();
+        stopped(running).await;
+        answers
+    })
     .await;
     primary_admin
         .batch_execute(&format!(
-            "ALTER ROLE {role} RESET commit_delay; ALTER ROLE {role} RESET commit_siblings"
+            "ALTER ROLE \"{role}\" RESET commit_delay; ALTER ROLE \"{role}\" RESET commit_siblings"
         ))
         .await
         .expect("commits as before");
-    let answers: Vec<_> = answers.into_iter().flatten().collect();
-    let slowest = answers.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    let answers: Vec<_> = match slowly {
+        Ok(answers) => answers.into_iter().flatten().collect(),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    // Every send waits at least for its own batch's delayed commit.
+    let fastest = answers.iter().map(|(_, t)| *t).min().unwrap_or_default();
     assert!(
-        slowest >= Duration::from_millis(100),
-        "no commit was slow ({slowest:?}): the test proves nothing"
+        fastest >= Duration::from_millis(100),
+        "a send was answered in {fastest:?}: commits were not slow, the test proves nothing"
     );
     let refused = answers.iter().filter(|(s, _)| *s == 503).count();
     assert_eq!(refused, 0, "sends refused behind slow commits: {answers:?}");
@@ -492,9 +544,6 @@ async fn a_slow_commit_is_not_a_queue_and_refuses_no_one() {
         "every send created: {answers:?}"
     );
     assert_eq!(stored_seqs(&conv).await, (1..=64).collect::<Vec<i64>>());
-
-    stop.cancel();
-    stopped(running).await;
 }
 
 /// The gap between waves of the admission tests' bursts.
