@@ -163,7 +163,8 @@ pub struct MessagingConfig {
     /// more: a sudden overload is served at the starting limit until waits have stood past
     /// the target for 100 ms and the cuts (at most halving, once per batch) bring it down,
     /// so a high start is a slow first second (2 × the sustainable rate, short benchmark
-    /// runs: accepted p99 of the first second 641 ms from 512, 114 ms from 128).
+    /// runs, the same delay rule: accepted p99 of the first second 258 ms from 512, 114 ms
+    /// from 128).
     #[arg(
         long = "send-queue-capacity",
         env = "SEND_QUEUE_CAPACITY",
