@@ -403,7 +403,7 @@ async fn sends_waiting_past_the_target_shrink_admission_and_lose_nothing() {
 }
 
 /// Admission control counts the wait before the handler (src/platform/queue_time.rs): the
-/// same eight waves of ten sends 50 ms apart — a load the default allowed wait (20 ms)
+/// same eight waves of ten sends 50 ms apart — a load the release default allowed wait (20 ms, set here: the test stack's is longer)
 /// never refuses — the first wave stamped by "the edge" as it is sent (so the instance
 /// learns the edge's clock offset as zero), the others as having arrived 300 ms before they
 /// were sent, are partly refused at once once their waits have stood past the target for
@@ -417,7 +417,11 @@ async fn a_send_that_waited_before_its_handler_counts_toward_its_queueing_delay(
         "edge-wait",
         (8, 10, WAVE_GAP),
         Some(Duration::from_millis(300)),
-        &["--send-queue-capacity=40", "--send-rate-limit=100000"],
+        &[
+            "--send-queue-capacity=40",
+            "--send-rate-limit=100000",
+            "--send-queue-max-wait-ms=20",
+        ],
     )
     .await;
 }
