@@ -22,7 +22,8 @@
 //! synchronous standby's round trip, and the disk's stalls (50 ms to 2.5 s on the benchmark
 //! host). Refusing sends does not shorten a stalled flush, and a closed loop of clients that
 //! never queue beyond one batch would otherwise be refused after every stall (counting the
-//! whole wait, the benchmark's closed loop of 32 users got 41 refusals in 30 s).
+//! whole wait less only the quickest append of the last minutes, the benchmark's closed
+//! loop of 32 users got 41 refusals in 30 s).
 //!
 //! Approximations: with several writers (`SEND_WRITERS`) the commit excused is the last one
 //! recorded by any of them, and only where it overlapped the wait; on saturated cores a
