@@ -230,11 +230,6 @@ impl Routing {
             .unwrap_or(false)
     }
 
-    /// Whether the last check reached the primary.
-    pub fn primary_up(&self) -> bool {
-        self.primary_up.load(Ordering::Relaxed)
-    }
-
     /// Healthy replicas, starting from the next in round-robin order.
     fn candidates(&self) -> Vec<Arc<Replica>> {
         let healthy: Vec<Arc<Replica>> = self
