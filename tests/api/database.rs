@@ -2,6 +2,7 @@
 //! apply at once.
 
 use crate::common::*;
+use serde_json::{json, Value};
 use switchboard::startup::migrations;
 
 /// Connects as the URL says — TLS settings included, read by the services' own parser.
@@ -205,4 +206,79 @@ async fn migrations_applied_by_several_instances_at_once_run_exactly_once() {
         .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
         .await
         .expect("drop db");
+}
+
+/// The event bus sends a backlog larger than one `NOTIFY` payload whole and in order: events
+/// queued together (here, before the publisher's connection is up) arrive split over several
+/// notifications of one statement, every one of them, in the order published. (The stack's
+/// listeners get them too: deliveries to users nobody is, which they drop.)
+#[tokio::test]
+async fn the_bus_sends_a_backlog_of_several_payloads_whole_and_in_order() {
+    use futures_util::StreamExt;
+    use switchboard::{
+        messaging::events::BusEvent,
+        platform::{bus, tasks::Tasks},
+    };
+    let url = env("SWITCHBOARD_MESSAGING_DB_URL");
+    let (cfg, tls) = switchboard::platform::db::tls::parse(&url).expect("database URL");
+    let (listener, mut conn) = cfg.connect(tls).await.expect("connect");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    listener
+        .batch_execute(&format!("LISTEN {}", bus::CHANNEL))
+        .await
+        .expect("LISTEN");
+
+    let tag = unique();
+    const EVENTS: usize = 200;
+    let tasks = Tasks::new();
+    let publisher = bus::Publisher::spawn(url.into(), format!("bus-test-{tag}"), &tasks);
+    for n in 0..EVENTS {
+        let frame = serde_json::value::to_raw_value(
+            &json!({"bus_test": tag, "n": n, "pad": "x".repeat(100)}),
+        )
+        .expect("frame");
+        publisher.publish(BusEvent::Users {
+            user_ids: vec![uuid::Uuid::new_v4()],
+            frame,
+        });
+    }
+
+    let (mut seen, mut notifications) = (Vec::new(), 0);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen.len() < EVENTS {
+        let payload = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {EVENTS} events arrived", seen.len()))
+            .expect("listening");
+        let events: Vec<Value> = serde_json::from_str(&payload).expect("a JSON array");
+        let ours: Vec<u64> = events
+            .iter()
+            .filter_map(|e| {
+                let frame = e.get("users")?.get("frame")?;
+                (frame["bus_test"] == tag.as_str()).then(|| frame["n"].as_u64())?
+            })
+            .collect();
+        if !ours.is_empty() {
+            notifications += 1;
+            seen.extend(ours);
+        }
+    }
+    tasks.stop(std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        seen,
+        (0..EVENTS as u64).collect::<Vec<_>>(),
+        "every event, in order"
+    );
+    assert!(
+        notifications > 1,
+        "the backlog fit one payload: the test proves nothing about several"
+    );
 }
