@@ -43,6 +43,14 @@ pub struct Round {
     pub out_of_order: u64,
     /// From the send's start to the frame's arrival.
     pub latency: Lat,
+    /// From the send's start to its message's `created_at` (the start of the transaction
+    /// that appended it: the request, NGINX and the wait for a batch).
+    #[serde(default)]
+    pub to_stored: Lat,
+    /// From the message's `created_at` to the frame's arrival (the append, its commit, the
+    /// event bus, the listener, the socket and the load generator's read).
+    #[serde(default)]
+    pub from_stored: Lat,
     /// (upper bound ms, count) buckets of the delivery latency, for the chart.
     pub buckets: Vec<(f64, u64)>,
     /// The disk's syncs while the round's messages were sent.
@@ -97,6 +105,8 @@ struct Data<'a> {
     #[serde(borrow)]
     content: Option<&'a str>,
     seq: Option<i64>,
+    #[serde(borrow)]
+    created_at: Option<&'a str>,
 }
 
 /// One open socket: its member's conversation, whether that member receives (every member
@@ -111,6 +121,17 @@ struct Socket {
 struct Got {
     seqs: Vec<i64>,
     latency: hdrhistogram::Histogram<u64>,
+    to_stored: hdrhistogram::Histogram<u64>,
+    from_stored: hdrhistogram::Histogram<u64>,
+}
+
+impl Got {
+    fn clear(&mut self) {
+        self.seqs.clear();
+        self.latency.reset();
+        self.to_stored.reset();
+        self.from_stored.reset();
+    }
 }
 
 /// The clock (Unix microseconds) a fan-out message carries: `"fan-out t=<micros> …"`.
@@ -119,6 +140,13 @@ fn sent_at(content: &str) -> Option<i64> {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("t="))
         .and_then(|t| t.parse().ok())
+}
+
+/// Unix microseconds of an RFC 3339 time.
+fn micros_of(rfc3339: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|t| t.timestamp_micros())
 }
 
 fn now_micros() -> i64 {
@@ -196,6 +224,8 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
         let got = Arc::new(Mutex::new(Got {
             seqs: Vec::new(),
             latency: hist(),
+            to_stored: hist(),
+            from_stored: hist(),
         }));
         sockets.push(Socket {
             conv: conv_of.get(&user.id).cloned().unwrap_or_default(),
@@ -226,6 +256,10 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
                     got.seqs.push(seq);
                     if let Some(t) = d.content.and_then(sent_at) {
                         let _ = got.latency.record((now - t).max(1) as u64);
+                        if let Some(stored) = d.created_at.and_then(micros_of) {
+                            let _ = got.to_stored.record((stored - t).max(1) as u64);
+                            let _ = got.from_stored.record((now - stored).max(1) as u64);
+                        }
                     }
                 }
             }
@@ -244,8 +278,7 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
         settle(&frames).await;
         for socket in &sockets {
             if let Ok(mut g) = socket.got.lock() {
-                g.seqs.clear();
-                g.latency.reset();
+                g.clear();
             }
         }
         let before = last_seqs(env, &convs).await?;
@@ -289,9 +322,10 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
         });
         let r = rounds.last().cloned().unwrap_or_default();
         eprintln!(
-            "  {} of {} deliveries ({} missing, {} duplicated, {} out of order), p50 {:.1} p99 {:.1} ms; disk syncs p99 {:.1} ms, stalls {}",
+            "  {} of {} deliveries ({} missing, {} duplicated, {} out of order), p50 {:.1} p99 {:.1} ms (to stored p50 {:.1} p99 {:.1}, from stored p50 {:.1} p99 {:.1}); disk syncs p99 {:.1} ms, stalls {}",
             r.deliveries, r.expected_deliveries, r.missing, r.duplicated, r.out_of_order,
-            r.latency.p50, r.latency.p99, r.disk.p99_ms, r.disk.stall_list(5)
+            r.latency.p50, r.latency.p99, r.to_stored.p50, r.to_stored.p99, r.from_stored.p50,
+            r.from_stored.p99, r.disk.p99_ms, r.disk.stall_list(5)
         );
     }
     stop.store(true, Ordering::Relaxed);
@@ -333,10 +367,12 @@ fn verify(
         send_errors: send.errors,
         ..Default::default()
     };
-    let mut latency = hist();
+    let (mut latency, mut to_stored, mut from_stored) = (hist(), hist(), hist());
     for socket in sockets {
         let Ok(got) = socket.got.lock() else { continue };
         let _ = latency.add(&got.latency);
+        let _ = to_stored.add(&got.to_stored);
+        let _ = from_stored.add(&got.from_stored);
         let (Some(&lo), Some(&hi)) = (before.get(&socket.conv), after.get(&socket.conv)) else {
             continue;
         };
@@ -359,6 +395,8 @@ fn verify(
         }
     }
     round.latency = Lat::of(&latency);
+    round.to_stored = Lat::of(&to_stored);
+    round.from_stored = Lat::of(&from_stored);
     let top = latency.value_at_quantile(0.999).max(1000);
     let step = (top / 40).max(100);
     let mut lo = 0;

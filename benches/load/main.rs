@@ -80,6 +80,25 @@ pub struct Plan {
 pub const GROUP: usize = 10;
 
 impl Plan {
+    /// For profiling the fan-out path: `BENCH_FANOUT_SOCKETS` and `BENCH_FANOUT_RATES`
+    /// (comma-separated messages/s, the last one the target) replace the mode's.
+    fn fanout_overrides(&mut self) -> Res<()> {
+        if let Ok(n) = std::env::var("BENCH_FANOUT_SOCKETS") {
+            self.fanout_sockets = n.trim().parse()?;
+        }
+        if let Ok(rates) = std::env::var("BENCH_FANOUT_RATES") {
+            let mut rates = rates
+                .split(',')
+                .map(|r| r.trim().parse())
+                .collect::<Result<Vec<u64>, _>>()?;
+            if let Some(top) = rates.pop() {
+                self.fanout_rate = top;
+                self.fanout_steps = rates;
+            }
+        }
+        Ok(())
+    }
+
     fn new(mode: &str) -> Self {
         match mode {
             "full" => Self {
@@ -946,7 +965,8 @@ fn main() -> Res<()> {
         return Ok(());
     }
     let mode = std::env::var("BENCH_MODE").unwrap_or_else(|_| "short".into());
-    let plan = Plan::new(&mode);
+    let mut plan = Plan::new(&mode);
+    plan.fanout_overrides()?;
     let env = Env::from_vars()?;
     if plan.soak_secs > 0 {
         let out = env.out.clone();
