@@ -157,8 +157,9 @@ CUSTOM_KINDS = {
 }
 # Connections a pod opens on the primary besides its pool (src/startup.rs): messaging's LISTEN
 # connection (realtime/listener.rs), NOTIFY publisher (platform/bus.rs) and health monitor's
-# own (platform/db/routing/monitor.rs); auth none.
-DEDICATED = {"auth": 0, "messaging": 3}
+# own (platform/db/routing/monitor.rs); auth's readiness check's own (platform/db/mod.rs,
+# monitor_pool).
+DEDICATED = {"auth": 1, "messaging": 3}
 # And on each replica URL besides its pool: messaging's health monitor's own connection.
 DEDICATED_PER_REPLICA = {"auth": 0, "messaging": 1}
 # Room kept on each instance for CloudNativePG's instance manager and exporter, backups and

@@ -155,6 +155,7 @@ impl App {
         .await?;
         let tasks = Tasks::new();
         let pool = db::Primary::new(db::pool(&cfg.database_url, &cfg.pool, "switchboard-auth")?);
+        let monitor = db::monitor_pool(&cfg.database_url, &cfg.pool, "switchboard-auth-monitor")?;
         let scraped = pool.pool().clone();
         let metrics_addr =
             crate::platform::metrics::serve("auth", &cfg.metrics_bind, &tasks, move || {
@@ -165,7 +166,7 @@ impl App {
         crate::platform::backlog::spawn(pool.pool().clone(), AUTH_QUEUES, &tasks);
         crate::auth::audit::spawn_anchor(pool.clone(), &tasks);
         let bind = cfg.bind.clone();
-        let state: crate::auth::State = Arc::new(AuthState::new(pool, keys, outbox, cfg)?);
+        let state: crate::auth::State = Arc::new(AuthState::new(pool, monitor, keys, outbox, cfg)?);
         let origins = state.cfg.web.allowed_origins.clone();
         let (server, addr) = serve(
             "auth",

@@ -41,6 +41,9 @@ use crate::platform::{access::Verifier, config::AuthConfig, db::Primary, mail::O
 pub struct AuthState {
     /// The primary: every auth read must be fresh (tokens, credentials), so auth has no replica.
     pub db: Primary,
+    /// The readiness check's own primary connection ([`crate::platform::db::monitor_pool`]):
+    /// a storm that takes every request connection is not a primary that is down.
+    pub monitor: deadpool_postgres::Pool,
     pub keys: keys::SigningKeys,
     /// Verifies this service's own access tokens (bearer endpoints under `/auth`).
     pub verifier: Arc<Verifier>,
@@ -60,6 +63,7 @@ impl AuthState {
     /// Errors: the WebAuthn settings do not fit together ([`passkeys::relying_party`]).
     pub fn new(
         db: Primary,
+        monitor: deadpool_postgres::Pool,
         keys: keys::SigningKeys,
         outbox: Outbox,
         cfg: AuthConfig,
@@ -68,6 +72,7 @@ impl AuthState {
         let webauthn = passkeys::relying_party(&cfg)?;
         Ok(Self {
             db,
+            monitor,
             keys,
             verifier,
             outbox,

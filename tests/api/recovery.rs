@@ -262,29 +262,6 @@ async fn reset_mails_stop_at_the_hourly_budget_with_the_same_answer() {
     assert_eq!(resets(mails_to(&address)), 5, "a sixth reset mail went out");
 }
 
-/// An auth service built in-process beside the stack's (same database, same SMTP server;
-/// the two outbox workers share the outbox), with `extra` flags; its base URL.
-async fn in_process_auth(extra: &[&str]) -> (String, tokio_util::sync::CancellationToken) {
-    use switchboard::{platform::config, startup::App};
-    let mut args = vec![
-        "auth".to_owned(),
-        "--bind=127.0.0.1:0".into(),
-        "--metrics-bind=127.0.0.1:0".into(),
-        format!(
-            "--database-url={}",
-            std::env::var("SWITCHBOARD_AUTH_DB_URL").expect("test.sh sets it")
-        ),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let cfg: config::AuthConfig = config::try_parse_from(args).expect("flags parse");
-    let app = App::build_auth(cfg.resolve().expect("settings resolve"))
-        .await
-        .expect("auth builds");
-    let (url, stop) = (format!("http://127.0.0.1:{}", app.port()), app.stop_token());
-    tokio::spawn(app.run_until_stopped());
-    (url, stop)
-}
-
 #[tokio::test]
 async fn with_verification_required_sign_in_waits_for_the_link() {
     let (server, stop) = in_process_auth(&["--require-verified-email=true"]).await;

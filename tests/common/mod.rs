@@ -738,3 +738,26 @@ pub async fn upload_bytes(
     .await;
     (status, body, headers)
 }
+
+/// An auth service built in-process beside the stack's (same database, same SMTP server;
+/// the two outbox workers share the outbox), with `extra` flags; its base URL.
+pub async fn in_process_auth(extra: &[&str]) -> (String, tokio_util::sync::CancellationToken) {
+    use switchboard::{platform::config, startup::App};
+    let mut args = vec![
+        "auth".to_owned(),
+        "--bind=127.0.0.1:0".into(),
+        "--metrics-bind=127.0.0.1:0".into(),
+        format!(
+            "--database-url={}",
+            std::env::var("SWITCHBOARD_AUTH_DB_URL").expect("test.sh sets it")
+        ),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let cfg: config::AuthConfig = config::try_parse_from(args).expect("flags parse");
+    let app = App::build_auth(cfg.resolve().expect("settings resolve"))
+        .await
+        .expect("auth builds");
+    let (url, stop) = (format!("http://127.0.0.1:{}", app.port()), app.stop_token());
+    tokio::spawn(app.run_until_stopped());
+    (url, stop)
+}

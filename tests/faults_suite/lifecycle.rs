@@ -357,6 +357,101 @@ async fn a_replica_pool_held_by_a_blocked_read_is_not_an_unhealthy_replica() {
     stopped(running).await;
 }
 
+/// The same for auth, which has only a primary: an in-process auth service with one
+/// request connection, held by a sign-in that waits on an ACCESS EXCLUSIVE lock on
+/// `auth.users`. For 2.5 s `/auth/readyz` answers 200 within its probe's second, the primary
+/// up: it asks on a connection of its own. (Asked through the request pool, it waited for a
+/// connection and answered 503 — in Kubernetes a storm of sign-ins that fills every auth
+/// pod's pool would take them all out of their Service, and auth would be down for everyone
+/// until the storm passed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_pool_held_by_a_blocked_sign_in_is_not_a_primary_down() {
+    let _alone = exclusive().await;
+    let primary_admin = admin(false).await;
+    let user = register("busy_auth").await;
+    let (server, stop) = in_process_auth(&["--db-pool-size=1", "--db-pool-timeout-ms=4000"]).await;
+    let ready = |server: String| async move {
+        let res = http()
+            .get(format!("{server}/auth/readyz"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        match res {
+            Ok(r) => (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            ),
+            Err(_) => (0, serde_json::Value::Null),
+        }
+    };
+    eventually(Duration::from_secs(10), || async {
+        (ready(server.clone()).await.0 == 200).then_some(())
+    })
+    .await;
+
+    primary_admin
+        .batch_execute("BEGIN; LOCK TABLE auth.users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock on the primary");
+    let sign_in = tokio::spawn({
+        let (url, login, password) = (
+            format!("{server}/auth/login"),
+            user.username.clone(),
+            user.password.clone(),
+        );
+        async move {
+            http()
+                .post(url)
+                .json(&serde_json::json!({"login": login, "password": password}))
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    // An auth backend waiting on the lock (the stack's own auth has no reason to touch
+    // `auth.users` meanwhile: every other test waits for this one).
+    eventually(Duration::from_secs(10), || async {
+        let waiting: i64 = primary_admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                  WHERE NOT l.granted AND l.relation = 'auth.users'::regclass
+                    AND a.application_name = 'switchboard-auth'",
+                &[],
+            )
+            .await
+            .expect("pg_locks")
+            .get(0);
+        (waiting > 0).then_some(())
+    })
+    .await;
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < until {
+        let (status, body) = ready(server.clone()).await;
+        assert_eq!(
+            (status, body["checks"]["primary"].clone()),
+            (200, serde_json::Value::Bool(true)),
+            "with the request pool held, readyz says the primary is up: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !sign_in.is_finished(),
+        "the sign-in was not held by the lock: the pool was not busy throughout"
+    );
+
+    primary_admin
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("unlock");
+    let status = tokio::time::timeout(Duration::from_secs(10), sign_in)
+        .await
+        .expect("answered once the lock is gone")
+        .expect("task")
+        .expect("answer");
+    assert_eq!(status, StatusCode::OK);
+    stop.cancel();
+}
+
 /// Admission control by capacity: an instance whose send queue holds one send and whose one
 /// writer appends one at a time, hit by 80 sends at once, refuses the excess at once — 503
 /// with `Retry-After`, in well under a second — and every send it accepted is stored, in a

@@ -201,10 +201,22 @@ where
     }
 }
 
-/// `true` if a trivial query succeeds on a connection from `pool` (readiness checks).
+/// The longest [`ping`] waits: under a readiness probe's usual 1 s timeout (Kubernetes'
+/// `timeoutSeconds` default), so a slow primary reads as not ready, not as a probe that
+/// timed out.
+pub const PING_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `true` if a trivial query succeeds on a connection from `pool` within [`PING_TIMEOUT`]
+/// (readiness checks). Give it a [`monitor_pool`]: a request pool a storm has exhausted is
+/// not a server that is down.
 pub async fn ping(pool: &Pool) -> bool {
-    match pool.get().await {
-        Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
-        Err(_) => false,
-    }
+    let ping = async {
+        match pool.get().await {
+            Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    };
+    tokio::time::timeout(PING_TIMEOUT, ping)
+        .await
+        .unwrap_or(false)
 }

@@ -117,11 +117,6 @@ pub struct ReplicaPolicy {
     pub ryw_wait: Duration,
 }
 
-/// The longest [`Routing::ping_primary`] waits: under a readiness probe's usual 1 s timeout
-/// (Kubernetes' `timeoutSeconds` default), so a slow primary reads as not ready, not as a
-/// probe that timed out.
-pub const PING_TIMEOUT: Duration = Duration::from_millis(500);
-
 /// One database server's pools.
 pub struct ServerPools {
     /// The requests' and background tasks' connections (`DB_POOL_SIZE`).
@@ -221,13 +216,11 @@ impl Routing {
         &self.replicas
     }
 
-    /// Whether the primary answers a trivial query within [`PING_TIMEOUT`], asked on the
-    /// monitor's own connection (readiness): a request pool a storm has exhausted is not a
-    /// primary that is down, and must not take the instance out of its Service.
+    /// Whether the primary answers a trivial query within [`super::PING_TIMEOUT`], asked on
+    /// the monitor's own connection (readiness): a request pool a storm has exhausted is not
+    /// a primary that is down, and must not take the instance out of its Service.
     pub async fn ping_primary(&self) -> bool {
-        tokio::time::timeout(PING_TIMEOUT, super::ping(&self.primary_monitor))
-            .await
-            .unwrap_or(false)
+        super::ping(&self.primary_monitor).await
     }
 
     /// Healthy replicas, starting from the next in round-robin order.
