@@ -23,9 +23,24 @@ async fn group_of(owner: &User, members: &[&User]) -> String {
     body["id"].as_str().expect("id").to_owned()
 }
 
+/// Sends `body` to `conversation` as a client should: a burst may meet admission control on
+/// a loaded machine (503 with `Retry-After`, nothing appended), and the client then tries
+/// again a second later (at most 10 tries; the last answer is returned).
 async fn post_message(user: &User, conversation: &str, body: Value) -> (StatusCode, Value) {
-    user.post(&format!("/api/conversations/{conversation}/messages"), body)
-        .await
+    let mut tries = 0;
+    loop {
+        let answer = user
+            .post(
+                &format!("/api/conversations/{conversation}/messages"),
+                body.clone(),
+            )
+            .await;
+        tries += 1;
+        if answer.0 != StatusCode::SERVICE_UNAVAILABLE || tries == 10 {
+            return answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 #[tokio::test]
@@ -49,17 +64,8 @@ async fn concurrent_sends_keep_every_seq_gapless_and_lose_nothing() {
     // A burst this size may meet admission control (503 + Retry-After) on a loaded machine;
     // the client then retries with the same client_id, as the contract asks, and the send
     // must still land exactly once and gapless.
-    let answers = join_all(sends.iter().map(|(user, conv, text)| async move {
-        let mut tries = 0;
-        loop {
-            let answer =
-                post_message(user, conv, json!({"content": text, "client_id": text})).await;
-            tries += 1;
-            if answer.0 != StatusCode::SERVICE_UNAVAILABLE || tries == 10 {
-                return answer;
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
+    let answers = join_all(sends.iter().map(|(user, conv, text)| {
+        post_message(user, conv, json!({"content": text, "client_id": text}))
     }))
     .await;
     let mut accepted: BTreeMap<String, Vec<i64>> = BTreeMap::new();
