@@ -84,13 +84,19 @@ impl Plan {
     /// (comma-separated messages/s, the last one the target) replace the mode's.
     fn fanout_overrides(&mut self) -> Res<()> {
         if let Ok(n) = std::env::var("BENCH_FANOUT_SOCKETS") {
-            self.fanout_sockets = n.trim().parse()?;
+            self.fanout_sockets = n
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&n| n >= GROUP)
+                .ok_or_else(|| format!("BENCH_FANOUT_SOCKETS={n}: a number, at least {GROUP}"))?;
         }
-        if let Ok(rates) = std::env::var("BENCH_FANOUT_RATES") {
-            let mut rates = rates
+        if let Ok(list) = std::env::var("BENCH_FANOUT_RATES") {
+            let mut rates = list
                 .split(',')
-                .map(|r| r.trim().parse())
-                .collect::<Result<Vec<u64>, _>>()?;
+                .map(|r| r.trim().parse::<u64>().ok().filter(|&r| r > 0))
+                .collect::<Option<Vec<u64>>>()
+                .ok_or_else(|| format!("BENCH_FANOUT_RATES={list}: messages/s, comma-separated"))?;
             if let Some(top) = rates.pop() {
                 self.fanout_rate = top;
                 self.fanout_steps = rates;

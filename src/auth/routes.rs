@@ -542,13 +542,13 @@ pub(crate) async fn healthz() -> actix_web::HttpResponse {
     crate::platform::http::healthz().await
 }
 
-/// `GET /auth/readyz`: 200 when the primary answers within
-/// [`crate::platform::db::PING_TIMEOUT`] on the service's monitor connection (not a request
-/// connection: a full request pool is load, not a primary that is down).
+/// `GET /auth/readyz`: 200 when the primary answers.
 #[utoipa::path(get, path = "/auth/readyz", tag = "operations", security(()),
     responses((status = 200, description = "Ready: the primary answers.", body = crate::platform::http::Readiness),
         (status = 503, description = "Not ready.", body = crate::platform::http::Readiness)))]
 pub(crate) async fn readyz(state: web::Data<State>) -> HttpResponse {
+    // Within PING_TIMEOUT, on the service's monitor connection, not a request connection:
+    // a full request pool is load, not a primary that is down.
     let primary = crate::platform::db::ping(&state.monitor).await;
     crate::platform::http::readiness(primary, serde_json::json!({ "primary": primary }))
 }

@@ -210,7 +210,8 @@ async fn migrations_applied_by_several_instances_at_once_run_exactly_once() {
 
 /// The event bus sends a backlog larger than one `NOTIFY` payload whole and in order: events
 /// queued together (here, before the publisher's connection is up) arrive split over several
-/// notifications of one statement, every one of them, in the order published. (The stack's
+/// notifications, every one of them, in the order published (it does not tell one statement
+/// from several: the order within the statement is what it guards). (The stack's
 /// listeners get them too: deliveries to users nobody is, which they drop.)
 #[tokio::test]
 async fn the_bus_sends_a_backlog_of_several_payloads_whole_and_in_order() {

@@ -54,14 +54,19 @@ async fn replica_admin(n: usize) -> tokio_postgres::Client {
 
 /// A messaging instance's `/api/readyz` body (`Null` if it is not JSON) at `url`.
 pub(crate) async fn readyz(url: &str) -> Value {
-    http()
-        .get(format!("{url}/api/readyz"))
+    readiness_at(url, "/api/readyz").await.1
+}
+
+/// A service's readiness answer at `url` + `path` (`/api/readyz`, `/auth/readyz`): its status
+/// and its body (`Null` if it is not JSON).
+pub(crate) async fn readiness_at(url: &str, path: &str) -> (u16, Value) {
+    let res = http()
+        .get(format!("{url}{path}"))
         .send()
         .await
-        .expect("readyz")
-        .json()
-        .await
-        .unwrap_or(Value::Null)
+        .expect("readyz");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 /// Replica health as each messaging instance reports it: `[(name, healthy)]` per instance.

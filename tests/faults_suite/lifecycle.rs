@@ -369,30 +369,47 @@ async fn an_auth_pool_held_by_a_blocked_sign_in_is_not_a_primary_down() {
     let _alone = exclusive().await;
     let primary_admin = admin(false).await;
     let user = register("busy_auth").await;
-    let (server, stop) = in_process_auth(&["--db-pool-size=1", "--db-pool-timeout-ms=4000"]).await;
+    // The sign-in below stays blocked for 3 s or more: no statement timeout ends it first.
+    let (server, stop) = in_process_auth(&[
+        "--db-pool-size=1",
+        "--db-pool-timeout-ms=4000",
+        "--db-statement-timeout-ms=30000",
+    ])
+    .await;
+    // As a probe asks: an answer within its 1 s (status 0: none came).
     let ready = |server: String| async move {
-        let res = http()
-            .get(format!("{server}/auth/readyz"))
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await;
-        match res {
-            Ok(r) => (
-                r.status().as_u16(),
-                r.json::<serde_json::Value>().await.unwrap_or_default(),
-            ),
-            Err(_) => (0, serde_json::Value::Null),
-        }
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            crate::faults::readiness_at(&server, "/auth/readyz"),
+        )
+        .await
+        .unwrap_or((0, serde_json::Value::Null))
     };
     eventually(Duration::from_secs(10), || async {
         (ready(server.clone()).await.0 == 200).then_some(())
     })
     .await;
+    // Auth backends already waiting on a lock (none, but the stack's own auth shares the
+    // application name): the sign-in's is the one that appears after.
+    let lock_waiters = || async {
+        primary_admin
+            .query_one(
+                "SELECT coalesce(array_agg(a.pid), '{}') FROM pg_locks l
+                   JOIN pg_stat_activity a USING (pid)
+                  WHERE NOT l.granted AND l.relation = 'auth.users'::regclass
+                    AND a.application_name = 'switchboard-auth'",
+                &[],
+            )
+            .await
+            .expect("pg_locks")
+            .get::<_, Vec<i32>>(0)
+    };
 
     primary_admin
         .batch_execute("BEGIN; LOCK TABLE auth.users IN ACCESS EXCLUSIVE MODE")
         .await
         .expect("lock on the primary");
+    let before = lock_waiters().await;
     let sign_in = tokio::spawn({
         let (url, login, password) = (
             format!("{server}/auth/login"),
@@ -408,20 +425,10 @@ async fn an_auth_pool_held_by_a_blocked_sign_in_is_not_a_primary_down() {
                 .map(|r| r.status())
         }
     });
-    // An auth backend waiting on the lock (the stack's own auth has no reason to touch
-    // `auth.users` meanwhile: every other test waits for this one).
+    // The sign-in's backend waiting on the lock.
     eventually(Duration::from_secs(10), || async {
-        let waiting: i64 = primary_admin
-            .query_one(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-                  WHERE NOT l.granted AND l.relation = 'auth.users'::regclass
-                    AND a.application_name = 'switchboard-auth'",
-                &[],
-            )
-            .await
-            .expect("pg_locks")
-            .get(0);
-        (waiting > 0).then_some(())
+        let now = lock_waiters().await;
+        now.iter().any(|pid| !before.contains(pid)).then_some(())
     })
     .await;
     let until = tokio::time::Instant::now() + Duration::from_millis(2500);

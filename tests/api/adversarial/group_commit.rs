@@ -25,7 +25,9 @@ async fn group_of(owner: &User, members: &[&User]) -> String {
 
 /// Sends `body` to `conversation` as a client should: a burst may meet admission control on
 /// a loaded machine (503 with `Retry-After`, nothing appended), and the client then tries
-/// again a second later (at most 10 tries; the last answer is returned).
+/// again a second later (at most 10 tries; the last answer is returned). A send that may
+/// append carries a `client_id`, so a retry after a 503 whose commit did happen (the
+/// primary lost mid-answer) repeats nothing.
 async fn post_message(user: &User, conversation: &str, body: Value) -> (StatusCode, Value) {
     let mut tries = 0;
     loop {
@@ -166,7 +168,11 @@ async fn a_bad_send_in_a_burst_fails_alone_and_a_client_id_appends_once() {
     }
     let mut calls: Vec<(Kind, &User, Value)> = Vec::new();
     for n in 0..20 {
-        calls.push((Kind::Valid, &a, json!({"content": format!("ok {n}")})));
+        calls.push((
+            Kind::Valid,
+            &a,
+            json!({"content": format!("ok {n}"), "client_id": format!("ok-{n}")}),
+        ));
         if n < 10 {
             calls.push((Kind::Stranger, &stranger, json!({"content": "let me in"})));
             calls.push((
