@@ -6,8 +6,8 @@
 //! Writers hand events to a [`Publisher`], which sends them after the write committed, from
 //! one dedicated connection, coalescing whatever is queued into `NOTIFY` payloads (JSON arrays
 //! of events kept under the 8000-byte payload limit), all sent in one statement. A
-//! notification that is
-//! lost (queue full, connection down) loses no data: clients see a `seq` gap and fetch.
+//! notification that is lost (queue full, connection down) loses no data: clients see a `seq`
+//! gap and fetch.
 
 use secrecy::SecretString;
 use serde::Serialize;
@@ -119,9 +119,9 @@ pub fn batch_payloads<T: Serialize>(events: &[T]) -> Vec<String> {
 /// WAL): a live delivery waits for one disk flush, its send's own. (Checked: with
 /// `commit_delay` = 100 ms and `commit_siblings` = 0 on the service's role, a frame reached
 /// its socket within 60 ms of the send's answer.) PostgreSQL folds byte-identical
-/// notifications of one transaction into one; two payloads of one backlog are never
-/// identical in practice (events carry ids, revisions and times), and a folded exact repeat
-/// would lose nothing a socket does not drop anyway.
+/// notifications of one transaction into one: two payloads of one backlog would have to hold
+/// the same run of events, up to 7900 bytes of them, to be folded — practically never, as
+/// message events carry ids, revisions and times.
 async fn prepare(
     client: &tokio_postgres::Client,
 ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {

@@ -282,29 +282,13 @@ async fn a_replica_pool_held_by_a_blocked_read_is_not_an_unhealthy_replica() {
     // A read, held on the replica; a send, held on the primary (its batch appends to the
     // messages): each holds its pool's only connection.
     let url = format!("{server}/api/conversations/{conv}/messages");
-    let read = tokio::spawn({
-        let (url, token) = (url.clone(), a.access.clone());
-        async move {
-            http()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .map(|r| r.status())
-        }
-    });
-    let send = tokio::spawn({
-        let (url, token) = (url.clone(), a.access.clone());
-        async move {
-            http()
-                .post(url)
-                .bearer_auth(token)
-                .json(&serde_json::json!({"content": "held"}))
-                .send()
-                .await
-                .map(|r| r.status())
-        }
-    });
+    let read = in_flight(http().get(&url).bearer_auth(&a.access));
+    let send = in_flight(
+        http()
+            .post(&url)
+            .bearer_auth(&a.access)
+            .json(&serde_json::json!({"content": "held"})),
+    );
     // This instance's backends waiting on a lock, on the replica or the primary.
     let waiting = |on_replica: bool| {
         let instance = instance.clone();
@@ -355,6 +339,14 @@ async fn a_replica_pool_held_by_a_blocked_read_is_not_an_unhealthy_replica() {
 
     stop.cancel();
     stopped(running).await;
+}
+
+/// Sends `request` in a task of its own, to be held by a lock while the test looks on: its
+/// status once answered.
+fn in_flight(
+    request: reqwest::RequestBuilder,
+) -> tokio::task::JoinHandle<Result<StatusCode, reqwest::Error>> {
+    tokio::spawn(async move { request.send().await.map(|r| r.status()) })
 }
 
 /// The same for auth, which has only a primary: an in-process auth service with one
@@ -410,21 +402,11 @@ async fn an_auth_pool_held_by_a_blocked_sign_in_is_not_a_primary_down() {
         .await
         .expect("lock on the primary");
     let before = lock_waiters().await;
-    let sign_in = tokio::spawn({
-        let (url, login, password) = (
-            format!("{server}/auth/login"),
-            user.username.clone(),
-            user.password.clone(),
-        );
-        async move {
-            http()
-                .post(url)
-                .json(&serde_json::json!({"login": login, "password": password}))
-                .send()
-                .await
-                .map(|r| r.status())
-        }
-    });
+    let sign_in = in_flight(
+        http()
+            .post(format!("{server}/auth/login"))
+            .json(&serde_json::json!({"login": user.username, "password": user.password})),
+    );
     // The sign-in's backend waiting on the lock.
     eventually(Duration::from_secs(10), || async {
         let now = lock_waiters().await;
@@ -505,8 +487,8 @@ async fn sends_waiting_past_the_target_shrink_admission_and_lose_nothing() {
 }
 
 /// Admission control counts the wait before the handler (src/platform/queue_time.rs): the
-/// same eight waves of ten sends 50 ms apart — a load the release default allowed wait (20 ms, set here: the test stack's is longer)
-/// never refuses — the first wave stamped by "the edge" as it is sent (so the instance
+/// same eight waves of ten sends 50 ms apart — a load the release default allowed wait
+/// (20 ms, set here: the test stack's is longer) never refuses — the first wave stamped by "the edge" as it is sent (so the instance
 /// learns the edge's clock offset as zero), the others as having arrived 300 ms before they
 /// were sent, are partly refused at once once their waits have stood past the target for
 /// CoDel's 100 ms and cut the limit below a wave, and every accepted send is stored, in a
