@@ -1,53 +1,48 @@
 //! Admission control for sends: an adaptive limit on the sends an instance holds at once
-//! (queued for group commit or being appended), set by how long they spend in service.
+//! (queued for group commit or being appended), set by how long they wait.
 //!
 //! A fixed queue bound cannot keep latency: on shared cores the sends an instance can
 //! append in a given time depend on what else runs (NGINX, the database, other services),
 //! and once the cores are saturated every queue on the path grows, not only ours. The limit
 //! is found instead by additive increase, multiplicative decrease (AIMD, TCP's congestion
-//! avoidance, RFC 5681 §3.1), on the delay of each batch's oldest send
-//! ([`Served::delay`]): CoDel's sojourn time (RFC 8289 §3) through the whole write path,
-//! counted from the edge (NGINX's `X-Request-Start`, [`crate::platform::queue_time`]) until
-//! its batch's `COMMIT` was sent, less the part of that wait the batch before it spent
-//! committing — the round trip of its `COMMIT`, which waits for the WAL to reach the disk.
+//! avoidance, RFC 5681 §3.1), on the queueing delay of each batch's oldest send
+//! ([`SendAdmission::queueing_delay`]): CoDel's sojourn time (RFC 8289 §3), counted from the
+//! edge (NGINX's `X-Request-Start`, [`crate::platform::queue_time`]) to the moment its batch
+//! was taken, less the part of that wait the batch before it spent committing — the round
+//! trip of its `COMMIT`, which waits for the WAL to reach the disk.
 //!
-//! What a send's time in service is made of: the wait for a batch, the statements of the
-//! batches before it and of its own, and the commits. The statements count. Their time
-//! grows with the sends in them, and a batch holds what queued while the one before it ran,
-//! so under overload each batch is bigger and slower than the last until it reaches
-//! `SEND_BATCH_MAX`: that growth is a queue too, hidden inside the batches, and a send waits
-//! in it without ever missing a batch. It counts (2026-12-02, 2 × the sustainable rate:
-//! every send was accepted at p50 60–120 ms while no send missed a batch, so a delay that
-//! left out the whole batch before saw no wait and never cut the limit). Its own batch's
-//! statement counts as well: with the delay ending when a batch was taken, an instance at
-//! 2 × the sustainable rate kept its waits within the target while its sends took p99 71–191
-//! ms per second, in batches of up to 128 on cores with no headroom left (full benchmark of
-//! 2026-12-02 03:55). The commits do not: they are the disk's time, not the queue's — a WAL
-//! flush at any load, a synchronous standby's round trip, and the disk's stalls (50 ms to
-//! 2.5 s on the benchmark host). Refusing sends does not shorten a stalled flush, and a
-//! closed loop of clients that never queue beyond one batch would otherwise be refused
-//! after every stall (counting the whole wait less only the quickest append of the last
-//! minutes, the benchmark's closed loop of 32 users got 41 refusals in 30 s).
+//! What the wait behind the batch before is made of: its statement, whose time grows with
+//! the sends in it, and its commit, whose time does not. A batch holds what queued while the
+//! one before it ran, so under overload each batch is bigger and slower than the last until
+//! it reaches `SEND_BATCH_MAX`: that growth is a queue too, hidden inside the batches, and a
+//! send waits behind it without ever missing a batch. It counts (2026-12-02, 2 × the
+//! sustainable rate: every send was accepted at p50 60–120 ms while no send missed a batch,
+//! so a delay that left out the whole batch before saw no wait and never cut the limit).
+//! The commit does not: it is the disk's time, not the queue's — a WAL flush at any load, a
+//! synchronous standby's round trip, and the disk's stalls (50 ms to 2.5 s on the benchmark
+//! host). Refusing sends does not shorten a stalled flush, and a closed loop of clients that
+//! never queue beyond one batch would otherwise be refused after every stall (counting the
+//! whole wait less only the quickest append of the last minutes, the benchmark's closed
+//! loop of 32 users got 41 refusals in 30 s).
 //!
 //! Approximations: with several writers (`SEND_WRITERS`) the commit excused is the last one
 //! recorded by any of them, and only where it overlapped the wait; on saturated cores a
-//! commit's round trip holds some waiting for a core too, which is then not counted. A
-//! batch that failed before its commit counts its wait until it was taken only.
+//! commit's round trip holds some waiting for a core too, which is then not counted.
 //!
-//! When a writer has appended a batch whose oldest send's delay was
+//! When a writer takes a batch whose oldest send waited
 //!
-//! - longer than the target (`SEND_QUEUE_MAX_WAIT_MS`), as every batch's has been for at
-//!   least CoDel's interval (100 ms, RFC 8289 §4.3: a burst that drains within it is not a
+//! - longer than the target (`SEND_QUEUE_MAX_WAIT_MS`), as every batch has for at least
+//!   CoDel's interval (100 ms, RFC 8289 §4.3: a burst that drains within it is not a
 //!   standing queue, and is not refused): the sends held (or the limit, if
 //!   fewer: TCP cuts its flight size, not its window, RFC 5681 §3.1 eq. 4 — a limit far
-//!   above what is held would take several cuts to bind) are multiplied by target ÷ delay,
+//!   above what is held would take several cuts to bind) are multiplied by target ÷ wait,
 //!   kept between 0.5 (TCP Reno's factor) and 0.7 (CUBIC's, RFC 9438 §4.6): the longer the
-//!   delay, the deeper the cut (the ratio is Netflix Gradient's limit update). At most once
+//!   wait, the deeper the cut (the ratio is Netflix Gradient's limit update). At most once
 //!   per window: only a send admitted after the last cut can cause the next, so the sends
 //!   already admitted under the old limit do not cut it again;
 //! - within the target, while the limit is in use (at least half of it held): it grows by
-//!   one per limit's worth of sends served, probing for room;
-//! - within the target while less than half of it is held: by one per send served. The
+//!   one per limit's worth of sends taken, probing for room;
+//! - within the target while less than half of it is held: by one per send taken. The
 //!   limit does not bind then, so growing it adds no load now; it only lets a calm
 //!   instance forget a past cut as fast as it serves sends, so a later burst that fits the
 //!   queue is not refused for a slowdown long gone. (TCP does the opposite after idle,
@@ -96,19 +91,16 @@ struct Window {
     /// When the last batch appended was committing: from sending its `COMMIT` to the answer
     /// ([`SendAdmission::appended`]).
     last_commit: Option<(Instant, Instant)>,
-    /// Since when every batch served has had a delay past the target; `None` while the last
-    /// did not.
+    /// Since when every batch taken has waited past the target; `None` while the last did not.
     above_since: Option<Instant>,
 }
 
-/// A batch a writer just appended (or failed to), as admission control learns from it.
-pub struct Served {
+/// A batch a writer just took, as admission control learns from it.
+pub struct Taken {
     /// Sends in the batch.
     pub sends: usize,
-    /// Its oldest send's time in service less the commits: its queueing delay until the
-    /// batch was taken ([`SendAdmission::queueing_delay`]) plus the batch's time from then
-    /// until its `COMMIT` was sent.
-    pub delay: Duration,
+    /// Its oldest send's queueing delay ([`SendAdmission::queueing_delay`]).
+    pub waited: Duration,
     /// When the first of its sends was admitted (see [`SendAdmission::admit`]).
     pub first_admitted: Instant,
 }
@@ -137,7 +129,7 @@ impl SendAdmission {
     }
 
     /// Takes a place for one send: `Some(now)` (its admission instant, for
-    /// [`Served::first_admitted`]) when fewer than the limit are in flight, else `None` (the
+    /// [`Taken::first_admitted`]) when fewer than the limit are in flight, else `None` (the
     /// caller refuses it). The place is given back by [`SendAdmission::release`] once the
     /// send is answered (or was never queued).
     pub fn admit(&self) -> Option<Instant> {
@@ -186,16 +178,16 @@ impl SendAdmission {
         }
     }
 
-    /// Learns from a batch a writer just appended, before its sends are released.
-    pub fn served(&self, batch: &Served) {
+    /// Learns from a batch a writer just took (its sends stay held until released).
+    pub fn taken(&self, batch: &Taken) {
         let held = self.in_flight.load(Ordering::Acquire);
         if let Ok(mut w) = self.limit.lock() {
-            if batch.delay > self.target {
+            if batch.waited > self.target {
                 let now = Instant::now();
                 let since = *w.above_since.get_or_insert(now);
                 let standing = now.saturating_duration_since(since) >= self.interval;
                 if standing && w.decreased_at.is_none_or(|at| batch.first_admitted > at) {
-                    let factor = (self.target.as_secs_f64() / batch.delay.as_secs_f64())
+                    let factor = (self.target.as_secs_f64() / batch.waited.as_secs_f64())
                         .clamp(DEEPEST_CUT, GENTLEST_CUT);
                     w.limit = (w.limit.min(held as f64) * factor).max(1.0);
                     w.decreased_at = Some(now);
@@ -227,17 +219,17 @@ mod tests {
 
     const TARGET: Duration = Duration::from_millis(40);
 
-    fn batch(sends: usize, delay_ms: u64, first_admitted: Instant) -> Served {
-        Served {
+    fn batch(sends: usize, waited_ms: u64, first_admitted: Instant) -> Taken {
+        Taken {
             sends,
-            delay: Duration::from_millis(delay_ms),
+            waited: Duration::from_millis(waited_ms),
             first_admitted,
         }
     }
 
-    /// A batch served and answered.
-    fn answered(a: &SendAdmission, batch: &Served) {
-        a.served(batch);
+    /// A batch taken and answered.
+    fn served(a: &SendAdmission, batch: &Taken) {
+        a.taken(batch);
         a.release(batch.sends);
     }
 
@@ -258,7 +250,7 @@ mod tests {
             a.admit().is_none(),
             "a fifth send admitted over a limit of 4"
         );
-        answered(&a, &batch(1, 5, first));
+        served(&a, &batch(1, 5, first));
         assert!(a.admit().is_some(), "no room after a send was answered");
     }
 
@@ -266,20 +258,20 @@ mod tests {
     fn a_slow_batch_shrinks_the_limit_once_per_window() {
         let a = SendAdmission::with_interval(100, TARGET, Duration::ZERO);
         let first = admit_all(&a, 90);
-        answered(&a, &batch(30, 50, first));
+        served(&a, &batch(30, 50, first));
         assert_near(
             a.limit(),
             63.0,
             "a batch a little slow cuts the 90 held by 0.7",
         );
-        answered(&a, &batch(30, 50, first));
+        served(&a, &batch(30, 50, first));
         assert_near(
             a.limit(),
             63.0,
             "sends admitted before the cut cut it again",
         );
         let later = admit_all(&a, 1) + Duration::from_millis(1);
-        answered(&a, &batch(1, 60, later));
+        served(&a, &batch(1, 60, later));
         assert_near(
             a.limit(),
             31.0 * 40.0 / 60.0,
@@ -287,7 +279,7 @@ mod tests {
         );
         a.release(20);
         let later = admit_all(&a, 1) + Duration::from_millis(1);
-        answered(&a, &batch(1, 400, later));
+        served(&a, &batch(1, 400, later));
         assert_near(
             a.limit(),
             5.5,
@@ -300,7 +292,7 @@ mod tests {
     fn a_cut_is_from_the_sends_held_when_fewer_than_the_limit() {
         let a = SendAdmission::with_interval(512, TARGET, Duration::ZERO);
         let first = admit_all(&a, 40);
-        answered(&a, &batch(8, 400, first));
+        served(&a, &batch(8, 400, first));
         assert_eq!(a.limit(), 20.0, "half of the 40 held, not 256");
     }
 
@@ -318,7 +310,7 @@ mod tests {
         for _ in 0..n {
             let held = a.limit() as usize - a.in_flight();
             admit_all(a, held);
-            answered(
+            served(
                 a,
                 &batch(held, 500, Instant::now() + Duration::from_millis(1)),
             );
@@ -336,7 +328,7 @@ mod tests {
         let shrunk = a.limit();
         assert_eq!(shrunk, 8.0);
         let first = admit_all(&a, 4);
-        answered(&a, &batch(1, 5, first));
+        served(&a, &batch(1, 5, first));
         assert_near(
             a.limit(),
             shrunk + 1.0 / shrunk,
@@ -347,7 +339,7 @@ mod tests {
             while a.in_flight() * 2 < a.limit().ceil() as usize {
                 admit_all(&a, 1);
             }
-            answered(&a, &batch(1, 5, first));
+            served(&a, &batch(1, 5, first));
         }
         assert_eq!(a.limit(), 64.0, "the ceiling is the queue's capacity");
     }
@@ -379,20 +371,20 @@ mod tests {
     fn a_burst_shorter_than_the_interval_is_not_cut() {
         let a = SendAdmission::new(64, TARGET);
         let first = admit_all(&a, 40);
-        a.served(&batch(20, 500, first));
+        a.taken(&batch(20, 500, first));
         assert_eq!(a.limit(), 64.0, "cut on the first slow batch");
-        a.served(&batch(20, 5, first));
+        a.taken(&batch(20, 5, first));
         a.release(40);
         std::thread::sleep(STANDING_INTERVAL);
         let later = admit_all(&a, 40) + Duration::from_millis(1);
-        a.served(&batch(20, 500, later));
+        a.taken(&batch(20, 500, later));
         assert_eq!(
             a.limit(),
             64.0,
             "a fast batch between did not end the burst"
         );
         std::thread::sleep(STANDING_INTERVAL);
-        a.served(&batch(20, 500, later));
+        a.taken(&batch(20, 500, later));
         assert_near(
             a.limit(),
             20.0,
@@ -407,11 +399,11 @@ mod tests {
         assert_eq!(a.limit(), 4.0);
         for n in 1..=60 {
             let at = admit_all(&a, 1);
-            answered(&a, &batch(1, 5, at));
+            served(&a, &batch(1, 5, at));
             assert_eq!(a.limit(), 4.0 + n as f64, "after {n} calm sends");
         }
         let at = admit_all(&a, 1);
-        answered(&a, &batch(1, 5, at));
+        served(&a, &batch(1, 5, at));
         assert_eq!(a.limit(), 64.0, "past the ceiling");
     }
 }

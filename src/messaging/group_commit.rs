@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
 use super::{
-    admission::{SendAdmission, Served},
+    admission::{SendAdmission, Taken},
     append::{Audience, AUDIENCE_COLUMNS},
     domain::MessageContent,
     mentions::{self, Mentions},
@@ -89,9 +89,9 @@ pub struct GroupCommitSettings {
     /// Sends held at most (queued or being appended), the ceiling of admission control's
     /// limit; past the limit a send answers 503 at once.
     pub queue_capacity: usize,
-    /// The delay admission control keeps sends to: a batch's oldest send's time in service,
-    /// from the edge until its batch's `COMMIT` was sent, less the part of its wait the batch
-    /// before it spent committing ([`SendAdmission::queueing_delay`], [`Served::delay`]).
+    /// The queueing delay admission control keeps sends to: how long a batch's oldest send
+    /// had waited, from the edge, when its batch was taken, less the part of that wait the
+    /// batch before it spent committing ([`SendAdmission::queueing_delay`]).
     pub max_wait: Duration,
     /// Sends in one batch at most.
     pub batch_max: usize,
@@ -153,21 +153,18 @@ impl SendQueue {
                     let oldest = batch.iter().map(|p| p.arrived).min();
                     let first_admitted = batch.iter().map(|p| p.admitted).min();
                     let taken_at = Instant::now();
-                    // The wait until now, read before this batch's own commit is recorded.
-                    let waited = oldest.map(|o| admission.queueing_delay(o, taken_at));
+                    if let (Some(oldest), Some(first_admitted)) = (oldest, first_admitted) {
+                        admission.taken(&Taken {
+                            sends,
+                            waited: admission.queueing_delay(oldest, taken_at),
+                            first_admitted,
+                        });
+                    }
                     // Given back even if the batch panics: a place never released would
                     // shrink the instance for good.
                     let _held = Held(&admission, sends);
-                    let commit = run_batch(&db, &settings, batch).await;
-                    if let Some((from, to)) = commit {
+                    if let Some((from, to)) = run_batch(&db, &settings, batch).await {
                         admission.appended(from, to);
-                    }
-                    if let (Some(waited), Some(first_admitted)) = (waited, first_admitted) {
-                        admission.served(&Served {
-                            sends,
-                            delay: waited + statement_time(taken_at, commit),
-                            first_admitted,
-                        });
                     }
                     crate::platform::metrics::record_send_admission_limit(admission.limit());
                 }
@@ -230,15 +227,6 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.0.release(self.1);
     }
-}
-
-/// How long a batch taken at `taken_at` spent before its `COMMIT` was sent (`commit`, when it
-/// ran): its statement, lock waits and waits for a core or a connection — time in service
-/// that grows with the sends in it. Zero when it failed before committing.
-fn statement_time(taken_at: Instant, commit: Option<(Instant, Instant)>) -> Duration {
-    commit.map_or(Duration::ZERO, |(from, _)| {
-        from.saturating_duration_since(taken_at)
-    })
 }
 
 /// Waits for one send, then takes whatever else is already queued, up to `max`.

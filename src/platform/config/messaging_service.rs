@@ -172,13 +172,13 @@ pub struct MessagingConfig {
         help_heading = "Messages"
     )]
     pub send_queue_capacity: usize,
-    /// The delay admission control keeps sends to, in milliseconds: a batch's oldest send's
-    /// time in service, from the edge (NGINX's `X-Request-Start`) until its batch's `COMMIT`
-    /// was sent, less the commit of the batch before it where the send waited through it (a
-    /// WAL flush is the disk's time, not the queue's; the statements, its own batch's and
-    /// the one before, grow with the sends in them and count). Once batches have taken longer
-    /// for 100 ms, the number of sends the instance accepts at once is cut (by target ÷
-    /// delay, between 0.5 and 0.7); batches within it grow it again (AIMD, RFC 5681 §3.1, on
+    /// The queueing delay admission control keeps sends to, in milliseconds: how long a
+    /// batch's oldest send had waited, from the edge (NGINX's `X-Request-Start`), when its
+    /// batch was taken, less the commit of the batch before it (a WAL flush is the disk's
+    /// time, not the queue's; the statement before it, which grows with the sends in the
+    /// batch, counts). Once batches have waited longer for
+    /// 100 ms, the number of sends the instance accepts at once is cut (by target ÷ wait,
+    /// between 0.5 and 0.7); batches within it grow it again (AIMD, RFC 5681 §3.1, on
     /// CoDel's sojourn time, RFC 8289 §3; `messaging::admission`).
     #[arg(
         long = "send-queue-max-wait-ms",
