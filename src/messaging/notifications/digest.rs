@@ -55,15 +55,17 @@ pub fn unsubscribe_url(state: &State, user: Uuid) -> String {
     )
 }
 
-/// Takes due digests (at most `$1`) off the table; with each, what deciding needs: the
-/// participant's read marker and visible range, whether they are online, their settings
-/// (mail on, quiet hours now) — NULLs when they are no longer a participant.
+/// Takes due digests (at most `{batch}`, [`BATCH`]: a literal, so that the statement is
+/// planned once per connection, as the notification worker's pass) off the table; with
+/// each, what deciding needs: the participant's read marker and visible range, whether they
+/// are online, their settings (mail on, quiet hours now) — NULLs when they are no longer a
+/// participant.
 const TAKE: &str = "
 WITH due AS (
     DELETE FROM messaging.email_digests d
     WHERE (d.user_id, d.conversation_id) IN (
         SELECT user_id, conversation_id FROM messaging.email_digests
-        WHERE due_at <= now() ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+        WHERE due_at <= now() ORDER BY due_at LIMIT {batch} FOR UPDATE SKIP LOCKED)
     RETURNING d.*
 )
 SELECT d.user_id, d.conversation_id, d.first_seq, d.last_seq,
@@ -82,7 +84,9 @@ LEFT JOIN messaging.presence pr ON pr.user_id = d.user_id";
 
 /// Starts the digest worker: a pass every `poll`.
 pub fn spawn(state: State, outbox: Outbox, poll: Duration, tasks: &Tasks) {
-    let take = TAKE.replace("{quiet}", super::preferences::QUIET_NOW);
+    let take = TAKE
+        .replace("{quiet}", super::preferences::QUIET_NOW)
+        .replace("{batch}", &BATCH.to_string());
     tasks.spawn("digest worker", async move {
         loop {
             match pass(&state, &outbox, &take).await {
@@ -98,7 +102,7 @@ pub fn spawn(state: State, outbox: Outbox, poll: Duration, tasks: &Tasks) {
 async fn pass(state: &State, outbox: &Outbox, take: &str) -> Result<usize, ApiError> {
     let mut conn = state.db.primary().await?;
     let tx = conn.transaction().await?;
-    let due = tx.query_t(take, &[&BATCH]).await?;
+    let due = tx.query_t(take, &[]).await?;
     let mut mailed = 0;
     for d in &due {
         let user: Uuid = d.get("user_id");
