@@ -53,14 +53,24 @@
 //! on memory), and never falls below one. A send over the limit answers 503 with
 //! `Retry-After` at once, before it costs the database anything: the instance accepts what
 //! it can serve without a standing queue and turns the rest away while it is cheap to.
+//!
+//! **A user's share.** One user holds at most [`USER_SHARE`] of the limit (at least one
+//! send): a single account sending as fast as it is answered would otherwise take every
+//! place, and every other user of the instance would be refused until it stopped. Past its
+//! share a user's send answers 503 with `Retry-After` at once, as past the limit. (The send
+//! budget, `SEND_RATE_LIMIT`, bounds a user's sends over a window across instances, but it
+//! is checked in the batch statement, after a send has taken its place here.)
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
+
+use uuid::Uuid;
 
 /// The least a wait over the target multiplies the limit by: CUBIC's β (RFC 9438 §4.6).
 pub const GENTLEST_CUT: f64 = 0.7;
@@ -73,6 +83,9 @@ pub const DEEPEST_CUT: f64 = 0.5;
 /// (RFC 8289 §4.3). A burst that drains within it is not a standing queue.
 pub const STANDING_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The most of the limit one user's sends may hold (see the module's "A user's share").
+pub const USER_SHARE: f64 = 0.5;
+
 /// The adaptive limit of one instance's sends in flight.
 pub struct SendAdmission {
     ceiling: f64,
@@ -81,6 +94,31 @@ pub struct SendAdmission {
     /// Sends admitted and not yet answered.
     in_flight: AtomicUsize,
     limit: Mutex<Window>,
+    /// Each user's sends holding a share ([`SendAdmission::share`]); no entry at zero.
+    shares: Mutex<HashMap<Uuid, usize>>,
+}
+
+/// A user's place within their share of the limit, given back when dropped (once the send
+/// is answered, or was never queued).
+pub struct Share {
+    admission: Arc<SendAdmission>,
+    user: Uuid,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut shares = self
+            .admission
+            .shares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = shares.get_mut(&self.user) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                shares.remove(&self.user);
+            }
+        }
+    }
 }
 
 struct Window {
@@ -125,7 +163,26 @@ impl SendAdmission {
                 last_commit: None,
                 above_since: None,
             }),
+            shares: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes a place for one send of `user` within their share of the limit
+    /// ([`USER_SHARE`] of it, at least one), before [`SendAdmission::admit`]: `None` when
+    /// they hold as many as that already (the caller refuses the send).
+    pub fn share(self: &Arc<Self>, user: Uuid) -> Option<Share> {
+        let most = ((self.limit() * USER_SHARE) as usize).max(1);
+        // A panic never happens while the map is held; were it poisoned, it is still whole.
+        let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+        let held = shares.entry(user).or_insert(0);
+        if *held >= most {
+            return None;
+        }
+        *held += 1;
+        Some(Share {
+            admission: self.clone(),
+            user,
+        })
     }
 
     /// Takes a place for one send: `Some(now)` (its admission instant, for
@@ -390,6 +447,29 @@ mod tests {
             20.0,
             "waits past the target for an interval: 40 held, halved",
         );
+    }
+
+    #[test]
+    fn a_user_holds_at_most_half_the_limit_and_others_keep_their_room() {
+        let a = Arc::new(SendAdmission::with_interval(8, TARGET, Duration::ZERO));
+        let (flooder, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut held: Vec<Share> = (0..4)
+            .map(|_| a.share(flooder).expect("within half of 8"))
+            .collect();
+        assert!(a.share(flooder).is_none(), "a fifth of 8 for one user");
+        let others: Vec<Share> = (0..4)
+            .map(|_| a.share(other).expect("another user's half"))
+            .collect();
+        held.pop();
+        assert!(a.share(flooder).is_some(), "no room after an answer");
+        drop((held, others));
+        assert!(
+            a.shares.lock().expect("shares").is_empty(),
+            "entries left for users holding nothing"
+        );
+        shrink(&a, 10);
+        assert_eq!(a.limit(), 1.0);
+        assert!(a.share(flooder).is_some(), "a share of a limit of one");
     }
 
     #[test]

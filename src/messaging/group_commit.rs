@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
 use super::{
-    admission::{SendAdmission, Taken},
+    admission::{SendAdmission, Share, Taken},
     append::{Audience, AUDIENCE_COLUMNS},
     domain::MessageContent,
     mentions::{self, Mentions},
@@ -116,6 +116,8 @@ struct Pending {
     arrived: Instant,
     /// When admission control let it in ([`SendAdmission::admit`]).
     admitted: Instant,
+    /// Its place in its sender's share, given back once the send is answered.
+    share: Share,
 }
 
 /// The instance's send queue; cheap to clone.
@@ -176,8 +178,9 @@ impl SendQueue {
     /// Queues `send`, whose request reached the edge at `arrived` (its queueing delay
     /// starts there), and waits for its batch.
     ///
-    /// Errors: 503 with `Retry-After: 1` at once when the instance holds as many sends as
-    /// admission control allows now ([`SendAdmission`]) or the service is stopping; the
+    /// Errors: 503 with `Retry-After: 1` at once when the sender already holds their share
+    /// of admission control's limit ([`SendAdmission::share`]), when the instance holds as
+    /// many sends as it allows now ([`SendAdmission`]), or when the service is stopping; the
     /// send's own refusal (404 not a participant, 422 `reply_to`, 429 budget); 503 when the
     /// primary is unavailable.
     ///
@@ -195,6 +198,13 @@ impl SendQueue {
                 retry_after: 1,
             }
         };
+        let share = self.admission.share(send.sender_id).ok_or_else(|| {
+            crate::platform::metrics::send_refused();
+            ApiError::Unavailable {
+                detail: "you have too many messages being sent at once; retry shortly".into(),
+                retry_after: 1,
+            }
+        })?;
         let admitted = self.admission.admit().ok_or_else(refused)?;
         let span = tracing::info_span!("messaging.send_queue", otel.kind = "internal");
         let link = Some(span.context().span().span_context().clone()).filter(|c| c.is_valid());
@@ -205,6 +215,7 @@ impl SendQueue {
             link,
             arrived,
             admitted,
+            share,
         };
         if self.tx.try_send(pending).is_err() {
             self.admission.release(1);
@@ -262,16 +273,21 @@ async fn run_batch(
     );
     let mut sends = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
+    let mut shares = Vec::with_capacity(batch.len());
     for p in batch {
         if let Some(link) = p.link {
             span.add_link(link);
         }
         sends.push(p.send);
         replies.push(p.reply);
+        shares.push(p.share);
     }
-    answer_batch(db, settings, sends, replies)
+    let committed = answer_batch(db, settings, sends, replies)
         .instrument(span)
-        .await
+        .await;
+    // Each sender's places go back once their sends are answered, not when the batch began.
+    drop(shares);
+    committed
 }
 
 /// When a batch's `COMMIT` was sent and when it was answered.

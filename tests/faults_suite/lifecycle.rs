@@ -634,6 +634,154 @@ async fn a_slow_commit_is_not_a_queue_and_refuses_no_one() {
     assert_eq!(stored_seqs(&conv).await, (1..=64).collect::<Vec<i64>>());
 }
 
+/// One user cannot take an instance's sends from everyone else: with room for eight sends at
+/// once (no cut: the delay target is far away), one writer appending one send at a time and
+/// each of the flooder's appends held 100 ms (a trigger sleeping in the insert of its
+/// messages), a flood of twenty sends at once from one account holds at most half the
+/// room — the rest refused fast, 503 with `Retry-After` — and another user's send made
+/// meanwhile is accepted. Exactly the accepted sends are stored, gapless in each
+/// conversation. (With one limit for everyone, the flood held all eight places and the other
+/// user was refused.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_flooding_sends_cannot_take_every_place_in_the_queue() {
+    let _alone = exclusive().await;
+    let primary_admin = admin(false).await;
+    let (flooder, other, peer) = (
+        register("flood_a").await,
+        register("flood_b").await,
+        register("flood_c").await,
+    );
+    let (flooded, calm) = (
+        flooder.direct_with(&peer).await,
+        other.direct_with(&peer).await,
+    );
+    slow_appends(&primary_admin, true).await;
+    let app = in_process_messaging(
+        &format!("flood-{}", unique()),
+        &[
+            "--send-rate-limit=100000",
+            "--send-queue-capacity=8",
+            "--send-queue-max-wait-ms=60000",
+            "--send-writers=1",
+            "--send-batch-max=1",
+        ],
+    )
+    .await;
+    let (port, stop) = (app.port(), app.stop_token());
+    let running = tokio::spawn(app.run_until_stopped());
+    let server = format!("http://127.0.0.1:{port}");
+    let client = http();
+    let send = move |token: String, conv: String, content: String| {
+        let (client, server) = (client.clone(), server.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = client
+                .post(format!("{server}/api/conversations/{conv}/messages"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "content": content }))
+                .send()
+                .await
+                .expect("an answer");
+            let (status, retry_after) = (r.status(), r.headers().contains_key("retry-after"));
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, retry_after, body, started.elapsed())
+        })
+    };
+    // Sixteen of the flooder's clients, each sending again as soon as it is answered (10 ms
+    // after a refusal), until the other user's send is answered.
+    let flooding = tokio_util::sync::CancellationToken::new();
+    let flood: Vec<_> = (0..16)
+        .map(|c| {
+            let (send, token, conv, flooding) = (
+                send.clone(),
+                flooder.access.clone(),
+                flooded.clone(),
+                flooding.clone(),
+            );
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for n in 0.. {
+                    if flooding.is_cancelled() {
+                        break;
+                    }
+                    let answer = send(token.clone(), conv.clone(), format!("slow-append {c} {n}"))
+                        .await
+                        .expect("a flood send");
+                    if answer.0 == StatusCode::SERVICE_UNAVAILABLE {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    answers.push(answer);
+                }
+                answers
+            })
+        })
+        .collect();
+    // The flood's appends are under way (each held 100 ms) and its clients fill the queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calm_send = send(other.access.clone(), calm.clone(), "meanwhile".into()).await;
+    flooding.cancel();
+    let flood = futures_util::future::join_all(flood).await;
+    stop.cancel();
+    stopped(running).await;
+    slow_appends(&primary_admin, false).await;
+
+    let (status, _, body, _) = calm_send.expect("the other user's send");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "another user's send refused during a flood: {body}"
+    );
+    let mut accepted = Vec::new();
+    let flood: Vec<_> = flood
+        .into_iter()
+        .flat_map(|c| c.expect("a flooding client"))
+        .collect();
+    let refused = flood.len() - flood.iter().filter(|a| a.0 == StatusCode::CREATED).count();
+    for (status, retry_after, body, took) in flood {
+        match status {
+            StatusCode::CREATED => accepted.push(body["seq"].as_i64().expect("seq")),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(retry_after, "503 without Retry-After: {body}");
+                assert!(took < Duration::from_millis(500), "a refusal took {took:?}");
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(
+        !accepted.is_empty() && refused > 0,
+        "the flood was not partly accepted and partly refused: {} accepted, {refused} refused",
+        accepted.len()
+    );
+    accepted.sort_unstable();
+    assert_eq!(stored_seqs(&flooded).await, accepted);
+    assert_eq!(
+        accepted,
+        (1..=accepted.len() as i64).collect::<Vec<_>>(),
+        "gapless"
+    );
+    assert_eq!(stored_seqs(&calm).await, vec![1]);
+}
+
+/// Makes the append of every message whose content starts with `slow-append ` take 100 ms
+/// more (a trigger sleeping in its insert), or (`on` false) removes that trigger.
+async fn slow_appends(admin: &tokio_postgres::Client, on: bool) {
+    let sql = if on {
+        "CREATE OR REPLACE FUNCTION public.test_slow_append() RETURNS trigger
+           LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.1); RETURN NEW; END $$;
+         DROP TRIGGER IF EXISTS test_slow_append ON messaging.messages;
+         CREATE TRIGGER test_slow_append BEFORE INSERT ON messaging.messages
+           FOR EACH ROW WHEN (NEW.content LIKE 'slow-append %')
+           EXECUTE FUNCTION public.test_slow_append()"
+    } else {
+        "DROP TRIGGER IF EXISTS test_slow_append ON messaging.messages;
+         DROP FUNCTION IF EXISTS public.test_slow_append()"
+    };
+    admin
+        .batch_execute(sql)
+        .await
+        .expect("the slow-append trigger");
+}
+
 /// The gap between waves of the admission tests' bursts.
 const WAVE_GAP: Duration = Duration::from_millis(50);
 
