@@ -420,6 +420,7 @@ impl App {
 ///
 /// Errors: see [`App::build_auth`] and [`App::run_until_stopped`].
 pub async fn run_auth(cfg: AuthConfig) -> anyhow::Result<()> {
+    crate::platform::open_files::raise();
     App::build_auth(cfg).await?.run_until_stopped().await
 }
 
@@ -427,6 +428,7 @@ pub async fn run_auth(cfg: AuthConfig) -> anyhow::Result<()> {
 ///
 /// Errors: see [`App::build_messaging`] and [`App::run_until_stopped`].
 pub async fn run_messaging(cfg: MessagingConfig) -> anyhow::Result<()> {
+    crate::platform::open_files::raise();
     App::build_messaging(cfg).await?.run_until_stopped().await
 }
 

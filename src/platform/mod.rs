@@ -1,7 +1,8 @@
 //! The platform floor: everything the services share that knows nothing of accounts or
 //! messages — configuration and secrets, telemetry and metrics, the HTTP edge and its
-//! problem+json errors, database pools with read/write routing, the NOTIFY event bus, and
-//! access-token verification. Nothing here imports `auth`, `messaging` or `realtime`.
+//! problem+json errors, database pools with read/write routing, the NOTIFY event bus,
+//! access-token verification, and the process's open-files limit. Nothing here imports
+//! `auth`, `messaging` or `realtime`.
 
 pub mod access;
 pub mod backlog;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod mail;
 pub mod metrics;
+pub mod open_files;
 pub mod queue_time;
 pub mod secrets;
 pub mod tasks;

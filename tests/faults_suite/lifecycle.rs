@@ -866,3 +866,103 @@ async fn send_burst(
     stop.cancel();
     stopped(running).await;
 }
+
+/// A messaging instance started with a soft open-files limit of 128 (RLIMIT_NOFILE; the
+/// soft limit containerd 2 and systemd give a container or a unit is 1024, far under their
+/// hard limit) raises it to the hard limit at start, and then answers 400 connections held
+/// open at once, each on its own socket. (Without raising it, accept(2) failed with EMFILE
+/// past the 128th descriptor and the connections beyond waited unanswered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_given_a_low_soft_open_files_limit_raises_it_and_holds_every_connection() {
+    let _alone = exclusive().await;
+    let (name, _) = instances()[0].clone();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut env: Vec<(String, String)> = crate::failover::environ(crate::failover::pid_of(&name))
+        .into_iter()
+        .filter(|(k, _)| !["MESSAGING_BIND", "METRICS_BIND", "INSTANCE_ID"].contains(&k.as_str()))
+        .collect();
+    env.extend([
+        ("MESSAGING_BIND".into(), format!("127.0.0.1:{port}")),
+        ("METRICS_BIND".into(), "127.0.0.1:0".into()),
+        ("INSTANCE_ID".into(), format!("nofile-{}", unique())),
+    ]);
+    let log = std::fs::File::create(format!(
+        "{}/logs/nofile.log",
+        std::env::var("SWITCHBOARD_DATA").expect("set by scripts/test.sh")
+    ))
+    .expect("log");
+    let mut child = std::process::Command::new("prlimit")
+        .args(["--nofile=128:", "--", env!("CARGO_BIN_EXE_messaging")])
+        .env_clear()
+        .envs(env)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start an instance under prlimit");
+    let (url, pid) = (format!("http://127.0.0.1:{port}"), child.id());
+    let held = async move {
+        eventually(Duration::from_secs(30), || async {
+            let ok = http()
+                .get(format!("{url}/api/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            ok.then_some(())
+        })
+        .await;
+        let limits =
+            std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("the instance's limits");
+        let open_files: Vec<&str> = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("a Max open files line")
+            .split_whitespace()
+            .collect();
+        // "Max open files <soft> <hard> files"
+        assert_eq!(
+            open_files[3], open_files[4],
+            "the soft limit was not raised to the hard one: {limits}"
+        );
+        // 400 connections opened at once and held until every one is answered.
+        let mut sockets = Vec::new();
+        for _ in 0..400 {
+            sockets.push(
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("connect"),
+            );
+        }
+        let answers = futures_util::future::join_all(sockets.iter_mut().map(|s| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"GET /api/healthz HTTP/1.1\r\nHost: switchboard\r\n\r\n")
+                .await
+                .ok()?;
+            let mut head = [0u8; 12];
+            tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
+                .await
+                .ok()?
+                .ok()?;
+            Some(head)
+        }))
+        .await;
+        let answered = answers
+            .iter()
+            .filter(|a| a.is_some_and(|h| &h == b"HTTP/1.1 200"))
+            .count();
+        assert_eq!(
+            answered, 400,
+            "connections answered 200 of 400 held at once"
+        );
+        drop(sockets);
+    };
+    // The instance is stopped whatever the outcome.
+    let outcome = tokio::spawn(held).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
