@@ -329,6 +329,20 @@ pub async fn send_frame(ws: &mut Ws, v: Value) {
         .expect("send frame");
 }
 
+/// Waits until `GET url` answers a success (a service's `readyz` once it has started);
+/// panics after `timeout`.
+pub async fn until_ready(url: &str, timeout: Duration) {
+    eventually(timeout, || async {
+        let ok = http()
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        ok.then_some(())
+    })
+    .await;
+}
+
 /// Retries `f` until it returns `Some`, for reads of another user's write that the replica
 /// may not have replayed yet; panics after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> T

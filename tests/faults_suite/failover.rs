@@ -67,15 +67,7 @@ pub(crate) async fn restart(name: &str, url: &str, env: Vec<(String, String)>) {
         .spawn()
         .expect("start instance");
     std::fs::write(pid_file(name), child.id().to_string()).expect("pid file");
-    eventually(Duration::from_secs(30), || async {
-        let ok = http()
-            .get(format!("{url}/api/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        ok.then_some(())
-    })
-    .await;
+    until_ready(&format!("{url}/api/readyz"), Duration::from_secs(30)).await;
 }
 
 #[tokio::test]

@@ -904,15 +904,7 @@ async fn an_instance_given_a_low_soft_open_files_limit_raises_it_and_holds_every
         .expect("start an instance under prlimit");
     let (url, pid) = (format!("http://127.0.0.1:{port}"), child.id());
     let held = async move {
-        eventually(Duration::from_secs(30), || async {
-            let ok = http()
-                .get(format!("{url}/api/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            ok.then_some(())
-        })
-        .await;
+        until_ready(&format!("{url}/api/readyz"), Duration::from_secs(30)).await;
         let limits =
             std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("the instance's limits");
         let open_files: Vec<&str> = limits

@@ -143,13 +143,5 @@ async fn restart_auth(env: Vec<(String, String)>) {
         .find(|(k, _)| k == "AUTH_BIND")
         .map(|(_, v)| v.clone())
         .expect("AUTH_BIND");
-    eventually(WAIT, || async {
-        let ok = http()
-            .get(format!("http://{bind}/auth/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        ok.then_some(())
-    })
-    .await;
+    until_ready(&format!("http://{bind}/auth/readyz"), WAIT).await;
 }
