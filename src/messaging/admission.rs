@@ -59,7 +59,9 @@
 //! place, and every other user of the instance would be refused until it stopped. Past its
 //! share a user's send answers 503 with `Retry-After` at once, as past the limit. (The send
 //! budget, `SEND_RATE_LIMIT`, bounds a user's sends over a window across instances, but it
-//! is checked in the batch statement, after a send has taken its place here.)
+//! is checked in the batch statement, after a send has taken its place here.) The share is
+//! rounded down, so at a limit of 2 or 3 it is one send; it is no fair queue: two such
+//! users together can still take every place, and at a limit of one, one user holds it.
 
 use std::{
     collections::HashMap,

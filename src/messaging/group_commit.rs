@@ -4,9 +4,9 @@
 //!
 //! A handler submits its send to a bounded queue ([`SendQueue::submit`]). Admission control
 //! ([`super::admission`]) refuses a send at once (503 with `Retry-After`) when the instance
-//! already holds as many sends as the latency of recent batches allows: accepted sends keep
-//! their latency and the excess is told to come back, instead of every send waiting behind
-//! queues that grow to their bounds. `SEND_WRITERS` writer tasks each take what queued while
+//! already holds as many sends as the latency of recent batches allows, or its sender holds
+//! half of that already: accepted sends keep their latency and the excess is told to come
+//! back, instead of every send waiting behind queues that grow to their bounds. `SEND_WRITERS` writer tasks each take what queued while
 //! they were busy (at most `SEND_BATCH_MAX`; no timer waits for more) and append it:
 //!
 //! 1. `BEGIN`; the batch's conversations (those its senders are participants of: a
@@ -106,6 +106,21 @@ pub struct GroupCommitSettings {
 
 type Reply = oneshot::Sender<Result<Appended, ApiError>>;
 
+/// Where a send's result goes: its handler's channel, and the sender's place in their share
+/// of admission control's limit, given back as the result is sent (not when the whole batch
+/// is done: a batch appended send by send after a failure takes a while).
+struct Answer {
+    reply: Reply,
+    _share: Share,
+}
+
+impl Answer {
+    /// Answers the send (its handler may be gone: the client left) and gives back the place.
+    fn send(self, result: Result<Appended, ApiError>) {
+        let _ = self.reply.send(result);
+    }
+}
+
 struct Pending {
     send: NewSend,
     reply: Reply,
@@ -199,7 +214,7 @@ impl SendQueue {
             }
         };
         let share = self.admission.share(send.sender_id).ok_or_else(|| {
-            crate::platform::metrics::send_refused();
+            crate::platform::metrics::send_share_refused();
             ApiError::Unavailable {
                 detail: "you have too many messages being sent at once; retry shortly".into(),
                 retry_after: 1,
@@ -272,28 +287,26 @@ async fn run_batch(
         sends = batch.len()
     );
     let mut sends = Vec::with_capacity(batch.len());
-    let mut replies = Vec::with_capacity(batch.len());
-    let mut shares = Vec::with_capacity(batch.len());
+    let mut answers = Vec::with_capacity(batch.len());
     for p in batch {
         if let Some(link) = p.link {
             span.add_link(link);
         }
         sends.push(p.send);
-        replies.push(p.reply);
-        shares.push(p.share);
+        answers.push(Answer {
+            reply: p.reply,
+            _share: p.share,
+        });
     }
-    let committed = answer_batch(db, settings, sends, replies)
+    answer_batch(db, settings, sends, answers)
         .instrument(span)
-        .await;
-    // Each sender's places go back once their sends are answered, not when the batch began.
-    drop(shares);
-    committed
+        .await
 }
 
 /// When a batch's `COMMIT` was sent and when it was answered.
 type Committed = (Instant, Instant);
 
-/// Appends `sends` and answers each on its `replies`. When the commit ran, if the batch was
+/// Appends `sends` and answers each on its `replies` (in the same order). When the commit ran, if the batch was
 /// appended as one ([`SendAdmission::appended`]); `None` when it failed or was appended send
 /// by send (rare: then the last commit recorded stays, and excuses only the part of a wait
 /// it overlapped).
@@ -301,19 +314,19 @@ async fn answer_batch(
     db: &Routing,
     settings: &GroupCommitSettings,
     sends: Vec<NewSend>,
-    replies: Vec<Reply>,
+    replies: Vec<Answer>,
 ) -> Option<Committed> {
     match append_batch(db, settings, &sends).await {
         Ok((results, commit)) => {
             for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
+                reply.send(result);
             }
             return Some(commit);
         }
         Err(BatchError::CommitUnknown(e)) => {
             tracing::warn!(error = %e, sends = sends.len(), "batch commit not confirmed");
             for reply in replies {
-                let _ = reply.send(Err(ApiError::Unavailable {
+                reply.send(Err(ApiError::Unavailable {
                     detail: "the database did not confirm the send; retry it with the same \
                              client_id"
                         .into(),
@@ -323,13 +336,13 @@ async fn answer_batch(
         }
         Err(BatchError::Failed(e)) if sends.len() == 1 => {
             if let Some(reply) = replies.into_iter().next() {
-                let _ = reply.send(single_failure(e));
+                reply.send(single_failure(e));
             }
         }
         Err(BatchError::Failed(e)) if unavailable(&e) => {
             tracing::warn!(error = %e, sends = sends.len(), "batch not appended");
             for reply in replies {
-                let _ = reply.send(Err(ApiError::Unavailable {
+                reply.send(Err(ApiError::Unavailable {
                     detail: "database unavailable, try again shortly".into(),
                     retry_after: 1,
                 }));
@@ -349,7 +362,7 @@ async fn answer_batch(
                         retry_after: 1,
                     }),
                 };
-                let _ = reply.send(result);
+                reply.send(result);
             }
         }
     }

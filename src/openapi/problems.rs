@@ -232,6 +232,12 @@ pub const OWN_ERRORS: &[OwnErrors] = &[
             (403, "a read-only (blocked) direct conversation"),
             (409, "the client_id is being used by a concurrent send"),
             (429, "past the send rate limit"),
+            (
+                503,
+                "the instance holds as many sends as admission control allows now, or the \
+                 sender holds half of that already, or the database is unavailable; retry \
+                 after Retry-After seconds",
+            ),
         ],
     ),
     (

@@ -80,6 +80,8 @@ struct Metrics {
     send_batch_size: Histogram,
     /// `switchboard_send_queue_refused_total`.
     send_queue_refused: Counter,
+    /// `switchboard_send_share_refused_total`.
+    send_share_refused: Counter,
     /// `switchboard_send_admission_limit`.
     send_admission_limit: FloatGauge,
     /// `switchboard_queue_depth{queue}`.
@@ -104,6 +106,7 @@ fn build() -> Metrics {
         notify_queue_usage: FloatGauge::default(),
         send_batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         send_queue_refused: Counter::default(),
+        send_share_refused: Counter::default(),
         send_admission_limit: FloatGauge::default(),
         queue_depth: Family::default(),
         queue_oldest_age: Family::default(),
@@ -179,6 +182,11 @@ fn build() -> Metrics {
         "switchboard_send_queue_refused",
         "Sends refused by admission control: the instance held as many sends as its limit allowed",
         m.send_queue_refused.clone(),
+    );
+    r.register(
+        "switchboard_send_share_refused",
+        "Sends refused because their sender already held half of admission control's limit: one user sending faster than they are answered",
+        m.send_share_refused.clone(),
     );
     r.register(
         "switchboard_send_admission_limit",
@@ -312,9 +320,15 @@ pub fn record_send_admission_limit(limit: f64) {
     metrics().send_admission_limit.set(limit);
 }
 
-/// Counts a send refused by admission control.
+/// Counts a send refused by admission control: the instance held as many as its limit.
 pub fn send_refused() {
     metrics().send_queue_refused.inc();
+}
+
+/// Counts a send refused because its sender held their share of the limit
+/// (`messaging::admission`, "A user's share").
+pub fn send_share_refused() {
+    metrics().send_share_refused.inc();
 }
 
 /// Records a database queue's depth and the age of its oldest row (seconds).

@@ -637,9 +637,9 @@ async fn a_slow_commit_is_not_a_queue_and_refuses_no_one() {
 /// One user cannot take an instance's sends from everyone else: with room for eight sends at
 /// once (no cut: the delay target is far away), one writer appending one send at a time and
 /// each of the flooder's appends held 100 ms (a trigger sleeping in the insert of its
-/// messages), a flood of twenty sends at once from one account holds at most half the
-/// room — the rest refused fast, 503 with `Retry-After` — and another user's send made
-/// meanwhile is accepted. Exactly the accepted sends are stored, gapless in each
+/// messages), sixteen clients of one account sending again as soon as they are answered
+/// hold at most half the room — the rest refused fast, 503 with `Retry-After` — and another
+/// user's send made meanwhile is accepted. Exactly the accepted sends are stored, gapless in each
 /// conversation. (With one limit for everyone, the flood held all eight places and the other
 /// user was refused.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -656,86 +656,25 @@ async fn one_user_flooding_sends_cannot_take_every_place_in_the_queue() {
         other.direct_with(&peer).await,
     );
     slow_appends(&primary_admin, true).await;
-    let app = in_process_messaging(
-        &format!("flood-{}", unique()),
-        &[
-            "--send-rate-limit=100000",
-            "--send-queue-capacity=8",
-            "--send-queue-max-wait-ms=60000",
-            "--send-writers=1",
-            "--send-batch-max=1",
-        ],
-    )
+    // In a task of its own, so that a panic in it cannot skip removing the trigger.
+    let ran = tokio::spawn(flood_while_another_sends(
+        (flooder.access.clone(), flooded.clone()),
+        (other.access.clone(), calm.clone()),
+    ))
     .await;
-    let (port, stop) = (app.port(), app.stop_token());
-    let running = tokio::spawn(app.run_until_stopped());
-    let server = format!("http://127.0.0.1:{port}");
-    let client = http();
-    let send = move |token: String, conv: String, content: String| {
-        let (client, server) = (client.clone(), server.clone());
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let r = client
-                .post(format!("{server}/api/conversations/{conv}/messages"))
-                .bearer_auth(token)
-                .json(&serde_json::json!({ "content": content }))
-                .send()
-                .await
-                .expect("an answer");
-            let (status, retry_after) = (r.status(), r.headers().contains_key("retry-after"));
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
-            (status, retry_after, body, started.elapsed())
-        })
-    };
-    // Sixteen of the flooder's clients, each sending again as soon as it is answered (10 ms
-    // after a refusal), until the other user's send is answered.
-    let flooding = tokio_util::sync::CancellationToken::new();
-    let flood: Vec<_> = (0..16)
-        .map(|c| {
-            let (send, token, conv, flooding) = (
-                send.clone(),
-                flooder.access.clone(),
-                flooded.clone(),
-                flooding.clone(),
-            );
-            tokio::spawn(async move {
-                let mut answers = Vec::new();
-                for n in 0.. {
-                    if flooding.is_cancelled() {
-                        break;
-                    }
-                    let answer = send(token.clone(), conv.clone(), format!("slow-append {c} {n}"))
-                        .await
-                        .expect("a flood send");
-                    if answer.0 == StatusCode::SERVICE_UNAVAILABLE {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    answers.push(answer);
-                }
-                answers
-            })
-        })
-        .collect();
-    // The flood's appends are under way (each held 100 ms) and its clients fill the queue.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let calm_send = send(other.access.clone(), calm.clone(), "meanwhile".into()).await;
-    flooding.cancel();
-    let flood = futures_util::future::join_all(flood).await;
-    stop.cancel();
-    stopped(running).await;
     slow_appends(&primary_admin, false).await;
+    let (calm_send, flood) = match ran {
+        Ok(answers) => answers,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
 
-    let (status, _, body, _) = calm_send.expect("the other user's send");
+    let (status, _, body, _) = calm_send;
     assert_eq!(
         status,
         StatusCode::CREATED,
         "another user's send refused during a flood: {body}"
     );
     let mut accepted = Vec::new();
-    let flood: Vec<_> = flood
-        .into_iter()
-        .flat_map(|c| c.expect("a flooding client"))
-        .collect();
     let refused = flood.len() - flood.iter().filter(|a| a.0 == StatusCode::CREATED).count();
     for (status, retry_after, body, took) in flood {
         match status {
@@ -760,6 +699,87 @@ async fn one_user_flooding_sends_cannot_take_every_place_in_the_queue() {
         "gapless"
     );
     assert_eq!(stored_seqs(&calm).await, vec![1]);
+}
+
+/// A send's answer: its status, whether it carried `Retry-After`, its body and how long it
+/// took.
+type Answer = (StatusCode, bool, serde_json::Value, Duration);
+
+/// Through an in-process instance with room for eight sends at once (no delay cut), one
+/// writer and one send per batch: sixteen clients of `flooder` (token, conversation) each
+/// send `slow-append …` messages again as soon as they are answered (50 ms after a
+/// refusal); 300 ms in, `other` sends one message. The other's answer, and every flood
+/// answer.
+async fn flood_while_another_sends(
+    (flooder, flooded): (String, String),
+    (other, calm): (String, String),
+) -> (Answer, Vec<Answer>) {
+    let app = in_process_messaging(
+        &format!("flood-{}", unique()),
+        &[
+            "--send-rate-limit=100000",
+            "--send-queue-capacity=8",
+            "--send-queue-max-wait-ms=60000",
+            "--send-writers=1",
+            "--send-batch-max=1",
+        ],
+    )
+    .await;
+    let (port, stop) = (app.port(), app.stop_token());
+    let running = tokio::spawn(app.run_until_stopped());
+    let server = format!("http://127.0.0.1:{port}");
+    let client = http();
+    let send = move |token: String, conv: String, content: String| {
+        let (client, server) = (client.clone(), server.clone());
+        async move {
+            let started = std::time::Instant::now();
+            let r = client
+                .post(format!("{server}/api/conversations/{conv}/messages"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "content": content }))
+                .send()
+                .await
+                .expect("an answer");
+            let (status, retry_after) = (r.status(), r.headers().contains_key("retry-after"));
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, retry_after, body, started.elapsed())
+        }
+    };
+    let flooding = tokio_util::sync::CancellationToken::new();
+    let flood = futures_util::future::join_all((0..16).map(|c| {
+        let (send, token, conv, flooding) = (
+            send.clone(),
+            flooder.clone(),
+            flooded.clone(),
+            flooding.clone(),
+        );
+        async move {
+            let mut answers = Vec::new();
+            for n in 0.. {
+                if flooding.is_cancelled() {
+                    break;
+                }
+                let answer =
+                    send(token.clone(), conv.clone(), format!("slow-append {c} {n}")).await;
+                if answer.0 == StatusCode::SERVICE_UNAVAILABLE {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                answers.push(answer);
+            }
+            answers
+        }
+    }));
+    // The flood's appends are under way (each held 100 ms) and its clients fill the queue.
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let answer = send(other, calm, "meanwhile".into()).await;
+        flooding.cancel();
+        answer
+    };
+    let (flood, calm_send) = tokio::join!(flood, meanwhile);
+    stop.cancel();
+    stopped(running).await;
+    (calm_send, flood.into_iter().flatten().collect())
 }
 
 /// Makes the append of every message whose content starts with `slow-append ` take 100 ms
@@ -875,6 +895,21 @@ async fn send_burst(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_given_a_low_soft_open_files_limit_raises_it_and_holds_every_connection() {
     let _alone = exclusive().await;
+    // 400 sockets and the instance's own descriptors need a hard limit well above them.
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            let line = l
+                .lines()
+                .find(|l| l.starts_with("Max open files"))?
+                .to_owned();
+            line.split_whitespace().nth(4)?.parse::<u64>().ok()
+        })
+        .unwrap_or(u64::MAX);
+    assert!(
+        hard >= 1024,
+        "this test needs a hard open-files limit of at least 1024, not {hard}"
+    );
     let (name, _) = instances()[0].clone();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

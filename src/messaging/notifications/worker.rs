@@ -145,13 +145,13 @@ const SWEEP: [&str; 4] = [
 /// batch, with a retention sweep every minute. A failed pass (the primary away) is logged
 /// and tried at the next tick.
 pub fn spawn(state: State, poll: Duration, tasks: &Tasks) {
-    // Rust prints an f64 as a plain decimal (never with an exponent): a valid SQL literal.
-    let delay = state.cfg.email_digest_delay.as_secs_f64();
+    // Whole seconds (the setting is), as an integer literal.
+    let delay = state.cfg.email_digest_delay.as_secs();
     let sql = PASS
         .replace("{columns}", NOTIFICATION_COLUMNS)
         .replace("{quiet}", QUIET_NOW)
         .replace("{batch}", &BATCH.to_string())
-        .replace("{delay}", &format!("{delay}::float8"));
+        .replace("{delay}", &delay.to_string());
     tasks.spawn("notification worker", async move {
         let mut swept = tokio::time::Instant::now();
         loop {
