@@ -156,6 +156,10 @@ start_replica() { # n
       -h 127.0.0.1 -p "$primary_port" -U replicator -D "$pgroot/$name" \
       -R -X stream -C -S "$slot" --checkpoint=fast
   fi
+  # A replica cloned when the primary listened elsewhere follows it to its port now
+  # (pg_basebackup -R wrote the port into primary_conninfo).
+  as_pg sed -i -E "s/^(primary_conninfo = '.* port=)[0-9]+/\1$primary_port/" \
+    "$pgroot/$name/postgresql.auto.conf"
   start_cluster "$name" "$port"
 
   # Wait until the replica is a hot standby with a streaming WAL receiver.

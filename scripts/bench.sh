@@ -20,7 +20,8 @@ export NGINX_PORT=28080 AUTH_PORT=28081 MESSAGING_PORT=28082 MESSAGING_INSTANCES
 # Plain HTTP only: the benchmark measures the service path, not TLS.
 export NGINX_TLS_PORT=""
 export SMTP_PORT=21025
-export PG_PRIMARY_PORT=57432 PG_REPLICA_PORT=57433 PG_REPLICAS=1
+# PostgreSQL below Linux's ephemeral range (32768–60999), as the test stack's (scripts/test.sh).
+export PG_PRIMARY_PORT=26432 PG_REPLICA_PORT=26433 PG_REPLICAS=1
 export AUTH_METRICS_PORT=29181 MESSAGING_METRICS_PORT=29182
 export PROFILE=release
 # Bench config: sends limited by the stack, not by the per-user budget; cheap sign-ups (the

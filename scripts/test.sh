@@ -25,8 +25,11 @@ export NGINX_TRACE_CLIENTS="127.0.0.0/8 ::1"
 export AUTH_PORT="${TEST_AUTH_PORT:-18081}"
 export MESSAGING_PORT="${TEST_MESSAGING_PORT:-18082}"
 export MESSAGING_INSTANCES=2
-export PG_PRIMARY_PORT="${TEST_PG_PRIMARY_PORT:-56432}"
-export PG_REPLICA_PORT="${TEST_PG_REPLICA_PORT:-56433}"
+# Below Linux's ephemeral range (ip_local_port_range, 32768–60999): the fault tests stop and
+# start the primary, and while it is down any outgoing connection may be given its port as
+# a source port, after which the restarted server cannot bind it.
+export PG_PRIMARY_PORT="${TEST_PG_PRIMARY_PORT:-25432}"
+export PG_REPLICA_PORT="${TEST_PG_REPLICA_PORT:-25433}"
 export PG_REPLICAS=2
 export SMTP_PORT=11025
 # A relay that is down is retried after 1 s, then 2 s at most (the default grows to 5 min).

@@ -113,12 +113,12 @@ pub async fn admin(replica: bool) -> tokio_postgres::Client {
     let url = if replica {
         env(
             "SWITCHBOARD_REPLICA_ADMIN_URL",
-            "postgres://postgres:postgres-dev@127.0.0.1:56433/switchboard",
+            "postgres://postgres:postgres-dev@127.0.0.1:25433/switchboard",
         )
     } else {
         env(
             "SWITCHBOARD_PRIMARY_ADMIN_URL",
-            "postgres://postgres:postgres-dev@127.0.0.1:56432/switchboard",
+            "postgres://postgres:postgres-dev@127.0.0.1:25432/switchboard",
         )
     };
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
