@@ -6,8 +6,9 @@
 //! ([`super::admission`]) refuses a send at once (503 with `Retry-After`) when the instance
 //! already holds as many sends as the latency of recent batches allows, or its sender holds
 //! half of that already: accepted sends keep their latency and the excess is told to come
-//! back, instead of every send waiting behind queues that grow to their bounds. `SEND_WRITERS` writer tasks each take what queued while
-//! they were busy (at most `SEND_BATCH_MAX`; no timer waits for more) and append it:
+//! back, instead of every send waiting behind queues that grow to their bounds.
+//! `SEND_WRITERS` writer tasks each take what queued while they were busy (at most
+//! `SEND_BATCH_MAX`; no timer waits for more) and append it:
 //!
 //! 1. `BEGIN`; the batch's conversations (those its senders are participants of: a
 //!    stranger's send locks nothing) are locked `FOR UPDATE` in id order, so batches on
@@ -306,27 +307,27 @@ async fn run_batch(
 /// When a batch's `COMMIT` was sent and when it was answered.
 type Committed = (Instant, Instant);
 
-/// Appends `sends` and answers each on its `replies` (in the same order). When the commit ran, if the batch was
-/// appended as one ([`SendAdmission::appended`]); `None` when it failed or was appended send
-/// by send (rare: then the last commit recorded stays, and excuses only the part of a wait
-/// it overlapped).
+/// Appends `sends` and answers each on its `answers` (in the same order). When the commit
+/// ran, if the batch was appended as one ([`SendAdmission::appended`]); `None` when it failed
+/// or was appended send by send (rare: then the last commit recorded stays, and excuses only
+/// the part of a wait it overlapped).
 async fn answer_batch(
     db: &Routing,
     settings: &GroupCommitSettings,
     sends: Vec<NewSend>,
-    replies: Vec<Answer>,
+    answers: Vec<Answer>,
 ) -> Option<Committed> {
     match append_batch(db, settings, &sends).await {
         Ok((results, commit)) => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                reply.send(result);
+            for (answer, result) in answers.into_iter().zip(results) {
+                answer.send(result);
             }
             return Some(commit);
         }
         Err(BatchError::CommitUnknown(e)) => {
             tracing::warn!(error = %e, sends = sends.len(), "batch commit not confirmed");
-            for reply in replies {
-                reply.send(Err(ApiError::Unavailable {
+            for answer in answers {
+                answer.send(Err(ApiError::Unavailable {
                     detail: "the database did not confirm the send; retry it with the same \
                              client_id"
                         .into(),
@@ -335,14 +336,14 @@ async fn answer_batch(
             }
         }
         Err(BatchError::Failed(e)) if sends.len() == 1 => {
-            if let Some(reply) = replies.into_iter().next() {
-                reply.send(single_failure(e));
+            if let Some(answer) = answers.into_iter().next() {
+                answer.send(single_failure(e));
             }
         }
         Err(BatchError::Failed(e)) if unavailable(&e) => {
             tracing::warn!(error = %e, sends = sends.len(), "batch not appended");
-            for reply in replies {
-                reply.send(Err(ApiError::Unavailable {
+            for answer in answers {
+                answer.send(Err(ApiError::Unavailable {
                     detail: "database unavailable, try again shortly".into(),
                     retry_after: 1,
                 }));
@@ -351,7 +352,7 @@ async fn answer_batch(
         // The statement failed as a whole: each send on its own, so a bad one fails alone.
         Err(BatchError::Failed(e)) => {
             tracing::warn!(error = %e, sends = sends.len(), "batch failed; appending its sends one by one");
-            for (send, reply) in sends.into_iter().zip(replies) {
+            for (send, answer) in sends.into_iter().zip(answers) {
                 let result = match append_batch(db, settings, std::slice::from_ref(&send)).await {
                     Ok((mut r, _)) => r.pop().unwrap_or_else(|| Err(conversation_not_found())),
                     Err(BatchError::Failed(e)) => single_failure(e),
@@ -362,7 +363,7 @@ async fn answer_batch(
                         retry_after: 1,
                     }),
                 };
-                reply.send(result);
+                answer.send(result);
             }
         }
     }

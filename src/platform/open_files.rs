@@ -11,17 +11,18 @@
 /// `open_files_hard`). A failure is logged, never fatal: the service still runs, holding
 /// fewer connections.
 pub fn raise() {
-    let before = rlimit::Resource::NOFILE.get();
-    match rlimit::increase_nofile_limit(u64::MAX).and_then(|_| rlimit::Resource::NOFILE.get()) {
-        Ok((soft, hard)) => tracing::info!(
+    let raised = rlimit::Resource::NOFILE
+        .get()
+        .and_then(|(before, hard)| Ok((before, rlimit::increase_nofile_limit(hard)?, hard)));
+    match raised {
+        Ok((before, soft, hard)) => tracing::info!(
             open_files_soft = soft,
             open_files_hard = hard,
-            raised_from = before.map(|(s, _)| s).ok(),
+            raised_from = before,
             "open-files limit"
         ),
         Err(e) => tracing::warn!(
             error = %e,
-            open_files = ?before.ok(),
             "open-files limit not raised; connections past it wait unanswered"
         ),
     }
