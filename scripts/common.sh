@@ -213,6 +213,7 @@ start_service() {
       port=$((MESSAGING_PORT + n - 1))
       INSTANCE_ID="$name" \
       MESSAGING_BIND="127.0.0.1:${port}" \
+      HTTP_WORKERS="${HTTP_WORKERS:-$(messaging_workers)}" \
       METRICS_BIND="127.0.0.1:$((MESSAGING_METRICS_PORT + n - 1))" \
       MESSAGING_DATABASE_URL="postgres://switchboard_messaging:${MESSAGING_DB_PASSWORD}@127.0.0.1:${PG_PRIMARY_PORT}/${PG_DATABASE}$(db_tls_query)" \
       REPLICA_URLS="$(replica_urls)" \
@@ -224,6 +225,15 @@ start_service() {
   esac
   echo "$!" >"$SWITCHBOARD_DATA/pids/$name.pid"
   log "$name starting on 127.0.0.1:$port (log: $LOG_DIR/$name.log)"
+}
+
+# HTTP workers per messaging instance: the host's cores shared between the instances, at
+# least one (HTTP_WORKERS in README "Configuration": more workers than cores cost a thread
+# crossing per statement).
+messaging_workers() {
+  local cores
+  cores="$(nproc)"
+  echo $(( cores / MESSAGING_INSTANCES > 0 ? cores / MESSAGING_INSTANCES : 1 ))
 }
 
 # Origins besides PUBLIC_URL's whose passkey answers auth accepts: the local TLS listener's.

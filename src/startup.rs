@@ -165,12 +165,13 @@ impl App {
         crate::platform::mail::spawn(&outbox, pool.clone(), &cfg.mail, &tasks)?;
         crate::platform::backlog::spawn(pool.pool().clone(), AUTH_QUEUES, &tasks);
         crate::auth::audit::spawn_anchor(pool.clone(), &tasks);
-        let bind = cfg.bind.clone();
+        let (bind, workers) = (cfg.bind.clone(), cfg.server.http_workers);
         let state: crate::auth::State = Arc::new(AuthState::new(pool, monitor, keys, outbox, cfg)?);
         let origins = state.cfg.web.allowed_origins.clone();
         let (server, addr) = serve(
             "auth",
             &bind,
+            workers,
             origins,
             state,
             |cfg: &mut web::ServiceConfig| {
@@ -330,6 +331,7 @@ impl App {
         let (server, addr) = serve(
             "messaging",
             &bind,
+            state.cfg.server.http_workers,
             origins,
             state,
             move |cfg: &mut web::ServiceConfig| {
@@ -466,12 +468,14 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 
 /// Binds `configure`'s routes with the shared plumbing — request context, CORS for the
 /// allowed origins, problem+json extractor errors, 404 default; in-flight requests get 10 s
-/// when it stops. Returns the server (not yet polled) and its bound address.
+/// when it stops. `workers`: HTTP worker threads (`HTTP_WORKERS`; default: actix's, one per
+/// core this process may use). Returns the server (not yet polled) and its bound address.
 ///
 /// Errors: the address cannot be bound.
 fn serve<S, F>(
     service: &'static str,
     bind: &str,
+    workers: Option<std::num::NonZeroUsize>,
     origins: Vec<String>,
     state: S,
     configure: F,
@@ -480,7 +484,7 @@ where
     S: Clone + Send + 'static,
     F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 {
-    let server = HttpServer::new(move || {
+    let mut server = HttpServer::new(move || {
         ActixApp::new()
             .wrap(cors(&origins))
             .wrap(from_fn(request_context))
@@ -501,9 +505,13 @@ where
     // previous one was still unacknowledged would wait for that ACK, which NGINX's side may
     // delay by up to 40 ms (Linux's delayed ACK). NGINX sets it on its own sockets
     // (`tcp_nodelay on`, its default).
-    .tcp_nodelay(true)
-    .bind(bind)
-    .with_context(|| format!("{service}: binding {bind}"))?;
+    .tcp_nodelay(true);
+    if let Some(n) = workers {
+        server = server.workers(n.get());
+    }
+    let server = server
+        .bind(bind)
+        .with_context(|| format!("{service}: binding {bind}"))?;
     let addr = server
         .addrs()
         .first()

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 
 use super::{
     database_url, seconds, secret, DevSwitch, LogSettings, MailSettings, PoolSettings,
-    TokenSettings, WebSettings, AUTH_DEV_URL, SMTP_DEV_URL,
+    ServerSettings, TokenSettings, WebSettings, AUTH_DEV_URL, SMTP_DEV_URL,
 };
 use crate::platform::secrets::{self, KeyRing};
 
@@ -35,6 +35,8 @@ pub struct AuthConfig {
         help_heading = "Network"
     )]
     pub metrics_bind: String,
+    #[command(flatten)]
+    pub server: ServerSettings,
 
     /// Primary URL for the `switchboard_auth` role (postgres://role:password@host:port/db).
     /// Required (the local stack's under the development switch).

@@ -8,7 +8,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     database_url, fractional_seconds, milliseconds, seconds, secret, DevSwitch, LogSettings,
-    PoolSettings, TokenSettings, WebSettings, MESSAGING_DEV_URL, MESSAGING_REPLICA_DEV_URL,
+    PoolSettings, ServerSettings, TokenSettings, WebSettings, MESSAGING_DEV_URL,
+    MESSAGING_REPLICA_DEV_URL,
 };
 use crate::platform::secrets::{self, KeyRing};
 
@@ -37,6 +38,8 @@ pub struct MessagingConfig {
         help_heading = "Network"
     )]
     pub metrics_bind: String,
+    #[command(flatten)]
+    pub server: ServerSettings,
     /// This instance's name in presence bookkeeping and the `hello` frame (default
     /// `$HOSTNAME`, the pod name in Kubernetes, or `messaging-<pid>`).
     #[arg(

@@ -107,6 +107,22 @@ pub struct PoolSettings {
     pub statement_timeout: Duration,
 }
 
+/// HTTP server settings shared by both services.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Network")]
+pub struct ServerSettings {
+    /// HTTP worker threads, each a single-threaded runtime serving its own connections
+    /// (default: the cores this process may use, cgroup quota included). Several instances on
+    /// one host should share its cores between them (`scripts/common.sh` gives each of
+    /// `MESSAGING_INSTANCES` instances its share): a database connection's I/O runs on the
+    /// worker that opened it, so every statement of a request served by another worker
+    /// crosses threads twice, and more workers than cores make those crossings context
+    /// switches. Measured with `BENCH_ONLY=history scripts/bench.sh`, two instances on
+    /// 2 cores: 4314–4761 pages/s with two workers each, 5651 with one.
+    #[arg(long = "http-workers", env = "HTTP_WORKERS", value_name = "N")]
+    pub http_workers: Option<std::num::NonZeroUsize>,
+}
+
 /// Browser-facing settings shared by both services.
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Browsers")]
