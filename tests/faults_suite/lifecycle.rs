@@ -512,8 +512,10 @@ async fn a_send_that_waited_before_its_handler_counts_toward_its_queueing_delay(
 
 /// Admission control counts the wait behind a batch grown by the queue: with every send
 /// fitting the next batch (`--send-batch-max=1000`) and the queue (1000), so that no send
-/// ever misses a batch, forty waves of twenty sends 5 ms apart — more than a debug build
-/// appends — make each batch bigger and slower than the one before; the sends waiting
+/// ever misses a batch, forty waves of twenty sends 5 ms apart, each append held 1 ms by a
+/// trigger (four sends arrive per millisecond, one is appended; without the trigger a fast
+/// machine's debug build kept up once, and nothing was refused), make each batch bigger and
+/// slower than the one before; the sends waiting
 /// behind them, past the quickest append by more than the allowed 1 ms for CoDel's 100 ms,
 /// cut the instance's limit until later sends are refused at once, and every accepted send
 /// is stored, in a gapless `seq`. (When the delay counted only a wait from before the batch
@@ -521,7 +523,10 @@ async fn a_send_that_waited_before_its_handler_counts_toward_its_queueing_delay(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_waiting_behind_growing_batches_shrink_admission_and_lose_nothing() {
     let _alone = exclusive().await;
-    send_burst(
+    let primary_admin = admin(false).await;
+    slow_appends(&primary_admin, "batch-wait ", Some(BATCH_WAIT_APPEND)).await;
+    // In a task of its own, so that a panic in it cannot skip removing the trigger.
+    let ran = tokio::spawn(send_burst(
         "batch-wait",
         (40, 20, Duration::from_millis(5)),
         None,
@@ -532,8 +537,12 @@ async fn sends_waiting_behind_growing_batches_shrink_admission_and_lose_nothing(
             "--send-writers=1",
             "--send-batch-max=1000",
         ],
-    )
+    ))
     .await;
+    slow_appends(&primary_admin, "", None).await;
+    if let Err(e) = ran {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
 
 /// A slow disk is not a queue: with every commit of the instance's role held 100 ms
@@ -655,14 +664,14 @@ async fn one_user_flooding_sends_cannot_take_every_place_in_the_queue() {
         flooder.direct_with(&peer).await,
         other.direct_with(&peer).await,
     );
-    slow_appends(&primary_admin, true).await;
+    slow_appends(&primary_admin, "slow-append ", Some(FLOOD_APPEND)).await;
     // In a task of its own, so that a panic in it cannot skip removing the trigger.
     let ran = tokio::spawn(flood_while_another_sends(
         (flooder.access.clone(), flooded.clone()),
         (other.access.clone(), calm.clone()),
     ))
     .await;
-    slow_appends(&primary_admin, false).await;
+    slow_appends(&primary_admin, "", None).await;
     let (calm_send, flood) = match ran {
         Ok(answers) => answers,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
@@ -782,22 +791,36 @@ async fn flood_while_another_sends(
     (calm_send, flood.into_iter().flatten().collect())
 }
 
-/// Makes the append of every message whose content starts with `slow-append ` take 100 ms
-/// more (a trigger sleeping in its insert), or (`on` false) removes that trigger.
-async fn slow_appends(admin: &tokio_postgres::Client, on: bool) {
-    let sql = if on {
-        "CREATE OR REPLACE FUNCTION public.test_slow_append() RETURNS trigger
-           LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.1); RETURN NEW; END $$;
-         DROP TRIGGER IF EXISTS test_slow_append ON messaging.messages;
-         CREATE TRIGGER test_slow_append BEFORE INSERT ON messaging.messages
-           FOR EACH ROW WHEN (NEW.content LIKE 'slow-append %')
-           EXECUTE FUNCTION public.test_slow_append()"
-    } else {
-        "DROP TRIGGER IF EXISTS test_slow_append ON messaging.messages;
-         DROP FUNCTION IF EXISTS public.test_slow_append()"
+/// How much longer each of the flooder's appends takes in
+/// `one_user_flooding_sends_cannot_take_every_place_in_the_queue`.
+const FLOOD_APPEND: Duration = Duration::from_millis(100);
+
+/// How much longer each append of a send in
+/// `sends_waiting_behind_growing_batches_shrink_admission_and_lose_nothing` takes: four sends
+/// arrive per millisecond, so on any machine a batch takes longer than the sends queued
+/// behind it took to arrive.
+const BATCH_WAIT_APPEND: Duration = Duration::from_millis(1);
+
+/// Makes the append of every message whose content starts with `prefix` take `each` more (a
+/// trigger sleeping in its insert, once per row: a batch of n such sends takes n × `each`
+/// longer), or (`each` `None`) removes that trigger.
+async fn slow_appends(admin: &tokio_postgres::Client, prefix: &str, each: Option<Duration>) {
+    let sql = match each {
+        Some(each) => format!(
+            "CREATE OR REPLACE FUNCTION public.test_slow_append() RETURNS trigger
+               LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep({secs}); RETURN NEW; END $$;
+             DROP TRIGGER IF EXISTS test_slow_append ON messaging.messages;
+             CREATE TRIGGER test_slow_append BEFORE INSERT ON messaging.messages
+               FOR EACH ROW WHEN (NEW.content LIKE '{prefix}%')
+               EXECUTE FUNCTION public.test_slow_append()",
+            secs = each.as_secs_f64()
+        ),
+        None => "DROP TRIGGER IF EXISTS test_slow_append ON messaging.messages;
+                 DROP FUNCTION IF EXISTS public.test_slow_append()"
+            .to_owned(),
     };
     admin
-        .batch_execute(sql)
+        .batch_execute(&sql)
         .await
         .expect("the slow-append trigger");
 }
@@ -845,7 +868,7 @@ async fn send_burst(
                 );
             }
             let r = r
-                .json(&serde_json::json!({"content": format!("m{n}")}))
+                .json(&serde_json::json!({"content": format!("{name} m{n}")}))
                 .send()
                 .await
                 .expect("request");
