@@ -475,7 +475,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 fn serve<S, F>(
     service: &'static str,
     bind: &str,
-    workers: Option<std::num::NonZeroUsize>,
+    workers: Option<u16>,
     origins: Vec<String>,
     state: S,
     configure: F,
@@ -507,7 +507,7 @@ where
     // (`tcp_nodelay on`, its default).
     .tcp_nodelay(true);
     if let Some(n) = workers {
-        server = server.workers(n.get());
+        server = server.workers(usize::from(n));
     }
     let server = server
         .bind(bind)

@@ -803,7 +803,8 @@ const BATCH_WAIT_APPEND: Duration = Duration::from_millis(1);
 
 /// Makes the append of every message whose content starts with `prefix` take `each` more (a
 /// trigger sleeping in its insert, once per row: a batch of n such sends takes n × `each`
-/// longer), or (`each` `None`) removes that trigger.
+/// longer), or (`each` `None`) removes that trigger. `prefix` is pasted into the SQL: plain
+/// text, no quotes and no `LIKE` wildcards.
 async fn slow_appends(admin: &tokio_postgres::Client, prefix: &str, each: Option<Duration>) {
     let sql = match each {
         Some(each) => format!(
