@@ -511,38 +511,37 @@ async fn a_send_that_waited_before_its_handler_counts_toward_its_queueing_delay(
 }
 
 /// Admission control counts the wait behind a batch grown by the queue: with every send
-/// fitting the next batch (`--send-batch-max=1000`) and the queue (1000), so that no send
-/// ever misses a batch, forty waves of twenty sends 5 ms apart, each append held 1 ms by a
-/// trigger (four sends arrive per millisecond, one is appended; without the trigger a fast
-/// machine's debug build kept up once, and nothing was refused), make each batch bigger and
-/// slower than the one before; the sends waiting
-/// behind them, past the quickest append by more than the allowed 1 ms for CoDel's 100 ms,
-/// cut the instance's limit until later sends are refused at once, and every accepted send
-/// is stored, in a gapless `seq`. (When the delay counted only a wait from before the batch
-/// before was taken, nothing here was refused: no send waited that long.)
+/// fitting the next batch (`--send-batch-max=2000`) and the queue (2000), so that no send
+/// ever misses a batch, eighty waves of twenty sends 5 ms apart, each append held 0.5 ms by
+/// a trigger (four sends arrive per millisecond, two are appended; without the trigger a
+/// fast machine's debug build kept up once, and nothing was refused), make each batch bigger
+/// and slower than the one before; the sends waiting behind them, past the quickest append
+/// by more than the allowed 1 ms for CoDel's 100 ms, cut the instance's limit until later
+/// sends are refused at once, and every accepted send is stored, in a gapless `seq`. (When
+/// the delay counted only a wait from before the batch before was taken, nothing here was
+/// refused: no send waited that long. With the delay rule off — a 100 s target — nothing is
+/// refused either. At 1 ms per append too few batches were taken within the burst for the
+/// rule to act before the last send arrived.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_waiting_behind_growing_batches_shrink_admission_and_lose_nothing() {
     let _alone = exclusive().await;
-    let primary_admin = admin(false).await;
-    slow_appends(&primary_admin, "batch-wait ", Some(BATCH_WAIT_APPEND)).await;
-    // In a task of its own, so that a panic in it cannot skip removing the trigger.
-    let ran = tokio::spawn(send_burst(
-        "batch-wait",
-        (40, 20, Duration::from_millis(5)),
-        None,
-        &[
-            "--send-queue-capacity=1000",
-            "--send-queue-max-wait-ms=1",
-            "--send-rate-limit=100000",
-            "--send-writers=1",
-            "--send-batch-max=1000",
-        ],
-    ))
+    with_slow_appends(
+        "batch-wait ",
+        BATCH_WAIT_APPEND,
+        send_burst(
+            "batch-wait",
+            (80, 20, Duration::from_millis(5)),
+            None,
+            &[
+                "--send-queue-capacity=2000",
+                "--send-queue-max-wait-ms=1",
+                "--send-rate-limit=100000",
+                "--send-writers=1",
+                "--send-batch-max=2000",
+            ],
+        ),
+    )
     .await;
-    slow_appends(&primary_admin, "", None).await;
-    if let Err(e) = ran {
-        std::panic::resume_unwind(e.into_panic());
-    }
 }
 
 /// A slow disk is not a queue: with every commit of the instance's role held 100 ms
@@ -654,7 +653,6 @@ async fn a_slow_commit_is_not_a_queue_and_refuses_no_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_flooding_sends_cannot_take_every_place_in_the_queue() {
     let _alone = exclusive().await;
-    let primary_admin = admin(false).await;
     let (flooder, other, peer) = (
         register("flood_a").await,
         register("flood_b").await,
@@ -664,18 +662,15 @@ async fn one_user_flooding_sends_cannot_take_every_place_in_the_queue() {
         flooder.direct_with(&peer).await,
         other.direct_with(&peer).await,
     );
-    slow_appends(&primary_admin, "slow-append ", Some(FLOOD_APPEND)).await;
-    // In a task of its own, so that a panic in it cannot skip removing the trigger.
-    let ran = tokio::spawn(flood_while_another_sends(
-        (flooder.access.clone(), flooded.clone()),
-        (other.access.clone(), calm.clone()),
-    ))
+    let (calm_send, flood) = with_slow_appends(
+        "slow-append ",
+        FLOOD_APPEND,
+        flood_while_another_sends(
+            (flooder.access.clone(), flooded.clone()),
+            (other.access.clone(), calm.clone()),
+        ),
+    )
     .await;
-    slow_appends(&primary_admin, "", None).await;
-    let (calm_send, flood) = match ran {
-        Ok(answers) => answers,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    };
 
     let (status, _, body, _) = calm_send;
     assert_eq!(
@@ -797,17 +792,23 @@ const FLOOD_APPEND: Duration = Duration::from_millis(100);
 
 /// How much longer each append of a send in
 /// `sends_waiting_behind_growing_batches_shrink_admission_and_lose_nothing` takes: four sends
-/// arrive per millisecond, so on any machine a batch takes longer than the sends queued
-/// behind it took to arrive.
-const BATCH_WAIT_APPEND: Duration = Duration::from_millis(1);
+/// arrive per millisecond and two are appended, so on any machine a batch takes longer than
+/// the sends queued behind it took to arrive.
+const BATCH_WAIT_APPEND: Duration = Duration::from_micros(500);
 
-/// Makes the append of every message whose content starts with `prefix` take `each` more (a
-/// trigger sleeping in its insert, once per row: a batch of n such sends takes n × `each`
-/// longer), or (`each` `None`) removes that trigger. `prefix` is pasted into the SQL: plain
-/// text, no quotes and no `LIKE` wildcards.
-async fn slow_appends(admin: &tokio_postgres::Client, prefix: &str, each: Option<Duration>) {
-    let sql = match each {
-        Some(each) => format!(
+/// Runs `run` while the append of every message whose content starts with `prefix` takes
+/// `each` more (a trigger sleeping in its insert, once per row: a batch of n such sends takes
+/// n × `each` longer), and removes the trigger afterwards — also when `run` panics (it runs
+/// in a task of its own; the panic is raised again once the trigger is gone). `prefix` is
+/// pasted into the SQL: plain text, no quotes and no `LIKE` wildcards.
+async fn with_slow_appends<T: Send + 'static>(
+    prefix: &str,
+    each: Duration,
+    run: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let admin = admin(false).await;
+    admin
+        .batch_execute(&format!(
             "CREATE OR REPLACE FUNCTION public.test_slow_append() RETURNS trigger
                LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep({secs}); RETURN NEW; END $$;
              DROP TRIGGER IF EXISTS test_slow_append ON messaging.messages;
@@ -815,15 +816,21 @@ async fn slow_appends(admin: &tokio_postgres::Client, prefix: &str, each: Option
                FOR EACH ROW WHEN (NEW.content LIKE '{prefix}%')
                EXECUTE FUNCTION public.test_slow_append()",
             secs = each.as_secs_f64()
-        ),
-        None => "DROP TRIGGER IF EXISTS test_slow_append ON messaging.messages;
-                 DROP FUNCTION IF EXISTS public.test_slow_append()"
-            .to_owned(),
-    };
-    admin
-        .batch_execute(&sql)
+        ))
         .await
         .expect("the slow-append trigger");
+    let ran = tokio::spawn(run).await;
+    admin
+        .batch_execute(
+            "DROP TRIGGER IF EXISTS test_slow_append ON messaging.messages;
+             DROP FUNCTION IF EXISTS public.test_slow_append()",
+        )
+        .await
+        .expect("removing the slow-append trigger");
+    match ran {
+        Ok(t) => t,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 /// The gap between waves of the admission tests' bursts.
@@ -831,8 +838,13 @@ const WAVE_GAP: Duration = Duration::from_millis(50);
 
 /// Sends `waves` waves of `per_wave` messages at once, `gap` apart, to an in-process
 /// instance started with `args` — if `waited` is given, each stamped `X-Request-Start`: the
-/// first wave as sent, the others as `waited` before it — and checks that some were refused fast (503 problem+json with
-/// `Retry-After`), some accepted, and exactly the accepted ones stored with gapless `seq`s.
+/// first wave as sent, the others as `waited` before it — and checks that some were refused
+/// fast (503 problem+json with `Retry-After`), some accepted, and exactly the accepted ones
+/// stored with gapless `seq`s. The sends take turns among four users in two direct
+/// conversations, so that no sender alone reaches their share of the limit (half of it,
+/// [`switchboard::messaging::admission::USER_SHARE`]) unless the limit itself was cut: from
+/// one sender, the share refused the bursts whether or not admission control's delay rule
+/// acted, and the tests of that rule could not fail.
 async fn send_burst(
     name: &str,
     (waves, per_wave, gap): (usize, usize, Duration),
@@ -844,14 +856,20 @@ async fn send_burst(
     let running = tokio::spawn(app.run_until_stopped());
     let server = format!("http://127.0.0.1:{port}");
 
-    let (a, b) = (
-        register(&format!("{name}_a")).await,
-        register(&format!("{name}_b")).await,
-    );
-    let conv = a.direct_with(&b).await;
+    let mut senders = Vec::new();
+    for pair in ["ab", "cd"] {
+        let (x, y) = (
+            register(&format!("{name}_{pair}_1")).await,
+            register(&format!("{name}_{pair}_2")).await,
+        );
+        let conv = x.direct_with(&y).await;
+        senders.push((x.access.clone(), conv.clone()));
+        senders.push((y.access.clone(), conv));
+    }
     let client = http();
     let answers = futures_util::future::join_all((0..per_wave * waves).map(|n| {
-        let (client, server, conv, token) = (&client, &server, &conv, &a.access);
+        let (client, server) = (&client, &server);
+        let (token, conv) = &senders[n % senders.len()];
         async move {
             tokio::time::sleep(gap * (n / per_wave) as u32).await;
             let started = std::time::Instant::now();
@@ -876,15 +894,18 @@ async fn send_burst(
             let status = r.status();
             let retry_after = r.headers().get("retry-after").cloned();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
-            (status, retry_after, body, started.elapsed())
+            (conv, status, retry_after, body, started.elapsed())
         }
     }))
     .await;
-    let mut accepted = Vec::new();
+    let mut accepted: std::collections::HashMap<&String, Vec<i64>> = Default::default();
     let mut refused = 0;
-    for (status, retry_after, body, took) in &answers {
+    for (conv, status, retry_after, body, took) in &answers {
         match *status {
-            StatusCode::CREATED => accepted.push(body["seq"].as_i64().expect("seq")),
+            StatusCode::CREATED => accepted
+                .entry(*conv)
+                .or_default()
+                .push(body["seq"].as_i64().expect("seq")),
             StatusCode::SERVICE_UNAVAILABLE => {
                 refused += 1;
                 assert!(retry_after.is_some(), "503 without Retry-After: {body}");
@@ -902,10 +923,13 @@ async fn send_burst(
         "nothing was refused: admission control did not act"
     );
     assert!(!accepted.is_empty(), "nothing was accepted");
-    let stored = stored_seqs(&conv).await;
-    accepted.sort_unstable();
-    assert_eq!(stored, accepted, "exactly the accepted sends are stored");
-    assert_eq!(stored, (1..=stored.len() as i64).collect::<Vec<_>>());
+    for (_, conv) in &senders {
+        let stored = stored_seqs(conv).await;
+        let mut here = accepted.get(conv).cloned().unwrap_or_default();
+        here.sort_unstable();
+        assert_eq!(stored, here, "exactly the accepted sends are stored");
+        assert_eq!(stored, (1..=stored.len() as i64).collect::<Vec<_>>());
+    }
 
     stop.cancel();
     stopped(running).await;
