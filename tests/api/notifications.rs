@@ -274,3 +274,53 @@ async fn preferences_belong_to_their_user_and_check_their_input() {
         Some("application/problem+json")
     );
 }
+
+/// The outbox row of a message that is gone (its conversation deleted, or any row no message
+/// matches: the queue has no foreign key, V13) is claimed and dropped without effect, and the
+/// worker goes on to the rows behind it.
+#[tokio::test]
+async fn a_queued_message_that_is_gone_is_dropped_and_the_worker_goes_on() {
+    let (alice, bob) = (register("gone_a").await, register("gone_b").await);
+    let conversation = alice.direct_with(&bob).await;
+    let db = admin(false).await;
+    let gone = uuid::Uuid::now_v7();
+    db.execute(
+        "INSERT INTO messaging.notify_queue (message_id, conversation_id, seq)
+         VALUES ($1, $2::text::uuid, 1)",
+        &[&gone, &conversation],
+    )
+    .await
+    .expect("an outbox row for a message that does not exist");
+
+    let message = alice
+        .send(
+            &conversation,
+            &format!("@{} after the gone one", bob.username),
+        )
+        .await;
+    let id = message["id"].as_str().expect("id");
+    let entry = feed_entry(&bob, id).await;
+    assert_eq!(entry["actor_id"], alice.id.as_str());
+    eventually(WAIT, || async {
+        let left: i64 = db
+            .query_one(
+                "SELECT count(*) FROM messaging.notify_queue WHERE message_id = $1",
+                &[&gone],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (left == 0).then_some(())
+    })
+    .await;
+    // Nobody was told about it.
+    let (_, feed) = bob.get("/api/notifications").await;
+    assert!(
+        !feed["notifications"]
+            .as_array()
+            .expect("feed")
+            .iter()
+            .any(|n| n["message_id"] == gone.to_string()),
+        "{feed}"
+    );
+}

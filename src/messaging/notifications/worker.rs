@@ -37,7 +37,8 @@ use crate::platform::{db::Traced, error::ApiError, tasks::Tasks};
 /// Queue rows one pass takes at most.
 pub const BATCH: i64 = 200;
 
-/// Takes the due queue rows (at most `{batch}`, [`BATCH`]), writes their feed entries, push
+/// Takes the due queue rows (at most `{batch}`, [`BATCH`]; oldest message first: its id is a
+/// UUIDv7, so the primary key orders them), writes their feed entries, push
 /// deliveries and digests (due `{delay}` seconds from now, `EMAIL_DIGEST_DELAY_SECS`),
 /// deletes the rows. Both are literals, not parameters: PostgreSQL plans a prepared
 /// statement without parameters once per connection (its one plan), while one with
@@ -58,7 +59,7 @@ WITH claimed AS (
     DELETE FROM messaging.notify_queue q
     WHERE q.message_id IN (
         SELECT message_id FROM messaging.notify_queue
-        WHERE due_at <= now() ORDER BY due_at LIMIT {batch} FOR UPDATE SKIP LOCKED)
+        WHERE due_at <= now() ORDER BY message_id LIMIT {batch} FOR UPDATE SKIP LOCKED)
     RETURNING q.message_id
 ), recipients AS (
     SELECT m.id AS message_id, m.conversation_id, m.seq, m.sender_id, p.user_id,
