@@ -277,26 +277,46 @@ fn secret(s: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(s.trim()))
 }
 
-/// Value parser: whole seconds.
+/// The longest duration any setting takes: 100 years (3 153 600 000 s). Settings become SQL
+/// intervals added to `now()` (a digest's due time, a session's expiry), and PostgreSQL
+/// refuses an interval or timestamp past about 292 000 years (docs §8.5.1) — at run time, in
+/// every statement that uses the setting, so a typo in one setting would stop that work for
+/// good. Refused at start instead.
+const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `d` if it is at most [`LONGEST`].
+fn at_most_longest(d: Duration) -> Result<Duration, String> {
+    if d <= LONGEST {
+        Ok(d)
+    } else {
+        Err(format!("at most {} seconds (100 years)", LONGEST.as_secs()))
+    }
+}
+
+/// Value parser: whole seconds, at most [`LONGEST`].
 fn seconds(s: &str) -> Result<Duration, String> {
     s.trim()
         .parse::<u64>()
         .map(Duration::from_secs)
         .map_err(|e| format!("{e} (whole seconds)"))
+        .and_then(at_most_longest)
 }
 
-/// Value parser: whole milliseconds.
+/// Value parser: whole milliseconds, at most [`LONGEST`].
 fn milliseconds(s: &str) -> Result<Duration, String> {
     s.trim()
         .parse::<u64>()
         .map(Duration::from_millis)
         .map_err(|e| format!("{e} (whole milliseconds)"))
+        .and_then(at_most_longest)
 }
 
-/// Value parser: seconds with a fraction (`0.5`), finite and not negative.
+/// Value parser: seconds with a fraction (`0.5`), finite, not negative, at most [`LONGEST`].
 fn fractional_seconds(s: &str) -> Result<Duration, String> {
     let v: f64 = s.trim().parse().map_err(|e| format!("{e} (seconds)"))?;
-    Duration::try_from_secs_f64(v).map_err(|e| format!("{e} (seconds, not negative)"))
+    Duration::try_from_secs_f64(v)
+        .map_err(|e| format!("{e} (seconds, not negative)"))
+        .and_then(at_most_longest)
 }
 
 #[cfg(test)]
@@ -356,6 +376,29 @@ mod tests {
         let cfg =
             try_parse_from::<AuthConfig, _, _>(["auth", "--http-workers", "3"]).expect("parses");
         assert_eq!(cfg.server.http_workers, Some(3));
+    }
+
+    /// A duration the database cannot add to `now()` (an interval past about 292 000 years
+    /// overflows, PostgreSQL docs §8.5) would fail every statement that uses it, at run time:
+    /// a digest delay of 10^13 s stopped every notification pass. Refused at start instead.
+    #[test]
+    fn durations_past_a_century_are_refused_at_start() {
+        assert_eq!(
+            seconds("3153600000"),
+            Ok(Duration::from_secs(3_153_600_000))
+        );
+        assert!(seconds("3153600001").is_err());
+        assert!(milliseconds("3153600000001").is_err());
+        assert!(fractional_seconds("3153600000.5").is_err());
+        let e = try_parse_from::<MessagingConfig, _, _>([
+            "messaging",
+            "--email-digest-delay-secs",
+            "10000000000000",
+        ])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("--email-digest-delay-secs"), "{e}");
     }
 
     #[test]
