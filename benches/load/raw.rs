@@ -122,6 +122,7 @@ pub fn pgbench(
             .output()?;
         let text = String::from_utf8_lossy(&run.stdout).to_string();
         if !run.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
             return Err(
                 format!("pgbench: {} {}", text, String::from_utf8_lossy(&run.stderr)).into(),
             );

@@ -275,9 +275,11 @@ async fn preferences_belong_to_their_user_and_check_their_input() {
     );
 }
 
-/// The outbox row of a message that is gone (its conversation deleted, or any row no message
-/// matches: the queue has no foreign key, V13) is claimed and dropped without effect, and the
-/// worker goes on to the rows behind it.
+/// An outbox row no message matches (the queue has no foreign key since V13; the service
+/// never deletes a message row, an operator might) is claimed and dropped without effect,
+/// and the worker keeps working: a mention sent after it reaches the feed (in the same pass
+/// or a later one; a pass that failed on the row would fail every time and write no entry),
+/// and the row is gone (a pass that skipped it would leave it queued).
 #[tokio::test]
 async fn a_queued_message_that_is_gone_is_dropped_and_the_worker_goes_on() {
     let (alice, bob) = (register("gone_a").await, register("gone_b").await);
@@ -313,14 +315,4 @@ async fn a_queued_message_that_is_gone_is_dropped_and_the_worker_goes_on() {
         (left == 0).then_some(())
     })
     .await;
-    // Nobody was told about it.
-    let (_, feed) = bob.get("/api/notifications").await;
-    assert!(
-        !feed["notifications"]
-            .as_array()
-            .expect("feed")
-            .iter()
-            .any(|n| n["message_id"] == gone.to_string()),
-        "{feed}"
-    );
 }

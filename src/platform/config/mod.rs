@@ -103,7 +103,7 @@ pub struct PoolSettings {
     /// Per-statement limit on every connection, in milliseconds (`statement_timeout`,
     /// PostgreSQL docs §20.11.1).
     #[arg(long = "db-statement-timeout-ms", env = "DB_STATEMENT_TIMEOUT_MS", default_value = "5000",
-          value_parser = milliseconds)]
+          value_parser = statement_timeout)]
     pub statement_timeout: Duration,
 }
 
@@ -277,20 +277,30 @@ fn secret(s: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(s.trim()))
 }
 
-/// The longest duration any setting takes: 100 years (3 153 600 000 s). Settings become SQL
-/// intervals added to `now()` (a digest's due time, a session's expiry), and PostgreSQL
-/// refuses an interval or timestamp past about 292 000 years (docs §8.5.1) — at run time, in
-/// every statement that uses the setting, so a typo in one setting would stop that work for
-/// good. Refused at start instead.
+/// The longest duration any setting takes: 100 years (3 153 600 000 s). Many settings become
+/// SQL intervals added to `now()` (a digest's due time, a session's expiry); an interval
+/// counts microseconds in 64 bits (PostgreSQL docs §8.5), so one past about 292 000 years
+/// fails at run time, in every statement that uses the setting — a typo in one setting would
+/// stop that work for good. Refused at start instead.
 const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// `d` if it is at most [`LONGEST`].
-fn at_most_longest(d: Duration) -> Result<Duration, String> {
-    if d <= LONGEST {
-        Ok(d)
-    } else {
-        Err(format!("at most {} seconds (100 years)", LONGEST.as_secs()))
+/// The longest statement timeout: PostgreSQL's `statement_timeout` is an `int` of
+/// milliseconds (docs §20.11.1), and each connection also sets
+/// `idle_in_transaction_session_timeout` to twice it, so twice this must fit in
+/// 2 147 483 647: about 12.4 days. Past it every connection would fail at run time.
+const LONGEST_STATEMENT_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64 / 2);
+
+/// `d` if it is at most `max`; the error gives `max` in `unit` (`"seconds"`, `"milliseconds"`).
+fn at_most(d: Duration, max: Duration, unit: &str) -> Result<Duration, String> {
+    if d <= max {
+        return Ok(d);
     }
+    let max = if unit == "milliseconds" {
+        max.as_millis()
+    } else {
+        u128::from(max.as_secs())
+    };
+    Err(format!("at most {max} {unit}"))
 }
 
 /// Value parser: whole seconds, at most [`LONGEST`].
@@ -299,7 +309,7 @@ fn seconds(s: &str) -> Result<Duration, String> {
         .parse::<u64>()
         .map(Duration::from_secs)
         .map_err(|e| format!("{e} (whole seconds)"))
-        .and_then(at_most_longest)
+        .and_then(|d| at_most(d, LONGEST, "seconds"))
 }
 
 /// Value parser: whole milliseconds, at most [`LONGEST`].
@@ -308,7 +318,13 @@ fn milliseconds(s: &str) -> Result<Duration, String> {
         .parse::<u64>()
         .map(Duration::from_millis)
         .map_err(|e| format!("{e} (whole milliseconds)"))
-        .and_then(at_most_longest)
+        .and_then(|d| at_most(d, LONGEST, "milliseconds"))
+}
+
+/// Value parser: a statement timeout in whole milliseconds, at most
+/// [`LONGEST_STATEMENT_TIMEOUT`].
+fn statement_timeout(s: &str) -> Result<Duration, String> {
+    milliseconds(s).and_then(|d| at_most(d, LONGEST_STATEMENT_TIMEOUT, "milliseconds"))
 }
 
 /// Value parser: seconds with a fraction (`0.5`), finite, not negative, at most [`LONGEST`].
@@ -316,7 +332,7 @@ fn fractional_seconds(s: &str) -> Result<Duration, String> {
     let v: f64 = s.trim().parse().map_err(|e| format!("{e} (seconds)"))?;
     Duration::try_from_secs_f64(v)
         .map_err(|e| format!("{e} (seconds, not negative)"))
-        .and_then(at_most_longest)
+        .and_then(|d| at_most(d, LONGEST, "seconds"))
 }
 
 #[cfg(test)]
@@ -399,6 +415,20 @@ mod tests {
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(e.contains("--email-digest-delay-secs"), "{e}");
+        // The statement timeout, and twice it, must fit PostgreSQL's int of milliseconds.
+        assert!(statement_timeout("1073741823").is_ok());
+        let e = try_parse_from::<MessagingConfig, _, _>([
+            "messaging",
+            "--db-statement-timeout-ms",
+            "1073741824",
+        ])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            e.contains("--db-statement-timeout-ms") && e.contains("1073741823 milliseconds"),
+            "{e}"
+        );
     }
 
     #[test]
