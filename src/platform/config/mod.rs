@@ -343,6 +343,14 @@ mod tests {
         C::command().render_long_help().to_string()
     }
 
+    /// The message parsing `args` fails with (empty if it parses).
+    fn error_of<C: Parser>(args: &[&str]) -> String {
+        try_parse_from::<C, _, _>(args)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
     #[test]
     fn help_lists_every_variable() {
         let help = help_of::<AuthConfig>();
@@ -375,18 +383,12 @@ mod tests {
         assert_eq!(fractional_seconds("0.5"), Ok(Duration::from_millis(500)));
         assert!(fractional_seconds("-1").is_err());
         assert_eq!(milliseconds(" 800 "), Ok(Duration::from_millis(800)));
-        let e = try_parse_from::<AuthConfig, _, _>(["auth", "--bcrypt-cost", "x"])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = error_of::<AuthConfig>(&["auth", "--bcrypt-cost", "x"]);
         assert!(e.contains("--bcrypt-cost"), "{e}");
         // Outside actix-server's 1–512 workers: a message naming the flag, not a panic at
         // start.
         for bad in ["0", "513"] {
-            let e = try_parse_from::<MessagingConfig, _, _>(["messaging", "--http-workers", bad])
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let e = error_of::<MessagingConfig>(&["messaging", "--http-workers", bad]);
             assert!(e.contains("--http-workers"), "{bad}: {e}");
         }
         let cfg =
@@ -406,25 +408,16 @@ mod tests {
         assert!(seconds("3153600001").is_err());
         assert!(milliseconds("3153600000001").is_err());
         assert!(fractional_seconds("3153600000.5").is_err());
-        let e = try_parse_from::<MessagingConfig, _, _>([
+        let e = error_of::<MessagingConfig>(&[
             "messaging",
             "--email-digest-delay-secs",
             "10000000000000",
-        ])
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+        ]);
         assert!(e.contains("--email-digest-delay-secs"), "{e}");
         // The statement timeout, and twice it, must fit PostgreSQL's int of milliseconds.
         assert!(statement_timeout("1073741823").is_ok());
-        let e = try_parse_from::<MessagingConfig, _, _>([
-            "messaging",
-            "--db-statement-timeout-ms",
-            "1073741824",
-        ])
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+        let e =
+            error_of::<MessagingConfig>(&["messaging", "--db-statement-timeout-ms", "1073741824"]);
         assert!(
             e.contains("--db-statement-timeout-ms") && e.contains("1073741823 milliseconds"),
             "{e}"
