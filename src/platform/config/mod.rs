@@ -290,18 +290,21 @@ const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// 2 147 483 647: about 12.4 days. Past it every connection would fail at run time.
 const LONGEST_STATEMENT_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64 / 2);
 
-/// `d` if it is at most `max`; the error gives `max` in `unit` (`"seconds"`, `"milliseconds"`).
-fn at_most(d: Duration, max: Duration, unit: &str) -> Result<Duration, String> {
+/// `d` if it is at most `max`; the error counts `max` in the setting's own unit (`unit` long,
+/// named `name`: one second, `"seconds"`).
+fn at_most(d: Duration, max: Duration, (unit, name): (Duration, &str)) -> Result<Duration, String> {
     if d <= max {
         return Ok(d);
     }
-    let max = if unit == "milliseconds" {
-        max.as_millis()
-    } else {
-        u128::from(max.as_secs())
-    };
-    Err(format!("at most {max} {unit}"))
+    Err(format!(
+        "at most {} {name}",
+        max.as_nanos() / unit.as_nanos()
+    ))
 }
+
+/// The units settings are given in, for [`at_most`]'s errors.
+const SECONDS: (Duration, &str) = (Duration::from_secs(1), "seconds");
+const MILLISECONDS: (Duration, &str) = (Duration::from_millis(1), "milliseconds");
 
 /// Value parser: whole seconds, at most [`LONGEST`].
 fn seconds(s: &str) -> Result<Duration, String> {
@@ -309,7 +312,7 @@ fn seconds(s: &str) -> Result<Duration, String> {
         .parse::<u64>()
         .map(Duration::from_secs)
         .map_err(|e| format!("{e} (whole seconds)"))
-        .and_then(|d| at_most(d, LONGEST, "seconds"))
+        .and_then(|d| at_most(d, LONGEST, SECONDS))
 }
 
 /// Value parser: whole milliseconds, at most [`LONGEST`].
@@ -318,13 +321,13 @@ fn milliseconds(s: &str) -> Result<Duration, String> {
         .parse::<u64>()
         .map(Duration::from_millis)
         .map_err(|e| format!("{e} (whole milliseconds)"))
-        .and_then(|d| at_most(d, LONGEST, "milliseconds"))
+        .and_then(|d| at_most(d, LONGEST, MILLISECONDS))
 }
 
 /// Value parser: a statement timeout in whole milliseconds, at most
 /// [`LONGEST_STATEMENT_TIMEOUT`].
 fn statement_timeout(s: &str) -> Result<Duration, String> {
-    milliseconds(s).and_then(|d| at_most(d, LONGEST_STATEMENT_TIMEOUT, "milliseconds"))
+    milliseconds(s).and_then(|d| at_most(d, LONGEST_STATEMENT_TIMEOUT, MILLISECONDS))
 }
 
 /// Value parser: seconds with a fraction (`0.5`), finite, not negative, at most [`LONGEST`].
@@ -332,7 +335,7 @@ fn fractional_seconds(s: &str) -> Result<Duration, String> {
     let v: f64 = s.trim().parse().map_err(|e| format!("{e} (seconds)"))?;
     Duration::try_from_secs_f64(v)
         .map_err(|e| format!("{e} (seconds, not negative)"))
-        .and_then(|d| at_most(d, LONGEST, "seconds"))
+        .and_then(|d| at_most(d, LONGEST, SECONDS))
 }
 
 #[cfg(test)]
