@@ -27,9 +27,10 @@ pub struct NewMessage<'a> {
 }
 
 /// Appends a message in one statement (atomic on its own, or part of the caller's
-/// transaction): takes the conversation's next `seq` and `rev` under its row lock (writers
-/// queue on it, and a failed statement or rolled-back transaction rolls the increment back,
-/// so `seq` has no gaps or duplicates), inserts, moves the sender's read marker to it (a
+/// transaction): takes the conversation's next `seq` and `rev` under its row lock (the
+/// `FOR NO KEY UPDATE` lock its `UPDATE` takes, as every conversation lock here: see
+/// [`super::group_commit`]; writers queue on it, and a failed statement or rolled-back
+/// transaction rolls the increment back, so `seq` has no gaps or duplicates), inserts, moves the sender's read marker to it (a
 /// sender has read their own message), and returns it as the API shows it. One round trip:
 /// data-modifying CTEs (PostgreSQL docs §7.8.4), so a send holds the row lock for one
 /// statement instead of a transaction's worth of round trips.
@@ -169,7 +170,7 @@ pub async fn lock_writable(
             "SELECT c.blocked, p.role = 'admin' FROM messaging.conversations c
              JOIN messaging.participants p ON p.conversation_id = c.id
              WHERE c.id = $1 AND p.user_id = $2 AND p.left_at IS NULL
-             FOR UPDATE OF c",
+             FOR NO KEY UPDATE OF c",
             &[&conversation_id, &user_id],
         )
         .await?

@@ -11,10 +11,15 @@
 //! `SEND_BATCH_MAX`; no timer waits for more) and append it:
 //!
 //! 1. `BEGIN`; the batch's conversations (those its senders are participants of: a
-//!    stranger's send locks nothing) are locked `FOR UPDATE` in id order, so batches on
-//!    different instances never deadlock and each statement after the lock sees every
+//!    stranger's send locks nothing) are locked `FOR NO KEY UPDATE` in id order, so batches
+//!    on different instances never deadlock and each statement after the lock sees every
 //!    earlier send to those conversations (READ COMMITTED takes a new snapshot per
-//!    statement, PostgreSQL docs §13.2.1);
+//!    statement, PostgreSQL docs §13.2.1). Every change that needs a conversation's row
+//!    lock takes this mode (an `UPDATE` of the row's non-key columns takes it too), so they
+//!    exclude one another; it does not exclude the `FOR KEY SHARE` that a foreign-key check
+//!    takes when a row referencing the conversation is inserted (docs §13.3.2): with
+//!    `FOR UPDATE`, the notification worker's inserts (digests, notifications) and a batch
+//!    waited on each other's row locks, up to the other's commit;
 //! 2. one statement ([`APPEND_BATCH`]) checks each send — the sender is a current
 //!    participant of a conversation no block made read-only, its `client_id` is new here (a repeat is answered with the original),
 //!    its `reply_to` (and thread root) is a message the sender can see, the sender's send budget has room
@@ -590,7 +595,7 @@ pub const LOCK_CONVERSATIONS: &str = "SELECT 1 FROM messaging.conversations c
          JOIN messaging.participants p
            ON p.conversation_id = s.conversation_id AND p.user_id = s.sender_id
           AND p.left_at IS NULL)
-     ORDER BY c.id FOR UPDATE OF c";
+     ORDER BY c.id FOR NO KEY UPDATE OF c";
 
 /// Why a batch was not appended.
 #[derive(Debug)]

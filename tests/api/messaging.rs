@@ -459,3 +459,63 @@ async fn bad_messaging_input_is_a_clear_4xx() {
         .await;
     assert_problem(s, &h, &b, 422);
 }
+
+/// Inserting a row that references a conversation takes `FOR KEY SHARE` on the
+/// conversation's row (the foreign-key check, PostgreSQL docs §13.3.2); the notification
+/// worker does so for every digest and notification it writes. Sends, reactions and
+/// membership changes lock the conversation `FOR NO KEY UPDATE`, which that lock does not
+/// exclude: none of them waits for such a transaction to end. (With `FOR UPDATE` each one
+/// waited until it committed, and a batch of sends and the worker queued on each other.)
+#[tokio::test]
+async fn a_foreign_key_check_on_a_conversation_holds_back_no_send_or_change() {
+    let (a, b, c) = (
+        register("fk").await,
+        register("fk").await,
+        register("fk").await,
+    );
+    let group = a.group(&[&b], "Key share").await;
+    let first = a.send(&group, "before the check").await;
+    let before = stored_seqs(&group).await.len();
+    let id: uuid::Uuid = group.parse().expect("uuid");
+    let mut db = admin(false).await;
+    let check = db.transaction().await.expect("transaction");
+    check
+        .execute(
+            "SELECT 1 FROM messaging.conversations WHERE id = $1 FOR KEY SHARE",
+            &[&id],
+        )
+        .await
+        .expect("key share");
+    let quick = Duration::from_secs(3);
+    let sent = tokio::time::timeout(quick, a.send(&group, "during the check")).await;
+    assert!(sent.is_ok(), "a send waited for the foreign-key check");
+    let message = first["id"].as_str().expect("id");
+    let reacted = tokio::time::timeout(
+        quick,
+        b.call(
+            Method::PUT,
+            &format!("/api/messages/{message}/reactions/%F0%9F%91%8D"),
+            None,
+        ),
+    )
+    .await
+    .expect("a reaction waited for the foreign-key check");
+    assert_eq!(reacted.0, StatusCode::OK, "{}", reacted.2);
+    let added = tokio::time::timeout(
+        quick,
+        a.post(
+            &format!("/api/conversations/{group}/participants"),
+            json!({"user_ids": [c.id]}),
+        ),
+    )
+    .await
+    .expect("a membership change waited for the foreign-key check");
+    assert!(added.0.is_success(), "{} {}", added.0, added.1);
+    check.rollback().await.expect("rollback");
+    let seqs = stored_seqs(&group).await;
+    assert_eq!(seqs.len(), before + 2, "the send and the join, each once");
+    assert!(
+        seqs.iter().zip(1..).all(|(s, n)| *s == n),
+        "gapless: {seqs:?}"
+    );
+}

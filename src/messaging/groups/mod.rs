@@ -37,7 +37,7 @@ pub(crate) async fn lock(
     user_id: Uuid,
 ) -> Result<Scope, ApiError> {
     tx.execute_t(
-        "SELECT 1 FROM messaging.conversations WHERE id = $1 FOR UPDATE",
+        "SELECT 1 FROM messaging.conversations WHERE id = $1 FOR NO KEY UPDATE",
         &[&conversation_id],
     )
     .await?;
