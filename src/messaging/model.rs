@@ -56,7 +56,9 @@ pub struct Message {
     /// Pinned to the conversation: by whom and when (absent: not pinned).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
+    #[serde(serialize_with = "crate::platform::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::platform::timestamp::rfc3339_opt")]
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted: bool,
 }
@@ -93,6 +95,7 @@ pub struct ReactionCount {
 pub struct ForwardedFrom {
     pub message_id: Uuid,
     pub sender_id: Option<Uuid>,
+    #[serde(serialize_with = "crate::platform::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<Uuid>,
@@ -103,6 +106,7 @@ pub struct ForwardedFrom {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ThreadSummary {
     pub reply_count: i32,
+    #[serde(serialize_with = "crate::platform::timestamp::rfc3339_opt")]
     pub last_reply_at: Option<DateTime<Utc>>,
     pub participants: Vec<Uuid>,
 }
@@ -111,6 +115,7 @@ pub struct ThreadSummary {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Pinned {
     pub by: Uuid,
+    #[serde(serialize_with = "crate::platform::timestamp::rfc3339")]
     pub at: DateTime<Utc>,
 }
 

@@ -20,3 +20,4 @@ pub mod secrets;
 pub mod tasks;
 pub mod telemetry;
 pub mod text;
+pub mod timestamp;
