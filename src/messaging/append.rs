@@ -30,8 +30,9 @@ pub struct NewMessage<'a> {
 /// transaction): takes the conversation's next `seq` and `rev` under its row lock (the
 /// `FOR NO KEY UPDATE` lock its `UPDATE` takes, as every conversation lock here: see
 /// [`super::group_commit`]; writers queue on it, and a failed statement or rolled-back
-/// transaction rolls the increment back, so `seq` has no gaps or duplicates), inserts, moves the sender's read marker to it (a
-/// sender has read their own message), and returns it as the API shows it. One round trip:
+/// transaction rolls the increment back, so `seq` has no gaps or duplicates), inserts,
+/// moves the sender's read marker to it (a sender has read their own message), and returns
+/// it as the API shows it. One round trip:
 /// data-modifying CTEs (PostgreSQL docs §7.8.4), so a send holds the row lock for one
 /// statement instead of a transaction's worth of round trips.
 ///

@@ -18,8 +18,10 @@
 //!    lock takes this mode (an `UPDATE` of the row's non-key columns takes it too), so they
 //!    exclude one another; it does not exclude the `FOR KEY SHARE` that a foreign-key check
 //!    takes when a row referencing the conversation is inserted (docs §13.3.2): with
-//!    `FOR UPDATE`, the notification worker's inserts (digests, notifications) and a batch
-//!    waited on each other's row locks, up to the other's commit;
+//!    `FOR UPDATE`, a batch and the notification worker's inserts (digests,
+//!    notifications) waited on each other's row locks up to the other's commit, and a file
+//!    upload (its attachment row, inserted before its chunks) held back every send to its
+//!    conversation while the chunks were written;
 //! 2. one statement ([`APPEND_BATCH`]) checks each send — the sender is a current
 //!    participant of a conversation no block made read-only, its `client_id` is new here (a repeat is answered with the original),
 //!    its `reply_to` (and thread root) is a message the sender can see, the sender's send budget has room

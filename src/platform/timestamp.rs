@@ -20,7 +20,7 @@ pub fn rfc3339<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Erro
 /// [`rfc3339`] for an optional time (`null` when absent).
 pub fn rfc3339_opt<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
     match at {
-        Some(at) => rfc3339(at, s),
+        Some(at) => s.serialize_some(&at.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         None => s.serialize_none(),
     }
 }
@@ -48,12 +48,27 @@ mod tests {
             .with_ymd_and_hms(2026, 12, 2, 21, 33, 17)
             .single();
         let base = base.expect("a valid time");
-        for nanos in [0, 123_000_000, 123_456_000, 123_456_789, 1_000, 999_999_999] {
-            let at = base + chrono::Duration::nanoseconds(nanos);
+        let mut times: Vec<_> = [0, 123_000_000, 123_456_000, 123_456_789, 1_000, 999_999_999]
+            .into_iter()
+            .map(|nanos| base + chrono::Duration::nanoseconds(nanos))
+            .collect();
+        // A leap second (written as :60) and years outside 0000–9999 (written with a sign).
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_milli_opt(23, 59, 59, 1_500))
+            .expect("a leap second");
+        times.push(chrono::DateTime::from_naive_utc_and_offset(
+            leap,
+            chrono::Utc,
+        ));
+        for year in [12_345, -1] {
+            let far = chrono::Utc.with_ymd_and_hms(year, 1, 2, 3, 4, 5).single();
+            times.push(far.expect("a valid time"));
+        }
+        for at in times {
             for maybe in [None, Some(at)] {
                 let ours = serde_json::to_string(&Ours { at, maybe });
                 let chronos = serde_json::to_string(&Chronos { at, maybe });
-                assert_eq!(ours.ok(), chronos.ok(), "{nanos} ns");
+                assert_eq!(ours.ok(), chronos.ok(), "{at:?}");
             }
         }
     }

@@ -486,12 +486,14 @@ async fn a_foreign_key_check_on_a_conversation_holds_back_no_send_or_change() {
         )
         .await
         .expect("key share");
-    let quick = Duration::from_secs(3);
-    let sent = tokio::time::timeout(quick, a.send(&group, "during the check")).await;
+    // Longer than the stack's statement timeout (5 s): a send held back by the check fails
+    // with 503 (or does not answer in time) instead of passing late.
+    let bound = WAIT;
+    let sent = tokio::time::timeout(bound, a.send(&group, "during the check")).await;
     assert!(sent.is_ok(), "a send waited for the foreign-key check");
     let message = first["id"].as_str().expect("id");
     let reacted = tokio::time::timeout(
-        quick,
+        bound,
         b.call(
             Method::PUT,
             &format!("/api/messages/{message}/reactions/%F0%9F%91%8D"),
@@ -502,7 +504,7 @@ async fn a_foreign_key_check_on_a_conversation_holds_back_no_send_or_change() {
     .expect("a reaction waited for the foreign-key check");
     assert_eq!(reacted.0, StatusCode::OK, "{}", reacted.2);
     let added = tokio::time::timeout(
-        quick,
+        bound,
         a.post(
             &format!("/api/conversations/{group}/participants"),
             json!({"user_ids": [c.id]}),

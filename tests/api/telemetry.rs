@@ -390,7 +390,9 @@ async fn a_request_is_one_trace_with_db_spans_and_a_linked_fan_out_and_logs_hold
     }
     let statements: Vec<String> = dbs.iter().filter_map(|d| d.attr("db.query.text")).collect();
     assert!(
-        statements.iter().any(|s| s.contains("FOR UPDATE"))
+        statements
+            .iter()
+            .any(|s| s.contains("FOR NO KEY UPDATE OF c"))
             && statements.iter().any(|s| s.starts_with("WITH input AS")),
         "the batch's lock and append statements are its spans: {statements:?}"
     );
