@@ -1,9 +1,12 @@
 //! The SMTP relay down (issue 18): mail is delayed, never lost. The stack's SMTP server is
 //! stopped, an account is made (its verification mail fails and waits in the outbox), the
-//! server comes back, and the mail arrives — once.
+//! server comes back, and the mail arrives — once. And a service stopped while it sends mail
+//! records every mail the relay took, so none goes out again when its lease ends.
 
 use std::{process::Command, time::Duration};
 
+use super::failover::{environ, pid_of, signal};
+use super::notify::{exited, restart_auth};
 use crate::common::*;
 
 fn pid_file() -> std::path::PathBuf {
@@ -106,4 +109,70 @@ async fn mail_waits_in_the_outbox_while_the_relay_is_down_and_arrives_once_it_is
     assert!(attempts >= 2, "retried after the failure");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(mails_to(&address).len(), 1, "the mail arrived twice");
+}
+
+/// A service stopped mid-send records every mail its relay took before it exits: with each
+/// record of a sent mail held 400 ms (a trigger on `auth.mail_outbox`; the worker records two
+/// at a time, so most of a pass's records are still waiting when the relay has all its
+/// mails), auth is stopped (TERM, as an orchestrator does) as soon as the relay has the
+/// verification mails of ten new accounts, and once it has exited every one of the ten rows
+/// says sent. (With the worker dropped at stop, as a task with nothing to finish, the records
+/// still waiting were lost — 7 of the 10 in a run — and those rows would have gone out again
+/// when their lease ended.)
+#[tokio::test]
+async fn a_service_stopped_while_sending_mail_records_every_mail_the_relay_took() {
+    let _alone = exclusive().await;
+    let db = admin(false).await;
+    db.batch_execute(
+        "CREATE OR REPLACE FUNCTION public.test_slow_mail_record() RETURNS trigger
+           LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.4); RETURN NEW; END $$;
+         DROP TRIGGER IF EXISTS test_slow_mail_record ON auth.mail_outbox;
+         CREATE TRIGGER test_slow_mail_record BEFORE UPDATE ON auth.mail_outbox
+           FOR EACH ROW WHEN (OLD.sent_at IS NULL AND NEW.sent_at IS NOT NULL
+                              AND NEW.recipient LIKE 'stop_mail%')
+           EXECUTE FUNCTION public.test_slow_mail_record()",
+    )
+    .await
+    .expect("the slow-record trigger");
+    let users = futures_util::future::join_all((0..10).map(|_| register("stop_mail"))).await;
+    let addresses: Vec<String> = users
+        .iter()
+        .map(|u| format!("{}@example.com", u.username))
+        .collect();
+    eventually(Duration::from_secs(20), || async {
+        addresses
+            .iter()
+            .all(|a| !mails_to(a).is_empty())
+            .then_some(())
+    })
+    .await;
+    let pid = pid_of("auth");
+    let env = environ(pid);
+    signal(pid, "-TERM");
+    exited(pid).await;
+    let unrecorded: Vec<String> = db
+        .query(
+            "SELECT recipient FROM auth.mail_outbox
+             WHERE recipient = ANY($1) AND sent_at IS NULL",
+            &[&addresses],
+        )
+        .await
+        .expect("outbox")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    db.batch_execute(
+        "DROP TRIGGER IF EXISTS test_slow_mail_record ON auth.mail_outbox;
+         DROP FUNCTION IF EXISTS public.test_slow_mail_record()",
+    )
+    .await
+    .expect("removing the trigger");
+    restart_auth(env).await;
+    assert!(
+        unrecorded.is_empty(),
+        "the relay took these mails and auth stopped without recording them: {unrecorded:?}"
+    );
+    for a in &addresses {
+        assert_eq!(mails_to(a).len(), 1, "{a} got its mail once");
+    }
 }

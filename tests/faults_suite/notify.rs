@@ -110,7 +110,7 @@ async fn restarting_every_service_mid_way_loses_no_push_and_sends_none_twice() {
 /// the background tasks' grace on top, within Kubernetes' default 30 s. An instance an
 /// earlier test restarted is this process's child: once it exits it stays a zombie (`Z`)
 /// until reaped, which counts as exited.
-async fn exited(pid: i32) {
+pub(crate) async fn exited(pid: i32) {
     eventually(Duration::from_secs(40), || async {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let state = stat
@@ -123,7 +123,7 @@ async fn exited(pid: i32) {
 
 /// Starts auth again with `env` (its pid file updated), waits until it is ready.
 #[allow(clippy::zombie_processes)]
-async fn restart_auth(env: Vec<(String, String)>) {
+pub(crate) async fn restart_auth(env: Vec<(String, String)>) {
     let data = std::env::var("SWITCHBOARD_DATA").expect("set by scripts/test.sh");
     let log = std::fs::OpenOptions::new()
         .create(true)
