@@ -213,6 +213,12 @@ pub fn markdown(r: &Results) -> String {
 
     md.push_str("## Where targets are missed, and why\n\n");
     let mut notes = Vec::new();
+    if fanout.mail_left > 0 {
+        notes.push(format!(
+            "- fan-out: the rounds began with {} mails still queued after waiting {:.0} s for the outboxes: the mail worker and the SMTP server ran beside them.",
+            fanout.mail_left, fanout.mail_wait_secs
+        ));
+    }
     if send_ratio < SEND_RATIO {
         let alone = r
             .group_commit

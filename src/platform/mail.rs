@@ -11,13 +11,16 @@
 //! doubles from 1 s up to `MAIL_RETRY_MAX_SECS`; a relay that is down only delays mail. The
 //! one window left: the relay took the mail and the instance died before recording it —
 //! that row goes out once more when its lease ends (same `Message-ID`, which receivers use
-//! to drop duplicates). A stopping service claims no more rows and lets the sends it has in
-//! flight finish and be recorded (within the service's grace for its tasks), so a restart
-//! does not open that window.
+//! to drop duplicates). Once a stopping service tells its tasks to stop (after its HTTP
+//! server has stopped), the worker claims no more rows and lets the sends it has in flight
+//! finish and be recorded, so a restart does not open that window — within the service's
+//! grace for its tasks (5 s): a pass still under way then (a relay slower than that; a send
+//! may take up to 10 s) is cut, and its rows go out when their lease ends.
 //! Once sent, a row's bodies are cleared: their single-use links are secrets.
 //!
-//! The rows of a claim are sent at once, each on its own connection of lettre's pool (at
-//! most [`BATCH`], the pool's default size), not one after another: lettre 0.11.23 leaves
+//! The rows of a claim (at most [`BATCH`]) are sent at once, each on a connection of its own
+//! from lettre's pool (which opens one per send in flight and keeps up to 10 idle), not one
+//! after another: lettre 0.11.23 leaves
 //! Nagle's algorithm on (RFC 896; no `TCP_NODELAY`) and writes a message's final
 //! `CRLF.CRLF` apart from its body, so every mail waits for the relay's delayed ACK (40 ms
 //! on Linux) before the relay sees its end. One at a time, that held a worker to about 20
@@ -148,8 +151,8 @@ impl Outbox {
     }
 }
 
-/// Rows one pass takes at most, all sent at once: lettre's SMTP pool keeps up to 10
-/// connections (its default `PoolConfig::max_size`), one per send in flight.
+/// Rows one pass takes at most, all sent at once, so also the most SMTP connections a worker
+/// holds (lettre's pool keeps up to 10 of them idle, its default `PoolConfig::max_size`).
 const BATCH: i64 = 10;
 /// Outcomes recorded at once, each on a primary connection of its own: a pass's sends end
 /// together, and ten records at once would hold ten of the pool's connections (16 by
@@ -191,7 +194,8 @@ pub fn spawn(
     };
     let poll = settings.poll_interval;
     let wake = outbox.wake.clone();
-    // Stops between passes, never inside one: a mail the relay took is always recorded.
+    // Stops between passes, never inside one: a mail the relay took is recorded (unless the
+    // service's grace for its tasks ends first; see the module's documentation).
     let stopping = tasks.clone();
     tasks.spawn_graceful(async move {
         while !stopping.is_stopping() {
@@ -287,7 +291,12 @@ impl Worker {
         // unrecorded would go out again when its lease ends. At most RECORDING at once: the
         // pool's other connections stay free for requests.
         let _turn = self.recording.acquire().await?;
-        db::record_twice("mail outcome", || self.record(id, outcome.as_ref())).await
+        let recorded = db::record_twice("mail outcome", || self.record(id, outcome.as_ref())).await;
+        if let Err(e) = &recorded {
+            tracing::warn!(mail.id = %id, sent = outcome.is_none(), error = format!("{e:#}"),
+                           "mail outcome not recorded; tried again when its lease ends");
+        }
+        recorded
     }
 
     /// Records row `id` as sent (bodies cleared), or, with `(error, wait)`, its next attempt.

@@ -115,10 +115,10 @@ async fn mail_waits_in_the_outbox_while_the_relay_is_down_and_arrives_once_it_is
 /// record of a sent mail held 400 ms (a trigger on `auth.mail_outbox`; the worker records two
 /// at a time, so most of a pass's records are still waiting when the relay has all its
 /// mails), auth is stopped (TERM, as an orchestrator does) as soon as the relay has the
-/// verification mails of ten new accounts, and once it has exited every one of the ten rows
-/// says sent. (With the worker dropped at stop, as a task with nothing to finish, the records
-/// still waiting were lost — 7 of the 10 in a run — and those rows would have gone out again
-/// when their lease ended.)
+/// verification mails of ten new accounts, while some are not yet recorded, and once it has
+/// exited every one of the ten rows says sent. (With the worker dropped at stop, as a task
+/// with nothing to finish, the records still waiting were lost — 7 of the 10 in a run — and
+/// those rows would have gone out again when their lease ended.)
 #[tokio::test]
 async fn a_service_stopped_while_sending_mail_records_every_mail_the_relay_took() {
     let _alone = exclusive().await;
@@ -139,40 +139,52 @@ async fn a_service_stopped_while_sending_mail_records_every_mail_the_relay_took(
         .iter()
         .map(|u| format!("{}@example.com", u.username))
         .collect();
+    // One scan of the maildir per look: the relay has a mail for every address.
     eventually(Duration::from_secs(20), || async {
+        let received: Vec<String> = mails_to("stop_mail_").into_iter().map(|m| m.to).collect();
         addresses
             .iter()
-            .all(|a| !mails_to(a).is_empty())
+            .all(|a| received.iter().any(|to| to.contains(a.as_str())))
             .then_some(())
     })
     .await;
     let pid = pid_of("auth");
     let env = environ(pid);
     signal(pid, "-TERM");
+    // Records still waiting as the stop began (else this test proves nothing).
+    let waiting_at_stop = unrecorded(&db, &addresses).await;
     exited(pid).await;
-    let unrecorded: Vec<String> = db
-        .query(
-            "SELECT recipient FROM auth.mail_outbox
-             WHERE recipient = ANY($1) AND sent_at IS NULL",
-            &[&addresses],
+    let _ = db
+        .batch_execute(
+            "DROP TRIGGER IF EXISTS test_slow_mail_record ON auth.mail_outbox;
+             DROP FUNCTION IF EXISTS public.test_slow_mail_record()",
         )
-        .await
-        .expect("outbox")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    db.batch_execute(
-        "DROP TRIGGER IF EXISTS test_slow_mail_record ON auth.mail_outbox;
-         DROP FUNCTION IF EXISTS public.test_slow_mail_record()",
-    )
-    .await
-    .expect("removing the trigger");
+        .await;
     restart_auth(env).await;
+    // Rows left unrecorded stay so until their lease ends (120 s): read after the restart.
+    let left = unrecorded(&db, &addresses).await;
     assert!(
-        unrecorded.is_empty(),
-        "the relay took these mails and auth stopped without recording them: {unrecorded:?}"
+        !waiting_at_stop.is_empty(),
+        "every mail was recorded before auth was told to stop: nothing was in flight"
+    );
+    assert!(
+        left.is_empty(),
+        "the relay took these mails and auth stopped without recording them: {left:?} \
+         (of {} waiting when it was told to stop)",
+        waiting_at_stop.len()
     );
     for a in &addresses {
         assert_eq!(mails_to(a).len(), 1, "{a} got its mail once");
     }
+}
+
+/// Which of `addresses` have an outbox row not recorded as sent.
+async fn unrecorded(db: &tokio_postgres::Client, addresses: &[String]) -> Vec<String> {
+    db.query(
+        "SELECT recipient FROM auth.mail_outbox WHERE recipient = ANY($1) AND sent_at IS NULL",
+        &[&addresses],
+    )
+    .await
+    .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+    .unwrap_or_default()
 }
