@@ -4,14 +4,67 @@
 //! sender and receiver, WAL replay (`startup`), the background processes — pgbench, and this
 //! load generator. A process that ended within the scenario (short-lived backends) is not
 //! counted: the stack's pools keep theirs.
+//!
+//! Beside them, what the host took: on a virtual machine the hypervisor may run other
+//! guests on our virtual CPUs while our processes wait for them ("steal", `/proc/stat`,
+//! proc(5)). Stolen time is no process's, yet every process waited through it: a scenario
+//! that lost a tenth of its cores to the host ran on a smaller machine than the one named.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Instant,
+};
 
-/// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
+/// Clock ticks per second of `/proc/<pid>/stat` and `/proc/stat` times (USER_HZ, 100 on
+/// Linux).
 const TICKS: f64 = 100.0;
 
-/// CPU seconds so far of every classified process, by pid.
-pub type Sample = HashMap<u32, (String, f64)>;
+/// CPU seconds so far of every classified process, and the machine's stolen time.
+pub struct Sample {
+    procs: HashMap<u32, (String, f64)>,
+    steal: Steal,
+}
+
+/// A reading of the time the hypervisor has stolen from this machine's CPUs, to tell the
+/// share of a stretch of time it stole ([`Steal::share_until`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Steal {
+    /// Stolen CPU seconds since boot, all CPUs together (0 where `/proc/stat` has none).
+    secs: f64,
+    at: Instant,
+}
+
+impl Steal {
+    /// Reads the stolen time now: the eighth figure of `/proc/stat`'s `cpu` line (proc(5)).
+    pub fn now() -> Self {
+        let secs = read("/proc/stat".into())
+            .and_then(|s| {
+                s.lines()
+                    .next()?
+                    .split_whitespace()
+                    .nth(8)?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(0.0, |ticks| ticks / TICKS);
+        Self {
+            secs,
+            at: Instant::now(),
+        }
+    }
+
+    /// The share (0–1) of every core's time from this reading to `later` that the host
+    /// gave to others: stolen seconds ÷ (wall seconds × cores).
+    pub fn share_until(&self, later: &Steal) -> f64 {
+        let wall = later.at.saturating_duration_since(self.at).as_secs_f64();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        if wall > 0.0 {
+            ((later.secs - self.secs) / (wall * cores)).clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+}
 
 /// CPU seconds per class within one scenario, biggest first.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -19,6 +72,9 @@ pub struct Usage {
     pub scenario: String,
     pub wall_secs: f64,
     pub by_class: Vec<(String, f64)>,
+    /// The share (0–1) of the cores' time the host stole meanwhile ([`Steal`]).
+    #[serde(default)]
+    pub stolen_share: f64,
 }
 
 impl Usage {
@@ -108,10 +164,13 @@ fn classify(
 
 /// Reads every process now.
 pub fn sample() -> Sample {
-    classified()
-        .into_iter()
-        .map(|(pid, class, secs)| (pid, (class, secs)))
-        .collect()
+    Sample {
+        procs: classified()
+            .into_iter()
+            .map(|(pid, class, secs)| (pid, (class, secs)))
+            .collect(),
+        steal: Steal::now(),
+    }
 }
 
 /// Resident memory (VmRSS, KiB) summed per process class now, by class name.
@@ -168,8 +227,9 @@ fn classified() -> Vec<(u32, String, f64)> {
 /// counts from zero).
 pub fn usage(scenario: &str, wall_secs: f64, before: &Sample, after: &Sample) -> Usage {
     let mut by: BTreeMap<String, f64> = BTreeMap::new();
-    for (pid, (class, secs)) in after {
+    for (pid, (class, secs)) in &after.procs {
         let was = before
+            .procs
             .get(pid)
             .filter(|(c, _)| c == class)
             .map(|(_, s)| *s)
@@ -182,5 +242,6 @@ pub fn usage(scenario: &str, wall_secs: f64, before: &Sample, after: &Sample) ->
         scenario: scenario.into(),
         wall_secs,
         by_class,
+        stolen_share: before.steal.share_until(&after.steal),
     }
 }

@@ -57,6 +57,10 @@ pub struct Round {
     /// The disk's syncs while the round's messages were sent.
     #[serde(default)]
     pub disk: super::disk::Window,
+    /// The share (0–1) of the cores the host stole while they were sent
+    /// ([`super::cpu::Steal`]).
+    #[serde(default)]
+    pub stolen_share: f64,
 }
 
 impl Round {
@@ -299,7 +303,7 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             "fan-out: {open} sockets; {rate} messages/s for {} s",
             plan.fanout_secs
         );
-        let from = super::disk::now();
+        let (from, steal) = (super::disk::now(), super::cpu::Steal::now());
         let send = open_loop(
             "fan-out send",
             &senders,
@@ -308,7 +312,10 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             sender_of(env.base.clone(), timed_content),
         )
         .await;
-        let sent_until = super::disk::now();
+        let (sent_until, stolen_share) = (
+            super::disk::now(),
+            steal.share_until(&super::cpu::Steal::now()),
+        );
         let after = last_seqs(env, &convs).await?;
         let expected: i64 = sockets
             .iter()
@@ -331,14 +338,15 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             // Taken after the deliveries' wait: a sync still running as the sends ended
             // (a stall) has been recorded by now.
             disk: super::disk::Window::between(&format!("fan-out at {rate}/s"), from, sent_until),
+            stolen_share,
             ..verify(rate, &send, &sockets, &before, &after)
         });
         let r = rounds.last().cloned().unwrap_or_default();
         eprintln!(
-            "  {} of {} deliveries ({} missing, {} duplicated, {} out of order), p50 {:.1} p99 {:.1} ms (to stored p50 {:.1} p99 {:.1}, from stored p50 {:.1} p99 {:.1}); disk syncs p99 {:.1} ms, stalls {}",
+            "  {} of {} deliveries ({} missing, {} duplicated, {} out of order), p50 {:.1} p99 {:.1} ms (to stored p50 {:.1} p99 {:.1}, from stored p50 {:.1} p99 {:.1}); disk syncs p99 {:.1} ms, stalls {}; host steal {:.0}%",
             r.deliveries, r.expected_deliveries, r.missing, r.duplicated, r.out_of_order,
             r.latency.p50, r.latency.p99, r.to_stored.p50, r.to_stored.p99, r.from_stored.p50,
-            r.from_stored.p99, r.disk.p99_ms, r.disk.stall_list(5)
+            r.from_stored.p99, r.disk.p99_ms, r.disk.stall_list(5), r.stolen_share * 100.0
         );
     }
     stop.cancel();

@@ -631,12 +631,17 @@ impl Results {
 async fn measured<T, F: std::future::Future<Output = T>>(r: Gauges<'_>, scenario: &str, f: F) -> T {
     let (before, started, from) = (cpu::sample(), Instant::now(), disk::now());
     let out = f.await;
-    r.cpu.push(cpu::usage(
+    let usage = cpu::usage(
         scenario,
         started.elapsed().as_secs_f64(),
         &before,
         &cpu::sample(),
-    ));
+    );
+    eprintln!(
+        "  ({scenario}: the host stole {:.0}% of the cores)",
+        usage.stolen_share * 100.0
+    );
+    r.cpu.push(usage);
     r.disk
         .push(disk::Window::between(scenario, from, disk::now()));
     out
@@ -815,7 +820,12 @@ fn raw_side(
         plan.clients, plan.raw_runs, plan.raw_secs
     );
     let raw = limit.measure(url, pairs.len(), plan.clients, plan.raw_runs, plan.raw_secs)?;
-    eprintln!("  {:.0} {}", raw.tps, limit.unit());
+    eprintln!(
+        "  {:.0} {} (host steal by run: {})",
+        raw.tps,
+        limit.unit(),
+        report::percents(&raw.stolen_shares)
+    );
     into.merge(raw);
     Ok(())
 }

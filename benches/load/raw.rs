@@ -36,6 +36,10 @@ pub struct Raw {
     /// Each run's figure, in the order taken.
     #[serde(default)]
     pub runs: Vec<f64>,
+    /// The share (0–1) of the cores the host stole during each run
+    /// ([`super::cpu::Steal`]), in the order taken.
+    #[serde(default)]
+    pub stolen_shares: Vec<f64>,
 }
 
 impl Raw {
@@ -46,6 +50,7 @@ impl Raw {
             return;
         }
         self.runs.extend(other.runs);
+        self.stolen_shares.extend(other.stolen_shares);
         self.tps = median(&self.runs);
         self.latency_avg_ms = (self.latency_avg_ms + other.latency_avg_ms) / 2.0;
     }
@@ -104,6 +109,7 @@ pub fn pgbench(
     };
     let mut latency = 0.0;
     for _ in 0..runs.max(1) {
+        let steal = super::cpu::Steal::now();
         let run = std::process::Command::new(pgbench_path())
             .env("PGSSLMODE", &sslmode)
             .args([
@@ -135,6 +141,8 @@ pub fn pgbench(
                 .unwrap_or(0.0)
         };
         out.runs.push(number("tps = ") * per_tx);
+        out.stolen_shares
+            .push(steal.share_until(&super::cpu::Steal::now()));
         latency += number("latency average = ");
     }
     // The script is in `out`; its file goes (each run of the benchmark left one behind).

@@ -28,17 +28,36 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
-/// A raw limit with its spread: `"9000 inserts/s (median of 6 runs, 8500–9400)"`.
+/// Shares (0–1) as whole percents: `"3%, 12%, 0%"`.
+pub fn percents(shares: &[f64]) -> String {
+    shares
+        .iter()
+        .map(|s| format!("{:.0}%", s * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A raw limit with its spread and what the host stole meanwhile: `"9000 inserts/s (median
+/// of 6 runs, 8500–9400; host steal 0–12%)"`.
 fn raw_cell(raw: &super::raw::Raw, unit: &str) -> String {
     let (lo, hi) = raw.spread();
+    let steal = match raw.stolen_shares.iter().copied().reduce(f64::max) {
+        Some(most) => {
+            let least = raw.stolen_shares.iter().copied().fold(most, f64::min);
+            format!("; host steal {:.0}–{:.0}%", least * 100.0, most * 100.0)
+        }
+        None => String::new(),
+    };
     if raw.runs.len() > 1 {
         format!(
-            "{:.0} {unit} (median of {} runs, {lo:.0}–{hi:.0})",
+            "{:.0} {unit} (median of {} runs, {lo:.0}–{hi:.0}{steal})",
             raw.tps,
             raw.runs.len()
         )
-    } else {
+    } else if steal.is_empty() {
         format!("{:.0} {unit}", raw.tps)
+    } else {
+        format!("{:.0} {unit} ({})", raw.tps, &steal[2..])
     }
 }
 
@@ -167,7 +186,7 @@ pub fn markdown(r: &Results) -> String {
             s.errors
         ));
     }
-    md.push_str("\n## Fan-out by offered rate\n\nThe same sockets at each rate, each round started after presence traffic settled; deliveries checked by content against each conversation's stored `seq` range. The last two columns split each delivery at its message's `created_at` (the start of the transaction that appended it): before it, the request, NGINX and the wait for a batch; after it, the append, its commit, the event bus, the listener, the socket and the load generator's read.\n\n| offered | sent | deliveries | missing | duplicated | out of order | p50 | p99 | p99.9 | max | to stored p50 / p99 | stored → socket p50 / p99 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("\n## Fan-out by offered rate\n\nThe same sockets at each rate, each round started after presence traffic settled; deliveries checked by content against each conversation's stored `seq` range. The two split columns divide each delivery at its message's `created_at` (the start of the transaction that appended it): before it, the request, NGINX and the wait for a batch; after it, the append, its commit, the event bus, the listener, the socket and the load generator's read. Host steal: the share of the cores' time the hypervisor gave to other guests while the round's messages were sent (see below).\n\n| offered | sent | deliveries | missing | duplicated | out of order | p50 | p99 | p99.9 | max | to stored p50 / p99 | stored → socket p50 / p99 | host steal |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     // A run from before the split has no figures for it.
     let split = |l: &super::Lat| {
         if l.count == 0 {
@@ -178,10 +197,10 @@ pub fn markdown(r: &Results) -> String {
     };
     for rd in &fanout.rounds {
         md.push_str(&format!(
-            "| {}/s | {:.0}/s | {} of {} | {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} |\n",
+            "| {}/s | {:.0}/s | {} of {} | {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {:.0}% |\n",
             rd.offered_per_sec, rd.sent_per_sec, rd.deliveries, rd.expected_deliveries, rd.missing,
             rd.duplicated, rd.out_of_order, rd.latency.p50, rd.latency.p99, rd.latency.p999, rd.latency.max,
-            split(&rd.to_stored), split(&rd.from_stored)
+            split(&rd.to_stored), split(&rd.from_stored), rd.stolen_share * 100.0
         ));
     }
     md.push_str("\n## Fan-out delivery latency\n\n![fan-out latency](fanout-latency.png)\n\n");
@@ -189,7 +208,7 @@ pub fn markdown(r: &Results) -> String {
     if !r.cpu.is_empty() {
         md.push_str("## Where the cores went\n\nCPU seconds (user + system) per process class while each scenario ran, from `/proc/<pid>/stat`; the machine has ");
         md.push_str(&format!(
-            "{} cores, so a scenario of `s` seconds has at most {}·`s` to give.\n\n| scenario | wall | CPU | by process class |\n|---|---|---|---|\n",
+            "{} cores, so a scenario of `s` seconds has at most {}·`s` to give. Host steal: the share of that the hypervisor gave to other guests while our processes wanted the cores (`steal` in `/proc/stat`): no process's time, but every process waited through it, so a scenario that lost a tenth to it ran on a smaller machine than the one named above.\n\n| scenario | wall | CPU | host steal | by process class |\n|---|---|---|---|---|\n",
             m["cores"], m["cores"]
         ));
         for u in &r.cpu {
@@ -199,10 +218,11 @@ pub fn markdown(r: &Results) -> String {
                 .map(|(c, secs)| format!("{c} {secs:.1}"))
                 .collect();
             md.push_str(&format!(
-                "| {} | {:.1} s | {:.1} s | {} |\n",
+                "| {} | {:.1} s | {:.1} s | {:.0}% | {} |\n",
                 u.scenario,
                 u.wall_secs,
                 u.total(),
+                u.stolen_share * 100.0,
                 classes.join(", ")
             ));
         }
@@ -213,6 +233,9 @@ pub fn markdown(r: &Results) -> String {
 
     md.push_str("## Where targets are missed, and why\n\n");
     let mut notes = Vec::new();
+    if let Some(note) = steal_note(r) {
+        notes.push(note);
+    }
     if fanout.mail_left > 0 {
         notes.push(format!(
             "- fan-out: the rounds began with {} mails still queued after waiting {:.0} s for the outboxes: the mail worker and the SMTP server ran beside them.",
@@ -488,6 +511,43 @@ pub fn write(out: &Path, r: &Results) -> Res<()> {
     }
     Ok(())
 }
+
+/// Where the host stole more than [`STEAL_NOTED`] of the cores (scenarios, fan-out rounds,
+/// raw runs): `None` when it never did.
+fn steal_note(r: &Results) -> Option<String> {
+    let raw = |name: &str, raw: &super::raw::Raw| {
+        raw.stolen_shares
+            .iter()
+            .copied()
+            .reduce(f64::max)
+            .map(|most| (format!("{name} (its worst run)"), most))
+    };
+    let stolen: Vec<String> = r
+        .cpu
+        .iter()
+        .map(|u| (u.scenario.clone(), u.stolen_share))
+        .chain(r.fanout.rounds.iter().map(|rd| {
+            (
+                format!("fan-out at {}/s", rd.offered_per_sec),
+                rd.stolen_share,
+            )
+        }))
+        .chain(raw("the raw insert limit", &r.raw_insert))
+        .chain(raw("the raw select limit", &r.raw_select))
+        .filter(|(_, share)| *share > STEAL_NOTED)
+        .map(|(name, share)| format!("{name} {:.0}%", share * 100.0))
+        .collect();
+    (!stolen.is_empty()).then(|| {
+        format!(
+            "- the host: the hypervisor gave other guests more than {:.0}% of this machine's cores during {}. Those figures were taken on less machine than the rest: a ratio to a raw limit taken under a different steal, and a tail taken under any, say as much about the host's neighbours as about the stack.",
+            STEAL_NOTED * 100.0,
+            stolen.join(", ")
+        )
+    })
+}
+
+/// The share of the cores stolen by the host above which the report names a scenario.
+const STEAL_NOTED: f64 = 0.05;
 
 /// The disk's sync latency in each scenario, its phases and fan-out rounds (empty when the
 /// run had no probe).
