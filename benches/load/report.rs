@@ -44,7 +44,12 @@ fn raw_cell(raw: &super::raw::Raw, unit: &str) -> String {
     let steal = match raw.stolen_shares.iter().copied().reduce(f64::max) {
         Some(most) => {
             let least = raw.stolen_shares.iter().copied().fold(most, f64::min);
-            format!("; host steal {:.0}–{:.0}%", least * 100.0, most * 100.0)
+            let (least, most) = ((least * 100.0).round(), (most * 100.0).round());
+            if least == most {
+                format!("; host steal {most:.0}%")
+            } else {
+                format!("; host steal {least:.0}–{most:.0}%")
+            }
         }
         None => String::new(),
     };
