@@ -52,6 +52,19 @@ pub struct Round {
     /// event bus, the listener, the socket and the load generator's read).
     #[serde(default)]
     pub from_stored: Lat,
+    /// From the message's `created_at` to its send's 201 answer read by the load generator
+    /// (the append, its commit, the WAL position and the way back through NGINX), one per
+    /// message.
+    #[serde(default)]
+    pub stored_to_answer: Lat,
+    /// From the send's answer to the frame's arrival, one per delivery, 0 for a frame that
+    /// came first (the event bus, the listener, the hub, the socket, NGINX and the
+    /// generator's read, beside the answer's own way back).
+    #[serde(default)]
+    pub answer_to_socket: Lat,
+    /// Deliveries that arrived before their send's answer.
+    #[serde(default)]
+    pub before_answer: u64,
     /// (upper bound ms, count) buckets of the delivery latency, for the chart.
     pub buckets: Vec<(f64, u64)>,
     /// The disk's syncs while the round's messages were sent.
@@ -131,6 +144,8 @@ struct Socket {
 /// What one socket got in the current round.
 struct Got {
     seqs: Vec<i64>,
+    /// Each delivery's message content, its `created_at` and its arrival (Unix µs).
+    arrivals: Vec<(String, i64, i64)>,
     latency: hdrhistogram::Histogram<u64>,
     to_stored: hdrhistogram::Histogram<u64>,
     from_stored: hdrhistogram::Histogram<u64>,
@@ -139,6 +154,7 @@ struct Got {
 impl Got {
     fn clear(&mut self) {
         self.seqs.clear();
+        self.arrivals.clear();
         self.latency.reset();
         self.to_stored.reset();
         self.from_stored.reset();
@@ -237,6 +253,7 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
         let Ok((user, mut ws)) = s else { continue };
         let got = Arc::new(Mutex::new(Got {
             seqs: Vec::new(),
+            arrivals: Vec::new(),
             latency: hist(),
             to_stored: hist(),
             from_stored: hist(),
@@ -275,6 +292,9 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
                         if let Some(stored) = d.created_at.and_then(micros_of) {
                             let _ = got.to_stored.record((stored - t).max(1) as u64);
                             let _ = got.from_stored.record((now - stored).max(1) as u64);
+                            if let Some(content) = d.content {
+                                got.arrivals.push((content.to_owned(), stored, now));
+                            }
                         }
                     }
                 }
@@ -303,13 +323,14 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             "fan-out: {open} sockets; {rate} messages/s for {} s",
             plan.fanout_secs
         );
+        let answered: super::Answered = Arc::default();
         let (from, steal) = (super::disk::now(), super::cpu::Steal::now());
         let send = open_loop(
             "fan-out send",
             &senders,
             rate as f64,
             plan.fanout_secs,
-            sender_of(env.base.clone(), timed_content),
+            sender_of(env.base.clone(), timed_content, Some(answered.clone())),
         )
         .await;
         let (sent_until, stolen_share) = (
@@ -339,14 +360,16 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             // (a stall) has been recorded by now.
             disk: super::disk::Window::between(&format!("fan-out at {rate}/s"), from, sent_until),
             stolen_share,
-            ..verify(rate, &send, &sockets, &before, &after)
+            ..verify(rate, &send, &sockets, &before, &after, &answered)
         });
         let r = rounds.last().cloned().unwrap_or_default();
         eprintln!(
-            "  {} of {} deliveries ({} missing, {} duplicated, {} out of order), p50 {:.1} p99 {:.1} ms (to stored p50 {:.1} p99 {:.1}, from stored p50 {:.1} p99 {:.1}); disk syncs p99 {:.1} ms, stalls {}; host steal {:.0}%",
+            "  {} of {} deliveries ({} missing, {} duplicated, {} out of order), p50 {:.1} p99 {:.1} ms (to stored p50 {:.1} p99 {:.1}, from stored p50 {:.1} p99 {:.1}); stored → answer p50 {:.1} p99 {:.1}, answer → socket p50 {:.1} p99 {:.1}, {} before their answer; disk syncs p99 {:.1} ms, stalls {}; host steal {:.0}%",
             r.deliveries, r.expected_deliveries, r.missing, r.duplicated, r.out_of_order,
             r.latency.p50, r.latency.p99, r.to_stored.p50, r.to_stored.p99, r.from_stored.p50,
-            r.from_stored.p99, r.disk.p99_ms, r.disk.stall_list(5), r.stolen_share * 100.0
+            r.from_stored.p99, r.stored_to_answer.p50, r.stored_to_answer.p99,
+            r.answer_to_socket.p50, r.answer_to_socket.p99, r.before_answer,
+            r.disk.p99_ms, r.disk.stall_list(5), r.stolen_share * 100.0
         );
     }
     stop.cancel();
@@ -414,6 +437,7 @@ fn verify(
     sockets: &[Socket],
     before: &HashMap<String, i64>,
     after: &HashMap<String, i64>,
+    answered: &super::Answered,
 ) -> Round {
     let mut round = Round {
         offered_per_sec: rate,
@@ -422,8 +446,23 @@ fn verify(
         ..Default::default()
     };
     let (mut latency, mut to_stored, mut from_stored) = (hist(), hist(), hist());
+    let (mut stored_to_answer, mut answer_to_socket) = (hist(), hist());
+    let answered = answered.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut timed = std::collections::HashSet::new();
     for socket in sockets {
         let Ok(got) = socket.got.lock() else { continue };
+        for (content, stored, arrived) in &got.arrivals {
+            let Some(&answer) = answered.get(content) else {
+                continue;
+            };
+            if timed.insert(content.clone()) {
+                let _ = stored_to_answer.record((answer - stored).max(1) as u64);
+            }
+            if *arrived < answer {
+                round.before_answer += 1;
+            }
+            let _ = answer_to_socket.record((arrived - answer).max(1) as u64);
+        }
         let _ = latency.add(&got.latency);
         let _ = to_stored.add(&got.to_stored);
         let _ = from_stored.add(&got.from_stored);
@@ -451,6 +490,8 @@ fn verify(
     round.latency = Lat::of(&latency);
     round.to_stored = Lat::of(&to_stored);
     round.from_stored = Lat::of(&from_stored);
+    round.stored_to_answer = Lat::of(&stored_to_answer);
+    round.answer_to_socket = Lat::of(&answer_to_socket);
     let top = latency.value_at_quantile(0.999).max(1000);
     let step = (top / 40).max(100);
     let mut lo = 0;

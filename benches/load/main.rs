@@ -213,13 +213,30 @@ async fn register(base: &str, prefix: &str, n: usize, parallel: usize) -> Res<Ve
                     .local_address(random_loopback())
                     .build()?;
                 let name = format!("{prefix}{run:x}_{i}");
-                let res = c
-                    .post(format!("{base}/auth/register"))
-                    .json(&json!({"username": name, "email": format!("{name}@bench.test"), "password": "bench password"}))
-                    .send()
-                    .await?;
-                let status = res.status();
-                let body: Value = res.json().await?;
+                // A refusal with `Retry-After` (503 overloaded, 429) is retried after it, as
+                // a client would, a few times: on a host whose neighbours take a third of
+                // the cores, sign-ups 64 at a time beside the mail worker outwait auth's pool.
+                let mut tries = 0;
+                let (status, body) = loop {
+                    let res = c
+                        .post(format!("{base}/auth/register"))
+                        .json(&json!({"username": name, "email": format!("{name}@bench.test"), "password": "bench password"}))
+                        .send()
+                        .await?;
+                    let status = res.status();
+                    let after = res
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                    let body: Value = res.json().await?;
+                    match after {
+                        Some(secs) if tries < 5 && matches!(status.as_u16(), 429 | 503) => {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_secs(secs.clamp(1, 5))).await;
+                        }
+                        _ => break (status, body),
+                    }
+                };
                 if status.as_u16() != 201 {
                     return Err(format!("register: {status} {body}").into());
                 }
@@ -396,33 +413,47 @@ fn sender(
     base: String,
 ) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, bool> + Clone
 {
-    sender_of(base, |n| {
-        format!("bench message {n} with some ordinary words in it")
-    })
+    sender_of(
+        base,
+        |n| format!("bench message {n} with some ordinary words in it"),
+        None,
+    )
 }
 
+/// When sends' 201 answers were read (Unix microseconds), by the message's content.
+pub(crate) type Answered = Arc<Mutex<std::collections::HashMap<String, i64>>>;
+
 /// Sends message `n` with the text `content(n)` (made when the request starts) and a
-/// `client_id`; true when it was created (201) and its answer read.
+/// `client_id`; true when it was created (201) and its answer read, when that was noted in
+/// `answered` if given.
 fn sender_of(
     base: String,
     content: fn(u64) -> String,
+    answered: Option<Answered>,
 ) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, bool> + Clone
 {
     let run = rand::random::<u32>();
     move |c, user, conv, n| {
-        let base = base.clone();
+        let (base, answered) = (base.clone(), answered.clone());
         Box::pin(async move {
+            let content = content(n);
             let res = c
                 .post(format!("{base}/api/conversations/{conv}/messages"))
                 .bearer_auth(&user.token)
                 .json(&json!({
-                    "content": content(n),
+                    "content": content,
                     "client_id": format!("b{run:x}-{}-{n}", user.id),
                 }))
                 .send()
                 .await;
             match res {
-                Ok(r) if r.status().as_u16() == 201 => r.bytes().await.is_ok(),
+                Ok(r) if r.status().as_u16() == 201 => {
+                    let read = r.bytes().await.is_ok();
+                    if let (true, Some(Ok(mut at))) = (read, answered.as_ref().map(|a| a.lock())) {
+                        at.insert(content, chrono::Utc::now().timestamp_micros());
+                    }
+                    read
+                }
                 _ => false,
             }
         })

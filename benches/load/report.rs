@@ -208,6 +208,19 @@ pub fn markdown(r: &Results) -> String {
             split(&rd.to_stored), split(&rd.from_stored), rd.stolen_share * 100.0
         ));
     }
+    if fanout.rounds.iter().any(|rd| rd.answer_to_socket.count > 0) {
+        md.push_str("\nThe same deliveries split at their send's 201 answer as the load generator read it: from `created_at` to the answer, the append, its commit, the WAL position and the way back through NGINX (one figure per message); from the answer to the socket, what the fan-out takes beyond that (the event bus, the listener, the hub, the socket; 0 for a frame that came before its answer).\n\n| offered | stored → answer p50 / p99 | answer → socket p50 / p99 | arrived before the answer |\n|---|---|---|---|\n");
+        for rd in &fanout.rounds {
+            md.push_str(&format!(
+                "| {}/s | {} | {} | {} of {} |\n",
+                rd.offered_per_sec,
+                split(&rd.stored_to_answer),
+                split(&rd.answer_to_socket),
+                rd.before_answer,
+                rd.answer_to_socket.count
+            ));
+        }
+    }
     md.push_str("\n## Fan-out delivery latency\n\n![fan-out latency](fanout-latency.png)\n\n");
 
     if !r.cpu.is_empty() {
