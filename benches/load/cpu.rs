@@ -29,8 +29,9 @@ pub struct Sample {
 /// share of a stretch of time it stole ([`Steal::share_until`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Steal {
-    /// Stolen CPU seconds since boot, all CPUs together (0 where `/proc/stat` has none).
-    secs: f64,
+    /// Stolen CPU seconds since boot, all CPUs together (`None` where `/proc/stat` could
+    /// not be read).
+    secs: Option<f64>,
     at: Instant,
 }
 
@@ -46,7 +47,7 @@ impl Steal {
                     .parse::<f64>()
                     .ok()
             })
-            .map_or(0.0, |ticks| ticks / TICKS);
+            .map(|ticks| ticks / TICKS);
         Self {
             secs,
             at: Instant::now(),
@@ -54,14 +55,14 @@ impl Steal {
     }
 
     /// The share (0–1) of every core's time from this reading to `later` that the host
-    /// gave to others: stolen seconds ÷ (wall seconds × cores).
+    /// gave to others: stolen seconds ÷ (wall seconds × cores); 0 when either reading
+    /// failed.
     pub fn share_until(&self, later: &Steal) -> f64 {
         let wall = later.at.saturating_duration_since(self.at).as_secs_f64();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        if wall > 0.0 {
-            ((later.secs - self.secs) / (wall * cores)).clamp(0.0, 1.0)
-        } else {
-            0.0
+        match (self.secs, later.secs) {
+            (Some(from), Some(to)) if wall > 0.0 => ((to - from) / (wall * cores)).clamp(0.0, 1.0),
+            _ => 0.0,
         }
     }
 }

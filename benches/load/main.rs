@@ -232,7 +232,7 @@ async fn register(base: &str, prefix: &str, n: usize, parallel: usize) -> Res<Ve
                     match after {
                         Some(secs) if tries < 5 && matches!(status.as_u16(), 429 | 503) => {
                             tries += 1;
-                            tokio::time::sleep(Duration::from_secs(secs.clamp(1, 5))).await;
+                            tokio::time::sleep(Duration::from_secs(secs.clamp(1, 30))).await;
                         }
                         _ => break (status, body),
                     }

@@ -499,10 +499,10 @@ mod tests {
 
     #[test]
     fn until_calm_a_cut_limit_grows_by_one_per_limit_of_sends_even_when_little_is_held() {
-        let a = SendAdmission::with_interval(64, TARGET, Duration::from_millis(20));
+        let a = SendAdmission::with_interval(64, TARGET, Duration::from_millis(100));
         let first = admit_all(&a, 40);
         a.taken(&batch(20, 500, first));
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(100));
         let later = admit_all(&a, 1) + Duration::from_millis(1);
         a.taken(&batch(21, 500, later));
         a.release(41);
@@ -517,7 +517,7 @@ mod tests {
             "grew by one per send within the calm period: {}",
             a.limit()
         );
-        std::thread::sleep(Duration::from_millis(20) * CALM_INTERVALS);
+        std::thread::sleep(Duration::from_millis(100) * CALM_INTERVALS);
         let before = a.limit();
         let at = admit_all(&a, 1);
         served(&a, &batch(1, 5, at));
