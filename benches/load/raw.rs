@@ -55,6 +55,16 @@ impl Raw {
         self.latency_avg_ms = (self.latency_avg_ms + other.latency_avg_ms) / 2.0;
     }
 
+    /// The least and most share of the cores the host stole in a run; `None` for a run
+    /// that recorded none.
+    pub fn steal_range(&self) -> Option<(f64, f64)> {
+        let most = self.stolen_shares.iter().copied().reduce(f64::max)?;
+        Some((
+            self.stolen_shares.iter().copied().fold(most, f64::min),
+            most,
+        ))
+    }
+
     /// The lowest and highest run.
     pub fn spread(&self) -> (f64, f64) {
         let lo = self.runs.iter().copied().fold(f64::INFINITY, f64::min);

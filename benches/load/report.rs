@@ -41,9 +41,8 @@ pub fn percents(shares: &[f64]) -> String {
 /// of 6 runs, 8500–9400; host steal 0–12%)"`.
 fn raw_cell(raw: &super::raw::Raw, unit: &str) -> String {
     let (lo, hi) = raw.spread();
-    let steal = match raw.stolen_shares.iter().copied().reduce(f64::max) {
-        Some(most) => {
-            let least = raw.stolen_shares.iter().copied().fold(most, f64::min);
+    let steal = match raw.steal_range() {
+        Some((least, most)) => {
             let (least, most) = ((least * 100.0).round(), (most * 100.0).round());
             if least == most {
                 format!("; host steal {most:.0}%")
@@ -534,11 +533,8 @@ pub fn write(out: &Path, r: &Results) -> Res<()> {
 /// raw runs): `None` when it never did.
 fn steal_note(r: &Results) -> Option<String> {
     let raw = |name: &str, raw: &super::raw::Raw| {
-        raw.stolen_shares
-            .iter()
-            .copied()
-            .reduce(f64::max)
-            .map(|most| (format!("{name} (its worst run)"), most))
+        raw.steal_range()
+            .map(|(_, most)| (format!("{name} (its worst run)"), most))
     };
     let stolen: Vec<String> = r
         .cpu
