@@ -8,7 +8,7 @@
 //! - select: the newest-50 page of a benchmark conversation on the replica, each client
 //!   reading its own;
 //! - the group commit alone: the very statements a messaging writer runs (BEGIN, the lock,
-//!   `APPEND_BATCH`, COMMIT, `pg_current_wal_lsn()`), over as many connections as the stack
+//!   `APPEND_BATCH`, `QUEUE_NOTIFICATIONS`, COMMIT, `pg_current_wal_lsn()`), over as many connections as the stack
 //!   has writers, with batches of a fixed size — the database part of a send without HTTP,
 //!   JSON, NGINX or fan-out.
 //!
@@ -202,17 +202,26 @@ ORDER BY m.seq DESC LIMIT 50;
 
 /// The group commit's script: batches of `batch` sends from consecutive benchmark users,
 /// with the writer's own statements in the writer's two round trips (pgbench pipelines:
-/// BEGIN, the lock and the batch; then COMMIT and the WAL position); the writer's parameters
+/// BEGIN, the lock, the batch and its queueing; then COMMIT and the WAL position); the writer's parameters
 /// become SQL over `bench.pairs`.
 fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
-    use switchboard::messaging::group_commit::{APPEND_BATCH, BEGIN_BATCH, LOCK_CONVERSATIONS};
+    use switchboard::messaging::group_commit::{
+        APPEND_BATCH, BEGIN_BATCH, LOCK_CONVERSATIONS, QUEUE_NOTIFICATIONS,
+    };
     let of = |column: &str| {
         format!(
             "ARRAY(SELECT {column} FROM bench.pairs WHERE n >= :lo AND n < :lo + {batch} ORDER BY n)"
         )
     };
+    // The ids are named twice (the batch and its queueing for notifications), so unlike
+    // [`UUID_V7`] they must come out the same both times: UUIDv7 from the transaction's
+    // start (`now()`, the same in both statements) and a hash of this transaction's random
+    // draw and the pair.
+    let id = "(lpad(to_hex(floor(extract(epoch FROM now()) * 1000)::bigint), 12, '0') || '7' \
+              || substr(md5(:r1 || '-' || :r2 || '-' || n), 1, 3) || '8' \
+              || substr(md5(:r1 || '-' || :r2 || '-' || n), 4, 15))::uuid";
     let params = [
-        of(UUID_V7),
+        of(id),
         of("conversation_id"),
         of("sender_id"),
         of("'bench message with some ordinary words in it'::text"),
@@ -249,6 +258,7 @@ fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
     };
     let lock = bind(LOCK_CONVERSATIONS, &params[1..3])?;
     let append = bind(APPEND_BATCH.as_str(), &params)?;
+    let queue = bind(QUEUE_NOTIFICATIONS, &params[..1])?;
     // One line per statement for pgbench: SQL comments (`--` to the end of a line) go first,
     // or they would swallow the rest of the statement.
     let flat = |s: &str| {
@@ -260,7 +270,10 @@ fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
     };
     Ok(format!(
         "\\set lo random(1, {})
+\\set r1 random(0, 9223372036854775806)
+\\set r2 random(0, 9223372036854775806)
 \\startpipeline
+{};
 {};
 {};
 {};
@@ -274,7 +287,8 @@ SELECT pg_current_wal_lsn();
         // pgbench ends a command at `;` and prepares each alone; one per line reads plainly.
         BEGIN_BATCH.replace("; ", ";\n"),
         flat(&lock),
-        flat(&append)
+        flat(&append),
+        flat(&queue)
     ))
 }
 

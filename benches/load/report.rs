@@ -164,7 +164,7 @@ pub fn markdown(r: &Results) -> String {
     }
 
     if !r.group_commit.is_empty() {
-        md.push_str("## The database part alone\n\nThe group commit's own statements in the service's two round trips (pipelined: BEGIN, the lock and the batch statement; then COMMIT and the WAL position), run by pgbench over 2 connections (the stack's writers: one per messaging instance) with batches of a fixed size from the benchmark's users — a send without HTTP, JSON, NGINX or fan-out. The stack's own batches are what queued while the previous one ran (see `switchboard_send_batch_size` in the metrics).\n\n| batch | sends/s | × the raw insert rate |\n|---|---|---|\n");
+        md.push_str("## The database part alone\n\nThe group commit's own statements in the service's two round trips (pipelined: BEGIN, the lock, the batch statement and its queueing for notifications; then COMMIT and the WAL position), run by pgbench over 2 connections (the stack's writers: one per messaging instance) with batches of a fixed size from the benchmark's users — a send without HTTP, JSON, NGINX or fan-out. The stack's own batches are what queued while the previous one ran (see `switchboard_send_batch_size` in the metrics).\n\n| batch | sends/s | × the raw insert rate |\n|---|---|---|\n");
         for (batch, alone) in &r.group_commit {
             md.push_str(&format!(
                 "| {batch} | {} | {:.2} |\n",

@@ -26,7 +26,8 @@
 //!    participant of a conversation no block made read-only, its `client_id` is new here (a repeat is answered with the original),
 //!    its `reply_to` (and thread root) is a message the sender can see, the sender's send budget has room
 //!    (counted in queue order, exactly as one send at a time would) — and appends those that
-//!    pass with gapless `seq`s in queue order, moving each sender's read marker;
+//!    pass with gapless `seq`s in queue order, moving each sender's read marker; a second
+//!    ([`QUEUE_NOTIFICATIONS`]) queues what it appended for the notification worker;
 //! 3. `COMMIT`, then `pg_current_wal_lsn()`: every send of the batch answers with that
 //!    position as its consistency token.
 //!
@@ -405,9 +406,9 @@ fn unavailable(e: &DbError) -> bool {
 /// queue order), `$7` the send budget, `$8` its window in seconds, `$9` the names each
 /// send mentions (space-separated, lower case; [`Mentions`]), `$10` whether it says `@all`,
 /// `$11` whether members (not only admins) may. A mention counts for a current participant
-/// other than the sender; `@all` only in a group. Each appended message is queued for
-/// notification work (`messaging.notify_queue`) and its mentions recorded
-/// (`messaging.mentions`). One row per send, in order: `status` (`created`, `not_found`, `repeated`, `bad_reply`, `rate_limited`),
+/// other than the sender; `@all` only in a group. Each appended message's mentions are
+/// recorded (`messaging.mentions`); [`QUEUE_NOTIFICATIONS`], in the same transaction, queues
+/// it for notification work. One row per send, in order: `status` (`created`, `not_found`, `repeated`, `bad_reply`, `rate_limited`),
 /// `window_left` (seconds to the budget's next window), and for `created` the message
 /// ([`MESSAGE_COLUMNS`]) with its `recipients` and `quote_blind` (as `append_for`).
 pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -505,9 +506,6 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(
              SELECT u.id, m.conversation_id, m.seq FROM m, unnest(m.mentions) AS u(id)
              WHERE NOT EXISTS (SELECT 1 FROM messaging.blocks bl
                                WHERE bl.blocker_id = u.id AND bl.blocked_id = m.sender_id)
-         ), queued AS (
-             INSERT INTO messaging.notify_queue (message_id, conversation_id, seq)
-             SELECT m.id, m.conversation_id, m.seq FROM m
          ), roots AS (
              -- Each thread's root: its reply count, last reply, and who took part.
              UPDATE messaging.messages r
@@ -599,6 +597,23 @@ pub const LOCK_CONVERSATIONS: &str = "SELECT 1 FROM messaging.conversations c
           AND p.left_at IS NULL)
      ORDER BY c.id FOR NO KEY UPDATE OF c";
 
+/// Queues the messages the batch appended (`$1`, every send's id: a send that was refused
+/// appended no row under its id) for notification work (`messaging.notify_queue`, the
+/// outbox the notification worker drains), in the batch's transaction, pipelined right after
+/// [`APPEND_BATCH`].
+///
+/// Its own statement, not a part of the batch statement: a prepared statement's plan is
+/// thrown away whenever a table it reads is vacuumed or analyzed (PostgreSQL docs, PREPARE,
+/// "Notes"), and autovacuum takes the queue, which every send fills and the worker empties,
+/// every few seconds (`autovacuum_naptime`). In the batch statement, each of those cost the
+/// next batch on every connection a new plan of ~5 ms (measured 2026-12-03 in the fan-out
+/// benchmark at 50 sends/s: a run of slow sends every 5 s, the tail of the round); this
+/// statement plans in a fraction of a millisecond.
+pub const QUEUE_NOTIFICATIONS: &str =
+    "INSERT INTO messaging.notify_queue (message_id, conversation_id, seq)
+     SELECT m.id, m.conversation_id, m.seq FROM messaging.messages m
+     WHERE m.id = ANY ($1::uuid[])";
+
 /// Why a batch was not appended.
 #[derive(Debug)]
 enum BatchError {
@@ -653,18 +668,22 @@ async fn append_batch(
     let roots: Vec<Option<Uuid>> = sends.iter().map(|s| s.thread_root).collect();
     let window = settings.rate_window.as_secs_f64().max(1.0);
 
-    // BEGIN, the lock and the batch go out together (tokio-postgres pipelines requests
-    // polled together); COMMIT and the WAL position come back in one simple query: two
+    // BEGIN, the lock, the batch and its queueing for notifications go out together
+    // (tokio-postgres pipelines requests polled together); COMMIT and the WAL position come back in one simple query: two
     // round trips per batch.
     let conn = db.primary().await.map_err(BatchError::Failed)?;
-    // Prepared first (cached per connection), so all three requests go out on the first
-    // poll, in this order (`biased`): the append must never run before the lock.
-    conn.prepare_cached(LOCK_CONVERSATIONS)
-        .await
-        .map_err(|e| BatchError::Failed(e.into()))?;
-    conn.prepare_cached(APPEND_BATCH.as_str())
-        .await
-        .map_err(|e| BatchError::Failed(e.into()))?;
+    // Prepared first (cached per connection), so all four requests go out on the first
+    // poll, in this order (`biased`): the append must never run before the lock, nor the
+    // queueing before the append.
+    for sql in [
+        LOCK_CONVERSATIONS,
+        APPEND_BATCH.as_str(),
+        QUEUE_NOTIFICATIONS,
+    ] {
+        conn.prepare_cached(sql)
+            .await
+            .map_err(|e| BatchError::Failed(e.into()))?;
+    }
     let statements = async {
         tokio::try_join!(
             biased;
@@ -696,10 +715,15 @@ async fn append_batch(
                 .await
                 .map_err(DbError::from)
             },
+            async {
+                conn.execute_t(QUEUE_NOTIFICATIONS, &[&ids])
+                    .await
+                    .map_err(DbError::from)
+            },
         )
     };
     let rows = match statements.await {
-        Ok((_, _, rows)) => rows,
+        Ok((_, _, rows, _)) => rows,
         Err(e) => {
             // Leave the connection as the pool expects it: outside any transaction.
             let _ = conn.batch_execute("ROLLBACK").await;
