@@ -449,6 +449,9 @@ fn verify(
     let (mut stored_to_answer, mut answer_to_socket) = (hist(), hist());
     let answered = answered.lock().map(|a| a.clone()).unwrap_or_default();
     let mut timed = std::collections::HashSet::new();
+    // Per message: (stored, answer, last arrival), Unix microseconds, written to
+    // `$BENCH_FANOUT_TRACE/fanout-trace-RATE.txt` when that is set (README, "Benchmark").
+    let mut timeline: HashMap<&str, (i64, i64, i64)> = HashMap::new();
     for socket in sockets {
         let Ok(got) = socket.got.lock() else { continue };
         for (content, stored, arrived) in &got.arrivals {
@@ -457,6 +460,12 @@ fn verify(
             };
             if timed.insert(content.clone()) {
                 let _ = stored_to_answer.record((answer - stored).max(1) as u64);
+            }
+            if let Some((content, _)) = answered.get_key_value(content) {
+                let t = timeline
+                    .entry(content.as_str())
+                    .or_insert((*stored, answer, *arrived));
+                t.2 = t.2.max(*arrived);
             }
             if *arrived < answer {
                 round.before_answer += 1;
@@ -486,6 +495,15 @@ fn verify(
             round.missing += wanted as u64;
             round.expected_deliveries += (hi - lo) as u64;
         }
+    }
+    if let Ok(dir) = std::env::var("BENCH_FANOUT_TRACE") {
+        let mut lines: Vec<_> = timeline.values().collect();
+        lines.sort();
+        let text: String = lines
+            .iter()
+            .map(|(s, a, l)| format!("{s} {a} {l}\n"))
+            .collect();
+        let _ = std::fs::write(format!("{dir}/fanout-trace-{rate}.txt"), text);
     }
     round.latency = Lat::of(&latency);
     round.to_stored = Lat::of(&to_stored);
