@@ -31,7 +31,8 @@ pub struct NewMessage<'a> {
 /// `FOR NO KEY UPDATE` lock its `UPDATE` takes, as every conversation lock here: see
 /// [`super::group_commit`]; writers queue on it, and a failed statement or rolled-back
 /// transaction rolls the increment back, so `seq` has no gaps or duplicates), inserts,
-/// moves the sender's read marker to it (a sender has read their own message), and returns
+/// moves the sender's read marker to it (a sender has read their own message), queues it for
+/// the notification worker (`messaging.notify_queue`; not a system message), and returns
 /// it as the API shows it. One round trip:
 /// data-modifying CTEs (PostgreSQL docs §7.8.4), so a send holds the row lock for one
 /// statement instead of a transaction's worth of round trips.
@@ -121,6 +122,9 @@ pub async fn append_for(
                  UPDATE messaging.participants p SET last_read_seq = GREATEST(p.last_read_seq, m.seq),
                      last_delivered_seq = GREATEST(p.last_delivered_seq, m.seq)
                  FROM m WHERE p.conversation_id = m.conversation_id AND p.user_id = m.sender_id
+             ), q AS (
+                 INSERT INTO messaging.notify_queue (message_id, conversation_id, seq)
+                 SELECT m.id, m.conversation_id, m.seq FROM m WHERE m.kind <> 'system'
              )
              SELECT {columns}, {audience}
              FROM m LEFT JOIN messaging.messages pm ON pm.id = m.reply_to",

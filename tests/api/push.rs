@@ -145,6 +145,43 @@ async fn an_offline_recipient_gets_one_verified_encrypted_push_per_message() {
     assert!(online["id"].is_string());
 }
 
+/// A file message and a forwarded message notify like a typed one: each was appended by its
+/// own statement, not the group commit's, and neither was ever queued for the notification
+/// worker (found 2026-12-03: an offline recipient got no push for either).
+#[tokio::test]
+async fn a_file_and_a_forward_reach_an_offline_recipient_too() {
+    let (alice, bob) = (register("pushf_a").await, register("pushf_b").await);
+    let conversation = alice.direct_with(&bob).await;
+    let (browser, subscription) = browser_subscription().await;
+    subscribe(&bob, &subscription).await;
+
+    let (s, file, _) = upload_bytes(&alice, &conversation, 64).await;
+    assert_eq!(s, StatusCode::CREATED, "{file}");
+    let push = received(&browser, 1).await.remove(0);
+    assert_eq!(push["payload"]["message_id"], file["id"], "{push}");
+    assert_eq!(push["payload"]["seq"], file["seq"]);
+
+    // Alice forwards a message of another conversation of hers into this one.
+    let carol = register("pushf_c").await;
+    let elsewhere = alice.direct_with(&carol).await;
+    let original = alice.send(&elsewhere, "worth passing on").await;
+    let (s, copy) = alice
+        .post(
+            &format!(
+                "/api/messages/{}/forward",
+                original["id"].as_str().expect("id")
+            ),
+            json!({"conversation_id": conversation, "client_id": "pushf-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{copy}");
+    let pushes = received(&browser, 2).await;
+    assert_eq!(pushes[1]["payload"]["message_id"], copy["id"], "{pushes:?}");
+    assert_eq!(pushes[1]["payload"]["preview"], "worth passing on");
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(received(&browser, 2).await.len(), 2, "one push each");
+}
+
 #[tokio::test]
 async fn a_read_message_is_not_pushed_late_and_a_gone_subscription_is_dropped() {
     let (alice, bob) = (register("pushr_a").await, register("pushr_b").await);
