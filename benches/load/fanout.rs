@@ -455,18 +455,16 @@ fn verify(
     for socket in sockets {
         let Ok(got) = socket.got.lock() else { continue };
         for (content, stored, arrived) in &got.arrivals {
-            let Some(&answer) = answered.get(content) else {
+            let Some((content, &answer)) = answered.get_key_value(content) else {
                 continue;
             };
             if timed.insert(content.clone()) {
                 let _ = stored_to_answer.record((answer - stored).max(1) as u64);
             }
-            if let Some((content, _)) = answered.get_key_value(content) {
-                let t = timeline
-                    .entry(content.as_str())
-                    .or_insert((*stored, answer, *arrived));
-                t.2 = t.2.max(*arrived);
-            }
+            let t = timeline
+                .entry(content.as_str())
+                .or_insert((*stored, answer, *arrived));
+            t.2 = t.2.max(*arrived);
             if *arrived < answer {
                 round.before_answer += 1;
             }
@@ -503,7 +501,10 @@ fn verify(
             .iter()
             .map(|(s, a, l)| format!("{s} {a} {l}\n"))
             .collect();
-        let _ = std::fs::write(format!("{dir}/fanout-trace-{rate}.txt"), text);
+        let path = format!("{dir}/fanout-trace-{rate}.txt");
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("fan-out: {path} not written: {e}");
+        }
     }
     round.latency = Lat::of(&latency);
     round.to_stored = Lat::of(&to_stored);

@@ -8,8 +8,8 @@
 //! - select: the newest-50 page of a benchmark conversation on the replica, each client
 //!   reading its own;
 //! - the group commit alone: the very statements a messaging writer runs (BEGIN, the lock,
-//!   `APPEND_BATCH`, `QUEUE_NOTIFICATIONS`, COMMIT, `pg_current_wal_lsn()`), over as many connections as the stack
-//!   has writers, with batches of a fixed size — the database part of a send without HTTP,
+//!   `APPEND_BATCH`, `QUEUE_NOTIFICATIONS`, COMMIT, `pg_current_wal_lsn()`), over as many
+//!   connections as the stack has writers, with batches of a fixed size — the database part of a send without HTTP,
 //!   JSON, NGINX or fan-out.
 //!
 //! Each limit is taken in several short runs before and after its scenario; the figure is

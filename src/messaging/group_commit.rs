@@ -603,9 +603,10 @@ pub const LOCK_CONVERSATIONS: &str = "SELECT 1 FROM messaging.conversations c
 /// [`APPEND_BATCH`].
 ///
 /// Its own statement, not a part of the batch statement: a prepared statement's plan is
-/// thrown away whenever a table it reads is vacuumed or analyzed (PostgreSQL docs, PREPARE,
-/// "Notes"), and autovacuum takes the queue, which every send fills and the worker empties,
-/// every few seconds (`autovacuum_naptime`). In the batch statement, each of those cost the
+/// thrown away whenever a table it reads gets a new row in `pg_class` (an ANALYZE, or a
+/// VACUUM that changes its size, row count or all-visible pages; PostgreSQL docs, PREPARE,
+/// "Notes"), and autovacuum vacuums the queue, which every send fills and the worker
+/// empties, every few seconds (`autovacuum_naptime`). In the batch statement, each of those cost the
 /// next batch on every connection a new plan of ~5 ms (measured 2026-12-03 in the fan-out
 /// benchmark at 50 sends/s: a run of slow sends every 5 s, the tail of the round); this
 /// statement plans in a fraction of a millisecond.
@@ -669,8 +670,8 @@ async fn append_batch(
     let window = settings.rate_window.as_secs_f64().max(1.0);
 
     // BEGIN, the lock, the batch and its queueing for notifications go out together
-    // (tokio-postgres pipelines requests polled together); COMMIT and the WAL position come back in one simple query: two
-    // round trips per batch.
+    // (tokio-postgres pipelines requests polled together); COMMIT and the WAL position come
+    // back in one simple query: two round trips per batch.
     let conn = db.primary().await.map_err(BatchError::Failed)?;
     // Prepared first (cached per connection), so all four requests go out on the first
     // poll, in this order (`biased`): the append must never run before the lock, nor the

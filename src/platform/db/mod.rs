@@ -55,7 +55,10 @@ pub fn pool(
     // catalog changes (autovacuum, every few seconds on hot tables; PostgreSQL docs, PREPARE,
     // "Notes"), and the next use on each connection plans again — for the group commit's
     // batch statement that is ~5 ms. Round robin (the default) spread every send over all
-    // of the pool's connections, so each of them paid that after every invalidation.
+    // of the pool's connections, so each of them paid that after every invalidation. The
+    // cost: a burst reaches the connections below, idle since the last one, whose plans are
+    // as stale as round robin's; and an idle connection a network dropped silently is found
+    // by TCP keepalives ([`config`]), not by the next request waiting on it.
     let pool = Pool::builder(manager)
         .max_size(settings.max_size)
         .queue_mode(QueueMode::Lifo)
@@ -104,6 +107,16 @@ pub fn config(
     cfg.application_name(application_name);
     // Short: a primary that does not answer must turn into a quick 503, not a hang.
     cfg.connect_timeout(Duration::from_secs(1));
+    // A connection that sits idle in a pool (LIFO leaves the ones below idle at light load)
+    // is probed after 30 s without traffic, every 10 s, and closed after 3 probes unanswered
+    // (TCP keepalive, RFC 1122 §4.2.3.6; the kernel's default waits 2 hours): a peer gone
+    // without a FIN (a node lost, a NAT's idle timeout) is found within a minute, and the
+    // pool drops the closed connection instead of handing it to a request. The probes also
+    // keep a middlebox's idle timer from expiring.
+    cfg.keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(10))
+        .keepalives_retries(3);
     Ok((cfg, tls))
 }
 
