@@ -35,6 +35,17 @@ async fn subscribe(user: &User, subscription: &Value) -> String {
     body["id"].as_str().expect("id").to_owned()
 }
 
+/// Two new users (`{prefix}_a`, `{prefix}_b`) in a direct conversation, the second subscribed
+/// to pushes from a browser of the push service: (sender, recipient, conversation, browser).
+async fn subscribed_pair(prefix: &str) -> (User, User, String, String) {
+    let alice = register(&format!("{prefix}_a")).await;
+    let bob = register(&format!("{prefix}_b")).await;
+    let conversation = alice.direct_with(&bob).await;
+    let (browser, subscription) = browser_subscription().await;
+    subscribe(&bob, &subscription).await;
+    (alice, bob, conversation, browser)
+}
+
 async fn subscriptions_of(user: &User) -> i64 {
     let admin = admin(false).await;
     let id: uuid::Uuid = user.id.parse().expect("uuid");
@@ -50,10 +61,7 @@ async fn subscriptions_of(user: &User) -> i64 {
 
 #[tokio::test]
 async fn an_offline_recipient_gets_one_verified_encrypted_push_per_message() {
-    let (alice, bob) = (register("push_a").await, register("push_b").await);
-    let conversation = alice.direct_with(&bob).await;
-    let (browser, subscription) = browser_subscription().await;
-    subscribe(&bob, &subscription).await;
+    let (alice, bob, conversation, browser) = subscribed_pair("push").await;
     let (s, key) = bob.get("/api/push/key").await;
     assert_eq!(s, StatusCode::OK, "{key}");
 
@@ -150,10 +158,7 @@ async fn an_offline_recipient_gets_one_verified_encrypted_push_per_message() {
 /// worker (found 2026-12-03: an offline recipient got no push for either).
 #[tokio::test]
 async fn a_file_and_a_forward_reach_an_offline_recipient_too() {
-    let (alice, bob) = (register("pushf_a").await, register("pushf_b").await);
-    let conversation = alice.direct_with(&bob).await;
-    let (browser, subscription) = browser_subscription().await;
-    subscribe(&bob, &subscription).await;
+    let (alice, _, conversation, browser) = subscribed_pair("pushf").await;
 
     let (s, file, _) = upload_bytes(&alice, &conversation, 64).await;
     assert_eq!(s, StatusCode::CREATED, "{file}");
@@ -184,10 +189,7 @@ async fn a_file_and_a_forward_reach_an_offline_recipient_too() {
 
 #[tokio::test]
 async fn a_read_message_is_not_pushed_late_and_a_gone_subscription_is_dropped() {
-    let (alice, bob) = (register("pushr_a").await, register("pushr_b").await);
-    let conversation = alice.direct_with(&bob).await;
-    let (browser, subscription) = browser_subscription().await;
-    subscribe(&bob, &subscription).await;
+    let (alice, bob, conversation, browser) = subscribed_pair("pushr").await;
 
     // The push service refuses (500): retried. Read meanwhile: not sent again.
     push_service_answers(&browser, 500, Duration::ZERO).await;
