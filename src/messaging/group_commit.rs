@@ -588,13 +588,20 @@ pub const BEGIN_BATCH: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_
 /// Locks, in id order, the batch's conversations (`$1`, per send) that the send's sender
 /// (`$2`) is a current participant of — a stranger's send locks nothing (it is refused by
 /// the append statement, which checks again under the lock).
+///
+/// The ids are gathered first (an InitPlan: the batch's own rows, through the participants'
+/// index) and the conversations then looked up by them: no join between conversations and
+/// the batch that the planner could order the other way round. With the semi-join this
+/// replaced, a generic plan made while the statistics took 1032 conversations for 35 scanned
+/// every conversation and probed the batch once per conversation: 31 ms a batch instead of
+/// 0.1 (measured 2026-12-03, full benchmark; see migration V15).
 pub const LOCK_CONVERSATIONS: &str = "SELECT 1 FROM messaging.conversations c
-     WHERE c.id IN (
+     WHERE c.id = ANY (ARRAY(
          SELECT s.conversation_id
          FROM unnest($1::uuid[], $2::uuid[]) AS s(conversation_id, sender_id)
          JOIN messaging.participants p
            ON p.conversation_id = s.conversation_id AND p.user_id = s.sender_id
-          AND p.left_at IS NULL)
+          AND p.left_at IS NULL))
      ORDER BY c.id FOR NO KEY UPDATE OF c";
 
 /// Queues the messages the batch appended (`$1`, every send's id: a send that was refused
