@@ -3,8 +3,9 @@
 //! `messaging.instances`; the durable state (`online`, `last_seen_at`) lives in
 //! `messaging.presence`. Going online is announced at once; going offline only after a
 //! grace period with no socket anywhere, so a reconnect (even to another instance) does not
-//! flap. A sweeper on every instance turns users offline whose sockets were on an instance
-//! that stopped beating (crashed).
+//! flap. A sweeper turns users offline whose sockets were on an instance that stopped
+//! beating (crashed): every instance offers, and one a period sweeps, reading only the users
+//! online.
 //!
 //! Socket arrivals and departures are written by one writer per instance, which takes
 //! whatever queued while it last wrote and applies it in one transaction (the group commit's
@@ -46,7 +47,11 @@ use crate::{
 /// An instance whose heartbeat is older than this is dead; its sockets no longer count.
 const INSTANCE_TIMEOUT_SECS: f64 = 30.0;
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often each instance offers to run the periodic sweep.
 const SWEEP: Duration = Duration::from_secs(10);
+/// How long after any instance's sweep the next one may run: a little under [`SWEEP`], so
+/// that the instance whose tick comes first after a period sweeps (not one period later).
+const SWEEP_TURN: Duration = Duration::from_secs(9);
 
 /// Most socket changes the writer applies in one transaction (the rest wait for the next).
 const BATCH_MAX: usize = 2048;
@@ -129,7 +134,12 @@ impl Presence {
             let mut tick = tokio::time::interval(SWEEP);
             loop {
                 tick.tick().await;
-                if let Err(e) = sweep.sweep(None).await {
+                let swept = match sweep.sweep_turn().await {
+                    Ok(true) => sweep.sweep(None).await,
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = swept {
                     tracing::warn!(error = %e, "presence sweep failed");
                 }
             }
@@ -352,6 +362,27 @@ impl Presence {
         if self.changes.send(Change::Flush(Some(done))).is_ok() {
             let _ = flushed.await;
         }
+    }
+
+    /// Whether this instance's periodic sweep is the cluster's turn: true (and the turn
+    /// taken, in `messaging.presence_sweeps`) unless some instance took one less than
+    /// [`SWEEP_TURN`] ago. Two instances asking at once queue on the one row, and the
+    /// second then sees the first's turn. So the cluster runs the full sweep about once per
+    /// [`SWEEP`] whatever its size; a dead instance's turns stop, and the next live tick
+    /// takes over (migration V16).
+    async fn sweep_turn(&self) -> anyhow::Result<bool> {
+        let conn = Conn::get(&self.db, Route::BACKGROUND).await?;
+        let taken = conn
+            .query_opt_t(
+                "INSERT INTO messaging.presence_sweeps AS w (swept_at, swept_by)
+                 VALUES (now(), $1)
+                 ON CONFLICT (id) DO UPDATE SET swept_at = now(), swept_by = $1
+                 WHERE w.swept_at <= now() - make_interval(secs => $2)
+                 RETURNING 1",
+                &[&self.instance, &SWEEP_TURN.as_secs_f64()],
+            )
+            .await?;
+        Ok(taken.is_some())
     }
 
     /// Marks offline (some users, or everyone) whoever is online with no socket on a live

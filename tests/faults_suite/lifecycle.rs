@@ -215,6 +215,68 @@ async fn a_socket_storm_leaves_no_presence_behind_with_a_busy_pool() {
     stopped(running).await;
 }
 
+/// What a crash leaves behind is swept. An instance killed while a user's socket was open on
+/// it leaves its heartbeat a minute old, the socket's row, and the user online since before
+/// the grace period; no departure check runs for that socket. Within two sweep periods (the
+/// cluster sweeps once a period, by whichever live instance's turn it is) the user is
+/// offline, with `last_seen_at` set, and the dead instance's socket rows are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_instances_users_go_offline_at_a_sweep() {
+    let primary_admin = admin(false).await;
+    let dead = format!("crashed-{}", unique());
+    let user = register("crashed").await;
+    let id: uuid::Uuid = user.id.parse().expect("user id");
+    primary_admin
+        .execute(
+            "INSERT INTO messaging.instances (id, heartbeat_at) VALUES ($1, now() - interval '60 s')",
+            &[&dead],
+        )
+        .await
+        .expect("dead instance");
+    primary_admin
+        .execute(
+            "INSERT INTO messaging.presence_sockets (instance_id, conn_id, user_id)
+             VALUES ($1, 1, $2)",
+            &[&dead, &id],
+        )
+        .await
+        .expect("its socket");
+    primary_admin
+        .execute(
+            "INSERT INTO messaging.presence (user_id, online, changed_at)
+             VALUES ($1, true, now() - interval '60 s')",
+            &[&id],
+        )
+        .await
+        .expect("online");
+    assert_eq!(online_users(&primary_admin, &[id]).await, 1);
+
+    // A live instance of its own, so that a sweeper runs whatever else is up.
+    let app = in_process_messaging(&format!("sweeper-{}", unique()), &[]).await;
+    let stop = app.stop_token();
+    let running = tokio::spawn(app.run_until_stopped());
+    eventually(Duration::from_secs(25), || async {
+        (online_users(&primary_admin, &[id]).await == 0).then_some(())
+    })
+    .await;
+    let seen: Option<chrono::DateTime<chrono::Utc>> = primary_admin
+        .query_one(
+            "SELECT last_seen_at FROM messaging.presence WHERE user_id = $1",
+            &[&id],
+        )
+        .await
+        .expect("presence")
+        .get(0);
+    assert!(seen.is_some(), "an offline user has a last seen time");
+    assert_eq!(
+        presence_rows(&primary_admin, &dead).await,
+        0,
+        "the dead sockets are gone"
+    );
+    stop.cancel();
+    stopped(running).await;
+}
+
 /// What an instance's `/api/readyz` says: whether the primary answered, and whether its
 /// one replica is healthy.
 async fn readiness(server: &str) -> (bool, bool) {
