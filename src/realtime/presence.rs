@@ -47,11 +47,9 @@ use crate::{
 /// An instance whose heartbeat is older than this is dead; its sockets no longer count.
 const INSTANCE_TIMEOUT_SECS: f64 = 30.0;
 const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How often each instance offers to run the periodic sweep.
+/// How often each instance offers to run the periodic sweep; also the length of the
+/// wall-clock slots (the database's clock) of which the cluster sweeps in each at most once.
 const SWEEP: Duration = Duration::from_secs(10);
-/// How long after any instance's sweep the next one may run: a little under [`SWEEP`], so
-/// that the instance whose tick comes first after a period sweeps (not one period later).
-const SWEEP_TURN: Duration = Duration::from_secs(9);
 
 /// Most socket changes the writer applies in one transaction (the rest wait for the next).
 const BATCH_MAX: usize = 2048;
@@ -134,12 +132,7 @@ impl Presence {
             let mut tick = tokio::time::interval(SWEEP);
             loop {
                 tick.tick().await;
-                let swept = match sweep.sweep_turn().await {
-                    Ok(true) => sweep.sweep(None).await,
-                    Ok(false) => Ok(()),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = swept {
+                if let Err(e) = sweep.sweep_if_turn().await {
                     tracing::warn!(error = %e, "presence sweep failed");
                 }
             }
@@ -321,8 +314,8 @@ impl Presence {
     }
 
     /// The departures' checker: when a batch's grace ends, marks offline those of its users
-    /// left without a socket on a live instance (the sweeper would, within [`SWEEP`]; this is
-    /// on time). Every batch whose grace has ended by then joins the same check (the grace
+    /// left without a socket on a live instance (the periodic sweep would, within one or two
+    /// [`SWEEP`] periods; this is on time). Every batch whose grace has ended by then joins the same check (the grace
     /// is the same for all, so they queue in deadline order): one statement however many
     /// batches a storm of departures was written in.
     async fn check_departures(
@@ -349,7 +342,7 @@ impl Presence {
             }
             users.sort_unstable();
             users.dedup();
-            if let Err(e) = self.sweep(Some(&users)).await {
+            if let Err(e) = self.sweep(&users).await {
                 tracing::warn!(error = %e, users = users.len(), "presence not updated; the sweeper will");
             }
         }
@@ -364,57 +357,64 @@ impl Presence {
         }
     }
 
-    /// Whether this instance's periodic sweep is the cluster's turn: true (and the turn
-    /// taken, in `messaging.presence_sweeps`) unless some instance took one less than
-    /// [`SWEEP_TURN`] ago. Two instances asking at once queue on the one row, and the
-    /// second then sees the first's turn. So the cluster runs the full sweep about once per
-    /// [`SWEEP`] whatever its size; a dead instance's turns stop, and the next live tick
-    /// takes over (migration V16).
-    async fn sweep_turn(&self) -> anyhow::Result<bool> {
-        let conn = Conn::get(&self.db, Route::BACKGROUND).await?;
-        let taken = conn
+    /// The periodic sweep, if it is this instance's turn: the first instance to offer in a
+    /// slot of [`SWEEP`] on the database's clock takes the slot's turn (in
+    /// `messaging.presence_sweeps`, migration V16) and sweeps; the others skip it. So the
+    /// cluster sweeps once a period whatever its size, and a dead instance's turns go to
+    /// the next live one. The turn, the sweep and the dead sockets' removal are one
+    /// transaction: a sweep that fails gives the turn back, for any instance to take in the
+    /// same slot. Two instances offering at once queue on the one row; the second then sees
+    /// the slot taken. Every instance ticks once a period, so a slot goes unswept only when
+    /// one instance's ticks drift across a slot's edge: at most two periods between sweeps.
+    async fn sweep_if_turn(&self) -> anyhow::Result<()> {
+        let mut conn = Conn::get(&self.db, Route::BACKGROUND).await?;
+        let tx = conn.transaction().await?;
+        let turn = tx
             .query_opt_t(
-                "INSERT INTO messaging.presence_sweeps AS w (swept_at, swept_by)
-                 VALUES (now(), $1)
-                 ON CONFLICT (id) DO UPDATE SET swept_at = now(), swept_by = $1
-                 WHERE w.swept_at <= now() - make_interval(secs => $2)
+                "INSERT INTO messaging.presence_sweeps AS w (slot, swept_by)
+                 VALUES (floor(extract(epoch FROM now())::float8 / $2::float8)::bigint, $1)
+                 ON CONFLICT (id) DO UPDATE SET slot = excluded.slot, swept_by = $1
+                 WHERE w.slot < excluded.slot
                  RETURNING 1",
-                &[&self.instance, &SWEEP_TURN.as_secs_f64()],
+                &[&self.instance, &SWEEP.as_secs_f64()],
             )
             .await?;
-        Ok(taken.is_some())
+        if turn.is_none() {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let rows = tx
+            .query_t(
+                &sweep_sql("TRUE"),
+                &[&self.grace.as_secs_f64(), &INSTANCE_TIMEOUT_SECS],
+            )
+            .await?;
+        tx.execute_t(
+            "DELETE FROM messaging.presence_sockets s USING messaging.instances i
+             WHERE i.id = s.instance_id
+               AND i.heartbeat_at <= now() - make_interval(secs => $1)",
+            &[&INSTANCE_TIMEOUT_SECS],
+        )
+        .await?;
+        tx.commit().await?;
+        for r in &rows {
+            self.announce(r.get(0), false, r.get(1));
+        }
+        Ok(())
     }
 
-    /// Marks offline (some users, or everyone) whoever is online with no socket on a live
-    /// instance and has been in that state past the grace period; announces each.
-    async fn sweep(&self, users: Option<&[Uuid]>) -> anyhow::Result<()> {
+    /// Marks offline those of `users` who are online with no socket on a live instance and
+    /// have been in that state past the grace period; announces each.
+    async fn sweep(&self, users: &[Uuid]) -> anyhow::Result<()> {
         let conn = Conn::get(&self.db, Route::BACKGROUND).await?;
         let rows = conn
             .query_t(
-                "UPDATE messaging.presence p
-                 SET online = false, last_seen_at = now(), changed_at = now()
-                 WHERE p.online AND ($1::uuid[] IS NULL OR p.user_id = ANY($1))
-                   AND p.changed_at <= now() - make_interval(secs => $2)
-                   AND NOT EXISTS (
-                       SELECT 1 FROM messaging.presence_sockets s
-                       JOIN messaging.instances i ON i.id = s.instance_id
-                       WHERE s.user_id = p.user_id
-                         AND i.heartbeat_at > now() - make_interval(secs => $3))
-                 RETURNING p.user_id, p.last_seen_at",
-                &[&users, &self.grace.as_secs_f64(), &INSTANCE_TIMEOUT_SECS],
+                &sweep_sql("p.user_id = ANY($3)"),
+                &[&self.grace.as_secs_f64(), &INSTANCE_TIMEOUT_SECS, &users],
             )
             .await?;
         for r in &rows {
             self.announce(r.get(0), false, r.get(1));
-        }
-        if users.is_none() {
-            conn.execute_t(
-                "DELETE FROM messaging.presence_sockets s USING messaging.instances i
-                 WHERE i.id = s.instance_id
-                   AND i.heartbeat_at <= now() - make_interval(secs => $1)",
-                &[&INSTANCE_TIMEOUT_SECS],
-            )
-            .await?;
         }
         Ok(())
     }
@@ -458,4 +458,25 @@ impl Presence {
             Err(e) => tracing::error!(error = %e, "presence frame is not JSON"),
         }
     }
+}
+
+/// The sweep's statement for the users `which` selects (SQL over `p`, `messaging.presence`):
+/// marks offline whoever is online with no socket on an instance that beat within
+/// `$2` seconds and has been in that state more than `$1` seconds (the grace period);
+/// returns `(user_id, last_seen_at)` of each. Two statements, not one with an optional
+/// user list: a generic plan of `$3 IS NULL OR p.user_id = ANY($3)` could not use the
+/// primary key, and a departure check would read every online user.
+fn sweep_sql(which: &str) -> String {
+    format!(
+        "UPDATE messaging.presence p
+         SET online = false, last_seen_at = now(), changed_at = now()
+         WHERE p.online AND {which}
+           AND p.changed_at <= now() - make_interval(secs => $1)
+           AND NOT EXISTS (
+               SELECT 1 FROM messaging.presence_sockets s
+               JOIN messaging.instances i ON i.id = s.instance_id
+               WHERE s.user_id = p.user_id
+                 AND i.heartbeat_at > now() - make_interval(secs => $2))
+         RETURNING p.user_id, p.last_seen_at"
+    )
 }
