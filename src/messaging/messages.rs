@@ -27,7 +27,7 @@ use super::{
     domain::{MessageContent, MessageKind},
     mentions::{self, Mentions},
     model::{
-        load_message, message_columns_seen_from, my_reactions_column, Message, MessageColumnIndex,
+        load_message, my_reactions_column, page_columns_seen_from, Message, MessageColumnIndex,
         MESSAGE_COLUMNS, MESSAGE_FROM,
     },
     versions::MAX_VERSIONS,
@@ -528,8 +528,8 @@ pub async fn history(
                     .query_t(
                         &format!(
                             "SELECT {columns}, {mine},
-                        s.last_delivered_seq AS my_delivered_seq,
-                        s.visible_to_seq IS NULL AS my_current
+                        CASE WHEN s.visible_to_seq IS NULL
+                             THEN s.last_delivered_seq END AS my_delivered_seq
                  FROM messaging.participants s
                  LEFT JOIN LATERAL (
                      SELECT * FROM messaging.messages p
@@ -542,7 +542,7 @@ pub async fn history(
                      LIMIT $4
                  ) m ON true
                  WHERE s.conversation_id = $1 AND s.user_id = $5",
-                            columns = message_columns_seen_from("s.visible_from_seq"),
+                            columns = page_columns_seen_from("s.visible_from_seq"),
                             mine = my_reactions_column("$5"),
                         ),
                         &[&conversation_id, &before, &after, &(limit + 1), &user],
@@ -554,14 +554,18 @@ pub async fn history(
     let Some(first) = rows.first() else {
         return Err(conversation_not_found());
     };
-    let (delivered, current): (i64, bool) =
-        (first.get("my_delivered_seq"), first.get("my_current"));
+    // The caller's delivered marker if they are a current participant, NULL for a former
+    // one: one column, not two, on every row (see `message_columns` on what each value a
+    // row carries costs the server).
+    let delivered: Option<i64> = first.get("my_delivered_seq");
+    let current = delivered.is_some();
+    let delivered = delivered.unwrap_or(0);
     let rows: Vec<_> = rows
         .iter()
         .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
         .collect();
     let has_more = rows.len() as i64 > limit;
-    let columns = MessageColumnIndex::of(first.columns());
+    let columns = MessageColumnIndex::in_conversation(first.columns(), conversation_id);
     let mut messages: Vec<Message> = rows
         .into_iter()
         .map(|row| Message::from_row_at(row, &columns))

@@ -138,28 +138,55 @@ pub struct AttachmentInfo {
 /// the message as its sender wrote it; a reader's view goes through
 /// [`message_columns_seen_from`] or [`Message::seen_from`].
 pub static MESSAGE_COLUMNS: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| message_columns(None));
+    std::sync::LazyLock::new(|| message_columns(None, true));
 
 /// [`MESSAGE_COLUMNS`] for a reader who sees history from `visible_from` on (an SQL
 /// expression: a column such as `p.visible_from_seq`, or a parameter): the quote is there
 /// only when the parent lies within that range, so a quote never shows what the reader
 /// cannot see.
 pub fn message_columns_seen_from(visible_from: &str) -> String {
-    message_columns(Some(visible_from))
+    message_columns(Some(visible_from), true)
+}
+
+/// [`message_columns_seen_from`] without `conversation_id`, for a page of one conversation
+/// whose id the statement was given: one value fewer on every row (see [`message_columns`]
+/// on what each costs). Read with [`MessageColumnIndex::in_conversation`].
+pub fn page_columns_seen_from(visible_from: &str) -> String {
+    message_columns(Some(visible_from), false)
 }
 
 /// The quote and the file are scalar subqueries behind a `CASE`, run only for a message
 /// that has a parent or a file: as joins they cost an index probe (a rescan) for every row
 /// of a page, a quarter of a history page's database time (measured with pgbench on the
 /// history statement: 8.9–10.3k pages/s with the joins, 12.9–13.0k without).
-fn message_columns(visible_from: Option<&str>) -> String {
+///
+/// Columns at the value most messages have travel as NULL ([`Message::from_row_at`] reads
+/// NULL as that value): `kind` 'text', `priority` 'normal', `mentions` empty, `mentions_all`,
+/// `deleted` false, `thread_reply_count` 0. Results come in binary format, and for every
+/// value that is not NULL the server calls the type's send function, which starts with a
+/// buffer of 1 KiB (`pq_begintypsend`, PostgreSQL 15 `src/backend/libpq/pqformat.c`); by
+/// our reading of `printtup.c` and `aset.c`, past seven such values a row also outgrows the
+/// 8 KiB first block of its per-row memory context, and a further block is then allocated
+/// and freed for every row. A NULL costs the server only its length word. A typical message
+/// row had 13 values to send; it has 7 (6 in a page of one conversation:
+/// [`page_columns_seen_from`]). In `perf` of a history run before the change, PostgreSQL's
+/// send functions took 10 % of its samples and glibc's `malloc`/`free` 5 %; per history
+/// page, the replica's CPU went from 0.91–0.94 to 0.86–0.90 of the raw select's whole cost
+/// in the same runs (`BENCH_ONLY=history`, two runs each, a noisy host).
+fn message_columns(visible_from: Option<&str>, with_conversation: bool) -> String {
     let in_range = visible_from
         .map(|v| format!(" AND parent.seq >= {v}"))
         .unwrap_or_default();
+    let conversation = if with_conversation {
+        " m.conversation_id,"
+    } else {
+        ""
+    };
     format!(
-        "m.id, m.conversation_id, m.seq, m.rev, m.sender_id, m.kind, m.content, m.reply_to, \
-         m.created_at, m.edited_at, m.deleted_at IS NOT NULL AS deleted, m.meta, m.mentions, \
-         m.mentions_all, \
+        "m.id,{conversation} m.seq, m.rev, m.sender_id, NULLIF(m.kind, 'text') AS kind, \
+         m.content, m.reply_to, m.created_at, m.edited_at, \
+         CASE WHEN m.deleted_at IS NOT NULL THEN true END AS deleted, m.meta, \
+         NULLIF(m.mentions, '{{}}') AS mentions, NULLIF(m.mentions_all, false) AS mentions_all, \
          CASE WHEN m.reply_to IS NULL THEN NULL ELSE ( \
              SELECT json_build_object('id', parent.id, 'seq', parent.seq, \
                  'sender_id', parent.sender_id, 'excerpt', left(parent.content, {QUOTE_CHARS}), \
@@ -170,8 +197,10 @@ fn message_columns(visible_from: Option<&str>) -> String {
                  'content_type', att.content_type, 'size', att.size, \
                  'sha256', encode(att.sha256, 'hex')) \
              FROM messaging.attachments att WHERE att.id = m.attachment_id) END AS attachment, \
-         m.reactions, m.pinned_at, m.pinned_by, m.priority, m.forwarded_from, m.thread_root_id, \
-         m.thread_reply_count, m.thread_last_reply_at, m.thread_participants"
+         m.reactions, m.pinned_at, m.pinned_by, NULLIF(m.priority, 'normal') AS priority, \
+         m.forwarded_from, m.thread_root_id, \
+         NULLIF(m.thread_reply_count, 0) AS thread_reply_count, m.thread_last_reply_at, \
+         m.thread_participants"
     )
 }
 
@@ -205,7 +234,7 @@ struct QuoteColumn {
 #[derive(Debug, Clone, Copy)]
 pub struct MessageColumnIndex {
     id: usize,
-    conversation_id: usize,
+    conversation_id: ConversationColumn,
     seq: usize,
     rev: usize,
     sender_id: usize,
@@ -243,7 +272,7 @@ impl MessageColumnIndex {
         let at = |name: &str| find(name).unwrap_or(columns.len());
         Self {
             id: at("id"),
-            conversation_id: at("conversation_id"),
+            conversation_id: ConversationColumn::At(at("conversation_id")),
             seq: at("seq"),
             rev: at("rev"),
             sender_id: at("sender_id"),
@@ -270,6 +299,22 @@ impl MessageColumnIndex {
             deleted: at("deleted"),
         }
     }
+
+    /// The positions of [`page_columns_seen_from`]'s columns (no `conversation_id`) in the
+    /// rows of a page of `conversation_id`.
+    pub fn in_conversation(columns: &[tokio_postgres::Column], conversation_id: Uuid) -> Self {
+        Self {
+            conversation_id: ConversationColumn::Known(conversation_id),
+            ..Self::of(columns)
+        }
+    }
+}
+
+/// Where a row's conversation comes from: its column, or the statement's own parameter.
+#[derive(Debug, Clone, Copy)]
+enum ConversationColumn {
+    At(usize),
+    Known(Uuid),
 }
 
 impl Message {
@@ -282,14 +327,20 @@ impl Message {
     /// Reads a row selected with [`MESSAGE_COLUMNS`], its columns where `at` found them.
     pub fn from_row_at(row: &tokio_postgres::Row, at: &MessageColumnIndex) -> Self {
         let json = |column: usize| row.get::<_, Option<serde_json::Value>>(column);
-        let thread_reply_count: i32 = row.get(at.thread_reply_count);
+        // NULL for the common value: see `message_columns`.
+        let thread_reply_count: i32 = row
+            .get::<_, Option<i32>>(at.thread_reply_count)
+            .unwrap_or(0);
         Self {
             id: row.get(at.id),
-            conversation_id: row.get(at.conversation_id),
+            conversation_id: match at.conversation_id {
+                ConversationColumn::At(i) => row.get(i),
+                ConversationColumn::Known(id) => id,
+            },
             seq: row.get(at.seq),
             rev: row.get(at.rev),
             sender_id: row.get(at.sender_id),
-            kind: MessageKind::from_column(row.get(at.kind)),
+            kind: MessageKind::from_column(row.get::<_, Option<&str>>(at.kind).unwrap_or("text")),
             content: row.get(at.content),
             reply_to: row.get(at.reply_to),
             thread_root_id: row.get(at.thread_root_id),
@@ -316,7 +367,9 @@ impl Message {
                 .unwrap_or_default(),
             mentions_all: row.get::<_, Option<bool>>(at.mentions_all) == Some(true),
             reactions: reactions_of(row, at),
-            priority: super::domain::Priority::from_column(row.get(at.priority)),
+            priority: super::domain::Priority::from_column(
+                row.get::<_, Option<&str>>(at.priority).unwrap_or("normal"),
+            ),
             forwarded_from: json(at.forwarded_from).and_then(|v| serde_json::from_value(v).ok()),
             pinned: row
                 .get::<_, Option<DateTime<Utc>>>(at.pinned_at)
@@ -324,7 +377,7 @@ impl Message {
                 .map(|(at, by)| Pinned { by, at }),
             created_at: row.get(at.created_at),
             edited_at: row.get(at.edited_at),
-            deleted: row.get(at.deleted),
+            deleted: row.get::<_, Option<bool>>(at.deleted) == Some(true),
         }
     }
 }
