@@ -507,7 +507,6 @@ pub async fn history(
         ));
     }
     let ascending = query.after.is_some();
-    let order = if ascending { "ASC" } else { "DESC" };
     let (before, after, user) = (query.before, query.after, caller.user_id);
     // One statement: the caller's visible range and the page within it (a member with an
     // empty page gets one row of NULLs; a non-member no row at all). The page's bounds are
@@ -526,25 +525,7 @@ pub async fn history(
             Box::pin(async move {
                 Ok(conn
                     .query_t(
-                        &format!(
-                            "SELECT {columns}, {mine},
-                        CASE WHEN s.visible_to_seq IS NULL
-                             THEN s.last_delivered_seq END AS my_delivered_seq
-                 FROM messaging.participants s
-                 LEFT JOIN LATERAL (
-                     SELECT * FROM messaging.messages p
-                     WHERE p.conversation_id = s.conversation_id AND p.thread_root_id IS NULL
-                       AND p.seq < coalesce($2::bigint, 9223372036854775807)
-                       AND p.seq > coalesce($3::bigint, -1)
-                       AND p.seq >= s.visible_from_seq
-                       AND p.seq <= coalesce(s.visible_to_seq, 9223372036854775807)
-                     ORDER BY p.seq {order}
-                     LIMIT $4
-                 ) m ON true
-                 WHERE s.conversation_id = $1 AND s.user_id = $5",
-                            columns = page_columns_seen_from("s.visible_from_seq"),
-                            mine = my_reactions_column("$5"),
-                        ),
+                        history_page_sql(ascending),
                         &[&conversation_id, &before, &after, &(limit + 1), &user],
                     )
                     .await?)
@@ -588,6 +569,40 @@ pub async fn history(
         fetched(&state, conversation_id, caller.user_id, newest).await;
     }
     Ok(HttpResponse::Ok().json(HistoryPage { messages, has_more }))
+}
+
+/// The history page statement ([`history`]): `$1` conversation, `$2` before, `$3` after,
+/// `$4` page size + 1, `$5` reader; oldest first when `ascending`. Made once per order, not
+/// per request.
+fn history_page_sql(ascending: bool) -> &'static str {
+    fn make(order: &str) -> String {
+        format!(
+            "SELECT {columns}, {mine},
+                    CASE WHEN s.visible_to_seq IS NULL
+                         THEN s.last_delivered_seq END AS my_delivered_seq
+             FROM messaging.participants s
+             LEFT JOIN LATERAL (
+                 SELECT * FROM messaging.messages p
+                 WHERE p.conversation_id = s.conversation_id AND p.thread_root_id IS NULL
+                   AND p.seq < coalesce($2::bigint, 9223372036854775807)
+                   AND p.seq > coalesce($3::bigint, -1)
+                   AND p.seq >= s.visible_from_seq
+                   AND p.seq <= coalesce(s.visible_to_seq, 9223372036854775807)
+                 ORDER BY p.seq {order}
+                 LIMIT $4
+             ) m ON true
+             WHERE s.conversation_id = $1 AND s.user_id = $5",
+            columns = page_columns_seen_from("s.visible_from_seq"),
+            mine = my_reactions_column("$5"),
+        )
+    }
+    static ASCENDING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| make("ASC"));
+    static DESCENDING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| make("DESC"));
+    if ascending {
+        ASCENDING.as_str()
+    } else {
+        DESCENDING.as_str()
+    }
 }
 
 /// Moves the reader's delivered marker after a fetch, on the primary; a failure (the primary
