@@ -266,8 +266,9 @@ pub async fn run(env: &Env, plan: &Plan, pairs: &Pairs, sustainable: f64) -> Res
         disk_after,
     };
     let (normal_from, excused) = r.normal_from();
+    let normal_from = normal_from.map_or("never".into(), |s| format!("second {s}"));
     eprintln!(
-        "  {} accepted (p99 {:.1} ms), {} refused (p99 {:.1} ms), {} failed, {} lost; half load normal from {normal_from:?} s on (disk-stall seconds counted normal: {excused:?}), last slow send at {:.1} s",
+        "  {} accepted (p99 {:.1} ms), {} refused (p99 {:.1} ms), {} failed, {} lost; half load normal from {normal_from} on (disk-stall seconds counted normal: {excused:?}), last slow send at {:.1} s",
         r.accepted, r.accepted_latency.p99, r.refused, r.refused_latency.p99, r.failed, r.lost, r.recovery_secs
     );
     let by_second: Vec<String> = r
