@@ -24,6 +24,7 @@
 //!
 //! Raw limits: `pgbench` in the same run, like for like (see [`raw`]).
 
+mod batches;
 mod cpu;
 mod disk;
 mod fanout;
@@ -640,12 +641,17 @@ pub struct Results {
     /// The disk's own sync latency in each scenario.
     #[serde(default)]
     pub disk: Vec<disk::Window>,
+    /// Sends and group commits in each scenario.
+    #[serde(default)]
+    pub batches: Vec<batches::Window>,
 }
 
-/// Where a scenario's resources are recorded: CPU per process class and the disk's syncs.
+/// Where a scenario's resources are recorded: CPU per process class, the disk's syncs, and
+/// the group commits' batches.
 struct Gauges<'a> {
     cpu: &'a mut Vec<cpu::Usage>,
     disk: &'a mut Vec<disk::Window>,
+    batches: &'a mut Vec<batches::Window>,
 }
 
 impl Results {
@@ -653,28 +659,30 @@ impl Results {
         Gauges {
             cpu: &mut self.cpu,
             disk: &mut self.disk,
+            batches: &mut self.batches,
         }
     }
 }
 
-/// Runs `f` and records, as `scenario`, the CPU each process class spent meanwhile and
-/// the disk's sync latency.
+/// Runs `f` and records, as `scenario`, the CPU each process class spent meanwhile, the
+/// disk's sync latency, and the sends and batches the instances appended.
 async fn measured<T, F: std::future::Future<Output = T>>(r: Gauges<'_>, scenario: &str, f: F) -> T {
+    let appended = batches::sample().await;
     let (before, started, from) = (cpu::sample(), Instant::now(), disk::now());
     let out = f.await;
-    let usage = cpu::usage(
+    let (finished, ended, to) = (cpu::sample(), started.elapsed(), disk::now());
+    r.batches.push(batches::Window::between(
         scenario,
-        started.elapsed().as_secs_f64(),
-        &before,
-        &cpu::sample(),
-    );
+        appended,
+        batches::sample().await,
+    ));
+    let usage = cpu::usage(scenario, ended.as_secs_f64(), &before, &finished);
     eprintln!(
         "  ({scenario}: the host stole {:.0}% of the cores)",
         usage.stolen_share * 100.0
     );
     r.cpu.push(usage);
-    r.disk
-        .push(disk::Window::between(scenario, from, disk::now()));
+    r.disk.push(disk::Window::between(scenario, from, to));
     out
 }
 
@@ -790,12 +798,17 @@ async fn send(env: &Env, plan: &Plan, pairs: &Pairs, r: &mut Results) -> Res<()>
     );
     for pct in [25.0, 50.0, 75.0] {
         let rate = (r.send_max.per_sec * pct / 100.0).max(1.0);
-        let run = open_loop(
-            &format!("send at {pct:.0}%"),
-            pairs,
-            rate,
-            plan.step_secs,
-            sender(env.base.clone()),
+        let label = format!("send at {pct:.0}%");
+        let run = measured(
+            r.gauges(),
+            &label,
+            open_loop(
+                &label,
+                pairs,
+                rate,
+                plan.step_secs,
+                sender(env.base.clone()),
+            ),
         )
         .await;
         eprintln!(
@@ -951,6 +964,32 @@ async fn soak_only(env: &Env, plan: &Plan) -> Res<(soak::Soak, Value)> {
     Ok((soak, machine))
 }
 
+/// Has the benchmark's primary log what can hold a send up, so that a slow second in the
+/// report can be lined up with its cause afterwards (`.data/bench/pg/primary.log`): every
+/// autovacuum and autoanalyze, with its duration and the pages it truncated
+/// (`log_autovacuum_min_duration = 0`), and every statement over 40 ms
+/// (`log_min_duration_statement`; PostgreSQL docs §20.8 "Error Reporting and Logging").
+/// Set with `ALTER SYSTEM`, one statement each (it cannot run in a transaction block): the
+/// benchmark's cluster is made afresh for each run. A failure is printed, not fatal.
+async fn log_database_maintenance(env: &Env) {
+    let c = match admin(&env.primary_admin).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("the primary's logging is left as it was: {e}");
+            return;
+        }
+    };
+    for sql in [
+        "ALTER SYSTEM SET log_autovacuum_min_duration = 0",
+        "ALTER SYSTEM SET log_min_duration_statement = 40",
+        "SELECT pg_reload_conf()",
+    ] {
+        if let Err(e) = c.batch_execute(sql).await {
+            eprintln!("{sql}: {e}");
+        }
+    }
+}
+
 async fn run(env: Env, plan: Plan) -> Res<Results> {
     // The disk probe shares PostgreSQL's file system: scripts/bench.sh keeps the clusters in
     // SWITCHBOARD_DATA.
@@ -959,6 +998,7 @@ async fn run(env: Env, plan: Plan) -> Res<Results> {
             eprintln!("disk probe not started in {dir}: {e}");
         }
     }
+    log_database_maintenance(&env).await;
     let mut r = Results {
         plan: Some(plan.clone()),
         machine: machine(&env).await,

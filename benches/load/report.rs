@@ -85,6 +85,38 @@ fn cpu_per_op(r: &Results, scenario: &str, ops: u64) -> String {
     classes.join(", ")
 }
 
+/// The mean sends per batch in `scenario` (one decimal), or "—" where not measured.
+fn sends_per_batch(r: &Results, scenario: &str) -> String {
+    r.batches
+        .iter()
+        .find(|b| b.scenario == scenario)
+        .and_then(|b| b.mean())
+        .map_or_else(|| "—".to_owned(), |mean| format!("{mean:.1}"))
+}
+
+/// Every process's CPU milliseconds per operation of `scenario` over `ops` operations, and
+/// the primary's messaging backends' part: `"1.24 / 0.70 ms"`, or "—" where not measured.
+fn cpu_per_send(r: &Results, scenario: &str, ops: u64) -> String {
+    let Some(u) = r.cpu.iter().find(|u| u.scenario == scenario) else {
+        return "—".into();
+    };
+    if ops == 0 {
+        return "—".into();
+    }
+    let per_op = |secs: f64| secs * 1000.0 / ops as f64;
+    let all = u.total();
+    let primary: f64 = u
+        .by_class
+        .iter()
+        .filter(|(class, _)| class.as_str() == PRIMARY_BACKENDS)
+        .map(|(_, secs)| secs)
+        .sum();
+    format!("{:.2} / {:.2} ms", per_op(all), per_op(primary))
+}
+
+/// The process class of the messaging service's backends on the primary (`cpu.rs`).
+const PRIMARY_BACKENDS: &str = "pg primary: switchboard_messaging backends";
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "met"
@@ -175,10 +207,10 @@ pub fn markdown(r: &Results) -> String {
         md.push('\n');
     }
 
-    md.push_str("## Send latency against offered load\n\n![send latency](send-latency.png)\n\n| offered | achieved | p50 | p90 | p99 | max | errors |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("## Send latency against offered load\n\n![send latency](send-latency.png)\n\nSends per batch: the mean over both instances' group commits in the step (`switchboard_send_batch_size`). CPU per send: every process's CPU in the step (see \"Where the cores went\") over the sends it accepted, and the primary's backends' share of it; an open loop's evenly spaced sends make smaller batches than the closed loop, and each batch costs the primary a fixed part whatever its size.\n\n| offered | achieved | p50 | p90 | p99 | max | errors | sends per batch | CPU per send: all / primary |\n|---|---|---|---|---|---|---|---|---|\n");
     for s in r.send_steps.iter().chain(std::iter::once(&r.send_max)) {
         md.push_str(&format!(
-            "| {} | {:.0}/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n",
+            "| {} | {:.0}/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} |\n",
             s.offered_per_sec
                 .map(|o| format!("{o:.0}/s"))
                 .unwrap_or_else(|| "max (closed loop)".into()),
@@ -187,7 +219,9 @@ pub fn markdown(r: &Results) -> String {
             s.latency.p90,
             s.latency.p99,
             s.latency.max,
-            s.errors
+            s.errors,
+            sends_per_batch(r, &s.label),
+            cpu_per_send(r, &s.label, s.latency.count),
         ));
     }
     md.push_str("\n## Fan-out by offered rate\n\nThe same sockets at each rate, each round started after presence traffic settled; deliveries checked by content against each conversation's stored `seq` range. The two split columns divide each delivery at its message's `created_at` (the start of the transaction that appended it): before it, the request, NGINX and the wait for a batch; after it, the append, its commit, the event bus, the listener, the socket and the load generator's read. Host steal: the share of the cores' time the hypervisor gave to other guests while the round's messages were sent (see below).\n\n| offered | sent | deliveries | missing | duplicated | out of order | p50 | p99 | p99.9 | max | to stored p50 / p99 | stored → socket p50 / p99 | host steal |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
