@@ -8,7 +8,8 @@
 //! - select: the newest-50 page of a benchmark conversation on the replica, each client
 //!   reading its own;
 //! - the group commit alone: the very statements a messaging writer runs (BEGIN, the lock,
-//!   `APPEND_BATCH`, `QUEUE_NOTIFICATIONS`, COMMIT, `pg_current_wal_lsn()`), over as many
+//!   `APPEND_PLAIN_BATCH` — the benchmark's sends neither reply nor mention —,
+//!   `QUEUE_NOTIFICATIONS`, COMMIT, `pg_current_wal_lsn()`), over as many
 //!   connections as the stack has writers, with batches of a fixed size — the database part of a send without HTTP,
 //!   JSON, NGINX or fan-out.
 //!
@@ -206,7 +207,7 @@ ORDER BY m.seq DESC LIMIT 50;
 /// become SQL over `bench.pairs`.
 fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
     use switchboard::messaging::group_commit::{
-        APPEND_BATCH, BEGIN_BATCH, LOCK_CONVERSATIONS, QUEUE_NOTIFICATIONS,
+        BatchShape, BEGIN_BATCH, LOCK_CONVERSATIONS, QUEUE_NOTIFICATIONS,
     };
     let of = |column: &str| {
         format!(
@@ -257,7 +258,8 @@ fn group_commit_script(pairs: usize, batch: usize) -> Res<String> {
         Ok(out)
     };
     let lock = bind(LOCK_CONVERSATIONS, &params[1..3])?;
-    let append = bind(APPEND_BATCH.as_str(), &params)?;
+    // The statement the service runs for these sends (no reply, thread or mention).
+    let append = bind(BatchShape::Plain.statement(), &params)?;
     let queue = bind(QUEUE_NOTIFICATIONS, &params[..1])?;
     // One line per statement for pgbench: SQL comments (`--` to the end of a line) go first,
     // or they would swallow the rest of the statement.

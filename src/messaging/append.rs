@@ -69,19 +69,35 @@ pub struct Audience {
 /// The two columns an appending statement returns for its message's [`Audience`]
 /// (`recipients`, `quote_blind`), at most one past [`MAX_CARRIED_RECIPIENTS`] each; the
 /// statement names the appended message `m` and its parent `pm`.
-pub static AUDIENCE_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+pub static AUDIENCE_COLUMNS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| audience_columns(true));
+
+/// [`AUDIENCE_COLUMNS`] for a statement whose messages reply to none: `quote_blind` is
+/// empty (what the full columns give when `pm` is NULL), and the statement needs no `pm`.
+pub static AUDIENCE_COLUMNS_WITHOUT_QUOTE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| audience_columns(false));
+
+/// `recipients`, and `quote_blind` from `pm` if `quoting`, else empty.
+fn audience_columns(quoting: bool) -> String {
+    let limit = MAX_CARRIED_RECIPIENTS + 1;
+    let recipients = |extra: &str| {
+        format!(
+            "ARRAY(SELECT rp.user_id FROM messaging.participants rp
+               WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
+                 AND rp.visible_from_seq <= m.seq{extra}
+               LIMIT {limit})"
+        )
+    };
+    let quote_blind = if quoting {
+        recipients(" AND rp.visible_from_seq > pm.seq")
+    } else {
+        "'{}'::uuid[]".to_owned()
+    };
     format!(
-        "ARRAY(SELECT rp.user_id FROM messaging.participants rp
-               WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
-                 AND rp.visible_from_seq <= m.seq
-               LIMIT {limit}) AS recipients,
-         ARRAY(SELECT rp.user_id FROM messaging.participants rp
-               WHERE rp.conversation_id = m.conversation_id AND rp.left_at IS NULL
-                 AND rp.visible_from_seq <= m.seq AND rp.visible_from_seq > pm.seq
-               LIMIT {limit}) AS quote_blind",
-        limit = MAX_CARRIED_RECIPIENTS + 1
+        "{} AS recipients, {quote_blind} AS quote_blind",
+        recipients("")
     )
-});
+}
 
 impl Audience {
     /// Reads [`AUDIENCE_COLUMNS`]; `None` past [`MAX_CARRIED_RECIPIENTS`] (the listeners look
