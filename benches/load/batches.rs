@@ -1,6 +1,7 @@
-//! How many sends each group commit appended while a scenario ran, from the messaging
-//! instances' own metrics: `switchboard_send_batch_size`'s sum (sends) and count (batches),
-//! read from every instance before and after (Prometheus text exposition format).
+//! How many sends each group commit took while a scenario ran, from the messaging
+//! instances' own metrics: `switchboard_send_batch_size`'s sum (sends, those the statement
+//! refused included) and count (batches), read from every instance before and after
+//! (Prometheus text exposition format).
 //!
 //! A batch holds what queued while the one before it ran, so its size follows the load: an
 //! evenly spaced open loop gives smaller batches than a closed loop of as many users at a
@@ -12,19 +13,31 @@
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     pub scenario: String,
-    /// Sends appended by group commits.
+    /// Sends taken into batches.
     pub sends: f64,
     /// Group commits.
     pub batches: f64,
 }
 
 impl Window {
-    /// The window between two [`sample`]s.
-    pub fn between(scenario: &str, before: (f64, f64), after: (f64, f64)) -> Self {
+    /// The window between two [`sample`]s, over the instances that answered both (one
+    /// that missed either is left out, not counted from zero).
+    pub fn between(
+        scenario: &str,
+        before: &[Option<(f64, f64)>],
+        after: &[Option<(f64, f64)>],
+    ) -> Self {
+        let (mut sends, mut batches) = (0.0, 0.0);
+        for (b, a) in before.iter().zip(after) {
+            if let (Some(b), Some(a)) = (b, a) {
+                sends += (a.0 - b.0).max(0.0);
+                batches += (a.1 - b.1).max(0.0);
+            }
+        }
         Self {
             scenario: scenario.into(),
-            sends: (after.0 - before.0).max(0.0),
-            batches: (after.1 - before.1).max(0.0),
+            sends,
+            batches,
         }
     }
 
@@ -52,24 +65,22 @@ fn endpoints() -> Vec<String> {
     .unwrap_or_default()
 }
 
-/// The sends and batches counted so far, summed over every instance that answered.
-pub async fn sample() -> (f64, f64) {
+/// Each instance's sends and batches counted so far, in [`endpoints`] order; `None` for
+/// one that did not answer within 2 s.
+pub async fn sample() -> Vec<Option<(f64, f64)>> {
+    let urls = endpoints();
     let Ok(client) = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(2))
         .build()
     else {
-        return (0.0, 0.0);
+        return vec![None; urls.len()];
     };
-    let mut total = (0.0, 0.0);
-    for url in endpoints() {
-        let Ok(text) = async { client.get(&url).send().await?.text().await }.await else {
-            continue;
-        };
-        let (sum, count) = totals(&text);
-        total.0 += sum;
-        total.1 += count;
+    let mut counts = Vec::with_capacity(urls.len());
+    for url in urls {
+        let text = async { client.get(&url).send().await?.text().await }.await;
+        counts.push(text.ok().map(|t| totals(&t)));
     }
-    total
+    counts
 }
 
 /// `switchboard_send_batch_size`'s `_sum` and `_count` in one exposition (0 when absent).

@@ -673,8 +673,8 @@ async fn measured<T, F: std::future::Future<Output = T>>(r: Gauges<'_>, scenario
     let (finished, ended, to) = (cpu::sample(), started.elapsed(), disk::now());
     r.batches.push(batches::Window::between(
         scenario,
-        appended,
-        batches::sample().await,
+        &appended,
+        &batches::sample().await,
     ));
     let usage = cpu::usage(scenario, ended.as_secs_f64(), &before, &finished);
     eprintln!(

@@ -422,16 +422,20 @@ pub static APPEND_BATCH: std::sync::LazyLock<String> =
 
 /// [`APPEND_BATCH`] for a [`BatchShape::Plain`] batch: the same parameters and result
 /// columns, without the parts that only a reply, a thread reply or a mention uses (the
-/// checks of `reply_to` and the thread root, resolving mentions and recording them, the
+/// look-ups of `reply_to` and the thread root, resolving mentions and recording them, the
 /// roots' summaries and who follows them, the quote's audience). For such a batch both give
 /// the same rows: every send passes those checks, mentions nobody and starts no thread.
+/// Were it ever given a send with a `reply_to` or a thread root, it refuses that send
+/// (`bad_reply`, `bad_thread`) instead of storing it unchecked; a mention it would drop.
 ///
 /// Why a second statement: PostgreSQL builds every node of a plan at each execution
 /// (`ExecutorStart`, even for parts that get no row), and for the small batches of a
-/// lightly loaded instance that start-up is a large part of a send's cost — in a profile of
-/// batches of one, about 30 % of the primary's CPU. Without those parts the plan has 58
-/// nodes instead of 106, and batches of one ran at 862–992 against 704–864 a second
-/// (pgbench, 2 connections, generic plans, alternating runs, 2026-12-04).
+/// lightly loaded instance that start-up is a large part of a send's cost — in a perf
+/// profile of batches of one, `ExecutorStart` took 16.8 % of the machine's samples against
+/// 23.1 % for `ExecutorRun`. Without those parts the generic plan has 57 nodes instead of
+/// 106, and batches of one ran at 797, 981, 992, 862 and 947 a second against 609, 811,
+/// 864, 704 and 718 (pgbench, 2 connections, generic plans, alternating runs of 12 s,
+/// 2026-12-04).
 pub static APPEND_PLAIN_BATCH: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| append_batch_sql(BatchShape::Plain));
 
@@ -478,7 +482,7 @@ fn append_batch_sql(shape: BatchShape) -> String {
                  WHERE pm.id = f.reply_to AND pm.conversation_id = f.conversation_id
                    AND pm.seq >= f.visible_from_seq)"
     } else {
-        "SELECT f.* FROM first_sends f"
+        "SELECT f.* FROM first_sends f WHERE f.reply_to IS NULL"
     };
     let threaded = if linked {
         "-- A thread reply names a message the sender can see (not a system message);
@@ -493,7 +497,7 @@ fn append_batch_sql(shape: BatchShape) -> String {
                    AND x.kind <> 'system') t ON true
              WHERE r.thread_root IS NULL OR t.root IS NOT NULL"
     } else {
-        "SELECT r.*, NULL::uuid AS root FROM replying r"
+        "SELECT r.*, NULL::uuid AS root FROM replying r WHERE r.thread_root IS NULL"
     };
     let mentions = if linked {
         mentions::resolve_sql("nb.conversation_id", "nb.sender_id", "nb.names")
@@ -504,14 +508,6 @@ fn append_batch_sql(shape: BatchShape) -> String {
     let mentions_all =
         mentions::all_sql("nb.want_all", "b.is_group", "nb.sender_role", "$11::bool");
     let linked_parts = if linked { LINKED_PARTS } else { "" };
-    let link_statuses = if linked {
-        "WHEN NOT EXISTS (SELECT 1 FROM replying r WHERE r.ord = i.ord)
-                          THEN 'bad_reply'
-                     WHEN NOT EXISTS (SELECT 1 FROM threaded t WHERE t.ord = i.ord)
-                          THEN 'bad_thread'"
-    } else {
-        ""
-    };
     let (audience, root_columns, link_joins) = if linked {
         (
             AUDIENCE_COLUMNS.as_str(),
@@ -618,7 +614,10 @@ fn append_batch_sql(shape: BatchShape) -> String {
                           THEN 'read_only'
                      WHEN NOT EXISTS (SELECT 1 FROM first_sends f WHERE f.ord = i.ord)
                           THEN 'repeated'
-                     {link_statuses}
+                     WHEN NOT EXISTS (SELECT 1 FROM replying r WHERE r.ord = i.ord)
+                          THEN 'bad_reply'
+                     WHEN NOT EXISTS (SELECT 1 FROM threaded t WHERE t.ord = i.ord)
+                          THEN 'bad_thread'
                      ELSE 'rate_limited' END AS status,
                 (SELECT sp.window_left FROM spend sp WHERE sp.user_id = i.sender_id)
                     AS window_left,
