@@ -8,7 +8,7 @@
 //! - select: the newest-50 page of a benchmark conversation on the replica, each client
 //!   reading its own;
 //! - the group commit alone: the very statements a messaging writer runs (BEGIN, the lock,
-//!   `APPEND_PLAIN_BATCH` — the benchmark's sends neither reply nor mention —,
+//!   `APPEND_PLAIN_BATCH`, as the service runs it for sends that neither reply nor mention,
 //!   `QUEUE_NOTIFICATIONS`, COMMIT, `pg_current_wal_lsn()`), over as many
 //!   connections as the stack has writers, with batches of a fixed size — the database part of a send without HTTP,
 //!   JSON, NGINX or fan-out.

@@ -29,7 +29,7 @@
 //!    pass with gapless `seq`s in queue order, moving each sender's read marker; a second
 //!    ([`QUEUE_NOTIFICATIONS`]) queues what it appended for the notification worker. A
 //!    batch in which no send replies, replies in a thread or mentions anyone — most of
-//!    them — runs the statement without those checks and records ([`APPEND_PLAIN_BATCH`],
+//!    them — runs the statement without those look-ups and records ([`APPEND_PLAIN_BATCH`],
 //!    [`BatchShape`]), which costs the primary less;
 //! 3. `COMMIT`, then `pg_current_wal_lsn()`: every send of the batch answers with that
 //!    position as its consistency token.
