@@ -21,6 +21,8 @@
 #   AUTH_DB_PASSWORD        role switchboard_auth     (auth-dev)
 #   MESSAGING_DB_PASSWORD   role switchboard_messaging(messaging-dev)
 #   REPLICATION_PASSWORD    role replicator           (replication-dev)
+#   PG_SERVER_OPTIONS       more server options at start, e.g. "-c shared_preload_libraries=…"
+#                           (scripts/bench.sh loads pg_stat_statements); none by default
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,6 +38,7 @@ su_password="${PG_SUPERUSER_PASSWORD:-postgres-dev}"
 auth_password="${AUTH_DB_PASSWORD:-auth-dev}"
 messaging_password="${MESSAGING_DB_PASSWORD:-messaging-dev}"
 replication_password="${REPLICATION_PASSWORD:-replication-dev}"
+server_options="${PG_SERVER_OPTIONS:-}"
 
 log() { printf '[postgres] %s\n' "$*" >&2; }
 
@@ -80,7 +83,7 @@ start_cluster() { # name port
   fi
   as_pg mkdir -p "$(sockdir "$name")"
   as_pg "$bindir/pg_ctl" -D "$pgroot/$name" -l "$pgroot/$name.log" -w -t 60 \
-    -o "-p $port -k $(sockdir "$name") -c ssl=on" start >/dev/null
+    -o "-p $port -k $(sockdir "$name") -c ssl=on${server_options:+ $server_options}" start >/dev/null
   log "$name started on 127.0.0.1:$port (log: $pgroot/$name.log)"
 }
 

@@ -22,6 +22,9 @@ export NGINX_TLS_PORT=""
 export SMTP_PORT=21025
 # PostgreSQL below Linux's ephemeral range (32768–60999), as the test stack's (scripts/test.sh).
 export PG_PRIMARY_PORT=26432 PG_REPLICA_PORT=26433 PG_REPLICAS=1
+# pg_stat_statements in both clusters: the report's "Where the primary's time went"
+# (benches/load/statements.rs). Its own cost is in the raw limits as in the scenarios.
+export PG_SERVER_OPTIONS="-c shared_preload_libraries=pg_stat_statements"
 export AUTH_METRICS_PORT=29181 MESSAGING_METRICS_PORT=29182
 export PROFILE=release
 # Bench config: sends limited by the stack, not by the per-user budget; cheap sign-ups (the

@@ -31,6 +31,7 @@ use super::{
 pub struct Round {
     pub offered_per_sec: u64,
     pub sent_per_sec: f64,
+    /// Sends not created: refused or failed.
     pub send_errors: u64,
     /// Deliveries the stored messages call for: each message once to each other member.
     pub expected_deliveries: u64,
@@ -442,7 +443,7 @@ fn verify(
     let mut round = Round {
         offered_per_sec: rate,
         sent_per_sec: send.per_sec,
-        send_errors: send.errors,
+        send_errors: send.errors + send.refused,
         ..Default::default()
     };
     let (mut latency, mut to_stored, mut from_stored) = (hist(), hist(), hist());

@@ -32,6 +32,7 @@ mod overload;
 mod raw;
 mod report;
 mod soak;
+mod statements;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -45,6 +46,8 @@ use std::{
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
+
+use overload::{send_once, Answer, Reply};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -305,45 +308,59 @@ pub struct Run {
     pub label: String,
     pub offered_per_sec: Option<f64>,
     pub per_sec: f64,
+    /// Failed: neither served nor refused cleanly.
     pub errors: u64,
+    /// Refused cleanly: 503 or 429 with `Retry-After` (admission control).
+    #[serde(default)]
+    pub refused: u64,
     pub latency: Lat,
 }
 
-/// Closed loop: each user repeats `op` back to back for `secs`.
+/// Closed loop: each user repeats `op` back to back for `secs`; a refused request is made
+/// again (the same `n`, so a send keeps its `client_id`) once its `Retry-After` has passed,
+/// as the web client does (web/chat.js), not at once.
 async fn closed_loop<F, Fut>(label: &str, users: &[(User, String)], secs: u64, op: F) -> Run
 where
     F: Fn(reqwest::Client, User, String, u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
+    Fut: std::future::Future<Output = Reply> + Send,
 {
     let Ok(c) = client() else {
         return Run::default();
     };
     let total = Arc::new(Mutex::new(hist()));
-    let errors = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(Counts::default());
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for (user, conv) in users {
-        let (c, op, total, errors) = (c.clone(), op.clone(), total.clone(), errors.clone());
+        let (c, op, total, counts) = (c.clone(), op.clone(), total.clone(), counts.clone());
         let (user, conv) = (user.clone(), conv.clone());
         tasks.push(tokio::spawn(async move {
             let mut h = hist();
-            let mut n = 0;
+            let mut n = 1;
             while Instant::now() < end {
-                n += 1;
                 let t = Instant::now();
-                if op(c.clone(), user.clone(), conv.clone(), n).await {
-                    let _ = h.record(t.elapsed().as_micros() as u64);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                let reply = op(c.clone(), user.clone(), conv.clone(), n).await;
+                match reply.answer {
+                    Answer::Accepted => {
+                        let _ = h.record(t.elapsed().as_micros() as u64);
+                    }
+                    Answer::Refused => {
+                        let until = (Instant::now() + reply.retry_after).min(end);
+                        tokio::time::sleep_until(until.into()).await;
+                        counts.count(reply.answer);
+                        continue;
+                    }
+                    Answer::Failed => counts.count(reply.answer),
                 }
+                n += 1;
             }
             if let Ok(mut all) = total.lock() {
                 let _ = all.add(&h);
             }
         }));
     }
-    finish(label, None, start, tasks, &total, &errors).await
+    finish(label, None, start, tasks, &total, &counts).await
 }
 
 /// Open loop: `rate` requests a second for `secs`, spread over the users; latency from the
@@ -357,13 +374,13 @@ async fn open_loop<F, Fut>(
 ) -> Run
 where
     F: Fn(reqwest::Client, User, String, u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
+    Fut: std::future::Future<Output = Reply> + Send,
 {
     let Ok(c) = client() else {
         return Run::default();
     };
     let total = Arc::new(Mutex::new(hist()));
-    let errors = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(Counts::default());
     let start = tokio::time::Instant::now();
     let n = (rate * secs as f64) as u64;
     let mut tasks = Vec::with_capacity(n as usize);
@@ -371,29 +388,51 @@ where
         let at = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(at).await;
         let (user, conv) = users[i as usize % users.len()].clone();
-        let (c, op, total, errors) = (c.clone(), op.clone(), total.clone(), errors.clone());
+        let (c, op, total, counts) = (c.clone(), op.clone(), total.clone(), counts.clone());
         tasks.push(tokio::spawn(async move {
-            if op(c, user, conv, i).await {
+            let answer = op(c, user, conv, i).await.answer;
+            if answer == Answer::Accepted {
                 if let Ok(mut h) = total.lock() {
                     let _ = h.record(at.elapsed().as_micros() as u64);
                 }
             } else {
-                errors.fetch_add(1, Ordering::Relaxed);
+                counts.count(answer);
             }
         }));
     }
-    finish(label, Some(rate), start.into_std(), tasks, &total, &errors).await
+    finish(label, Some(rate), start.into_std(), tasks, &total, &counts).await
+}
+
+/// A loop's requests that were not served, by how they ended.
+#[derive(Default)]
+struct Counts {
+    failed: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Counts {
+    fn count(&self, answer: Answer) {
+        match answer {
+            Answer::Accepted => {}
+            Answer::Refused => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Answer::Failed => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Waits for a run's tasks and sums it up: successes per second since `start`, failures,
-/// and the latency of the successes.
+/// refusals, and the latency of the successes.
 async fn finish(
     label: &str,
     offered_per_sec: Option<f64>,
     start: Instant,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     total: &Mutex<Histogram<u64>>,
-    errors: &AtomicU64,
+    counts: &Counts,
 ) -> Run {
     for t in tasks {
         let _ = t.await;
@@ -404,7 +443,8 @@ async fn finish(
         label: label.into(),
         offered_per_sec,
         per_sec: h.len() as f64 / elapsed,
-        errors: errors.load(Ordering::Relaxed),
+        errors: counts.failed.load(Ordering::Relaxed),
+        refused: counts.refused.load(Ordering::Relaxed),
         latency: Lat::of(&h),
     }
 }
@@ -412,7 +452,7 @@ async fn finish(
 /// Sends message `n` with an ordinary text.
 fn sender(
     base: String,
-) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, bool> + Clone
+) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, Reply> + Clone
 {
     sender_of(
         base,
@@ -425,45 +465,34 @@ fn sender(
 pub(crate) type Answered = Arc<Mutex<std::collections::HashMap<String, i64>>>;
 
 /// Sends message `n` with the text `content(n)` (made when the request starts) and a
-/// `client_id`; true when it was created (201) and its answer read, when that was noted in
-/// `answered` if given.
+/// `client_id` (the same for the same `n`); when it was created (201) and its answer read,
+/// when that was, is noted in `answered` if given.
 fn sender_of(
     base: String,
     content: fn(u64) -> String,
     answered: Option<Answered>,
-) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, bool> + Clone
+) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, Reply> + Clone
 {
     let run = rand::random::<u32>();
     move |c, user, conv, n| {
         let (base, answered) = (base.clone(), answered.clone());
         Box::pin(async move {
             let content = content(n);
-            let res = c
-                .post(format!("{base}/api/conversations/{conv}/messages"))
-                .bearer_auth(&user.token)
-                .json(&json!({
-                    "content": content,
-                    "client_id": format!("b{run:x}-{}-{n}", user.id),
-                }))
-                .send()
-                .await;
-            match res {
-                Ok(r) if r.status().as_u16() == 201 => {
-                    let read = r.bytes().await.is_ok();
-                    if let (true, Some(Ok(mut at))) = (read, answered.as_ref().map(|a| a.lock())) {
-                        at.insert(content, chrono::Utc::now().timestamp_micros());
-                    }
-                    read
+            let client_id = format!("b{run:x}-{}-{n}", user.id);
+            let reply = send_once(&c, &base, &user, &conv, &client_id, &content).await;
+            if reply.answer == Answer::Accepted {
+                if let Some(Ok(mut at)) = answered.as_ref().map(|a| a.lock()) {
+                    at.insert(content, chrono::Utc::now().timestamp_micros());
                 }
-                _ => false,
             }
+            reply
         })
     }
 }
 
 fn reader(
     base: String,
-) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, bool> + Clone
+) -> impl Fn(reqwest::Client, User, String, u64) -> futures_util::future::BoxFuture<'static, Reply> + Clone
 {
     move |c, user, conv, _| {
         let base = base.clone();
@@ -474,11 +503,7 @@ fn reader(
             if let Some(t) = &user.ryw {
                 req = req.header("x-consistency-token", t);
             }
-            let res = req.send().await;
-            match res {
-                Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-                _ => false,
-            }
+            Reply::of(req.send().await, 200).await
         })
     }
 }
@@ -644,14 +669,18 @@ pub struct Results {
     /// Sends and group commits in each scenario.
     #[serde(default)]
     pub batches: Vec<batches::Window>,
+    /// The primary's longest-running statements in each scenario.
+    #[serde(default)]
+    pub statements: Vec<statements::Window>,
 }
 
-/// Where a scenario's resources are recorded: CPU per process class, the disk's syncs, and
-/// the group commits' batches.
+/// Where a scenario's resources are recorded: CPU per process class, the disk's syncs, the
+/// group commits' batches, and the primary's statements.
 struct Gauges<'a> {
     cpu: &'a mut Vec<cpu::Usage>,
     disk: &'a mut Vec<disk::Window>,
     batches: &'a mut Vec<batches::Window>,
+    statements: &'a mut Vec<statements::Window>,
 }
 
 impl Results {
@@ -660,13 +689,16 @@ impl Results {
             cpu: &mut self.cpu,
             disk: &mut self.disk,
             batches: &mut self.batches,
+            statements: &mut self.statements,
         }
     }
 }
 
 /// Runs `f` and records, as `scenario`, the CPU each process class spent meanwhile, the
-/// disk's sync latency, and the sends and batches the instances appended.
+/// disk's sync latency, the sends and batches the instances appended, and the primary's
+/// longest-running statements.
 async fn measured<T, F: std::future::Future<Output = T>>(r: Gauges<'_>, scenario: &str, f: F) -> T {
+    let counting = statements::reset().await;
     let appended = batches::sample().await;
     let (before, started, from) = (cpu::sample(), Instant::now(), disk::now());
     let out = f.await;
@@ -683,6 +715,9 @@ async fn measured<T, F: std::future::Future<Output = T>>(r: Gauges<'_>, scenario
     );
     r.cpu.push(usage);
     r.disk.push(disk::Window::between(scenario, from, to));
+    if counting {
+        r.statements.extend(statements::read(scenario).await);
+    }
     out
 }
 

@@ -89,16 +89,57 @@ impl Overload {
 /// the overload target (the report's `OVERLOAD_P99_MS` is this).
 pub const NORMAL_P99_MS: f64 = 100.0;
 
-/// How the stack answered one send.
+/// How the stack answered one request.
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Answer {
-    /// 201, its body read.
+    /// Served: 201 for a send (200 for a page), its body read.
     Accepted,
     /// 503 or 429 with `Retry-After`: turned away cleanly — by admission control (503), or
     /// by the per-user send budget (429), which scripts/bench.sh lifts out of the way.
     Refused,
     /// Anything else: another status, a refusal without `Retry-After`, or no answer.
     Failed,
+}
+
+/// A request's [`Answer`] and, for a refusal, the wait it asked for.
+#[derive(Clone, Copy)]
+pub(crate) struct Reply {
+    pub answer: Answer,
+    /// `Retry-After` in whole seconds (RFC 9110 §10.2.3); zero unless refused.
+    pub retry_after: Duration,
+}
+
+impl Reply {
+    /// Classifies `res`, the answer to a request served with `ok`, reading its body.
+    pub(crate) async fn of(res: reqwest::Result<reqwest::Response>, ok: u16) -> Self {
+        let Ok(r) = res else {
+            return Self::failed();
+        };
+        let status = r.status().as_u16();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        let body_ok = r.bytes().await.is_ok();
+        match (status, retry_after) {
+            (s, _) if s == ok && body_ok => Self {
+                answer: Answer::Accepted,
+                retry_after: Duration::ZERO,
+            },
+            (503 | 429, Some(secs)) => Self {
+                answer: Answer::Refused,
+                retry_after: Duration::from_secs(secs),
+            },
+            _ => Self::failed(),
+        }
+    }
+
+    fn failed() -> Self {
+        Self {
+            answer: Answer::Failed,
+            retry_after: Duration::ZERO,
+        }
+    }
 }
 
 /// Sends `content` to `conv` as `user` with `client_id`, and classifies the answer.
@@ -109,26 +150,14 @@ pub(crate) async fn send_once(
     conv: &str,
     client_id: &str,
     content: &str,
-) -> Answer {
+) -> Reply {
     let res = c
         .post(format!("{base}/api/conversations/{conv}/messages"))
         .bearer_auth(&user.token)
         .json(&json!({"content": content, "client_id": client_id}))
         .send()
         .await;
-    match res {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let retry_after = r.headers().contains_key("retry-after");
-            let body_ok = r.bytes().await.is_ok();
-            match status {
-                201 if body_ok => Answer::Accepted,
-                503 | 429 if retry_after => Answer::Refused,
-                _ => Answer::Failed,
-            }
-        }
-        Err(_) => Answer::Failed,
-    }
+    Reply::of(res, 201).await
 }
 
 /// One send: its answer, latency (µs, from its scheduled start) and scheduled offset.
@@ -157,7 +186,9 @@ async fn offer(env: &Env, pairs: &Pairs, rate: f64, secs: u64, tag: &str) -> Res
         tasks.push(tokio::spawn(async move {
             let at = start + offset;
             let content = format!("overload {client_id}");
-            let answer = send_once(&c, &base, &user, &conv, &client_id, &content).await;
+            let answer = send_once(&c, &base, &user, &conv, &client_id, &content)
+                .await
+                .answer;
             let micros = at.elapsed().as_micros() as u64;
             if answer == Answer::Accepted {
                 if let Ok(mut a) = accepted.lock() {

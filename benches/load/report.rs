@@ -85,6 +85,44 @@ fn cpu_per_op(r: &Results, scenario: &str, ops: u64) -> String {
     classes.join(", ")
 }
 
+/// "Where the primary's time went": each scenario's longest-running statements
+/// (benches/load/statements.rs); empty when none were recorded.
+fn statements_section(r: &Results) -> String {
+    if r.statements.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("## Where the primary's time went\n\nThe services' statements that ran longest in total on the primary in each scenario, from `pg_stat_statements` (reset at the scenario's start; executor wall time, so a wait on a lock or the disk counts; planning not included). Share: of every service statement's executor time in the scenario.\n\n| scenario | statement | role | calls | total | per call | rows per call | share |\n|---|---|---|---|---|---|---|---|\n");
+    for w in &r.statements {
+        for st in &w.top {
+            let calls = st.calls.max(1) as f64;
+            md.push_str(&format!(
+                "| {} | `{}` | {} | {} | {:.0} ms | {:.3} ms | {:.1} | {:.0}% |\n",
+                w.scenario,
+                st.text.replace('|', "\\|"),
+                st.role.trim_start_matches("switchboard_"),
+                st.calls,
+                st.total_ms,
+                st.total_ms / calls,
+                st.rows as f64 / calls,
+                100.0 * st.total_ms / w.all_ms.max(f64::EPSILON),
+            ));
+        }
+    }
+    md.push('\n');
+    md
+}
+
+/// A run's requests that were not served: "N refused, M failed" (refused: 503 or 429
+/// with `Retry-After`; failed: anything else), or "none".
+fn unserved(run: &super::Run) -> String {
+    match (run.refused, run.errors) {
+        (0, 0) => "none".into(),
+        (refused, 0) => format!("{refused} refused"),
+        (0, failed) => format!("{failed} failed"),
+        (refused, failed) => format!("{refused} refused, {failed} failed"),
+    }
+}
+
 /// The mean sends per batch in `scenario` (one decimal), or "—" where not measured.
 fn sends_per_batch(r: &Results, scenario: &str) -> String {
     r.batches
@@ -152,14 +190,14 @@ pub fn markdown(r: &Results) -> String {
         "| scenario | result | raw limit (pgbench) | ratio | target |\n|---|---|---|---|---|\n",
     );
     md.push_str(&format!(
-        "| send: {} users, closed loop, {} s | {:.0} messages/s, p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms, {} errors | {}, {} clients | {:.2} | ≥ {SEND_RATIO:.2}: {} |\n",
+        "| send: {} users, closed loop, {} s | {:.0} messages/s, p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms, {} | {}, {} clients | {:.2} | ≥ {SEND_RATIO:.2}: {} |\n",
         plan.clients, plan.send_secs, r.send_max.per_sec, r.send_max.latency.p50, r.send_max.latency.p90, r.send_max.latency.p99,
-        r.send_max.latency.max, r.send_max.errors, raw_cell(&r.raw_insert, "inserts/s"), r.raw_insert.clients, send_ratio, verdict(send_ratio >= SEND_RATIO)
+        r.send_max.latency.max, unserved(&r.send_max), raw_cell(&r.raw_insert, "inserts/s"), r.raw_insert.clients, send_ratio, verdict(send_ratio >= SEND_RATIO)
     ));
     md.push_str(&format!(
-        "| history: pages of 50, {} users, {} s | {:.0} pages/s, p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms, {} errors | {} on the replica | {:.2} | ≥ {HISTORY_RATIO:.2}: {} |\n",
+        "| history: pages of 50, {} users, {} s | {:.0} pages/s, p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms, {} | {} on the replica | {:.2} | ≥ {HISTORY_RATIO:.2}: {} |\n",
         plan.clients, plan.history_secs, r.history.per_sec, r.history.latency.p50, r.history.latency.p90, r.history.latency.p99,
-        r.history.latency.max, r.history.errors, raw_cell(&r.raw_select, "selects/s"), history_ratio, verdict(history_ratio >= HISTORY_RATIO)
+        r.history.latency.max, unserved(&r.history), raw_cell(&r.raw_select, "selects/s"), history_ratio, verdict(history_ratio >= HISTORY_RATIO)
     ));
     let at_target = fanout.sockets >= FANOUT_SOCKETS && f.offered_per_sec >= FANOUT_RATE;
     let fanout_ok = f.latency.p99 <= FANOUT_P99_MS && f.exact() && at_target;
@@ -207,7 +245,7 @@ pub fn markdown(r: &Results) -> String {
         md.push('\n');
     }
 
-    md.push_str("## Send latency against offered load\n\n![send latency](send-latency.png)\n\nSends per batch: the mean over both instances' group commits in the step (`switchboard_send_batch_size`). CPU per send: every process's CPU in the step (see \"Where the cores went\") over the sends it accepted, and the primary's backends' share of it; an open loop's evenly spaced sends make smaller batches than the closed loop, and each batch costs the primary a fixed part whatever its size.\n\n| offered | achieved | p50 | p90 | p99 | max | errors | sends per batch | CPU per send: all / primary |\n|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("## Send latency against offered load\n\n![send latency](send-latency.png)\n\nSends per batch: the mean over both instances' group commits in the step (`switchboard_send_batch_size`). CPU per send: every process's CPU in the step (see \"Where the cores went\") over the sends it accepted, and the primary's backends' share of it; an open loop's evenly spaced sends make smaller batches than the closed loop, and each batch costs the primary a fixed part whatever its size.\n\n| offered | achieved | p50 | p90 | p99 | max | not served | sends per batch | CPU per send: all / primary |\n|---|---|---|---|---|---|---|---|---|\n");
     for s in r.send_steps.iter().chain(std::iter::once(&r.send_max)) {
         md.push_str(&format!(
             "| {} | {:.0}/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} |\n",
@@ -219,7 +257,7 @@ pub fn markdown(r: &Results) -> String {
             s.latency.p90,
             s.latency.p99,
             s.latency.max,
-            s.errors,
+            unserved(s),
             sends_per_batch(r, &s.label),
             cpu_per_send(r, &s.label, s.latency.count),
         ));
@@ -280,6 +318,7 @@ pub fn markdown(r: &Results) -> String {
         md.push('\n');
     }
 
+    md.push_str(&statements_section(r));
     md.push_str(&disk_section(r));
 
     md.push_str("## Where targets are missed, and why\n\n");

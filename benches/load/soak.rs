@@ -114,7 +114,9 @@ pub async fn run(
         tasks.push(tokio::spawn(async move {
             let client_id = format!("soak{run:x}-{i}");
             let content = format!("soak message {i} with some ordinary words in it");
-            let answer = send_once(&c, &base, &user, &conv, &client_id, &content).await;
+            let answer = send_once(&c, &base, &user, &conv, &client_id, &content)
+                .await
+                .answer;
             let slot = w.min(hists.len() - 1);
             match answer {
                 Answer::Accepted => {
