@@ -136,9 +136,10 @@ async fn the_messaging_role_reads_public_profiles_and_nothing_else_of_auth() {
     );
 }
 
-#[tokio::test]
-async fn migrations_applied_by_several_instances_at_once_run_exactly_once() {
-    let admin = admin(false).await;
+/// A scratch database on the primary, `migrate_<unique>`, with the schemas and audit
+/// objects of the bootstrap (postgres/init.sql, postgres/audit.sql) and no migration yet:
+/// its name and a superuser connection to it. Dropped by [`drop_scratch`].
+async fn scratch_database(admin: &tokio_postgres::Client) -> (String, tokio_postgres::Client) {
     let db = format!("migrate_{}", unique());
     admin
         .batch_execute(&format!("CREATE DATABASE {db}"))
@@ -158,36 +159,50 @@ async fn migrations_applied_by_several_instances_at_once_run_exactly_once() {
         .batch_execute(include_str!("../../postgres/audit.sql"))
         .await
         .expect("postgres/audit.sql");
-    let auth_url = secrecy::SecretString::from(with_db(&env("SWITCHBOARD_AUTH_DB_URL"), &db));
-    let messaging_url =
-        secrecy::SecretString::from(with_db(&env("SWITCHBOARD_MESSAGING_DB_URL"), &db));
+    (db, scratch_admin)
+}
 
+/// Drops a [`scratch_database`], closing its connections.
+async fn drop_scratch(admin: &tokio_postgres::Client, db: &str, scratch: tokio_postgres::Client) {
+    drop(scratch);
+    admin
+        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .await
+        .expect("drop db");
+}
+
+/// `schema`'s migrations applied to database `db` by `n` tasks at once, as the service's
+/// role.
+async fn migrate_concurrently(db: &str, schema: &'static str, n: usize) {
+    let (url, runner): (_, fn() -> refinery::Runner) = match schema {
+        "auth" => (
+            "SWITCHBOARD_AUTH_DB_URL",
+            migrations::auth::migrations::runner,
+        ),
+        _ => (
+            "SWITCHBOARD_MESSAGING_DB_URL",
+            migrations::messaging::migrations::runner,
+        ),
+    };
+    let url = secrecy::SecretString::from(with_db(&env(url), db));
     let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let url = auth_url.clone();
+    for _ in 0..n {
+        let url = url.clone();
         tasks.push(tokio::spawn(async move {
-            switchboard::platform::db::migrate(&url, "auth", migrations::auth::migrations::runner())
-                .await
+            switchboard::platform::db::migrate(&url, schema, runner()).await
         }));
     }
     for t in tasks {
-        t.await.expect("task").expect("auth migration");
+        t.await.expect("task").expect("migration");
     }
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let url = messaging_url.clone();
-        tasks.push(tokio::spawn(async move {
-            switchboard::platform::db::migrate(
-                &url,
-                "messaging",
-                migrations::messaging::migrations::runner(),
-            )
-            .await
-        }));
-    }
-    for t in tasks {
-        t.await.expect("task").expect("messaging migration");
-    }
+}
+
+#[tokio::test]
+async fn migrations_applied_by_several_instances_at_once_run_exactly_once() {
+    let admin = admin(false).await;
+    let (db, scratch_admin) = scratch_database(&admin).await;
+    migrate_concurrently(&db, "auth", 4).await;
+    migrate_concurrently(&db, "messaging", 4).await;
     for schema in ["auth", "messaging"] {
         let rows = scratch_admin
             .query(
@@ -201,11 +216,98 @@ async fn migrations_applied_by_several_instances_at_once_run_exactly_once() {
             .count();
         assert_eq!(rows.len(), files, "{schema}: each migration recorded once");
     }
-    drop(scratch_admin);
-    admin
-        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+    drop_scratch(&admin, &db, scratch_admin).await;
+}
+
+/// Vacuum never gives the hot tables' empty tail pages back (migration V17): their
+/// truncation needs the table's ACCESS EXCLUSIVE lock, and while vacuum held it every send
+/// waited. `user_counters` is filled, emptied and vacuumed, and keeps its pages; a copy of
+/// the same shape without the setting (the control: the same steps do truncate) is cut to
+/// nothing. The other hot tables carry the same storage parameter.
+#[tokio::test]
+async fn vacuum_keeps_the_hot_tables_tail_pages() {
+    let admin = admin(false).await;
+    let (db, scratch) = scratch_database(&admin).await;
+    migrate_concurrently(&db, "auth", 1).await;
+    migrate_concurrently(&db, "messaging", 1).await;
+    scratch
+        .batch_execute(
+            "CREATE UNLOGGED TABLE messaging.counters_control
+                 (LIKE messaging.user_counters INCLUDING ALL)",
+        )
         .await
-        .expect("drop db");
+        .expect("control table");
+    let pages = |table: &'static str| {
+        let scratch = &scratch;
+        async move {
+            scratch
+                .batch_execute(&format!("VACUUM {table}"))
+                .await
+                .expect("vacuum");
+            scratch
+                .query_one(
+                    "SELECT pg_relation_size($1::text::regclass)
+                          / current_setting('block_size')::bigint",
+                    &[&table],
+                )
+                .await
+                .expect("size")
+                .get::<_, i64>(0)
+        }
+    };
+    for table in ["messaging.user_counters", "messaging.counters_control"] {
+        scratch
+            .batch_execute(&format!(
+                "INSERT INTO {table} (user_id, budget, window_start, amount)
+                     SELECT gen_random_uuid(), 'send', now(), 1 FROM generate_series(1, 20000);
+                 DELETE FROM {table};"
+            ))
+            .await
+            .expect("fill and empty");
+    }
+    // The deleted rows can be removed once no snapshot anywhere may still see them (the
+    // replicas' queries hold the primary's horizon back through hot_standby_feedback): until
+    // the control is cut to nothing, vacuum again.
+    let mut control = pages("messaging.counters_control").await;
+    for _ in 0..100 {
+        if control == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        control = pages("messaging.counters_control").await;
+    }
+    assert_eq!(control, 0, "the control was never truncated");
+    let kept = pages("messaging.user_counters").await;
+    assert!(
+        kept > 0,
+        "the emptied user_counters was truncated to nothing"
+    );
+    let truncating: Vec<String> = scratch
+        .query(
+            "SELECT c.relname FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'messaging'
+             WHERE c.relname = ANY ($1)
+               AND NOT EXISTS (
+                   SELECT 1 FROM pg_options_to_table(c.reloptions) o
+                   WHERE o.option_name = 'vacuum_truncate' AND NOT o.option_value::boolean)",
+            &[&vec![
+                "conversations",
+                "participants",
+                "user_counters",
+                "notify_queue",
+                "email_digests",
+            ]],
+        )
+        .await
+        .expect("reloptions")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        truncating.is_empty(),
+        "vacuum still truncates {truncating:?}"
+    );
+    drop_scratch(&admin, &db, scratch).await;
 }
 
 /// The event bus sends a backlog larger than one `NOTIFY` payload whole and in order: events
