@@ -308,17 +308,24 @@ pub struct Run {
     pub label: String,
     pub offered_per_sec: Option<f64>,
     pub per_sec: f64,
-    /// Failed: neither served nor refused cleanly.
+    /// Requests that failed: neither served nor refused cleanly, or (a closed loop's)
+    /// refused at every attempt. Before `refused` was recorded, refusals counted here.
     pub errors: u64,
-    /// Refused cleanly: 503 or 429 with `Retry-After` (admission control).
+    /// Attempts refused cleanly: 503 or 429 with `Retry-After` (admission control); a closed
+    /// loop's are made again after the wait.
     #[serde(default)]
     pub refused: u64,
     pub latency: Lat,
 }
 
-/// Closed loop: each user repeats `op` back to back for `secs`; a refused request is made
+/// Attempts a closed loop's user makes at one request before giving it up as failed: the
+/// web client's `SEND_ATTEMPTS` (web/assets/chat.js).
+const ATTEMPTS: u32 = 6;
+
+/// Closed loop: each user repeats `op` back to back for `secs`. A refused request is made
 /// again (the same `n`, so a send keeps its `client_id`) once its `Retry-After` has passed,
-/// as the web client does (web/chat.js), not at once.
+/// as the web client does (web/assets/chat.js), not at once, up to [`ATTEMPTS`] in all; a
+/// served request's latency counts from its first attempt, the waits included.
 async fn closed_loop<F, Fut>(label: &str, users: &[(User, String)], secs: u64, op: F) -> Run
 where
     F: Fn(reqwest::Client, User, String, u64) -> Fut + Clone + Send + 'static,
@@ -337,23 +344,28 @@ where
         let (user, conv) = (user.clone(), conv.clone());
         tasks.push(tokio::spawn(async move {
             let mut h = hist();
-            let mut n = 1;
+            let (mut n, mut attempts) = (1, 0);
+            let mut first = Instant::now();
             while Instant::now() < end {
-                let t = Instant::now();
+                if attempts == 0 {
+                    first = Instant::now();
+                }
+                attempts += 1;
                 let reply = op(c.clone(), user.clone(), conv.clone(), n).await;
+                counts.count(reply.answer);
                 match reply.answer {
                     Answer::Accepted => {
-                        let _ = h.record(t.elapsed().as_micros() as u64);
+                        let _ = h.record(first.elapsed().as_micros() as u64);
                     }
-                    Answer::Refused => {
+                    Answer::Refused if attempts < ATTEMPTS => {
                         let until = (Instant::now() + reply.retry_after).min(end);
                         tokio::time::sleep_until(until.into()).await;
-                        counts.count(reply.answer);
                         continue;
                     }
-                    Answer::Failed => counts.count(reply.answer),
+                    Answer::Refused => counts.count(Answer::Failed),
+                    Answer::Failed => {}
                 }
-                n += 1;
+                (n, attempts) = (n + 1, 0);
             }
             if let Ok(mut all) = total.lock() {
                 let _ = all.add(&h);
@@ -411,6 +423,7 @@ struct Counts {
 }
 
 impl Counts {
+    /// Counts a request that was not served (a served one is counted by its latency).
     fn count(&self, answer: Answer) {
         match answer {
             Answer::Accepted => {}
@@ -503,7 +516,7 @@ fn reader(
             if let Some(t) = &user.ryw {
                 req = req.header("x-consistency-token", t);
             }
-            Reply::of(req.send().await, 200).await
+            Reply::of(req.send().await).await
         })
     }
 }

@@ -92,7 +92,8 @@ pub const NORMAL_P99_MS: f64 = 100.0;
 /// How the stack answered one request.
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Answer {
-    /// Served: 201 for a send (200 for a page), its body read.
+    /// Served (2xx: 201 for a new send, 200 for a page or for a send whose `client_id`
+    /// was stored already, as a resend after an uncertain refusal may find), its body read.
     Accepted,
     /// 503 or 429 with `Retry-After`: turned away cleanly — by admission control (503), or
     /// by the per-user send budget (429), which scripts/bench.sh lifts out of the way.
@@ -110,19 +111,19 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    /// Classifies `res`, the answer to a request served with `ok`, reading its body.
-    pub(crate) async fn of(res: reqwest::Result<reqwest::Response>, ok: u16) -> Self {
+    /// Classifies `res`, reading its body.
+    pub(crate) async fn of(res: reqwest::Result<reqwest::Response>) -> Self {
         let Ok(r) = res else {
             return Self::failed();
         };
-        let status = r.status().as_u16();
+        let status = r.status();
         let retry_after = r
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         let body_ok = r.bytes().await.is_ok();
-        match (status, retry_after) {
-            (s, _) if s == ok && body_ok => Self {
+        match (status.as_u16(), retry_after) {
+            _ if status.is_success() && body_ok => Self {
                 answer: Answer::Accepted,
                 retry_after: Duration::ZERO,
             },
@@ -157,7 +158,7 @@ pub(crate) async fn send_once(
         .json(&json!({"content": content, "client_id": client_id}))
         .send()
         .await;
-    Reply::of(res, 201).await
+    Reply::of(res).await
 }
 
 /// One send: its answer, latency (µs, from its scheduled start) and scheduled offset.

@@ -112,8 +112,9 @@ fn statements_section(r: &Results) -> String {
     md
 }
 
-/// A run's requests that were not served: "N refused, M failed" (refused: 503 or 429
-/// with `Retry-After`; failed: anything else), or "none".
+/// A run's attempts that were refused and requests that failed: "N refused, M failed"
+/// (refused: 503 or 429 with `Retry-After`; failed: anything else, or refused at every
+/// attempt), or "none".
 fn unserved(run: &super::Run) -> String {
     match (run.refused, run.errors) {
         (0, 0) => "none".into(),
@@ -245,7 +246,7 @@ pub fn markdown(r: &Results) -> String {
         md.push('\n');
     }
 
-    md.push_str("## Send latency against offered load\n\n![send latency](send-latency.png)\n\nSends per batch: the mean over both instances' group commits in the step (`switchboard_send_batch_size`). CPU per send: every process's CPU in the step (see \"Where the cores went\") over the sends it accepted, and the primary's backends' share of it; an open loop's evenly spaced sends make smaller batches than the closed loop, and each batch costs the primary a fixed part whatever its size.\n\n| offered | achieved | p50 | p90 | p99 | max | not served | sends per batch | CPU per send: all / primary |\n|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("## Send latency against offered load\n\n![send latency](send-latency.png)\n\nSends per batch: the mean over both instances' group commits in the step (`switchboard_send_batch_size`). CPU per send: every process's CPU in the step (see \"Where the cores went\") over the sends it accepted, and the primary's backends' share of it; an open loop's evenly spaced sends make smaller batches than the closed loop, and each batch costs the primary a fixed part whatever its size. Refused: attempts answered 503 or 429 with `Retry-After` (in the closed loop the user sends the same message again after the wait, as the web client does, up to 6 attempts); failed: requests given up.\n\n| offered | achieved | p50 | p90 | p99 | max | refused, failed | sends per batch | CPU per send: all / primary |\n|---|---|---|---|---|---|---|---|---|\n");
     for s in r.send_steps.iter().chain(std::iter::once(&r.send_max)) {
         md.push_str(&format!(
             "| {} | {:.0}/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} |\n",

@@ -17,7 +17,9 @@ const TOP: i64 = 6;
 pub struct Statement {
     /// The role that ran it (`switchboard_messaging`, `switchboard_auth`).
     pub role: String,
-    /// The normalised text (constants as `$n`), whitespace collapsed, cut to 100 characters.
+    /// The statement's text as PostgreSQL recorded it — normalised (constants as `$n`) when
+    /// it was planned after the reset, as written when it was prepared before, so one
+    /// statement may show under both — whitespace collapsed, cut to 100 characters.
     pub text: String,
     pub calls: i64,
     /// Milliseconds in the executor, all calls.
@@ -36,10 +38,19 @@ pub struct Window {
 }
 
 /// An admin connection to the primary (`SWITCHBOARD_PRIMARY_ADMIN_URL`) with
-/// `pg_stat_statements` installed; `None` when either is missing.
+/// `pg_stat_statements` loaded and installed (created here if missing); `None` when there is
+/// no such URL or the module is not loaded.
 async fn connect() -> Option<tokio_postgres::Client> {
     let url = std::env::var("SWITCHBOARD_PRIMARY_ADMIN_URL").ok()?;
     let c = super::admin(&url).await.ok()?;
+    let preloaded: String = c
+        .query_one("SELECT current_setting('shared_preload_libraries')", &[])
+        .await
+        .ok()?
+        .get(0);
+    if !preloaded.contains("pg_stat_statements") {
+        return None;
+    }
     c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .await
         .ok()?;
