@@ -220,10 +220,11 @@ async fn migrations_applied_by_several_instances_at_once_run_exactly_once() {
 }
 
 /// Vacuum never gives the hot tables' empty tail pages back (migration V17): their
-/// truncation needs the table's ACCESS EXCLUSIVE lock, and while vacuum held it every send
-/// waited. `user_counters` is filled, emptied and vacuumed, and keeps its pages; a copy of
-/// the same shape without the setting (the control: the same steps do truncate) is cut to
-/// nothing. The other hot tables carry the same storage parameter.
+/// truncation needs the table's ACCESS EXCLUSIVE lock, which every send conflicts with, and
+/// vacuum's tries for it coincided with bursts of refused sends in the benchmark.
+/// `user_counters` is filled, emptied and vacuumed, and keeps its pages; a copy of the same
+/// shape without the setting (the control: the same steps do truncate) is cut to nothing.
+/// The five hot tables, and no other, carry the storage parameter.
 #[tokio::test]
 async fn vacuum_keeps_the_hot_tables_tail_pages() {
     let admin = admin(false).await;
@@ -282,31 +283,29 @@ async fn vacuum_keeps_the_hot_tables_tail_pages() {
         kept > 0,
         "the emptied user_counters was truncated to nothing"
     );
-    let truncating: Vec<String> = scratch
+    let hot = [
+        "conversations",
+        "email_digests",
+        "notify_queue",
+        "participants",
+        "user_counters",
+    ];
+    let kept: Vec<String> = scratch
         .query(
-            "SELECT c.relname FROM pg_class c
+            "SELECT c.relname::text FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'messaging'
-             WHERE c.relname = ANY ($1)
-               AND NOT EXISTS (
-                   SELECT 1 FROM pg_options_to_table(c.reloptions) o
-                   WHERE o.option_name = 'vacuum_truncate' AND NOT o.option_value::boolean)",
-            &[&vec![
-                "conversations",
-                "participants",
-                "user_counters",
-                "notify_queue",
-                "email_digests",
-            ]],
+             WHERE EXISTS (
+                 SELECT 1 FROM pg_options_to_table(c.reloptions) o
+                 WHERE o.option_name = 'vacuum_truncate' AND NOT o.option_value::boolean)
+             ORDER BY c.relname",
+            &[],
         )
         .await
         .expect("reloptions")
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(
-        truncating.is_empty(),
-        "vacuum still truncates {truncating:?}"
-    );
+    assert_eq!(kept, hot, "the tables vacuum does not truncate");
     drop_scratch(&admin, &db, scratch).await;
 }
 
