@@ -228,10 +228,7 @@ async fn register(base: &str, prefix: &str, n: usize, parallel: usize) -> Res<Ve
                         .send()
                         .await?;
                     let status = res.status();
-                    let after = res
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                    let after = overload::retry_after_secs(&res);
                     let body: Value = res.json().await?;
                     match after {
                         Some(secs) if tries < 5 && matches!(status.as_u16(), 429 | 503) => {

@@ -117,10 +117,7 @@ impl Reply {
             return Self::failed();
         };
         let status = r.status();
-        let retry_after = r
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        let retry_after = retry_after_secs(&r);
         let body_ok = r.bytes().await.is_ok();
         match (status.as_u16(), retry_after) {
             _ if status.is_success() && body_ok => Self {
@@ -141,6 +138,14 @@ impl Reply {
             retry_after: Duration::ZERO,
         }
     }
+}
+
+/// A response's `Retry-After` in whole seconds (RFC 9110 §10.2.3; the HTTP-date form,
+/// which the services never send, reads as none).
+pub(crate) fn retry_after_secs(res: &reqwest::Response) -> Option<u64> {
+    res.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
 }
 
 /// Sends `content` to `conv` as `user` with `client_id`, and classifies the answer.
