@@ -475,8 +475,9 @@ fn sender(
 pub(crate) type Answered = Arc<Mutex<std::collections::HashMap<String, i64>>>;
 
 /// Sends message `n` with the text `content(n)` (made when the request starts) and a
-/// `client_id` (the same for the same `n`); when it was created (201) and its answer read,
-/// when that was, is noted in `answered` if given.
+/// `client_id` (the same for the same `n`); when it was served (201, or 200 for a resend
+/// whose `client_id` was stored already) and its answer read, when that was is noted in
+/// `answered` if given.
 fn sender_of(
     base: String,
     content: fn(u64) -> String,
