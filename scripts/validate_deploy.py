@@ -194,6 +194,7 @@ def connection_budget(docs, pool_size_default):
             env.update(configmaps.get(ef.get("configMapRef", {}).get("name"), {}))
         env.update({e["name"]: e.get("value", "") for e in c.get("env", [])})
         pool = int(env.get("DB_POOL_SIZE", pool_size_default))
+        replica_pool = int(env.get("DB_REPLICA_POOL_SIZE", pool))
         # A rollout at the maximum runs maxSurge more pods (Kubernetes' default: 25 %, up).
         dep = by_name[("Deployment", target)]["spec"]
         surge = dep.get("strategy", {}).get("rollingUpdate", {}).get("maxSurge", "25%")
@@ -202,7 +203,7 @@ def connection_budget(docs, pool_size_default):
         pods = hpa["spec"]["maxReplicas"] + extra
         primary += pods * (pool + DEDICATED[target])
         urls = len([u for u in env.get("REPLICA_URLS", "").split(",") if u])
-        replica += pods * (pool + DEDICATED_PER_REPLICA[target]) * urls
+        replica += pods * (replica_pool + DEDICATED_PER_REPLICA[target]) * urls
     cluster = next(d for d in docs if d["kind"] == "Cluster")
     params = cluster["spec"].get("postgresql", {}).get("parameters", {})
     reserved = int(params.get("superuser_reserved_connections", 3)) + OPERATOR_ROOM
@@ -677,6 +678,10 @@ def main():
         ("the messaging autoscaler past the connection budget",
          lambda ds: next(d for d in ds if d["kind"] == "HorizontalPodAutoscaler"
                          and d["metadata"]["name"] == "messaging")["spec"].update(maxReplicas=40)),
+        ("messaging's replica pools past one replica's connection budget",
+         lambda ds: next(d for d in ds if d["kind"] == "Deployment" and d["metadata"]["name"] == "messaging")
+         ["spec"]["template"]["spec"]["containers"][0].setdefault("env", []).append(
+             {"name": "DB_REPLICA_POOL_SIZE", "value": "40"})),
         ("a route to a Service port that does not exist",
          lambda ds: next(d for d in ds if d["metadata"]["name"] == "switchboard-https")["spec"]["rules"][0]["backendRefs"][0].update(port=8080)),
         ("a floating database image",

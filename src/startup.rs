@@ -19,7 +19,7 @@ use crate::{
     },
     platform::access::Verifier,
     platform::bus::Publisher,
-    platform::config::{AuthConfig, MessagingConfig, MigrateConfig},
+    platform::config::{AuthConfig, MessagingConfig, MigrateConfig, PoolSettings},
     platform::db::{
         self,
         routing::{ReplicaPolicy, Routing, ServerPools},
@@ -205,20 +205,21 @@ impl App {
         // Each connection names its instance in `pg_stat_activity` (PostgreSQL truncates
         // names to 63 bytes).
         let named = |role: &str| format!("switchboard-{role} {}", cfg.instance_id);
-        let server = |url| {
+        let server = |url, pool: &PoolSettings| {
             anyhow::Ok(ServerPools {
-                requests: db::pool(url, &cfg.pool, &named("messaging"))?,
-                monitor: db::monitor_pool(url, &cfg.pool, &named("monitor"))?,
+                requests: db::pool(url, pool, &named("messaging"))?,
+                monitor: db::monitor_pool(url, pool, &named("monitor"))?,
             })
         };
-        let primary_pools = server(&cfg.primary_url)?;
+        let replica_pool = cfg.replica_pool_settings();
+        let primary_pools = server(&cfg.primary_url, &cfg.pool)?;
         let primary = primary_pools.requests.clone();
         let replicas = cfg
             .replica_urls
             .iter()
             .enumerate()
             .map(|(i, url)| {
-                let pools = server(url)?;
+                let pools = server(url, &replica_pool)?;
                 let host = db::tls::parse(url.expose_secret())
                     .ok()
                     .map(|(c, _)| {

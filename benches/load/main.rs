@@ -777,8 +777,21 @@ async fn machine(env: &Env) -> Value {
         "kernel": kernel.trim(),
         "postgresql": pg,
         "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "stack": "everything on this machine: PostgreSQL primary + 1 streaming replica, auth, 2 messaging instances, NGINX, and the load generator",
+        "stack": format!(
+            "everything on this machine: PostgreSQL primary + 1 streaming replica, auth, 2 messaging instances (database pools of {} on the primary, {} on the replica), NGINX, and the load generator",
+            pool_size("DB_POOL_SIZE", "16"),
+            pool_size("DB_REPLICA_POOL_SIZE", &pool_size("DB_POOL_SIZE", "16")),
+        ),
     })
+}
+
+/// A pool size the stack was started with (`var`, as scripts/bench.sh exported it to the
+/// services), else the services' default `default`.
+fn pool_size(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 /// Whether scenario `name` runs: all by default, or those listed in `BENCH_ONLY`

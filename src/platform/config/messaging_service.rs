@@ -73,6 +73,19 @@ pub struct MessagingConfig {
     /// Set by [`MessagingConfig::resolve`]: at least one.
     #[arg(skip)]
     pub replica_urls: Vec<SecretString>,
+    /// Most connections in each replica URL's pool, 1–10 000 (default: `DB_POOL_SIZE`, the
+    /// primary's). A replica runs only short reads, each keeping a backend busy on a core
+    /// from start to end, so connections past what its cores can run at once only add
+    /// backends taking turns: the PostgreSQL wiki's "Number Of Database Connections" puts a
+    /// server's throughput peak near `2 × cores + effective spindles` connections in all.
+    /// The primary's pool stays larger: its connections also wait on commits and row locks.
+    /// Measured with `BENCH_ONLY=history scripts/bench.sh` (two instances, a 2-core host,
+    /// ten runs): the replica's CPU per page was 1.59–1.66 × the messaging service's with
+    /// pools of 16, 1.38–1.47 × with 8, 1.26–1.35 × with 4, 1.17 × with 2; 4 on the primary
+    /// as well cut the closed loop's sends from 2853/s to 2242/s.
+    #[arg(long = "db-replica-pool-size", env = "DB_REPLICA_POOL_SIZE", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000), help_heading = "Database pool")]
+    pub replica_pool_size: Option<u32>,
     /// A replica further than this many bytes behind the primary's WAL counts as lagging
     /// and is skipped.
     #[arg(long = "replica-max-lag-bytes", env = "REPLICA_MAX_LAG_BYTES", default_value_t = 16 * 1024 * 1024,
@@ -327,6 +340,17 @@ pub struct MessagingConfig {
 }
 
 impl MessagingConfig {
+    /// The settings of each replica URL's pools: the primary's ([`Self::pool`]) with
+    /// `DB_REPLICA_POOL_SIZE` connections when it is set.
+    pub fn replica_pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_size: self
+                .replica_pool_size
+                .map_or(self.pool.max_size, |n| n as usize),
+            ..self.pool.clone()
+        }
+    }
+
     /// Checks the parsed settings, applies the floors named above and loads the secrets
     /// (call after telemetry starts, so the development switch's warnings are logged).
     ///

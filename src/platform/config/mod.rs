@@ -399,6 +399,30 @@ mod tests {
         assert_eq!(cfg.server.http_workers, Some(3));
     }
 
+    /// Each replica URL's pool is the primary's size unless `DB_REPLICA_POOL_SIZE` sets its
+    /// own; a pool of none would refuse every read, so 0 is refused at start.
+    #[test]
+    fn replica_pools_take_their_own_size_or_the_primarys() {
+        let cfg = try_parse_from::<MessagingConfig, _, _>(["messaging", "--db-pool-size", "12"])
+            .expect("parses");
+        assert_eq!(cfg.replica_pool_settings().max_size, 12);
+        let cfg = try_parse_from::<MessagingConfig, _, _>([
+            "messaging",
+            "--db-pool-size",
+            "12",
+            "--db-replica-pool-size",
+            "4",
+        ])
+        .expect("parses");
+        let replica = cfg.replica_pool_settings();
+        assert_eq!((replica.max_size, cfg.pool.max_size), (4, 12));
+        assert_eq!(replica.wait_timeout, cfg.pool.wait_timeout);
+        for bad in ["0", "10001"] {
+            let e = error_of::<MessagingConfig>(&["messaging", "--db-replica-pool-size", bad]);
+            assert!(e.contains("--db-replica-pool-size"), "{bad}: {e}");
+        }
+    }
+
     /// A duration the database cannot add to `now()` (an interval past about 292 000 years
     /// overflows, PostgreSQL docs §8.5) would fail every statement that uses it, at run time:
     /// a digest delay of 10^13 s stopped every notification pass. Refused at start instead.
