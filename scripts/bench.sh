@@ -27,7 +27,7 @@ export PG_PRIMARY_PORT=26432 PG_REPLICA_PORT=26433 PG_REPLICAS=1
 export PG_SERVER_OPTIONS="-c shared_preload_libraries=pg_stat_statements"
 # Replica pools sized to the replica's 2 cores (README "Configuration", DB_REPLICA_POOL_SIZE):
 # 8 connections in all instead of 32. The primary's stay at the default 16.
-export DB_REPLICA_POOL_SIZE=4
+export DB_REPLICA_POOL_SIZE="${DB_REPLICA_POOL_SIZE:-4}"
 export AUTH_METRICS_PORT=29181 MESSAGING_METRICS_PORT=29182
 export PROFILE=release
 # Bench config: sends limited by the stack, not by the per-user budget; cheap sign-ups (the

@@ -194,7 +194,7 @@ def connection_budget(docs, pool_size_default):
             env.update(configmaps.get(ef.get("configMapRef", {}).get("name"), {}))
         env.update({e["name"]: e.get("value", "") for e in c.get("env", [])})
         pool = int(env.get("DB_POOL_SIZE", pool_size_default))
-        replica_pool = int(env.get("DB_REPLICA_POOL_SIZE", pool))
+        replica_pool = int(env.get("DB_REPLICA_POOL_SIZE") or pool)
         # A rollout at the maximum runs maxSurge more pods (Kubernetes' default: 25 %, up).
         dep = by_name[("Deployment", target)]["spec"]
         surge = dep.get("strategy", {}).get("rollingUpdate", {}).get("maxSurge", "25%")

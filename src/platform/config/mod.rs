@@ -92,8 +92,8 @@ pub struct TokenSettings {
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Database pool")]
 pub struct PoolSettings {
-    /// Most connections per pool.
-    #[arg(long = "db-pool-size", env = "DB_POOL_SIZE", default_value_t = 16)]
+    /// Most connections per pool, 1–10 000 (a pool of none would refuse every request).
+    #[arg(long = "db-pool-size", env = "DB_POOL_SIZE", default_value = "16", value_parser = pool_size)]
     pub max_size: usize,
     /// Milliseconds a request waits for a free connection before answering 503 (plus at most
     /// 1 s to open one: a failed write answers within 2 s).
@@ -324,6 +324,16 @@ fn milliseconds(s: &str) -> Result<Duration, String> {
         .and_then(|d| at_most(d, LONGEST, MILLISECONDS))
 }
 
+/// Value parser: a pool's most connections, 1–10 000 (`DB_POOL_SIZE`,
+/// `DB_REPLICA_POOL_SIZE`).
+pub(crate) fn pool_size(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n @ 1..=10_000) => Ok(n),
+        Ok(_) => Err("1 to 10000 connections".into()),
+        Err(e) => Err(format!("{e} (a whole number of connections)")),
+    }
+}
+
 /// Value parser: a statement timeout in whole milliseconds, at most
 /// [`LONGEST_STATEMENT_TIMEOUT`].
 fn statement_timeout(s: &str) -> Result<Duration, String> {
@@ -400,13 +410,22 @@ mod tests {
     }
 
     /// Each replica URL's pool is the primary's size unless `DB_REPLICA_POOL_SIZE` sets its
-    /// own; a pool of none would refuse every read, so 0 is refused at start.
+    /// own; a pool of none would refuse every request, so 0 is refused at start for both.
+    /// Parsed with the environment switched off, so a variable set where the tests run
+    /// cannot stand in for the fallback.
     #[test]
     fn replica_pools_take_their_own_size_or_the_primarys() {
-        let cfg = try_parse_from::<MessagingConfig, _, _>(["messaging", "--db-pool-size", "12"])
-            .expect("parses");
+        use clap::{CommandFactory, FromArgMatches};
+        let parse = |args: &[&str]| {
+            let matches = MessagingConfig::command()
+                .mut_args(|a| a.env(None))
+                .try_get_matches_from(args)?;
+            MessagingConfig::from_arg_matches(&matches)
+        };
+        let cfg = parse(&["messaging", "--db-pool-size", "12"]).expect("parses");
+        assert_eq!(cfg.replica_pool_size, None);
         assert_eq!(cfg.replica_pool_settings().max_size, 12);
-        let cfg = try_parse_from::<MessagingConfig, _, _>([
+        let cfg = parse(&[
             "messaging",
             "--db-pool-size",
             "12",
@@ -417,9 +436,14 @@ mod tests {
         let replica = cfg.replica_pool_settings();
         assert_eq!((replica.max_size, cfg.pool.max_size), (4, 12));
         assert_eq!(replica.wait_timeout, cfg.pool.wait_timeout);
-        for bad in ["0", "10001"] {
-            let e = error_of::<MessagingConfig>(&["messaging", "--db-replica-pool-size", bad]);
-            assert!(e.contains("--db-replica-pool-size"), "{bad}: {e}");
+        for flag in ["--db-replica-pool-size", "--db-pool-size"] {
+            for bad in ["0", "10001", "x"] {
+                let e = parse(&["messaging", flag, bad])
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                assert!(e.contains(flag), "{flag} {bad}: {e}");
+            }
         }
     }
 
