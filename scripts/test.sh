@@ -55,6 +55,9 @@ export PROFILE=debug
 # another test's lone send (a 503 in the real-time suite, CI of 2026-12-02). The fault tests
 # that exercise admission control pass their own target.
 export SEND_QUEUE_MAX_WAIT_MS=200
+# Replica pools of their own size (DB_REPLICA_POOL_SIZE), not the primary's 16: the
+# telemetry test reads both pools' sizes back from /metrics.
+export DB_REPLICA_POOL_SIZE=12
 # bcrypt's cost is a production setting (12); 8 keeps the suite fast while a hash still
 # takes long enough (~15 ms) that the login timing test measures something real.
 export BCRYPT_COST=8

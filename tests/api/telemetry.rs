@@ -704,6 +704,26 @@ async fn metrics_after_traffic() {
         let v = sample(&all, family, &labels);
         assert!(v.is_some_and(|v| v >= 1.0), "{family}{labels:?} = {v:?}");
     }
+    // Each pool as configured, on every instance (`sample` adds the instances up): the
+    // primary's `DB_POOL_SIZE` (unset: 16), each replica's `DB_REPLICA_POOL_SIZE`
+    // (scripts/test.sh sets 12; unset: the primary's).
+    let size_of = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let primary_pool = size_of("DB_POOL_SIZE").unwrap_or(16.0);
+    let replica_pool = size_of("DB_REPLICA_POOL_SIZE").unwrap_or(primary_pool);
+    let instances = instances().len() as f64;
+    for (pool, size) in [
+        ("primary", primary_pool),
+        ("replica-1", replica_pool),
+        ("replica-2", replica_pool),
+    ] {
+        let label = format!("db_client_connection_pool_name=\"{pool}\"");
+        let v = sample(&all, "db_client_connection_max", &[label.as_str()]);
+        assert_eq!(v, Some(size * instances), "{pool}'s pool size in {all}");
+    }
     for family in [
         "switchboard_replica_lag_bytes",
         "switchboard_replica_lag_seconds",
