@@ -4,16 +4,25 @@
 use crate::platform::db::Traced;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use uuid::Uuid;
 
 use super::domain::MessageKind;
+
+/// A [`MessageOf`] owning its text: what handlers keep, publish and answer with one message.
+pub type Message = MessageOf<'static>;
 
 /// A message: `{id, conversation_id, seq, sender_id, kind, content, reply_to, quote?,
 /// attachment?, system?, created_at, edited_at, deleted}`. `seq` is per conversation,
 /// gapless, from 1. `content` is null once deleted; `sender_id` is the actor of a `system`
 /// message.
+// The text (`content`) is owned ([`Message`]) or borrowed for `'r` from the database row it
+// was read from ([`MessageOf::borrowed_from_row_at`]): a page of history is encoded to JSON
+// straight from its rows, no message's text copied out of them first (issue 16). One shape,
+// one `Serialize` and one schema (`Message`) for both.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Message {
+#[schema(as = Message)]
+pub struct MessageOf<'r> {
     pub id: Uuid,
     pub conversation_id: Uuid,
     pub seq: i64,
@@ -22,7 +31,8 @@ pub struct Message {
     pub rev: i64,
     pub sender_id: Option<Uuid>,
     pub kind: MessageKind,
-    pub content: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub content: Option<Cow<'r, str>>,
     pub reply_to: Option<Uuid>,
     /// The thread this message replies in (its root, a top-level message); absent for a
     /// top-level message.
@@ -324,8 +334,17 @@ impl Message {
         Self::from_row_at(row, &MessageColumnIndex::of(row.columns()))
     }
 
-    /// Reads a row selected with [`MESSAGE_COLUMNS`], its columns where `at` found them.
+    /// Reads a row selected with [`MESSAGE_COLUMNS`], its columns where `at` found them, into
+    /// a message that outlives the row (its text copied).
     pub fn from_row_at(row: &tokio_postgres::Row, at: &MessageColumnIndex) -> Self {
+        MessageOf::borrowed_from_row_at(row, at).into_owned()
+    }
+}
+
+impl<'r> MessageOf<'r> {
+    /// Reads a row selected with [`MESSAGE_COLUMNS`], its columns where `at` found them, the
+    /// text borrowed from the row: for answers encoded while the rows are still at hand.
+    pub fn borrowed_from_row_at(row: &'r tokio_postgres::Row, at: &MessageColumnIndex) -> Self {
         let json = |column: usize| row.get::<_, Option<serde_json::Value>>(column);
         // NULL for the common value: see `message_columns`.
         let thread_reply_count: i32 = row
@@ -341,7 +360,7 @@ impl Message {
             rev: row.get(at.rev),
             sender_id: row.get(at.sender_id),
             kind: MessageKind::from_column(row.get::<_, Option<&str>>(at.kind).unwrap_or("text")),
-            content: row.get(at.content),
+            content: row.get::<_, Option<&str>>(at.content).map(Cow::Borrowed),
             reply_to: row.get(at.reply_to),
             thread_root_id: row.get(at.thread_root_id),
             thread: (thread_reply_count > 0).then(|| ThreadSummary {
@@ -404,7 +423,60 @@ fn reactions_of(row: &tokio_postgres::Row, at: &MessageColumnIndex) -> Vec<React
         .collect()
 }
 
-impl Message {
+impl<'r> MessageOf<'r> {
+    /// The same message owning its text, free of the row it was read from.
+    pub fn into_owned(self) -> Message {
+        // Every field named: a field added to the shape must be decided on here.
+        let MessageOf {
+            id,
+            conversation_id,
+            seq,
+            rev,
+            sender_id,
+            kind,
+            content,
+            reply_to,
+            thread_root_id,
+            thread,
+            quote,
+            attachment,
+            system,
+            mentions,
+            mentions_all,
+            reactions,
+            priority,
+            forwarded_from,
+            pinned,
+            created_at,
+            edited_at,
+            deleted,
+        } = self;
+        MessageOf {
+            id,
+            conversation_id,
+            seq,
+            rev,
+            sender_id,
+            kind,
+            content: content.map(|c| Cow::Owned(c.into_owned())),
+            reply_to,
+            thread_root_id,
+            thread,
+            quote,
+            attachment,
+            system,
+            mentions,
+            mentions_all,
+            reactions,
+            priority,
+            forwarded_from,
+            pinned,
+            created_at,
+            edited_at,
+            deleted,
+        }
+    }
+
     /// The message as a reader whose visible range starts at `visible_from` sees it: without
     /// the quote of a parent from before that (issue 14: a late joiner reads nothing from
     /// before they joined, quotes included). `reply_to` stays: an id reveals no content.

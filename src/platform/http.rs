@@ -12,6 +12,24 @@ use actix_web::{
 };
 use tracing::Instrument;
 
+/// A JSON answer (`application/json`) with `status`, `value` encoded straight into a buffer
+/// of `capacity` bytes reserved up front — for large bodies whose size is known roughly
+/// (a page of messages), which `HttpResponse::json` would write into a buffer grown by
+/// doubling, copying the body several times.
+///
+/// Errors: `value`'s `Serialize` fails (not for the plain data shapes of this API).
+pub fn json_body<T: serde::Serialize>(
+    status: StatusCode,
+    value: &T,
+    capacity: usize,
+) -> Result<HttpResponse, serde_json::Error> {
+    let mut body = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut body, value)?;
+    Ok(HttpResponse::build(status)
+        .insert_header(header::ContentType::json())
+        .body(body))
+}
+
 /// Extracts the trace id from a W3C `traceparent` header
 /// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, W3C Trace Context §3.2).
 /// Returns `None` for a malformed header or the all-zero (invalid) trace id.

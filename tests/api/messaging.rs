@@ -149,6 +149,16 @@ async fn two_users_converse_live_and_unread_counts_follow_the_read_marker() {
         .filter_map(|m| m["seq"].as_i64())
         .collect();
     assert_eq!(seqs, vec![2, 3], "after= pages oldest first");
+    // A page is encoded straight from its rows (the text borrowed from them, not copied):
+    // each message in it is, field for field, what its sender got back when sending it —
+    // text that JSON must escape and text beyond ASCII included.
+    let tricky = "a \"quote\", a back\\slash, a\nnew line, a tab\t, é, 🎉 and \u{1}";
+    let sent = bob.send(&conv, tricky).await;
+    let (_, page) = bob
+        .get(&format!("/api/conversations/{conv}/messages?limit=1"))
+        .await;
+    assert_eq!(page["messages"][0], sent, "{page}");
+    assert_eq!(page["messages"][0]["content"], tricky);
 }
 
 #[tokio::test]
