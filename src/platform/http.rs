@@ -15,7 +15,7 @@ use tracing::Instrument;
 /// A JSON answer (`application/json`) with `status`, `value` encoded straight into a buffer
 /// of `capacity` bytes reserved up front — for large bodies whose size is known roughly
 /// (a page of messages), which `HttpResponse::json` would write into a buffer grown by
-/// doubling, copying the body several times.
+/// doubling (each growth copying what was written so far; in total less than the body).
 ///
 /// Errors: `value`'s `Serialize` fails (not for the plain data shapes of this API).
 pub fn json_body<T: serde::Serialize>(

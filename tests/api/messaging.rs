@@ -153,9 +153,26 @@ async fn two_users_converse_live_and_unread_counts_follow_the_read_marker() {
     // each message in it is, field for field, what its sender got back when sending it —
     // text that JSON must escape and text beyond ASCII included.
     let tricky = "a \"quote\", a back\\slash, a\nnew line, a tab\t, é, 🎉 and \u{1}";
-    let sent = bob.send(&conv, tricky).await;
-    let (_, page) = bob
-        .get(&format!("/api/conversations/{conv}/messages?limit=1"))
+    let (s, headers, sent) = bob
+        .call(
+            Method::POST,
+            &format!("/api/conversations/{conv}/messages"),
+            Some(json!({"content": tricky})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sent}");
+    // Read with the send's consistency token, as a browser does: the page holds the send.
+    let token = headers
+        .get("x-consistency-token")
+        .and_then(|v| v.to_str().ok())
+        .expect("consistency token");
+    let (_, _, page) = bob
+        .call_with(
+            Method::GET,
+            &format!("/api/conversations/{conv}/messages?limit=1"),
+            None,
+            &[("x-consistency-token", token)],
+        )
         .await;
     assert_eq!(page["messages"][0], sent, "{page}");
     assert_eq!(page["messages"][0]["content"], tricky);
