@@ -384,3 +384,98 @@ async fn the_bus_sends_a_backlog_of_several_payloads_whole_and_in_order() {
         "the backlog fit one payload: the test proves nothing about several"
     );
 }
+
+/// The same URL on another port (`host:port` after the `@`).
+fn with_port(url: &str, port: &str) -> String {
+    let (head, rest) = url.split_once('@').expect("URL with credentials");
+    let (_, path) = rest.split_once('/').expect("URL with a database");
+    let host = rest.split(':').next().expect("host");
+    format!("{head}@{host}:{port}/{path}")
+}
+
+/// A read with a consistency token waits for a replica connection only within its RYW wait
+/// (`RYW_WAIT_MS`): with every connection of the replica's request pool taken (by slow reads,
+/// or by token reads waiting out a lagging replay), it is served by the primary once that
+/// wait is over, labelled `replica-busy` — not after the pool's own, longer wait
+/// (`DB_POOL_TIMEOUT_MS`) and not labelled `replica-unhealthy`. A read without a token waits
+/// the pool's time, then goes to the primary labelled busy too. The service's own routing,
+/// pools and TLS, on the real replica; the replica's pool has one connection, held here.
+#[tokio::test]
+async fn a_token_read_waits_for_a_busy_replica_only_within_its_ryw_wait() {
+    use secrecy::SecretString;
+    use std::time::{Duration, Instant};
+    use switchboard::platform::{
+        config::PoolSettings,
+        db::{
+            self,
+            routing::{ReplicaPolicy, ServerPools},
+            ReadRoute, Routing,
+        },
+    };
+    let primary_url = env("SWITCHBOARD_MESSAGING_DB_URL");
+    let replica_admin = env("SWITCHBOARD_REPLICA_ADMIN_URL");
+    let replica_port = replica_admin
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.split('/').next())
+        .expect("replica port");
+    let replica_url = with_port(&primary_url, replica_port);
+    let (pool_wait, ryw_wait) = (Duration::from_millis(800), Duration::from_millis(200));
+    let settings = PoolSettings {
+        max_size: 1,
+        wait_timeout: pool_wait,
+        statement_timeout: Duration::from_secs(5),
+    };
+    let pools = |url: &str| ServerPools {
+        requests: db::pool(&SecretString::from(url.to_owned()), &settings, "busy-test")
+            .expect("pool"),
+        monitor: db::monitor_pool(&SecretString::from(url.to_owned()), &settings, "busy-test")
+            .expect("monitor pool"),
+    };
+    let replica = pools(&replica_url);
+    let replica_requests = replica.requests.clone();
+    let routing = Routing::new(
+        pools(&primary_url),
+        vec![("replica-1".to_owned(), replica)],
+        ReplicaPolicy {
+            max_lag_bytes: 16 * 1024 * 1024,
+            max_lag: Duration::from_secs(5),
+            check_interval: Duration::from_secs(1),
+            ryw_wait,
+        },
+    );
+    // A token the replica has replayed: the replica could serve the read, were it not busy.
+    let token: db::Lsn = admin(false)
+        .await
+        .query_one("SELECT pg_current_wal_lsn()", &[])
+        .await
+        .expect("lsn")
+        .get(0);
+    let (free, route) = routing.read(Some(token)).await.expect("read");
+    assert_eq!(
+        route,
+        ReadRoute::Replica,
+        "an idle replica serves the token read"
+    );
+    drop(free);
+
+    // Every replica connection taken.
+    let held = replica_requests
+        .get()
+        .await
+        .expect("the replica's one connection");
+    let started = Instant::now();
+    let (on_primary, route) = routing.read(Some(token)).await.expect("token read");
+    let waited = started.elapsed();
+    drop(on_primary);
+    assert_eq!(route, ReadRoute::PrimaryReplicaBusy);
+    assert!(
+        waited >= ryw_wait && waited < pool_wait,
+        "a token read waited {waited:?} for a busy replica (its RYW wait is {ryw_wait:?}, the pool's {pool_wait:?})"
+    );
+    let started = Instant::now();
+    let (on_primary, route) = routing.read(None).await.expect("read without a token");
+    drop(on_primary);
+    assert_eq!(route, ReadRoute::PrimaryReplicaBusy, "busy, not unhealthy");
+    assert!(started.elapsed() >= pool_wait, "{:?}", started.elapsed());
+    drop(held);
+}

@@ -84,10 +84,11 @@ pub struct MessagingConfig {
     /// pools of 16, 1.38–1.47 × with 8, 1.26–1.35 × with 4, 1.17 × with 2; 4 on the primary
     /// as well cut the closed loop's sends from 2853/s to 2242/s.
     ///
-    /// A read waits for a free connection of the pool (up to `DB_POOL_TIMEOUT_MS`) before
-    /// its wait for the replica to replay its token (`RYW_WAIT_MS`), and a token read holds
-    /// its connection through that wait: the smaller the pool, the likelier slow or lagging
-    /// reads keep the others queued, then sent to the primary.
+    /// A read with a consistency token holds its connection through its wait for the
+    /// replica to replay the token (`RYW_WAIT_MS`), and waits for a free connection only
+    /// within that same wait before going to the primary (route reason `replica-busy`); a
+    /// read without one waits up to `DB_POOL_TIMEOUT_MS`. The smaller the pool, the likelier
+    /// slow or lagging reads send the others to the primary.
     #[arg(long = "db-replica-pool-size", env = "DB_REPLICA_POOL_SIZE", value_name = "N",
           value_parser = super::pool_size, help_heading = "Database pool")]
     pub replica_pool_size: Option<usize>,

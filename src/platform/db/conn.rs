@@ -80,8 +80,8 @@ fn endpoint_of(client: &Object) -> Arc<Endpoint> {
 pub struct Route {
     /// `primary`, `replica`, or `replica-or-primary` (a retry).
     pub pool: &'static str,
-    /// `write`, `default`, `token-not-replayed`, `replica-unhealthy`, `conflict-retry`,
-    /// `background`.
+    /// `write`, `default`, `token-not-replayed`, `replica-unhealthy`, `replica-busy`,
+    /// `conflict-retry`, `background`.
     pub reason: &'static str,
 }
 

@@ -12,7 +12,8 @@
 //! Read-your-writes: a read carrying the caller's consistency token (the primary's WAL LSN
 //! after their last write, signed so it cannot be forged) uses a replica only once that
 //! replica — judged on the very connection that serves the read — has replayed it, waiting
-//! at most `RYW_WAIT_MS` in all; otherwise the primary. A connection that already reported
+//! at most `RYW_WAIT_MS` in all — the wait for a free replica connection included;
+//! otherwise the primary. A connection that already reported
 //! a position at or past the token is not asked again (`routing/replayed.rs`). A read
 //! cancelled on a replica by a recovery conflict (PostgreSQL docs §27.4.2, "Handling Query
 //! Conflicts") is tried once more elsewhere.
@@ -27,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::{Object, Pool, PoolError, TimeoutType};
 
 use super::{Conn, DbError, Route};
 use serde::Serialize;
@@ -50,6 +51,9 @@ pub enum ReadRoute {
     PrimaryTokenNotReplayed,
     /// The primary: no replica healthy.
     PrimaryReplicaUnhealthy,
+    /// The primary: the replicas are healthy but none had a free connection in time (within
+    /// the read's `RYW_WAIT_MS` for a read with a token, `DB_POOL_TIMEOUT_MS` without).
+    PrimaryReplicaBusy,
     /// Another server after a recovery conflict cancelled the read.
     ConflictRetry,
 }
@@ -61,6 +65,7 @@ impl ReadRoute {
             Self::Replica => ("replica", "default"),
             Self::PrimaryTokenNotReplayed => ("primary", "token-not-replayed"),
             Self::PrimaryReplicaUnhealthy => ("primary", "replica-unhealthy"),
+            Self::PrimaryReplicaBusy => ("primary", "replica-busy"),
             Self::ConflictRetry => ("replica-or-primary", "conflict-retry"),
         };
         Route { pool, reason }
@@ -264,8 +269,25 @@ impl Routing {
             ReadRoute::PrimaryTokenNotReplayed
         };
         for replica in &candidates {
-            let conn = match replica.pool.get().await {
+            // A read with a token waits for a replica connection only within its RYW wait:
+            // past it the primary answers at once, not after the pool's own wait
+            // (`DB_POOL_TIMEOUT_MS`, longer), and the replay check below then finds the
+            // deadline passed anyway. Replicas held by slow reads or by other token reads
+            // waiting out a lagging replay would otherwise hold this read too.
+            let got = match token {
+                Some(_) => tokio::time::timeout_at(deadline, replica.pool.get())
+                    .await
+                    .unwrap_or(Err(PoolError::Timeout(TimeoutType::Wait))),
+                None => replica.pool.get().await,
+            };
+            let conn = match got {
                 Ok(c) => c,
+                // Every connection in use: the replica is busy, not down.
+                Err(PoolError::Timeout(TimeoutType::Wait)) => {
+                    tracing::info!(replica = %replica.name, "no free replica connection in time");
+                    route = ReadRoute::PrimaryReplicaBusy;
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(replica = %replica.name, error = %e, "replica unavailable");
                     route = ReadRoute::PrimaryReplicaUnhealthy;
@@ -284,7 +306,9 @@ impl Routing {
             }
         }
         let conn = self.primary.get().await?;
-        if let (Some(t), ReadRoute::PrimaryTokenNotReplayed) = (token, route) {
+        if let (Some(t), ReadRoute::PrimaryTokenNotReplayed | ReadRoute::PrimaryReplicaBusy) =
+            (token, route)
+        {
             self.check_not_ahead(&conn, t).await?;
         }
         let (conn, route) = self.chosen(conn, route);
@@ -353,8 +377,9 @@ impl Routing {
 
     /// Refuses a token for a WAL position the primary has not reached: no token this
     /// cluster issued can be ahead of it (one from another cluster, a restored backup or a
-    /// leaked key can). Asked on `conn`, a primary connection, only after no replica
-    /// replayed the token in time — the path such a token always ends on.
+    /// leaked key can). Asked on `conn`, a primary connection, only when no replica showed
+    /// the token replayed in time (not replayed, or no free connection to ask on) — the
+    /// path such a token always ends on while a replica is healthy.
     ///
     /// Errors: [`DbError::TokenAhead`] (the edge answers 400 and clears the `ryw_lsn` cookie).
     async fn check_not_ahead(&self, conn: &Object, token: Lsn) -> Result<(), DbError> {
