@@ -282,9 +282,11 @@ impl Routing {
             };
             let conn = match got {
                 Ok(c) => c,
-                // Every connection in use: the replica is busy, not down.
+                // Every connection in use: the replica is busy, not down. At debug: under a
+                // read storm this is every read, and `switchboard_db_read_routing_total`
+                // (reason `replica-busy`) counts them already.
                 Err(PoolError::Timeout(TimeoutType::Wait)) => {
-                    tracing::info!(replica = %replica.name, "no free replica connection in time");
+                    tracing::debug!(replica = %replica.name, "no free replica connection in time");
                     route = ReadRoute::PrimaryReplicaBusy;
                     continue;
                 }
