@@ -479,3 +479,103 @@ async fn a_token_read_waits_for_a_busy_replica_only_within_its_ryw_wait() {
     assert!(started.elapsed() >= pool_wait, "{:?}", started.elapsed());
     drop(held);
 }
+
+/// Every node of an `EXPLAIN (FORMAT JSON)` plan, depth first.
+fn plan_nodes(node: &Value, out: &mut Vec<Value>) {
+    out.push(node.clone());
+    for child in node["Plans"].as_array().into_iter().flatten() {
+        plan_nodes(child, out);
+    }
+}
+
+/// A history page reads its conversation's index in page order and stops after the page, on
+/// a connection's first executions of the statement too: custom plans (forced here, as
+/// PostgreSQL makes them for a prepared statement's first five executions), with the
+/// statistics knowing the conversation's 3000 messages and taking the reader's visible range
+/// for 0.5 % of them, the messages stored among two other conversations' as concurrent
+/// sends store them. (With the page size a parameter the custom plan knew, it read all 3000
+/// through a bitmap scan and sorted them.) Newest first and oldest first.
+#[tokio::test]
+async fn a_history_page_reads_only_its_page_on_a_connections_first_executions() {
+    let (a, b, c, d) = (
+        register("plan_a").await,
+        register("plan_b").await,
+        register("plan_c").await,
+        register("plan_d").await,
+    );
+    let conv = a.direct_with(&b).await;
+    let convs = vec![
+        conv.clone(),
+        a.direct_with(&c).await,
+        a.direct_with(&d).await,
+    ];
+    let admin = admin(false).await;
+    admin
+        .execute(
+            "INSERT INTO messaging.messages
+                 (id, conversation_id, seq, sender_id, kind, content, rev, created_rev)
+             SELECT gen_random_uuid(), c.id::uuid, g, $2::text::uuid, 'text', 'm' || g, g, g
+             FROM generate_series(1, 3000) g, unnest($1::text[]) AS c(id)
+             ORDER BY g",
+            &[&convs, &a.id],
+        )
+        .await
+        .expect("messages");
+    admin
+        .batch_execute("ANALYZE messaging.messages")
+        .await
+        .expect("analyze");
+    for (ascending, after, direction, first) in
+        [(false, "NULL", "Backward", 3000), (true, "0", "Forward", 1)]
+    {
+        let name = if ascending { "page_asc" } else { "page_desc" };
+        admin
+            .batch_execute(&format!(
+                "SET plan_cache_mode = force_custom_plan;
+                 PREPARE {name} (uuid, bigint, bigint, int8, uuid) AS {}",
+                switchboard::messaging::messages::history_page_sql(ascending)
+            ))
+            .await
+            .expect("prepare");
+        let explained = admin
+            .query_one(
+                &format!(
+                    "EXPLAIN (ANALYZE, FORMAT JSON)
+                     EXECUTE {name} ('{conv}', NULL, {after}, 51, '{}')",
+                    a.id
+                ),
+                &[],
+            )
+            .await
+            .expect("explain");
+        let plan: Value = explained.get(0);
+        let mut nodes = Vec::new();
+        plan_nodes(&plan[0]["Plan"], &mut nodes);
+        let scans: Vec<&Value> = nodes
+            .iter()
+            .filter(|n| n["Relation Name"] == "messages" && n["Alias"] == "p")
+            .collect();
+        let shown = serde_json::to_string_pretty(&plan).unwrap_or_default();
+        assert_eq!(scans.len(), 1, "one scan of the page's messages: {shown}");
+        assert_eq!(scans[0]["Node Type"], "Index Scan", "{shown}");
+        assert_eq!(scans[0]["Scan Direction"], direction, "{shown}");
+        assert_eq!(scans[0]["Actual Rows"], 51, "read only the page: {shown}");
+        assert!(
+            nodes.iter().all(|n| n["Node Type"] != "Sort"),
+            "no sort of the conversation: {shown}"
+        );
+        let page = admin
+            .query(
+                &format!("EXECUTE {name} ('{conv}', NULL, {after}, 51, '{}')", a.id),
+                &[],
+            )
+            .await
+            .expect("page");
+        let seqs: Vec<i64> = page.iter().map(|r| r.get("seq")).collect();
+        assert_eq!(seqs.len(), 51);
+        assert_eq!(
+            seqs[0], first,
+            "the page starts at its end of the conversation"
+        );
+    }
+}
