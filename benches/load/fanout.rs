@@ -75,6 +75,10 @@ pub struct Round {
     /// ([`super::cpu::Steal`]).
     #[serde(default)]
     pub stolen_share: f64,
+    /// CPU seconds per process class while the round's messages were sent (the deliveries'
+    /// tail after the last send not included): how much of the machine each rate took.
+    #[serde(default)]
+    pub cpu: super::cpu::Usage,
 }
 
 impl Round {
@@ -325,7 +329,11 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             plan.fanout_secs
         );
         let answered: super::Answered = Arc::default();
-        let (from, steal) = (super::disk::now(), super::cpu::Steal::now());
+        let (from, started, cores_before) = (
+            super::disk::now(),
+            std::time::Instant::now(),
+            super::cpu::sample(),
+        );
         let send = open_loop(
             "fan-out send",
             &senders,
@@ -334,9 +342,14 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             sender_of(env.base.clone(), timed_content, Some(answered.clone())),
         )
         .await;
-        let (sent_until, stolen_share) = (
+        let (sent_until, cpu) = (
             super::disk::now(),
-            steal.share_until(&super::cpu::Steal::now()),
+            super::cpu::usage(
+                &format!("fan-out at {rate}/s"),
+                started.elapsed().as_secs_f64(),
+                &cores_before,
+                &super::cpu::sample(),
+            ),
         );
         let after = last_seqs(env, &convs).await?;
         let expected: i64 = sockets
@@ -360,7 +373,8 @@ pub async fn run(env: &Env, plan: &Plan) -> Res<Fanout> {
             // Taken after the deliveries' wait: a sync still running as the sends ended
             // (a stall) has been recorded by now.
             disk: super::disk::Window::between(&format!("fan-out at {rate}/s"), from, sent_until),
-            stolen_share,
+            stolen_share: cpu.stolen_share,
+            cpu,
             ..verify(rate, &send, &sockets, &before, &after, &answered)
         });
         let r = rounds.last().cloned().unwrap_or_default();

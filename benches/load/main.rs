@@ -119,7 +119,7 @@ impl Plan {
                 history_secs: 30,
                 fanout_sockets: 10_000,
                 fanout_rate: 1_000,
-                fanout_steps: vec![50, 100, 250, 500],
+                fanout_steps: vec![50, 100, 250, 375, 500, 750],
                 fanout_secs: 30,
                 idle_sockets: 18_000,
                 raw_secs: 10,

@@ -293,6 +293,30 @@ pub fn markdown(r: &Results) -> String {
             ));
         }
     }
+    if fanout.rounds.iter().any(|rd| rd.cpu.wall_secs > 0.0) {
+        md.push_str(&format!(
+            "\nThe cores each rate took while its messages were sent: busy = CPU seconds of every process class ÷ the round's wall seconds (the machine has {} cores), and each class's CPU per message sent (every message is delivered to 9 sockets), biggest first.\n\n| offered | cores busy | CPU per message | by process class, per message |\n|---|---|---|---|\n",
+            m["cores"]
+        ));
+        for rd in fanout.rounds.iter().filter(|rd| rd.cpu.wall_secs > 0.0) {
+            let messages = (rd.sent_per_sec * rd.cpu.wall_secs).max(1.0);
+            let per = |secs: f64| secs * 1000.0 / messages;
+            let classes: Vec<String> = rd
+                .cpu
+                .by_class
+                .iter()
+                .take(8)
+                .map(|(c, secs)| format!("{c} {:.3}", per(*secs)))
+                .collect();
+            md.push_str(&format!(
+                "| {}/s | {:.2} | {:.3} ms | {} ms |\n",
+                rd.offered_per_sec,
+                rd.cpu.total() / rd.cpu.wall_secs,
+                per(rd.cpu.total()),
+                classes.join(", ")
+            ));
+        }
+    }
     md.push_str("\n## Fan-out delivery latency\n\n![fan-out latency](fanout-latency.png)\n\n");
 
     if !r.cpu.is_empty() {
