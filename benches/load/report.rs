@@ -295,8 +295,9 @@ pub fn markdown(r: &Results) -> String {
     }
     if fanout.rounds.iter().any(|rd| rd.cpu.wall_secs > 0.0) {
         md.push_str(&format!(
-            "\nThe cores each rate took while its messages were sent: busy = CPU seconds of every process class ÷ the round's wall seconds (the machine has {} cores), and each class's CPU per message sent (every message is delivered to 9 sockets), biggest first.\n\n| offered | cores busy | CPU per message | by process class, per message |\n|---|---|---|---|\n",
-            m["cores"]
+            "\nThe cores each rate took while its messages were sent: busy = CPU seconds of every process class ÷ the round's wall seconds (the machine has {} cores), and each class's CPU per message sent (every message is delivered to {} sockets), biggest first.\n\n| offered | cores busy | CPU per message | by process class, per message |\n|---|---|---|---|\n",
+            m["cores"],
+            super::GROUP - 1
         ));
         for rd in fanout.rounds.iter().filter(|rd| rd.cpu.wall_secs > 0.0) {
             let messages = (rd.sent_per_sec * rd.cpu.wall_secs).max(1.0);

@@ -592,7 +592,8 @@ pub async fn history(
 /// not a participant), oldest first when `ascending`. Made once per order, not per request.
 ///
 /// Its plan reads the conversation's `(conversation_id, seq)` index in page order and stops
-/// after the page, whatever the statistics say. The reader's visible range (`seq` between
+/// after the page: planned for a tenth of a conversation's rows, that scan is the cheaper
+/// plan for every estimate of the conversation's size (a cost choice, not a hint). The reader's visible range (`seq` between
 /// their `visible_from_seq` and `visible_to_seq`, values of the outer row) is a pair of
 /// range conditions the planner cannot see the values of, so it takes them to keep 0.5 %
 /// of the conversation (`DEFAULT_RANGE_INEQ_SEL`, PostgreSQL's `selfuncs.h`): 38 of 7970
@@ -603,7 +604,7 @@ pub async fn history(
 /// takes 0.07 ms (EXPLAIN ANALYZE, benchmark data, 2026-12-05). Reads that fell back to the
 /// primary, on connections that had not run the statement before, took 200–385 ms each,
 /// fifteen at once (the history benchmark's first second; its slowest page 627 ms). The
-/// page size is therefore an InitPlan (`LIMIT (SELECT $4)`): no plan knows it, and both
+/// page size is therefore an InitPlan (`LIMIT (SELECT $4::int8)`): no plan knows it, and both
 /// plans take it for a tenth of the rows, as the generic plan always did.
 pub fn history_page_sql(ascending: bool) -> &'static str {
     fn make(order: &str) -> String {

@@ -559,7 +559,11 @@ async fn a_history_page_reads_only_its_page_on_a_connections_first_executions() 
         assert_eq!(scans.len(), 1, "one scan of the page's messages: {shown}");
         assert_eq!(scans[0]["Node Type"], "Index Scan", "{shown}");
         assert_eq!(scans[0]["Scan Direction"], direction, "{shown}");
-        assert_eq!(scans[0]["Actual Rows"], 51, "read only the page: {shown}");
+        assert_eq!(
+            scans[0]["Actual Rows"].as_f64(),
+            Some(51.0),
+            "read only the page: {shown}"
+        );
         assert!(
             nodes.iter().all(|n| n["Node Type"] != "Sort"),
             "no sort of the conversation: {shown}"

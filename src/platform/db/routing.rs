@@ -283,8 +283,9 @@ impl Routing {
             let conn = match got {
                 Ok(c) => c,
                 // Every connection in use: the replica is busy, not down. At debug: under a
-                // read storm this is every read, and `switchboard_db_read_routing_total`
-                // (reason `replica-busy`) counts them already.
+                // read storm this is every read. A read that finds every replica busy is
+                // counted by `switchboard_db_read_routing_total` (reason `replica-busy`); one
+                // served by another replica instead counts as that replica's read.
                 Err(PoolError::Timeout(TimeoutType::Wait)) => {
                     tracing::debug!(replica = %replica.name, "no free replica connection in time");
                     route = ReadRoute::PrimaryReplicaBusy;
