@@ -593,9 +593,11 @@ pub async fn history(
 ///
 /// Its plan reads the conversation's `(conversation_id, seq)` index in page order and stops
 /// after the page: planned for a tenth of a conversation's rows, that scan is the cheaper
-/// plan for every estimate of the conversation's size (a cost choice, not a hint). The reader's visible range (`seq` between
-/// their `visible_from_seq` and `visible_to_seq`, values of the outer row) is a pair of
-/// range conditions the planner cannot see the values of, so it takes them to keep 0.5 %
+/// plan for every estimate of the conversation's size (a cost choice, not a hint).
+///
+/// Why the page size is hidden: the reader's visible range (`seq` between their
+/// `visible_from_seq` and `visible_to_seq`, values of the outer row) is a pair of range
+/// conditions the planner cannot see the values of, so it takes them to keep 0.5 %
 /// of the conversation (`DEFAULT_RANGE_INEQ_SEL`, PostgreSQL's `selfuncs.h`): 38 of 7970
 /// messages. A custom plan (the first five executions of a prepared statement on each
 /// connection, PostgreSQL docs, PREPARE, "Notes"), knowing the page size, 51, then expects
@@ -604,8 +606,8 @@ pub async fn history(
 /// takes 0.07 ms (EXPLAIN ANALYZE, benchmark data, 2026-12-05). Reads that fell back to the
 /// primary, on connections that had not run the statement before, took 200–385 ms each,
 /// fifteen at once (the history benchmark's first second; its slowest page 627 ms). The
-/// page size is therefore an InitPlan (`LIMIT (SELECT $4::int8)`): no plan knows it, and both
-/// plans take it for a tenth of the rows, as the generic plan always did.
+/// page size is therefore an InitPlan (`LIMIT (SELECT $4::int8)`): no plan knows it, and
+/// both plans take it for a tenth of the rows, as the generic plan always did.
 pub fn history_page_sql(ascending: bool) -> &'static str {
     fn make(order: &str) -> String {
         format!(
